@@ -1,0 +1,2 @@
+/* placeholder replaced by the native helper */
+int hast_native_version(void) { return 1; }
