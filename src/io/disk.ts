@@ -1,0 +1,133 @@
+// One open local component (hast.conf `local`): a regular file or a disk, as hastd accepts.
+// Synchronous by design (see src/native.ts); every failure is a NativeError naming the path.
+//
+// Invariants checked on every call: offsets and lengths are whole, non-negative and inside
+// the component (size_bytes is fixed when it is opened); writes need a writable open.
+
+import { native, NativeError } from "../native.ts";
+
+export interface LocalDiskOptions {
+  write: boolean;
+  direct?: boolean; // O_DIRECT: buffers, offsets and lengths must be multiples of sector_bytes
+  lock?: boolean;   // exclusive flock(): a second locked open fails with EWOULDBLOCK
+}
+
+export class LocalDisk {
+  readonly path: string;
+  readonly size_bytes: number;
+  readonly sector_bytes: number;
+  readonly kind: "file" | "block";
+  readonly writable: boolean;
+  #fd: number;
+  #flush_unsupported: NativeError | undefined; // the first EOPNOTSUPP, returned ever after
+
+  private constructor(path: string, fd: number, kind: "file" | "block", size_bytes: number,
+    sector_bytes: number, writable: boolean) {
+    this.path = path;
+    this.#fd = fd;
+    this.kind = kind;
+    this.size_bytes = size_bytes;
+    this.sector_bytes = sector_bytes;
+    this.writable = writable;
+  }
+
+  static open(path: string, opts: LocalDiskOptions): LocalDisk {
+    const fd = native.open(path, { write: opts.write, direct: opts.direct === true });
+    try {
+      const kind = native.kind(fd, path);
+      if (kind !== "file" && kind !== "block") {
+        // hastd rejects these with EFTYPE; Linux has no EFTYPE, so errno falls back to EINVAL.
+        const errno = native.errnoValue("EFTYPE") ?? native.errnoValue("EINVAL") ?? 0;
+        throw new NativeError({ op: "open", path, errno, code: "EFTYPE",
+          reason: `neither block device nor regular file (it is a ${kind === "char" ? "character device" : kind})` });
+      }
+      if (opts.lock === true) native.lockExclusive(fd, path);
+      const size_bytes = native.mediaSize(fd, path);
+      const sector_bytes = native.sectorSize(fd, path);
+      if (!(sector_bytes > 0 && (sector_bytes & (sector_bytes - 1)) === 0)) {
+        throw new Error(`open ${path}: sector size ${sector_bytes} is not a power of two`);
+      }
+      return new LocalDisk(path, fd, kind, size_bytes, sector_bytes, opts.write);
+    } catch (err) {
+      try {
+        native.close(fd, path);
+      } catch {
+        // Nothing was written through fd; the error above is the one worth reporting.
+      }
+      throw err;
+    }
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /** False once fdatasync answered EOPNOTSUPP; later flushes then fail without a syscall. */
+  get flush_supported(): boolean {
+    return this.#flush_unsupported === undefined;
+  }
+
+  /** Fills buf from offset; a short read (component shrank underneath us) is EIO. */
+  read(buf: Uint8Array, offset: number): void {
+    this.#checkRange("pread", offset, buf.length);
+    const got = native.pread(this.#fd, this.path, buf, offset);
+    if (got !== buf.length) {
+      throw new NativeError({ op: "pread", path: this.path, errno: native.EIO, code: "EIO",
+        where: ` at offset ${offset} (${buf.length} bytes)`, reason: `short read, got ${got} bytes` });
+    }
+  }
+
+  write(buf: Uint8Array, offset: number): void {
+    this.#checkWritable("pwrite", offset, buf.length);
+    native.pwrite(this.#fd, this.path, buf, offset);
+  }
+
+  /** fdatasync. Remembers EOPNOTSUPP like hastd's g_flush and does not ask again. */
+  flush(): void {
+    if (this.#flush_unsupported !== undefined) throw this.#flush_unsupported;
+    try {
+      native.fdatasync(this.#fd, this.path);
+    } catch (err) {
+      if (err instanceof NativeError && err.errno === native.errnoValue("EOPNOTSUPP")) {
+        this.#flush_unsupported = err;
+      }
+      throw err;
+    }
+  }
+
+  /** TRIM: punch hole on files (reads back zero), BLKDISCARD / DIOCGDELETE on disks. */
+  discard(offset: number, length: number): void {
+    this.#checkWritable("discard", offset, length);
+    native.discard(this.#fd, this.path, offset, length);
+  }
+
+  /** The range reads back as zeroes afterwards. */
+  zero(offset: number, length: number): void {
+    this.#checkWritable("zero-range", offset, length);
+    native.zeroRange(this.#fd, this.path, offset, length);
+  }
+
+  /** Idempotent: a closed disk stays closed, and later I/O on it fails with EBADF. */
+  close(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    native.close(fd, this.path);
+  }
+
+  #checkRange(op: string, offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0 ||
+      offset + length > this.size_bytes) {
+      throw new RangeError(`${op} ${this.path} at offset ${offset} (${length} bytes): ` +
+        `outside the component (size ${this.size_bytes} bytes)`);
+    }
+  }
+
+  #checkWritable(op: string, offset: number, length: number): void {
+    this.#checkRange(op, offset, length);
+    if (!this.writable) {
+      throw new NativeError({ op, path: this.path, errno: native.errnoValue("EBADF") ?? 0, code: "EBADF",
+        where: ` at offset ${offset} (${length} bytes)`, reason: "component opened read-only" });
+    }
+  }
+}

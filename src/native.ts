@@ -1,0 +1,418 @@
+// The one place that loads native/ggate.c (built into native/build/libggate.so by
+// native/build.sh). Every call is synchronous: data-path calls hit the page cache and return
+// quickly, and an async thread-pool variant can be added beside these without changing them.
+//
+// Buffers go to C by pointer (bun:ffi passes a Uint8Array, subarrays at their byte offset),
+// so no block is copied in JavaScript. C returns -errno; this module turns that into a
+// NativeError naming the operation, the path and the reason, e.g.
+//   pwrite /var/disk0 at offset 4096 (65536 bytes): Input/output error (EIO)
+//
+// Fault injection (tests, reliability work): HAST_FAULT_INJECT, read on the first call that
+// can fail (or replaced with setFaultInjection), is a comma-separated list of
+//   <op>:<path-substring>:<errno-name>[:<count>]
+// e.g. "pwrite:disk-a:EIO:3" fails the next 3 pwrite calls on paths containing "disk-a" with
+// EIO. <op> is one of FAULT_OPS or "*" (any); an empty substring matches every path; without
+// a count the rule fires forever. The first live rule that matches fires. An injected failure
+// replaces the call (nothing is read or written), except for close, which still closes.
+// Paths containing ":" or "," cannot be matched.
+
+import { dlopen, FFIType } from "bun:ffi";
+// The .so is embedded by `bun build --compile` through this import; TypeScript has no module
+// type for "*.so" files, and this file is the only place that imports one.
+// @ts-expect-error: default export of a { type: "file" } import is its path (a string)
+import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
+
+const NATIVE_VERSION = 2; // hast_native_version() in native/ggate.c
+const libPath: string = embeddedLibPath;
+
+const lib = dlopen(libPath, {
+  hast_native_version: { args: [], returns: "i32" },
+  hast_open: { args: ["ptr", "i32"], returns: "i32" },
+  hast_close: { args: ["i32"], returns: "i32" },
+  hast_pread: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
+  hast_pwrite: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
+  hast_fdatasync: { args: ["i32"], returns: "i32" },
+  hast_fsync: { args: ["i32"], returns: "i32" },
+  hast_discard: { args: ["i32", "i64", "i64"], returns: "i32" },
+  hast_zero_range: { args: ["i32", "i64", "i64"], returns: "i32" },
+  hast_media_size: { args: ["i32"], returns: FFIType.i64_fast },
+  hast_sector_size: { args: ["i32"], returns: "i32" },
+  hast_kind: { args: ["i32"], returns: "i32" },
+  hast_lock_exclusive: { args: ["i32"], returns: "i32" },
+  hast_strerror: { args: ["i32", "ptr", "u64"], returns: "i32" },
+  hast_errno_table: { args: ["ptr", "u64"], returns: "i32" },
+  hast_nbd_attach: { args: ["i32", "u64", "u32", "u64", "u32"], returns: "i32" },
+  hast_nbd_detach: { args: ["i32"], returns: "i32" },
+  hast_ggate_create: { args: ["ptr", "u64", "u32", "u32"], returns: "i32" },
+  hast_ggate_start: { args: ["i32", "ptr"], returns: "i32" },
+  hast_ggate_done: { args: ["i32", "ptr"], returns: "i32" },
+  hast_ggate_cancel: { args: ["ptr"], returns: "i32" },
+  hast_ggate_destroy: { args: ["i32", "i32"], returns: "i32" },
+});
+const c = lib.symbols;
+
+{
+  const version = c.hast_native_version();
+  if (version !== NATIVE_VERSION) {
+    throw new Error(`native library ${libPath}: version ${version}, expected ${NATIVE_VERSION}; ` +
+      "rebuild it with `sh native/build.sh`");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// errno names and messages (numbers differ between Linux and FreeBSD, so both come from C)
+
+const ERRNO_TABLE_BYTES_MAX = 16_384;
+const errnoByName = new Map<string, number>();
+const nameByErrno = new Map<number, string>();
+{
+  const buf = new Uint8Array(ERRNO_TABLE_BYTES_MAX);
+  const used = c.hast_errno_table(buf, buf.length);
+  if (used < 0 || used >= buf.length) throw new Error(`native errno table: bad length ${used}`);
+  for (const line of new TextDecoder().decode(buf.subarray(0, used)).split("\n")) {
+    if (line === "") continue;
+    const [name = "", value = ""] = line.split("=");
+    errnoByName.set(name, Number(value));
+    if (!nameByErrno.has(Number(value))) nameByErrno.set(Number(value), name);
+  }
+}
+
+/** The errno value of a name ("EIO") on this platform, or undefined if it has none. */
+function errnoValue(name: string): number | undefined {
+  return errnoByName.get(name);
+}
+
+function errnoMust(name: string): number {
+  const value = errnoByName.get(name);
+  if (value === undefined) throw new Error(`native errno table has no ${name}`);
+  return value;
+}
+
+/** The name of an errno value ("EIO"), or "errno <n>" when the table does not know it. */
+function errnoName(errno: number): string {
+  return nameByErrno.get(errno) ?? `errno ${errno}`;
+}
+
+const STRERROR_BYTES = 256;
+const strerrorCache = new Map<number, string>();
+
+function strerror(errno: number): string {
+  let text = strerrorCache.get(errno);
+  if (text === undefined) {
+    const buf = new Uint8Array(STRERROR_BYTES);
+    const used = c.hast_strerror(errno, buf, buf.length);
+    text = used > 0 ? new TextDecoder().decode(buf.subarray(0, Math.min(used, buf.length - 1))) : `errno ${errno}`;
+    strerrorCache.set(errno, text);
+  }
+  return text;
+}
+
+const EIO = errnoMust("EIO");
+const ENOTSUP = errnoMust("ENOTSUP");
+const EWOULDBLOCK = errnoMust("EWOULDBLOCK");
+
+// ---------------------------------------------------------------------------------------------
+// errors
+
+export interface NativeErrorInit {
+  op: string;
+  path: string;
+  errno: number;
+  code?: string;   // default: the platform name of errno
+  where?: string;  // e.g. " at offset 4096 (65536 bytes)"
+  reason?: string; // default: strerror(errno)
+  note?: string;   // appended after the code, e.g. "injected by HAST_FAULT_INJECT"
+}
+
+/** A failed native call: `<op> <path>[ where]: <reason> (<CODE>[, note])`. */
+export class NativeError extends Error {
+  override readonly name = "NativeError";
+  readonly errno: number;
+  readonly code: string;
+  readonly op: string;
+  readonly path: string;
+
+  constructor(init: NativeErrorInit) {
+    const code = init.code ?? errnoName(init.errno);
+    const reason = init.reason ?? strerror(init.errno);
+    const note = init.note === undefined ? "" : `, ${init.note}`;
+    super(`${init.op} ${init.path}${init.where ?? ""}: ${reason} (${code}${note})`);
+    this.errno = init.errno;
+    this.code = code;
+    this.op = init.op;
+    this.path = init.path;
+  }
+}
+
+function at(offset: number, length: number): string {
+  return ` at offset ${offset} (${length} bytes)`;
+}
+
+function check(rc: number | bigint, init: Omit<NativeErrorInit, "errno">): number {
+  const value = Number(rc);
+  if (value < 0) throw new NativeError({ ...init, errno: -value });
+  return value;
+}
+
+function assertByteCount(op: string, path: string, what: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`${op} ${path}: ${what} ${value} is not a non-negative integer`);
+  }
+}
+
+function cPath(path: string): Uint8Array {
+  if (path.includes("\0")) throw new RangeError(`path ${JSON.stringify(path)} contains a NUL byte`);
+  return Buffer.from(`${path}\0`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// fault injection
+
+export const FAULT_OPS = [
+  "open", "close", "pread", "pwrite", "fdatasync", "fsync", "discard", "zero-range",
+  "media-size", "sector-size", "kind", "lock",
+] as const;
+export type FaultOp = (typeof FAULT_OPS)[number];
+
+const FAULT_RULES_MAX = 64;
+
+interface FaultRule {
+  readonly op: FaultOp | "*";
+  readonly path_part: string;
+  readonly errno: number;
+  readonly code: string;
+  remaining: number; // Infinity when the rule has no count
+}
+
+let faultRules: FaultRule[] | undefined; // undefined until HAST_FAULT_INJECT is read
+
+function parseFaultSpec(spec: string, source: string): FaultRule[] {
+  const items = spec.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (items.length > FAULT_RULES_MAX) {
+    throw new Error(`${source}: ${items.length} rules, at most ${FAULT_RULES_MAX} allowed`);
+  }
+  return items.map((item) => {
+    const fields = item.split(":");
+    const bad = (why: string) => new Error(`${source}: "${item}": ${why} ` +
+      "(format <op>:<path-substring>:<errno-name>[:<count>])");
+    if (fields.length < 3 || fields.length > 4) throw bad("wrong number of fields");
+    const [op = "", path_part = "", code = "", countText] = fields;
+    if (op !== "*" && !(FAULT_OPS as readonly string[]).includes(op)) {
+      throw bad(`unknown op "${op}", expected * or one of ${FAULT_OPS.join(" ")}`);
+    }
+    const errno = errnoValue(code);
+    if (errno === undefined) throw bad(`unknown errno name "${code}"`);
+    const remaining = countText === undefined ? Infinity : Number(countText);
+    if (countText !== undefined && !(/^[0-9]+$/.test(countText) && Number.isSafeInteger(remaining) && remaining > 0)) {
+      throw bad(`count "${countText}" is not a positive integer`);
+    }
+    return { op: op as FaultOp | "*", path_part, errno, code, remaining };
+  });
+}
+
+/** Replaces the fault rules (tests); undefined or "" clears them. Same format as the env var. */
+export function setFaultInjection(spec: string | undefined): void {
+  faultRules = parseFaultSpec(spec ?? "", "fault injection");
+}
+
+function injectedFault(op: FaultOp, path: string): FaultRule | undefined {
+  faultRules ??= parseFaultSpec(process.env.HAST_FAULT_INJECT ?? "", "HAST_FAULT_INJECT");
+  if (faultRules.length === 0) return undefined;
+  const rule = faultRules.find((r) =>
+    r.remaining > 0 && (r.op === "*" || r.op === op) && path.includes(r.path_part));
+  if (rule !== undefined) rule.remaining -= 1;
+  return rule;
+}
+
+function injectedError(rule: FaultRule, init: Omit<NativeErrorInit, "errno">): NativeError {
+  return new NativeError({ ...init, errno: rule.errno, code: rule.code, note: "injected by HAST_FAULT_INJECT" });
+}
+
+/** Throws when a fault rule fires for this call. */
+function maybeFail(op: FaultOp, path: string, where?: string): void {
+  const rule = injectedFault(op, path);
+  if (rule !== undefined) throw injectedError(rule, { op, path, where });
+}
+
+// ---------------------------------------------------------------------------------------------
+// local components
+
+const OPEN_WRITE = 0x1;
+const OPEN_DIRECT = 0x2;
+const OPEN_CREATE = 0x4;
+
+export interface OpenOptions {
+  write: boolean;
+  direct?: boolean; // O_DIRECT: buffers, offsets and lengths must be sector aligned
+  create?: boolean; // O_CREAT (mode 0600), regular files only; needs write
+}
+
+export type FileKind = "file" | "block" | "char" | "directory" | "other";
+const KINDS: readonly FileKind[] = ["file", "block", "char", "directory", "other"];
+
+function open(path: string, opts: OpenOptions): number {
+  if (opts.create === true && !opts.write) throw new RangeError(`open ${path}: create needs write`);
+  maybeFail("open", path);
+  const flags = (opts.write ? OPEN_WRITE : 0) | (opts.direct === true ? OPEN_DIRECT : 0) |
+    (opts.create === true ? OPEN_CREATE : 0);
+  return check(c.hast_open(cPath(path), flags), { op: "open", path });
+}
+
+function close(fd: number, path: string): void {
+  check(c.hast_close(fd), { op: "close", path });
+  const rule = injectedFault("close", path);
+  if (rule !== undefined) throw injectedError(rule, { op: "close", path });
+}
+
+/** Reads up to buf.length bytes at offset; fewer only at end of file. Returns the count. */
+function pread(fd: number, path: string, buf: Uint8Array, offset: number): number {
+  assertByteCount("pread", path, "offset", offset);
+  const where = at(offset, buf.length);
+  maybeFail("pread", path, where);
+  return check(c.hast_pread(fd, buf, buf.length, offset), { op: "pread", path, where });
+}
+
+/** Writes all of buf at offset (C retries short writes). Returns buf.length. */
+function pwrite(fd: number, path: string, buf: Uint8Array, offset: number): number {
+  assertByteCount("pwrite", path, "offset", offset);
+  const where = at(offset, buf.length);
+  maybeFail("pwrite", path, where);
+  return check(c.hast_pwrite(fd, buf, buf.length, offset), { op: "pwrite", path, where });
+}
+
+function fdatasync(fd: number, path: string): void {
+  maybeFail("fdatasync", path);
+  check(c.hast_fdatasync(fd), { op: "fdatasync", path });
+}
+
+function fsync(fd: number, path: string): void {
+  maybeFail("fsync", path);
+  check(c.hast_fsync(fd), { op: "fsync", path });
+}
+
+/** Punch hole (files) or BLKDISCARD / DIOCGDELETE (disks); a discarded file range reads zero. */
+function discard(fd: number, path: string, offset: number, length: number): void {
+  assertByteCount("discard", path, "offset", offset);
+  assertByteCount("discard", path, "length", length);
+  const where = at(offset, length);
+  maybeFail("discard", path, where);
+  check(c.hast_discard(fd, offset, length), { op: "discard", path, where });
+}
+
+/** ZERO_RANGE (files, else written zeroes) or BLKZEROOUT (disks): the range reads back zero. */
+function zeroRange(fd: number, path: string, offset: number, length: number): void {
+  assertByteCount("zero-range", path, "offset", offset);
+  assertByteCount("zero-range", path, "length", length);
+  const where = at(offset, length);
+  maybeFail("zero-range", path, where);
+  check(c.hast_zero_range(fd, offset, length), { op: "zero-range", path, where });
+}
+
+/** Size in bytes: st_size for files, BLKGETSIZE64 / DIOCGMEDIASIZE for disks. */
+function mediaSize(fd: number, path: string): number {
+  maybeFail("media-size", path);
+  const size = check(c.hast_media_size(fd), { op: "media-size", path });
+  if (!Number.isSafeInteger(size)) throw new RangeError(`media-size ${path}: ${size} bytes is too large`);
+  return size;
+}
+
+/** Logical sector size: 512 for files, BLKSSZGET / DIOCGSECTORSIZE for disks. */
+function sectorSize(fd: number, path: string): number {
+  maybeFail("sector-size", path);
+  return check(c.hast_sector_size(fd), { op: "sector-size", path });
+}
+
+/** What fd refers to; "block" means a disk (a FreeBSD GEOM provider counts as one). */
+function kind(fd: number, path: string): FileKind {
+  maybeFail("kind", path);
+  const value = check(c.hast_kind(fd), { op: "kind", path });
+  const name = KINDS[value];
+  if (name === undefined) throw new Error(`kind ${path}: native library returned unknown kind ${value}`);
+  return name;
+}
+
+/** Non-blocking exclusive flock(); fails with EWOULDBLOCK while another open holds it. */
+function lockExclusive(fd: number, path: string): void {
+  maybeFail("lock", path);
+  const rc = c.hast_lock_exclusive(fd);
+  if (rc === -EWOULDBLOCK) {
+    throw new NativeError({ op: "lock", path, errno: EWOULDBLOCK, code: "EWOULDBLOCK",
+      reason: "already locked by another open of this component (another hastd or hastctl?)" });
+  }
+  check(rc, { op: "lock", path });
+}
+
+// ---------------------------------------------------------------------------------------------
+// kernel frontends: entry points exist, the implementations arrive with later issues
+
+function frontendCall(rc: number, op: string, path: string, later: string): number {
+  if (rc === -ENOTSUP) {
+    throw new NativeError({ op, path, errno: ENOTSUP, code: "ENOTSUP", note: `not implemented yet: ${later}` });
+  }
+  return check(rc, { op, path });
+}
+
+const NBD_LATER = "kernel nbd attach arrives with issue 3";
+const GGATE_LATER = "GEOM Gate arrives with issue 5";
+
+/** Attaches a transmission-phase socket to a kernel nbd device; returns its index. */
+function nbdAttach(sockFd: number, size_bytes: number, block_bytes: number, server_flags: number,
+  timeout_s: number): number {
+  return frontendCall(c.hast_nbd_attach(sockFd, size_bytes, block_bytes, server_flags, timeout_s),
+    "nbd-attach", `socket fd ${sockFd}`, NBD_LATER);
+}
+
+function nbdDetach(index: number): void {
+  frontendCall(c.hast_nbd_detach(index), "nbd-detach", `/dev/nbd${index}`, NBD_LATER);
+}
+
+/** Creates /dev/<name> (e.g. "hast/shared"); returns the unit. */
+function ggateCreate(name: string, media_bytes: number, sector_bytes: number, timeout_s: number): number {
+  return frontendCall(c.hast_ggate_create(cPath(name), media_bytes, sector_bytes, timeout_s),
+    "ggate-create", `/dev/${name}`, GGATE_LATER);
+}
+
+/** Blocks until the kernel queues a request; io is a struct g_gate_ctl_io (platform.md 4.2). */
+function ggateStart(unit: number, io: Uint8Array): void {
+  frontendCall(c.hast_ggate_start(unit, io), "ggate-start", `ggate unit ${unit}`, GGATE_LATER);
+}
+
+function ggateDone(unit: number, io: Uint8Array): void {
+  frontendCall(c.hast_ggate_done(unit, io), "ggate-done", `ggate unit ${unit}`, GGATE_LATER);
+}
+
+/** Takes over /dev/<name> left by a crashed predecessor; returns its unit. */
+function ggateCancel(name: string): number {
+  return frontendCall(c.hast_ggate_cancel(cPath(name)), "ggate-cancel", `/dev/${name}`, GGATE_LATER);
+}
+
+function ggateDestroy(unit: number, force: boolean): void {
+  frontendCall(c.hast_ggate_destroy(unit, force ? 1 : 0), "ggate-destroy", `ggate unit ${unit}`, GGATE_LATER);
+}
+
+export const native = {
+  libPath,
+  errnoValue,
+  errnoName,
+  strerror,
+  EIO,
+  open,
+  close,
+  pread,
+  pwrite,
+  fdatasync,
+  fsync,
+  discard,
+  zeroRange,
+  mediaSize,
+  sectorSize,
+  kind,
+  lockExclusive,
+  nbdAttach,
+  nbdDetach,
+  ggateCreate,
+  ggateStart,
+  ggateDone,
+  ggateCancel,
+  ggateDestroy,
+} as const;
