@@ -1,0 +1,474 @@
+// The activemap: which extents may differ between the two nodes (spec 5, 8). Port of the
+// semantics of FreeBSD's activemap.c, with three changes: map updates name only the
+// changed 4 KiB blocks instead of the whole map; a write whose remote leg failed after it
+// was sent can be marked for resync (remoteFailed, sharp edge 17); a sync chunk that
+// failed keeps its extent dirty for the next pass instead of marking it clean (sharp edge
+// 18). Pure bookkeeping: it returns the map bytes to write, the caller writes them.
+//
+// Per extent:
+//   memtab  = in-flight writes + SYNC_HOLD while the extent is in the sync set
+//   memmap  = memtab > 0                          ("dirty" in hastctl)
+//   syncmap = must be copied to the peer by a sync pass (⊆ memmap)
+//   LRU     = the keepdirty most recently written extents
+//   disk    = memmap ∪ LRU: the map image as of the newest MapWrite handed out
+//
+// Ordering contract for the caller (docs/format.md, "Write ordering"):
+//   - apply MapWrites in seq order, each piece at ACTIVEMAP_OFFSET + piece.offset, then
+//     flush the component when `flush` is set;
+//   - after writeStart, read `mapSeq`: the data write may be issued only once every
+//     MapWrite up to that seq is durable (an earlier writeStart may have produced the map
+//     write that covers this extent and still be in flight);
+//   - call remoteFailed/needSync before writeComplete for the same write;
+//   - the MapWrite from mergeRemote must be durable before the first request is sent to
+//     the peer (the peer zeroes its own map on that request).
+
+import { assert } from "./assert.ts";
+import { Bitmap } from "./bitmap.ts";
+import { extentCount, isPowerOfTwo, MAP_BLOCK_BYTES, mapBytesFor, MAX_SECTOR_BYTES } from "./layout.ts";
+
+/** memtab reservation held by an extent while it is in the sync set (HAST used its chunk count). */
+const SYNC_HOLD = 1;
+const MEMTAB_MAX = 0xffffffff;
+export const DEFAULT_SYNC_CHUNK_BYTES = 1024 * 1024;
+
+export interface ActiveMapOptions {
+  datasize: number;
+  extentsize: number;
+  keepdirty: number;
+  sectorsize: number;
+  /** Sync request size (HAST's MAXPHYS); default 1 MiB. */
+  chunk_bytes?: number;
+  /** Activemap region bytes from the metadata; default: the smallest region for datasize. */
+  mapsize?: number;
+  /** Whether map writes must be followed by a cache flush; default true. */
+  metaflush?: boolean;
+}
+
+/** Bytes to write at ACTIVEMAP_OFFSET + offset; offset and length are multiples of 4096. */
+export interface MapPiece {
+  offset: number;
+  bytes: Uint8Array;
+}
+
+export interface MapWrite {
+  /** Increases by one per MapWrite; apply in this order. */
+  seq: number;
+  pieces: MapPiece[];
+  /** Flush the component's cache after writing (metaflush). */
+  flush: boolean;
+}
+
+/** A range to copy between the nodes; hand it back to syncChunkDone. */
+export interface SyncChunk {
+  offset: number;
+  length: number;
+  extent: number;
+  /** Sync pass the chunk belongs to; chunks of an older pass are ignored when done. */
+  pass: number;
+}
+
+export interface ExtentState {
+  /** memtab: in-flight writes plus the sync reservation. */
+  pending: number;
+  dirty: boolean;
+  on_disk: boolean;
+  in_sync_set: boolean;
+  in_keepdirty: boolean;
+}
+
+interface ExtentSync {
+  outstanding: number;
+  all_issued: boolean;
+  failed: boolean;
+  /** A write was marked for resync after some chunks of this extent were copied. */
+  redo: boolean;
+}
+
+export class ActiveMap {
+  readonly datasize: number;
+  readonly extentsize: number;
+  readonly keepdirty: number;
+  readonly chunk_bytes: number;
+  readonly nextents: number;
+  readonly mapsize: number;
+
+  private readonly memtab: Uint32Array;
+  private readonly memmap: Bitmap;
+  private readonly syncmap: Bitmap;
+  private readonly disk: Bitmap;
+  /** Insertion order = recency: the first element is the least recently written. */
+  private readonly lru = new Set<number>();
+  private metaflush: boolean;
+  private seq = 0;
+
+  // Sync pass state.
+  private pass = 0;
+  /** Extents of the sync set not yet started in this pass (⊆ syncmap). */
+  private readonly todo: Bitmap;
+  /** No bit of `todo` below this index is set. */
+  private todo_hint = 0;
+  private readonly active = new Map<number, ExtentSync>();
+  private cursor: { extent: number; next: number; end: number } | null = null;
+
+  constructor(options: ActiveMapOptions) {
+    const { datasize, extentsize, keepdirty, sectorsize } = options;
+    const chunk_bytes = options.chunk_bytes ?? DEFAULT_SYNC_CHUNK_BYTES;
+    assert(isPowerOfTwo(sectorsize) && sectorsize <= MAX_SECTOR_BYTES, () => `sector size ${sectorsize}`);
+    assert(isPowerOfTwo(extentsize) && extentsize >= sectorsize, () => `extent size ${extentsize}`);
+    assert(Number.isSafeInteger(datasize) && datasize > 0 && datasize % sectorsize === 0, () => `datasize ${datasize}`);
+    assert(Number.isSafeInteger(keepdirty) && keepdirty > 0, () => `keepdirty ${keepdirty}`);
+    assert(Number.isSafeInteger(chunk_bytes) && chunk_bytes > 0 && chunk_bytes % sectorsize === 0, () => `chunk ${chunk_bytes}`);
+    this.datasize = datasize;
+    this.extentsize = extentsize;
+    this.keepdirty = keepdirty;
+    this.chunk_bytes = chunk_bytes;
+    this.nextents = extentCount(datasize, extentsize);
+    const minimum = mapBytesFor(this.nextents);
+    this.mapsize = options.mapsize ?? minimum;
+    assert(
+      this.mapsize >= minimum && this.mapsize % MAP_BLOCK_BYTES === 0,
+      () => `mapsize ${this.mapsize} cannot hold ${this.nextents} extents`,
+    );
+    this.metaflush = options.metaflush ?? true;
+    this.memtab = new Uint32Array(this.nextents);
+    this.memmap = new Bitmap(this.nextents);
+    this.syncmap = new Bitmap(this.nextents);
+    this.todo = new Bitmap(this.nextents);
+    this.disk = new Bitmap(this.mapsize * 8);
+  }
+
+  /** seq of the newest MapWrite handed out (0 before the first). */
+  get mapSeq(): number {
+    return this.seq;
+  }
+
+  /** metaflush off: later MapWrites say flush=false (e.g. the component does not support it). */
+  setMetaflush(on: boolean): void {
+    this.metaflush = on;
+  }
+
+  /**
+   * Before a data write: holds every touched extent dirty and moves it to the front of
+   * the keepdirty LRU. Returns the map write that must be durable before the data write
+   * (null when every touched extent is already dirty on disk).
+   */
+  writeStart(offset: number, length: number): MapWrite | null {
+    const [first, last] = this.extentRange(offset, length);
+    const touched: number[] = [];
+    for (let e = first; e <= last; e++) {
+      assert(this.memtab[e]! < MEMTAB_MAX, () => `extent ${e}: too many writes in flight`);
+      if (this.memtab[e]!++ === 0) this.memmap.set(e);
+      touched.push(e);
+      const evicted = this.lruTouch(e);
+      if (evicted !== null) touched.push(evicted);
+    }
+    return this.persist(touched);
+  }
+
+  /**
+   * After the write finished on both legs (or a leg failed and was reported through
+   * remoteFailed/needSync first). Extents no longer held and not in the LRU become clean;
+   * the returned map write need not be awaited, only applied in order.
+   */
+  writeComplete(offset: number, length: number): MapWrite | null {
+    const [first, last] = this.extentRange(offset, length);
+    const touched: number[] = [];
+    for (let e = first; e <= last; e++) {
+      assert(this.memtab[e]! > 0, () => `extent ${e}: write complete without write start`);
+      if (--this.memtab[e]! === 0) this.memmap.clear(e);
+      touched.push(e);
+    }
+    return this.persist(touched);
+  }
+
+  /**
+   * The remote leg of a write could not be sent: the touched extents join the sync set
+   * and stay dirty until a sync pass copies them.
+   */
+  needSync(offset: number, length: number): MapWrite | null {
+    const [first, last] = this.extentRange(offset, length);
+    const touched: number[] = [];
+    for (let e = first; e <= last; e++) {
+      touched.push(e);
+      if (this.syncmap.test(e)) {
+        // Chunks of an extent being synced may already have been copied before this
+        // write: copy the extent again in this pass.
+        const sync = this.active.get(e);
+        if (sync !== undefined) sync.redo = true;
+        continue;
+      }
+      this.addToSyncSet(e);
+    }
+    return this.persist(touched);
+  }
+
+  /** The remote leg failed after the write was sent (error reply or lost connection). */
+  remoteFailed(offset: number, length: number): MapWrite | null {
+    return this.needSync(offset, length);
+  }
+
+  /**
+   * Worker start: loads the on-disk map. Every extent dirty on disk, including those
+   * kept dirty by the LRU, joins the sync set. Bits past the last extent are ignored.
+   */
+  copyIn(ondisk: Uint8Array): void {
+    assert(this.memmap.count === 0 && this.lru.size === 0, "copyIn on an activemap already in use");
+    assert(ondisk.length >= this.memmap.bytes.length, () => `on-disk map has ${ondisk.length} bytes`);
+    this.memmap.load(ondisk);
+    this.syncmap.load(ondisk);
+    this.disk.clearAll();
+    for (let e = this.memmap.findNextSet(0); e >= 0; e = this.memmap.findNextSet(e + 1)) {
+      this.memtab[e] = SYNC_HOLD;
+      this.disk.set(e);
+    }
+    this.syncRewind();
+  }
+
+  /**
+   * Handshake: ORs the peer's map into the sync set and rewinds the sync pass. The
+   * returned map write must be durable before any request is sent to the peer.
+   */
+  mergeRemote(remote: Uint8Array): MapWrite | null {
+    assert(remote.length >= this.memmap.bytes.length, () => `peer map has ${remote.length} bytes`);
+    const peer = new Bitmap(this.nextents);
+    peer.load(remote);
+    const touched: number[] = [];
+    for (let e = peer.findNextSet(0); e >= 0; e = peer.findNextSet(e + 1)) {
+      if (this.syncmap.test(e)) continue;
+      this.addToSyncSet(e);
+      touched.push(e);
+    }
+    this.syncRewind();
+    return this.persist(touched);
+  }
+
+  /**
+   * Forgets every extent and returns a write that zeroes the whole map region (the
+   * secondary after a handshake; `hastctl create`). No write may be in flight.
+   */
+  clear(): MapWrite {
+    for (let e = 0; e < this.nextents; e++) {
+      const held = this.syncmap.test(e) ? SYNC_HOLD : 0;
+      assert(this.memtab[e] === held, () => `clear with writes in flight on extent ${e}`);
+    }
+    this.memtab.fill(0);
+    this.memmap.clearAll();
+    this.syncmap.clearAll();
+    this.disk.clearAll();
+    this.lru.clear();
+    this.syncRewind();
+    return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush };
+  }
+
+  /** Starts the sync pass over: the next chunk comes from the first extent of the sync set. */
+  syncRewind(): void {
+    this.pass++;
+    this.active.clear();
+    this.cursor = null;
+    this.todo.load(this.syncmap.bytes);
+    this.todo_hint = 0;
+  }
+
+  /**
+   * The next range to copy, or null when every extent of the pass has been handed out.
+   * Each extent is walked from its start in chunk_bytes pieces; after an extent, the
+   * search restarts from the lowest extent not yet visited, so extents that join the
+   * sync set meanwhile are picked up in the same pass. Several chunks may be in flight;
+   * the caller keeps them apart from overlapping writes (RangeLock).
+   */
+  nextSyncChunk(): SyncChunk | null {
+    if (this.cursor === null) {
+      const e = this.todo.findNextSet(this.todo_hint);
+      this.todo_hint = e < 0 ? this.nextents : e;
+      if (e < 0) return null;
+      assert(this.syncmap.test(e) && !this.active.has(e), () => `extent ${e} picked for sync twice`);
+      this.todo.clear(e);
+      this.active.set(e, { outstanding: 0, all_issued: false, failed: false, redo: false });
+      const start = e * this.extentsize;
+      this.cursor = { extent: e, next: start, end: start + this.extentLength(e) };
+    }
+    const cursor = this.cursor;
+    const sync = this.active.get(cursor.extent)!;
+    const chunk: SyncChunk = {
+      offset: cursor.next,
+      length: Math.min(this.chunk_bytes, cursor.end - cursor.next),
+      extent: cursor.extent,
+      pass: this.pass,
+    };
+    cursor.next += chunk.length;
+    sync.outstanding++;
+    if (cursor.next >= cursor.end) {
+      sync.all_issued = true;
+      this.cursor = null;
+    }
+    return chunk;
+  }
+
+  /**
+   * A chunk was copied (ok) or could not be (read/write error on a healthy link). When
+   * the last chunk of an extent is done the extent leaves the sync set and may become
+   * clean; if any chunk failed it stays dirty and is retried after the next syncRewind.
+   */
+  syncChunkDone(chunk: SyncChunk, ok: boolean): MapWrite | null {
+    if (chunk.pass !== this.pass) return null;
+    const sync = this.active.get(chunk.extent);
+    assert(sync !== undefined && sync.outstanding > 0, () => `sync chunk at ${chunk.offset} was not handed out`);
+    sync.outstanding--;
+    if (!ok) sync.failed = true;
+    if (!sync.all_issued || sync.outstanding > 0) return null;
+    const e = chunk.extent;
+    this.active.delete(e);
+    if (sync.failed) return null;
+    if (sync.redo) {
+      this.todo.set(e);
+      this.todo_hint = Math.min(this.todo_hint, e);
+      return null;
+    }
+    this.syncmap.clear(e);
+    this.memtab[e]! -= SYNC_HOLD;
+    if (this.memtab[e] === 0) this.memmap.clear(e);
+    return this.persist([e]);
+  }
+
+  /** True when the pass has nothing left to hand out and nothing in flight. */
+  syncPassDone(): boolean {
+    return this.cursor === null && this.active.size === 0 && this.todo.count === 0;
+  }
+
+  /** Extents left in the sync set after a failed chunk; retried after syncRewind. */
+  syncDeferredExtentCount(): number {
+    return this.syncmap.count - this.todo.count - this.active.size;
+  }
+
+  dirtyExtentCount(): number {
+    return this.memmap.count;
+  }
+
+  /** Bytes of dirty extents (hastctl's "dirty"); the last extent counts its real length. */
+  dirtyBytes(): number {
+    return this.bytesOf(this.memmap);
+  }
+
+  syncExtentCount(): number {
+    return this.syncmap.count;
+  }
+
+  /** Bytes of the extents in the sync set. */
+  syncPendingBytes(): number {
+    return this.bytesOf(this.syncmap);
+  }
+
+  /** The whole map region as of the newest MapWrite (mapsize bytes, a copy). */
+  diskImage(): Uint8Array {
+    return this.disk.bytes.slice();
+  }
+
+  extentOf(offset: number): number {
+    assert(Number.isSafeInteger(offset) && offset >= 0 && offset < this.datasize, () => `offset ${offset} outside data`);
+    return Math.floor(offset / this.extentsize);
+  }
+
+  extentLength(e: number): number {
+    return Math.min(this.extentsize, this.datasize - e * this.extentsize);
+  }
+
+  extentState(e: number): ExtentState {
+    return {
+      pending: this.memtab[e]!,
+      dirty: this.memmap.test(e),
+      on_disk: this.disk.test(e),
+      in_sync_set: this.syncmap.test(e),
+      in_keepdirty: this.lru.has(e),
+    };
+  }
+
+  /** Checks every invariant on every extent (O(nextents); tests and debug builds). */
+  checkInvariants(): void {
+    assert(this.lru.size <= this.keepdirty, () => `LRU holds ${this.lru.size} > keepdirty ${this.keepdirty}`);
+    for (let e = 0; e < this.nextents; e++) this.checkExtent(e);
+    for (let bit = this.nextents; bit < this.mapsize * 8; bit++) {
+      assert(!this.disk.test(bit), () => `map bit ${bit} past the last extent is set`);
+    }
+    for (const e of this.active.keys()) assert(this.syncmap.test(e) && !this.todo.test(e), () => `active extent ${e}`);
+    const first_todo = this.todo.findNextSet(0);
+    assert(first_todo < 0 || first_todo >= this.todo_hint, "sync search hint skips an extent");
+  }
+
+  private addToSyncSet(e: number): void {
+    this.syncmap.set(e);
+    this.memtab[e]! += SYNC_HOLD;
+    this.memmap.set(e);
+    this.todo.set(e);
+    this.todo_hint = Math.min(this.todo_hint, e);
+  }
+
+  /** Moves e to the most recent end; returns the extent evicted to make room, if any. */
+  private lruTouch(e: number): number | null {
+    if (this.lru.delete(e)) {
+      this.lru.add(e);
+      return null;
+    }
+    this.lru.add(e);
+    if (this.lru.size <= this.keepdirty) return null;
+    const oldest = this.lru.values().next().value!;
+    this.lru.delete(oldest);
+    return oldest;
+  }
+
+  /** Brings the disk image of `extents` to memmap ∪ LRU; returns the changed blocks. */
+  private persist(extents: number[]): MapWrite | null {
+    const blocks = new Set<number>();
+    for (const e of extents) {
+      const wanted = this.memmap.test(e) || this.lru.has(e);
+      if (wanted !== this.disk.test(e)) {
+        if (wanted) this.disk.set(e);
+        else this.disk.clear(e);
+        blocks.add(Math.floor(e / 8 / MAP_BLOCK_BYTES));
+      }
+      this.checkExtent(e);
+    }
+    assert(this.lru.size <= this.keepdirty, "LRU over keepdirty");
+    if (blocks.size === 0) return null;
+    const sorted = [...blocks].sort((a, b) => a - b);
+    const pieces: MapPiece[] = [];
+    let run_start = sorted[0]!;
+    let run_end = run_start + 1;
+    const flushRun = () => {
+      const offset = run_start * MAP_BLOCK_BYTES;
+      pieces.push({ offset, bytes: this.disk.bytes.slice(offset, run_end * MAP_BLOCK_BYTES) });
+    };
+    for (const block of sorted.slice(1)) {
+      if (block === run_end) {
+        run_end++;
+        continue;
+      }
+      flushRun();
+      run_start = block;
+      run_end = block + 1;
+    }
+    flushRun();
+    return { seq: ++this.seq, pieces, flush: this.metaflush };
+  }
+
+  private checkExtent(e: number): void {
+    const pending = this.memtab[e]!;
+    const dirty = this.memmap.test(e);
+    assert(dirty === pending > 0, () => `extent ${e}: dirty=${dirty} but ${pending} pending`);
+    assert(!this.syncmap.test(e) || pending >= SYNC_HOLD, () => `extent ${e}: in sync set but not held dirty`);
+    assert(this.disk.test(e) === (dirty || this.lru.has(e)), () => `extent ${e}: disk image differs from memmap ∪ LRU`);
+  }
+
+  private extentRange(offset: number, length: number): [number, number] {
+    assert(
+      Number.isSafeInteger(length) && length > 0 && Number.isSafeInteger(offset) && offset >= 0 && offset + length <= this.datasize,
+      () => `range ${offset}+${length} outside data of ${this.datasize} bytes`,
+    );
+    return [Math.floor(offset / this.extentsize), Math.floor((offset + length - 1) / this.extentsize)];
+  }
+
+  private bytesOf(map: Bitmap): number {
+    const last = this.nextents - 1;
+    const short = map.test(last) ? this.extentsize - this.extentLength(last) : 0;
+    return map.count * this.extentsize - short;
+  }
+}
