@@ -1,0 +1,232 @@
+// src/io/disk.ts (LocalDisk) on regular files, including O_DIRECT.
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { ptr } from "bun:ffi";
+import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LocalDisk } from "../../../src/io/disk.ts";
+import { native, NativeError, setFaultInjection } from "../../../src/native.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "hast-disk-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(() => setFaultInjection(undefined));
+
+let serial = 0;
+function tempFile(size_bytes: number, parent = dir): string {
+  const path = join(parent, `disk-${serial++}`);
+  writeFileSync(path, "");
+  truncateSync(path, size_bytes);
+  return path;
+}
+
+function thrown(fn: () => unknown): NativeError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof NativeError) return err;
+    throw err;
+  }
+  throw new Error("expected a NativeError, nothing was thrown");
+}
+
+function withDisk(path: string, opts: Parameters<typeof LocalDisk.open>[1], fn: (disk: LocalDisk) => void): void {
+  const disk = LocalDisk.open(path, opts);
+  try {
+    fn(disk);
+  } finally {
+    disk.close();
+  }
+}
+
+/** A length-byte view of a fresh buffer whose address is a multiple of align_bytes. */
+function alignedBuffer(length: number, align_bytes: number): Uint8Array {
+  const raw = new Uint8Array(length + align_bytes);
+  const skew = ptr(raw) % align_bytes;
+  return raw.subarray(skew === 0 ? 0 : align_bytes - skew, (skew === 0 ? 0 : align_bytes - skew) + length);
+}
+
+/** First of the temp dir and /var/tmp whose filesystem accepts O_DIRECT, or the reasons. */
+function directDir(): { dir?: string; reasons: string[] } {
+  const reasons: string[] = [];
+  for (const parent of [dir, "/var/tmp"]) {
+    try {
+      const probe = mkdtempSync(join(parent, "hast-direct-"));
+      const path = tempFile(4096, probe);
+      try {
+        LocalDisk.open(path, { write: true, direct: true }).close();
+        return { dir: probe, reasons };
+      } catch (err) {
+        rmSync(probe, { recursive: true, force: true });
+        reasons.push(String(err instanceof Error ? err.message : err));
+      }
+    } catch (err) {
+      reasons.push(`${parent}: ${String(err)}`);
+    }
+  }
+  return { reasons };
+}
+
+describe("LocalDisk on a regular file", () => {
+  test("open reports kind, size and sector size", () => {
+    withDisk(tempFile(1024 * 1024), { write: false }, (disk) => {
+      expect(disk.kind).toBe("file");
+      expect(disk.size_bytes).toBe(1024 * 1024);
+      expect(disk.sector_bytes).toBe(512);
+      expect(disk.writable).toBe(false);
+    });
+  });
+
+  test("read after write at offsets, discard, zero, flush", () => {
+    withDisk(tempFile(64 * 1024), { write: true }, (disk) => {
+      disk.write(new Uint8Array(16 * 1024).fill(0xab), 4096);
+      disk.write(new Uint8Array(10).fill(0xcd), 60 * 1024);
+      disk.flush();
+      const back = new Uint8Array(64 * 1024);
+      disk.read(back, 0);
+      expect(back.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+      expect(back.subarray(4096, 20 * 1024).every((b) => b === 0xab)).toBe(true);
+      expect(back.subarray(60 * 1024, 60 * 1024 + 10).every((b) => b === 0xcd)).toBe(true);
+
+      disk.discard(8192, 4096);
+      disk.zero(16 * 1024, 2048);
+      disk.read(back, 0);
+      expect(back.subarray(4096, 8192).every((b) => b === 0xab)).toBe(true);
+      expect(back.subarray(8192, 12 * 1024).every((b) => b === 0)).toBe(true);
+      expect(back.subarray(12 * 1024, 16 * 1024).every((b) => b === 0xab)).toBe(true);
+      expect(back.subarray(16 * 1024, 18 * 1024).every((b) => b === 0)).toBe(true);
+      expect(back.subarray(18 * 1024, 20 * 1024).every((b) => b === 0xab)).toBe(true);
+    });
+  });
+
+  test("a short read (file shrank after open) is an EIO naming the counts", () => {
+    const path = tempFile(8192);
+    withDisk(path, { write: false }, (disk) => {
+      truncateSync(path, 5000);
+      const err = thrown(() => disk.read(new Uint8Array(4096), 4096));
+      expect(err.code).toBe("EIO");
+      expect(err.errno).toBe(native.EIO);
+      expect(err.message).toBe(`pread ${path} at offset 4096 (4096 bytes): short read, got 904 bytes (EIO)`);
+    });
+  });
+
+  test("I/O outside the component is refused", () => {
+    const path = tempFile(8192);
+    withDisk(path, { write: true }, (disk) => {
+      expect(() => disk.read(new Uint8Array(4096), 8192)).toThrow(
+        `pread ${path} at offset 8192 (4096 bytes): outside the component (size 8192 bytes)`);
+      expect(() => disk.write(new Uint8Array(1), -1)).toThrow(RangeError);
+      expect(() => disk.discard(4096, 8192)).toThrow(RangeError);
+    });
+  });
+
+  test("writes to a read-only open fail with EBADF and say why", () => {
+    const path = tempFile(8192);
+    withDisk(path, { write: false }, (disk) => {
+      const err = thrown(() => disk.write(new Uint8Array(512), 0));
+      expect(err.message).toBe(`pwrite ${path} at offset 0 (512 bytes): component opened read-only (EBADF)`);
+      expect(thrown(() => disk.zero(0, 512)).code).toBe("EBADF");
+    });
+  });
+
+  test("after close, I/O fails with EBADF and close stays idempotent", () => {
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: true });
+    disk.close();
+    disk.close();
+    expect(disk.closed).toBe(true);
+    expect(thrown(() => disk.read(new Uint8Array(512), 0)).message).toBe(
+      `pread ${path} at offset 0 (512 bytes): Bad file descriptor (EBADF)`);
+    expect(thrown(() => disk.flush()).code).toBe("EBADF");
+  });
+
+  test("a second locked open fails with EWOULDBLOCK naming the path; the first still works", () => {
+    const path = tempFile(8192);
+    withDisk(path, { write: true, lock: true }, (first) => {
+      const err = thrown(() => LocalDisk.open(path, { write: true, lock: true }));
+      expect(err.code).toBe("EWOULDBLOCK");
+      expect(err.message).toStartWith(`lock ${path}: already locked`);
+      first.write(new Uint8Array(512).fill(1), 0);
+    });
+    LocalDisk.open(path, { write: true, lock: true }).close(); // released with the first close
+  });
+
+  test("ENOENT, EISDIR and the EFTYPE kind check", () => {
+    const missing = join(dir, "no-such-disk");
+    expect(thrown(() => LocalDisk.open(missing, { write: true })).message).toBe(
+      `open ${missing}: No such file or directory (ENOENT)`);
+    const sub = join(dir, "a-directory");
+    mkdirSync(sub);
+    expect(thrown(() => LocalDisk.open(sub, { write: true })).code).toBe("EISDIR");
+    expect(thrown(() => LocalDisk.open(sub, { write: false })).message).toBe(
+      `open ${sub}: neither block device nor regular file (it is a directory) (EFTYPE)`);
+    expect(thrown(() => LocalDisk.open("/dev/null", { write: false })).message).toBe(
+      "open /dev/null: neither block device nor regular file (it is a character device) (EFTYPE)");
+  });
+
+  test("an injected EIO reaches the caller", () => {
+    const path = tempFile(8192);
+    withDisk(path, { write: true }, (disk) => {
+      setFaultInjection(`pread:${path}:EIO:1`);
+      const err = thrown(() => disk.read(new Uint8Array(512), 512));
+      expect(err.message).toBe(`pread ${path} at offset 512 (512 bytes): Input/output error ` +
+        "(EIO, injected by HAST_FAULT_INJECT)");
+      disk.read(new Uint8Array(512), 512);
+    });
+  });
+
+  test("flush remembers EOPNOTSUPP and does not ask again", () => {
+    const path = tempFile(8192);
+    withDisk(path, { write: true }, (disk) => {
+      setFaultInjection(`fdatasync:${path}:EOPNOTSUPP:1`);
+      expect(disk.flush_supported).toBe(true);
+      const first = thrown(() => disk.flush());
+      expect(first.code).toBe("EOPNOTSUPP");
+      expect(disk.flush_supported).toBe(false);
+      // The rule is used up: only the remembered answer can make this throw.
+      expect(thrown(() => disk.flush())).toBe(first);
+    });
+  });
+
+  test("a flush error other than EOPNOTSUPP is not remembered", () => {
+    const path = tempFile(8192);
+    withDisk(path, { write: true }, (disk) => {
+      setFaultInjection(`fdatasync:${path}:EIO:1`);
+      expect(thrown(() => disk.flush()).code).toBe("EIO");
+      expect(disk.flush_supported).toBe(true);
+      disk.flush();
+    });
+  });
+});
+
+describe("LocalDisk with O_DIRECT", () => {
+  const found = directDir();
+  if (found.dir === undefined) console.log(`skip O_DIRECT tests: no filesystem accepts O_DIRECT: ${found.reasons.join("; ")}`);
+  afterAll(() => {
+    if (found.dir !== undefined) rmSync(found.dir, { recursive: true, force: true });
+  });
+
+  test.skipIf(found.dir === undefined)("aligned subarrays go straight to the disk", () => {
+    const path = tempFile(64 * 1024, found.dir);
+    withDisk(path, { write: true, direct: true }, (disk) => {
+      const out = alignedBuffer(8192, 4096);
+      out.fill(0x77);
+      disk.write(out, 4096);
+      disk.flush();
+      const back = alignedBuffer(16384, 4096);
+      disk.read(back, 0);
+      expect(back.subarray(0, 4096).every((b) => b === 0)).toBe(true);
+      expect(back.subarray(4096, 12288).every((b) => b === 0x77)).toBe(true);
+      expect(back.subarray(12288).every((b) => b === 0)).toBe(true);
+    });
+  });
+
+  test.skipIf(found.dir === undefined)("a misaligned buffer fails with EINVAL, clearly", () => {
+    const path = tempFile(64 * 1024, found.dir);
+    withDisk(path, { write: true, direct: true }, (disk) => {
+      const misaligned = alignedBuffer(4096 + 1, 4096).subarray(1);
+      const err = thrown(() => disk.write(misaligned, 0));
+      expect(err.code).toBe("EINVAL");
+      expect(err.message).toBe(`pwrite ${path} at offset 0 (4096 bytes): Invalid argument (EINVAL)`);
+    });
+  });
+});
