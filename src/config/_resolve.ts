@@ -1,0 +1,142 @@
+// Defaults, inheritance (spec 1.3, 1.4) and validation (spec 1.8) over the syntax-neutral Ast.
+import { parseAddress, type Address } from "./address.ts";
+import { acceptableNames, nodeMatches, type NodeIdentity } from "./node.ts";
+import { Checker, HAST_PORT, NAME_MAX_BYTES, type Ast, type ResourceScope, type Scope, type Setting, type Statement } from "./_statements.ts";
+import type { ChecksumKind, CompressionKind, Config, ReplicationMode, ResourceConfig } from "./types.ts";
+
+export const DEFAULTS = {
+  control: "uds:///var/run/hastctl",
+  pidfile: "/var/run/hastd.pid",
+  listen: [`tcp4://0.0.0.0:${HAST_PORT}`, `tcp6://[::]:${HAST_PORT}`],
+  replication: "memsync",
+  checksum: "none",
+  compression: "hole",
+  timeout_s: 20,
+  metaflush: true,
+  device: true,
+  nbd_dir: "/var/run/hast",
+} as const;
+
+/** Reads a secret_file (path as written) and returns its contents; throws ConfigError itself. */
+export type SecretReader = (path: string, line: number) => string;
+
+export function resolve(ast: Ast, file: string, identity: NodeIdentity, readSecret: SecretReader): Config {
+  const check = new Checker(file);
+  for (const s of allSettings(ast)) check.check(s);
+  for (const r of ast.resources) {
+    if (Buffer.byteLength(r.name) > NAME_MAX_BYTES) check.fail(r.line, "Resource name is too long.");
+    check.checkName(r.line, "resource name", r.name);
+  }
+
+  const nodes = ast.nodes.filter((n) => nodeMatches(n.name, identity));
+  const resources = resolveResources(ast, check, identity, readSecret);
+  const logfile = last([ast.global, ...nodes], "logfile");
+  return {
+    file,
+    node: resources[0]?.node ?? nodes[0]?.name ?? identity.override ?? identity.hostname,
+    control: check.address(last([ast.global], "control", nodes) ?? fake("control", DEFAULTS.control)),
+    pidfile: check.path(last([ast.global], "pidfile", nodes) ?? fake("pidfile", DEFAULTS.pidfile)),
+    listen: resolveListen(ast.global, nodes, check),
+    logfile: logfile === undefined ? null : check.path(logfile),
+    resources: resources.map((r) => r.config),
+  };
+}
+
+function resolveListen(global: Scope, nodes: Scope[], check: Checker): Address[] {
+  // Cumulative in file order: global and matching-node listens are merged, not overridden.
+  const listens = [global, ...nodes].flatMap((s) => s.settings.filter((x) => x.key === "listen"));
+  listens.sort((a, b) => a.line - b.line);
+  if (listens.length === 0) return DEFAULTS.listen.map((text) => parseAddress(text, HAST_PORT));
+  return listens.map((s) => check.address(s));
+}
+
+function resolveResources(ast: Ast, check: Checker, identity: NodeIdentity, readSecret: SecretReader) {
+  const seen = new Set<string>();
+  const global_secret = secretOf(ast.global, check, readSecret);
+  return ast.resources.map((r) => {
+    if (seen.has(r.name)) check.fail(r.line, `Resource ${r.name} configured more than once.`);
+    seen.add(r.name);
+    return resolveResource(ast.global, r, check, identity, secretOf(r, check, readSecret) ?? global_secret);
+  });
+}
+
+function resolveResource(
+  global: Scope, r: ResourceScope, check: Checker, identity: NodeIdentity, secret: Secret | null,
+): { node: string; config: ResourceConfig } {
+  const mine = r.nodes.filter((n) => nodeMatches(n.name, identity));
+  if (mine.length === 0) {
+    const names = acceptableNames(identity).join(", ");
+    check.fail(r.line, `No resource ${r.name} configuration for this node (acceptable node names: ${names}).`);
+  }
+  const remote = last(mine, "remote");
+  if (remote === undefined) check.fail(r.line, `Remote address not configured for resource ${r.name}.`);
+  const local = last([r], "local", mine);
+  if (local === undefined) check.fail(r.line, `Path to local component not configured for resource ${r.name}.`);
+  const source = last(mine, "source");
+  const name = last([r], "name", mine);
+  const nbd = last([r], "nbd", mine);
+  const exec = last([r], "exec");
+  const metaflush = last([global, r], "metaflush", mine);
+  const device = last([global, r], "device", mine);
+  const timeout = last([global, r], "timeout");
+  const config: ResourceConfig = {
+    name: r.name,
+    provname: name === undefined ? r.name : check.provname(name),
+    localpath: check.path(local),
+    remote: remote.value === "none" ? null : check.address(remote),
+    remote_text: String(remote.value),
+    source: source === undefined ? null : check.address(source),
+    replication: check.choice(last([global, r], "replication") ?? fake("replication", DEFAULTS.replication)) as ReplicationMode,
+    checksum: check.choice(last([global, r], "checksum") ?? fake("checksum", DEFAULTS.checksum)) as ChecksumKind,
+    compression: check.choice(last([global, r], "compression") ?? fake("compression", DEFAULTS.compression)) as CompressionKind,
+    timeout_s: timeout === undefined ? DEFAULTS.timeout_s : check.seconds(timeout),
+    // An empty exec at resource level is the same as none: the global one applies (spec 1.4).
+    exec: exec !== undefined && exec.value !== "" ? check.path(exec) : check.path(last([global], "exec") ?? fake("exec", "")),
+    metaflush: metaflush === undefined ? DEFAULTS.metaflush : check.onoff(metaflush),
+    nbd: check.address(nbd ?? { key: "nbd", value: `uds://${DEFAULTS.nbd_dir}/${r.name}.nbd`, line: r.line }),
+    device: device === undefined ? DEFAULTS.device : check.onoff(device),
+    secret: secret?.value ?? null,
+    secret_source: secret?.source ?? null,
+    line: r.line,
+  };
+  return { node: mine[0]?.name ?? "", config };
+}
+
+interface Secret { value: string; source: string }
+
+function secretOf(scope: Scope, check: Checker, readSecret: SecretReader): Secret | null {
+  const inline = last([scope], "secret");
+  const from_file = last([scope], "secret_file");
+  if (inline !== undefined && from_file !== undefined) {
+    check.fail(Math.max(inline.line, from_file.line), "secret and secret_file are mutually exclusive");
+  }
+  const where = `${check.file}:${(inline ?? from_file)?.line}`;
+  if (inline !== undefined) return { value: check.secret(inline), source: where };
+  if (from_file === undefined) return null;
+  const path = check.path(from_file);
+  return { value: readSecret(path, from_file.line), source: `${path} (${where})` };
+}
+
+/**
+ * The effective setting: the last one in `scopes` (lowest precedence first), overridden by the
+ * last one in `overrides` (matching node blocks, file order) if any sets it.
+ */
+function last(scopes: readonly Scope[], key: Statement, overrides: readonly Scope[] = []): Setting | undefined {
+  let found: Setting | undefined;
+  for (const scope of [...scopes, ...overrides]) {
+    for (const s of scope.settings) if (s.key === key) found = s;
+  }
+  return found;
+}
+
+/** A default presented as a setting so it goes through the same checks. */
+function fake(key: Statement, value: string): Setting {
+  return { key, value, line: 0 };
+}
+
+function* allSettings(ast: Ast): Generator<Setting> {
+  const scopes = [ast.global, ...ast.nodes, ...ast.resources, ...ast.resources.flatMap((r) => r.nodes)];
+  const settings = scopes.flatMap((s) => s.settings);
+  settings.sort((a, b) => a.line - b.line);
+  yield* settings;
+}

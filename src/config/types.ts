@@ -1,0 +1,48 @@
+// The one typed configuration both syntaxes (hast.conf and TOML) produce.
+import type { Address } from "./address.ts";
+
+export type Role = "init" | "primary" | "secondary";
+export type ReplicationMode = "fullsync" | "memsync" | "async";
+export type ChecksumKind = "none" | "crc32" | "sha256";
+export type CompressionKind = "none" | "hole" | "zstd";
+
+export interface ResourceConfig {
+  name: string;
+  /** Provider name: /dev/hast/<provname>. */
+  provname: string;
+  localpath: string;
+  /** null for `remote none`. */
+  remote: Address | null;
+  /** remote as written ("none" when null). */
+  remote_text: string;
+  source: Address | null;
+  replication: ReplicationMode;
+  checksum: ChecksumKind;
+  compression: CompressionKind;
+  timeout_s: number;
+  /** Hook program; "" = no hooks. */
+  exec: string;
+  metaflush: boolean;
+  nbd: Address;
+  /** Create /dev/hast/<provname> on the primary. */
+  device: boolean;
+  /** Shared secret for peer authentication; null = none. */
+  secret: string | null;
+  /** Where the secret came from, for logs (never the secret): "hast.conf:7" or "/etc/hast.key (hast.conf:7)". */
+  secret_source: string | null;
+  /** 1-based line of the `resource` statement. */
+  line: number;
+}
+
+export interface Config {
+  file: string;
+  /** The node name that matched this host, for logs. */
+  node: string;
+  control: Address;
+  pidfile: string;
+  listen: Address[];
+  /** Where a daemonized hastd logs instead of syslog; null = syslog. */
+  logfile: string | null;
+  /** In file order. */
+  resources: ResourceConfig[];
+}
