@@ -107,9 +107,15 @@ function strerror(errno: number): string {
   return text;
 }
 
-const EIO = errnoMust("EIO");
-const ENOTSUP = errnoMust("ENOTSUP");
-const EWOULDBLOCK = errnoMust("EWOULDBLOCK");
+/** errno values callers compare against (platform numbering). */
+const ERRNO = {
+  EBADF: errnoMust("EBADF"),
+  EINVAL: errnoMust("EINVAL"),
+  EIO: errnoMust("EIO"),
+  EOPNOTSUPP: errnoMust("EOPNOTSUPP"),
+  ENOTSUP: errnoMust("ENOTSUP"),
+  EWOULDBLOCK: errnoMust("EWOULDBLOCK"),
+} as const;
 
 // ---------------------------------------------------------------------------------------------
 // errors
@@ -144,13 +150,15 @@ export class NativeError extends Error {
   }
 }
 
-function at(offset: number, length: number): string {
-  return ` at offset ${offset} (${length} bytes)`;
+/** " at offset O (L bytes)" for calls on a byte range, "" otherwise (offset undefined). */
+function at(offset: number | undefined, length: number): string {
+  return offset === undefined ? "" : ` at offset ${offset} (${length} bytes)`;
 }
 
-function check(rc: number | bigint, init: Omit<NativeErrorInit, "errno">): number {
+/** Returns a non-negative rc; turns -errno into a NativeError. Allocates only on failure. */
+function check(rc: number | bigint, op: string, path: string, offset?: number, length = 0): number {
   const value = Number(rc);
-  if (value < 0) throw new NativeError({ ...init, errno: -value });
+  if (value < 0) throw new NativeError({ op, path, errno: -value, where: at(offset, length) });
   return value;
 }
 
@@ -224,14 +232,15 @@ function injectedFault(op: FaultOp, path: string): FaultRule | undefined {
   return rule;
 }
 
-function injectedError(rule: FaultRule, init: Omit<NativeErrorInit, "errno">): NativeError {
-  return new NativeError({ ...init, errno: rule.errno, code: rule.code, note: "injected by HAST_FAULT_INJECT" });
+function injectedError(rule: FaultRule, op: FaultOp, path: string, offset?: number, length = 0): NativeError {
+  return new NativeError({ op, path, errno: rule.errno, code: rule.code, where: at(offset, length),
+    note: "injected by HAST_FAULT_INJECT" });
 }
 
 /** Throws when a fault rule fires for this call. */
-function maybeFail(op: FaultOp, path: string, where?: string): void {
+function maybeFail(op: FaultOp, path: string, offset?: number, length = 0): void {
   const rule = injectedFault(op, path);
-  if (rule !== undefined) throw injectedError(rule, { op, path, where });
+  if (rule !== undefined) throw injectedError(rule, op, path, offset, length);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,63 +264,59 @@ function open(path: string, opts: OpenOptions): number {
   maybeFail("open", path);
   const flags = (opts.write ? OPEN_WRITE : 0) | (opts.direct === true ? OPEN_DIRECT : 0) |
     (opts.create === true ? OPEN_CREATE : 0);
-  return check(c.hast_open(cPath(path), flags), { op: "open", path });
+  return check(c.hast_open(cPath(path), flags), "open", path);
 }
 
 function close(fd: number, path: string): void {
-  check(c.hast_close(fd), { op: "close", path });
+  check(c.hast_close(fd), "close", path);
   const rule = injectedFault("close", path);
-  if (rule !== undefined) throw injectedError(rule, { op: "close", path });
+  if (rule !== undefined) throw injectedError(rule, "close", path);
 }
 
 /** Reads up to buf.length bytes at offset; fewer only at end of file. Returns the count. */
 function pread(fd: number, path: string, buf: Uint8Array, offset: number): number {
   assertByteCount("pread", path, "offset", offset);
-  const where = at(offset, buf.length);
-  maybeFail("pread", path, where);
-  return check(c.hast_pread(fd, buf, buf.length, offset), { op: "pread", path, where });
+  maybeFail("pread", path, offset, buf.length);
+  return check(c.hast_pread(fd, buf, buf.length, offset), "pread", path, offset, buf.length);
 }
 
 /** Writes all of buf at offset (C retries short writes). Returns buf.length. */
 function pwrite(fd: number, path: string, buf: Uint8Array, offset: number): number {
   assertByteCount("pwrite", path, "offset", offset);
-  const where = at(offset, buf.length);
-  maybeFail("pwrite", path, where);
-  return check(c.hast_pwrite(fd, buf, buf.length, offset), { op: "pwrite", path, where });
+  maybeFail("pwrite", path, offset, buf.length);
+  return check(c.hast_pwrite(fd, buf, buf.length, offset), "pwrite", path, offset, buf.length);
 }
 
 function fdatasync(fd: number, path: string): void {
   maybeFail("fdatasync", path);
-  check(c.hast_fdatasync(fd), { op: "fdatasync", path });
+  check(c.hast_fdatasync(fd), "fdatasync", path);
 }
 
 function fsync(fd: number, path: string): void {
   maybeFail("fsync", path);
-  check(c.hast_fsync(fd), { op: "fsync", path });
+  check(c.hast_fsync(fd), "fsync", path);
 }
 
 /** Punch hole (files) or BLKDISCARD / DIOCGDELETE (disks); a discarded file range reads zero. */
 function discard(fd: number, path: string, offset: number, length: number): void {
   assertByteCount("discard", path, "offset", offset);
   assertByteCount("discard", path, "length", length);
-  const where = at(offset, length);
-  maybeFail("discard", path, where);
-  check(c.hast_discard(fd, offset, length), { op: "discard", path, where });
+  maybeFail("discard", path, offset, length);
+  check(c.hast_discard(fd, offset, length), "discard", path, offset, length);
 }
 
 /** ZERO_RANGE (files, else written zeroes) or BLKZEROOUT (disks): the range reads back zero. */
 function zeroRange(fd: number, path: string, offset: number, length: number): void {
   assertByteCount("zero-range", path, "offset", offset);
   assertByteCount("zero-range", path, "length", length);
-  const where = at(offset, length);
-  maybeFail("zero-range", path, where);
-  check(c.hast_zero_range(fd, offset, length), { op: "zero-range", path, where });
+  maybeFail("zero-range", path, offset, length);
+  check(c.hast_zero_range(fd, offset, length), "zero-range", path, offset, length);
 }
 
 /** Size in bytes: st_size for files, BLKGETSIZE64 / DIOCGMEDIASIZE for disks. */
 function mediaSize(fd: number, path: string): number {
   maybeFail("media-size", path);
-  const size = check(c.hast_media_size(fd), { op: "media-size", path });
+  const size = check(c.hast_media_size(fd), "media-size", path);
   if (!Number.isSafeInteger(size)) throw new RangeError(`media-size ${path}: ${size} bytes is too large`);
   return size;
 }
@@ -319,13 +324,13 @@ function mediaSize(fd: number, path: string): number {
 /** Logical sector size: 512 for files, BLKSSZGET / DIOCGSECTORSIZE for disks. */
 function sectorSize(fd: number, path: string): number {
   maybeFail("sector-size", path);
-  return check(c.hast_sector_size(fd), { op: "sector-size", path });
+  return check(c.hast_sector_size(fd), "sector-size", path);
 }
 
 /** What fd refers to; "block" means a disk (a FreeBSD GEOM provider counts as one). */
 function kind(fd: number, path: string): FileKind {
   maybeFail("kind", path);
-  const value = check(c.hast_kind(fd), { op: "kind", path });
+  const value = check(c.hast_kind(fd), "kind", path);
   const name = KINDS[value];
   if (name === undefined) throw new Error(`kind ${path}: native library returned unknown kind ${value}`);
   return name;
@@ -335,21 +340,21 @@ function kind(fd: number, path: string): FileKind {
 function lockExclusive(fd: number, path: string): void {
   maybeFail("lock", path);
   const rc = c.hast_lock_exclusive(fd);
-  if (rc === -EWOULDBLOCK) {
-    throw new NativeError({ op: "lock", path, errno: EWOULDBLOCK, code: "EWOULDBLOCK",
+  if (rc === -ERRNO.EWOULDBLOCK) {
+    throw new NativeError({ op: "lock", path, errno: ERRNO.EWOULDBLOCK, code: "EWOULDBLOCK",
       reason: "already locked by another open of this component (another hastd or hastctl?)" });
   }
-  check(rc, { op: "lock", path });
+  check(rc, "lock", path);
 }
 
 // ---------------------------------------------------------------------------------------------
 // kernel frontends: entry points exist, the implementations arrive with later issues
 
 function frontendCall(rc: number, op: string, path: string, later: string): number {
-  if (rc === -ENOTSUP) {
-    throw new NativeError({ op, path, errno: ENOTSUP, code: "ENOTSUP", note: `not implemented yet: ${later}` });
+  if (rc === -ERRNO.ENOTSUP) {
+    throw new NativeError({ op, path, errno: ERRNO.ENOTSUP, code: "ENOTSUP", note: `not implemented yet: ${later}` });
   }
-  return check(rc, { op, path });
+  return check(rc, op, path);
 }
 
 const NBD_LATER = "kernel nbd attach arrives with issue 3";
@@ -395,7 +400,7 @@ export const native = {
   errnoValue,
   errnoName,
   strerror,
-  EIO,
+  errno: ERRNO,
   open,
   close,
   pread,

@@ -37,7 +37,7 @@ export class LocalDisk {
       const kind = native.kind(fd, path);
       if (kind !== "file" && kind !== "block") {
         // hastd rejects these with EFTYPE; Linux has no EFTYPE, so errno falls back to EINVAL.
-        const errno = native.errnoValue("EFTYPE") ?? native.errnoValue("EINVAL") ?? 0;
+        const errno = native.errnoValue("EFTYPE") ?? native.errno.EINVAL;
         throw new NativeError({ op: "open", path, errno, code: "EFTYPE",
           reason: `neither block device nor regular file (it is a ${kind === "char" ? "character device" : kind})` });
       }
@@ -72,7 +72,7 @@ export class LocalDisk {
     this.#checkRange("pread", offset, buf.length);
     const got = native.pread(this.#fd, this.path, buf, offset);
     if (got !== buf.length) {
-      throw new NativeError({ op: "pread", path: this.path, errno: native.EIO, code: "EIO",
+      throw new NativeError({ op: "pread", path: this.path, errno: native.errno.EIO, code: "EIO",
         where: ` at offset ${offset} (${buf.length} bytes)`, reason: `short read, got ${got} bytes` });
     }
   }
@@ -88,7 +88,7 @@ export class LocalDisk {
     try {
       native.fdatasync(this.#fd, this.path);
     } catch (err) {
-      if (err instanceof NativeError && err.errno === native.errnoValue("EOPNOTSUPP")) {
+      if (err instanceof NativeError && err.errno === native.errno.EOPNOTSUPP) {
         this.#flush_unsupported = err;
       }
       throw err;
@@ -126,7 +126,7 @@ export class LocalDisk {
   #checkWritable(op: string, offset: number, length: number): void {
     this.#checkRange(op, offset, length);
     if (!this.writable) {
-      throw new NativeError({ op, path: this.path, errno: native.errnoValue("EBADF") ?? 0, code: "EBADF",
+      throw new NativeError({ op, path: this.path, errno: native.errno.EBADF, code: "EBADF",
         where: ` at offset ${offset} (${length} bytes)`, reason: "component opened read-only" });
     }
   }

@@ -104,7 +104,7 @@ describe("LocalDisk on a regular file", () => {
       truncateSync(path, 5000);
       const err = thrown(() => disk.read(new Uint8Array(4096), 4096));
       expect(err.code).toBe("EIO");
-      expect(err.errno).toBe(native.EIO);
+      expect(err.errno).toBe(native.errno.EIO);
       expect(err.message).toBe(`pread ${path} at offset 4096 (4096 bytes): short read, got 904 bytes (EIO)`);
     });
   });

@@ -240,7 +240,7 @@ describe("fault injection", () => {
         const err = thrown(() => native.pwrite(fa, a, buf, 4096));
         expect(err.message).toBe(`pwrite ${a} at offset 4096 (65536 bytes): Input/output error ` +
           "(EIO, injected by HAST_FAULT_INJECT)");
-        expect(err.errno).toBe(native.EIO);
+        expect(err.errno).toBe(native.errno.EIO);
         expect(native.pwrite(fb, b, buf, 0)).toBe(65536); // other paths are untouched
       }
       expect(native.pwrite(fa, a, buf, 4096)).toBe(65536);
