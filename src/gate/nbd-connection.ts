@@ -1,0 +1,438 @@
+// One NBD client connection: handshake (fixed newstyle), then transmission with pipelined
+// requests answered as they complete. Socket writes may be partial: the rest is queued and
+// resumed on drain. Reading stops while the in-flight bound is reached or the receive buffer
+// is full, so memory per connection stays bounded.
+import type { Socket } from "bun";
+import {
+  NBD_CMD, NBD_CMD_FLAG, NBD_INFO, NBD_OPT, NBD_REP, PAYLOAD_BYTES_MAX, REQUEST_HEADER_BYTES,
+  SIMPLE_REPLY_HEADER_BYTES, commandName, nbdErrorForErrnoName, optionName, type NbdErrorName,
+} from "../wire/nbd.ts";
+import {
+  decodeOption, encodeExportNameReply, encodeGreeting, encodeInfoBlockSize, encodeInfoDescription,
+  encodeInfoExport, encodeInfoName, encodeOptionError, encodeOptionReply, encodeServerEntry,
+  parseClientFlags, parseOptionHeader, type BlockSizes, type OptionHeader, type OptionRequest,
+} from "../wire/nbd-handshake.ts";
+import {
+  OFFSET_DATA_HEADER_BYTES, checkRequest, encodeErrorChunk, encodeSimpleReply, parseRequestHeader,
+  writeOffsetDataHeader, writeSimpleReplyHeader, type ExportLimits, type NbdRequest, type RequestCheck,
+} from "../wire/nbd-transmission.ts";
+import type { BlockBackend } from "./block-backend.ts";
+import { ReceiveBuffer } from "./receive-buffer.ts";
+
+/** Requests started but not yet fully replied to, per connection. */
+export const IN_FLIGHT_REQUESTS_MAX = 64;
+/** READ/WRITE data held by in-flight requests, per connection (one request may always run). */
+export const IN_FLIGHT_BYTES_MAX = 64 * 1024 * 1024;
+/** Option data we buffer; longer options get ERR_TOO_BIG and their data is skipped. */
+export const OPTION_DATA_BYTES_MAX = 64 * 1024;
+/** Options a client may send before it must choose an export. */
+export const HANDSHAKE_OPTIONS_MAX = 1024;
+export const HANDSHAKE_TIMEOUT_S = 30;
+/** We stop reading once this much unparsed input is buffered (one header + max payload). */
+export const RECEIVE_BYTES_MAX = REQUEST_HEADER_BYTES + PAYLOAD_BYTES_MAX;
+
+export type LogLevel = "info" | "warn" | "error" | "debug";
+
+/** What every connection of one server shares. */
+export interface ExportContext {
+  export_name: string;
+  description: string | undefined;
+  backend: BlockBackend;
+  limits: ExportLimits;
+  block_sizes: BlockSizes;
+  transmission_flags: number;
+  log: (level: LogLevel, msg: string) => void;
+}
+
+type Phase = "client_flags" | "options" | "transmission" | "closing" | "closed";
+
+interface QueuedWrite {
+  bytes: Uint8Array;
+  on_sent: (() => void) | undefined;
+}
+
+export class NbdConnection {
+  private phase: Phase = "client_flags";
+  private readonly rx = new ReceiveBuffer();
+  private readonly tx: QueuedWrite[] = [];
+  private no_zeroes = false;
+  private structured_replies = false;
+  private options_seen = 0;
+  private option_header: OptionHeader | null = null;
+  private option_discard_bytes = 0;
+  /** A WRITE whose header was consumed and whose payload has not fully arrived yet. */
+  private pending_write: { request: NbdRequest; check: RequestCheck } | null = null;
+  private in_flight_requests = 0;
+  private in_flight_bytes = 0;
+  private blocked = false;
+  private reading_paused = false;
+  private pumping = false;
+  private pump_again = false;
+  private readonly operations = new Set<Promise<void>>();
+
+  constructor(
+    private readonly socket: Socket<unknown>,
+    private readonly ctx: ExportContext,
+    readonly label: string,
+  ) {}
+
+  open(): void {
+    this.socket.timeout(HANDSHAKE_TIMEOUT_S);
+    this.send(encodeGreeting());
+  }
+
+  onData(chunk: Uint8Array): void {
+    if (this.phase === "closing" || this.phase === "closed") return;
+    this.rx.push(chunk);
+    this.pump();
+  }
+
+  onDrain(): void {
+    this.flushQueue();
+  }
+
+  onTimeout(): void {
+    if (this.phase === "client_flags" || this.phase === "options") {
+      this.closeNow("warn", `handshake not finished within ${HANDSHAKE_TIMEOUT_S} s`);
+    }
+  }
+
+  /** The socket closed (by either side): stop sending; in-flight backend calls finish on their own. */
+  onClose(): void {
+    this.phase = "closed";
+    this.tx.length = 0;
+    this.rx.clear();
+  }
+
+  /** Resolves when every backend call this connection started has settled. */
+  async settled(): Promise<void> {
+    while (this.operations.size > 0) await Promise.allSettled([...this.operations]);
+  }
+
+  // ---- input ----
+
+  private pump(): void {
+    if (this.pumping) {
+      this.pump_again = true;
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pump_again = false;
+        if (this.phase === "client_flags") this.readClientFlags();
+        if (this.phase === "options") this.readOptions();
+        if (this.phase === "transmission") this.readRequests();
+      } while (this.pump_again);
+    } finally {
+      this.pumping = false;
+    }
+    this.updateReading();
+  }
+
+  private readClientFlags(): void {
+    const parsed = parseClientFlags(this.rx.peek(Math.min(this.rx.bytes, 4)));
+    if (parsed.kind === "need") return;
+    if (parsed.kind === "error") return this.closeNow("warn", parsed.reason);
+    this.rx.discard(parsed.bytes);
+    this.no_zeroes = parsed.value.no_zeroes;
+    this.phase = "options";
+  }
+
+  private readOptions(): void {
+    while (this.phase === "options") {
+      if (this.option_discard_bytes > 0) {
+        this.option_discard_bytes -= this.rx.discard(this.option_discard_bytes);
+        if (this.option_discard_bytes > 0) return;
+      }
+      if (this.option_header === null) {
+        const parsed = parseOptionHeader(this.rx.peek(Math.min(this.rx.bytes, 16)));
+        if (parsed.kind === "need") return;
+        if (parsed.kind === "error") return this.closeNow("warn", parsed.reason);
+        this.rx.discard(parsed.bytes);
+        if (++this.options_seen > HANDSHAKE_OPTIONS_MAX) {
+          return this.closeNow("warn", `more than ${HANDSHAKE_OPTIONS_MAX} handshake options`);
+        }
+        const { option, data_bytes } = parsed.value;
+        if (data_bytes > OPTION_DATA_BYTES_MAX) {
+          if (option === NBD_OPT.EXPORT_NAME) return this.closeNow("warn", `EXPORT_NAME data of ${data_bytes} bytes`);
+          this.send(encodeOptionError(option, NBD_REP.ERR_TOO_BIG, `${optionName(option)} data of ${data_bytes} bytes exceeds ${OPTION_DATA_BYTES_MAX}`));
+          this.option_discard_bytes = data_bytes;
+          continue;
+        }
+        this.option_header = parsed.value;
+      }
+      const { option, data_bytes } = this.option_header;
+      if (this.rx.bytes < data_bytes) return;
+      this.option_header = null;
+      this.handleOption(option, decodeOption(option, this.rx.take(data_bytes)));
+    }
+  }
+
+  private handleOption(option: number, request: OptionRequest): void {
+    const { ctx } = this;
+    switch (request.kind) {
+      case "export_name":
+        if (!this.isOurExport(request.name)) return this.closeNow("warn", `EXPORT_NAME for unknown export "${request.name}"`);
+        this.send(encodeExportNameReply(ctx.limits.size_bytes, ctx.transmission_flags, this.no_zeroes));
+        return this.enterTransmission();
+      case "abort":
+        this.send(encodeOptionReply(option, NBD_REP.ACK));
+        return this.closeAfterDrain("debug", "client sent NBD_OPT_ABORT");
+      case "list":
+        return this.sendAll([
+          encodeOptionReply(option, NBD_REP.SERVER, encodeServerEntry(ctx.export_name, ctx.description)),
+          encodeOptionReply(option, NBD_REP.ACK),
+        ]);
+      case "structured_reply":
+        if (this.structured_replies) return this.send(encodeOptionError(option, NBD_REP.ERR_INVALID, "structured replies already negotiated"));
+        this.structured_replies = true;
+        return this.send(encodeOptionReply(option, NBD_REP.ACK));
+      case "info":
+      case "go":
+        if (!this.isOurExport(request.name)) {
+          return this.send(encodeOptionError(option, NBD_REP.ERR_UNKNOWN, `export "${request.name}" does not exist (this server has "${ctx.export_name}")`));
+        }
+        this.sendAll(this.infoReplies(option, request.info_types));
+        if (request.kind === "go") this.enterTransmission();
+        return;
+      case "unsupported":
+        return this.send(encodeOptionError(option, NBD_REP.ERR_UNSUP, `option ${optionName(option)} is not supported`));
+      case "invalid":
+        if (option === NBD_OPT.EXPORT_NAME) return this.closeNow("warn", request.reason);
+        return this.send(encodeOptionError(option, NBD_REP.ERR_INVALID, request.reason));
+    }
+  }
+
+  private infoReplies(option: number, info_types: number[]): Uint8Array[] {
+    const { ctx } = this;
+    const infos = [encodeInfoExport(ctx.limits.size_bytes, ctx.transmission_flags), encodeInfoBlockSize(ctx.block_sizes)];
+    if (info_types.includes(NBD_INFO.NAME)) infos.push(encodeInfoName(ctx.export_name));
+    if (info_types.includes(NBD_INFO.DESCRIPTION) && ctx.description) infos.push(encodeInfoDescription(ctx.description));
+    return [...infos.map((info) => encodeOptionReply(option, NBD_REP.INFO, info)), encodeOptionReply(option, NBD_REP.ACK)];
+  }
+
+  private isOurExport(name: string): boolean {
+    return name === "" || name === this.ctx.export_name;
+  }
+
+  private enterTransmission(): void {
+    this.phase = "transmission";
+    this.socket.timeout(0);
+    this.ctx.log("debug", `${this.label}: transmission started (${this.structured_replies ? "structured" : "simple"} replies)`);
+  }
+
+  private readRequests(): void {
+    this.blocked = false;
+    while (this.phase === "transmission") {
+      if (this.pending_write !== null) {
+        const { request, check } = this.pending_write;
+        if (this.rx.bytes < request.length) return;
+        this.pending_write = null;
+        const payload = this.rx.take(request.length);
+        if (check.kind === "reject") this.rejectRequest(request, check.error, check.reason);
+        else this.startRequest(request, payload);
+        continue;
+      }
+      if (this.rx.bytes < REQUEST_HEADER_BYTES) return;
+      const parsed = parseRequestHeader(this.rx.peek(REQUEST_HEADER_BYTES));
+      if (parsed.kind === "need") return;
+      if (parsed.kind === "error") return this.closeNow("warn", parsed.reason);
+      const request = parsed.value;
+      const cost_bytes = costBytes(request);
+      if (!this.canStart(cost_bytes)) {
+        this.blocked = true;
+        return;
+      }
+      this.rx.discard(parsed.bytes);
+      const check = checkRequest(request, this.ctx.limits);
+      if (check.kind === "disconnect") return this.closeAfterDrain("debug", "client sent NBD_CMD_DISC");
+      this.beginRequest(cost_bytes);
+      if (check.kind === "reject" && check.close) {
+        this.rejectRequest(request, check.error, check.reason);
+        return this.closeAfterDrain("warn", check.reason);
+      }
+      if (request.command === NBD_CMD.WRITE) this.pending_write = { request, check };
+      else if (check.kind === "reject") this.rejectRequest(request, check.error, check.reason);
+      else this.startRequest(request, undefined);
+    }
+  }
+
+  private canStart(cost_bytes: number): boolean {
+    if (this.in_flight_requests >= IN_FLIGHT_REQUESTS_MAX) return false;
+    return this.in_flight_requests === 0 || this.in_flight_bytes + cost_bytes <= IN_FLIGHT_BYTES_MAX;
+  }
+
+  /** Counts a request in flight until its reply has been handed to the kernel. */
+  private beginRequest(cost_bytes: number): void {
+    this.in_flight_requests++;
+    this.in_flight_bytes += cost_bytes;
+  }
+
+  private finishRequest(request: NbdRequest, reply: Uint8Array): void {
+    const cost_bytes = costBytes(request);
+    this.send(reply, () => {
+      this.in_flight_requests--;
+      this.in_flight_bytes -= cost_bytes;
+      if (this.in_flight_requests < 0 || this.in_flight_bytes < 0) throw new Error(`${this.label}: in-flight accounting went negative`);
+      this.afterRequestDone();
+    });
+  }
+
+  private afterRequestDone(): void {
+    if (this.phase === "closing") this.maybeFinishClosing();
+    else if (this.phase === "transmission") this.pump();
+  }
+
+  private rejectRequest(request: NbdRequest, error: NbdErrorName, reason: string): void {
+    this.ctx.log("debug", `${this.label}: ${error} for ${reason}`);
+    this.finishRequest(request, this.errorReply(request, error, reason));
+  }
+
+  // ---- execution ----
+
+  private startRequest(request: NbdRequest, payload: Uint8Array | undefined): void {
+    const operation = this.execute(request, payload).finally(() => this.operations.delete(operation));
+    this.operations.add(operation);
+  }
+
+  private async execute(request: NbdRequest, payload: Uint8Array | undefined): Promise<void> {
+    const { backend } = this.ctx;
+    const { offset, length, flags } = request;
+    const fua = (flags & NBD_CMD_FLAG.FUA) !== 0;
+    try {
+      switch (request.command) {
+        case NBD_CMD.READ:
+          return this.finishRequest(request, await this.readReply(request));
+        case NBD_CMD.WRITE:
+          if (payload === undefined || payload.byteLength !== length) throw new Error(`${this.label}: WRITE without its ${length}-byte payload`);
+          await backend.write(offset, payload, fua);
+          break;
+        case NBD_CMD.FLUSH:
+          await backend.flush();
+          break;
+        case NBD_CMD.TRIM:
+          await backend.trim(offset, length);
+          if (fua) await backend.flush();
+          break;
+        case NBD_CMD.CACHE:
+          break; // a prefetch hint: the backend has no cache worth warming
+        case NBD_CMD.WRITE_ZEROES:
+          if ((flags & NBD_CMD_FLAG.FAST_ZERO) !== 0) {
+            // BlockBackend cannot promise that zeroing is cheaper than writing, so fail fast.
+            return this.finishRequest(request, this.errorReply(request, "ENOTSUP", "fast zero is not supported"));
+          }
+          await backend.writeZeroes(offset, length, (flags & NBD_CMD_FLAG.NO_HOLE) === 0);
+          if (fua) await backend.flush();
+          break;
+        default:
+          throw new Error(`${this.label}: ${commandName(request.command)} passed validation but has no handler`);
+      }
+      this.finishRequest(request, encodeSimpleReply(0, request.cookie));
+    } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code;
+      const error = nbdErrorForErrnoName(code);
+      const what = `${commandName(request.command)} offset ${offset} length ${length}`;
+      this.ctx.log("error", `${this.label}: ${what} failed: ${(err as Error)?.message ?? String(err)} → ${error}`);
+      this.finishRequest(request, this.errorReply(request, error, `${what} failed with ${error}`));
+    }
+  }
+
+  /** ONE buffer = reply header + data; the backend fills the data part in place. */
+  private async readReply(request: NbdRequest): Promise<Uint8Array> {
+    const header_bytes = this.structured_replies ? OFFSET_DATA_HEADER_BYTES : SIMPLE_REPLY_HEADER_BYTES;
+    const reply = new Uint8Array(header_bytes + request.length);
+    if (this.structured_replies) writeOffsetDataHeader(reply, request.cookie, request.offset, request.length);
+    else writeSimpleReplyHeader(reply, 0, request.cookie);
+    await this.ctx.backend.read(request.offset, reply.subarray(header_bytes));
+    return reply;
+  }
+
+  private errorReply(request: NbdRequest, error: NbdErrorName, message: string): Uint8Array {
+    return this.structured_replies ? encodeErrorChunk(request.cookie, error, message) : encodeSimpleReply(error, request.cookie);
+  }
+
+  // ---- output ----
+
+  private sendAll(parts: Uint8Array[]): void {
+    // Handshake replies are small: one write beats several.
+    const out = new Uint8Array(parts.reduce((sum, p) => sum + p.byteLength, 0));
+    let at = 0;
+    for (const part of parts) {
+      out.set(part, at);
+      at += part.byteLength;
+    }
+    this.send(out);
+  }
+
+  private send(bytes: Uint8Array, on_sent?: () => void): void {
+    if (this.phase === "closed") return;
+    if (this.tx.length === 0) {
+      const written = this.socket.write(bytes);
+      if (written < 0) return; // closed under us; onClose cleans up
+      if (written === bytes.byteLength) return on_sent?.();
+      bytes = bytes.subarray(written);
+    }
+    this.tx.push({ bytes, on_sent });
+  }
+
+  private flushQueue(): void {
+    let any_sent = false;
+    while (this.tx.length > 0 && this.phase !== "closed") {
+      const head = this.tx[0]!;
+      const written = this.socket.write(head.bytes);
+      if (written < 0) return;
+      if (written < head.bytes.byteLength) {
+        head.bytes = head.bytes.subarray(written);
+        break;
+      }
+      this.tx.shift();
+      any_sent = true;
+      head.on_sent?.();
+    }
+    if (this.phase === "closing") this.maybeFinishClosing();
+    else if (any_sent && this.phase === "transmission") this.pump();
+  }
+
+  private updateReading(): void {
+    const pause = this.blocked || this.rx.bytes >= RECEIVE_BYTES_MAX || this.phase === "closing";
+    if (pause === this.reading_paused || this.phase === "closed") return;
+    this.reading_paused = pause;
+    if (pause) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  // ---- closing ----
+
+  /** Stops reading; closes once in-flight requests are answered and the replies are sent. */
+  private closeAfterDrain(level: LogLevel, reason: string): void {
+    this.ctx.log(level, `${this.label}: closing: ${reason}`);
+    this.phase = "closing";
+    this.pending_write = null;
+    this.rx.clear();
+    this.updateReading();
+    this.maybeFinishClosing();
+  }
+
+  private maybeFinishClosing(): void {
+    if (this.phase !== "closing" || this.in_flight_requests > 0 || this.tx.length > 0) return;
+    this.phase = "closed";
+    this.socket.end();
+  }
+
+  /** Protocol violation: drop the connection now, queued replies included. */
+  private closeNow(level: LogLevel, reason: string): void {
+    this.ctx.log(level, `${this.label}: closing connection: ${reason}`);
+    this.phase = "closed";
+    this.tx.length = 0;
+    this.rx.clear();
+    this.pending_write = null;
+    this.socket.end();
+  }
+}
+
+/** Data bytes a request holds while in flight (READ reply buffer or WRITE payload). */
+function costBytes(request: NbdRequest): number {
+  if (request.command !== NBD_CMD.READ && request.command !== NBD_CMD.WRITE) return 0;
+  return Math.min(request.length, PAYLOAD_BYTES_MAX);
+}
