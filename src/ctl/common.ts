@@ -1,0 +1,56 @@
+// What every hastctl subcommand shares: the common options, loading the configuration,
+// resolving `all` and resource names, and turning failures into sysexits codes.
+import type { ArgsDef } from "citty";
+import { ConfigError, loadConfig, type Config, type ResourceConfig } from "../config/index.ts";
+import { EX_USAGE, ExitError } from "../core/sysexits.ts";
+
+export const DEFAULT_CONFIG = "/etc/hast.conf";
+
+export const commonArgs = {
+  c: { type: "string", description: "configuration file (default /etc/hast.conf; .toml selects TOML)", valueHint: "config" },
+  d: { type: "boolean", description: "print debugging information (repeatable)" },
+  json: { type: "boolean", description: "machine-readable output" },
+} as const satisfies ArgsDef;
+
+/** citty accepts any option; hastctl, like getopt(3), refuses the ones it does not know. */
+export function checkOptions(args: Record<string, unknown>, def: ArgsDef): void {
+  for (const key of Object.keys(args)) {
+    if (key === "_" || key in def) continue;
+    throw new ExitError(`illegal option -- ${key}`, EX_USAGE);
+  }
+}
+
+export function debugLevel(rawArgs: string[]): number {
+  let level = 0;
+  for (const a of rawArgs) if (/^-d+$/.test(a)) level += a.length - 1;
+  return level;
+}
+
+export function loadCtlConfig(path: string | undefined): Config {
+  try {
+    return loadConfig(path ?? DEFAULT_CONFIG);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ExitError(err.message, err.exit_code);
+    throw err;
+  }
+}
+
+export type Selected = { name: string; resource: ResourceConfig | null };
+
+/** `all` (as the first name) means every resource; unknown names come back with resource null. */
+export function selectResources(config: Config, names: string[]): Selected[] {
+  if (names.length === 0 || names[0] === "all") return config.resources.map((r) => ({ name: r.name, resource: r }));
+  return names.map((name) => ({ name, resource: config.resources.find((r) => r.name === name) ?? null }));
+}
+
+/** Exit status rule for commands over several resources: the first non-zero code wins. */
+export class ExitStatus {
+  code = 0;
+  set(code: number): void {
+    if (this.code === 0) this.code = code;
+  }
+}
+
+export function warn(message: string): void {
+  process.stderr.write(`hastctl: ${message}\n`);
+}

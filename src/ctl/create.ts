@@ -1,0 +1,86 @@
+// hastctl create (spec 2.1): write fresh metadata and a clean activemap on the local component.
+// Offline: it does not talk to hastd, but it locks the component, so it refuses one in use.
+import { defineCommand } from "citty";
+import { parseSize } from "../config/index.ts";
+import { computeLayout, LayoutError } from "../core/layout.ts";
+import type { Metadata } from "../core/metadata.ts";
+import { EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, ExitError } from "../core/sysexits.ts";
+import { LocalDisk } from "../io/disk.ts";
+import { MetadataStore } from "../io/metadata-store.ts";
+import { NativeError } from "../native.ts";
+import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, selectResources, warn } from "./common.ts";
+
+const args = {
+  ...commonArgs,
+  e: { type: "string", description: "extent size (dirty-tracking granularity), default 2M", valueHint: "extentsize" },
+  k: { type: "string", description: "keepdirty: recently written extents kept dirty, default 64", valueHint: "keepdirty" },
+  m: { type: "string", description: "media size to use (the smaller of the two nodes' components)", valueHint: "mediasize" },
+} as const;
+
+function sizeOption(value: string | undefined, what: string): number {
+  if (value === undefined) return 0;
+  try {
+    return parseSize(value);
+  } catch (err) {
+    throw new ExitError(`invalid ${what} ${JSON.stringify(value)}: ${(err as Error).message}`, EX_USAGE);
+  }
+}
+
+export default defineCommand({
+  meta: { name: "create", description: "initialize metadata of local components" },
+  args,
+  run({ args: a }) {
+    checkOptions(a, args);
+    if (a._.length === 0) throw new ExitError("create needs at least one resource name", EX_USAGE);
+    const extentsize = sizeOption(a.e, "extent size");
+    const keepdirty = sizeOption(a.k, "keepdirty");
+    const mediasize = sizeOption(a.m, "media size");
+    const config = loadCtlConfig(a.c);
+    const exit = new ExitStatus();
+    const created: Record<string, unknown>[] = [];
+    for (const { name, resource } of selectResources(config, a._)) {
+      if (!resource) {
+        warn(`unknown resource ${name}`);
+        exit.set(EX_DATAERR);
+        continue;
+      }
+      let disk: LocalDisk;
+      try {
+        disk = LocalDisk.open(resource.localpath, { write: true, lock: true });
+      } catch (err) {
+        const busy = err instanceof NativeError && (err.code === "EWOULDBLOCK" || err.code === "EAGAIN");
+        warn(`${name}: ${busy ? `${resource.localpath} is in use (locked by hastd?)` : (err as Error).message}`);
+        exit.set(busy ? EX_TEMPFAIL : EX_NOINPUT);
+        continue;
+      }
+      try {
+        if (mediasize > disk.size_bytes) {
+          warn(`${name}: media size ${mediasize} is larger than ${resource.localpath} (${disk.size_bytes} bytes)`);
+          exit.set(EX_DATAERR);
+          continue;
+        }
+        const layout = computeLayout({ mediasize: mediasize || disk.size_bytes, sectorsize: disk.sector_bytes, extentsize, keepdirty });
+        const meta: Metadata = {
+          resource: name, datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty,
+          localoff: layout.localoff, mapsize: layout.mapsize, sectorsize: layout.sectorsize,
+          resuid: 0n, localcnt: 0n, remotecnt: 0n, prevrole: "init", flags: 0,
+        };
+        new MetadataStore(disk).initialize(meta);
+        created.push({ name, localpath: resource.localpath, datasize: meta.datasize, extentsize: meta.extentsize,
+          keepdirty: meta.keepdirty, localoff: meta.localoff });
+      } catch (err) {
+        if (err instanceof LayoutError) {
+          warn(`${name}: ${err.message}`);
+          exit.set(EX_DATAERR);
+        } else if (err instanceof NativeError) {
+          warn(`${name}: unable to write metadata: ${err.message}`);
+          exit.set(EX_IOERR);
+        } else throw err;
+      } finally {
+        disk.close();
+      }
+    }
+    if (a.json) console.log(JSON.stringify(created, null, 2));
+    return exit.code;
+  },
+});

@@ -1,0 +1,64 @@
+// Text output of hastctl list / status, in FreeBSD hastctl's layout (spec 2.3) plus our
+// additions (frontend, synchronization progress, split-brain) appended where old parsers ignore them.
+import { humanizeBytes } from "../core/humanize.ts";
+import type { ResourceStatus, SyncProgress } from "../wire/control.ts";
+
+const sized = (n: number) => `${n} (${humanizeBytes(n)})`;
+
+export function formatSyncProgress(sync: SyncProgress): string {
+  const pct = sync.total > 0 ? Math.floor((sync.done * 100) / sync.total) : 100;
+  const eta = sync.eta === null ? "?" : `${Math.ceil(sync.eta)}s`;
+  return `${humanizeBytes(sync.done)}/${humanizeBytes(sync.total)} (${pct}%), ${humanizeBytes(sync.rate)}/s, ETA ${eta}`;
+}
+
+export function formatList(resources: ResourceStatus[]): string {
+  const out: string[] = [];
+  for (const r of resources) {
+    out.push(`${r.name}:`);
+    if (r.error) {
+      out.push(`  error: ${r.error}${r.message ? ` (${r.message})` : ""}`);
+      continue;
+    }
+    out.push(`  role: ${r.role ?? "unknown"}`);
+    out.push(`  provname: ${r.provname}`);
+    out.push(`  localpath: ${r.localpath}`);
+    out.push(`  extentsize: ${sized(r.extentsize ?? 0)}`);
+    out.push(`  keepdirty: ${r.keepdirty ?? 0}`);
+    out.push(`  remoteaddr: ${r.remoteaddr}`);
+    if (r.sourceaddr) out.push(`  sourceaddr: ${r.sourceaddr}`);
+    out.push(`  replication: ${r.replication}`);
+    if (r.status) out.push(`  status: ${r.status}${r.split_brain ? " (split-brain)" : ""}`);
+    if (r.workerpid) out.push(`  workerpid: ${r.workerpid}`);
+    out.push(`  dirty: ${sized(r.dirty ?? 0)}`);
+    if (r.sync) out.push(`  synchronization: ${formatSyncProgress(r.sync)}`);
+    if (r.nbd && r.workerpid) out.push(`  nbd: ${r.nbd}`);
+    if (r.device) out.push(`  device: ${r.device.path} (${r.device.mechanism})`);
+    const s = r.statistics;
+    if (s) {
+      out.push("  statistics:");
+      out.push(`    reads: ${s.reads}`);
+      out.push(`    writes: ${s.writes}`);
+      out.push(`    deletes: ${s.deletes}`);
+      out.push(`    flushes: ${s.flushes}`);
+      out.push(`    activemap updates: ${s.activemap_updates}`);
+      const e = s.local_errors;
+      out.push(`    local errors: read: ${e.read}, write: ${e.write}, delete: ${e.delete}, flush: ${e.flush}`);
+    }
+  }
+  return out.length ? `${out.join("\n")}\n` : "";
+}
+
+export function formatStatus(resources: ResourceStatus[]): string {
+  const out = ["Name\tStatus\t Role\t\tComponents"];
+  for (const r of resources) {
+    if (r.error) {
+      out.push(`${r.name}\tERR${r.error}`);
+      continue;
+    }
+    const status = r.split_brain ? "split-brain" : (r.status ?? "-");
+    let line = `${r.name}\t${status.padEnd(9)}${(r.role ?? "unknown").padEnd(15)}${r.localpath}\t${r.remoteaddr}`;
+    if (r.sync) line += `\t${formatSyncProgress(r.sync)}`;
+    out.push(line);
+  }
+  return `${out.join("\n")}\n`;
+}

@@ -1,0 +1,28 @@
+// Messages between the main hastd process and a resource worker (Bun IPC, structured clone).
+// The main process owns roles, hooks and the control socket; a worker owns one resource's I/O.
+import type { ResourceConfig, Role } from "../config/index.ts";
+import type { ResourceStatus } from "../wire/control.ts";
+
+export type HookEvent = "connect" | "disconnect" | "syncstart" | "syncdone" | "syncintr" | "split-brain";
+
+export interface LogSetup {
+  verbosity: number;
+  sink: { kind: "stderr" } | { kind: "file"; path: string } | { kind: "syslog" };
+}
+
+export type ToWorker =
+  | { type: "init"; resource: ResourceConfig; role: Exclude<Role, "init">; log: LogSetup }
+  | { type: "status"; id: number }
+  | { type: "reload"; resource: ResourceConfig };
+
+/** Live fields a worker adds to the main process's configuration view of a resource. */
+export type WorkerStatus = Pick<ResourceStatus,
+  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "split_brain">;
+
+export type FromWorker =
+  | { type: "ready" }
+  | { type: "status"; id: number; status: WorkerStatus }
+  | { type: "event"; event: HookEvent; args?: string[] };
+
+/** Exit code a worker uses to ask for a restart (spec 3.7: killed by a signal or EX_TEMPFAIL). */
+export { EX_TEMPFAIL as WORKER_EXIT_RESTART } from "../core/sysexits.ts";

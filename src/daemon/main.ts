@@ -1,0 +1,209 @@
+// The hastd main process (spec 3): owns the configuration, every resource's role, the control
+// socket, the worker processes and the hooks. It never touches resource data itself.
+import type { Config, ResourceConfig, Role } from "../config/index.ts";
+import { formatAddress, loadConfig } from "../config/index.ts";
+import { ControlError, type ControlReply, type ControlRequest, type ResourceStatus } from "../wire/control.ts";
+import { ControlServer } from "./control-server.ts";
+import { HookRunner } from "./hooks.ts";
+import type { HookEvent, LogSetup } from "./ipc.ts";
+import { WORKER_EXIT_RESTART } from "./ipc.ts";
+import type { Logger } from "./log.ts";
+import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
+import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
+
+export const WORKER_RESTART_DELAY_MS = 1_000;
+
+interface ResourceState {
+  config: ResourceConfig;
+  role: Role;
+  worker: WorkerHandle | null;
+  restart: ReturnType<typeof setTimeout> | null;
+}
+
+export interface MainOptions {
+  config_path: string;
+  node?: string;
+  log: Logger;
+  log_setup: LogSetup;
+  foreground: boolean;
+}
+
+export class Hastd {
+  private resources = new Map<string, ResourceState>();
+  private control!: ControlServer;
+  private hooks: HookRunner;
+  private stopping = false;
+
+  private constructor(
+    private config: Config,
+    private opts: MainOptions,
+  ) {
+    this.hooks = new HookRunner(opts.log, opts.foreground ? "inherit" : "ignore");
+    for (const r of config.resources) this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null });
+  }
+
+  /** Starts the control socket; the config was already loaded (errors reported by the caller). */
+  static async start(config: Config, opts: MainOptions): Promise<Hastd> {
+    const hastd = new Hastd(config, opts);
+    hastd.control = await ControlServer.start(controlPath(config), (req) => hastd.handle(req), opts.log);
+    return hastd;
+  }
+
+  get log(): Logger {
+    return this.opts.log;
+  }
+
+  async handle(request: ControlRequest): Promise<ControlReply> {
+    const names = request.resources[0] === "all" ? [...this.resources.keys()] : request.resources;
+    const replies: ResourceStatus[] = [];
+    for (const name of names) {
+      const state = this.resources.get(name);
+      if (!state) {
+        replies.push({ name, error: ControlError.NOENTRY, message: "no such resource" });
+        continue;
+      }
+      if (request.cmd === "role") {
+        replies.push({ name, role: state.role, previous_role: state.role });
+        await this.setRole(state, request.role);
+      } else {
+        replies.push(await this.status(state));
+      }
+    }
+    return { error: ControlError.OK, resources: replies };
+  }
+
+  private async status(state: ResourceState): Promise<ResourceStatus> {
+    const c = state.config;
+    const base: ResourceStatus = {
+      name: c.name, role: state.role, provname: c.provname, localpath: c.localpath,
+      remoteaddr: c.remote_text, ...(c.source ? { sourceaddr: formatAddress(c.source) } : {}),
+      replication: c.replication, checksum: c.checksum, compression: c.compression,
+      workerpid: state.worker?.running ? state.worker.pid : 0, extentsize: 0, keepdirty: 0, dirty: 0,
+      nbd: formatAddress(c.nbd),
+    };
+    if (!state.worker?.running) return base;
+    const live = await state.worker.status();
+    if (!live) return { ...base, error: ControlError.BUSY, message: "worker is not answering" };
+    return { ...base, ...live };
+  }
+
+  private async setRole(state: ResourceState, role: Role): Promise<void> {
+    const old = state.role;
+    if (old === role) return;
+    const name = state.config.name;
+    this.log.info(`[${name}] Role changed to ${role}.`);
+    state.role = role;
+    await this.stopWorker(state);
+    if (role === "primary") this.startWorker(state, "primary");
+    this.hooks.run(state.config.exec, "role", name, [old, role]);
+  }
+
+  private startWorker(state: ResourceState, role: "primary" | "secondary", extraFds: number[] = []): void {
+    const worker = WorkerHandle.spawn(state.config, role, this.opts.log_setup, {
+      onEvent: (event: HookEvent, args: string[]) => this.hooks.run(state.config.exec, event, state.config.name, args),
+      onExit: (exit) => this.workerExited(state, worker, exit),
+    }, extraFds);
+    state.worker = worker;
+    this.log.debug(`[${state.config.name}] ${role} worker started (pid=${worker.pid}).`);
+  }
+
+  private async stopWorker(state: ResourceState): Promise<void> {
+    if (state.restart) clearTimeout(state.restart);
+    state.restart = null;
+    const worker = state.worker;
+    state.worker = null;
+    if (worker) await worker.stop();
+  }
+
+  private workerExited(state: ResourceState, worker: WorkerHandle, exit: WorkerExit): void {
+    const name = state.config.name;
+    const how = exit.signal ? `killed by signal ${exit.signal}` : `exited with status ${exit.code}`;
+    if (state.worker !== worker) {
+      this.log.debug(`[${name}] Worker process (pid=${worker.pid}) ${how}.`);
+      return;
+    }
+    state.worker = null;
+    if (this.stopping) return;
+    if (worker.role === "secondary") {
+      this.log.info(`[${name}] Secondary worker (pid=${worker.pid}) ${how}.`);
+      return;
+    }
+    if (exit.signal || exit.code === WORKER_EXIT_RESTART) {
+      this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}; restarting in ${WORKER_RESTART_DELAY_MS / 1000} s.`);
+      state.restart = setTimeout(() => {
+        state.restart = null;
+        if (!this.stopping && state.role === "primary" && !state.worker) this.startWorker(state, "primary");
+      }, WORKER_RESTART_DELAY_MS);
+      return;
+    }
+    this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}. Changing resource role back to init.`);
+    state.role = "init";
+  }
+
+  /** SIGHUP (spec 3.8): parse the file again; on any error keep the running configuration. */
+  async reload(): Promise<void> {
+    let next: Config;
+    try {
+      next = loadConfig(this.opts.config_path, { node: this.opts.node });
+    } catch (err) {
+      this.log.error(`${(err as Error).message}`);
+      this.log.error("Configuration not reloaded.");
+      return;
+    }
+    if (controlPath(next) !== controlPath(this.config)) {
+      try {
+        const control = await ControlServer.start(controlPath(next), (req) => this.handle(req), this.log);
+        this.control.stop();
+        this.control = control;
+      } catch (err) {
+        this.log.error(`Unable to listen on control address ${formatAddress(next.control)}: ${(err as Error).message}`);
+        this.log.error("Configuration not reloaded.");
+        return;
+      }
+    }
+    const nextNames = new Set(next.resources.map((r) => r.name));
+    for (const [name, state] of this.resources) {
+      if (nextNames.has(name)) continue;
+      this.log.info(`[${name}] Resource removed from the configuration.`);
+      await this.setRole(state, "init");
+      this.resources.delete(name);
+    }
+    for (const r of next.resources) {
+      const state = this.resources.get(r.name);
+      if (!state) {
+        this.log.info(`[${r.name}] Resource added to the configuration.`);
+        this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null });
+        continue;
+      }
+      if (!resourceChanged(state.config, r)) continue;
+      if (resourceNeedsRestart(state.config, r, state.role)) {
+        this.log.info(`[${r.name}] Configuration changed, restarting the resource.`);
+        const role = state.role;
+        await this.setRole(state, "init");
+        state.config = r;
+        await this.setRole(state, role);
+      } else {
+        this.log.info(`[${r.name}] Configuration changed, reloading the primary worker.`);
+        state.config = r;
+        state.worker?.send({ type: "reload", resource: r });
+      }
+    }
+    this.config = next;
+    this.log.info("Configuration reloaded successfully.");
+  }
+
+  /** SIGTERM/SIGINT: stop every worker (their frontends go with them), then the control socket. */
+  async shutdown(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.log.info("Termination signal received, exiting.");
+    await Promise.all([...this.resources.values()].map((s) => this.stopWorker(s)));
+    this.control.stop();
+    await this.hooks.settle(2_000);
+  }
+}
+
+function controlPath(config: Config): string {
+  if (config.control.kind !== "uds") throw new Error(`control address ${formatAddress(config.control)} must be a unix socket`);
+  return config.control.path;
+}

@@ -1,0 +1,118 @@
+// The main process's handle on one worker process: spawn with the ps title FreeBSD's
+// scripts look for ("hastd: <name> (<role>)"), query it, stop it, learn how it ended.
+import type { Subprocess } from "bun";
+import type { ResourceConfig } from "../config/index.ts";
+import type { FromWorker, HookEvent, LogSetup, ToWorker, WorkerStatus } from "./ipc.ts";
+import { selfArgv } from "./self.ts";
+
+export const WORKER_STATUS_TIMEOUT_MS = 5_000;
+export const WORKER_STOP_TIMEOUT_MS = 30_000;
+
+export interface WorkerExit {
+  code: number | null;
+  signal: string | null;
+}
+
+export interface WorkerCallbacks {
+  onEvent(event: HookEvent, args: string[]): void;
+  onExit(exit: WorkerExit): void;
+}
+
+export class WorkerHandle {
+  private nextId = 1;
+  private pending = new Map<number, (status: WorkerStatus | null) => void>();
+  private exitPromise: Promise<WorkerExit>;
+  private exited: WorkerExit | null = null;
+  private readyResolve!: () => void;
+  readonly ready: Promise<void>;
+
+  private constructor(
+    readonly role: "primary" | "secondary",
+    private proc: Subprocess,
+    callbacks: WorkerCallbacks,
+  ) {
+    this.ready = new Promise((resolve) => (this.readyResolve = resolve));
+    this.exitPromise = proc.exited.then(() => {
+      const exit: WorkerExit = { code: proc.signalCode ? null : proc.exitCode, signal: proc.signalCode ? String(proc.signalCode) : null };
+      this.exited = exit;
+      for (const resolve of this.pending.values()) resolve(null);
+      this.pending.clear();
+      this.readyResolve();
+      callbacks.onExit(exit);
+      return exit;
+    });
+  }
+
+  static spawn(resource: ResourceConfig, role: "primary" | "secondary", log: LogSetup, callbacks: WorkerCallbacks,
+    extraFds: number[] = []): WorkerHandle {
+    let handle: WorkerHandle | undefined;
+    const proc = Bun.spawn([...selfArgv(), "--worker"], {
+      argv0: `hastd: ${resource.name} (${role})`,
+      stdio: ["ignore", "inherit", "inherit", ...extraFds],
+      serialization: "advanced",
+      ipc(message: FromWorker) {
+        handle?.onMessage(message, callbacks);
+      },
+    });
+    handle = new WorkerHandle(role, proc, callbacks);
+    handle.send({ type: "init", resource, role, log });
+    return handle;
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  get running(): boolean {
+    return this.exited === null;
+  }
+
+  send(message: ToWorker): void {
+    if (this.running) this.proc.send(message);
+  }
+
+  /** Live status, or null when the worker does not answer in time (it is then reported as sick). */
+  async status(): Promise<WorkerStatus | null> {
+    if (!this.running) return null;
+    const id = this.nextId++;
+    return await new Promise<WorkerStatus | null>((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        resolve(null);
+      }, WORKER_STATUS_TIMEOUT_MS);
+      this.pending.set(id, (status) => {
+        clearTimeout(timer);
+        resolve(status);
+      });
+      this.send({ type: "status", id });
+    });
+  }
+
+  /** SIGTERM and wait for the exit (SIGKILL after the timeout), like HAST's synchronous role change. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<WorkerExit> {
+    if (this.running) {
+      this.proc.kill(signal);
+      const timer = setTimeout(() => this.proc.kill("SIGKILL"), WORKER_STOP_TIMEOUT_MS);
+      await this.exitPromise;
+      clearTimeout(timer);
+    }
+    return await this.exitPromise;
+  }
+
+  private onMessage(message: FromWorker, callbacks: WorkerCallbacks): void {
+    switch (message.type) {
+      case "ready":
+        this.readyResolve();
+        return;
+      case "status": {
+        const resolve = this.pending.get(message.id);
+        this.pending.delete(message.id);
+        resolve?.(message.status);
+        return;
+      }
+      case "event":
+        callbacks.onEvent(message.event, message.args ?? []);
+        return;
+    }
+  }
+}

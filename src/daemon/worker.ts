@@ -1,0 +1,65 @@
+// Entry point of a worker process (`hastd --worker`, started by the main process with the title
+// "hastd: <name> (<role>)"). It waits for its init message, runs one resource in one role, and
+// exits when told (SIGTERM), when the main process goes away, or on a fatal error.
+import { EX_OK, EX_SOFTWARE, ExitError } from "../core/sysexits.ts";
+import type { FromWorker, LogSetup, ToWorker } from "./ipc.ts";
+import { fileSink, Logger, stderrSink, syslogSink } from "./log.ts";
+import { PrimaryWorker } from "./primary.ts";
+
+const INIT_TIMEOUT_MS = 10_000;
+
+function send(message: FromWorker): void {
+  process.send?.(message);
+}
+
+function loggerFor(setup: LogSetup, context: string): Logger {
+  const sink = setup.sink.kind === "stderr" ? stderrSink
+    : setup.sink.kind === "file" ? fileSink(setup.sink.path) : syslogSink("hastd");
+  return new Logger(sink, setup.verbosity, context);
+}
+
+export async function runWorker(): Promise<number> {
+  const init = await new Promise<Extract<ToWorker, { type: "init" }> | null>((resolve) => {
+    const timer = setTimeout(() => resolve(null), INIT_TIMEOUT_MS);
+    process.once("message", (m: ToWorker) => {
+      clearTimeout(timer);
+      resolve(m.type === "init" ? m : null);
+    });
+  });
+  if (!init) {
+    process.stderr.write("hastd worker: no init message from the main process\n");
+    return EX_SOFTWARE;
+  }
+  const log = loggerFor(init.log, `[${init.resource.name}] (${init.role})`);
+  if (init.role !== "primary") {
+    log.error("secondary workers arrive with replication (issue 4)");
+    return EX_SOFTWARE;
+  }
+  let worker: PrimaryWorker;
+  try {
+    worker = await PrimaryWorker.start(init.resource, log);
+  } catch (err) {
+    log.error((err as Error).message);
+    return err instanceof ExitError ? err.exit_code : EX_SOFTWARE;
+  }
+  send({ type: "ready" });
+  return await new Promise<number>((done) => {
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.debug(why);
+      worker.stop().then(() => done(EX_OK), (err: Error) => {
+        log.error(`Shutdown failed: ${err.message}`);
+        done(EX_SOFTWARE);
+      });
+    };
+    process.on("SIGTERM", () => stop("Termination signal received."));
+    process.on("SIGINT", () => stop("Interrupt received."));
+    process.on("disconnect", () => stop("Main process went away."));
+    process.on("message", (m: ToWorker) => {
+      if (m.type === "status") send({ type: "status", id: m.id, status: worker.status() });
+      else if (m.type === "reload") worker.reload(m.resource);
+    });
+  });
+}

@@ -1,0 +1,75 @@
+// Reads and writes a component's metadata area and activemap region (docs/format.md) through
+// LocalDisk. Every metadata write is made durable before it returns: callers rely on it to
+// order "metadata, then data".
+import {
+  decodeMetadataArea, encodeMetadataSlot, type Metadata, type MetadataRead,
+} from "../core/metadata.ts";
+import { ACTIVEMAP_OFFSET, METADATA_AREA_BYTES } from "../core/layout.ts";
+import type { LocalDisk } from "./disk.ts";
+
+const ZERO_CHUNK_BYTES = 1024 * 1024;
+
+export interface MapPiece {
+  /** Offset within the activemap region. */
+  offset: number;
+  bytes: Uint8Array;
+}
+
+export class MetadataStore {
+  private generation = 0n;
+
+  constructor(readonly disk: LocalDisk) {}
+
+  readArea(): Uint8Array {
+    const area = new Uint8Array(METADATA_AREA_BYTES);
+    this.disk.read(area, 0);
+    return area;
+  }
+
+  /** Newest valid metadata; throws MetadataError when there is none. */
+  read(): MetadataRead {
+    const read = decodeMetadataArea(this.readArea());
+    this.generation = read.generation;
+    return read;
+  }
+
+  /** Writes the next generation into the other slot and flushes: a torn write keeps the old copy. */
+  write(meta: Metadata): void {
+    const next = encodeMetadataSlot(meta, this.generation + 1n);
+    this.disk.write(next.bytes, next.offset);
+    this.disk.flush();
+    this.generation = next.generation;
+  }
+
+  /**
+   * hastctl create: invalidate both slots, zero the map, then write generation 1. A crash part-way
+   * leaves no valid metadata (the operator runs create again), never old metadata over a new map.
+   */
+  initialize(meta: Metadata): void {
+    this.disk.write(new Uint8Array(METADATA_AREA_BYTES), 0);
+    this.disk.flush();
+    this.zeroMap(meta.mapsize);
+    this.disk.flush();
+    this.generation = 0n;
+    this.write(meta);
+  }
+
+  readMap(mapsize: number): Uint8Array {
+    const map = new Uint8Array(mapsize);
+    this.disk.read(map, ACTIVEMAP_OFFSET);
+    return map;
+  }
+
+  writeMap(pieces: readonly MapPiece[], flush: boolean): void {
+    for (const p of pieces) this.disk.write(p.bytes, ACTIVEMAP_OFFSET + p.offset);
+    if (flush) this.disk.flush();
+  }
+
+  zeroMap(mapsize: number): void {
+    const zero = new Uint8Array(Math.min(mapsize, ZERO_CHUNK_BYTES));
+    for (let off = 0; off < mapsize; off += zero.length) {
+      this.disk.write(zero.subarray(0, Math.min(zero.length, mapsize - off)), ACTIVEMAP_OFFSET + off);
+    }
+  }
+}
+

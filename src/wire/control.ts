@@ -1,0 +1,106 @@
+// Control protocol between hastctl and hastd: one JSON object per line over the control socket
+// (see docs/control.md). Parsing is pure and total: any input yields a request or a one-line error.
+import type { Role } from "../config/index.ts";
+
+export const CONTROL_LINE_MAX_BYTES = 64 * 1024;
+export const CONTROL_RESOURCES_MAX = 4096;
+
+/** Per-resource and request error codes; values follow HAST's EHAST_* numbering. */
+export const ControlError = {
+  OK: 0,
+  NOENTRY: 1,
+  INVALID: 2,
+  NOMEMORY: 3,
+  UNIMPLEMENTED: 4,
+  BUSY: 5,
+} as const;
+
+export type ControlRequest =
+  | { cmd: "role"; role: Role; resources: string[] }
+  | { cmd: "status"; resources: string[] };
+
+export interface ResourceStatistics {
+  reads: number;
+  writes: number;
+  deletes: number;
+  flushes: number;
+  activemap_updates: number;
+  local_errors: { read: number; write: number; delete: number; flush: number };
+}
+
+export interface SyncProgress {
+  done: number;
+  total: number;
+  rate: number;
+  eta: number | null;
+}
+
+export interface ResourceStatus {
+  name: string;
+  error?: number;
+  message?: string;
+  role?: Role;
+  previous_role?: Role;
+  provname?: string;
+  localpath?: string;
+  remoteaddr?: string;
+  sourceaddr?: string;
+  replication?: string;
+  checksum?: string;
+  compression?: string;
+  status?: "complete" | "degraded";
+  workerpid?: number;
+  extentsize?: number;
+  keepdirty?: number;
+  dirty?: number;
+  statistics?: ResourceStatistics;
+  nbd?: string;
+  device?: { path: string; mechanism: string } | null;
+  sync?: SyncProgress;
+  split_brain?: boolean;
+}
+
+export interface ControlReply {
+  error: number;
+  message?: string;
+  resources: ResourceStatus[];
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
+
+const ROLES: readonly Role[] = ["init", "primary", "secondary"];
+
+export function parseControlRequest(line: string): ParseResult<ControlRequest> {
+  if (line.length > CONTROL_LINE_MAX_BYTES) return { ok: false, error: `request longer than ${CONTROL_LINE_MAX_BYTES} bytes` };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    return { ok: false, error: "request is not valid JSON" };
+  }
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return { ok: false, error: "request must be a JSON object" };
+  const obj = raw as Record<string, unknown>;
+  const resources = obj.resources;
+  if (!Array.isArray(resources) || resources.length === 0) return { ok: false, error: "request needs a non-empty 'resources' array" };
+  if (resources.length > CONTROL_RESOURCES_MAX) return { ok: false, error: `more than ${CONTROL_RESOURCES_MAX} resources` };
+  if (!resources.every((r) => typeof r === "string" && r.length > 0 && r.length <= 255)) {
+    return { ok: false, error: "'resources' must hold resource names (1-255 characters)" };
+  }
+  const names = resources as string[];
+  switch (obj.cmd) {
+    case "status":
+      return { ok: true, value: { cmd: "status", resources: names } };
+    case "role": {
+      if (!ROLES.includes(obj.role as Role)) return { ok: false, error: "'role' must be init, primary or secondary" };
+      return { ok: true, value: { cmd: "role", role: obj.role as Role, resources: names } };
+    }
+    case undefined:
+      return { ok: false, error: "request has no 'cmd'" };
+    default:
+      return { ok: false, error: `unknown command ${JSON.stringify(obj.cmd).slice(0, 64)}` };
+  }
+}
+
+export function encodeControlLine(message: ControlRequest | ControlReply): string {
+  return `${JSON.stringify(message)}\n`;
+}
