@@ -36,7 +36,8 @@ class Lexer {
     }
     while (this.pos < this.text.length && STRING_CHAR.test(this.text[this.pos] ?? "")) this.pos++;
     if (this.pos === start) {
-      const shown = JSON.stringify(String.fromCodePoint(this.text.codePointAt(start) ?? 0)).slice(1, -1);
+      const code = this.text.codePointAt(start) ?? 0;
+      const shown = code > 0x20 && code < 0x7f ? String.fromCodePoint(code) : `U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
       throw new ConfigError(this.file, this.line, `syntax error near '${shown}': unexpected character (values cannot be quoted; allowed are letters, digits and . - _ / : [ ])`);
     }
     const word = this.text.slice(start, this.pos);

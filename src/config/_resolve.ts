@@ -17,8 +17,8 @@ export const DEFAULTS = {
   nbd_dir: "/var/run/hast",
 } as const;
 
-/** Reads a secret_file (path as written) and returns its contents; throws ConfigError itself. */
-export type SecretReader = (path: string, line: number) => string;
+/** Reads a secret_file (path as written): its contents and the full path; throws ConfigError itself. */
+export type SecretReader = (path: string, line: number) => { value: string; path: string };
 
 export function resolve(ast: Ast, file: string, identity: NodeIdentity, readSecret: SecretReader): Config {
   const check = new Checker(file);
@@ -113,8 +113,8 @@ function secretOf(scope: Scope, check: Checker, readSecret: SecretReader): Secre
   const where = `${check.file}:${(inline ?? from_file)?.line}`;
   if (inline !== undefined) return { value: check.secret(inline), source: where };
   if (from_file === undefined) return null;
-  const path = check.path(from_file);
-  return { value: readSecret(path, from_file.line), source: `${path} (${where})` };
+  const { value, path } = readSecret(check.path(from_file), from_file.line);
+  return { value, source: `${path} (${where})` };
 }
 
 /**

@@ -47,7 +47,7 @@ function secretReader(file: string): SecretReader {
     }
     const secret = bytes.toString("utf8").replace(/\r?\n$/, "");
     if (secret === "") throw new ConfigError(file, line, `secret_file ${full} is empty`);
-    return secret;
+    return { value: secret, path: full };
   };
 }
 
