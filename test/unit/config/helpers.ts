@@ -3,9 +3,10 @@ import { expect } from "bun:test";
 import { ConfigError, parseConfigText, type Config, type NodeIdentity } from "../../../src/config/index.ts";
 
 /** This host in every test: hostname alpha.example.com, with a machine id in upper case. */
+export const MACHINE_ID = "0F1E2D3C4B5A69788796A5B4C3D2E1F0";
 export const ALPHA: NodeIdentity = {
   hostname: "alpha.example.com",
-  machine_id: "0F1E2D3C4B5A69788796A5B4C3D2E1F0",
+  machine_id: MACHINE_ID,
   hostid: null,
   override: null,
 };
@@ -19,7 +20,7 @@ export function toml(text: string, identity: NodeIdentity = ALPHA): Config {
 }
 
 /** Assert the exact "<file>:<line>: <detail>" of a ConfigError and its exit code. */
-export function expectConfigError(fn: () => unknown, file: string, line: number | null, detail: string, exit_code = 78): void {
+export function expectConfigError(fn: () => unknown, file: string, line: number | null, detail: string, exit_code: 72 | 78 = 78): void {
   let caught: unknown;
   try {
     fn();

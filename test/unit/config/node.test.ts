@@ -2,7 +2,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { hostname } from "node:os";
 import { acceptableNames, localIdentity, nodeMatches, type NodeIdentity } from "../../../src/config/index.ts";
-import { ALPHA, conf, confError, toml } from "./helpers.ts";
+import { ALPHA, conf, confError, MACHINE_ID, toml } from "./helpers.ts";
 
 describe("nodeMatches", () => {
   test("full hostname and short hostname, case-sensitive", () => {
@@ -12,7 +12,7 @@ describe("nodeMatches", () => {
     expect(nodeMatches("alpha.example", ALPHA)).toBe(false);
     const dotless: NodeIdentity = { ...ALPHA, hostname: "alpha" };
     expect(nodeMatches("alpha", dotless)).toBe(true);
-    expect(acceptableNames(dotless)).toEqual(["alpha", ALPHA.machine_id]);
+    expect(acceptableNames(dotless)).toEqual(["alpha", MACHINE_ID]);
   });
 
   test("machine id matches case-insensitively; hostid form matches exactly", () => {
@@ -22,7 +22,7 @@ describe("nodeMatches", () => {
     const bsd: NodeIdentity = { ...ALPHA, hostid: "hostid1234567" };
     expect(nodeMatches("hostid1234567", bsd)).toBe(true);
     expect(nodeMatches("HOSTID1234567", bsd)).toBe(false);
-    expect(acceptableNames(bsd)).toEqual(["alpha", "alpha.example.com", ALPHA.machine_id, "hostid1234567"]);
+    expect(acceptableNames(bsd)).toEqual(["alpha", "alpha.example.com", MACHINE_ID, "hostid1234567"]);
   });
 
   test("an override is the only name that matches", () => {
@@ -30,7 +30,7 @@ describe("nodeMatches", () => {
     expect(nodeMatches("node-b", two)).toBe(true);
     expect(nodeMatches("alpha", two)).toBe(false);
     expect(nodeMatches("alpha.example.com", two)).toBe(false);
-    expect(nodeMatches(ALPHA.machine_id ?? "", two)).toBe(false);
+    expect(nodeMatches(MACHINE_ID, two)).toBe(false);
     expect(acceptableNames(two)).toEqual(["node-b"]);
   });
 });
