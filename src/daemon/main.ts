@@ -12,6 +12,8 @@ import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
+/** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
+export const WORKER_START_WAIT_MS = 60_000;
 
 interface ResourceState {
   config: ResourceConfig;
@@ -94,17 +96,19 @@ export class Hastd {
     this.log.info(`[${name}] Role changed to ${role}.`);
     state.role = role;
     await this.stopWorker(state);
-    if (role === "primary") this.startWorker(state, "primary");
+    if (role === "primary") await Promise.race([this.startWorker(state, "primary").ready, Bun.sleep(WORKER_START_WAIT_MS)]);
     this.hooks.run(state.config.exec, "role", name, [old, role]);
   }
 
-  private startWorker(state: ResourceState, role: "primary" | "secondary", extraFds: number[] = []): void {
+  /** Returns the worker; its `ready` settles once it serves (or has exited). */
+  private startWorker(state: ResourceState, role: "primary" | "secondary", extraFds: number[] = []): WorkerHandle {
     const worker = WorkerHandle.spawn(state.config, role, this.opts.log_setup, {
       onEvent: (event: HookEvent, args: string[]) => this.hooks.run(state.config.exec, event, state.config.name, args),
       onExit: (exit) => this.workerExited(state, worker, exit),
     }, extraFds);
     state.worker = worker;
     this.log.debug(`[${state.config.name}] ${role} worker started (pid=${worker.pid}).`);
+    return worker;
   }
 
   private async stopWorker(state: ResourceState): Promise<void> {

@@ -35,13 +35,19 @@ export async function runWorker(): Promise<number> {
     log.error("secondary workers arrive with replication (issue 4)");
     return EX_SOFTWARE;
   }
-  let worker: PrimaryWorker;
+  let worker: PrimaryWorker | null = null;
+  // Answer the main process from the start; live fields appear once the worker serves.
+  process.on("message", (m: ToWorker) => {
+    if (m.type === "status") send({ type: "status", id: m.id, status: worker?.status() ?? {} });
+    else if (m.type === "reload") worker?.reload(m.resource);
+  });
   try {
     worker = await PrimaryWorker.start(init.resource, log);
   } catch (err) {
     log.error((err as Error).message);
     return err instanceof ExitError ? err.exit_code : EX_SOFTWARE;
   }
+  const running = worker;
   send({ type: "ready" });
   return await new Promise<number>((done) => {
     let stopping = false;
@@ -49,7 +55,7 @@ export async function runWorker(): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.debug(why);
-      worker.stop().then(() => done(EX_OK), (err: Error) => {
+      running.stop().then(() => done(EX_OK), (err: Error) => {
         log.error(`Shutdown failed: ${err.message}`);
         done(EX_SOFTWARE);
       });
@@ -57,9 +63,5 @@ export async function runWorker(): Promise<number> {
     process.on("SIGTERM", () => stop("Termination signal received."));
     process.on("SIGINT", () => stop("Interrupt received."));
     process.on("disconnect", () => stop("Main process went away."));
-    process.on("message", (m: ToWorker) => {
-      if (m.type === "status") send({ type: "status", id: m.id, status: worker.status() });
-      else if (m.type === "reload") worker.reload(m.resource);
-    });
   });
 }

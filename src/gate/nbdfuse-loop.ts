@@ -2,7 +2,7 @@
 // endpoint as a file on a FUSE mount, a loop device turns that file into a block device, and
 // /dev/hast/<provname> is a symlink to the loop device. Torn down forcibly, as HAST does:
 // a filesystem still mounted on it sees I/O errors, never stale data.
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, unlinkSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmdirSync, rmSync, symlinkSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { run, runChecked, which } from "../io/command.ts";
@@ -67,6 +67,14 @@ function removeLink(link: string): void {
   }
 }
 
+function removeDir(path: string): void {
+  try {
+    rmdirSync(path);
+  } catch {
+    // absent, or still busy after a lazy unmount: the next start cleans it up
+  }
+}
+
 /** Removes what a crashed predecessor left: symlink, loop devices, FUSE mount, nbdfuse. */
 export async function cleanupNbdfuseLoop(opts: Pick<DeviceOptions, "provname" | "rundir" | "devdir">): Promise<string[]> {
   const p = pathsFor(opts);
@@ -86,7 +94,7 @@ export async function cleanupNbdfuseLoop(opts: Pick<DeviceOptions, "provname" | 
     found.push(`nbdfuse pidfile ${p.pidfile}`);
     killPidfile(p.pidfile);
   }
-  rmSync(p.mountpoint, { recursive: false, force: true });
+  removeDir(p.mountpoint);
   return found;
 }
 
@@ -107,7 +115,7 @@ export async function createNbdfuseLoop(opts: DeviceOptions): Promise<DeviceGate
     const exited = await Promise.race([nbdfuse.exited.then(() => true), Bun.sleep(NBDFUSE_EXIT_TIMEOUT_MS).then(() => false)]);
     if (!exited) nbdfuse.kill("SIGKILL");
     rmSync(p.pidfile, { force: true });
-    rmSync(p.mountpoint, { recursive: false, force: true });
+    removeDir(p.mountpoint);
   };
   try {
     await waitReady(nbdfuse, p.pidfile);
