@@ -1,0 +1,185 @@
+// Frame encoder, and the body decoder the streaming FrameDecoder calls once a payload is complete.
+import {
+  BODY_CRC_BYTES,
+  Flag,
+  FrameType,
+  HEADER_BYTES,
+  MAX_DATA_BYTES,
+  ReplyErrorCode,
+} from "./constants.ts";
+import { crc32c } from "../../core/crc32c.ts";
+import { DecodeFailure, fail, replyErrorName } from "./errors.ts";
+import {
+  decodeAuthBody,
+  decodeChallengeBody,
+  decodeErrorBody,
+  decodeHandshakeBody,
+  decodeHandshakeReplyBody,
+  decodeHelloBody,
+  encodeAuthBody,
+  encodeChallengeBody,
+  encodeErrorBody,
+  encodeHandshakeBody,
+  encodeHandshakeReplyBody,
+  encodeHelloBody,
+} from "./handshake.ts";
+import { decodeHeader, encodeHeaderInto, typeName, type Header } from "./header.ts";
+import { decodePayload, encodePayload } from "./payload.ts";
+import type { Frame, FrameParts, PayloadEncoding, PeerPrimitives } from "./types.ts";
+
+const EMPTY = new Uint8Array(0);
+
+/** Encodes frames; data payloads go through the pipeline chosen by `encoding`. */
+export class FrameEncoder {
+  constructor(
+    private readonly prims: PeerPrimitives,
+    private readonly encoding: PayloadEncoding,
+  ) {}
+
+  /** The caller writes `head` then `body`; data is never copied (body is the data or its zstd frame). */
+  encode(frame: Frame): FrameParts {
+    switch (frame.kind) {
+      case "hello":
+        return control(FrameType.HELLO, encodeHelloBody(frame));
+      case "challenge":
+        return control(FrameType.CHALLENGE, encodeChallengeBody(frame));
+      case "auth":
+        return control(FrameType.AUTH, encodeAuthBody(frame.auth));
+      case "handshake":
+        return control(FrameType.HANDSHAKE, encodeHandshakeBody(frame));
+      case "handshake-reply":
+        return control(FrameType.HANDSHAKE_REPLY, encodeHandshakeReplyBody(frame));
+      case "error":
+        return control(FrameType.ERROR, encodeErrorBody(frame));
+      case "bitmap":
+        return this.#withData({ ...blank(FrameType.BITMAP), offset: frame.offset }, frame.data);
+      case "read":
+        return headerOnly({ ...blank(FrameType.READ), seq: frame.seq, offset: frame.offset, length: frame.length, flags: frame.sync ? Flag.SYNC : 0 });
+      case "write": {
+        if (frame.length !== frame.data.length) throw new Error(`WRITE length ${frame.length} != data ${frame.data.length} bytes`);
+        const flags = (frame.memsync ? Flag.MEMSYNC : 0) | (frame.sync ? Flag.SYNC : 0);
+        return this.#withData({ ...blank(FrameType.WRITE), seq: frame.seq, offset: frame.offset, flags }, frame.data);
+      }
+      case "delete":
+        return headerOnly({ ...blank(FrameType.DELETE), seq: frame.seq, offset: frame.offset, length: frame.length });
+      case "flush":
+        return headerOnly({ ...blank(FrameType.FLUSH), seq: frame.seq });
+      case "keepalive":
+        return headerOnly(blank(FrameType.KEEPALIVE));
+      case "reply": {
+        const header = { ...blank(FrameType.REPLY), seq: frame.seq, error: ReplyErrorCode[frame.error], flags: frame.received ? Flag.RECEIVED : 0 };
+        return frame.data.length === 0 ? headerOnly(header) : this.#withData(header, frame.data);
+      }
+    }
+  }
+
+  #withData(header: Header, data: Uint8Array): FrameParts {
+    if (data.length > MAX_DATA_BYTES) throw new Error(`${typeName(header.type)}: ${data.length} data bytes exceed ${MAX_DATA_BYTES}`);
+    const payload = encodePayload(data, this.encoding, this.prims);
+    const head = new Uint8Array(HEADER_BYTES + payload.checksum.length);
+    encodeHeaderInto(head, 0, {
+      ...header,
+      flags: header.flags | payload.flags,
+      length: data.length,
+      payload_bytes: payload.checksum.length + payload.stored.length,
+    });
+    assertDecodable(head);
+    head.set(payload.checksum, HEADER_BYTES);
+    return { head, body: payload.stored };
+  }
+}
+
+/** Joins head and body into one buffer (tests, small frames). */
+export function frameBytes(parts: FrameParts): Uint8Array {
+  if (parts.body.length === 0) return parts.head;
+  const out = new Uint8Array(parts.head.length + parts.body.length);
+  out.set(parts.head, 0);
+  out.set(parts.body, parts.head.length);
+  return out;
+}
+
+/** Decodes a complete payload for a validated header; throws DecodeFailure. */
+export function decodeFrameBody(header: Header, payload: Uint8Array, prims: PeerPrimitives): Frame {
+  switch (header.type) {
+    case FrameType.HELLO:
+      return decodeHelloBody(checkedBody("HELLO", payload));
+    case FrameType.CHALLENGE:
+      return decodeChallengeBody(checkedBody("CHALLENGE", payload));
+    case FrameType.AUTH:
+      return decodeAuthBody(checkedBody("AUTH", payload));
+    case FrameType.HANDSHAKE:
+      return decodeHandshakeBody(checkedBody("HANDSHAKE", payload));
+    case FrameType.HANDSHAKE_REPLY:
+      return decodeHandshakeReplyBody(checkedBody("HANDSHAKE_REPLY", payload));
+    case FrameType.ERROR:
+      return decodeErrorBody(checkedBody("ERROR", payload));
+    case FrameType.BITMAP:
+      return { kind: "bitmap", offset: header.offset, data: decodePayload("BITMAP", header.flags, header.length, payload, prims) };
+    case FrameType.READ:
+      return { kind: "read", seq: header.seq, offset: header.offset, length: header.length, sync: (header.flags & Flag.SYNC) !== 0 };
+    case FrameType.WRITE:
+      return {
+        kind: "write",
+        seq: header.seq,
+        offset: header.offset,
+        length: header.length,
+        memsync: (header.flags & Flag.MEMSYNC) !== 0,
+        sync: (header.flags & Flag.SYNC) !== 0,
+        data: decodePayload(`WRITE seq ${header.seq}`, header.flags, header.length, payload, prims),
+      };
+    case FrameType.DELETE:
+      return { kind: "delete", seq: header.seq, offset: header.offset, length: header.length };
+    case FrameType.FLUSH:
+      return { kind: "flush", seq: header.seq };
+    case FrameType.KEEPALIVE:
+      return { kind: "keepalive" };
+    case FrameType.REPLY:
+      return {
+        kind: "reply",
+        seq: header.seq,
+        error: replyErrorName(header.error) ?? fail("BAD_HEADER", `REPLY: unknown error code ${header.error}`),
+        received: (header.flags & Flag.RECEIVED) !== 0,
+        data: header.length === 0 ? EMPTY : decodePayload(`REPLY seq ${header.seq}`, header.flags, header.length, payload, prims),
+      };
+    default:
+      return fail("UNKNOWN_TYPE", `unknown frame type ${header.type}`);
+  }
+}
+
+/** Control payload = body ‖ CRC32C(body): the handshake decides sync direction, so it is always checked. */
+function checkedBody(what: string, payload: Uint8Array): Uint8Array {
+  const body = payload.subarray(0, payload.length - BODY_CRC_BYTES);
+  const sent = new DataView(payload.buffer, payload.byteOffset + body.length, BODY_CRC_BYTES).getUint32(0, true);
+  if (sent !== crc32c(body)) fail("BAD_BODY_CRC", `${what}: body CRC32C mismatch`);
+  return body;
+}
+
+function control(type: number, body: Uint8Array): FrameParts {
+  const head = new Uint8Array(HEADER_BYTES + body.length + BODY_CRC_BYTES);
+  encodeHeaderInto(head, 0, { ...blank(type), payload_bytes: body.length + BODY_CRC_BYTES });
+  head.set(body, HEADER_BYTES);
+  new DataView(head.buffer).setUint32(HEADER_BYTES + body.length, crc32c(body), true);
+  assertDecodable(head);
+  return { head, body: EMPTY };
+}
+
+function headerOnly(header: Header): FrameParts {
+  const head = new Uint8Array(HEADER_BYTES);
+  encodeHeaderInto(head, 0, header);
+  assertDecodable(head);
+  return { head, body: EMPTY };
+}
+
+/** What we send must pass our own decoder's header rules: a bad frame is our bug, not the peer's. */
+function assertDecodable(head: Uint8Array): void {
+  try {
+    decodeHeader(head.subarray(0, HEADER_BYTES));
+  } catch (error) {
+    if (error instanceof DecodeFailure) throw new Error(`encoder produced an invalid frame: ${error.reason}`);
+    throw error;
+  }
+}
+
+function blank(type: number): Header {
+  return { type, flags: 0, seq: 0, offset: 0, length: 0, payload_bytes: 0, error: 0 };
+}

@@ -1,0 +1,115 @@
+// Decoded peer frames and the primitives the codec needs. Frames are plain data; see docs/protocol.md.
+import type { PeerErrorName, ReplyErrorName } from "./constants.ts";
+
+export type ChecksumKind = "none" | "crc32" | "sha256";
+export type CompressionKind = "none" | "hole" | "zstd";
+export type ReplicationMode = "fullsync" | "memsync" | "async";
+export type SyncSource = "none" | "primary" | "secondary";
+
+/** How the sender encodes data payloads; the receiver honours whatever each frame announces. */
+export interface PayloadEncoding {
+  checksum: ChecksumKind;
+  compression: CompressionKind;
+}
+
+/**
+ * Hashing, compression and randomness, injected so the codec stays pure (src/io/peer-primitives.ts
+ * is the Bun implementation). zstdDecompress must throw rather than produce more than max_bytes.
+ */
+export interface PeerPrimitives {
+  crc32(data: Uint8Array): number;
+  sha256(data: Uint8Array): Uint8Array;
+  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
+  zstdCompress(data: Uint8Array): Uint8Array;
+  zstdDecompress(data: Uint8Array, max_bytes: number): Uint8Array;
+  randomBytes(n: number): Uint8Array;
+}
+
+/** A side's answer to "do you know the secret": none configured, a proof, or refused to prove. */
+export type AuthBlock =
+  | { state: "no-secret" }
+  | { state: "proof"; proof: Uint8Array }
+  | { state: "withheld" };
+
+export interface Hello {
+  version_min: number;
+  version_max: number;
+  client_nonce: Uint8Array;
+  resource: string;
+  node: string;
+}
+
+export interface Challenge {
+  version: number;
+  server_nonce: Uint8Array;
+  auth: AuthBlock;
+}
+
+export interface Handshake {
+  resuid: bigint;
+  localcnt: bigint;
+  remotecnt: bigint;
+  virgin: boolean;
+  datasize_bytes: number;
+  extentsize_bytes: number;
+  replication: ReplicationMode;
+}
+
+export interface HandshakeReply {
+  datasize_bytes: number;
+  extentsize_bytes: number;
+  localcnt: bigint;
+  remotecnt: bigint;
+  syncsrc: SyncSource;
+  virgin: boolean;
+  bitmap_bytes: number;
+}
+
+export interface PeerError {
+  code: PeerErrorName;
+  /** With NOT_SECONDARY: the peer is primary right now; retry shortly (HAST's wait=1). */
+  busy: boolean;
+  message: string;
+}
+
+export type Frame =
+  | ({ kind: "hello" } & Hello)
+  | ({ kind: "challenge" } & Challenge)
+  | { kind: "auth"; auth: AuthBlock }
+  | ({ kind: "handshake" } & Handshake)
+  | ({ kind: "handshake-reply" } & HandshakeReply)
+  | { kind: "bitmap"; offset: number; data: Uint8Array }
+  | ({ kind: "error" } & PeerError)
+  | { kind: "read"; seq: number; offset: number; length: number; sync: boolean }
+  | { kind: "write"; seq: number; offset: number; length: number; memsync: boolean; sync: boolean; data: Uint8Array }
+  | { kind: "delete"; seq: number; offset: number; length: number }
+  | { kind: "flush"; seq: number }
+  | { kind: "keepalive" }
+  /** data is empty unless this answers a READ successfully. */
+  | { kind: "reply"; seq: number; error: ReplyErrorName; received: boolean; data: Uint8Array };
+
+export type FrameKind = Frame["kind"];
+
+/** An encoded frame: write head then body (body is the caller's data, or its compressed form; may be empty). */
+export interface FrameParts {
+  head: Uint8Array;
+  body: Uint8Array;
+}
+
+export type DecodeErrorCode =
+  | "BAD_MAGIC"
+  | "BAD_FORMAT_VERSION"
+  | "BAD_HEADER_CRC"
+  | "UNKNOWN_TYPE"
+  | "BAD_HEADER"
+  | "TOO_LARGE"
+  | "BAD_BODY"
+  | "BAD_BODY_CRC"
+  | "BAD_UTF8"
+  | "BAD_COMPRESSION"
+  | "CHECKSUM_MISMATCH";
+
+export type DecodeResult =
+  | { kind: "frame"; frame: Frame }
+  | { kind: "need-more" }
+  | { kind: "error"; code: DecodeErrorCode; reason: string };

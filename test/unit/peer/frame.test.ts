@@ -1,0 +1,102 @@
+import { describe, expect, test } from "bun:test";
+import { FrameDecoder } from "../../../src/wire/peer/decoder.ts";
+import { FrameEncoder } from "../../../src/wire/peer/frame.ts";
+import { HEADER_BYTES } from "../../../src/wire/peer/constants.ts";
+import type { ChecksumKind, CompressionKind, Frame } from "../../../src/wire/peer/types.ts";
+import { decodeAll, decodeOne, encode, patterned, prims, sampleFrames } from "./helpers.ts";
+
+const CHECKSUMS: ChecksumKind[] = ["none", "crc32", "sha256"];
+const COMPRESSIONS: CompressionKind[] = ["none", "hole", "zstd"];
+
+describe("peer frames round trip", () => {
+  for (const checksum of CHECKSUMS) {
+    for (const compression of COMPRESSIONS) {
+      test(`every frame kind, checksum=${checksum} compression=${compression}`, () => {
+        const frames = sampleFrames();
+        const kinds = new Set(frames.map((f) => f.kind));
+        expect(kinds.size).toBe(13);
+        for (const frame of frames) {
+          const result = decodeOne(encode(frame, { checksum, compression }));
+          expect(result).toEqual({ kind: "frame", frame });
+        }
+      });
+    }
+  }
+
+  test("a stream delivered byte by byte yields the same frames as in one chunk", () => {
+    const frames = sampleFrames();
+    const stream = concat(frames.map((f) => encode(f, { checksum: "crc32", compression: "zstd" })));
+    const whole = decodeAll(stream);
+    const bytewise = decodeAll(stream, 1);
+    const odd = decodeAll(stream, 7919);
+    expect(whole.map((r) => r.kind)).toEqual(frames.map(() => "frame"));
+    expect(bytewise).toEqual(whole);
+    expect(odd).toEqual(whole);
+    expect(whole.map((r) => (r.kind === "frame" ? r.frame : null))).toEqual(frames);
+  });
+
+  test("a payload inside one pushed chunk is returned without copying", () => {
+    const data = patterned(4096);
+    const bytes = encode({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: false, data });
+    const decoder = new FrameDecoder(prims);
+    decoder.push(bytes);
+    const result = decoder.next();
+    if (result.kind !== "frame" || result.frame.kind !== "write") throw new Error("expected a write frame");
+    expect(result.frame.data.buffer).toBe(bytes.buffer);
+    expect(result.frame.data.byteOffset).toBe(HEADER_BYTES);
+    expect(decoder.next()).toEqual({ kind: "need-more" });
+    expect(decoder.buffered_bytes).toBe(0);
+  });
+
+  test("encoder returns head and body separately; body is the caller's data, uncopied", () => {
+    const data = patterned(8192);
+    const parts = new FrameEncoder(prims, { checksum: "sha256", compression: "none" }).encode({
+      kind: "reply",
+      seq: 3,
+      error: "OK",
+      received: false,
+      data,
+    });
+    expect(parts.body).toBe(data);
+    expect(parts.head.length).toBe(HEADER_BYTES + 32);
+  });
+
+  test("push before draining a complete frame is a caller bug and throws", () => {
+    const decoder = new FrameDecoder(prims);
+    decoder.push(encode({ kind: "keepalive" }));
+    expect(() => decoder.push(encode({ kind: "keepalive" }))).toThrow("drain next() first");
+  });
+
+  test("encoder refuses frames its own decoder would reject", () => {
+    const encoder = new FrameEncoder(prims, { checksum: "none", compression: "none" });
+    const bad: Frame[] = [
+      { kind: "read", seq: 0, offset: 0, length: 4096, sync: false },
+      { kind: "read", seq: 1, offset: 0, length: 0, sync: false },
+      { kind: "write", seq: 1, offset: 0, length: 5, memsync: false, sync: false, data: new Uint8Array(4) },
+      { kind: "write", seq: 1, offset: 0, length: 4, memsync: true, sync: true, data: new Uint8Array(4) },
+      { kind: "reply", seq: 1, error: "EIO", received: true, data: new Uint8Array(0) },
+      { kind: "hello", version_min: 1, version_max: 1, client_nonce: new Uint8Array(32), resource: "", node: "a" },
+      { kind: "hello", version_min: 1, version_max: 1, client_nonce: new Uint8Array(32), resource: "a\nb", node: "a" },
+      { kind: "error", code: "INTERNAL", busy: true, message: "x" },
+    ];
+    for (const frame of bad) expect(() => encoder.encode(frame)).toThrow();
+  });
+
+  test("error messages are made one line and truncated to 1024 bytes at a character boundary", () => {
+    const message = "line one\nline two! " + "é".repeat(600); // 19 ASCII bytes, then 2-byte characters
+    const result = decodeOne(encode({ kind: "error", code: "INTERNAL", busy: false, message }));
+    if (result.kind !== "frame" || result.frame.kind !== "error") throw new Error("expected an error frame");
+    expect(result.frame.message.startsWith("line one line two! é")).toBe(true);
+    expect(new TextEncoder().encode(result.frame.message).length).toBe(1023);
+  });
+});
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
