@@ -1,7 +1,7 @@
 // Entry points: pick the syntax by extension, read the file and any secret_file.
-import { readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { dirname, isAbsolute, resolve as resolvePath } from "node:path";
-import { ConfigError, EX_OSFILE } from "./errors.ts";
+import { ConfigError, EX_CONFIG, EX_OSFILE } from "./errors.ts";
 import { localIdentity, type NodeIdentity } from "./node.ts";
 import { parseConf } from "./_conf.ts";
 import { resolve, type SecretReader } from "./_resolve.ts";
@@ -23,11 +23,10 @@ export function parseConfigText(text: string, file: string, identity: NodeIdenti
 
 /** Read and parse a config file; opts.node overrides HASTD_NODE and the host's own names. */
 export function loadConfig(path: string, opts: { node?: string } = {}): Config {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(path, null, `cannot read configuration: ${errorText(err)}`, EX_OSFILE);
+  const text = readBounded(path, CONFIG_MAX_BYTES, { regular_only: false });
+  if (typeof text !== "string") {
+    const detail = text.exit_code === EX_OSFILE ? `cannot read configuration: ${text.why}` : `configuration ${text.why}`;
+    throw new ConfigError(path, null, detail, text.exit_code);
   }
   return parseConfigText(text, path, localIdentity(opts.node));
 }
@@ -36,19 +35,45 @@ export function loadConfig(path: string, opts: { node?: string } = {}): Config {
 function secretReader(file: string): SecretReader {
   return (path, line) => {
     const full = isAbsolute(path) ? path : resolvePath(dirname(file), path);
-    let bytes: Buffer;
-    try {
-      bytes = readFileSync(full);
-    } catch (err) {
-      throw new ConfigError(file, line, `cannot read secret_file ${full}: ${errorText(err)}`, EX_OSFILE);
+    const text = readBounded(full, SECRET_MAX_BYTES, { regular_only: true });
+    if (typeof text !== "string") {
+      const detail = text.exit_code === EX_OSFILE ? `cannot read secret_file ${full}: ${text.why}` : `secret_file ${full} ${text.why}`;
+      throw new ConfigError(file, line, detail, text.exit_code);
     }
-    if (bytes.length > SECRET_MAX_BYTES) {
-      throw new ConfigError(file, line, `secret_file ${full} is larger than ${SECRET_MAX_BYTES} bytes`);
-    }
-    const secret = bytes.toString("utf8").replace(/\r?\n$/, "");
-    if (secret === "") throw new ConfigError(file, line, `secret_file ${full} is empty`);
-    return { value: secret, path: full };
+    const value = text.replace(/\r?\n$/, "");
+    if (value === "") throw new ConfigError(file, line, `secret_file ${full} is empty`);
+    return { value, path: full };
   };
+}
+
+interface ReadFailure { why: string; exit_code: 72 | 78 }
+
+/** Read at most max_bytes (so /dev/zero cannot hang us); a secret must be a regular file. */
+function readBounded(path: string, max_bytes: number, opts: { regular_only: boolean }): string | ReadFailure {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | (opts.regular_only ? constants.O_NONBLOCK : 0));
+  } catch (err) {
+    return { why: errorText(err), exit_code: EX_OSFILE };
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (stat.isDirectory()) return { why: "EISDIR: is a directory", exit_code: EX_OSFILE };
+    if (opts.regular_only && !stat.isFile()) return { why: "is not a regular file", exit_code: EX_CONFIG };
+    const buffer = Buffer.alloc(max_bytes + 1);
+    let size_bytes = 0;
+    while (size_bytes < buffer.length) {
+      const n = readSync(fd, buffer, size_bytes, buffer.length - size_bytes, null);
+      if (n === 0) break;
+      size_bytes += n;
+    }
+    if (size_bytes > max_bytes) return { why: `is larger than ${max_bytes} bytes`, exit_code: EX_CONFIG };
+    return buffer.subarray(0, size_bytes).toString("utf8");
+  } catch (err) {
+    return { why: errorText(err), exit_code: EX_OSFILE };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function errorText(err: unknown): string {

@@ -23,7 +23,13 @@ describe("loadConfig", () => {
     const e = err as ConfigError;
     expect([e.exit_code, e.line, e.file]).toEqual([72, null, missing]);
     expect(e.message).toStartWith(`${missing}: cannot read configuration: `);
-    expect(() => loadConfig(dir)).toThrow(`${dir}: cannot read configuration: `);
+    expect(() => loadConfig(dir)).toThrow(`${dir}: cannot read configuration: EISDIR`);
+  });
+
+  test("reads are bounded: /dev/zero is too large, not a hang", () => {
+    expectConfigError(() => loadConfig("/dev/zero"), "/dev/zero", null, "configuration is larger than 4194304 bytes");
+    expectConfigError(() => parseConfigText("secret_file /dev/zero\n", "hast.conf", ALPHA), "hast.conf", 1,
+      "secret_file /dev/zero is not a regular file");
   });
 
   test("the syntax follows the extension and opts.node is the override", () => {
