@@ -134,7 +134,6 @@ class ConfParser {
       this.block("node", node, ast, tok, `on ${name.text}`);
     } else {
       (scope as ResourceScope).nodes.push(node); // context "resource": scope is the resource
-
       this.block("resource_node", node, ast, tok, `on ${name.text}`);
     }
   }

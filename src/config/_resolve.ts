@@ -30,7 +30,7 @@ export function resolve(ast: Ast, file: string, identity: NodeIdentity, readSecr
 
   const nodes = ast.nodes.filter((n) => nodeMatches(n.name, identity));
   const resources = resolveResources(ast, check, identity, readSecret);
-  const logfile = last([ast.global, ...nodes], "logfile");
+  const logfile = last([ast.global], "logfile", nodes);
   return {
     file,
     node: resources[0]?.node ?? nodes[0]?.name ?? identity.override ?? identity.hostname,

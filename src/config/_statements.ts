@@ -109,6 +109,8 @@ export class Checker {
   address(s: Setting): Address {
     const text = this.text(s);
     if (Buffer.byteLength(text) > PATH_MAX_BYTES) this.fail(s.line, `${s.key} argument is too long.`);
+    // hast.conf cannot even write these (none is reserved); keep TOML from taking it as a host name.
+    if (text === "none") this.fail(s.line, `${s.key} cannot be none (only remote can)`);
     try {
       return parseAddress(text, DEFAULT_PORT[s.key] ?? HAST_PORT);
     } catch (err) {

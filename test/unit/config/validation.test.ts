@@ -78,6 +78,7 @@ describe("value validation", () => {
     confError("listen tcp4://[::1]:8457\n", 1, "invalid listen address 'tcp4://[::1]:8457': tcp4:// needs an IPv4 address or a host name");
     confError("\ncontrol http://x\n", 2, "invalid control address 'http://x': unknown scheme 'http://' (use tcp://, tcp4://, tcp6://, uds:// or unix://)");
     tomlError('[resource.r0]\nnbd = "uds://relative"\n', 2, "invalid nbd address 'uds://relative': the unix socket path must be absolute");
+    tomlError('[resource.r0.on.alpha]\nsource = "none"\n', 2, "source cannot be none (only remote can)");
     tomlError('listen = ["10.0.0.1", "2001:db8::1/64"]\n', 1, "invalid listen address '2001:db8::1/64': '2001:db8::1/64' is not a valid IPv6 address");
   });
 });
