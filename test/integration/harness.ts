@@ -1,0 +1,614 @@
+// Integration-test harness: a temp directory per test, config files in both syntaxes, hastd
+// daemons (any number, each with its own node name, control socket, pidfile and TCP port),
+// hastctl runs, and a cleanup that leaves nothing behind even when a test fails half-way:
+// processes are killed by pid (daemons, their descendants, nbdfuse pidfiles), mounts under the
+// temp dir are unmounted, loop devices backed by its files detached, then the dir is removed.
+//
+//   let h: Harness;
+//   beforeEach(async () => { h = await Harness.create("daemon"); });
+//   afterEach(async () => { await h.cleanup(); });
+//   const a = await h.addNode("nodea");
+//   const conf = h.writeConfig(singleResource(a, { local: h.sparseFile("disk0", 64 * MiB) }));
+//   const d = await h.startDaemon(a, conf);
+//   expect((await h.hastctl(a, conf, ["role", "primary", "r0"])).code).toBe(0);
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync, closeSync, openSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+
+export const REPO_ROOT = resolve(import.meta.dir, "../..");
+export const BUN = process.execPath;
+export const HASTD = join(REPO_ROOT, "src/cli/hastd.ts");
+export const HASTCTL = join(REPO_ROOT, "src/cli/hastctl.ts");
+export const MiB = 1024 * 1024;
+
+const COMMAND_TIMEOUT_MS = 60_000;
+const CONTROL_WAIT_MS = 15_000;
+const STOP_WAIT_MS = 10_000;
+const POLL_MS = 50;
+/** Bound on the output a harness keeps per process. */
+const OUTPUT_MAX_BYTES = 4 * MiB;
+
+// ---------------------------------------------------------------- small utilities
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  timeout_ms?: number;
+  stdin?: Uint8Array | string;
+}
+
+/** Runs argv to completion (SIGKILL after timeout_ms; code 128+9 then) and collects its output. */
+export async function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const proc = Bun.spawn(argv, {
+    cwd: opts.cwd ?? REPO_ROOT,
+    env: { ...process.env, ...opts.env },
+    stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(String(opts.stdin)),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let timed_out = false;
+  const timer = setTimeout(() => {
+    timed_out = true;
+    proc.kill("SIGKILL");
+  }, opts.timeout_ms ?? COMMAND_TIMEOUT_MS);
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited,
+  ]);
+  clearTimeout(timer);
+  if (timed_out) return { code: 137, stdout, stderr: `${stderr}\n[harness] ${argv[0]} killed after ${opts.timeout_ms ?? COMMAND_TIMEOUT_MS} ms` };
+  return { code: proc.signalCode ? 128 + signalNumber(proc.signalCode) : code, stdout, stderr };
+}
+
+/** Like run() but throws "<argv> failed (code): <stderr>" on a non-zero exit; returns stdout. */
+export async function runOk(argv: string[], opts: RunOptions = {}): Promise<string> {
+  const r = await run(argv, opts);
+  if (r.code !== 0) throw new Error(`${argv.join(" ")} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+  return r.stdout;
+}
+
+function signalNumber(signal: string): number {
+  return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGSEGV: 11, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0;
+}
+
+/** Polls `probe` until it returns a truthy value; throws "timed out after N ms waiting for <what>". */
+export async function waitFor<T>(what: string, probe: () => T | Promise<T>, timeout_ms = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeout_ms;
+  let last_error: unknown = null;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value) return value as NonNullable<T>;
+    } catch (err) {
+      last_error = err;
+    }
+    if (Date.now() >= deadline) {
+      const why = last_error ? ` (last error: ${(last_error as Error).message})` : "";
+      throw new Error(`timed out after ${timeout_ms} ms waiting for ${what}${why}`);
+    }
+    await Bun.sleep(POLL_MS);
+  }
+}
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/** null when every tool is on PATH (sbin included), else "<tool> is not installed". */
+export function missingTool(...tools: string[]): string | null {
+  const path = `${process.env.PATH ?? ""}:/usr/sbin:/sbin`;
+  for (const tool of tools) if (!Bun.which(tool, { PATH: path })) return `${tool} is not installed`;
+  return null;
+}
+
+/** Why a test cannot run here (root and tools), or null. Prints the reason once when set. */
+export function skipReason(label: string, opts: { root?: boolean; tools?: string[]; fuse?: boolean }): string | null {
+  let reason: string | null = null;
+  if (opts.root && !isRoot()) reason = "needs root";
+  else if (opts.tools) reason = missingTool(...opts.tools);
+  if (!reason && opts.fuse && !existsSync("/dev/fuse")) reason = "/dev/fuse is missing";
+  if (reason) console.log(`skip: ${label}: ${reason}`);
+  return reason;
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A zombie still answers kill(0); it is gone for our purposes.
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+/** `ps -o args` of a pid, "" if it is gone. */
+export function processArgs(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" ");
+  } catch {
+    return "";
+  }
+}
+
+function parentOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return 0;
+  }
+}
+
+/** Every live descendant of the given pids (children first found, then theirs). */
+export function descendants(roots: number[]): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const ppid = parentOf(pid);
+    if (!children.has(ppid)) children.set(ppid, []);
+    children.get(ppid)!.push(pid);
+  }
+  const out: number[] = [];
+  const queue = [...roots];
+  while (queue.length) {
+    for (const child of children.get(queue.shift()!) ?? []) {
+      if (out.includes(child)) continue;
+      out.push(child);
+      queue.push(child);
+    }
+  }
+  return out;
+}
+
+/** Pids whose command line starts with `prefix`, e.g. "hastd: r0 (primary)". */
+export function pidsWithArgs(prefix: string, among?: number[]): number[] {
+  const pids = among ?? readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number);
+  return pids.filter((pid) => processArgs(pid).startsWith(prefix) && processAlive(pid));
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hasher = new Bun.CryptoHasher("sha256");
+  const stream = Bun.file(path).stream();
+  for await (const chunk of stream) hasher.update(chunk);
+  return hasher.digest("hex");
+}
+
+/** A free TCP port on 127.0.0.1 (bound and released; good enough for sequential tests). */
+export function freePort(): number {
+  const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = server.port;
+  server.stop(true);
+  return port;
+}
+
+/** Mount points (from /proc/self/mountinfo) at or below dir, deepest first. */
+export function mountsUnder(dir: string): string[] {
+  const lines = readFileSync("/proc/self/mountinfo", "utf8").split("\n");
+  const points = lines.map((l) => unescapeMount(l.split(" ")[4] ?? "")).filter((p) => p === dir || p.startsWith(`${dir}/`));
+  return [...new Set(points)].sort((a, b) => b.length - a.length);
+}
+
+function unescapeMount(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/** Loop devices whose backing file lies at or below dir: [device, backing file]. */
+export async function loopsUnder(dir: string): Promise<[string, string][]> {
+  if (missingTool("losetup")) return [];
+  const r = await run(["losetup", "-l", "-n", "--raw", "-O", "NAME,BACK-FILE"], { timeout_ms: 10_000 });
+  if (r.code !== 0) return [];
+  const out: [string, string][] = [];
+  for (const line of r.stdout.split("\n")) {
+    const m = /^(\S+)\s+(.*)$/.exec(line.trim());
+    if (!m) continue;
+    const back = m[2]!.replace(/ \(deleted\)$/, "");
+    if (back === dir || back.startsWith(`${dir}/`)) out.push([m[1]!, back]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- configuration files
+
+export type Value = string | number | boolean | string[];
+/** Statements in one block, in order; `listen` may be an array (several statements in hast.conf). */
+export type Settings = Record<string, Value>;
+
+export interface ResourceSpec {
+  settings?: Settings;
+  /** Per-node blocks: `on <node> { ... }` / [resource.<name>.on.<node>]. */
+  on: Record<string, Settings>;
+}
+
+export interface ConfigSpec {
+  global?: Settings;
+  /** Per-node global blocks (control, listen, pidfile, logfile). */
+  on?: Record<string, Settings>;
+  resources: Record<string, ResourceSpec>;
+}
+
+export type Syntax = "conf" | "toml";
+
+function confValue(key: string, value: string | number | boolean): string {
+  if (typeof value === "boolean") return value ? "on" : "off";
+  const text = String(value);
+  if (text === "") throw new Error(`config value for ${key} is empty`);
+  return /[\s#{}";]/.test(text) ? JSON.stringify(text) : text;
+}
+
+function confBlock(settings: Settings | undefined, indent: string): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(settings ?? {})) {
+    for (const v of Array.isArray(value) ? value : [value]) out.push(`${indent}${key} ${confValue(key, v)}`);
+  }
+  return out;
+}
+
+/** hast.conf(5) text for a spec. */
+export function renderConf(spec: ConfigSpec): string {
+  const out = confBlock(spec.global, "");
+  for (const [node, settings] of Object.entries(spec.on ?? {})) out.push(`on ${node} {`, ...confBlock(settings, "\t"), "}");
+  for (const [name, r] of Object.entries(spec.resources)) {
+    out.push(`resource ${name} {`, ...confBlock(r.settings, "\t"));
+    for (const [node, settings] of Object.entries(r.on)) out.push(`\ton ${node} {`, ...confBlock(settings, "\t\t"), "\t}");
+    out.push("}");
+  }
+  return `${out.join("\n")}\n`;
+}
+
+function tomlBlock(settings: Settings | undefined): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(settings ?? {})) {
+    // listen is always an array in TOML; everything else a scalar.
+    const v = key === "listen" && !Array.isArray(value) ? [value] : value;
+    out.push(`${key} = ${JSON.stringify(v)}`);
+  }
+  return out;
+}
+
+const tomlKey = (k: string) => (/^[A-Za-z0-9_-]+$/.test(k) ? k : JSON.stringify(k));
+
+/** TOML text for a spec (the schema of docs/config.md). */
+export function renderToml(spec: ConfigSpec): string {
+  const out = tomlBlock(spec.global);
+  for (const [node, settings] of Object.entries(spec.on ?? {})) out.push("", `[on.${tomlKey(node)}]`, ...tomlBlock(settings));
+  for (const [name, r] of Object.entries(spec.resources)) {
+    out.push("", `[resource.${tomlKey(name)}]`, ...tomlBlock(r.settings));
+    for (const [node, settings] of Object.entries(r.on)) {
+      out.push("", `[resource.${tomlKey(name)}.on.${tomlKey(node)}]`, ...tomlBlock(settings));
+    }
+  }
+  return `${out.join("\n")}\n`;
+}
+
+// ---------------------------------------------------------------- nodes and daemons
+
+/** Everything a node (one hastd) owns in the temp dir. */
+export interface NodeInfo {
+  name: string;
+  /** Control socket path (config: control uds://<path>). */
+  control: string;
+  pidfile: string;
+  /** Where a daemonized hastd of this node logs (config: logfile). */
+  logfile: string;
+  /** TCP port for `listen` (and for a peer's `remote`). */
+  port: number;
+  /** HASTD_DEVDIR for this node's daemon. */
+  devdir: string;
+}
+
+/** The per-node global block: control socket, peer listen address, pidfile and logfile. */
+export function nodeSettings(node: NodeInfo): Settings {
+  return {
+    control: `uds://${node.control}`,
+    listen: `tcp://127.0.0.1:${node.port}`,
+    pidfile: node.pidfile,
+    logfile: node.logfile,
+  };
+}
+
+export interface SingleResourceOptions {
+  name?: string;
+  local: string;
+  /** NBD endpoint path; default <dir of local>/<name>.nbd. */
+  nbd?: string;
+  /** Default false: the NBD endpoint only. */
+  device?: boolean;
+  remote?: string;
+  settings?: Settings;
+}
+
+/** The common case: one node, one resource with `remote none` (unless given) and an NBD socket. */
+export function singleResource(node: NodeInfo, o: SingleResourceOptions): ConfigSpec {
+  const name = o.name ?? "r0";
+  const nbd = o.nbd ?? join(o.local, "..", `${name}.nbd`);
+  return {
+    on: { [node.name]: nodeSettings(node) },
+    resources: {
+      [name]: {
+        settings: { nbd: `uds://${resolve(nbd)}`, device: o.device ?? false, ...o.settings },
+        on: { [node.name]: { local: o.local, remote: o.remote ?? "none" } },
+      },
+    },
+  };
+}
+
+export interface DaemonOptions {
+  /** Extra hastd arguments (after -c and -P), e.g. ["-d"]. */
+  args?: string[];
+  env?: Record<string, string | undefined>;
+  /** Wait for the control socket to answer (default true). */
+  wait?: boolean;
+}
+
+/** A foreground hastd (-F) started by the harness; stderr is collected for log assertions. */
+export class Daemon {
+  private output = "";
+  private readonly drained: Promise<void>;
+
+  constructor(
+    readonly node: NodeInfo,
+    readonly config_path: string,
+    readonly proc: Subprocess<"ignore", "pipe", "pipe">,
+  ) {
+    this.drained = Promise.all([this.collect(proc.stdout), this.collect(proc.stderr)]).then(() => undefined);
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  get running(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** Everything hastd wrote to stdout and stderr so far. */
+  get log(): string {
+    return this.output;
+  }
+
+  private async collect(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      this.output += decoder.decode(chunk, { stream: true });
+      if (this.output.length > OUTPUT_MAX_BYTES) this.output = this.output.slice(-OUTPUT_MAX_BYTES / 2);
+    }
+  }
+
+  async waitLog(pattern: RegExp | string, timeout_ms = 10_000): Promise<void> {
+    const hit = () => (typeof pattern === "string" ? this.output.includes(pattern) : pattern.test(this.output));
+    await waitFor(`${pattern} in the hastd log`, hit, timeout_ms).catch(() => {
+      throw new Error(`timed out after ${timeout_ms} ms waiting for ${pattern} in the hastd log:\n${this.output}`);
+    });
+  }
+
+  /** Exit code (or 128+signal), after waiting at most timeout_ms; null if still running. */
+  async exited(timeout_ms = STOP_WAIT_MS): Promise<number | null> {
+    const done = await Promise.race([this.proc.exited.then(() => true), Bun.sleep(timeout_ms).then(() => false)]);
+    if (!done) return null;
+    await Promise.race([this.drained, Bun.sleep(1_000)]);
+    return this.proc.signalCode ? 128 + signalNumber(this.proc.signalCode) : this.proc.exitCode;
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.running) this.proc.kill(sig);
+  }
+
+  /** SIGTERM and wait; SIGKILL (and throw) if it does not exit in time. */
+  async stop(timeout_ms = STOP_WAIT_MS): Promise<number> {
+    this.signal("SIGTERM");
+    const code = await this.exited(timeout_ms);
+    if (code !== null) return code;
+    this.proc.kill("SIGKILL");
+    await this.exited(2_000);
+    throw new Error(`hastd (pid ${this.pid}) did not exit within ${timeout_ms} ms of SIGTERM; killed`);
+  }
+}
+
+// ---------------------------------------------------------------- the harness
+
+const live = new Set<Harness>();
+
+export class Harness {
+  private daemons: Daemon[] = [];
+  /** Pidfiles of processes we started indirectly (daemonized hastd). */
+  private pidfiles: string[] = [];
+  private cleanups: (() => void | Promise<void>)[] = [];
+  private nodes = new Map<string, NodeInfo>();
+
+  private constructor(readonly dir: string) {}
+
+  static async create(label = "it"): Promise<Harness> {
+    const h = new Harness(mkdtempSync(join(tmpdir(), `hast-${label}-`)));
+    live.add(h);
+    return h;
+  }
+
+  /** For afterAll: cleans up every harness a test forgot (or that a crash left). */
+  static async cleanupAll(): Promise<void> {
+    for (const h of [...live]) await h.cleanup();
+  }
+
+  path(...parts: string[]): string {
+    return join(this.dir, ...parts);
+  }
+
+  /** A sparse file of size_bytes in the temp dir; returns its path. */
+  sparseFile(name: string, size_bytes: number): string {
+    const path = this.path(name);
+    closeSync(openSync(path, "w"));
+    truncateSync(path, size_bytes);
+    return path;
+  }
+
+  writeText(name: string, text: string): string {
+    const path = this.path(name);
+    writeFileSync(path, text);
+    return path;
+  }
+
+  /** Writes the spec as hast.conf (default) or TOML; returns the path. */
+  writeConfig(spec: ConfigSpec, syntax: Syntax = "conf", name = syntax === "toml" ? "hast.toml" : "hast.conf"): string {
+    return this.writeText(name, syntax === "toml" ? renderToml(spec) : renderConf(spec));
+  }
+
+  /** Registers a node: its own control socket, pidfile, logfile, devdir and a free TCP port. */
+  addNode(name: string): NodeInfo {
+    if (this.nodes.has(name)) throw new Error(`node ${name} added twice`);
+    const node: NodeInfo = {
+      name, control: this.path(`ctl-${name}.sock`), pidfile: this.path(`hastd-${name}.pid`),
+      logfile: this.path(`hastd-${name}.log`), port: freePort(), devdir: this.path(`dev-${name}`),
+    };
+    this.nodes.set(name, node);
+    return node;
+  }
+
+  /** Environment for hastd/hastctl as this node. */
+  envFor(node: NodeInfo, extra: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+    return { HASTD_NODE: node.name, HASTD_DEVDIR: node.devdir, ...extra };
+  }
+
+  /** hastctl <args...> -c config as this node; never throws on a non-zero exit. */
+  async hastctl(node: NodeInfo, config: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    const [sub, ...rest] = args;
+    const argv = sub === undefined ? [BUN, HASTCTL] : [BUN, HASTCTL, sub, "-c", config, ...rest];
+    return await run(argv, { ...opts, env: this.envFor(node, opts.env) });
+  }
+
+  /** hastctl that must exit 0; returns stdout. */
+  async hastctlOk(node: NodeInfo, config: string, args: string[], opts: RunOptions = {}): Promise<string> {
+    const r = await this.hastctl(node, config, args, opts);
+    if (r.code !== 0) throw new Error(`hastctl ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
+    return r.stdout;
+  }
+
+  /** `hastctl list --json` parsed. */
+  async listJson(node: NodeInfo, config: string, names: string[] = []): Promise<Record<string, any>[]> {
+    return JSON.parse(await this.hastctlOk(node, config, ["list", "--json", ...names]));
+  }
+
+  /** hastd -F -c config -P <node pidfile> as this node; waits until the control socket answers. */
+  async startDaemon(node: NodeInfo, config: string, opts: DaemonOptions = {}): Promise<Daemon> {
+    const proc = Bun.spawn([BUN, HASTD, "-F", "-c", config, "-P", node.pidfile, ...(opts.args ?? [])], {
+      cwd: REPO_ROOT, env: { ...process.env, ...this.envFor(node, opts.env) },
+      stdin: "ignore", stdout: "pipe", stderr: "pipe",
+    });
+    const daemon = new Daemon(node, config, proc);
+    this.daemons.push(daemon);
+    if (opts.wait !== false) await this.waitControl(node, config, daemon);
+    return daemon;
+  }
+
+  /** Waits (bounded) until hastctl status answers on this node's control socket. */
+  async waitControl(node: NodeInfo, config: string, daemon?: Daemon, timeout_ms = CONTROL_WAIT_MS): Promise<void> {
+    await waitFor(`control socket ${node.control}`, async () => {
+      if (daemon && !daemon.running) throw new Error(`hastd exited (${await daemon.exited(1_000)}) during start-up:\n${daemon.log}`);
+      if (!existsSync(node.control)) return false;
+      return (await this.hastctl(node, config, ["status"], { timeout_ms: 5_000 })).code === 0;
+    }, timeout_ms);
+  }
+
+  /** Processes started outside startDaemon (a daemonized hastd) are killed at cleanup by pidfile. */
+  trackPidfile(path: string): void {
+    this.pidfiles.push(path);
+  }
+
+  /** Extra cleanup steps (run first, in reverse order). */
+  onCleanup(fn: () => void | Promise<void>): void {
+    this.cleanups.push(fn);
+  }
+
+  /** Pid of the worker shown by `ps -o args` as "hastd: <name> (<role>)" under this daemon. */
+  workerPids(daemon: Daemon, resource: string, role = "primary"): number[] {
+    return pidsWithArgs(`hastd: ${resource} (${role})`, descendants([daemon.pid]));
+  }
+
+  /** Idempotent; never throws. Reports what it had to clean up forcibly on stderr. */
+  async cleanup(): Promise<void> {
+    if (!live.has(this)) return;
+    live.delete(this);
+    const notes: string[] = [];
+    const attempt = async (what: string, fn: () => unknown) => {
+      try {
+        await fn();
+      } catch (err) {
+        notes.push(`${what}: ${(err as Error).message}`);
+      }
+    };
+    for (const fn of this.cleanups.reverse()) await attempt("cleanup step", fn);
+    // Processes: daemons first with SIGTERM (they tear down their own devices), then anything left.
+    const roots = [...this.daemons.filter((d) => d.running).map((d) => d.pid), ...this.pidfileProcesses()];
+    const family = [...roots, ...descendants(roots)];
+    for (const pid of roots) await attempt(`SIGTERM ${pid}`, () => process.kill(pid, "SIGTERM"));
+    await waitFor("daemons to exit", () => roots.every((pid) => !processAlive(pid)), STOP_WAIT_MS).catch(() => undefined);
+    for (const pid of family) {
+      if (!processAlive(pid)) continue;
+      notes.push(`killed leftover process ${pid} (${processArgs(pid)})`);
+      await attempt(`SIGKILL ${pid}`, () => process.kill(pid, "SIGKILL"));
+    }
+    await attempt("nbdfuse pidfiles", () => this.killNbdfusePidfiles(notes));
+    // Mounts on loop devices first, then loops, then FUSE mounts (lazily: a dead server must not hang us).
+    for (const point of mountsUnder(this.dir)) {
+      if (this.isFuse(point)) continue;
+      notes.push(`unmounted ${point}`);
+      await attempt(`umount ${point}`, () => runOk(["umount", "-l", point], { timeout_ms: 10_000 }));
+    }
+    for (const [loop, back] of await loopsUnder(this.dir)) {
+      notes.push(`detached ${loop} (${back})`);
+      await attempt(`losetup -d ${loop}`, () => runOk(["losetup", "-d", loop], { timeout_ms: 10_000 }));
+    }
+    for (const point of mountsUnder(this.dir)) {
+      notes.push(`unmounted FUSE ${point}`);
+      await attempt(`fusermount3 -u ${point}`, () => run(["fusermount3", "-u", "-z", point], { timeout_ms: 10_000 }));
+      if (mountsUnder(this.dir).includes(point)) await attempt(`umount ${point}`, () => run(["umount", "-l", point], { timeout_ms: 10_000 }));
+    }
+    if (mountsUnder(this.dir).length === 0) await attempt("rm temp dir", () => rmSync(this.dir, { recursive: true, force: true }));
+    else notes.push(`left ${this.dir} in place: still mounted`);
+    if (notes.length) console.error(`[harness] cleanup of ${this.dir}:\n  ${notes.join("\n  ")}`);
+  }
+
+  private pidfileProcesses(): number[] {
+    const pids: number[] = [];
+    for (const path of this.pidfiles) {
+      try {
+        const pid = Number(readFileSync(path, "utf8").trim());
+        if (pid > 1 && processAlive(pid)) pids.push(pid);
+      } catch {
+        // no pidfile: the process never started or removed it on exit
+      }
+    }
+    return pids;
+  }
+
+  private killNbdfusePidfiles(notes: string[]): void {
+    const walk = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+        const path = join(dir, e.name);
+        if (e.isDirectory() && !mountsUnder(this.dir).includes(path)) return walk(path);
+        return e.name.endsWith(".nbdfuse.pid") ? [path] : [];
+      });
+    if (!existsSync(this.dir)) return;
+    for (const pidfile of walk(this.dir)) {
+      const pid = Number(readFileSync(pidfile, "utf8").trim());
+      if (pid > 1 && processAlive(pid) && processArgs(pid).includes("nbdfuse")) {
+        notes.push(`killed nbdfuse ${pid} (${pidfile})`);
+        process.kill(pid, "SIGKILL");
+      }
+    }
+  }
+
+  private isFuse(point: string): boolean {
+    const lines = readFileSync("/proc/self/mountinfo", "utf8").split("\n");
+    return lines.some((l) => unescapeMount(l.split(" ")[4] ?? "") === point && / - fuse/.test(l));
+  }
+}
