@@ -252,7 +252,10 @@ export class NbdConnection {
         this.rejectRequest(request, check.error, check.reason);
         return this.closeAfterDrain("warn", check.reason);
       }
-      if (request.command === NBD_CMD.WRITE) this.pending_write = { request, check };
+      if (request.command === NBD_CMD.WRITE) {
+        if (request.length > this.ctx.limits.payload_bytes_max) throw new Error(`${this.label}: oversized WRITE passed validation`);
+        this.pending_write = { request, check };
+      }
       else if (check.kind === "reject") this.rejectRequest(request, check.error, check.reason);
       else this.startRequest(request, undefined);
     }

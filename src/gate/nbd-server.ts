@@ -82,8 +82,8 @@ export class NbdServer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.listener?.stop(true);
     const pending = [...this.live].map((c) => c.settled());
+    this.listener?.stop(true);
     this.live.clear();
     const timer = Bun.sleep(STOP_SETTLE_MS).then(() => "timeout" as const);
     if ((await Promise.race([Promise.all(pending), timer])) === "timeout") {

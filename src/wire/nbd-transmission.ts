@@ -65,24 +65,28 @@ const FLAGS_ALLOWED: Record<number, number> = {
   [NBD_CMD.WRITE_ZEROES]: NBD_CMD_FLAG.FUA | NBD_CMD_FLAG.NO_HOLE | NBD_CMD_FLAG.FAST_ZERO,
 };
 
+const COMMAND_NAMES: Record<number, string> = Object.fromEntries(Object.entries(NBD_CMD).map(([name, value]) => [value, name]));
+const OK: RequestCheck = { kind: "ok" };
+
 const MODIFYING = new Set<number>([NBD_CMD.WRITE, NBD_CMD.TRIM, NBD_CMD.WRITE_ZEROES]);
 
 /** Decides whether a request may run, and which NBD error it gets if not (spec §1.5–1.6). */
 export function checkRequest(request: NbdRequest, limits: ExportLimits): RequestCheck {
   const { command, flags, offset, length } = request;
-  const name = commandName(command);
   if (command === NBD_CMD.DISC) return { kind: "disconnect" };
+  const name = COMMAND_NAMES[command] ?? commandName(command);
+  if ((command === NBD_CMD.READ || command === NBD_CMD.WRITE) && length > limits.payload_bytes_max) {
+    // Checked first: a WRITE's payload length is then untrusted, we cannot skip it safely and
+    // hang up, whatever else is wrong with the request.
+    return reject("EOVERFLOW", `${name} of ${length} bytes exceeds the ${limits.payload_bytes_max}-byte maximum payload`,
+      command === NBD_CMD.WRITE);
+  }
   const allowed = FLAGS_ALLOWED[command];
   if (allowed === undefined) return reject("EINVAL", `${name} is not supported`);
   if ((flags & ~allowed) !== 0) return reject("EINVAL", `${name} with unsupported flags 0x${flags.toString(16)}`);
   if (limits.read_only && MODIFYING.has(command)) return reject("EPERM", `${name} on a read-only export`);
-  if ((command === NBD_CMD.READ || command === NBD_CMD.WRITE) && length > limits.payload_bytes_max) {
-    // A WRITE's payload length is then untrusted: we cannot skip it safely, so we hang up.
-    return reject("EOVERFLOW", `${name} of ${length} bytes exceeds the ${limits.payload_bytes_max}-byte maximum payload`,
-      command === NBD_CMD.WRITE);
-  }
   if (command === NBD_CMD.FLUSH) {
-    return offset === 0 && length === 0 ? { kind: "ok" } : reject("EINVAL", `FLUSH with offset ${offset} length ${length}, expected 0 0`);
+    return offset === 0 && length === 0 ? OK : reject("EINVAL", `FLUSH with offset ${offset} length ${length}, expected 0 0`);
   }
   if (length === 0) return reject("EINVAL", `${name} of length 0`);
   if (offset % limits.block_bytes !== 0 || length % limits.block_bytes !== 0) {
@@ -92,7 +96,7 @@ export function checkRequest(request: NbdRequest, limits: ExportLimits): Request
     const error = command === NBD_CMD.WRITE || command === NBD_CMD.WRITE_ZEROES ? "ENOSPC" : "EINVAL";
     return reject(error, `${name} offset ${offset} length ${length} beyond the ${limits.size_bytes}-byte export`);
   }
-  return { kind: "ok" };
+  return OK;
 }
 
 function reject(error: NbdErrorName, reason: string, close = false): RequestCheck {

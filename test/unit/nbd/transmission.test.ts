@@ -104,6 +104,9 @@ describe("checkRequest", () => {
     expect(errorOf(req(NBD_CMD.READ, 0, (1 << 25) + 512), big)).toBe("EOVERFLOW");
     expect(errorOf(req(NBD_CMD.WRITE, 0, (1 << 25) + 512), big)).toBe("EOVERFLOW+close");
     expect(errorOf(req(NBD_CMD.TRIM, 0, (1 << 25) + 512), big)).toBe("ok");
+    // Whatever else is wrong, an oversized WRITE's payload cannot be skipped: always close.
+    expect(errorOf(req(NBD_CMD.WRITE, 0, 0xffffffff, 0x8000), big)).toBe("EOVERFLOW+close");
+    expect(errorOf(req(NBD_CMD.WRITE, 1, 0xffffffff), { ...big, read_only: true })).toBe("EOVERFLOW+close");
   });
 
   test("read-only export refuses WRITE, TRIM and WRITE_ZEROES with EPERM", () => {
