@@ -19,11 +19,18 @@ function loggerFor(setup: LogSetup, context: string): Logger {
 }
 
 export async function runWorker(): Promise<number> {
+  let worker: PrimaryWorker | null = null;
+  // One listener from the start: the main process may send a status query right behind init
+  // (in the same read), and a message that arrives while no listener is attached is lost.
+  // Live fields appear once the worker serves.
   const init = await new Promise<Extract<ToWorker, { type: "init" }> | null>((resolve) => {
     const timer = setTimeout(() => resolve(null), INIT_TIMEOUT_MS);
-    process.once("message", (m: ToWorker) => {
-      clearTimeout(timer);
-      resolve(m.type === "init" ? m : null);
+    process.on("message", (m: ToWorker) => {
+      if (m.type === "init") {
+        clearTimeout(timer);
+        resolve(m);
+      } else if (m.type === "status") send({ type: "status", id: m.id, status: worker?.status() ?? {} });
+      else if (m.type === "reload") worker?.reload(m.resource);
     });
   });
   if (!init) {
@@ -35,12 +42,6 @@ export async function runWorker(): Promise<number> {
     log.error("secondary workers arrive with replication (issue 4)");
     return EX_SOFTWARE;
   }
-  let worker: PrimaryWorker | null = null;
-  // Answer the main process from the start; live fields appear once the worker serves.
-  process.on("message", (m: ToWorker) => {
-    if (m.type === "status") send({ type: "status", id: m.id, status: worker?.status() ?? {} });
-    else if (m.type === "reload") worker?.reload(m.resource);
-  });
   try {
     worker = await PrimaryWorker.start(init.resource, log);
   } catch (err) {
