@@ -102,14 +102,23 @@ export class PrimaryIo implements BlockBackend {
   /** Dirty bit first, then the local change; with no peer the extent stays marked for sync. */
   private modify(offset: number, length: number, kind: "write" | "delete", local: () => void): void {
     this.applyMap(this.map.writeStart(offset, length));
-    this.noteDisconnectedChange();
     let failure: unknown = null;
     try {
-      local();
+      this.noteDisconnectedChange();
     } catch (err) {
+      // The change must not land while the metadata does not record it: fail the request.
       failure = err;
-      this.stats.local_errors[kind]++;
-      this.log.error(`Local ${kind} failed: ${(err as Error).message}`);
+      this.stats.local_errors.write++;
+      this.log.error(`Unable to update metadata: ${(err as Error).message}`);
+    }
+    if (!failure) {
+      try {
+        local();
+      } catch (err) {
+        failure = err;
+        this.stats.local_errors[kind]++;
+        this.log.error(`Local ${kind} failed: ${(err as Error).message}`);
+      }
     }
     // No peer in this build of the path: the remote leg "could not be sent" (spec 5.2 need sync).
     this.applyMap(this.map.needSync(offset, length));
@@ -121,9 +130,10 @@ export class PrimaryIo implements BlockBackend {
    * next connect knows this node has news (decision table rows 3, 5, 6). */
   private noteDisconnectedChange(): void {
     if (this.meta.localcnt !== this.peer_remotecnt) return;
+    // Memory follows disk: after a failed write the next change tries the bump again.
+    this.store.write({ ...this.meta, localcnt: this.meta.localcnt + 1n, prevrole: "primary" });
     this.meta.localcnt += 1n;
     this.meta.prevrole = "primary";
-    this.store.write(this.meta);
     this.log.debug(`First change while disconnected: localcnt is now ${this.meta.localcnt}.`);
   }
 
