@@ -1,0 +1,413 @@
+// hastd as a process (flags, pidfile, daemon mode, signals, reload), its workers (title,
+// restart, role changes), hastctl list/status against it, real NBD clients against a primary
+// with `remote none`, and local disk errors injected with HAST_FAULT_INJECT.
+import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } from "node:fs";
+import pkg from "../../package.json" with { type: "json" };
+import {
+  BUN, HASTD, Harness, MiB, descendants, processAlive, processArgs, renderConf, run, runOk, sha256File,
+  singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
+} from "./harness.ts";
+
+// 64 MiB of data: the component adds the metadata slots (8 KiB) and one activemap block (4 KiB).
+const DATA_BYTES = 64 * MiB;
+const DISK_BYTES = DATA_BYTES + 12288;
+
+let h: Harness;
+let a: NodeInfo;
+
+beforeEach(async () => {
+  h = await Harness.create("daemon");
+  a = h.addNode("nodea");
+});
+afterEach(async () => {
+  await h.cleanup();
+});
+afterAll(async () => {
+  await Harness.cleanupAll();
+});
+
+const nbdUri = (socket: string, name = "r0") => `nbd+unix:///${name}?socket=${socket}`;
+
+/** One resource r0 on nodea, created; returns the config path and its spec. */
+async function setup(extra: Partial<Parameters<typeof singleResource>[1]> = {}): Promise<{ conf: string; spec: ConfigSpec; disk: string; nbd: string }> {
+  const disk = h.sparseFile("disk0", DISK_BYTES);
+  const nbd = h.path("r0.nbd");
+  const spec = singleResource(a, { local: disk, nbd, ...extra });
+  const conf = h.writeConfig(spec);
+  await h.hastctlOk(a, conf, ["create", "r0"]);
+  return { conf, spec, disk, nbd };
+}
+
+/** setup + hastd + role primary; returns the daemon and the worker pid. */
+async function primary(opts: { env?: Record<string, string> } = {}) {
+  const s = await setup();
+  const daemon = await h.startDaemon(a, s.conf, { env: opts.env });
+  await h.hastctlOk(a, s.conf, ["role", "primary", "r0"]);
+  const [worker] = h.workerPids(daemon, "r0");
+  expect(worker).toBeGreaterThan(0);
+  return { ...s, daemon, worker: worker! };
+}
+
+async function status(conf: string, name = "r0"): Promise<Record<string, any>> {
+  const [r] = await h.listJson(a, conf, [name]);
+  expect(r).toBeDefined();
+  return r!;
+}
+
+function readFile(path: string, offset: number, length: number): Uint8Array {
+  const fd = openSync(path, "r");
+  try {
+    const buf = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const n = readSync(fd, buf, done, length - done, offset + done);
+      if (n === 0) break;
+      done += n;
+    }
+    expect(done).toBe(length);
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function qemuIo(uri: string, ...commands: string[]) {
+  return await run(["qemu-io", "-f", "raw", ...commands.flatMap((c) => ["-c", c]), uri], { timeout_ms: 60_000 });
+}
+
+describe("hastd command line", () => {
+  test("-h prints usage and exits 64; so does an unknown flag", async () => {
+    for (const args of [["-h"], ["-x"], ["-F", "extra-operand"]]) {
+      const r = await run([BUN, HASTD, ...args]);
+      expect(r.code).toBe(64);
+      expect(r.stderr).toContain("usage: hastd [-dFh] [-c config] [-P pidfile]");
+    }
+  });
+
+  test("--version prints the package.json version", async () => {
+    const r = await run([BUN, HASTD, "--version"]);
+    expect(r).toMatchObject({ code: 0, stdout: `hastd ${pkg.version}\n` });
+  });
+
+  test("a bad config exits 78 with file:line; a missing one 72", async () => {
+    const bad = h.writeText("bad.conf", "control uds:///tmp/x.sock\nreplication sometimes\n");
+    const r = await run([BUN, HASTD, "-F", "-c", bad, "-P", a.pidfile], { env: h.envFor(a) });
+    expect(r.code).toBe(78);
+    expect(r.stderr).toContain(`${bad}:2:`);
+    const missing = await run([BUN, HASTD, "-F", "-c", h.path("none.conf"), "-P", a.pidfile], { env: h.envFor(a) });
+    expect(missing.code).toBe(72);
+    expect(existsSync(a.pidfile)).toBe(false);
+  });
+
+  test("a second hastd on the same pidfile is refused with 75", async () => {
+    const { conf } = await setup();
+    const first = await h.startDaemon(a, conf);
+    expect(readFileSync(a.pidfile, "utf8").trim()).toBe(String(first.pid));
+    const r = await run([BUN, HASTD, "-F", "-c", conf, "-P", a.pidfile], { env: h.envFor(a), timeout_ms: 20_000 });
+    expect(r.code).toBe(75);
+    expect(r.stderr).toContain(`Another hastd is already running, pidfile: ${a.pidfile}, pid: ${first.pid}.`);
+    // The loser touched neither the pidfile nor the control socket.
+    expect(first.running).toBe(true);
+    expect(readFileSync(a.pidfile, "utf8").trim()).toBe(String(first.pid));
+    expect((await h.hastctl(a, conf, ["status"])).code).toBe(0);
+  });
+});
+
+describe("daemon mode and signals", () => {
+  test("without -F hastd detaches, writes its pid and serves; start-up errors still reach the terminal", async () => {
+    const { conf } = await setup();
+    h.trackPidfile(a.pidfile);
+    const started = Date.now();
+    const r = await run([BUN, HASTD, "-c", conf, "-P", a.pidfile], { env: h.envFor(a), timeout_ms: 30_000 });
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    expect(Date.now() - started).toBeLessThan(20_000);
+    const pid = Number(readFileSync(a.pidfile, "utf8").trim());
+    expect(processAlive(pid)).toBe(true);
+    expect(processArgs(pid)).toContain(HASTD);
+    expect(await h.hastctlOk(a, conf, ["status"])).toContain("r0\t");
+    // Detached: its own session, not a child of anything we still run.
+    const sid = Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[3]);
+    expect(sid).toBe(pid);
+    await waitFor("the log file", () => existsSync(a.logfile) && readFileSync(a.logfile, "utf8").includes("Started successfully"));
+
+    process.kill(pid, "SIGTERM");
+    await waitFor("the daemon to exit", () => !processAlive(pid));
+    expect(existsSync(a.pidfile)).toBe(false);
+    expect(existsSync(a.control)).toBe(false);
+
+    // A config error is found before detaching...
+    const bad = h.writeText("bad.conf", "timeout zero\n");
+    const b = await run([BUN, HASTD, "-c", bad, "-P", a.pidfile], { env: h.envFor(a) });
+    expect(b.code).toBe(78);
+    expect(b.stderr).toContain(`${bad}:1:`);
+    // ...and one found by the detached child (control path taken by a directory) is reported by the parent.
+    mkdirSync(a.control);
+    const c = await run([BUN, HASTD, "-c", conf, "-P", a.pidfile], { env: h.envFor(a), timeout_ms: 30_000 });
+    expect(c.code).toBe(71);
+    expect(c.stderr).toContain(`control socket ${a.control} exists and is not a socket`);
+    expect(existsSync(a.pidfile)).toBe(false);
+  });
+
+  test("SIGTERM stops workers, removes pidfile, control and NBD sockets, leaves no process", async () => {
+    const { daemon, worker, nbd } = await primary();
+    expect(existsSync(nbd)).toBe(true);
+    expect(existsSync(a.pidfile)).toBe(true);
+    daemon.signal("SIGTERM");
+    expect(await daemon.exited()).toBe(0);
+    expect(processAlive(worker)).toBe(false);
+    expect(descendants([daemon.pid])).toEqual([]);
+    expect(existsSync(a.pidfile)).toBe(false);
+    expect(existsSync(a.control)).toBe(false);
+    expect(existsSync(nbd)).toBe(false);
+    expect(daemon.log).toContain("Termination signal received, exiting.");
+  });
+
+  test("SIGHUP with a broken config keeps the running one", async () => {
+    const { conf, spec, daemon } = await primary();
+    h.writeText("hast.conf", `${renderConf(spec)}resource broken {\n`);
+    daemon.signal("SIGHUP");
+    await daemon.waitLog("Configuration not reloaded.");
+    expect(daemon.log).toContain(`${conf}:`);
+    // hastctl reads the file too, so ask with an intact copy: the daemon still has r0 as primary.
+    const good = h.writeText("good.conf", renderConf(spec));
+    expect(await status(good)).toMatchObject({ name: "r0", role: "primary" });
+    expect(daemon.running).toBe(true);
+  });
+
+  test("SIGHUP adds a resource and removes another, stopping its primary worker", async () => {
+    const { conf, spec } = await setup();
+    spec.resources.r1 = {
+      settings: { nbd: `uds://${h.path("r1.nbd")}`, device: false },
+      on: { nodea: { local: h.sparseFile("disk1", DISK_BYTES), remote: "none" } },
+    };
+    h.writeConfig(spec);
+    await h.hastctlOk(a, conf, ["create", "r1"]);
+    const daemon = await h.startDaemon(a, conf);
+    await h.hastctlOk(a, conf, ["role", "primary", "r1"]);
+    const [worker] = h.workerPids(daemon, "r1");
+    expect(worker).toBeGreaterThan(0);
+
+    // Remove r1 and add r2 in one reload.
+    delete spec.resources.r1;
+    spec.resources.r2 = {
+      settings: { nbd: `uds://${h.path("r2.nbd")}`, device: false },
+      on: { nodea: { local: h.sparseFile("disk2", DISK_BYTES), remote: "none" } },
+    };
+    h.writeConfig(spec);
+    daemon.signal("SIGHUP");
+    await daemon.waitLog("Configuration reloaded successfully.");
+    expect(daemon.log).toContain("[r1] Resource removed from the configuration.");
+    await waitFor("the r1 worker to exit", () => !processAlive(worker!));
+    expect(existsSync(h.path("r1.nbd"))).toBe(false);
+    const all = await h.listJson(a, conf);
+    expect(all.map((r) => [r.name, r.role])).toEqual([["r0", "init"], ["r2", "init"]]);
+  });
+});
+
+describe("workers", () => {
+  test("ps shows the worker title; a SIGKILLed primary worker is restarted and serves again", async () => {
+    const { conf, daemon, worker, nbd } = await primary();
+    expect(processArgs(worker)).toStartWith("hastd: r0 (primary)");
+    const ps = await runOk(["ps", "-o", "args=", "-p", String(worker)]);
+    expect(ps).toStartWith("hastd: r0 (primary)");
+    expect((await status(conf)).workerpid).toBe(worker);
+
+    process.kill(worker, "SIGKILL");
+    // Through the restart window every query answers at once, and the role stays primary.
+    const deadline = Date.now() + 8_000;
+    let s: Record<string, any> = {};
+    while (Date.now() < deadline) {
+      const started = Date.now();
+      s = await status(conf);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(s.role).toBe("primary");
+      if (s.workerpid && s.workerpid !== worker && s.statistics) break;
+      await Bun.sleep(100);
+    }
+    expect(processAlive(worker)).toBe(false);
+    expect(h.workerPids(daemon, "r0")).toEqual([s.workerpid]);
+    expect(processArgs(s.workerpid)).toStartWith("hastd: r0 (primary)");
+    await daemon.waitLog(`Worker process (pid=${worker}) killed by signal SIGKILL; restarting in 1 s.`);
+    const info = await runOk(["nbdinfo", "--size", nbdUri(nbd)]);
+    expect(Number(info.trim())).toBe(DATA_BYTES);
+  });
+
+  test("role init stops the worker and removes the NBD endpoint; role primary twice is a no-op", async () => {
+    const { conf, daemon, worker, nbd } = await primary();
+    const again = await h.hastctl(a, conf, ["role", "primary", "r0"]);
+    expect(again.code).toBe(0);
+    expect(h.workerPids(daemon, "r0")).toEqual([worker]);
+    await h.hastctlOk(a, conf, ["role", "init", "r0"]);
+    expect(processAlive(worker)).toBe(false);
+    expect(existsSync(nbd)).toBe(false);
+    expect(h.workerPids(daemon, "r0")).toEqual([]);
+    const s = await status(conf);
+    expect(s).toMatchObject({ role: "init", workerpid: 0 });
+    expect(s.statistics).toBeUndefined();
+    expect(s.status).toBeUndefined();
+  });
+});
+
+describe("list and status", () => {
+  test("--json fields, list text lines and status columns (spec 2.3)", async () => {
+    const { conf, disk, worker } = await primary();
+    const s = await status(conf);
+    expect(s).toMatchObject({
+      name: "r0", role: "primary", provname: "r0", localpath: disk, remoteaddr: "none", replication: "memsync",
+      status: "degraded", workerpid: worker, extentsize: 2 * MiB, keepdirty: 64, dirty: 0,
+      statistics: { reads: 0, writes: 0, deletes: 0, flushes: 0, activemap_updates: 0,
+        local_errors: { read: 0, write: 0, delete: 0, flush: 0 } },
+    });
+    const statusJson = JSON.parse(await h.hastctlOk(a, conf, ["status", "--json"]));
+    expect(statusJson).toEqual([s]);
+
+    const text = await h.hastctlOk(a, conf, ["list", "r0"]);
+    const lines = text.trimEnd().split("\n");
+    const expected = [
+      "r0:", "  role: primary", "  provname: r0", `  localpath: ${disk}`, "  extentsize: 2097152 (2.0MB)",
+      "  keepdirty: 64", "  remoteaddr: none", "  replication: memsync", "  status: degraded", `  workerpid: ${worker}`,
+      "  dirty: 0 (0B)",
+    ];
+    expect(lines.slice(0, expected.length)).toEqual(expected);
+    const stats = lines.slice(lines.indexOf("  statistics:"));
+    expect(stats).toEqual([
+      "  statistics:", "    reads: 0", "    writes: 0", "    deletes: 0", "    flushes: 0", "    activemap updates: 0",
+      "    local errors: read: 0, write: 0, delete: 0, flush: 0",
+    ]);
+
+    const st = (await h.hastctlOk(a, conf, ["status"])).split("\n");
+    expect(st[0]).toBe("Name\tStatus\t Role\t\tComponents");
+    expect(st[1]).toBe(`r0\tdegraded primary        ${disk}\tnone`);
+  });
+
+  const qemuSkip = skipReason("statistics after qemu-io writes", { tools: ["qemu-io"] });
+  test.skipIf(qemuSkip !== null)("statistics move with I/O; dirty extents stay for the sync (remote none)", async () => {
+    const { conf, nbd } = await primary();
+    const w = await qemuIo(nbdUri(nbd), "write -P 0x11 0 64k", "write -P 0x22 10M 4k", "flush", "read -P 0x11 0 64k", "discard 20M 1M");
+    expect(w.code).toBe(0);
+    const s = await status(conf);
+    expect(s.statistics.writes).toBe(2);
+    expect(s.statistics.reads).toBe(1);
+    expect(s.statistics.deletes).toBe(1);
+    expect(s.statistics.flushes).toBeGreaterThanOrEqual(1);
+    // Extents 0, 5 and 10 became dirty: one map update each; with no peer they stay dirty.
+    expect(s.statistics.activemap_updates).toBeGreaterThanOrEqual(3);
+    expect(s.dirty).toBe(3 * 2 * MiB);
+    expect(s.statistics.local_errors).toEqual({ read: 0, write: 0, delete: 0, flush: 0 });
+    // The on-disk map agrees, and localcnt records the change made without the peer (spec 4.4).
+    const [dump] = JSON.parse(await h.hastctlOk(a, conf, ["dump", "--json", "r0"]));
+    expect(dump).toMatchObject({ dirty_extents: 3, localcnt: 1, prevrole: "primary" });
+  });
+});
+
+describe("NBD clients against a primary with remote none", () => {
+  const clientSkip = skipReason("NBD client tests", { tools: ["nbdinfo", "qemu-io"] });
+  test.skipIf(clientSkip !== null)("nbdinfo size, qemu-io patterns, data at localoff in the component", async () => {
+    const { conf, nbd, disk } = await primary();
+    const info = JSON.parse(await runOk(["nbdinfo", "--json", nbdUri(nbd)]));
+    const exp = info.exports.find((e: { "export-name": string }) => e["export-name"] === "r0");
+    expect(exp["export-size"]).toBe(DATA_BYTES);
+    expect(exp["is_read_only"]).toBe(false);
+    const [dump] = JSON.parse(await h.hastctlOk(a, conf, ["dump", "--json", "r0"]));
+    expect(dump.datasize).toBe(DATA_BYTES);
+
+    const uri = nbdUri(nbd);
+    const w = await qemuIo(uri, "write -P 0x5a 1M 256k", "write -P 0xa5 63M 1M", "write -z 1088k 4k");
+    expect(w.code).toBe(0);
+    expect(w.stdout).toContain("wrote 262144/262144 bytes at offset 1048576");
+    const ok = await qemuIo(uri, "read -P 0x5a 1M 64k", "read -P 0 1088k 4k", "read -P 0xa5 63M 1M", "read -P 0 0 1M");
+    expect(ok.stdout).not.toContain("Pattern verification failed");
+    expect(ok.stdout.match(/^read /gm)?.length).toBe(4);
+    const bad = await qemuIo(uri, "read -P 0x5b 1M 4k");
+    expect(bad.stdout).toContain("Pattern verification failed");
+    // Out of range: the export ends at DATA_BYTES.
+    const past = await qemuIo(uri, `read ${DATA_BYTES} 4k`);
+    expect(past.stdout + past.stderr).toMatch(/out of range|Input\/output error|Invalid argument/);
+
+    // Byte for byte at localoff on the component (metadata + one map block before the data).
+    expect(dump.localoff).toBe(12288);
+    const at = (off: number, len: number) => readFile(disk, dump.localoff + off, len);
+    expect(at(MiB, 64 * 1024).every((b) => b === 0x5a)).toBe(true);
+    expect(at(1088 * 1024, 4096).every((b) => b === 0)).toBe(true);
+    expect(at(MiB + 256 * 1024 - 1, 1)[0]).toBe(0x5a);
+    expect(at(63 * MiB, MiB).every((b) => b === 0xa5)).toBe(true);
+    expect(readFile(disk, dump.localoff + DATA_BYTES - 1, 1)[0]).toBe(0xa5);
+  });
+
+  const copySkip = skipReason("nbdcopy round trip", { tools: ["nbdcopy"] });
+  test.skipIf(copySkip !== null)("nbdcopy 64 MiB of random data in and out: same sha256, same bytes on the component", async () => {
+    const { nbd, disk } = await primary();
+    const input = h.path("random.bin");
+    await Bun.write(input, randomBytes(DATA_BYTES));
+    await runOk(["nbdcopy", input, nbdUri(nbd)], { timeout_ms: 60_000 });
+    const output = h.path("out.bin");
+    await runOk(["nbdcopy", nbdUri(nbd), output], { timeout_ms: 60_000 });
+    const want = await sha256File(input);
+    expect(await sha256File(output)).toBe(want);
+    const onDisk = new Bun.CryptoHasher("sha256").update(readFile(disk, 12288, DATA_BYTES)).digest("hex");
+    expect(onDisk).toBe(want);
+  });
+
+  const benchSkip = skipReason("qemu-img bench", { tools: ["qemu-img"] });
+  test.skipIf(benchSkip !== null)("qemu-img bench reads and writes without errors", async () => {
+    const { conf, nbd } = await primary();
+    const common = ["qemu-img", "bench", "-f", "raw", "-c", "2000", "-d", "8", "-s", "4k", "-S", "12k"];
+    const rd = await run([...common, nbdUri(nbd)], { timeout_ms: 60_000 });
+    expect(rd.code).toBe(0);
+    expect(rd.stdout).toMatch(/Run completed in [\d.]+ seconds/);
+    const wr = await run([...common, "-w", "--pattern=0x3c", nbdUri(nbd)], { timeout_ms: 60_000 });
+    expect(wr.code).toBe(0);
+    expect(wr.stdout).toMatch(/Run completed in [\d.]+ seconds/);
+    const s = await status(conf);
+    expect(s.statistics.reads).toBeGreaterThanOrEqual(2000);
+    expect(s.statistics.writes).toBeGreaterThanOrEqual(2000);
+    const check = await qemuIo(nbdUri(nbd), "read -P 0x3c 0 4k", "read -P 0x3c 12k 4k");
+    expect(check.stdout).not.toContain("Pattern verification failed");
+    expect(check.stdout.match(/^read /gm)?.length).toBe(2);
+  });
+
+  const fioSkip = skipReason("fio --ioengine=nbd", { tools: ["fio"] });
+  test.skipIf(fioSkip !== null)("fio --ioengine=nbd randwrite with verify", async () => {
+    const { conf, nbd } = await primary();
+    const r = await run([
+      "fio", "--name=hast", "--ioengine=nbd", `--uri=${nbdUri(nbd)}`, "--rw=randwrite", "--bs=4k", "--size=16M",
+      "--iodepth=8", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--output-format=json",
+    ], { timeout_ms: 90_000 });
+    expect(r.code).toBe(0);
+    const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
+    expect(job.error).toBe(0);
+    expect(job.write.io_bytes).toBe(16 * MiB);
+    expect(job.read.io_bytes).toBe(16 * MiB); // the verify pass read everything back
+    const s = await status(conf);
+    expect(s.statistics.writes).toBe(4096);
+    expect(s.statistics.local_errors.write).toBe(0);
+  });
+});
+
+describe("local disk errors", () => {
+  const skip = skipReason("fault injection", { tools: ["qemu-io"] });
+  test.skipIf(skip !== null)("a failing pwrite fails the NBD write, is counted, and reads are still served", async () => {
+    const { conf, nbd, daemon, worker } = await primary({ env: { HAST_FAULT_INJECT: "pwrite:disk0:EIO" } });
+    const uri = nbdUri(nbd);
+    const w1 = await qemuIo(uri, "write -P 0x77 0 4k");
+    expect(w1.stdout + w1.stderr).toContain("write failed: Input/output error");
+    const w2 = await qemuIo(uri, "write -P 0x77 4M 4k");
+    expect(w2.stdout + w2.stderr).toContain("write failed: Input/output error");
+    const r = await qemuIo(uri, "read -P 0 0 64k", "read -P 0 4M 4k");
+    expect(r.stdout).not.toContain("failed");
+    expect(r.stdout.match(/^read /gm)?.length).toBe(2);
+
+    const s = await status(conf);
+    expect(s.statistics.writes).toBe(2);
+    expect(s.statistics.local_errors.write).toBeGreaterThanOrEqual(2);
+    expect(s.statistics.local_errors.read).toBe(0);
+    expect(s.workerpid).toBe(worker);
+    const text = await h.hastctlOk(a, conf, ["list", "r0"]);
+    expect(text).toMatch(/local errors: read: 0, write: [1-9]\d*, delete: 0, flush: 0/);
+    expect(daemon.log).toContain("injected by HAST_FAULT_INJECT");
+    // Nothing reached the data area.
+    expect(readFile(h.path("disk0"), 12288, 4096).every((b) => b === 0)).toBe(true);
+  });
+});
