@@ -1,5 +1,6 @@
 // A primary worker (spec 3.5, 6.4): opens and locks the local component, loads metadata and
 // the activemap, serves the resource over NBD and, unless `device off`, as /dev/hast/<provname>.
+import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { ResourceConfig } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
@@ -46,6 +47,8 @@ export class PrimaryWorker {
       map.copyIn(store.readMap(meta.mapsize));
       const stats = newStatistics();
       const io = new PrimaryIo({ disk, store, meta, map, stats, log });
+      // The default endpoint lives in /var/run/hast, which nothing else creates.
+      if (resource.nbd.kind === "uds") mkdirSync(dirname(resource.nbd.path), { recursive: true, mode: 0o755 });
       const listen = resource.nbd.kind === "uds" ? { unix: resource.nbd.path } : { hostname: resource.nbd.host, port: resource.nbd.port };
       const nbd = await NbdServer.start({
         listen, export_name: resource.provname, description: `hast resource ${resource.name}`, backend: io,

@@ -73,7 +73,8 @@ export async function runOk(argv: string[], opts: RunOptions = {}): Promise<stri
   return r.stdout;
 }
 
-function signalNumber(signal: string): number {
+function signalNumber(signal: string | number): number {
+  if (typeof signal === "number") return signal;
   return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGSEGV: 11, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0;
 }
 
@@ -423,7 +424,7 @@ export class Harness {
   private daemons: Daemon[] = [];
   /** Pidfiles of processes we started indirectly (daemonized hastd). */
   private pidfiles: string[] = [];
-  private cleanups: (() => void | Promise<void>)[] = [];
+  private cleanups: (() => unknown)[] = [];
   private nodes = new Map<string, NodeInfo>();
 
   private constructor(readonly dir: string) {}
@@ -524,7 +525,7 @@ export class Harness {
   }
 
   /** Extra cleanup steps (run first, in reverse order). */
-  onCleanup(fn: () => void | Promise<void>): void {
+  onCleanup(fn: () => unknown): void {
     this.cleanups.push(fn);
   }
 
