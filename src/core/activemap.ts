@@ -386,9 +386,8 @@ export class ActiveMap {
   checkInvariants(): void {
     assert(this.lru.size <= this.keepdirty, () => `LRU holds ${this.lru.size} > keepdirty ${this.keepdirty}`);
     for (let e = 0; e < this.nextents; e++) this.checkExtent(e);
-    for (let bit = this.nextents; bit < this.mapsize * 8; bit++) {
-      assert(!this.disk.test(bit), () => `map bit ${bit} past the last extent is set`);
-    }
+    const past = this.disk.findNextSet(this.nextents);
+    assert(past < 0, () => `map bit ${past} past the last extent is set`);
     for (const e of this.active.keys()) assert(this.syncmap.test(e) && !this.todo.test(e), () => `active extent ${e}`);
     const first_todo = this.todo.findNextSet(0);
     assert(first_todo < 0 || first_todo >= this.todo_hint, "sync search hint skips an extent");
