@@ -374,7 +374,7 @@ describe("NBD clients against a primary with remote none", () => {
     const r = await run([
       "fio", "--name=hast", "--ioengine=nbd", `--uri=${nbdUri(nbd)}`, "--rw=randwrite", "--bs=4k", "--size=16M",
       "--iodepth=8", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--output-format=json",
-    ], { timeout_ms: 90_000 });
+    ], { timeout_ms: 90_000, cwd: h.dir }); // fio leaves its verify state file in the cwd
     expect(r.code).toBe(0);
     const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
     expect(job.error).toBe(0);

@@ -3,6 +3,7 @@
 // hastctl runs, and a cleanup that leaves nothing behind even when a test fails half-way:
 // processes are killed by pid (daemons, their descendants, nbdfuse pidfiles), mounts under the
 // temp dir are unmounted, loop devices backed by its files detached, then the dir is removed.
+// HAST_TEST_LOGS=1 prints every daemon's log at cleanup (for a failing test).
 //
 //   let h: Harness;
 //   beforeEach(async () => { h = await Harness.create("daemon"); });
@@ -547,6 +548,9 @@ export class Harness {
       }
     };
     for (const fn of this.cleanups.reverse()) await attempt("cleanup step", fn);
+    if (process.env.HAST_TEST_LOGS) {
+      for (const d of this.daemons) console.error(`[harness] hastd ${d.node.name} (pid ${d.pid}) log:\n${d.log}`);
+    }
     // Processes: daemons first with SIGTERM (they tear down their own devices), then anything left.
     const roots = [...this.daemons.filter((d) => d.running).map((d) => d.pid), ...this.pidfileProcesses()];
     const family = [...roots, ...descendants(roots)];
