@@ -153,19 +153,6 @@ export function encodeMetadataSlot(meta: Metadata, generation: bigint): SlotWrit
   return { offset: slotForGeneration(generation) * METADATA_SLOT_BYTES, bytes, generation };
 }
 
-/**
- * The writes that initialise a component's metadata area (`hastctl create`), in order:
- * first slot 1 is zeroed, then slot 0 gets generation 1. The caller must make each write
- * durable (write + flush) before the next: a crash in between leaves either the old
- * metadata or no valid metadata, never an old slot that outranks the new one.
- */
-export function encodeFreshMetadataArea(meta: Metadata): SlotWrite[] {
-  return [
-    { offset: METADATA_SLOT_BYTES, bytes: new Uint8Array(METADATA_SLOT_BYTES), generation: 0n },
-    encodeMetadataSlot(meta, 1n),
-  ];
-}
-
 /** Decodes one slot without throwing; `slot` says where the bytes came from. */
 export function decodeMetadataSlot(bytes: Uint8Array, slot: SlotIndex): SlotState {
   if (bytes.length !== METADATA_SLOT_BYTES) {
@@ -284,6 +271,8 @@ function checkFields(meta: Metadata, direction: "encode" | "decode"): Uint8Array
   if (name.length === 0 || name.length > MAX_RESOURCE_NAME_BYTES) {
     throw fail(`resource name must be 1 to ${MAX_RESOURCE_NAME_BYTES} bytes of UTF-8, got ${name.length}`);
   }
+  // checkExtentSize reads 0 as "default"; stored metadata always carries the real size.
+  if (meta.extentsize === 0) throw fail("extentsize is 0");
   try {
     checkSectorSize(meta.sectorsize);
     checkExtentSize(meta.extentsize, meta.sectorsize);
@@ -291,7 +280,6 @@ function checkFields(meta: Metadata, direction: "encode" | "decode"): Uint8Array
     if (error instanceof LayoutError) throw fail(error.message);
     throw error;
   }
-  if (meta.extentsize === 0) throw fail("extentsize is 0");
   if (!isCount(meta.keepdirty, 1, 0xffffffff)) throw fail(`keepdirty ${meta.keepdirty} must be 1 to ${0xffffffff}`);
   if (!isCount(meta.datasize, meta.sectorsize, Number.MAX_SAFE_INTEGER) || meta.datasize % meta.sectorsize !== 0) {
     throw fail(`datasize ${meta.datasize} is not a positive multiple of the sector size ${meta.sectorsize}`);
