@@ -7,7 +7,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } fr
 import pkg from "../../package.json" with { type: "json" };
 import {
   BUN, HASTD, Harness, MiB, descendants, processAlive, processArgs, renderConf, run, runOk, sha256File,
-  singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
+  nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
 
 // 64 MiB of data: the component adds the metadata slots (8 KiB) and one activemap block (4 KiB).
@@ -111,6 +111,43 @@ describe("hastd command line", () => {
     // The loser touched neither the pidfile nor the control socket.
     expect(first.running).toBe(true);
     expect(readFileSync(a.pidfile, "utf8").trim()).toBe(String(first.pid));
+    expect((await h.hastctl(a, conf, ["status"])).code).toBe(0);
+  });
+});
+
+describe("several daemons on one host", () => {
+  test("two hastd from one TOML file find their own blocks through HASTD_NODE", async () => {
+    const b = h.addNode("nodeb");
+    expect(b.port).not.toBe(a.port);
+    const diskA = h.sparseFile("disk-a", DISK_BYTES);
+    const diskB = h.sparseFile("disk-b", DISK_BYTES);
+    const spec: ConfigSpec = {
+      global: { timeout: 5 },
+      on: { nodea: nodeSettings(a), nodeb: nodeSettings(b) },
+      resources: {
+        r0: {
+          settings: { device: false },
+          on: {
+            nodea: { local: diskA, remote: `tcp://127.0.0.1:${b.port}`, nbd: `uds://${h.path("a-r0.nbd")}` },
+            nodeb: { local: diskB, remote: `tcp://127.0.0.1:${a.port}`, nbd: `uds://${h.path("b-r0.nbd")}` },
+          },
+        },
+      },
+    };
+    const conf = h.writeConfig(spec, "toml");
+    await h.hastctlOk(a, conf, ["create", "r0"]);
+    await h.hastctlOk(b, conf, ["create", "-k", "8", "r0"]);
+    const [da, db] = [await h.startDaemon(a, conf), await h.startDaemon(b, conf)];
+    expect(da.pid).not.toBe(db.pid);
+    expect(readFileSync(b.pidfile, "utf8").trim()).toBe(String(db.pid));
+    const [ra] = await h.listJson(a, conf);
+    const [rb] = await h.listJson(b, conf);
+    expect(ra).toMatchObject({ name: "r0", localpath: diskA, remoteaddr: `tcp://127.0.0.1:${b.port}`, role: "init" });
+    expect(rb).toMatchObject({ name: "r0", localpath: diskB, remoteaddr: `tcp://127.0.0.1:${a.port}`, role: "init" });
+    expect((JSON.parse(await h.hastctlOk(b, conf, ["dump", "--json", "r0"])))[0].keepdirty).toBe(8);
+    expect(await db.stop()).toBe(0);
+    expect(da.running).toBe(true);
+    expect((await h.hastctl(b, conf, ["status"])).code).toBe(71);
     expect((await h.hastctl(a, conf, ["status"])).code).toBe(0);
   });
 });
