@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // hastctl(8): control utility for hastd. Subcommand first, then options, then operands.
-import { runCommand } from "citty";
+import { runCommand, type ArgsDef, type CommandDef } from "citty";
 import { EX_SOFTWARE, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import create from "../ctl/create.ts";
 import dump from "../ctl/dump.ts";
@@ -35,7 +35,7 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(`${USAGE}\n`);
     return EX_USAGE;
   }
-  const sub = subCommands[first as keyof typeof subCommands];
+  const sub = subCommands[first as keyof typeof subCommands] as CommandDef<ArgsDef>;
   const { result } = await runCommand(sub, { rawArgs: argv.slice(1) });
   return typeof result === "number" ? result : 0;
 }

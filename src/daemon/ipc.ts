@@ -2,6 +2,7 @@
 // The main process owns roles, hooks and the control socket; a worker owns one resource's I/O.
 import type { ResourceConfig, Role } from "../config/index.ts";
 import type { ResourceStatus } from "../wire/control.ts";
+import type { Handshake } from "../wire/peer/index.ts";
 
 export type HookEvent = "connect" | "disconnect" | "syncstart" | "syncdone" | "syncintr" | "split-brain";
 
@@ -11,7 +12,11 @@ export interface LogSetup {
 }
 
 export type ToWorker =
-  | { type: "init"; resource: ResourceConfig; role: Exclude<Role, "init">; log: LogSetup }
+  | {
+      type: "init"; resource: ResourceConfig; node: string; log: LogSetup;
+      /** A secondary starts with the primary's HANDSHAKE (the main process checked everything before it). */
+      role: Exclude<Role, "init">; handshake?: Handshake;
+    }
   | { type: "status"; id: number }
   | { type: "reload"; resource: ResourceConfig };
 

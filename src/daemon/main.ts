@@ -5,11 +5,14 @@ import { formatAddress, loadConfig } from "../config/index.ts";
 import { ControlError, type ControlReply, type ControlRequest, type ResourceStatus } from "../wire/control.ts";
 import { ControlServer } from "./control-server.ts";
 import { HookRunner } from "./hooks.ts";
+import { PeerListener, type Admission } from "./listener.ts";
 import type { HookEvent, LogSetup } from "./ipc.ts";
 import { WORKER_EXIT_RESTART } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
+import { EX_OSERR, ExitError } from "../core/sysexits.ts";
+import type { Handshake } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
 /** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
@@ -33,6 +36,7 @@ export interface MainOptions {
 export class Hastd {
   private resources = new Map<string, ResourceState>();
   private control!: ControlServer;
+  private listener: PeerListener;
   private hooks: HookRunner;
   private stopping = false;
 
@@ -41,6 +45,7 @@ export class Hastd {
     private opts: MainOptions,
   ) {
     this.hooks = new HookRunner(opts.log, opts.foreground ? "inherit" : "ignore");
+    this.listener = this.newListener();
     for (const r of config.resources) this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null });
   }
 
@@ -48,7 +53,32 @@ export class Hastd {
   static async start(config: Config, opts: MainOptions): Promise<Hastd> {
     const hastd = new Hastd(config, opts);
     hastd.control = await ControlServer.start(controlPath(config), (req) => hastd.handle(req), opts.log);
+    try {
+      const bound = await hastd.listener.start(config.listen);
+      opts.log.info(`Listening on ${bound.join(", ")}.`);
+    } catch (err) {
+      hastd.control.stop();
+      throw new ExitError((err as Error).message, EX_OSERR);
+    }
     return hastd;
+  }
+
+  private newListener(): PeerListener {
+    return new PeerListener({
+      resources: () => [...this.resources.values()].map((s) => s.config),
+      roleOf: (name) => this.resources.get(name)?.role,
+      admit: (a) => this.admit(a),
+      log: this.opts.log,
+    });
+  }
+
+  /** A primary passed the checks: any previous secondary worker goes, a new one takes the socket. */
+  private async admit(a: Admission): Promise<void> {
+    const state = this.resources.get(a.resource.name);
+    if (!state || state.role !== "secondary") return;
+    if (state.worker) this.log.info(`[${state.config.name}] New connection from the primary at ${a.remote}; replacing the secondary worker.`);
+    await this.stopWorker(state);
+    this.startWorker(state, "secondary", { fds: [a.fd], handshake: a.handshake });
   }
 
   get log(): Logger {
@@ -101,11 +131,12 @@ export class Hastd {
   }
 
   /** Returns the worker; its `ready` settles once it serves (or has exited). */
-  private startWorker(state: ResourceState, role: "primary" | "secondary", extraFds: number[] = []): WorkerHandle {
-    const worker = WorkerHandle.spawn(state.config, role, this.opts.log_setup, {
+  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: { fds: number[]; handshake: Handshake }): WorkerHandle {
+    const init = { resource: state.config, role, node: this.config.node, log: this.opts.log_setup, ...(peer ? { handshake: peer.handshake } : {}) };
+    const worker = WorkerHandle.spawn(init, {
       onEvent: (event: HookEvent, args: string[]) => this.hooks.run(state.config.exec, event, state.config.name, args),
       onExit: (exit) => this.workerExited(state, worker, exit),
-    }, extraFds);
+    }, peer?.fds ?? []);
     state.worker = worker;
     this.log.debug(`[${state.config.name}] ${role} worker started (pid=${worker.pid}).`);
     return worker;
@@ -201,6 +232,7 @@ export class Hastd {
     if (this.stopping) return;
     this.stopping = true;
     this.log.info("Termination signal received, exiting.");
+    this.listener.stop();
     await Promise.all([...this.resources.values()].map((s) => this.stopWorker(s)));
     this.control.stop();
     await this.hooks.settle(2_000);

@@ -1,156 +1,334 @@
-// The primary's I/O path (spec 6.4, 5.2): what a frontend request does to the local component
-// and the activemap. Trace of a write: writeStart marks the extent dirty and, when that changes
-// the on-disk map, the map is written and flushed BEFORE the data (write-ahead dirty bit); the
-// data goes to the local disk; with no peer the extent is kept for the next sync (needSync);
-// writeComplete releases it. Reads are served locally.
+// The primary's I/O path (spec 6.4): frontend requests go into the PrimaryEngine (src/core), and
+// its actions are carried out here against the local component (src/io/disk.ts) and the peer
+// link. Trace of a write: submit → "map" (dirty bit written and flushed first) → "local" pwrite
+// and "remote" WRITE frame → replies from both legs → "reply" answers the frontend at the moment
+// the replication mode allows → the extent is released (or kept dirty when the peer missed it).
 //
-// Local I/O is synchronous (src/io/disk.ts), so requests run one at a time in arrival order and
-// map writes are durable in the order the activemap hands them out.
-import type { ActiveMap, MapWrite } from "../core/activemap.ts";
+// Local I/O is synchronous, so actions run one at a time in the order the engine returned them,
+// which is exactly its ordering contract (map and metadata writes are durable before the next).
+import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
+import type { PrimaryAction, PrimaryEngine, RequestKind } from "../core/primary-engine.ts";
+import type { SyncChunk } from "../core/activemap.ts";
+import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import type { LocalDisk } from "../io/disk.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
-import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
+import type { PeerLink } from "../io/peer-link.ts";
+import { MAX_DATA_BYTES, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
 import type { ResourceStatistics } from "../wire/control.ts";
+import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 
-const ZERO_WRITE_CHUNK_BYTES = 1024 * 1024;
+/** Zero writes are sent as WRITE frames of at most this many zero bytes (hole-compressed on the wire). */
+const ZERO_CHUNK_BYTES = 1024 * 1024;
+
+interface AppRequest {
+  kind: RequestKind;
+  offset: number;
+  length: number;
+  /** Read target, or write source. */
+  buf: Uint8Array | null;
+  local_error: Error | null;
+  remote_error: ReplyErrorName | null;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+type RemoteWaiter =
+  | { app: number; sent_ms: number }
+  | { sync: (reply: Extract<Frame, { kind: "reply" }>) => void; sent_ms: number };
 
 export interface PrimaryIoOptions {
   disk: LocalDisk;
   store: MetadataStore;
   meta: Metadata;
-  map: ActiveMap;
+  engine: PrimaryEngine;
   stats: ResourceStatistics;
   log: Logger;
+  emit: (event: HookEvent) => void;
 }
 
 export class PrimaryIo implements BlockBackend {
   readonly size_bytes: number;
   readonly block_bytes: number;
-  private readonly disk: LocalDisk;
-  private readonly store: MetadataStore;
-  private readonly meta: Metadata;
-  private readonly map: ActiveMap;
-  private readonly stats: ResourceStatistics;
-  private readonly log: Logger;
+  private readonly o: PrimaryIoOptions;
   private readonly localoff: number;
-  /** The peer's remotecnt from the last handshake (0 before any). */
-  private peer_remotecnt = 0n;
+  private next_id = 1;
+  private readonly apps = new Map<number, AppRequest>();
+  private readonly remotes = new Map<number, RemoteWaiter>();
+  private readonly queue: PrimaryAction[] = [];
+  private running = false;
+  private link: PeerLink | null = null;
+  private zero: Uint8Array | null = null;
 
   constructor(o: PrimaryIoOptions) {
-    this.disk = o.disk;
-    this.store = o.store;
-    this.meta = o.meta;
-    this.map = o.map;
-    this.stats = o.stats;
-    this.log = o.log;
+    this.o = o;
     this.size_bytes = o.meta.datasize;
     this.block_bytes = o.disk.sector_bytes;
     this.localoff = o.meta.localoff;
   }
 
-  async read(offset: number, into: Uint8Array): Promise<void> {
-    this.stats.reads++;
-    try {
-      this.disk.read(into, this.localoff + offset);
-    } catch (err) {
-      this.stats.local_errors.read++;
-      this.log.error(`Local read failed: ${(err as Error).message}`);
-      throw asBackendError(err);
-    }
+  // ---- BlockBackend (the frontend's view) ----
+
+  read(offset: number, into: Uint8Array): Promise<void> {
+    this.o.stats.reads++;
+    return this.submit("read", offset, into.length, into);
   }
 
   async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
-    this.stats.writes++;
-    this.modify(offset, data.length, "write", () => this.disk.write(data, this.localoff + offset));
+    this.o.stats.writes++;
+    await this.submitWrite(offset, data);
     if (fua) await this.flush();
   }
 
-  async writeZeroes(offset: number, length: number, may_trim: boolean): Promise<void> {
-    this.stats.writes++;
-    this.modify(offset, length, "write", () => {
-      if (may_trim) {
-        this.disk.zero(this.localoff + offset, length);
+  async writeZeroes(offset: number, length: number, _may_trim: boolean): Promise<void> {
+    this.o.stats.writes++;
+    this.zero ??= new Uint8Array(ZERO_CHUNK_BYTES);
+    for (let done = 0; done < length; done += ZERO_CHUNK_BYTES) {
+      await this.submitWrite(offset + done, this.zero.subarray(0, Math.min(ZERO_CHUNK_BYTES, length - done)));
+    }
+  }
+
+  trim(offset: number, length: number): Promise<void> {
+    this.o.stats.deletes++;
+    return this.submit("delete", offset, length, null);
+  }
+
+  flush(): Promise<void> {
+    this.o.stats.flushes++;
+    return this.submit("flush", 0, 0, null);
+  }
+
+  private async submitWrite(offset: number, data: Uint8Array): Promise<void> {
+    for (let done = 0; done < data.length; done += MAX_DATA_BYTES) {
+      const part = data.subarray(done, Math.min(data.length, done + MAX_DATA_BYTES));
+      await this.submit("write", offset + done, part.length, part);
+    }
+  }
+
+  private submit(kind: RequestKind, offset: number, length: number, buf: Uint8Array | null): Promise<void> {
+    const id = this.next_id++;
+    return new Promise<void>((resolve, reject) => {
+      this.apps.set(id, { kind, offset, length, buf, local_error: null, remote_error: null, resolve, reject });
+      this.run(this.o.engine.submit(id, kind, offset, length));
+    });
+  }
+
+  // ---- the peer ----
+
+  /** A handshake succeeded: requests now go to the peer too. */
+  attach(link: PeerLink, actions: PrimaryAction[]): void {
+    this.link = link;
+    link.start((frame) => this.onFrame(frame), (reason) => this.detach(reason));
+    this.run(actions);
+  }
+
+  get connected(): boolean {
+    return this.link !== null;
+  }
+
+  /** The oldest request the peer has not answered, for the `timeout` check. */
+  oldestRemoteMs(): number | null {
+    let oldest: number | null = null;
+    for (const w of this.remotes.values()) if (oldest === null || w.sent_ms < oldest) oldest = w.sent_ms;
+    return oldest;
+  }
+
+  closeLink(reason: string): void {
+    this.link?.close(reason);
+  }
+
+  private detach(reason: string): void {
+    if (!this.link) return;
+    this.link = null;
+    this.o.log.warn(`Disconnected from the peer: ${reason}`);
+    const waiting = [...this.remotes.values()];
+    this.remotes.clear();
+    for (const w of waiting) if ("sync" in w) w.sync({ kind: "reply", seq: 0, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
+    this.o.emit("disconnect");
+    this.run(this.o.engine.disconnect());
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.kind === "keepalive") return;
+    if (frame.kind !== "reply") {
+      this.closeLink(`unexpected ${frame.kind} frame from the secondary`);
+      return;
+    }
+    const waiter = this.remotes.get(frame.seq);
+    if (!waiter) {
+      this.closeLink(`reply for unknown request ${frame.seq}`);
+      return;
+    }
+    if ("sync" in waiter) {
+      this.remotes.delete(frame.seq);
+      waiter.sync(frame);
+      return;
+    }
+    const app = this.apps.get(waiter.app);
+    if (frame.received) {
+      this.run(this.o.engine.remoteReceived(waiter.app));
+      return;
+    }
+    this.remotes.delete(frame.seq);
+    const ok = frame.error === "OK";
+    if (app) {
+      if (!ok) app.remote_error = frame.error;
+      if (ok && app.kind === "read") {
+        if (frame.data.length !== app.buf!.length) {
+          this.closeLink(`read reply of ${frame.data.length} bytes for a ${app.buf!.length}-byte read`);
+          return;
+        }
+        app.buf!.set(frame.data);
+      }
+    }
+    this.run(this.o.engine.remoteDone(waiter.app, ok));
+  }
+
+  private send(frame: Frame, waiter: RemoteWaiter, seq: number): boolean {
+    if (!this.link) return false;
+    this.remotes.set(seq, waiter);
+    this.link.send(frame);
+    return true;
+  }
+
+  // ---- executing engine actions ----
+
+  private run(actions: PrimaryAction[]): void {
+    this.queue.push(...actions);
+    if (this.running) return;
+    this.running = true;
+    try {
+      for (let a = this.queue.shift(); a; a = this.queue.shift()) this.execute(a);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private execute(a: PrimaryAction): void {
+    switch (a.type) {
+      case "map":
+        return this.writeMap(a.write);
+      case "metadata": {
+        const m = this.o.meta;
+        m.resuid = a.generation.resuid;
+        m.localcnt = a.generation.localcnt;
+        m.remotecnt = a.generation.remotecnt;
+        m.flags = a.generation.flags;
+        m.prevrole = "primary";
+        this.o.store.write(m);
+        this.o.log.debug(`Metadata written: localcnt=${m.localcnt} remotecnt=${m.remotecnt}.`);
         return;
       }
-      const zero = new Uint8Array(Math.min(length, ZERO_WRITE_CHUNK_BYTES));
-      for (let done = 0; done < length; done += zero.length) {
-        this.disk.write(zero.subarray(0, Math.min(zero.length, length - done)), this.localoff + offset + done);
+      case "local":
+        return this.local(a.id, a.kind, a.offset);
+      case "remote":
+        return this.remote(a.id, a.kind, a.offset, a.length, a.memsync);
+      case "reply":
+        return this.reply(a.id, a.ok, a.source);
+      case "sync-copy":
+        void this.syncCopy(a.chunk, a.from).then((ok) => this.run(this.o.engine.syncCopyDone(a.chunk, ok)));
+        return;
+      case "event":
+        return this.o.emit(a.event);
+      case "log":
+        return this.o.log[a.level](a.message);
+    }
+  }
+
+  private writeMap(write: MapWrite): void {
+    this.o.stats.activemap_updates++;
+    try {
+      this.o.store.writeMap(write.pieces, write.flush);
+    } catch (err) {
+      // HAST counts it and carries on; the data write that follows still gets its chance.
+      this.o.stats.local_errors.write++;
+      this.o.log.error(`Unable to update the activemap: ${(err as Error).message}`);
+    }
+  }
+
+  private local(id: number, kind: RequestKind, offset: number): void {
+    const app = this.apps.get(id)!;
+    const disk = this.o.disk;
+    try {
+      switch (kind) {
+        case "read":
+          disk.read(app.buf!, this.localoff + offset);
+          break;
+        case "write":
+          disk.write(app.buf!, this.localoff + offset);
+          break;
+        case "delete":
+          disk.discard(this.localoff + offset, app.length);
+          break;
+        case "flush":
+          disk.flush();
+          break;
+      }
+    } catch (err) {
+      app.local_error = err as Error;
+      this.o.stats.local_errors[kind]++;
+      this.o.log.error(`Local ${kind} failed: ${(err as Error).message}`);
+    }
+    this.run(this.o.engine.localDone(id, app.local_error === null));
+  }
+
+  private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
+    const app = this.apps.get(id)!;
+    const frame: Frame =
+      kind === "read" ? { kind: "read", seq: id, offset, length, sync: false }
+      : kind === "write" ? { kind: "write", seq: id, offset, length, memsync, sync: false, data: app.buf! }
+      : kind === "delete" ? { kind: "delete", seq: id, offset, length }
+      : { kind: "flush", seq: id };
+    if (!this.send(frame, { app: id, sent_ms: Date.now() }, id)) this.run(this.o.engine.remoteDone(id, false));
+  }
+
+  private reply(id: number, ok: boolean, source: "local" | "remote" | undefined): void {
+    const app = this.apps.get(id)!;
+    this.apps.delete(id);
+    if (ok) return app.resolve();
+    const why = source === "remote"
+      ? `remote ${app.kind} failed: ${app.remote_error ?? "peer not connected"}`
+      : app.local_error?.message ?? `${app.kind} failed`;
+    const code = source === "remote" ? "EIO" : ((app.local_error as { code?: string } | null)?.code ?? "EIO");
+    app.reject(new BackendError(code, why));
+  }
+
+  // ---- synchronization ----
+
+  private remoteSync(frame: Extract<Frame, { kind: "read" | "write" }>): Promise<Extract<Frame, { kind: "reply" }>> {
+    return new Promise((resolve) => {
+      if (!this.send(frame, { sync: resolve, sent_ms: Date.now() }, frame.seq)) {
+        resolve({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
       }
     });
   }
 
-  /** Unlike HAST (which never tracks deletes), a trim the peer did not get keeps its extent dirty,
-   * so a resync makes both replicas byte-identical again. */
-  async trim(offset: number, length: number): Promise<void> {
-    this.stats.deletes++;
-    this.modify(offset, length, "delete", () => this.disk.discard(this.localoff + offset, length));
-  }
-
-  async flush(): Promise<void> {
-    this.stats.flushes++;
-    try {
-      this.disk.flush();
-    } catch (err) {
-      this.stats.local_errors.flush++;
-      this.log.error(`Local flush failed: ${(err as Error).message}`);
-      throw asBackendError(err);
-    }
-  }
-
-  /** Dirty bit first, then the local change; with no peer the extent stays marked for sync. */
-  private modify(offset: number, length: number, kind: "write" | "delete", local: () => void): void {
-    this.applyMap(this.map.writeStart(offset, length));
-    let failure: unknown = null;
-    try {
-      this.noteDisconnectedChange();
-    } catch (err) {
-      // The change must not land while the metadata does not record it: fail the request.
-      failure = err;
-      this.stats.local_errors.write++;
-      this.log.error(`Unable to update metadata: ${(err as Error).message}`);
-    }
-    if (!failure) {
+  /** One chunk from the sync source to the other side; false on any failure (the extent stays dirty). */
+  private async syncCopy(chunk: SyncChunk, from: "primary" | "secondary"): Promise<boolean> {
+    const seq = this.next_id++;
+    const at = this.localoff + chunk.offset;
+    if (from === "primary") {
+      const buf = new Uint8Array(chunk.length);
       try {
-        local();
+        this.o.disk.read(buf, at);
       } catch (err) {
-        failure = err;
-        this.stats.local_errors[kind]++;
-        this.log.error(`Local ${kind} failed: ${(err as Error).message}`);
+        this.o.stats.local_errors.read++;
+        this.o.log.error(`Unable to read synchronization data: ${(err as Error).message}`);
+        return false;
       }
+      const reply = await this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: buf });
+      return reply.error === "OK";
     }
-    // No peer in this build of the path: the remote leg "could not be sent" (spec 5.2 need sync).
-    this.applyMap(this.map.needSync(offset, length));
-    this.applyMap(this.map.writeComplete(offset, length));
-    if (failure) throw asBackendError(failure);
-  }
-
-  /** Spec 4.4: the first change made while the peer cannot see it bumps localcnt, durably, so the
-   * next connect knows this node has news (decision table rows 3, 5, 6). */
-  private noteDisconnectedChange(): void {
-    if (this.meta.localcnt !== this.peer_remotecnt) return;
-    // Memory follows disk: after a failed write the next change tries the bump again.
-    this.store.write({ ...this.meta, localcnt: this.meta.localcnt + 1n, prevrole: "primary" });
-    this.meta.localcnt += 1n;
-    this.meta.prevrole = "primary";
-    this.log.debug(`First change while disconnected: localcnt is now ${this.meta.localcnt}.`);
-  }
-
-  private applyMap(write: MapWrite | null): void {
-    if (!write) return;
-    this.stats.activemap_updates++;
+    const reply = await this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true });
+    if (reply.error !== "OK" || reply.data.length !== chunk.length) return false;
     try {
-      this.store.writeMap(write.pieces, write.flush);
+      this.o.disk.write(reply.data, at);
+      return true;
     } catch (err) {
-      // HAST counts it and carries on; the data write that follows still gets its chance.
-      this.stats.local_errors.write++;
-      this.log.error(`Unable to update the activemap: ${(err as Error).message}`);
+      this.o.stats.local_errors.write++;
+      this.o.log.error(`Unable to write synchronization data: ${(err as Error).message}`);
+      return false;
     }
   }
-}
-
-function asBackendError(err: unknown): BackendError {
-  const code = (err as { code?: unknown }).code;
-  return new BackendError(typeof code === "string" ? code : "EIO", (err as Error).message);
 }

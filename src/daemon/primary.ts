@@ -5,32 +5,42 @@ import { dirname } from "node:path";
 import type { ResourceConfig } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
-import { MetadataError, type Metadata } from "../core/metadata.ts";
-import { EX_CONFIG, EX_NOINPUT, ExitError } from "../core/sysexits.ts";
+import { PrimaryEngine } from "../core/primary-engine.ts";
+import type { Metadata } from "../core/metadata.ts";
 import { cleanupStaleDevice, createDevice, devdir, type DeviceGate } from "../gate/device.ts";
 import { NbdServer } from "../gate/nbd-server.ts";
-import { LocalDisk } from "../io/disk.ts";
+import type { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
-import type { WorkerStatus } from "./ipc.ts";
+import type { HookEvent, WorkerStatus } from "./ipc.ts";
+import { PrimaryConnector } from "./primary-connector.ts";
+import { SyncRate } from "./sync-rate.ts";
 import type { Logger } from "./log.ts";
 import { PrimaryIo } from "./primary-io.ts";
 import { newStatistics } from "./statistics.ts";
+import { openComponent, readMetadata } from "./component.ts";
 
 const DEFAULT_RUNDIR = "/var/run/hast";
 
-export class PrimaryWorker {
-  private constructor(
-    private resource: ResourceConfig,
-    private disk: LocalDisk,
-    private meta: Metadata,
-    private map: ActiveMap,
-    private stats: ReturnType<typeof newStatistics>,
-    private nbd: NbdServer,
-    private device: DeviceGate | null,
-    private log: Logger,
-  ) {}
+export interface PrimaryParts {
+  resource: ResourceConfig;
+  disk: LocalDisk;
+  meta: Metadata;
+  map: ActiveMap;
+  engine: PrimaryEngine;
+  io: PrimaryIo;
+  connector: PrimaryConnector;
+  stats: ReturnType<typeof newStatistics>;
+  nbd: NbdServer;
+  device: DeviceGate | null;
+  log: Logger;
+}
 
-  static async start(resource: ResourceConfig, log: Logger): Promise<PrimaryWorker> {
+export class PrimaryWorker {
+  private readonly rate = new SyncRate();
+
+  private constructor(private p: PrimaryParts) {}
+
+  static async start(resource: ResourceConfig, node: string, log: Logger, emit: (event: HookEvent) => void): Promise<PrimaryWorker> {
     const disk = openComponent(resource);
     try {
       const store = new MetadataStore(disk);
@@ -46,7 +56,9 @@ export class PrimaryWorker {
       });
       map.copyIn(store.readMap(meta.mapsize));
       const stats = newStatistics();
-      const io = new PrimaryIo({ disk, store, meta, map, stats, log });
+      const engine = new PrimaryEngine(map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, resource.replication);
+      const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit });
+      const connector = new PrimaryConnector({ resource, node, meta, engine, io, log, emit });
       // The default endpoint lives in /var/run/hast, which nothing else creates.
       if (resource.nbd.kind === "uds") mkdirSync(dirname(resource.nbd.path), { recursive: true, mode: 0o755 });
       const listen = resource.nbd.kind === "uds" ? { unix: resource.nbd.path } : { hostname: resource.nbd.host, port: resource.nbd.port };
@@ -68,7 +80,8 @@ export class PrimaryWorker {
           throw err;
         }
       }
-      return new PrimaryWorker(resource, disk, meta, map, stats, nbd, device, log);
+      connector.start();
+      return new PrimaryWorker({ resource, disk, meta, map, engine, io, connector, stats, nbd, device, log });
     } catch (err) {
       disk.close();
       throw err;
@@ -76,54 +89,41 @@ export class PrimaryWorker {
   }
 
   status(): WorkerStatus {
-    return {
-      status: "degraded",
-      extentsize: this.meta.extentsize,
-      keepdirty: this.meta.keepdirty,
-      dirty: this.map.dirtyBytes(),
-      statistics: this.stats,
-      device: this.device ? { path: this.device.path, mechanism: this.device.mechanism } : null,
+    const p = this.p;
+    const progress = p.engine.syncProgress();
+    const status: WorkerStatus = {
+      status: p.io.connected ? "complete" : "degraded",
+      extentsize: p.meta.extentsize,
+      keepdirty: p.meta.keepdirty,
+      dirty: p.map.dirtyBytes(),
+      statistics: p.stats,
+      device: p.device ? { path: p.device.path, mechanism: p.device.mechanism } : null,
+      split_brain: p.connector.split_brain,
     };
+    if (progress.active) status.sync = this.rate.progress(progress.done_bytes, progress.pending_bytes);
+    return status;
   }
 
   reload(resource: ResourceConfig): void {
-    this.resource = resource;
-    this.map.setMetaflush(resource.metaflush);
-    this.log.info("Configuration reloaded.");
+    const p = this.p;
+    p.resource = resource;
+    p.map.setMetaflush(resource.metaflush);
+    p.engine.setMode(resource.replication);
+    p.connector.reconfigure(resource);
+    p.log.info("Configuration reloaded.");
   }
 
-  /** SIGTERM: the device goes first (forcibly), then the endpoint, then the component. */
+  /** SIGTERM: the device goes first (forcibly), then the endpoint, the peer link, the component. */
   async stop(): Promise<void> {
-    if (this.device) {
-      await this.device.destroy();
-      this.log.info(`Device ${this.device.path} destroyed.`);
+    const p = this.p;
+    if (p.device) {
+      await p.device.destroy();
+      p.log.info(`Device ${p.device.path} destroyed.`);
     }
-    await this.nbd.stop();
-    this.disk.flush();
-    this.disk.close();
-    this.log.debug(`Worker for ${this.resource.name} stopped.`);
-  }
-}
-
-function openComponent(resource: ResourceConfig): LocalDisk {
-  try {
-    return LocalDisk.open(resource.localpath, { write: true, lock: true });
-  } catch (err) {
-    throw new ExitError(`Unable to open local component ${resource.localpath}: ${(err as Error).message}`, EX_NOINPUT);
-  }
-}
-
-function readMetadata(store: MetadataStore, resource: ResourceConfig): Metadata {
-  try {
-    const read = store.read();
-    if (read.meta.resource !== resource.name) {
-      throw new ExitError(`Provider ${resource.localpath} is not part of resource ${resource.name} (metadata names ${read.meta.resource}).`, EX_CONFIG);
-    }
-    return read.meta;
-  } catch (err) {
-    if (err instanceof MetadataError) {
-      throw new ExitError(`Unable to read metadata from ${resource.localpath}: ${err.message}`, EX_NOINPUT);
-    }
-    throw err;
+    await p.nbd.stop();
+    p.connector.stop();
+    p.disk.flush();
+    p.disk.close();
+    p.log.debug(`Worker for ${p.resource.name} stopped.`);
   }
 }

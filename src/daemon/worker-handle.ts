@@ -1,8 +1,9 @@
 // The main process's handle on one worker process: spawn with the ps title FreeBSD's
 // scripts look for ("hastd: <name> (<role>)"), query it, stop it, learn how it ended.
 import type { Subprocess } from "bun";
-import type { ResourceConfig } from "../config/index.ts";
-import type { FromWorker, HookEvent, LogSetup, ToWorker, WorkerStatus } from "./ipc.ts";
+import type { FromWorker, HookEvent, ToWorker, WorkerStatus } from "./ipc.ts";
+
+export type WorkerInit = Omit<Extract<ToWorker, { type: "init" }>, "type">;
 import { selfArgv } from "./self.ts";
 
 export const WORKER_STATUS_TIMEOUT_MS = 5_000;
@@ -43,19 +44,19 @@ export class WorkerHandle {
     });
   }
 
-  static spawn(resource: ResourceConfig, role: "primary" | "secondary", log: LogSetup, callbacks: WorkerCallbacks,
-    extraFds: number[] = []): WorkerHandle {
+  /** extraFds become the child's fd 3, 4, ... (the accepted peer connection of a secondary). */
+  static spawn(init: WorkerInit, callbacks: WorkerCallbacks, extraFds: number[] = []): WorkerHandle {
     let handle: WorkerHandle | undefined;
     const proc = Bun.spawn([...selfArgv(), "--worker"], {
-      argv0: `hastd: ${resource.name} (${role})`,
+      argv0: `hastd: ${init.resource.name} (${init.role})`,
       stdio: ["ignore", "inherit", "inherit", ...extraFds],
       serialization: "advanced",
       ipc(message: FromWorker) {
         handle?.onMessage(message, callbacks);
       },
     });
-    handle = new WorkerHandle(role, proc, callbacks);
-    handle.send({ type: "init", resource, role, log });
+    handle = new WorkerHandle(init.role, proc, callbacks);
+    handle.send({ type: "init", ...init });
     return handle;
   }
 

@@ -2,9 +2,10 @@
 // "hastd: <name> (<role>)"). It waits for its init message, runs one resource in one role, and
 // exits when told (SIGTERM), when the main process goes away, or on a fatal error.
 import { EX_OK, EX_SOFTWARE, ExitError } from "../core/sysexits.ts";
-import type { FromWorker, LogSetup, ToWorker } from "./ipc.ts";
+import type { FromWorker, HookEvent, LogSetup, ToWorker } from "./ipc.ts";
 import { fileSink, Logger, stderrSink, syslogSink } from "./log.ts";
 import { PrimaryWorker } from "./primary.ts";
+import { SecondaryWorker } from "./secondary.ts";
 
 const INIT_TIMEOUT_MS = 10_000;
 
@@ -19,7 +20,7 @@ function loggerFor(setup: LogSetup, context: string): Logger {
 }
 
 export async function runWorker(): Promise<number> {
-  let worker: PrimaryWorker | null = null;
+  let worker: PrimaryWorker | SecondaryWorker | null = null;
   // One listener from the start: the main process may send a status query right behind init
   // (in the same read), and a message that arrives while no listener is attached is lost.
   // Live fields appear once the worker serves.
@@ -30,7 +31,7 @@ export async function runWorker(): Promise<number> {
         clearTimeout(timer);
         resolve(m);
       } else if (m.type === "status") send({ type: "status", id: m.id, status: worker?.status() ?? {} });
-      else if (m.type === "reload") worker?.reload(m.resource);
+      else if (m.type === "reload" && worker instanceof PrimaryWorker) worker.reload(m.resource);
     });
   });
   if (!init) {
@@ -38,19 +39,19 @@ export async function runWorker(): Promise<number> {
     return EX_SOFTWARE;
   }
   const log = loggerFor(init.log, `[${init.resource.name}] (${init.role})`);
-  if (init.role !== "primary") {
-    log.error("secondary workers arrive with replication (issue 4)");
-    return EX_SOFTWARE;
-  }
+  const emit = (event: HookEvent) => send({ type: "event", event });
   try {
-    worker = await PrimaryWorker.start(init.resource, log);
+    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, log, emit);
+    else if (init.handshake) worker = await SecondaryWorker.start(init.resource, init.handshake, log, emit);
+    else throw new ExitError("secondary worker started without a handshake", EX_SOFTWARE);
   } catch (err) {
     log.error((err as Error).message);
     return err instanceof ExitError ? err.exit_code : EX_SOFTWARE;
   }
-  const running = worker;
+  const running: PrimaryWorker | SecondaryWorker = worker;
   send({ type: "ready" });
   return await new Promise<number>((done) => {
+    if (running instanceof SecondaryWorker) void running.done.then(done);
     let stopping = false;
     const stop = (why: string) => {
       if (stopping) return;

@@ -1,0 +1,435 @@
+// The primary's replication state machine (spec 5, 6.4, 7, 8, 9) as pure logic: events in
+// (a request arrived, a leg finished, the peer connected or went away, a sync chunk was copied),
+// actions out (write the map, write metadata, do local I/O, send to the peer, answer the
+// application, copy a sync chunk, emit a hook event). The daemon runs it against a real disk
+// and socket (src/daemon/primary*.ts); the simulator (test/sim) runs it against simulated ones.
+//
+// Action ordering contract: the caller executes the actions of one call in order, and a "map"
+// or "metadata" action is durable before any later action of the same call is started (the
+// dirty bit is write-ahead of the data; the merged map is on disk before the first request is
+// sent to the peer).
+import type { ActiveMap, MapWrite, SyncChunk } from "./activemap.ts";
+import { assert } from "./assert.ts";
+import type { Generation, SyncSource } from "./connect-decision.ts";
+import { FLAG_SYNC_FULL_ON_CONNECT } from "./metadata.ts";
+import { RangeLock } from "./rangelock.ts";
+import { RequestLegs, type LegOutcome, type ReplicationMode } from "./request-legs.ts";
+
+export type RequestKind = "read" | "write" | "delete" | "flush";
+export type HookEvent = "syncstart" | "syncdone" | "syncintr";
+
+/** Requests tracked at once; the frontends bound their in-flight requests well below this. */
+export const REQUESTS_MAX = 4096;
+/** Sync chunks copied in parallel (HAST: 1). */
+export const SYNC_CHUNKS_MAX = 4;
+
+export interface PrimaryGeneration extends Generation {
+  flags: number;
+}
+
+export type PrimaryAction =
+  | { type: "map"; write: MapWrite }
+  | { type: "metadata"; generation: PrimaryGeneration }
+  | { type: "local"; id: number; kind: RequestKind; offset: number; length: number }
+  | { type: "remote"; id: number; kind: RequestKind; offset: number; length: number; memsync: boolean }
+  /** Answer the application. For a read, `source` says which leg filled the buffer. */
+  | { type: "reply"; id: number; ok: boolean; source?: "local" | "remote" }
+  | { type: "sync-copy"; chunk: SyncChunk; from: SyncSource }
+  | { type: "event"; event: HookEvent }
+  | { type: "log"; level: "info" | "warn" | "error"; message: string };
+
+export interface Connection {
+  syncsrc: SyncSource;
+  peer_localcnt: bigint;
+  peer_remotecnt: bigint;
+  /** The secondary's map to merge (all ones for a full sync, empty for none). */
+  peer_map: Uint8Array;
+  /** The secondary adopted our resuid just now (decision row 1). */
+  virgin: boolean;
+}
+
+interface Modify {
+  id: number;
+  kind: "write" | "delete";
+  offset: number;
+  length: number;
+  legs: RequestLegs;
+}
+
+interface Read {
+  id: number;
+  offset: number;
+  length: number;
+  /** Which leg is reading now. */
+  at: "local" | "remote";
+}
+
+interface Flush {
+  id: number;
+  legs: RequestLegs;
+}
+
+export interface SyncProgress {
+  /** Bytes copied in the current pass. */
+  done_bytes: number;
+  /** Bytes still to copy (extents in the sync set). */
+  pending_bytes: number;
+  active: boolean;
+}
+
+export class PrimaryEngine {
+  private gen: PrimaryGeneration;
+  private mode: ReplicationMode;
+  private connected = false;
+  private syncsrc: SyncSource | null = null;
+  private peer_localcnt = 0n;
+  private peer_remotecnt = 0n;
+
+  private readonly modifies = new Map<number, Modify>();
+  private readonly reads = new Map<number, Read>();
+  private readonly flushes = new Map<number, Flush>();
+  /** Writes and deletes waiting for an overlapping sync chunk, in arrival order. */
+  private readonly blocked: { id: number; kind: "write" | "delete"; offset: number; length: number; mode: ReplicationMode }[] = [];
+
+  private readonly sync_locks = new RangeLock(SYNC_CHUNKS_MAX + 1);
+  private readonly sync_inflight = new Map<SyncChunk, number>();
+  private sync_waiting: SyncChunk | null = null;
+  private sync_running = false;
+  private sync_done_bytes = 0;
+
+  constructor(
+    private readonly map: ActiveMap,
+    generation: PrimaryGeneration,
+    mode: ReplicationMode,
+  ) {
+    this.gen = { ...generation };
+    this.mode = mode;
+    // Until a handshake says otherwise, assume the last sync mirrored the counters, so the first
+    // change made without the peer always bumps localcnt (else a restarted primary whose
+    // localcnt is not 0 never bumps, and a later split-brain reads as "in sync").
+    this.peer_remotecnt = generation.localcnt;
+  }
+
+  get generation(): PrimaryGeneration {
+    return { ...this.gen };
+  }
+
+  get is_connected(): boolean {
+    return this.connected;
+  }
+
+  get sync_source(): SyncSource | null {
+    return this.syncsrc;
+  }
+
+  /** The resource got its identity at the first handshake (spec 4.4); persisted before use. */
+  setResuid(resuid: bigint): PrimaryAction[] {
+    assert(this.gen.resuid === 0n && resuid !== 0n, "resuid is set once, to a non-zero value");
+    this.gen.resuid = resuid;
+    return [{ type: "metadata", generation: this.generation }];
+  }
+
+  setMode(mode: ReplicationMode): void {
+    this.mode = mode;
+  }
+
+  syncProgress(): SyncProgress {
+    return { done_bytes: this.sync_done_bytes, pending_bytes: this.map.syncPendingBytes(), active: this.sync_running };
+  }
+
+  inflight(): number {
+    return this.modifies.size + this.reads.size + this.flushes.size + this.blocked.length;
+  }
+
+  // ---- application requests ----
+
+  submit(id: number, kind: RequestKind, offset: number, length: number): PrimaryAction[] {
+    assert(this.inflight() < REQUESTS_MAX, () => `more than ${REQUESTS_MAX} requests in flight`);
+    assert(!this.modifies.has(id) && !this.reads.has(id) && !this.flushes.has(id) && !this.blocked.some((b) => b.id === id),
+      () => `request id ${id} reused while in flight`);
+    switch (kind) {
+      case "read":
+        return this.startRead(id, offset, length);
+      case "flush":
+        return this.startFlush(id);
+      default: {
+        if (this.overlapsSync(offset, length) || this.blocked.length > 0 || this.overlapsWaitingChunk(offset, length)) {
+          this.blocked.push({ id, kind, offset, length, mode: this.mode });
+          return [];
+        }
+        return this.startModify(id, kind, offset, length, this.mode);
+      }
+    }
+  }
+
+  localDone(id: number, ok: boolean): PrimaryAction[] {
+    const read = this.reads.get(id);
+    if (read) return this.readLocalDone(read, ok);
+    return this.legOutcome(id, (legs) => legs.localDone(ok));
+  }
+
+  remoteReceived(id: number): PrimaryAction[] {
+    return this.legOutcome(id, (legs) => legs.remoteReceived());
+  }
+
+  remoteDone(id: number, ok: boolean): PrimaryAction[] {
+    const read = this.reads.get(id);
+    if (read) {
+      this.reads.delete(id);
+      return [{ type: "reply", id, ok, source: "remote" }];
+    }
+    return this.legOutcome(id, (legs) => legs.remoteDone(ok));
+  }
+
+  private startRead(id: number, offset: number, length: number): PrimaryAction[] {
+    if (this.syncsrc === "secondary" && this.staleLocally(offset, length)) {
+      // Only the peer has current data here; without it the read fails rather than return stale data.
+      if (!this.connected) return [{ type: "reply", id, ok: false, source: "remote" }];
+      this.reads.set(id, { id, offset, length, at: "remote" });
+      return [{ type: "remote", id, kind: "read", offset, length, memsync: false }];
+    }
+    this.reads.set(id, { id, offset, length, at: "local" });
+    return [{ type: "local", id, kind: "read", offset, length }];
+  }
+
+  /** Local copy not trustworthy: the range touches an extent still to be copied from the peer. */
+  private staleLocally(offset: number, length: number): boolean {
+    const first = this.map.extentOf(offset);
+    const last = this.map.extentOf(offset + length - 1);
+    for (let e = first; e <= last; e++) if (this.map.extentState(e).in_sync_set) return true;
+    return false;
+  }
+
+  private readLocalDone(read: Read, ok: boolean): PrimaryAction[] {
+    if (ok) {
+      this.reads.delete(read.id);
+      return [{ type: "reply", id: read.id, ok: true, source: "local" }];
+    }
+    if (this.connected) {
+      read.at = "remote";
+      return [
+        { type: "log", level: "warn", message: `Local read at ${read.offset} (${read.length} bytes) failed, trying remote node.` },
+        { type: "remote", id: read.id, kind: "read", offset: read.offset, length: read.length, memsync: false },
+      ];
+    }
+    this.reads.delete(read.id);
+    return [{ type: "reply", id: read.id, ok: false, source: "local" }];
+  }
+
+  private startFlush(id: number): PrimaryAction[] {
+    const legs = new RequestLegs("fullsync", this.connected);
+    this.flushes.set(id, { id, legs });
+    const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];
+    if (this.connected) actions.push({ type: "remote", id, kind: "flush", offset: 0, length: 0, memsync: false });
+    return actions;
+  }
+
+  private startModify(id: number, kind: "write" | "delete", offset: number, length: number, mode: ReplicationMode): PrimaryAction[] {
+    const actions: PrimaryAction[] = [];
+    const write = this.map.writeStart(offset, length);
+    if (write) actions.push({ type: "map", write });
+    if (!this.connected) {
+      // The remote leg cannot be sent: the extent joins the sync set now, so a connect that
+      // happens before this write finishes copies it before the counters are mirrored.
+      const sync = this.map.needSync(offset, length);
+      if (sync) actions.push({ type: "map", write: sync });
+      actions.push(...this.noteDisconnectedChange());
+    }
+    // DELETE behaves like fullsync in every mode (spec 9).
+    const legs = new RequestLegs(kind === "delete" ? "fullsync" : mode, this.connected);
+    this.modifies.set(id, { id, kind, offset, length, legs });
+    actions.push({ type: "local", id, kind, offset, length });
+    if (this.connected) actions.push({ type: "remote", id, kind, offset, length, memsync: kind === "write" && mode === "memsync" });
+    return actions;
+  }
+
+  /** Spec 4.4: the first change the peer cannot see bumps localcnt, durably, before the data. */
+  private noteDisconnectedChange(): PrimaryAction[] {
+    if (this.gen.localcnt !== this.peer_remotecnt) return [];
+    this.gen.localcnt += 1n;
+    return [{ type: "metadata", generation: this.generation }];
+  }
+
+  private legOutcome(id: number, step: (legs: RequestLegs) => LegOutcome): PrimaryAction[] {
+    const modify = this.modifies.get(id);
+    const flush = modify ? undefined : this.flushes.get(id);
+    assert(modify || flush, () => `no request ${id} in flight`);
+    const legs = (modify ?? flush)!.legs;
+    const out = step(legs);
+    const actions: PrimaryAction[] = [];
+    if (out.ack) {
+      // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
+      // (a write sent while connected whose remote leg failed with the link).
+      if (modify && out.ack.ok && !this.connected) actions.push(...this.noteDisconnectedChange());
+      actions.push({ type: "reply", id, ok: out.ack.ok });
+    }
+    if (out.final) {
+      if (flush) this.flushes.delete(id);
+      if (modify) {
+        this.modifies.delete(id);
+        // An unsent leg was marked at start; a sent one that failed is marked now (sharp edge 17).
+        const resync = !out.final.remote_ok && legs.remote_state !== "unsent";
+        if (resync) {
+          const write = this.map.needSync(modify.offset, modify.length);
+          if (write) actions.push({ type: "map", write });
+        }
+        const write = this.map.writeComplete(modify.offset, modify.length);
+        if (write) actions.push({ type: "map", write });
+        actions.push(...this.unblock());
+        if (resync && this.connected && !this.sync_running) actions.push(...this.startPass());
+      }
+    }
+    return actions;
+  }
+
+  // ---- connection ----
+
+  connect(c: Connection): PrimaryAction[] {
+    assert(!this.connected, "connect while connected");
+    this.connected = true;
+    this.syncsrc = c.syncsrc;
+    this.peer_localcnt = c.peer_localcnt;
+    this.peer_remotecnt = c.peer_remotecnt;
+    const actions: PrimaryAction[] = [];
+    const merged = this.map.mergeRemote(c.peer_map);
+    if (merged) actions.push({ type: "map", write: merged });
+    if (c.virgin && this.gen.localcnt === 0n) {
+      this.gen.localcnt = 1n;
+      actions.push({ type: "metadata", generation: this.generation });
+    }
+    this.sync_inflight.clear();
+    this.sync_waiting = null;
+    actions.push(...this.startPass());
+    return actions;
+  }
+
+  /** The link is gone: every pending remote leg failed (its extent stays dirty), sync stops. */
+  disconnect(): PrimaryAction[] {
+    if (!this.connected) return [];
+    this.connected = false;
+    const actions: PrimaryAction[] = [];
+    if (this.sync_running) {
+      this.sync_running = false;
+      actions.push({ type: "log", level: "info", message: `Synchronization interrupted. ${this.sync_done_bytes} bytes synchronized so far.` });
+      actions.push({ type: "event", event: "syncintr" });
+    }
+    for (const chunk of this.sync_inflight.keys()) this.sync_locks.unlock(this.sync_inflight.get(chunk)!);
+    this.sync_inflight.clear();
+    this.sync_waiting = null;
+    for (const read of [...this.reads.values()]) {
+      if (read.at === "remote") actions.push(...this.remoteDone(read.id, false));
+    }
+    for (const id of [...this.modifies.keys(), ...this.flushes.keys()]) {
+      const legs = (this.modifies.get(id) ?? this.flushes.get(id))!.legs;
+      if (legs.remote_state === "pending" || legs.remote_state === "received") actions.push(...this.remoteDone(id, false));
+    }
+    actions.push(...this.unblock());
+    return actions;
+  }
+
+  // ---- synchronization ----
+
+  syncCopyDone(chunk: SyncChunk, ok: boolean): PrimaryAction[] {
+    const token = this.sync_inflight.get(chunk);
+    if (token === undefined) return []; // chunk of a pass that a disconnect ended
+    this.sync_inflight.delete(chunk);
+    this.sync_locks.unlock(token);
+    const actions: PrimaryAction[] = [];
+    if (ok) this.sync_done_bytes += chunk.length;
+    else {
+      actions.push({ type: "log", level: "error", message: `Unable to synchronize ${chunk.length} bytes at offset ${chunk.offset}; the extent stays dirty.` });
+    }
+    const write = this.map.syncChunkDone(chunk, ok);
+    if (write) actions.push({ type: "map", write });
+    actions.push(...this.unblock());
+    actions.push(...this.pumpSync());
+    return actions;
+  }
+
+  /** A pass runs after every connect (even an empty one mirrors the counters at its end), and
+   * again when a write's remote leg failed on a live link. */
+  private startPass(): PrimaryAction[] {
+    this.sync_running = true;
+    this.sync_done_bytes = 0;
+    const pending = this.map.syncPendingBytes();
+    const actions: PrimaryAction[] = pending > 0
+      ? [{ type: "log", level: "info", message: `Synchronization started. ${pending} bytes to go.` }, { type: "event", event: "syncstart" }]
+      : [{ type: "log", level: "info", message: "Nodes are in sync." }];
+    actions.push(...this.pumpSync());
+    return actions;
+  }
+
+  private pumpSync(): PrimaryAction[] {
+    const actions: PrimaryAction[] = [];
+    while (this.connected && this.sync_running && this.sync_inflight.size < SYNC_CHUNKS_MAX) {
+      const chunk = this.sync_waiting ?? this.map.nextSyncChunk();
+      this.sync_waiting = null;
+      if (!chunk) {
+        if (this.sync_inflight.size === 0 && this.map.syncPassDone()) actions.push(...this.finishPass());
+        break;
+      }
+      if (this.overlapsModify(chunk.offset, chunk.length)) {
+        this.sync_waiting = chunk;
+        break;
+      }
+      const token = this.sync_locks.tryLock(chunk.offset, chunk.length);
+      assert(token !== null, () => `sync chunk at ${chunk.offset} overlaps another sync chunk`);
+      this.sync_inflight.set(chunk, token);
+      actions.push({ type: "sync-copy", chunk, from: this.syncsrc! });
+    }
+    return actions;
+  }
+
+  /** Spec 8 end of pass: direction forgotten, counters mirrored and persisted. A pass with failed
+   * chunks leaves their extents dirty and the counters alone (the nodes are not in sync). */
+  private finishPass(): PrimaryAction[] {
+    this.sync_running = false;
+    const actions: PrimaryAction[] = [];
+    const failed = this.map.syncDeferredExtentCount();
+    if (failed > 0) {
+      actions.push({ type: "log", level: "error", message: `Synchronization left ${failed} extents dirty after errors; they are retried at the next connection.` });
+      return actions;
+    }
+    if (this.sync_done_bytes > 0) {
+      actions.push({ type: "log", level: "info", message: `Synchronization complete. ${this.sync_done_bytes} bytes synchronized.` });
+      actions.push({ type: "event", event: "syncdone" });
+    }
+    this.syncsrc = "primary";
+    this.gen.localcnt = this.peer_remotecnt;
+    this.gen.remotecnt = this.peer_localcnt;
+    this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
+    actions.push({ type: "metadata", generation: this.generation });
+    return actions;
+  }
+
+  // ---- range interplay between writes and sync chunks ----
+
+  private overlapsSync(offset: number, length: number): boolean {
+    return this.sync_locks.isLocked(offset, length);
+  }
+
+  /** A chunk waiting for writes to drain is not starved by newer writes to its range. */
+  private overlapsWaitingChunk(offset: number, length: number): boolean {
+    const w = this.sync_waiting;
+    return w !== null && w.offset < offset + length && offset < w.offset + w.length;
+  }
+
+  /** Started writes only: a blocked write may itself wait for this chunk (waiting on it would deadlock). */
+  private overlapsModify(offset: number, length: number): boolean {
+    const end = offset + length;
+    for (const m of this.modifies.values()) if (m.offset < end && offset < m.offset + m.length) return true;
+    return false;
+  }
+
+  /** Starts blocked writes whose range is free again, in order; a still-blocked one keeps the rest waiting. */
+  private unblock(): PrimaryAction[] {
+    const actions: PrimaryAction[] = [];
+    while (this.blocked.length > 0 && !this.overlapsSync(this.blocked[0]!.offset, this.blocked[0]!.length) &&
+      !this.overlapsWaitingChunk(this.blocked[0]!.offset, this.blocked[0]!.length)) {
+      const b = this.blocked.shift()!;
+      actions.push(...this.startModify(b.id, b.kind, b.offset, b.length, b.mode));
+    }
+    if (this.sync_waiting && !this.overlapsModify(this.sync_waiting.offset, this.sync_waiting.length)) actions.push(...this.pumpSync());
+    return actions;
+  }
+}

@@ -1,0 +1,239 @@
+// The main process's replication listeners (spec 6.2, 11). A connecting primary must come from
+// the `remote` address of some resource, name a resource whose role here is secondary, agree on
+// a protocol version, and prove the shared secret (docs/protocol.md). Only then is its HANDSHAKE
+// read and the connection handed to a new secondary worker, which answers it.
+import { lookup } from "node:dns/promises";
+import type { Socket, TCPSocketListener } from "bun";
+import type { Address, ResourceConfig, Role } from "../config/index.ts";
+import { formatAddress } from "../config/index.ts";
+import { bunPeerPrimitives } from "../io/peer-primitives.ts";
+import {
+  challengeAuthBlock, checkAuthReply, FrameDecoder, FrameEncoder, negotiateVersion, NONCE_BYTES,
+  PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, type Frame, type Handshake, type PeerErrorName,
+} from "../wire/peer/index.ts";
+import type { Logger } from "./log.ts";
+
+/** Spec 6.6: handshake sockets on the secondary side get a fixed 20 s. */
+export const HANDSHAKE_TIMEOUT_MS = 20_000;
+export const PENDING_CONNECTIONS_MAX = 64;
+
+export interface Admission {
+  resource: ResourceConfig;
+  handshake: Handshake;
+  fd: number;
+  remote: string;
+}
+
+export interface ListenerDeps {
+  resources(): ResourceConfig[];
+  roleOf(name: string): Role | undefined;
+  /** Hands the connection over; the listener drops its own reference afterwards. */
+  admit(a: Admission): Promise<void>;
+  log: Logger;
+}
+
+interface Conn {
+  decoder: FrameDecoder;
+  state: "hello" | "auth" | "handshake" | "handed" | "refused";
+  remote: string;
+  resource: ResourceConfig | null;
+  client_nonce: Uint8Array;
+  server_nonce: Uint8Array;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const encoder = new FrameEncoder(bunPeerPrimitives, { checksum: "none", compression: "none" });
+
+function send(socket: Socket<Conn>, frame: Frame): void {
+  const parts = encoder.encode(frame);
+  socket.write(parts.head);
+  if (parts.body.length) socket.write(parts.body);
+  socket.flush();
+}
+
+function normalizeIp(ip: string): string {
+  return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}
+
+/** Spec 11: remote names are resolved again for every connection. */
+async function addressMatches(remote: Address | null, ip: string): Promise<boolean> {
+  if (!remote || remote.kind !== "tcp") return false;
+  try {
+    const found = await lookup(remote.host, { all: true, ...(remote.family ? { family: remote.family } : {}) });
+    return found.some((a) => normalizeIp(a.address) === ip);
+  } catch {
+    return false;
+  }
+}
+
+export class PeerListener {
+  private listeners: TCPSocketListener<Conn>[] = [];
+  private warned_no_secret = new Set<string>();
+  private pending = 0;
+
+  constructor(private deps: ListenerDeps) {}
+
+  /** Listens on every address that works; at least one must (spec 3.2: "No address to listen on."). */
+  async start(addresses: Address[]): Promise<string[]> {
+    const bound: string[] = [];
+    for (const a of addresses) {
+      if (a.kind !== "tcp") throw new Error(`listen address ${formatAddress(a)} must be TCP`);
+      try {
+        this.listeners.push(this.listen(a));
+        bound.push(formatAddress(a));
+      } catch (err) {
+        this.deps.log.warn(`Unable to listen on ${formatAddress(a)}: ${(err as Error).message}`);
+      }
+    }
+    if (bound.length === 0) throw new Error("No address to listen on.");
+    return bound;
+  }
+
+  stop(): void {
+    for (const l of this.listeners) l.stop(true);
+    this.listeners = [];
+  }
+
+  private listen(a: Extract<Address, { kind: "tcp" }>): TCPSocketListener<Conn> {
+    const host = a.host === "" ? (a.family === 6 ? "::" : "0.0.0.0") : a.host;
+    return Bun.listen<Conn>({
+      hostname: host, port: a.port, ...(a.family === 6 ? { ipv6Only: true } : {}),
+      socket: {
+        binaryType: "uint8array",
+        open: (socket) => this.open(socket),
+        data: (socket, chunk) => this.data(socket, chunk),
+        close: (socket) => this.closed(socket),
+        error: (socket, err) => this.deps.log.debug(`peer connection from ${socket.data?.remote}: ${err.message}`),
+      },
+    });
+  }
+
+  private open(socket: Socket<Conn>): void {
+    const remote = `${normalizeIp(socket.remoteAddress)}`;
+    if (this.pending >= PENDING_CONNECTIONS_MAX) {
+      this.deps.log.warn(`Too many handshakes in progress; dropping ${remote}.`);
+      socket.end();
+      return;
+    }
+    this.pending++;
+    socket.data = {
+      decoder: new FrameDecoder(bunPeerPrimitives), state: "hello", remote, resource: null,
+      client_nonce: new Uint8Array(0), server_nonce: new Uint8Array(0),
+      timer: setTimeout(() => this.reject(socket, null, `no handshake within ${HANDSHAKE_TIMEOUT_MS / 1000} s`), HANDSHAKE_TIMEOUT_MS),
+    };
+    socket.pause();
+    void this.screen(socket);
+  }
+
+  /** Before reading anything: is the peer the `remote` of any resource? */
+  private async screen(socket: Socket<Conn>): Promise<void> {
+    const ip = socket.data.remote;
+    const results = await Promise.all(this.deps.resources().map((r) => addressMatches(r.remote, ip)));
+    if (!results.some(Boolean)) {
+      this.reject(socket, null, `Client ${ip} isn't known.`);
+      return;
+    }
+    socket.resume();
+  }
+
+  private closed(socket: Socket<Conn>): void {
+    const c = socket.data;
+    if (!c) return;
+    clearTimeout(c.timer);
+    if (c.state !== "handed" && c.state !== "refused") this.pending--;
+    c.state = "refused";
+  }
+
+  private reject(socket: Socket<Conn>, code: PeerErrorName | null, message: string, busy = false): void {
+    const c = socket.data;
+    this.deps.log.warn(`Refused replication connection from ${c.remote}${c.resource ? ` for ${c.resource.name}` : ""}: ${message}`);
+    if (code) send(socket, { kind: "error", code, busy, message });
+    if (c.state !== "handed" && c.state !== "refused") this.pending--;
+    c.state = "refused";
+    clearTimeout(c.timer);
+    socket.end();
+  }
+
+  private data(socket: Socket<Conn>, chunk: Uint8Array): void {
+    const c = socket.data;
+    if (c.state === "handed" || c.state === "refused") return;
+    c.decoder.push(chunk);
+    for (;;) {
+      const r = c.decoder.next();
+      if (r.kind === "need-more") return;
+      if (r.kind === "error") return this.reject(socket, "PROTOCOL", `malformed frame: ${r.reason}`);
+      void this.step(socket, r.frame);
+      const state = c.state as Conn["state"];
+      if (state === "handed" || state === "refused") return;
+    }
+  }
+
+  private async step(socket: Socket<Conn>, frame: Frame): Promise<void> {
+    const c = socket.data;
+    if (frame.kind === "error") return this.reject(socket, null, `peer error: ${frame.message}`);
+    if (c.state === "hello" && frame.kind === "hello") return await this.hello(socket, frame);
+    if (c.state === "auth" && frame.kind === "auth") return this.auth(socket, frame);
+    if (c.state === "handshake" && frame.kind === "handshake") return await this.handoff(socket, frame);
+    this.reject(socket, "PROTOCOL", `unexpected ${frame.kind} frame during the handshake`);
+  }
+
+  private async hello(socket: Socket<Conn>, hello: Extract<Frame, { kind: "hello" }>): Promise<void> {
+    const c = socket.data;
+    socket.pause();
+    const resource = this.deps.resources().find((r) => r.name === hello.resource);
+    if (!resource) return this.reject(socket, "UNKNOWN_RESOURCE", "Resource not configured.");
+    c.resource = resource;
+    if (!(await addressMatches(resource.remote, c.remote))) return this.reject(socket, "NO_ACCESS", "No access to the resource.");
+    const role = this.deps.roleOf(resource.name);
+    if (role !== "secondary") {
+      return this.reject(socket, "NOT_SECONDARY", `Remote node acts as ${role} for the resource and not as secondary.`, role === "primary");
+    }
+    const version = negotiateVersion(hello.version_min, hello.version_max, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
+    if (version === null) {
+      return this.reject(socket, "VERSION_MISMATCH", `no common protocol version (peer ${hello.version_min}-${hello.version_max}, here ${PROTOCOL_VERSION_MIN}-${PROTOCOL_VERSION_MAX})`);
+    }
+    if (resource.secret === null && !this.warned_no_secret.has(resource.name)) {
+      this.warned_no_secret.add(resource.name);
+      this.deps.log.warn(`[${resource.name}] No secret configured: the primary is accepted on its address alone (set 'secret' or 'secret_file').`);
+    }
+    c.client_nonce = hello.client_nonce;
+    c.server_nonce = bunPeerPrimitives.randomBytes(NONCE_BYTES);
+    c.state = "auth";
+    send(socket, { kind: "challenge", version, server_nonce: c.server_nonce, auth: challengeAuthBlock(this.authContext(c), bunPeerPrimitives) });
+    socket.resume();
+  }
+
+  private authContext(c: Conn) {
+    const secret = c.resource!.secret;
+    return {
+      secret: secret === null ? null : new TextEncoder().encode(secret), resource: c.resource!.name,
+      client_nonce: c.client_nonce, server_nonce: c.server_nonce,
+    };
+  }
+
+  private auth(socket: Socket<Conn>, frame: Extract<Frame, { kind: "auth" }>): void {
+    const c = socket.data;
+    const check = checkAuthReply(this.authContext(c), frame.auth, bunPeerPrimitives);
+    if (!check.ok) return this.reject(socket, "AUTH_FAILED", `authentication failed: ${check.reason}`);
+    c.state = "handshake";
+  }
+
+  private async handoff(socket: Socket<Conn>, handshake: Handshake & { kind: "handshake" }): Promise<void> {
+    const c = socket.data;
+    socket.pause();
+    // The primary sends nothing after HANDSHAKE until it is answered, so no bytes are left behind.
+    if (c.decoder.buffered_bytes !== 0) return this.reject(socket, "PROTOCOL", "data after HANDSHAKE before its reply");
+    if (this.deps.roleOf(c.resource!.name) !== "secondary") return this.reject(socket, "NOT_SECONDARY", "role changed during the handshake", true);
+    c.state = "handed";
+    clearTimeout(c.timer);
+    this.pending--;
+    const fd = (socket as unknown as { fd: number }).fd;
+    const { kind: _kind, ...hello } = handshake;
+    try {
+      await this.deps.admit({ resource: c.resource!, handshake: hello, fd, remote: c.remote });
+    } finally {
+      // The worker holds its own copy of the descriptor; dropping ours sends nothing to the peer.
+      socket.end();
+    }
+  }
+}

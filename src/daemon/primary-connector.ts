@@ -1,0 +1,144 @@
+// Keeps the primary connected to its secondary (spec 6.6): connect, handshake, hand the link to
+// PrimaryIo, watch request timeouts, reconnect after a loss. A refusal is logged when its reason
+// changes (a split-brain is reported, and hooked, on every attempt, as HAST does).
+import type { ResourceConfig } from "../config/index.ts";
+import type { Metadata } from "../core/metadata.ts";
+import { FLAG_SYNC_FULL_ON_CONNECT } from "../core/metadata.ts";
+import type { PrimaryEngine } from "../core/primary-engine.ts";
+import { bunPeerPrimitives } from "../io/peer-primitives.ts";
+import { expectedBitmapBytes } from "../wire/peer/index.ts";
+import type { HookEvent } from "./ipc.ts";
+import type { Logger } from "./log.ts";
+import { primaryHandshake } from "./primary-handshake.ts";
+import type { PrimaryIo } from "./primary-io.ts";
+
+/** HAST reconnects every 10 s; a short `timeout` shortens it so the pair heals sooner. */
+export function reconnectIntervalMs(timeout_s: number): number {
+  return Math.min(10_000, Math.max(1_000, (timeout_s * 1000) / 2));
+}
+
+export interface ConnectorOptions {
+  resource: ResourceConfig;
+  node: string;
+  meta: Metadata;
+  engine: PrimaryEngine;
+  io: PrimaryIo;
+  log: Logger;
+  emit: (event: HookEvent) => void;
+}
+
+export class PrimaryConnector {
+  private stopped = false;
+  private wake: (() => void) | null = null;
+  private last_problem = "";
+  private timer: ReturnType<typeof setInterval> | null = null;
+  split_brain = false;
+
+  constructor(private o: ConnectorOptions) {}
+
+  start(): void {
+    if (!this.o.resource.remote) {
+      this.o.log.info("No remote node configured (remote none); running degraded.");
+      return;
+    }
+    void this.loop();
+    this.timer = setInterval(() => this.checkTimeouts(), 1_000);
+  }
+
+  /** A reload changed remote/source/timeout: drop the link and reconnect with the new values. */
+  reconfigure(resource: ResourceConfig): void {
+    const relink = JSON.stringify([resource.remote, resource.source, resource.secret, resource.checksum, resource.compression]) !==
+      JSON.stringify([this.o.resource.remote, this.o.resource.source, this.o.resource.secret, this.o.resource.checksum, this.o.resource.compression]);
+    this.o.resource = resource;
+    if (relink) this.o.io.closeLink("configuration changed");
+    this.wake?.();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.o.io.closeLink("shutting down");
+    this.wake?.();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      if (!this.o.io.connected && this.o.resource.remote) await this.attempt();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, reconnectIntervalMs(this.o.resource.timeout_s));
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+    }
+  }
+
+  private problem(message: string, level: "warn" | "error" = "warn"): void {
+    if (message !== this.last_problem) this.o.log[level](message);
+    else this.o.log.debug(message);
+    this.last_problem = message;
+  }
+
+  private async attempt(): Promise<void> {
+    const { engine, meta, resource } = this.o;
+    const fresh = engine.generation.resuid === 0n;
+    // A brand-new pair: the resuid is made now; claiming "virgin" tells the secondary that no copy is
+    // needed, so it is claimed only when `hastctl create --initial-sync none` said so.
+    const resuid = fresh ? randomResuid() : engine.generation.resuid;
+    const virgin = fresh && (meta.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
+    const outcome = await primaryHandshake({
+      resource, node: this.o.node, generation: { ...engine.generation, resuid }, virgin,
+      datasize: meta.datasize, extentsize: meta.extentsize, prims: bunPeerPrimitives,
+    });
+    if (this.stopped) {
+      if (outcome.kind === "connected") outcome.link.close("shutting down");
+      return;
+    }
+    if (outcome.kind === "failed") return this.problem(`Unable to connect to ${resource.remote_text}: ${outcome.reason}`);
+    if (outcome.kind === "refused") {
+      const e = outcome.error;
+      if (e.code === "SPLIT_BRAIN") {
+        this.split_brain = true;
+        this.problem(`Split-brain detected with ${resource.remote_text}: both nodes changed data while apart. Recovery: docs/operations.md.`, "error");
+        this.o.emit("split-brain");
+        return;
+      }
+      return this.problem(`${resource.remote_text} refused the connection (${e.code}): ${e.message}`, e.code === "NOT_SECONDARY" ? "warn" : "error");
+    }
+    this.split_brain = false;
+    this.last_problem = "";
+    const { link, reply, bitmap } = outcome;
+    const actions = fresh ? engine.setResuid(resuid) : [];
+    const peer_map = bitmap.length > 0 ? bitmap : new Uint8Array(expectedBitmapBytes(meta.datasize, meta.extentsize));
+    if (reply.syncsrc === "none") {
+      link.close("secondary sent no sync direction");
+      return this.problem(`${resource.remote_text} answered the handshake without a sync direction.`, "error");
+    }
+    actions.push(...engine.connect({
+      syncsrc: reply.syncsrc, peer_localcnt: reply.localcnt, peer_remotecnt: reply.remotecnt, peer_map, virgin: reply.virgin,
+    }));
+    this.o.log.info(`Connected to ${resource.remote_text} (${link.remote}), sync source: ${reply.syncsrc}.`);
+    this.o.emit("connect");
+    link.startTimers({ keepalive_ms: reconnectIntervalMs(resource.timeout_s), idle_receive_ms: 0 });
+    this.o.io.attach(link, actions);
+  }
+
+  /** Spec 6.6: a request without a reply for `timeout` seconds drops the connection. */
+  private checkTimeouts(): void {
+    const oldest = this.o.io.oldestRemoteMs();
+    const limit_ms = this.o.resource.timeout_s * 1000;
+    if (oldest !== null && Date.now() - oldest > limit_ms) {
+      this.o.io.closeLink(`no reply from the secondary for ${this.o.resource.timeout_s} s`);
+    }
+  }
+}
+
+function randomResuid(): bigint {
+  for (;;) {
+    const bytes = crypto.getRandomValues(new Uint8Array(8));
+    const value = new DataView(bytes.buffer).getBigUint64(0, true);
+    if (value !== 0n) return value;
+  }
+}

@@ -1,0 +1,95 @@
+// The primary's side of connecting (spec 6.2, docs/protocol.md): TCP connect (binding `source`),
+// HELLO → CHALLENGE (check the secondary's proof) → AUTH + HANDSHAKE → HANDSHAKE_REPLY + BITMAP,
+// or an ERROR frame saying why the secondary refused.
+import type { Address, ResourceConfig } from "../config/index.ts";
+import type { Generation } from "../core/connect-decision.ts";
+import { connectTcp } from "../io/byte-stream.ts";
+import { FrameWaiter } from "../io/frame-waiter.ts";
+import { PeerLink } from "../io/peer-link.ts";
+import {
+  authReplyBlock, BitmapAssembler, checkChallengeAuth, NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+  type Frame, type HandshakeReply, type PeerError, type PeerPrimitives,
+} from "../wire/peer/index.ts";
+
+export interface PrimaryHandshakeInput {
+  resource: ResourceConfig;
+  node: string;
+  generation: Generation;
+  virgin: boolean;
+  datasize: number;
+  extentsize: number;
+  prims: PeerPrimitives;
+}
+
+export type HandshakeOutcome =
+  | { kind: "connected"; link: PeerLink; reply: HandshakeReply; bitmap: Uint8Array }
+  | { kind: "refused"; error: PeerError }
+  | { kind: "failed"; reason: string };
+
+function tcpTarget(a: Address): { host: string; port: number; family: 0 | 4 | 6 } {
+  if (a.kind !== "tcp") throw new Error(`replication address ${a.path} must be TCP`);
+  return { host: a.host, port: a.port, family: a.family };
+}
+
+export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<HandshakeOutcome> {
+  const { resource, prims } = input;
+  const timeout_ms = resource.timeout_s * 1000;
+  const source = resource.source ? tcpTarget(resource.source) : null;
+  let link: PeerLink;
+  try {
+    link = await PeerLink.over(
+      (handlers) => connectTcp({ ...tcpTarget(resource.remote!), source }, handlers, timeout_ms),
+      prims, { checksum: resource.checksum, compression: resource.compression },
+    );
+  } catch (err) {
+    return { kind: "failed", reason: (err as Error).message };
+  }
+  const waiter = new FrameWaiter(link);
+  const fail = (reason: string): HandshakeOutcome => {
+    link.close(reason);
+    return { kind: "failed", reason };
+  };
+  const expect = async <K extends Frame["kind"]>(kind: K): Promise<Extract<Frame, { kind: K }> | HandshakeOutcome> => {
+    const got = await waiter.next(timeout_ms);
+    if (got.kind === "timeout") return fail(`no ${kind} from ${link.remote} within ${resource.timeout_s} s`);
+    if (got.kind === "closed") return { kind: "failed", reason: got.reason };
+    if (got.frame.kind === "error") {
+      link.close(`refused: ${got.frame.message}`);
+      return { kind: "refused", error: got.frame };
+    }
+    if (got.frame.kind !== kind) return fail(`expected ${kind} from ${link.remote}, got ${got.frame.kind}`);
+    return got.frame as Extract<Frame, { kind: K }>;
+  };
+
+  const client_nonce = prims.randomBytes(NONCE_BYTES);
+  link.send({ kind: "hello", version_min: PROTOCOL_VERSION_MIN, version_max: PROTOCOL_VERSION_MAX, client_nonce, resource: resource.name, node: input.node });
+  const challenge = await expect("challenge");
+  if (!("auth" in challenge) || challenge.kind !== "challenge") return challenge as HandshakeOutcome;
+  const ctx = { secret: resource.secret === null ? null : new TextEncoder().encode(resource.secret), resource: resource.name, client_nonce, server_nonce: challenge.server_nonce };
+  const check = checkChallengeAuth(ctx, challenge.auth, prims);
+  link.send({ kind: "auth", auth: authReplyBlock(ctx, check, prims) });
+  if (!check.ok) return fail(`authentication of ${link.remote} failed: ${check.reason}`);
+  link.send({
+    kind: "handshake", resuid: input.generation.resuid, localcnt: input.generation.localcnt, remotecnt: input.generation.remotecnt,
+    virgin: input.virgin, datasize_bytes: input.datasize, extentsize_bytes: input.extentsize, replication: resource.replication,
+  });
+  const reply = await expect("handshake-reply");
+  if (reply.kind !== "handshake-reply") return reply as HandshakeOutcome;
+  if (reply.datasize_bytes !== input.datasize) return fail(`Data size differs between nodes (local=${input.datasize}, remote=${reply.datasize_bytes}).`);
+  if (reply.extentsize_bytes !== input.extentsize) return fail(`Extent size differs between nodes (local=${input.extentsize}, remote=${reply.extentsize_bytes}).`);
+  let bitmap: Uint8Array = new Uint8Array(0);
+  if (reply.bitmap_bytes > 0) {
+    const assembler = new BitmapAssembler(reply.bitmap_bytes);
+    for (;;) {
+      const frame = await expect("bitmap");
+      if (frame.kind !== "bitmap") return frame as HandshakeOutcome;
+      const progress = assembler.add(frame.offset, frame.data);
+      if (progress.kind === "error") return fail(`bad activemap from ${link.remote}: ${progress.reason}`);
+      if (progress.kind === "done") {
+        bitmap = progress.bitmap;
+        break;
+      }
+    }
+  }
+  return { kind: "connected", link, reply, bitmap };
+}

@@ -1,0 +1,231 @@
+// A secondary worker (spec 3.5, 6.2, 7): started by the main process when a primary has passed
+// the address and secret checks and sent its HANDSHAKE. It decides the connection (decision
+// table), answers with its counters and map, then serves the primary's requests until the link
+// ends; then it exits and the main process waits for the next connection.
+import type { ResourceConfig } from "../config/index.ts";
+import { ActiveMap } from "../core/activemap.ts";
+import { decideConnect } from "../core/connect-decision.ts";
+import type { Metadata } from "../core/metadata.ts";
+import { SecondaryEngine, type SecondaryAction, type SecondaryError } from "../core/secondary-engine.ts";
+import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
+import { adoptFd } from "../io/byte-stream.ts";
+import { LocalDisk } from "../io/disk.ts";
+import { MetadataStore } from "../io/metadata-store.ts";
+import { PeerLink } from "../io/peer-link.ts";
+import { bunPeerPrimitives } from "../io/peer-primitives.ts";
+import {
+  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode,
+  type Frame, type Handshake, type PeerErrorName, type ReplyErrorName,
+} from "../wire/peer/index.ts";
+import type { HookEvent, WorkerStatus } from "./ipc.ts";
+import type { Logger } from "./log.ts";
+import { reconnectIntervalMs } from "./primary-connector.ts";
+import { readMetadata, openComponent } from "./component.ts";
+import { newStatistics } from "./statistics.ts";
+
+/** The fd the main process passes the accepted connection on. */
+export const PEER_FD = 3;
+
+type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
+
+export class SecondaryWorker {
+  private readonly stats = newStatistics();
+  private readonly pending = new Map<number, Request>();
+  private ended!: (code: number) => void;
+  readonly done = new Promise<number>((resolve) => (this.ended = resolve));
+
+  private constructor(
+    private disk: LocalDisk,
+    private store: MetadataStore,
+    private meta: Metadata,
+    private engine: SecondaryEngine,
+    private link: PeerLink,
+    private log: Logger,
+    private emit: (event: HookEvent) => void,
+  ) {}
+
+  static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
+    const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
+      { checksum: resource.checksum, compression: resource.compression });
+    const refuse = (code: PeerErrorName, message: string, exit_code: number): never => {
+      link.send({ kind: "error", code, busy: false, message });
+      link.close(message);
+      throw new ExitError(message, exit_code);
+    };
+    let disk: LocalDisk;
+    try {
+      disk = openComponent(resource);
+    } catch (err) {
+      return refuse("INTERNAL", (err as Error).message, EX_NOINPUT);
+    }
+    try {
+      const store = new MetadataStore(disk);
+      const meta = readMetadata(store, resource);
+      if (hello.datasize_bytes !== meta.datasize || hello.extentsize_bytes !== meta.extentsize) {
+        refuse("SIZE_MISMATCH", `Data or extent size differs between nodes (primary ${hello.datasize_bytes}/${hello.extentsize_bytes}, ` +
+          `secondary ${meta.datasize}/${meta.extentsize}): run hastctl create with the same -m and -e on both.`, EX_CONFIG);
+      }
+      const decision = decideConnect(meta, { ...hello, initial_full_sync: false });
+      if (decision.kind === "split-brain") {
+        log.error(`Split-brain detected with the primary at ${link.remote}: both nodes changed data while apart. Recovery: docs/operations.md.`);
+        emit("split-brain");
+        refuse("SPLIT_BRAIN", decision.message, EX_CONFIG);
+      }
+      if (decision.kind === "resuid-mismatch") refuse("RESUID_MISMATCH", decision.message, EX_CONFIG);
+      if (decision.kind !== "accept") throw new Error("unreachable");
+      if (decision.warning) log.warn(decision.warning);
+      const map = new ActiveMap({
+        datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty,
+        sectorsize: disk.sector_bytes, mapsize: meta.mapsize, metaflush: resource.metaflush,
+      });
+      const ondisk = store.readMap(meta.mapsize);
+      map.copyIn(ondisk);
+      if (decision.adopt_resuid) {
+        meta.resuid = hello.resuid;
+        meta.prevrole = "secondary";
+        store.write(meta);
+      }
+      const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
+      const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
+        : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
+      link.send({
+        kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
+        localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin,
+        bitmap_bytes: bitmap.length,
+      });
+      for (const frame of bitmapFrames(bitmap)) link.send(frame);
+      log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);
+      const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES });
+      const worker = new SecondaryWorker(disk, store, meta, engine, link, log, emit);
+      emit("connect");
+      link.start((frame) => worker.onFrame(frame), (reason) => worker.lost(reason));
+      const keepalive_ms = reconnectIntervalMs(resource.timeout_s);
+      link.startTimers({ keepalive_ms: 0, idle_receive_ms: 2 * keepalive_ms });
+      return worker;
+    } catch (err) {
+      disk.close();
+      throw err;
+    }
+  }
+
+  status(): WorkerStatus {
+    return { status: "complete", extentsize: this.meta.extentsize, keepdirty: 0, dirty: 0, statistics: this.stats, device: null };
+  }
+
+  async stop(): Promise<void> {
+    this.link.close("shutting down");
+  }
+
+  private lost(reason: string): void {
+    this.log.warn(`Disconnected from the primary: ${reason}`);
+    this.emit("disconnect");
+    try {
+      this.disk.flush();
+    } finally {
+      this.disk.close();
+    }
+    this.ended(EX_TEMPFAIL);
+  }
+
+  private onFrame(frame: Frame): void {
+    switch (frame.kind) {
+      case "keepalive":
+        return;
+      case "read":
+      case "write":
+      case "delete":
+      case "flush": {
+        this.count(frame);
+        const seq = frame.seq;
+        if (this.pending.has(seq)) return this.link.close(`request ${seq} reused while in flight`);
+        this.pending.set(seq, frame);
+        const offset = "offset" in frame ? frame.offset : 0;
+        const length = frame.kind === "flush" ? 0 : frame.length;
+        return this.run(this.engine.request({
+          seq: BigInt(seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync,
+        }));
+      }
+      default:
+        this.link.close(`unexpected ${frame.kind} frame from the primary`);
+    }
+  }
+
+  private count(frame: Request): void {
+    const s = this.stats;
+    if (frame.kind === "read") s.reads++;
+    else if (frame.kind === "write") s.writes++;
+    else if (frame.kind === "delete") s.deletes++;
+    else s.flushes++;
+  }
+
+  private run(actions: SecondaryAction[]): void {
+    for (const a of actions) {
+      switch (a.type) {
+        case "map":
+          this.store.writeMap(a.write.pieces, a.write.flush);
+          break;
+        case "log":
+          this.log[a.level](a.message);
+          break;
+        case "reply":
+          this.reply(Number(a.seq), a.error, a.received);
+          break;
+        case "local":
+          this.run(this.engine.localDone(a.seq, this.local(Number(a.seq))));
+          break;
+      }
+    }
+  }
+
+  private local(seq: number): SecondaryError | null {
+    const r = this.pending.get(seq)!;
+    const at = this.meta.localoff;
+    try {
+      switch (r.kind) {
+        case "read": {
+          const buf = new Uint8Array(r.length);
+          this.disk.read(buf, at + r.offset);
+          this.read_data.set(seq, buf);
+          break;
+        }
+        case "write":
+          this.disk.write(r.data, at + r.offset);
+          break;
+        case "delete":
+          this.disk.discard(at + r.offset, r.length);
+          break;
+        case "flush":
+          this.disk.flush();
+          break;
+      }
+      return null;
+    } catch (err) {
+      this.stats.local_errors[r.kind]++;
+      this.log.error(`Local ${r.kind} failed: ${(err as Error).message}`);
+      return toSecondaryError(replyErrorFromSystemCode((err as { code?: string }).code));
+    }
+  }
+
+  private readonly read_data = new Map<number, Uint8Array>();
+
+  private reply(seq: number, error: SecondaryError | null, received: boolean): void {
+    const data = this.read_data.get(seq) ?? new Uint8Array(0);
+    if (!received) {
+      this.pending.delete(seq);
+      this.read_data.delete(seq);
+    }
+    this.link.send({ kind: "reply", seq, error: (error ?? "OK") as ReplyErrorName, received, data: error ? new Uint8Array(0) : data });
+  }
+}
+
+function toSecondaryError(e: ReplyErrorName): SecondaryError {
+  return e === "ENOSPC" || e === "EINVAL" || e === "ENOTSUP" ? e : "EIO";
+}
+
+/** All ones for every extent, padding bits past the last extent zero (the protocol requires it). */
+function allExtents(bytes: number, nextents: number): Uint8Array {
+  const map = new Uint8Array(bytes).fill(0xff);
+  const tail = nextents % 8;
+  if (tail) map[bytes - 1] = (1 << tail) - 1;
+  return map;
+}

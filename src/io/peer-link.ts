@@ -1,0 +1,125 @@
+// Frames over a ByteStream: the replication connection between the two workers. It owns the
+// decoder (a malformed frame ends the link with the decoder's reason), the encoder (the
+// configured checksum and compression), keepalives, and the idle-receive timeout.
+import { FrameDecoder, FrameEncoder, type Frame, type PayloadEncoding, type PeerPrimitives } from "../wire/peer/index.ts";
+import type { ByteStream, StreamHandlers } from "./byte-stream.ts";
+
+export interface LinkTimers {
+  /** Send KEEPALIVE after this long without sending anything (primary); 0 = never. */
+  keepalive_ms: number;
+  /** Close after this long without receiving anything (secondary); 0 = never. */
+  idle_receive_ms: number;
+}
+
+export class PeerLink {
+  private readonly decoder: FrameDecoder;
+  private readonly encoder: FrameEncoder;
+  private last_sent_ms = Date.now();
+  private last_received_ms = Date.now();
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private closed_reason: string | null = null;
+  /** Until start(): bytes and a close that arrived before anyone listened. */
+  private early: Uint8Array[] | null = [];
+  private early_close: string | null = null;
+  private onFrame: (frame: Frame) => void = () => {};
+  private onClose: (reason: string) => void = () => {};
+
+  /** Opens the stream with handlers bound to the link that is built around it. */
+  static async over(open: (handlers: StreamHandlers) => Promise<ByteStream>, prims: PeerPrimitives, encoding: PayloadEncoding): Promise<PeerLink> {
+    let link: PeerLink | null = null;
+    const pending: Uint8Array[] = [];
+    let pending_close: string | null = null;
+    const stream = await open({
+      data: (chunk) => (link ? link.receive(chunk) : pending.push(chunk)),
+      close: (reason) => (link ? link.lost(reason) : (pending_close = reason)),
+    });
+    link = new PeerLink(stream, prims, encoding);
+    link.early!.push(...pending);
+    link.early_close = pending_close;
+    return link;
+  }
+
+  /** Starts delivering frames (and anything that arrived before); later calls replace the handlers. */
+  start(onFrame: (frame: Frame) => void, onClose: (reason: string) => void): void {
+    this.onFrame = onFrame;
+    this.onClose = onClose;
+    const early = this.early ?? [];
+    this.early = null;
+    for (const chunk of early) this.receive(chunk);
+    if (this.early_close !== null) this.lost(this.early_close);
+  }
+
+  private constructor(
+    private stream: ByteStream,
+    prims: PeerPrimitives,
+    encoding: PayloadEncoding,
+  ) {
+    this.decoder = new FrameDecoder(prims);
+    this.encoder = new FrameEncoder(prims, encoding);
+  }
+
+  get remote(): string {
+    return this.stream.remote;
+  }
+
+  get closed(): boolean {
+    return this.closed_reason !== null;
+  }
+
+  get queued_bytes(): number {
+    return this.stream.queued_bytes;
+  }
+
+  private receive(chunk: Uint8Array): void {
+    if (this.closed) return;
+    if (this.early) {
+      this.early.push(chunk);
+      return;
+    }
+    this.last_received_ms = Date.now();
+    this.decoder.push(chunk);
+    for (;;) {
+      const result = this.decoder.next();
+      if (result.kind === "need-more") return;
+      if (result.kind === "error") {
+        this.close(`malformed frame from ${this.remote}: ${result.reason}`);
+        return;
+      }
+      this.onFrame(result.frame);
+      if (this.closed) return;
+    }
+  }
+
+  send(frame: Frame): void {
+    if (this.closed) return;
+    const parts = this.encoder.encode(frame);
+    this.stream.write(parts.head);
+    if (parts.body.length > 0) this.stream.write(parts.body);
+    this.last_sent_ms = Date.now();
+  }
+
+  startTimers(timers: LinkTimers): void {
+    const tick_ms = Math.max(100, Math.min(timers.keepalive_ms || Infinity, timers.idle_receive_ms || Infinity) / 4);
+    this.timer = setInterval(() => {
+      const now = Date.now();
+      if (timers.idle_receive_ms && now - this.last_received_ms > timers.idle_receive_ms) {
+        this.close(`nothing received from ${this.remote} for ${Math.round(timers.idle_receive_ms / 1000)} s`);
+      } else if (timers.keepalive_ms && now - this.last_sent_ms >= timers.keepalive_ms) {
+        this.send({ kind: "keepalive" });
+      }
+    }, tick_ms);
+  }
+
+  private lost(reason: string): void {
+    if (this.early) this.early_close = reason;
+    else this.close(reason);
+  }
+
+  close(reason: string): void {
+    if (this.closed) return;
+    this.closed_reason = reason;
+    if (this.timer) clearInterval(this.timer);
+    this.stream.close();
+    this.onClose(reason);
+  }
+}
