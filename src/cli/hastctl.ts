@@ -9,7 +9,8 @@ import role from "../ctl/role.ts";
 import status from "../ctl/status.ts";
 import pkg from "../../package.json" with { type: "json" };
 
-const USAGE = `usage: hastctl create [-d] [-c config] [-e extentsize] [-k keepdirty] [-m mediasize] [--json] name ...
+const USAGE = `usage: hastctl create [-d] [-c config] [-e extentsize] [-k keepdirty] [-m mediasize]
+                      [--initial-sync full|none] [--json] name ...
        hastctl role [-d] [-c config] [--json] init | primary | secondary  all | name ...
        hastctl list [-d] [-c config] [--json] [all | name ...]
        hastctl status [-d] [-c config] [--json] [all | name ...]

@@ -3,7 +3,7 @@
 import { defineCommand } from "citty";
 import { parseSize } from "../config/index.ts";
 import { computeLayout, LayoutError } from "../core/layout.ts";
-import type { Metadata } from "../core/metadata.ts";
+import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
@@ -15,6 +15,10 @@ const args = {
   e: { type: "string", description: "extent size (dirty-tracking granularity), default 2M", valueHint: "extentsize" },
   k: { type: "string", description: "keepdirty: recently written extents kept dirty, default 64", valueHint: "keepdirty" },
   m: { type: "string", description: "media size to use (the smaller of the two nodes' components)", valueHint: "mediasize" },
+  "initial-sync": {
+    type: "string", valueHint: "full|none",
+    description: "first connection of a new pair: copy the primary's whole data (full, default) or nothing (none: both components are known to be identical, e.g. zeroed)",
+  },
 } as const;
 
 function sizeOption(value: string | undefined, what: string): number {
@@ -35,6 +39,8 @@ export default defineCommand({
     const extentsize = sizeOption(a.e, "extent size");
     const keepdirty = sizeOption(a.k, "keepdirty");
     const mediasize = sizeOption(a.m, "media size");
+    const initial = a["initial-sync"] ?? "full";
+    if (initial !== "full" && initial !== "none") throw new ExitError(`--initial-sync must be full or none, not ${JSON.stringify(initial)}`, EX_USAGE);
     const config = loadCtlConfig(a.c);
     const exit = new ExitStatus();
     const created: Record<string, unknown>[] = [];
@@ -63,11 +69,12 @@ export default defineCommand({
         const meta: Metadata = {
           resource: name, datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty,
           localoff: layout.localoff, mapsize: layout.mapsize, sectorsize: layout.sectorsize,
-          resuid: 0n, localcnt: 0n, remotecnt: 0n, prevrole: "init", flags: 0,
+          resuid: 0n, localcnt: 0n, remotecnt: 0n, prevrole: "init",
+          flags: initial === "full" ? FLAG_SYNC_FULL_ON_CONNECT : 0,
         };
         new MetadataStore(disk).initialize(meta);
         created.push({ name, localpath: resource.localpath, datasize: meta.datasize, extentsize: meta.extentsize,
-          keepdirty: meta.keepdirty, localoff: meta.localoff });
+          keepdirty: meta.keepdirty, localoff: meta.localoff, initial_sync: initial });
       } catch (err) {
         if (err instanceof LayoutError) {
           warn(`${name}: ${err.message}`);

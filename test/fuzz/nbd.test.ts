@@ -13,7 +13,7 @@ import { decodeOption, parseClientFlags, parseOptionHeader } from "../../src/wir
 import {
   checkRequest, encodeRequestHeader, parseReplyHeader, parseRequestHeader, type ExportLimits, type NbdRequest,
 } from "../../src/wire/nbd-transmission.ts";
-import { RawNbdClient, goData, optionRequest } from "../integration/nbd-raw-client.ts";
+import { RawNbdClient, goData, optionRequest } from "../../src/io/nbd-client.ts";
 import { prng } from "./prng.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x6e6264);

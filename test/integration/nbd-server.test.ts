@@ -10,7 +10,7 @@ import type { BlockBackend } from "../../src/gate/block-backend.ts";
 import { MemoryBackend } from "../../src/gate/memory-backend.ts";
 import { NbdServer } from "../../src/gate/nbd-server.ts";
 import { NBD_CMD, NBD_CMD_FLAG, NBD_ERR, NBD_FLAG, NBD_OPT, NBD_REP, viewOf } from "../../src/wire/nbd.ts";
-import { RawNbdClient, goData, optionRequest } from "./nbd-raw-client.ts";
+import { RawNbdClient, goData, optionRequest } from "../../src/io/nbd-client.ts";
 
 const MiB = 1024 * 1024;
 const EXPORT_BYTES = 128 * MiB;

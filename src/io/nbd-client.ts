@@ -1,8 +1,8 @@
-// A minimal NBD client over Bun.connect for tests that need to send exactly the bytes they
+// A minimal NBD client over Bun.connect: the demo uses it, and tests that need to send exactly the bytes they
 // choose (bad requests, garbage, pipelining). Every wait is bounded.
 import type { Socket } from "bun";
-import { NBD_CMD, NBD_OPT, NBD_REP, NBD_REPLY_TYPE, viewOf } from "../../src/wire/nbd.ts";
-import { encodeRequestHeader, parseReplyHeader, type NbdRequest } from "../../src/wire/nbd-transmission.ts";
+import { NBD_CMD, NBD_OPT, NBD_REP, NBD_REPLY_TYPE, viewOf } from "../wire/nbd.ts";
+import { encodeRequestHeader, parseReplyHeader, type NbdRequest } from "../wire/nbd-transmission.ts";
 
 const WAIT_MS = 5_000;
 
@@ -194,4 +194,24 @@ export function goData(export_name: string): Uint8Array {
   viewOf(data).setUint32(0, name.byteLength);
   data.set(name, 4);
   return data;
+}
+
+/** Sequential convenience calls on top of RawNbdClient (the demo and simple tests). */
+export async function nbdWrite(client: RawNbdClient, offset: number, data: Uint8Array): Promise<void> {
+  client.send({ command: NBD_CMD.WRITE, offset }, data);
+  const reply = await client.reply();
+  if (reply.error !== 0) throw new Error(`NBD write at ${offset} failed with error ${reply.error}`);
+}
+
+export async function nbdRead(client: RawNbdClient, offset: number, length: number): Promise<Uint8Array> {
+  client.send({ command: NBD_CMD.READ, offset, length });
+  const reply = await client.reply();
+  if (reply.error !== 0 || !reply.data) throw new Error(`NBD read at ${offset} failed with error ${reply.error}`);
+  return reply.data;
+}
+
+export async function nbdFlush(client: RawNbdClient): Promise<void> {
+  client.send({ command: NBD_CMD.FLUSH });
+  const reply = await client.reply();
+  if (reply.error !== 0) throw new Error(`NBD flush failed with error ${reply.error}`);
 }
