@@ -1,0 +1,409 @@
+// PrimaryEngine scenarios, driven through the in-memory EngineDriver (two disks and a link).
+import { describe, expect, test } from "bun:test";
+import { SYNC_CHUNKS_MAX, type Connection, type PrimaryAction } from "../../../src/core/primary-engine.ts";
+import type { SyncSource } from "../../../src/core/connect-decision.ts";
+import { FLAG_SYNC_FULL_ON_CONNECT } from "../../../src/core/metadata.ts";
+import type { ReplicationMode } from "../../../src/core/request-legs.ts";
+import { EngineDriver, type IoOp } from "./engine-driver.ts";
+
+const SECTOR = 512;
+const EXTENT = 4096;
+const CHUNK = 1024; // four sync chunks per extent
+const NEXTENTS = 8;
+
+function driver(mode: ReplicationMode = "fullsync", localcnt = 0n, remotecnt = 0n, flags = 0): EngineDriver {
+  return new EngineDriver({
+    datasize: NEXTENTS * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: CHUNK, mode,
+    generation: { resuid: 7n, localcnt, remotecnt, flags },
+  });
+}
+
+function connection(d: EngineDriver, o: { syncsrc?: SyncSource; extents?: number[]; peer_localcnt?: bigint; peer_remotecnt?: bigint; virgin?: boolean } = {}): Connection {
+  const peer_map = new Uint8Array(d.map.mapsize);
+  for (const e of o.extents ?? []) peer_map[e >> 3]! |= 1 << (e & 7);
+  return {
+    syncsrc: o.syncsrc ?? "primary", peer_localcnt: o.peer_localcnt ?? 0n, peer_remotecnt: o.peer_remotecnt ?? 0n,
+    peer_map, virgin: o.virgin ?? false,
+  };
+}
+
+function types(actions: PrimaryAction[]): string[] {
+  return actions.filter((a) => a.type !== "log").map((a) => (a.type === "event" ? `event:${a.event}` : a.type));
+}
+
+function op(queue: IoOp[], id: number): IoOp {
+  const found = queue.find((o) => o.request.id === id);
+  if (!found) throw new Error(`no pending operation for request ${id}`);
+  return found;
+}
+
+/** Completes everything successfully until nothing is pending (bounded). */
+function drain(d: EngineDriver): void {
+  for (let round = 0; round < 1000; round++) {
+    d.checkNoOverlap();
+    const received = d.awaitingReceived()[0];
+    const local = d.completableLocal()[0];
+    const remote = d.completableRemote()[0];
+    const sync = d.pending_sync[0];
+    if (received) d.receiveRemote(received);
+    else if (local) d.completeLocal(local, true);
+    else if (remote) d.completeRemote(remote, true);
+    else if (sync) d.completeSync(sync, true);
+    else return;
+  }
+  throw new Error("drain did not finish");
+}
+
+const extentOf = (offset: number) => Math.floor(offset / EXTENT);
+
+describe("writes while disconnected", () => {
+  test("map before local, localcnt 0 → 1 once, extent stays dirty and queued for sync", () => {
+    const d = driver();
+    const first = d.submit("write", 0, 1024);
+    // One map write: the need-sync mark changes nothing more on disk than writeStart did.
+    expect(types(first.actions)).toEqual(["map", "metadata", "local"]);
+    expect(d.metadata).toEqual([{ resuid: 7n, localcnt: 1n, remotecnt: 0n, flags: 0 }]);
+    const second = d.submit("write", 2 * EXTENT, 512);
+    expect(types(second.actions)).toEqual(["map", "local"]);
+    d.completeLocal(op(d.pending_local, first.id), true);
+    d.completeLocal(op(d.pending_local, second.id), true);
+    expect(d.replies.get(first.id)).toEqual({ ok: true });
+    expect(d.replies.get(second.id)).toEqual({ ok: true });
+    for (const e of [0, 2]) expect(d.map.extentState(e)).toMatchObject({ dirty: true, on_disk: true, in_sync_set: true, pending: 1 });
+    expect(d.metadata.length).toBe(1);
+    d.checkMapCoversDifferences();
+  });
+
+  test("the bump comes back in the next disconnection period after a completed sync", () => {
+    const d = driver();
+    d.submit("write", 0, 512);
+    drain(d);
+    d.connect(connection(d));
+    drain(d);
+    expect(d.metadata.map((g) => g.localcnt)).toEqual([1n, 0n]); // bumped, then mirrored
+    d.disconnect();
+    expect(types(d.submit("write", 512, 512).actions)).toEqual(["metadata", "local"]); // extent 0 is in the keepdirty LRU
+    expect(d.metadata.at(-1)!.localcnt).toBe(1n);
+  });
+
+  test("a restarted primary whose localcnt is not 0 still bumps on its first change (split-brain detection)", () => {
+    // localcnt 1 after a sync mirrored a secondary whose remotecnt was 1.
+    const d = driver("fullsync", 1n, 0n);
+    const { actions } = d.submit("write", 0, 512);
+    expect(types(actions)).toContain("metadata");
+    expect(d.metadata).toEqual([{ resuid: 7n, localcnt: 2n, remotecnt: 0n, flags: 0 }]);
+  });
+
+  test("trims are tracked like writes", () => {
+    const d = driver();
+    const { id, actions } = d.submit("delete", EXTENT, EXTENT);
+    expect(types(actions)).toEqual(["map", "metadata", "local"]);
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.map.extentState(1).in_sync_set).toBe(true);
+  });
+});
+
+describe("writes while connected", () => {
+  const cases: { mode: ReplicationMode; after: string }[] = [
+    { mode: "fullsync", after: "remote done" },
+    { mode: "memsync", after: "received" },
+    { mode: "async", after: "local done" },
+  ];
+  for (const { mode, after } of cases) {
+    test(`${mode}: answered after ${after}, extent clean only when both legs are done`, () => {
+      const d = driver(mode);
+      d.connect(connection(d));
+      const { id, actions } = d.submit("write", 0, 1024);
+      expect(types(actions)).toEqual(["map", "local", "remote"]);
+      expect(actions.find((a) => a.type === "remote")).toMatchObject({ memsync: mode === "memsync" });
+      const remote = op(d.pending_remote, id);
+      d.completeLocal(op(d.pending_local, id), true);
+      expect(d.replies.has(id)).toBe(mode === "async");
+      if (mode === "memsync") {
+        d.receiveRemote(remote);
+        expect(d.replies.has(id)).toBe(true);
+      }
+      expect(d.map.extentState(0).pending).toBe(1);
+      d.completeRemote(remote, true);
+      expect(d.replies.get(id)).toEqual({ ok: true });
+      expect(d.map.extentState(0)).toMatchObject({ pending: 0, dirty: false, in_sync_set: false, in_keepdirty: true });
+      expect(d.local).toEqual(d.remote);
+    });
+  }
+
+  test("a trim is answered like fullsync in every mode", () => {
+    const d = driver("async");
+    d.connect(connection(d));
+    const { id } = d.submit("delete", 0, EXTENT);
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.replies.has(id)).toBe(false);
+    d.completeRemote(op(d.pending_remote, id), true);
+    expect(d.replies.get(id)).toEqual({ ok: true });
+  });
+
+  test("a remote failure marks the extent for sync and starts a new pass that copies it", () => {
+    const d = driver();
+    d.connect(connection(d));
+    const { id } = d.submit("write", EXTENT + 512, 512);
+    d.completeLocal(op(d.pending_local, id), true);
+    const actions = d.completeRemote(op(d.pending_remote, id), false);
+    expect(d.replies.get(id)).toEqual({ ok: true });
+    // Extent 1 is in the keepdirty LRU, so marking it changes nothing on disk.
+    expect(types(actions)).toEqual(["reply", "event:syncstart", "sync-copy", "sync-copy", "sync-copy", "sync-copy"]);
+    expect(d.map.extentState(1).in_sync_set).toBe(true);
+    d.checkMapCoversDifferences();
+    drain(d);
+    expect(d.events).toEqual(["syncstart", "syncdone"]);
+    expect(d.local).toEqual(d.remote);
+    expect(d.map.extentState(1).in_sync_set).toBe(false);
+  });
+
+  test("the link drops with the write sent: the late answer bumps localcnt before the reply", () => {
+    const d = driver();
+    d.connect(connection(d));
+    drain(d);
+    const before = d.metadata.length;
+    const { id } = d.submit("write", 0, 512);
+    d.disconnect();
+    const actions = d.completeLocal(op(d.pending_local, id), true);
+    expect(types(actions)).toEqual(["metadata", "reply"]);
+    expect(d.metadata.length).toBe(before + 1);
+    expect(d.metadata.at(-1)!.localcnt).toBe(1n);
+    expect(d.map.extentState(0).in_sync_set).toBe(true);
+  });
+});
+
+describe("connect and sync", () => {
+  test("merged map first, then at most SYNC_CHUNKS_MAX chunks, syncstart/syncdone, counters mirrored, flag cleared", () => {
+    const d = driver("fullsync", 3n, 1n, FLAG_SYNC_FULL_ON_CONNECT);
+    const actions = d.connect(connection(d, { extents: [1, 4, 6], peer_localcnt: 1n, peer_remotecnt: 2n }));
+    expect(types(actions)).toEqual(["map", "event:syncstart", ...Array(SYNC_CHUNKS_MAX).fill("sync-copy")]);
+    for (const e of [1, 4, 6]) expect(d.onDiskExtents()).toContain(e);
+    expect(actions.filter((a) => a.type === "sync-copy").map((a) => (a.type === "sync-copy" ? [a.chunk.offset, a.from] : null)))
+      .toEqual([[EXTENT, "primary"], [EXTENT + CHUNK, "primary"], [EXTENT + 2 * CHUNK, "primary"], [EXTENT + 3 * CHUNK, "primary"]]);
+    let copies = 0;
+    while (d.pending_sync.length > 0) {
+      expect(d.pending_sync.length).toBeLessThanOrEqual(SYNC_CHUNKS_MAX);
+      d.completeSync(d.pending_sync[0]!, true);
+      copies++;
+    }
+    expect(copies).toBe(12);
+    expect(d.events).toEqual(["syncstart", "syncdone"]);
+    expect(d.metadata).toEqual([{ resuid: 7n, localcnt: 2n, remotecnt: 1n, flags: 0 }]);
+    expect(d.engine.syncProgress()).toEqual({ done_bytes: 3 * EXTENT, pending_bytes: 0, active: false });
+    expect(d.map.dirtyExtentCount()).toBe(0);
+    expect(d.onDiskExtents()).toEqual([]);
+  });
+
+  test("virgin reply: localcnt 0 → 1 written after the merged map, then mirrored at the end of the empty pass", () => {
+    const d = driver();
+    const actions = d.connect(connection(d, { virgin: true }));
+    expect(types(actions)).toEqual(["metadata", "metadata"]);
+    expect(d.metadata.map((g) => g.localcnt)).toEqual([1n, 0n]);
+    expect(d.events).toEqual([]); // "Nodes are in sync.": no event
+  });
+
+  test("disconnect mid-sync: syncintr, pending remote legs fail, extents stay dirty", () => {
+    const d = driver("memsync");
+    d.connect(connection(d, { extents: [0, 1] }));
+    d.completeSync(d.pending_sync[0]!, true);
+    const { id } = d.submit("write", 5 * EXTENT, 512);
+    d.completeLocal(op(d.pending_local, id), true);
+    d.receiveRemote(op(d.pending_remote, id));
+    expect(d.replies.get(id)).toEqual({ ok: true });
+    const actions = d.disconnect();
+    expect(types(actions)).toContain("event:syncintr");
+    expect(d.events).toEqual(["syncstart", "syncintr"]);
+    for (const e of [0, 1, 5]) expect(d.map.extentState(e)).toMatchObject({ dirty: true, in_sync_set: true });
+    expect(d.engine.inflight()).toBe(0);
+    // Late answers of the dead pass are ignored.
+    expect(d.engine.syncCopyDone({ offset: 0, length: CHUNK, extent: 0, pass: 1 }, true)).toEqual([]);
+    d.checkMapCoversDifferences();
+  });
+
+  test("a connect while a disconnected write is in flight copies it before mirroring the counters", () => {
+    const d = driver();
+    const { id } = d.submit("write", 2 * EXTENT, 512);
+    const actions = d.connect(connection(d));
+    expect(types(actions)).toContain("event:syncstart");
+    expect(d.metadata.map((g) => g.localcnt)).toEqual([1n]); // not mirrored yet
+    expect(d.pending_sync).toHaveLength(0); // the chunk waits for the write
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.pending_sync.length).toBeGreaterThan(0);
+    drain(d);
+    expect(d.metadata.map((g) => g.localcnt)).toEqual([1n, 0n]);
+    expect(d.local).toEqual(d.remote);
+  });
+
+  test("a failed chunk keeps its extent dirty and the counters alone", () => {
+    const d = driver("fullsync", 1n, 0n);
+    d.connect(connection(d, { extents: [3] }));
+    d.completeSync(d.pending_sync[1]!, false);
+    drain(d);
+    expect(d.map.extentState(3)).toMatchObject({ dirty: true, in_sync_set: true });
+    expect(d.metadata).toEqual([]);
+    expect(d.engine.syncProgress()).toMatchObject({ done_bytes: 3 * CHUNK, active: false });
+  });
+
+  test("each pass counts its own bytes", () => {
+    const d = driver();
+    d.connect(connection(d, { extents: [0] }));
+    drain(d);
+    expect(d.engine.syncProgress().done_bytes).toBe(EXTENT);
+    const { id } = d.submit("write", 3 * EXTENT, 512);
+    d.completeLocal(op(d.pending_local, id), true);
+    d.completeRemote(op(d.pending_remote, id), false);
+    drain(d);
+    expect(d.engine.syncProgress().done_bytes).toBe(EXTENT);
+    expect(d.events).toEqual(["syncstart", "syncdone", "syncstart", "syncdone"]);
+  });
+});
+
+describe("reads", () => {
+  test("local by default", () => {
+    const d = driver();
+    d.connect(connection(d));
+    const { id, actions } = d.submit("read", 0, 1024);
+    expect(types(actions)).toEqual(["local"]);
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.replies.get(id)).toEqual({ ok: true, source: "local" });
+  });
+
+  test("from the peer when syncing from the secondary and the extent is not copied yet", () => {
+    const d = driver();
+    d.connect(connection(d, { syncsrc: "secondary", extents: [2] }));
+    expect(d.pending_sync[0]!.from).toBe("secondary");
+    const stale = d.submit("read", 2 * EXTENT + 512, 512);
+    expect(types(stale.actions)).toEqual(["remote"]);
+    const fresh = d.submit("read", 3 * EXTENT, 512);
+    expect(types(fresh.actions)).toEqual(["local"]);
+    d.completeRemote(op(d.pending_remote, stale.id), true);
+    expect(d.replies.get(stale.id)).toEqual({ ok: true, source: "remote" });
+    drain(d);
+    expect(types(d.submit("read", 2 * EXTENT, 512).actions)).toEqual(["local"]);
+  });
+
+  test("fails rather than return stale data when the peer is gone", () => {
+    const d = driver();
+    d.connect(connection(d, { syncsrc: "secondary", extents: [2] }));
+    const inflight = d.submit("read", 2 * EXTENT, 512);
+    d.disconnect();
+    expect(d.replies.get(inflight.id)).toEqual({ ok: false, source: "remote" });
+    const later = d.submit("read", 2 * EXTENT, 512);
+    expect(types(later.actions)).toEqual(["reply"]);
+    expect(d.replies.get(later.id)).toEqual({ ok: false, source: "remote" });
+  });
+
+  test("a failed local read falls back to the peer; without a peer it fails", () => {
+    const d = driver();
+    d.connect(connection(d));
+    const first = d.submit("read", 0, 512);
+    const actions = d.completeLocal(op(d.pending_local, first.id), false);
+    expect(types(actions)).toEqual(["remote"]);
+    d.completeRemote(op(d.pending_remote, first.id), true);
+    expect(d.replies.get(first.id)).toEqual({ ok: true, source: "remote" });
+    d.disconnect();
+    const second = d.submit("read", 0, 512);
+    d.completeLocal(op(d.pending_local, second.id), false);
+    expect(d.replies.get(second.id)).toEqual({ ok: false, source: "local" });
+  });
+});
+
+describe("writes and sync chunks never overlap", () => {
+  test("a write overlapping a chunk in flight is held until the chunk is done", () => {
+    const d = driver();
+    d.connect(connection(d, { extents: [0] }));
+    const { id, actions } = d.submit("write", CHUNK + 512, 512);
+    expect(actions).toEqual([]);
+    const later = d.submit("write", 6 * EXTENT, 512); // behind the held one, in order
+    expect(later.actions).toEqual([]);
+    d.checkNoOverlap();
+    const chunk = d.pending_sync.find((s) => s.chunk.offset === CHUNK)!;
+    const done = d.completeSync(chunk, true);
+    expect(types(done)).toEqual(["local", "remote", "map", "local", "remote"]);
+    expect(op(d.pending_local, id).request.offset).toBe(CHUNK + 512);
+    d.checkNoOverlap();
+    drain(d);
+    expect(d.local).toEqual(d.remote);
+  });
+
+  test("a chunk overlapping a write in flight waits for the write", () => {
+    const d = driver("async");
+    d.connect(connection(d));
+    const { id } = d.submit("write", EXTENT, 512);
+    d.completeLocal(op(d.pending_local, id), true); // answered, remote leg still out
+    d.disconnect();
+    d.connect(connection(d, { extents: [1] }));
+    // (the dropped remote leg marked extent 1; a fresh write keeps it busy)
+    const w = d.submit("write", EXTENT, 512);
+    drain(d);
+    d.checkNoOverlap();
+    expect(d.replies.has(w.id)).toBe(true);
+    const again = d.submit("write", EXTENT + 3 * CHUNK, 512);
+    d.disconnect();
+    d.connect(connection(d, { extents: [1] }));
+    expect(d.pending_sync.map((s) => s.chunk.offset)).toEqual([EXTENT, EXTENT + CHUNK, EXTENT + 2 * CHUNK]);
+    d.checkNoOverlap();
+    d.completeLocal(op(d.pending_local, again.id), true);
+    expect(d.pending_sync.map((s) => s.chunk.offset)).toContain(EXTENT + 3 * CHUNK);
+    drain(d);
+    expect(d.local).toEqual(d.remote);
+  });
+
+  test("a chunk does not wait for a write that itself waits for sync (no deadlock)", () => {
+    const d = driver();
+    d.connect(connection(d, { extents: [0, 1] })); // chunks 0..3 of extent 0 in flight
+    const w1 = d.submit("write", 0, 512); // held by chunk 0
+    const w2 = d.submit("write", EXTENT, 512); // held behind w1
+    d.completeSync(d.pending_sync.find((s) => s.chunk.offset === CHUNK)!, true); // extent 1 chunk 0 may start
+    d.checkNoOverlap();
+    drain(d);
+    expect(d.replies.get(w1.id)).toEqual({ ok: true });
+    expect(d.replies.get(w2.id)).toEqual({ ok: true });
+    expect(d.events).toEqual(["syncstart", "syncdone"]);
+    expect(d.local).toEqual(d.remote);
+  });
+
+  test("a request id still waiting cannot be reused", () => {
+    const d = driver();
+    d.connect(connection(d, { extents: [0] }));
+    d.engine.submit(900, "write", 0, 512);
+    expect(() => d.engine.submit(900, "write", 6 * EXTENT, 512)).toThrow("request id 900 reused while in flight");
+  });
+});
+
+describe("flush", () => {
+  test("connected: both legs, answered when both are done", () => {
+    const d = driver("async");
+    d.connect(connection(d));
+    const { id, actions } = d.submit("flush", 0, 0);
+    expect(actions.filter((a) => a.type === "local" || a.type === "remote")).toEqual([
+      { type: "local", id, kind: "flush", offset: 0, length: 0 },
+      { type: "remote", id, kind: "flush", offset: 0, length: 0, memsync: false },
+    ]);
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.replies.has(id)).toBe(false);
+    d.completeRemote(op(d.pending_remote, id), false);
+    expect(d.replies.get(id)).toEqual({ ok: true });
+    expect(d.engine.inflight()).toBe(0);
+  });
+
+  test("disconnected: local leg only; both failing reports failure", () => {
+    const d = driver();
+    const { id, actions } = d.submit("flush", 0, 0);
+    expect(types(actions)).toEqual(["local"]);
+    d.completeLocal(op(d.pending_local, id), false);
+    expect(d.replies.get(id)).toEqual({ ok: false });
+  });
+
+  test("the link drops under a flush: the remote leg fails and the local result decides", () => {
+    const d = driver();
+    d.connect(connection(d));
+    const { id } = d.submit("flush", 0, 0);
+    d.disconnect();
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.replies.get(id)).toEqual({ ok: true });
+  });
+});
+
+test("extentOf helper sanity", () => expect(extentOf(EXTENT * 2 + 1)).toBe(2));
