@@ -23,6 +23,8 @@ interface ResourceState {
   role: Role;
   worker: WorkerHandle | null;
   restart: ReturnType<typeof setTimeout> | null;
+  /** The last connection attempt ended in split-brain (cleared by a connect or a role change). */
+  split_brain: boolean;
 }
 
 export interface MainOptions {
@@ -46,7 +48,7 @@ export class Hastd {
   ) {
     this.hooks = new HookRunner(opts.log, opts.foreground ? "inherit" : "ignore");
     this.listener = this.newListener();
-    for (const r of config.resources) this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null });
+    for (const r of config.resources) this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false });
   }
 
   /** Starts the control socket; the config was already loaded (errors reported by the caller). */
@@ -112,11 +114,12 @@ export class Hastd {
       replication: c.replication, checksum: c.checksum, compression: c.compression,
       workerpid: state.worker?.running ? state.worker.pid : 0, extentsize: 0, keepdirty: 0, dirty: 0,
       nbd: formatAddress(c.nbd),
+      ...(state.split_brain ? { split_brain: true } : {}),
     };
     if (!state.worker?.running) return base;
     const live = await state.worker.status();
     if (!live) return { ...base, error: ControlError.BUSY, message: "worker is not answering" };
-    return { ...base, ...live };
+    return { ...base, ...live, ...(state.split_brain ? { split_brain: true } : {}) };
   }
 
   private async setRole(state: ResourceState, role: Role): Promise<void> {
@@ -125,6 +128,7 @@ export class Hastd {
     const name = state.config.name;
     this.log.info(`[${name}] Role changed to ${role}.`);
     state.role = role;
+    state.split_brain = false;
     await this.stopWorker(state);
     if (role === "primary") await Promise.race([this.startWorker(state, "primary").ready, Bun.sleep(WORKER_START_WAIT_MS)]);
     this.hooks.run(state.config.exec, "role", name, [old, role]);
@@ -134,7 +138,11 @@ export class Hastd {
   private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: { fds: number[]; handshake: Handshake }): WorkerHandle {
     const init = { resource: state.config, role, node: this.config.node, log: this.opts.log_setup, ...(peer ? { handshake: peer.handshake } : {}) };
     const worker = WorkerHandle.spawn(init, {
-      onEvent: (event: HookEvent, args: string[]) => this.hooks.run(state.config.exec, event, state.config.name, args),
+      onEvent: (event: HookEvent, args: string[]) => {
+        if (event === "split-brain") state.split_brain = true;
+        if (event === "connect") state.split_brain = false;
+        this.hooks.run(state.config.exec, event, state.config.name, args);
+      },
       onExit: (exit) => this.workerExited(state, worker, exit),
     }, peer?.fds ?? []);
     state.worker = worker;
@@ -207,7 +215,7 @@ export class Hastd {
       const state = this.resources.get(r.name);
       if (!state) {
         this.log.info(`[${r.name}] Resource added to the configuration.`);
-        this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null });
+        this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false });
         continue;
       }
       if (!resourceChanged(state.config, r)) continue;

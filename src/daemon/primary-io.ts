@@ -8,7 +8,7 @@
 // which is exactly its ordering contract (map and metadata writes are durable before the next).
 import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
-import type { PrimaryAction, PrimaryEngine, RequestKind } from "../core/primary-engine.ts";
+import type { PrimaryAction, PrimaryEngine, PrimaryGeneration, RequestKind } from "../core/primary-engine.ts";
 import type { SyncChunk } from "../core/activemap.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import type { LocalDisk } from "../io/disk.ts";
@@ -209,17 +209,8 @@ export class PrimaryIo implements BlockBackend {
     switch (a.type) {
       case "map":
         return this.writeMap(a.write);
-      case "metadata": {
-        const m = this.o.meta;
-        m.resuid = a.generation.resuid;
-        m.localcnt = a.generation.localcnt;
-        m.remotecnt = a.generation.remotecnt;
-        m.flags = a.generation.flags;
-        m.prevrole = "primary";
-        this.o.store.write(m);
-        this.o.log.debug(`Metadata written: localcnt=${m.localcnt} remotecnt=${m.remotecnt}.`);
-        return;
-      }
+      case "metadata":
+        return this.writeMetadata(a.generation);
       case "local":
         return this.local(a.id, a.kind, a.offset);
       case "remote":
@@ -234,6 +225,21 @@ export class PrimaryIo implements BlockBackend {
       case "log":
         return this.o.log[a.level](a.message);
     }
+  }
+
+  /** Memory follows the disk: the new counters are adopted only once they are durable. A failure is
+   * counted as a local write error; the engine's next metadata action writes the whole state again. */
+  private writeMetadata(g: PrimaryGeneration): void {
+    const next: Metadata = { ...this.o.meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary" };
+    try {
+      this.o.store.write(next);
+    } catch (err) {
+      this.o.stats.local_errors.write++;
+      this.o.log.error(`Unable to write metadata (localcnt=${g.localcnt} remotecnt=${g.remotecnt}): ${(err as Error).message}`);
+      return;
+    }
+    Object.assign(this.o.meta, next);
+    this.o.log.debug(`Metadata written: localcnt=${g.localcnt} remotecnt=${g.remotecnt}.`);
   }
 
   private writeMap(write: MapWrite): void {
