@@ -57,6 +57,8 @@ export interface IoOp {
   order: number;
   /** memsync remote write: the early "received" answer is still to come. */
   awaiting_received: boolean;
+  /** The link was up when the operation was issued. */
+  link_up: boolean;
 }
 
 export interface SyncOp {
@@ -259,7 +261,7 @@ export class EngineDriver {
         if (queue.some((op) => op.request.id === action.id)) throw new Error(`second ${action.type} action for request ${action.id}`);
         queue.push({
           request, side: action.type, kind: action.kind, order: this.next_order++,
-          awaiting_received: action.type === "remote" && action.memsync,
+          awaiting_received: action.type === "remote" && action.memsync, link_up: this.link_up,
         });
         return;
       }

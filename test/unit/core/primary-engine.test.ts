@@ -407,3 +407,253 @@ describe("flush", () => {
 });
 
 test("extentOf helper sanity", () => expect(extentOf(EXTENT * 2 + 1)).toBe(2));
+
+// ---- property test ----
+//
+// Random interleavings of writes, trims, flushes and reads, completions in random order, remote
+// failures, link drops (in-flight remote operations may or may not reach the peer), reconnects
+// through decideConnect with a random peer map (sometimes after the secondary "wrote while
+// apart", scribbling its disk and bumping its localcnt), and sync chunk completions and failures.
+// Checked after every step: no write overlaps a sync copy in flight; the on-disk map covers every
+// extent that differs between the disks; the activemap's invariants; each request answered at most
+// once; a fullsync write answered while the link is up and copied by the peer is on both disks;
+// split-brain is reported only when both sides changed data the other has not seen, and always
+// then unless a full sync (rows 1, 7) is still unfinished.
+// At the end (link up, everything completed, sync passes until nothing is left): every request was
+// answered once, both disks are identical and hold every write that reached both, only keepdirty
+// extents remain on disk, and the counters mirror the secondary's.
+
+const SEEDS = 600;
+const STEPS = 220;
+const P_SECTOR = 512;
+const P_EXTENT = 2048;
+const P_NEXTENTS = 10;
+const P_DATASIZE = P_NEXTENTS * P_EXTENT - P_SECTOR; // short last extent
+const P_SECTORS = P_DATASIZE / P_SECTOR;
+const P_INFLIGHT_MAX = 12;
+const MODES: ReplicationMode[] = ["fullsync", "memsync", "async"];
+
+import { decideConnect, type Generation } from "../../../src/core/connect-decision.ts";
+import { prng } from "../../fuzz/prng.ts";
+
+class Run {
+  readonly rand: () => number;
+  readonly d: EngineDriver;
+  secondary: Generation = { resuid: 1n, localcnt: 0n, remotecnt: 0n };
+  /** Per sector: newest version known to have reached both disks (or the secondary's own writes). */
+  readonly truth = new Uint32Array(P_SECTORS);
+  readonly remote_ok = new Set<number>();
+  primary_unsynced = false;
+  secondary_unsynced = false;
+  secondary_wrote_this_gap = false;
+  /** False after a full-sync decision (rows 1, 7) until a pass mirrors the counters: until then the
+   * table cannot tell a split-brain (a limitation of spec 7.2, not of the engine). */
+  counters_consistent = true;
+
+  constructor(seed: number) {
+    this.rand = prng(seed);
+    this.d = new EngineDriver({
+      datasize: P_DATASIZE, extentsize: P_EXTENT, sector_bytes: P_SECTOR, keepdirty: 1 + this.int(3), chunk_bytes: 1024,
+      mode: MODES[this.int(3)]!, generation: { resuid: 1n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+    });
+    this.d.on_reply = (request, reply) => this.onReply(request.id, reply.ok);
+    if (this.rand() < 0.7) this.reconnect(false);
+  }
+
+  int(n: number): number {
+    return Math.floor(this.rand() * n);
+  }
+
+  pick<T>(items: T[]): T | undefined {
+    return items.length === 0 ? undefined : items[this.int(items.length)];
+  }
+
+  onReply(id: number, ok: boolean): void {
+    const request = this.d.requests.get(id)!;
+    if (request.kind !== "write" && request.kind !== "delete") return;
+    if (!this.d.link_up && ok) this.primary_unsynced = true;
+    if (ok && request.mode === "fullsync" && request.kind === "write" && this.d.link_up && this.remote_ok.has(id)) {
+      for (let s = request.offset / P_SECTOR; s < (request.offset + request.length) / P_SECTOR; s++) {
+        if (this.d.local[s]! < request.version || this.d.remote[s]! < request.version) {
+          throw new Error(`fullsync write ${id} answered but sector ${s} is not on both disks`);
+        }
+      }
+    }
+  }
+
+  step(): void {
+    const d = this.d;
+    const r = this.int(100);
+    if (r < 22) this.submit();
+    else if (r < 40) {
+      const op = this.pick(d.completableLocal());
+      if (op) d.completeLocal(op, op.kind === "read" ? this.rand() < 0.9 : true);
+    } else if (r < 48) {
+      const op = this.pick(d.awaitingReceived());
+      if (op) d.receiveRemote(op);
+    } else if (r < 66) {
+      const op = this.pick(d.completableRemote());
+      if (op) this.completeRemote(op, this.rand() < 0.9);
+    } else if (r < 86) {
+      const op = this.pick(d.pending_sync);
+      if (op) d.completeSync(op, this.rand() < 0.95);
+    } else if (r < 90) {
+      if (d.link_up) d.disconnect(() => this.rand() < 0.5);
+    } else if (r < 95) {
+      if (!d.link_up) this.reconnect(true);
+    } else if (r < 96) {
+      d.setMode(MODES[this.int(3)]!);
+    }
+    this.check();
+  }
+
+  submit(): void {
+    const d = this.d;
+    if (d.engine.inflight() >= P_INFLIGHT_MAX) return;
+    const r = this.int(100);
+    if (r < 8) {
+      d.submit("flush", 0, 0);
+      return;
+    }
+    const sectors = 1 + this.int(6);
+    const offset = this.int(P_SECTORS - sectors + 1) * P_SECTOR;
+    const kind = r < 60 ? "write" : r < 72 ? "delete" : "read";
+    d.submit(kind, offset, sectors * P_SECTOR);
+  }
+
+  completeRemote(op: IoOp, ok: boolean): void {
+    if (ok) this.remote_ok.add(op.request.id);
+    this.d.completeRemote(op, ok, ok || this.rand() < 0.5);
+    const request = op.request;
+    if (ok && (request.kind === "write" || request.kind === "delete") && this.d.replies.has(request.id) && this.d.replies.get(request.id)!.ok) {
+      // Reached both disks (the local leg never fails here): it must survive.
+      const pending_local = this.d.pending_local.some((o) => o.request.id === request.id);
+      if (!pending_local) this.raiseTruth(request.offset, request.length, request.version);
+    }
+  }
+
+  raiseTruth(offset: number, length: number, version: number): void {
+    for (let s = offset / P_SECTOR; s < (offset + length) / P_SECTOR; s++) this.truth[s] = Math.max(this.truth[s]!, version);
+  }
+
+  reconnect(may_scribble: boolean): void {
+    const d = this.d;
+    const extents = new Set<number>();
+    for (let e = 0; e < P_NEXTENTS; e++) if (this.rand() < 0.2) extents.add(e);
+    if (may_scribble && this.counters_consistent && extents.size > 0 && this.rand() < 0.3) {
+      // The secondary ran as primary while apart: it wrote into extents of its own dirty map.
+      // (Not while a full sync is unfinished: promoting a half-synced secondary is an operator error.)
+      for (const e of extents) {
+        const first = e * (P_EXTENT / P_SECTOR) + this.int(P_EXTENT / P_SECTOR);
+        const end = Math.min(first + 1 + this.int(3), P_SECTORS, (e + 1) * (P_EXTENT / P_SECTOR));
+        if (first >= end) continue;
+        const version = d.newVersion();
+        d.remote.fill(version, first, end);
+        this.truth.fill(version, first, end);
+      }
+      if (!this.secondary_wrote_this_gap) this.secondary = { ...this.secondary, localcnt: this.secondary.localcnt + 1n };
+      this.secondary_wrote_this_gap = true;
+      this.secondary_unsynced = true;
+    }
+    const g = d.engine.generation;
+    const hello = { resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, virgin: false, initial_full_sync: false };
+    let decision = decideConnect(this.secondary, hello);
+    const both = this.primary_unsynced && this.secondary_unsynced;
+    if (decision.kind === "split-brain" ? !both : both && this.counters_consistent) {
+      throw new Error(`decision row ${decision.row} (${decision.kind}) but primary changed=${this.primary_unsynced}, secondary changed=${this.secondary_unsynced}`);
+    }
+    if (decision.kind === "split-brain") {
+      // The operator re-creates the secondary: rule 1, full sync from the primary.
+      this.secondary = { resuid: 0n, localcnt: 0n, remotecnt: 0n };
+      this.truth.set(d.local);
+      this.secondary_unsynced = false;
+      decision = decideConnect(this.secondary, hello);
+    }
+    if (decision.kind !== "accept") throw new Error(`connection refused: ${decision.kind}`);
+    if (decision.map === "full") this.counters_consistent = false;
+    if (decision.adopt_resuid) this.secondary = { ...this.secondary, resuid: g.resuid };
+    const peer_map = new Uint8Array(d.map.mapsize);
+    for (let e = 0; e < P_NEXTENTS; e++) {
+      if (decision.map === "full" || (decision.map === "own" && extents.has(e))) peer_map[e >> 3]! |= 1 << (e & 7);
+    }
+    this.secondary_wrote_this_gap = false;
+    d.connect({
+      syncsrc: decision.syncsrc, peer_localcnt: this.secondary.localcnt, peer_remotecnt: this.secondary.remotecnt,
+      peer_map, virgin: decision.virgin,
+    });
+  }
+
+  check(): void {
+    const d = this.d;
+    // Data going to the primary's disk alone (started, or answered, without the peer) is a change
+    // the secondary has not seen.
+    if (d.pending_local.some((op) => !op.link_up && (op.kind === "write" || op.kind === "delete"))) this.primary_unsynced = true;
+    d.checkNoOverlap();
+    d.checkMapCoversDifferences();
+    d.map.checkInvariants();
+    const g = d.engine.generation;
+    if (d.link_up && !d.engine.syncProgress().active && d.map.syncExtentCount() === 0 &&
+      g.localcnt === this.secondary.remotecnt && g.remotecnt === this.secondary.localcnt) {
+      this.primary_unsynced = false;
+      this.secondary_unsynced = false;
+      this.counters_consistent = true;
+    }
+  }
+
+  /** Link up, everything completed, passes repeated until the sync set is empty. */
+  quiesce(): void {
+    const d = this.d;
+    for (let attempt = 0; attempt < 6; attempt++) {
+      if (!d.link_up) this.reconnect(false);
+      for (let round = 0; round < 10_000 && !d.idle(); round++) {
+        const received = d.awaitingReceived()[0];
+        const local = d.completableLocal()[0];
+        const remote = d.completableRemote()[0];
+        if (received) d.receiveRemote(received);
+        else if (local) d.completeLocal(local, true);
+        else if (remote) this.completeRemote(remote, true);
+        else d.completeSync(d.pending_sync[0]!, true);
+        this.check();
+      }
+      if (!d.idle()) throw new Error("operations still pending after quiescing");
+      // Nothing left to complete: anything the engine still holds is stuck.
+      if (d.engine.inflight() > 0 || d.engine.syncProgress().active) {
+        throw new Error(`stalled: ${d.engine.inflight()} requests held, sync active=${d.engine.syncProgress().active}`);
+      }
+      if (d.map.syncExtentCount() === 0 && !d.engine.syncProgress().active) return;
+      d.disconnect(); // failed chunks are retried at the next connection
+      this.check();
+    }
+    throw new Error(`sync set not empty after quiescing: ${d.map.syncExtentCount()} extents`);
+  }
+
+  finalChecks(): void {
+    const d = this.d;
+    for (const id of d.requests.keys()) if (!d.replies.has(id)) throw new Error(`request ${id} never answered`);
+    expect(d.engine.inflight()).toBe(0);
+    const differing = d.differingExtents();
+    if (differing.length > 0) throw new Error(`disks differ in extents ${differing.join(",")} after the final sync`);
+    for (let s = 0; s < P_SECTORS; s++) {
+      if (d.local[s]! < this.truth[s]!) throw new Error(`sector ${s}: version ${d.local[s]} lost newer ${this.truth[s]} that reached both disks`);
+    }
+    expect(d.map.dirtyExtentCount()).toBe(0);
+    for (const e of d.onDiskExtents()) if (!d.map.extentState(e).in_keepdirty) throw new Error(`extent ${e} dirty on disk outside the keepdirty set`);
+    const g = d.engine.generation;
+    expect([g.localcnt, g.remotecnt]).toEqual([this.secondary.remotecnt, this.secondary.localcnt]);
+  }
+}
+
+describe("PrimaryEngine property", () => {
+  test(`${SEEDS} seeded runs of ${STEPS} steps`, () => {
+    for (let seed = 1; seed <= SEEDS; seed++) {
+      try {
+        const run = new Run(seed);
+        for (let i = 0; i < STEPS; i++) run.step();
+        run.quiesce();
+        run.finalChecks();
+      } catch (err) {
+        throw new Error(`seed ${seed}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  });
+});

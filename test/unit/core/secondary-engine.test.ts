@@ -1,0 +1,92 @@
+// SecondaryEngine: request validation, the memsync early "received" answer, map clear at the
+// first request after a handshake.
+import { describe, expect, test } from "bun:test";
+import { ActiveMap } from "../../../src/core/activemap.ts";
+import { SecondaryEngine, type SecondaryRequest } from "../../../src/core/secondary-engine.ts";
+
+const SECTOR = 512;
+const EXTENT = 4096;
+const DATASIZE = 16 * EXTENT;
+const MAX_REQUEST = 8192;
+
+function engine(dirty: number[] = []): { e: SecondaryEngine; map: ActiveMap } {
+  const map = new ActiveMap({ datasize: DATASIZE, extentsize: EXTENT, keepdirty: 4, sectorsize: SECTOR });
+  const image = new Uint8Array(map.mapsize);
+  for (const x of dirty) image[x >> 3]! |= 1 << (x & 7);
+  map.copyIn(image);
+  return { e: new SecondaryEngine(map, { datasize: DATASIZE, sector_bytes: SECTOR, max_request_bytes: MAX_REQUEST }), map };
+}
+
+function req(r: Partial<SecondaryRequest>): SecondaryRequest {
+  return { seq: 5n, kind: "write", offset: 0, length: SECTOR, memsync: false, ...r };
+}
+
+describe("SecondaryEngine", () => {
+  test("the first valid request clears the map (whole region, zeros), later ones do not", () => {
+    const { e, map } = engine([1, 9]);
+    const first = e.request(req({ seq: 1n }));
+    expect(first[0]).toMatchObject({ type: "map" });
+    const clear = first[0]!.type === "map" ? first[0]!.write : null;
+    expect(clear!.pieces).toEqual([{ offset: 0, bytes: new Uint8Array(map.mapsize) }]);
+    expect(map.dirtyExtentCount()).toBe(0);
+    expect(first.slice(1)).toEqual([{ type: "local", seq: 1n, kind: "write", offset: 0, length: SECTOR }]);
+    expect(e.request(req({ seq: 2n, kind: "read" }))).toEqual([{ type: "local", seq: 2n, kind: "read", offset: 0, length: SECTOR }]);
+  });
+
+  test("an invalid first request does not clear the map", () => {
+    const { e, map } = engine([3]);
+    expect(e.request(req({ seq: 0n })).map((a) => a.type)).toEqual(["log", "reply"]);
+    expect(map.dirtyExtentCount()).toBe(1);
+    expect(e.request(req({ seq: 1n, kind: "flush", offset: 0, length: 0 })).map((a) => a.type)).toEqual(["map", "local"]);
+  });
+
+  test("memsync write: received answer before the disk write, final answer after", () => {
+    const { e } = engine();
+    const actions = e.request(req({ seq: 9n, memsync: true }));
+    expect(actions.slice(1)).toEqual([
+      { type: "reply", seq: 9n, error: null, received: true },
+      { type: "local", seq: 9n, kind: "write", offset: 0, length: SECTOR },
+    ]);
+    expect(e.localDone(9n, null)).toEqual([{ type: "reply", seq: 9n, error: null, received: false }]);
+    expect(e.localDone(10n, "EIO")).toEqual([{ type: "reply", seq: 10n, error: "EIO", received: false }]);
+  });
+
+  test("the memsync flag means nothing on other kinds", () => {
+    const { e } = engine();
+    e.request(req({ seq: 1n }));
+    for (const kind of ["read", "delete"] as const) {
+      expect(e.request(req({ seq: 2n, kind, memsync: true })).map((a) => a.type)).toEqual(["local"]);
+    }
+  });
+
+  const invalid: [string, Partial<SecondaryRequest>, string][] = [
+    ["seq 0", { seq: 0n }, "sequence number 0"],
+    ["flush with a range", { kind: "flush", offset: 0, length: SECTOR }, "flush with a range"],
+    ["zero length", { length: 0 }, "bad range"],
+    ["negative offset", { offset: -SECTOR }, "bad range"],
+    ["fractional offset", { offset: 0.5 }, "bad range"],
+    ["unsafe length", { length: 2 ** 53 }, "bad range"],
+    ["too long", { length: MAX_REQUEST + SECTOR }, `length ${MAX_REQUEST + SECTOR} over ${MAX_REQUEST}`],
+    ["unaligned offset", { offset: 100 }, `range not aligned to ${SECTOR}-byte sectors`],
+    ["unaligned length", { length: 700 }, `range not aligned to ${SECTOR}-byte sectors`],
+    ["past the end", { offset: DATASIZE - SECTOR, length: 2 * SECTOR }, `range ends past the data size ${DATASIZE}`],
+  ];
+  for (const [name, r, why] of invalid) {
+    test(`rejects ${name} with EINVAL and executes nothing`, () => {
+      const { e } = engine();
+      const full = req({ seq: 3n, ...r, memsync: true });
+      expect(e.request(full)).toEqual([
+        { type: "log", level: "warn", message: `Rejected ${full.kind} request ${full.seq}: ${why}.` },
+        { type: "reply", seq: full.seq, error: "EINVAL", received: false },
+      ]);
+    });
+  }
+
+  test("accepts the edges: last sector, a maximal write, a trim longer than the request limit", () => {
+    const { e } = engine();
+    e.request(req({ seq: 1n }));
+    expect(e.request(req({ seq: 2n, offset: DATASIZE - SECTOR })).map((a) => a.type)).toEqual(["local"]);
+    expect(e.request(req({ seq: 3n, length: MAX_REQUEST })).map((a) => a.type)).toEqual(["local"]);
+    expect(e.request(req({ seq: 4n, kind: "delete", length: DATASIZE })).map((a) => a.type)).toEqual(["local"]);
+  });
+});
