@@ -1,9 +1,10 @@
 // PrimaryEngine scenarios, driven through the in-memory EngineDriver (two disks and a link).
 import { describe, expect, test } from "bun:test";
 import { SYNC_CHUNKS_MAX, type Connection, type PrimaryAction } from "../../../src/core/primary-engine.ts";
-import type { SyncSource } from "../../../src/core/connect-decision.ts";
+import { decideConnect, type Generation, type SyncSource } from "../../../src/core/connect-decision.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT } from "../../../src/core/metadata.ts";
 import type { ReplicationMode } from "../../../src/core/request-legs.ts";
+import { prng } from "../../fuzz/prng.ts";
 import { EngineDriver, type IoOp } from "./engine-driver.ts";
 
 const SECTOR = 512;
@@ -53,8 +54,6 @@ function drain(d: EngineDriver): void {
   }
   throw new Error("drain did not finish");
 }
-
-const extentOf = (offset: number) => Math.floor(offset / EXTENT);
 
 describe("writes while disconnected", () => {
   test("map before local, localcnt 0 → 1 once, extent stays dirty and queued for sync", () => {
@@ -406,8 +405,6 @@ describe("flush", () => {
   });
 });
 
-test("extentOf helper sanity", () => expect(extentOf(EXTENT * 2 + 1)).toBe(2));
-
 // ---- property test ----
 //
 // Random interleavings of writes, trims, flushes and reads, completions in random order, remote
@@ -432,9 +429,6 @@ const P_DATASIZE = P_NEXTENTS * P_EXTENT - P_SECTOR; // short last extent
 const P_SECTORS = P_DATASIZE / P_SECTOR;
 const P_INFLIGHT_MAX = 12;
 const MODES: ReplicationMode[] = ["fullsync", "memsync", "async"];
-
-import { decideConnect, type Generation } from "../../../src/core/connect-decision.ts";
-import { prng } from "../../fuzz/prng.ts";
 
 class Run {
   readonly rand: () => number;
