@@ -2,7 +2,9 @@
 // resolving `all` and resource names, and turning failures into sysexits codes.
 import type { ArgsDef } from "citty";
 import { ConfigError, loadConfig, type Config, type ResourceConfig } from "../config/index.ts";
-import { EX_USAGE, ExitError } from "../core/sysexits.ts";
+import { EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, ExitError } from "../core/sysexits.ts";
+import { LocalDisk } from "../io/disk.ts";
+import { NativeError } from "../native.ts";
 
 export const DEFAULT_CONFIG = "/etc/hast.conf";
 
@@ -53,4 +55,34 @@ export class ExitStatus {
 
 export function warn(message: string): void {
   process.stderr.write(`hastctl: ${message}\n`);
+}
+
+/**
+ * The offline commands (create, dump) walk the named resources' components: an unknown name is
+ * EX_DATAERR, a component that cannot be opened EX_NOINPUT (EX_TEMPFAIL when a worker holds its
+ * lock); both are reported and skipped. Each disk is closed when the caller moves on.
+ */
+export function* openComponents(config: Config, names: string[], write: boolean, exit: ExitStatus):
+  Generator<{ name: string; resource: ResourceConfig; disk: LocalDisk }> {
+  for (const { name, resource } of selectResources(config, names)) {
+    if (!resource) {
+      warn(`unknown resource ${name}`);
+      exit.set(EX_DATAERR);
+      continue;
+    }
+    let disk: LocalDisk;
+    try {
+      disk = LocalDisk.open(resource.localpath, { write, lock: write });
+    } catch (err) {
+      const busy = err instanceof NativeError && (err.code === "EWOULDBLOCK" || err.code === "EAGAIN");
+      warn(`${name}: ${busy ? `${resource.localpath} is in use (locked by hastd?)` : (err as Error).message}`);
+      exit.set(busy ? EX_TEMPFAIL : EX_NOINPUT);
+      continue;
+    }
+    try {
+      yield { name, resource, disk };
+    } finally {
+      disk.close();
+    }
+  }
 }

@@ -4,11 +4,10 @@ import { defineCommand } from "citty";
 import { parseSize } from "../config/index.ts";
 import { computeLayout, LayoutError } from "../core/layout.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
-import { EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, ExitError } from "../core/sysexits.ts";
-import { LocalDisk } from "../io/disk.ts";
+import { EX_DATAERR, EX_IOERR, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
 import { NativeError } from "../native.ts";
-import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, selectResources, warn } from "./common.ts";
+import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, openComponents, warn } from "./common.ts";
 
 const args = {
   ...commonArgs,
@@ -44,21 +43,7 @@ export default defineCommand({
     const config = loadCtlConfig(a.c);
     const exit = new ExitStatus();
     const created: Record<string, unknown>[] = [];
-    for (const { name, resource } of selectResources(config, a._)) {
-      if (!resource) {
-        warn(`unknown resource ${name}`);
-        exit.set(EX_DATAERR);
-        continue;
-      }
-      let disk: LocalDisk;
-      try {
-        disk = LocalDisk.open(resource.localpath, { write: true, lock: true });
-      } catch (err) {
-        const busy = err instanceof NativeError && (err.code === "EWOULDBLOCK" || err.code === "EAGAIN");
-        warn(`${name}: ${busy ? `${resource.localpath} is in use (locked by hastd?)` : (err as Error).message}`);
-        exit.set(busy ? EX_TEMPFAIL : EX_NOINPUT);
-        continue;
-      }
+    for (const { name, resource, disk } of openComponents(config, a._, true, exit)) {
       try {
         if (mediasize > disk.size_bytes) {
           warn(`${name}: media size ${mediasize} is larger than ${resource.localpath} (${disk.size_bytes} bytes)`);
@@ -83,8 +68,6 @@ export default defineCommand({
           warn(`${name}: unable to write metadata: ${err.message}`);
           exit.set(EX_IOERR);
         } else throw err;
-      } finally {
-        disk.close();
       }
     }
     if (a.json) console.log(JSON.stringify(created, null, 2));

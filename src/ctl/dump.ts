@@ -4,9 +4,8 @@ import { defineCommand } from "citty";
 import { humanizeBytes } from "../core/humanize.ts";
 import { MetadataError, type MetadataRead, type SlotState } from "../core/metadata.ts";
 import { EX_DATAERR, EX_NOINPUT } from "../core/sysexits.ts";
-import { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
-import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, selectResources, warn } from "./common.ts";
+import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, openComponents, warn } from "./common.ts";
 
 function popcount(bytes: Uint8Array): number {
   let n = 0;
@@ -42,20 +41,7 @@ export default defineCommand({
     const config = loadCtlConfig(a.c);
     const exit = new ExitStatus();
     const dumped: ReturnType<typeof describe>[] = [];
-    for (const { name, resource } of selectResources(config, a._)) {
-      if (!resource) {
-        warn(`unknown resource ${name}`);
-        exit.set(EX_DATAERR);
-        continue;
-      }
-      let disk: LocalDisk;
-      try {
-        disk = LocalDisk.open(resource.localpath, { write: false });
-      } catch (err) {
-        warn(`${name}: ${(err as Error).message}`);
-        exit.set(EX_NOINPUT);
-        continue;
-      }
+    for (const { name, resource, disk } of openComponents(config, a._, false, exit)) {
       try {
         const store = new MetadataStore(disk);
         const read = store.read();
@@ -84,8 +70,6 @@ export default defineCommand({
         }
         warn(`${name}: ${resource.localpath}: unreadable metadata: ${err.message}`);
         exit.set(EX_DATAERR);
-      } finally {
-        disk.close();
       }
     }
     if (a.json) console.log(JSON.stringify(dumped, null, 2));
