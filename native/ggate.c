@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,7 +56,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 2; }
+int hast_native_version(void) { return 3; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -327,30 +328,307 @@ int hast_nbd_detach(int index) {
 }
 
 /*
- * FreeBSD GEOM Gate (/dev/ggctl: G_GATE_CMD_CREATE/START/DONE/CANCEL/DESTROY; platform.md
- * section 4). Filled in by issue 5 (ops and failover); until then it refuses honestly.
+ * FreeBSD GEOM Gate (/dev/ggctl; platform.md section 4): the kernel side of /dev/hast/<name>.
+ *
+ * The structures and ioctl numbers are written out here from the spec instead of taken from
+ * <geom/gate/g_gate.h>, so that this part compiles on Linux too and hast_ggate_layout() lets a
+ * test check every size, offset and ioctl value against platform.md 4.1/4.2 on any machine.
+ * Only fixed-width types are used: pointers and uintptr_t fields are uint64_t, which is their
+ * size on the LP64 FreeBSD targets (amd64, arm64); the FreeBSD build asserts LP64.
+ *
+ * Use (src/gate/ggate.ts): open /dev/ggctl once; hast_ggate_create; one or more threads loop on
+ * hast_ggate_start (blocks until the kernel queues a request); hast_ggate_done per request;
+ * hast_ggate_destroy at the end. START and DONE may run concurrently on the same descriptor.
+ * Runs only on FreeBSD; elsewhere every entry point returns -ENOTSUP. Untested on FreeBSD.
  */
-int hast_ggate_create(const char *name, uint64_t media_bytes, uint32_t sector_bytes, uint32_t timeout_s) {
-	(void)name, (void)media_bytes, (void)sector_bytes, (void)timeout_s;
+#define HAST_GG_VERSION 3
+#define HAST_GG_NAME_GIVEN (-2)
+#define HAST_GG_NAME_BYTES 255 /* FreeBSD NAME_MAX */
+#define HAST_GG_INFO_BYTES 2048
+#define HAST_GG_MAX_QUEUE 4096
+
+/* FreeBSD <sys/ioccom.h>: _IOWR(g, n, t) = IOC_INOUT | (sizeof(t) & IOCPARM_MASK) << 16 | g << 8 | n */
+#define HAST_IOC_INOUT 0xc0000000u
+#define HAST_IOCPARM_MASK 0x1fffu
+#define HAST_IOWR(group, n, size) \
+	((uint32_t)(HAST_IOC_INOUT | (((uint32_t)(size) & HAST_IOCPARM_MASK) << 16) | ((uint32_t)(group) << 8) | (n)))
+
+struct hast_gg_create {
+	uint32_t gctl_version;
+	int64_t gctl_mediasize;
+	uint32_t gctl_sectorsize;
+	uint32_t gctl_flags;
+	uint32_t gctl_maxcount;
+	uint32_t gctl_timeout;
+	char gctl_name[HAST_GG_NAME_BYTES];
+	char gctl_info[HAST_GG_INFO_BYTES];
+	char gctl_readprov[HAST_GG_NAME_BYTES];
+	int64_t gctl_readoffset;
+	int32_t gctl_unit;
+};
+
+struct hast_gg_modify {
+	uint32_t gctl_version;
+	int32_t gctl_unit;
+	uint32_t gctl_modify;
+	int64_t gctl_mediasize;
+	char gctl_info[HAST_GG_INFO_BYTES];
+	char gctl_readprov[HAST_GG_NAME_BYTES];
+	int64_t gctl_readoffset;
+};
+
+struct hast_gg_destroy {
+	uint32_t gctl_version;
+	int32_t gctl_unit;
+	int32_t gctl_force;
+	char gctl_name[HAST_GG_NAME_BYTES];
+};
+
+struct hast_gg_cancel {
+	uint32_t gctl_version;
+	int32_t gctl_unit;
+	uint64_t gctl_seq; /* uintptr_t */
+	char gctl_name[HAST_GG_NAME_BYTES];
+};
+
+struct hast_gg_io {
+	uint32_t gctl_version;
+	int32_t gctl_unit;
+	uint64_t gctl_seq; /* uintptr_t */
+	uint32_t gctl_cmd;
+	int64_t gctl_offset;
+	int64_t gctl_length;
+	uint64_t gctl_data; /* void * */
+	int32_t gctl_error;
+};
+
+#define HAST_GG_CMD_CREATE HAST_IOWR('m', 0, sizeof(struct hast_gg_create))
+#define HAST_GG_CMD_MODIFY HAST_IOWR('m', 1, sizeof(struct hast_gg_modify))
+#define HAST_GG_CMD_DESTROY HAST_IOWR('m', 2, sizeof(struct hast_gg_destroy))
+#define HAST_GG_CMD_CANCEL HAST_IOWR('m', 3, sizeof(struct hast_gg_cancel))
+#define HAST_GG_CMD_START HAST_IOWR('m', 4, sizeof(struct hast_gg_io))
+#define HAST_GG_CMD_DONE HAST_IOWR('m', 5, sizeof(struct hast_gg_io))
+
+/* platform.md 4.1 and 4.2, LP64. */
+#define HAST_ASSERT_AT(type, field, offset) \
+	_Static_assert(offsetof(struct type, field) == (offset), #type "." #field " is not at " #offset)
+_Static_assert(sizeof(struct hast_gg_create) == 2608, "g_gate_ctl_create is 2608 bytes");
+HAST_ASSERT_AT(hast_gg_create, gctl_version, 0);
+HAST_ASSERT_AT(hast_gg_create, gctl_mediasize, 8);
+HAST_ASSERT_AT(hast_gg_create, gctl_sectorsize, 16);
+HAST_ASSERT_AT(hast_gg_create, gctl_flags, 20);
+HAST_ASSERT_AT(hast_gg_create, gctl_maxcount, 24);
+HAST_ASSERT_AT(hast_gg_create, gctl_timeout, 28);
+HAST_ASSERT_AT(hast_gg_create, gctl_name, 32);
+HAST_ASSERT_AT(hast_gg_create, gctl_info, 287);
+HAST_ASSERT_AT(hast_gg_create, gctl_readprov, 2335);
+HAST_ASSERT_AT(hast_gg_create, gctl_readoffset, 2592);
+HAST_ASSERT_AT(hast_gg_create, gctl_unit, 2600);
+_Static_assert(sizeof(struct hast_gg_modify) == 2336, "g_gate_ctl_modify is 2336 bytes");
+HAST_ASSERT_AT(hast_gg_modify, gctl_modify, 8);
+HAST_ASSERT_AT(hast_gg_modify, gctl_mediasize, 16);
+HAST_ASSERT_AT(hast_gg_modify, gctl_info, 24);
+HAST_ASSERT_AT(hast_gg_modify, gctl_readprov, 2072);
+HAST_ASSERT_AT(hast_gg_modify, gctl_readoffset, 2328);
+_Static_assert(sizeof(struct hast_gg_destroy) == 268, "g_gate_ctl_destroy is 268 bytes");
+HAST_ASSERT_AT(hast_gg_destroy, gctl_force, 8);
+HAST_ASSERT_AT(hast_gg_destroy, gctl_name, 12);
+_Static_assert(sizeof(struct hast_gg_cancel) == 272, "g_gate_ctl_cancel is 272 bytes");
+HAST_ASSERT_AT(hast_gg_cancel, gctl_seq, 8);
+HAST_ASSERT_AT(hast_gg_cancel, gctl_name, 16);
+_Static_assert(sizeof(struct hast_gg_io) == 56, "g_gate_ctl_io is 56 bytes");
+HAST_ASSERT_AT(hast_gg_io, gctl_unit, 4);
+HAST_ASSERT_AT(hast_gg_io, gctl_seq, 8);
+HAST_ASSERT_AT(hast_gg_io, gctl_cmd, 16);
+HAST_ASSERT_AT(hast_gg_io, gctl_offset, 24);
+HAST_ASSERT_AT(hast_gg_io, gctl_length, 32);
+HAST_ASSERT_AT(hast_gg_io, gctl_data, 40);
+HAST_ASSERT_AT(hast_gg_io, gctl_error, 48);
+_Static_assert(HAST_GG_CMD_CREATE == 0xca306d00u, "G_GATE_CMD_CREATE");
+_Static_assert(HAST_GG_CMD_MODIFY == 0xc9206d01u, "G_GATE_CMD_MODIFY");
+_Static_assert(HAST_GG_CMD_DESTROY == 0xc10c6d02u, "G_GATE_CMD_DESTROY");
+_Static_assert(HAST_GG_CMD_CANCEL == 0xc1106d03u, "G_GATE_CMD_CANCEL");
+_Static_assert(HAST_GG_CMD_START == 0xc0386d04u, "G_GATE_CMD_START");
+_Static_assert(HAST_GG_CMD_DONE == 0xc0386d05u, "G_GATE_CMD_DONE");
+
+/*
+ * Writes "key=value\n" lines (sizes, offsets, ioctl numbers, constants) as compiled; returns the
+ * length needed (call again with more room if larger). Keys: <struct>.size, <struct>.<field>,
+ * ioctl.<command>, const.<name>.
+ */
+int hast_ggate_layout(char *buf, size_t len) {
+#define HAST_SIZE(type) {#type ".size", sizeof(struct hast_gg_##type)}
+#define HAST_AT(type, field) {#type "." #field, offsetof(struct hast_gg_##type, field)}
+	static const struct {
+		const char *key;
+		uint64_t value;
+	} entries[] = {
+		HAST_SIZE(create), HAST_AT(create, gctl_version), HAST_AT(create, gctl_mediasize),
+		HAST_AT(create, gctl_sectorsize), HAST_AT(create, gctl_flags), HAST_AT(create, gctl_maxcount),
+		HAST_AT(create, gctl_timeout), HAST_AT(create, gctl_name), HAST_AT(create, gctl_info),
+		HAST_AT(create, gctl_readprov), HAST_AT(create, gctl_readoffset), HAST_AT(create, gctl_unit),
+		HAST_SIZE(modify), HAST_AT(modify, gctl_version), HAST_AT(modify, gctl_unit),
+		HAST_AT(modify, gctl_modify), HAST_AT(modify, gctl_mediasize), HAST_AT(modify, gctl_info),
+		HAST_AT(modify, gctl_readprov), HAST_AT(modify, gctl_readoffset),
+		HAST_SIZE(destroy), HAST_AT(destroy, gctl_version), HAST_AT(destroy, gctl_unit),
+		HAST_AT(destroy, gctl_force), HAST_AT(destroy, gctl_name),
+		HAST_SIZE(cancel), HAST_AT(cancel, gctl_version), HAST_AT(cancel, gctl_unit),
+		HAST_AT(cancel, gctl_seq), HAST_AT(cancel, gctl_name),
+		HAST_SIZE(io), HAST_AT(io, gctl_version), HAST_AT(io, gctl_unit), HAST_AT(io, gctl_seq),
+		HAST_AT(io, gctl_cmd), HAST_AT(io, gctl_offset), HAST_AT(io, gctl_length),
+		HAST_AT(io, gctl_data), HAST_AT(io, gctl_error),
+		{"ioctl.create", HAST_GG_CMD_CREATE}, {"ioctl.modify", HAST_GG_CMD_MODIFY},
+		{"ioctl.destroy", HAST_GG_CMD_DESTROY}, {"ioctl.cancel", HAST_GG_CMD_CANCEL},
+		{"ioctl.start", HAST_GG_CMD_START}, {"ioctl.done", HAST_GG_CMD_DONE},
+		{"const.version", HAST_GG_VERSION}, {"const.name_bytes", HAST_GG_NAME_BYTES},
+		{"const.info_bytes", HAST_GG_INFO_BYTES},
+	};
+#undef HAST_SIZE
+#undef HAST_AT
+	size_t used = 0;
+	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
+		char line[96];
+		int n = snprintf(line, sizeof(line), "%s=%llu\n", entries[i].key, (unsigned long long)entries[i].value);
+		if (n < 0 || (size_t)n >= sizeof(line)) return -EOVERFLOW;
+		if (buf != NULL && used + (size_t)n < len) memcpy(buf + used, line, (size_t)n);
+		used += (size_t)n;
+	}
+	if (buf != NULL && used < len) buf[used] = '\0';
+	return (int)used;
+}
+
+#ifdef __FreeBSD__
+_Static_assert(sizeof(void *) == 8 && sizeof(off_t) == 8, "GEOM Gate layouts here are LP64 (amd64, arm64)");
+
+/* Copies a provider name ("hast/<provname>") into a gctl_name field; EINVAL if empty or too long. */
+static int hast_gg_name(char dst[HAST_GG_NAME_BYTES], const char *name) {
+	if (name == NULL) return -EINVAL;
+	size_t n = strlen(name);
+	if (n == 0 || n >= HAST_GG_NAME_BYTES) return -EINVAL;
+	memcpy(dst, name, n + 1);
+	return 0;
+}
+
+static int hast_gg_ioctl(int ctl_fd, uint32_t request, void *arg) {
+	for (;;) {
+		if (ioctl(ctl_fd, (unsigned long)request, arg) == 0) return 0;
+		if (errno != EINTR) return -errno;
+	}
+}
+
+/*
+ * Takes over /dev/<name> left by a crashed predecessor: CANCEL with NAME_GIVEN requeues its
+ * outstanding requests and returns the unit (as hastd's init_ggate does on EEXIST).
+ */
+int hast_ggate_cancel(int ctl_fd, const char *name) {
+	struct hast_gg_cancel cancel;
+	memset(&cancel, 0, sizeof(cancel));
+	cancel.gctl_version = HAST_GG_VERSION;
+	cancel.gctl_unit = HAST_GG_NAME_GIVEN;
+	cancel.gctl_seq = 0; /* every outstanding request */
+	int rc = hast_gg_name(cancel.gctl_name, name);
+	if (rc < 0) return rc;
+	rc = hast_gg_ioctl(ctl_fd, HAST_GG_CMD_CANCEL, &cancel);
+	return rc < 0 ? rc : cancel.gctl_unit;
+}
+
+/*
+ * Creates /dev/<name> (e.g. "hast/shared") of media_bytes; returns the unit. *recovered is set
+ * to 1 when the device already existed and was taken over with CANCEL, else 0.
+ */
+int hast_ggate_create(int ctl_fd, const char *name, uint64_t media_bytes, uint32_t sector_bytes,
+		      uint32_t timeout_s, int32_t *recovered) {
+	if (recovered == NULL || sector_bytes == 0 || (sector_bytes & (sector_bytes - 1)) != 0 ||
+	    media_bytes == 0 || media_bytes % sector_bytes != 0 || media_bytes > INT64_MAX)
+		return -EINVAL;
+	struct hast_gg_create create;
+	memset(&create, 0, sizeof(create));
+	create.gctl_version = HAST_GG_VERSION;
+	create.gctl_mediasize = (int64_t)media_bytes;
+	create.gctl_sectorsize = sector_bytes;
+	create.gctl_flags = 0;
+	create.gctl_maxcount = 0; /* unlimited: the daemon bounds its own in-flight requests */
+	create.gctl_timeout = timeout_s;
+	create.gctl_unit = HAST_GG_NAME_GIVEN;
+	int rc = hast_gg_name(create.gctl_name, name);
+	if (rc < 0) return rc;
+	snprintf(create.gctl_info, sizeof(create.gctl_info), "hast on Bun: %s", name);
+	*recovered = 0;
+	rc = hast_gg_ioctl(ctl_fd, HAST_GG_CMD_CREATE, &create);
+	if (rc == 0) return create.gctl_unit;
+	if (rc != -EEXIST) return rc;
+	*recovered = 1;
+	return hast_ggate_cancel(ctl_fd, name);
+}
+
+/*
+ * Blocks until the kernel hands over a request, into io (a struct g_gate_ctl_io of 56 bytes owned
+ * by the caller) with data (capacity_bytes) for WRITE payloads. Returns 0 with a request in io,
+ * the kernel's gctl_error when positive (ECANCELED: device destroyed, stop; ENOMEM: a WRITE needs
+ * gctl_length bytes, retry with a larger buffer), or -errno when the ioctl fails.
+ */
+int hast_ggate_start(int ctl_fd, int unit, void *io, void *data, uint64_t capacity_bytes) {
+	if (io == NULL || data == NULL || capacity_bytes == 0 || capacity_bytes > INT64_MAX) return -EINVAL;
+	struct hast_gg_io *gio = io;
+	memset(gio, 0, sizeof(*gio));
+	gio->gctl_version = HAST_GG_VERSION;
+	gio->gctl_unit = unit;
+	gio->gctl_length = (int64_t)capacity_bytes;
+	gio->gctl_data = (uint64_t)(uintptr_t)data;
+	gio->gctl_error = 0;
+	int rc = hast_gg_ioctl(ctl_fd, HAST_GG_CMD_START, gio);
+	return rc < 0 ? rc : gio->gctl_error;
+}
+
+/*
+ * Completes the request in io (as filled by START) with error (0 or a FreeBSD errno; EAGAIN
+ * requeues it). For a READ, data holds gctl_length bytes the kernel copies out.
+ */
+int hast_ggate_done(int ctl_fd, void *io, int error, void *data) {
+	if (io == NULL || data == NULL || error < 0) return -EINVAL;
+	struct hast_gg_io *gio = io;
+	gio->gctl_version = HAST_GG_VERSION;
+	gio->gctl_error = error;
+	gio->gctl_data = (uint64_t)(uintptr_t)data;
+	return hast_gg_ioctl(ctl_fd, HAST_GG_CMD_DONE, gio);
+}
+
+/* Destroys the unit; with force, queued requests fail ENXIO and blocked STARTs get ECANCELED. */
+int hast_ggate_destroy(int ctl_fd, int unit, int force) {
+	struct hast_gg_destroy destroy;
+	memset(&destroy, 0, sizeof(destroy));
+	destroy.gctl_version = HAST_GG_VERSION;
+	destroy.gctl_unit = unit;
+	destroy.gctl_force = force != 0;
+	return hast_gg_ioctl(ctl_fd, HAST_GG_CMD_DESTROY, &destroy);
+}
+
+#else /* GEOM Gate exists only on FreeBSD: the layouts above still compile and are checked. */
+
+int hast_ggate_cancel(int ctl_fd, const char *name) {
+	(void)ctl_fd, (void)name;
 	return -ENOTSUP;
 }
 
-int hast_ggate_start(int unit, void *io) {
-	(void)unit, (void)io;
+int hast_ggate_create(int ctl_fd, const char *name, uint64_t media_bytes, uint32_t sector_bytes,
+		      uint32_t timeout_s, int32_t *recovered) {
+	(void)ctl_fd, (void)name, (void)media_bytes, (void)sector_bytes, (void)timeout_s, (void)recovered;
 	return -ENOTSUP;
 }
 
-int hast_ggate_done(int unit, void *io) {
-	(void)unit, (void)io;
+int hast_ggate_start(int ctl_fd, int unit, void *io, void *data, uint64_t capacity_bytes) {
+	(void)ctl_fd, (void)unit, (void)io, (void)data, (void)capacity_bytes;
 	return -ENOTSUP;
 }
 
-int hast_ggate_cancel(const char *name) {
-	(void)name;
+int hast_ggate_done(int ctl_fd, void *io, int error, void *data) {
+	(void)ctl_fd, (void)io, (void)error, (void)data;
 	return -ENOTSUP;
 }
 
-int hast_ggate_destroy(int unit, int force) {
-	(void)unit, (void)force;
+int hast_ggate_destroy(int ctl_fd, int unit, int force) {
+	(void)ctl_fd, (void)unit, (void)force;
 	return -ENOTSUP;
 }
+
+#endif

@@ -22,7 +22,7 @@ import { dlopen, FFIType } from "bun:ffi";
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 2; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 3; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -43,11 +43,12 @@ const lib = dlopen(libPath, {
   hast_errno_table: { args: ["ptr", "u64"], returns: "i32" },
   hast_nbd_attach: { args: ["i32", "u64", "u32", "u64", "u32"], returns: "i32" },
   hast_nbd_detach: { args: ["i32"], returns: "i32" },
-  hast_ggate_create: { args: ["ptr", "u64", "u32", "u32"], returns: "i32" },
-  hast_ggate_start: { args: ["i32", "ptr"], returns: "i32" },
-  hast_ggate_done: { args: ["i32", "ptr"], returns: "i32" },
-  hast_ggate_cancel: { args: ["ptr"], returns: "i32" },
-  hast_ggate_destroy: { args: ["i32", "i32"], returns: "i32" },
+  hast_ggate_layout: { args: ["ptr", "u64"], returns: "i32" },
+  hast_ggate_create: { args: ["i32", "ptr", "u64", "u32", "u32", "ptr"], returns: "i32" },
+  hast_ggate_start: { args: ["i32", "i32", "ptr", "ptr", "u64"], returns: "i32" },
+  hast_ggate_done: { args: ["i32", "ptr", "i32", "ptr"], returns: "i32" },
+  hast_ggate_cancel: { args: ["i32", "ptr"], returns: "i32" },
+  hast_ggate_destroy: { args: ["i32", "i32", "i32"], returns: "i32" },
 });
 const c = lib.symbols;
 
@@ -358,7 +359,6 @@ function frontendCall(rc: number, op: string, path: string, later: string): numb
 }
 
 const NBD_LATER = "kernel nbd attach arrives with issue 3";
-const GGATE_LATER = "GEOM Gate arrives with issue 5";
 
 /** Attaches a transmission-phase socket to a kernel nbd device; returns its index. */
 function nbdAttach(sockFd: number, size_bytes: number, block_bytes: number, server_flags: number,
@@ -371,28 +371,62 @@ function nbdDetach(index: number): void {
   frontendCall(c.hast_nbd_detach(index), "nbd-detach", `/dev/nbd${index}`, NBD_LATER);
 }
 
-/** Creates /dev/<name> (e.g. "hast/shared"); returns the unit. */
-function ggateCreate(name: string, media_bytes: number, sector_bytes: number, timeout_s: number): number {
-  return frontendCall(c.hast_ggate_create(cPath(name), media_bytes, sector_bytes, timeout_s),
-    "ggate-create", `/dev/${name}`, GGATE_LATER);
+/** ENOTSUP off FreeBSD, where the GEOM Gate entry points only refuse. */
+function ggateCall(rc: number, op: string, path: string): number {
+  if (rc === -ERRNO.ENOTSUP) {
+    throw new NativeError({ op, path, errno: ERRNO.ENOTSUP, code: "ENOTSUP", note: "GEOM Gate exists only on FreeBSD" });
+  }
+  return check(rc, op, path);
 }
 
-/** Blocks until the kernel queues a request; io is a struct g_gate_ctl_io (platform.md 4.2). */
-function ggateStart(unit: number, io: Uint8Array): void {
-  frontendCall(c.hast_ggate_start(unit, io), "ggate-start", `ggate unit ${unit}`, GGATE_LATER);
+/** Sizes, field offsets and ioctl numbers of the GEOM Gate structures as compiled (platform.md 4). */
+function ggateLayout(): Map<string, number> {
+  const buf = new Uint8Array(4096);
+  const used = c.hast_ggate_layout(buf, buf.length);
+  if (used < 0 || used >= buf.length) throw new Error(`native ggate layout: bad length ${used}`);
+  const layout = new Map<string, number>();
+  for (const line of new TextDecoder().decode(buf.subarray(0, used)).split("\n")) {
+    if (line === "") continue;
+    const [key = "", value = ""] = line.split("=");
+    layout.set(key, Number(value));
+  }
+  return layout;
 }
 
-function ggateDone(unit: number, io: Uint8Array): void {
-  frontendCall(c.hast_ggate_done(unit, io), "ggate-done", `ggate unit ${unit}`, GGATE_LATER);
+/**
+ * Creates /dev/<name> (e.g. "hast/shared") through the /dev/ggctl descriptor ctl_fd. A device left
+ * by a crashed predecessor (EEXIST) is taken over with CANCEL: then `recovered` is true.
+ */
+function ggateCreate(ctl_fd: number, name: string, media_bytes: number, sector_bytes: number,
+  timeout_s: number): { unit: number; recovered: boolean } {
+  const recovered = new Int32Array(1);
+  const unit = ggateCall(c.hast_ggate_create(ctl_fd, cPath(name), media_bytes, sector_bytes, timeout_s, recovered),
+    "ggate-create", `/dev/${name}`);
+  return { unit, recovered: recovered[0] === 1 };
 }
 
-/** Takes over /dev/<name> left by a crashed predecessor; returns its unit. */
-function ggateCancel(name: string): number {
-  return frontendCall(c.hast_ggate_cancel(cPath(name)), "ggate-cancel", `/dev/${name}`, GGATE_LATER);
+/**
+ * Blocks (run it in a Worker) until the kernel queues a request into io (a 56-byte
+ * g_gate_ctl_io) with WRITE data copied into data. Returns 0 for a request, or the kernel's
+ * gctl_error: ECANCELED (device destroyed: stop) or ENOMEM (a WRITE needs io.gctl_length bytes).
+ */
+function ggateStart(ctl_fd: number, unit: number, io: Uint8Array, data: Uint8Array): number {
+  return ggateCall(c.hast_ggate_start(ctl_fd, unit, io, data, data.length), "ggate-start", `ggate unit ${unit}`);
 }
 
-function ggateDestroy(unit: number, force: boolean): void {
-  frontendCall(c.hast_ggate_destroy(unit, force ? 1 : 0), "ggate-destroy", `ggate unit ${unit}`, GGATE_LATER);
+/** Completes the request in io with error (0 or an errno; EAGAIN requeues); READ data in data. */
+function ggateDone(ctl_fd: number, unit: number, io: Uint8Array, error: number, data: Uint8Array): void {
+  ggateCall(c.hast_ggate_done(ctl_fd, io, error, data), "ggate-done", `ggate unit ${unit}`);
+}
+
+/** Requeues every outstanding request of /dev/<name> and returns its unit (takeover). */
+function ggateCancel(ctl_fd: number, name: string): number {
+  return ggateCall(c.hast_ggate_cancel(ctl_fd, cPath(name)), "ggate-cancel", `/dev/${name}`);
+}
+
+/** Destroys the unit; with force, open users see ENXIO and blocked STARTs return ECANCELED. */
+function ggateDestroy(ctl_fd: number, unit: number, force: boolean): void {
+  ggateCall(c.hast_ggate_destroy(ctl_fd, unit, force ? 1 : 0), "ggate-destroy", `ggate unit ${unit}`);
 }
 
 export const native = {
@@ -415,6 +449,7 @@ export const native = {
   lockExclusive,
   nbdAttach,
   nbdDetach,
+  ggateLayout,
   ggateCreate,
   ggateStart,
   ggateDone,
