@@ -3,7 +3,7 @@
 // suite so a crash in one cannot hide the others, and prints the totals as the last line:
 // "N passed, N failed[, N skipped]" (the form CI reads). Extra arguments are passed to bun test
 // (e.g. `npm test -- -t nbd`). HAST_TEST_SUITES=unit,fuzz limits the suites.
-import { mkdtempSync, readFileSync, rmSync, readdirSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -23,6 +23,7 @@ const totals = { passed: 0, failed: 0, skipped: 0 };
 let broken = false;
 
 function hasTests(dir: string): boolean {
+  if (!existsSync(dir)) return false;
   for (const name of readdirSync(dir)) {
     const path = join(dir, name);
     if (statSync(path).isDirectory() ? hasTests(path) : name.endsWith(".test.ts")) return true;

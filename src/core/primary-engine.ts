@@ -225,6 +225,16 @@ export class PrimaryEngine {
   }
 
   private startModify(id: number, kind: "write" | "delete", offset: number, length: number, mode: ReplicationMode): PrimaryAction[] {
+    // While the primary is being synchronized from the secondary its own data is not authoritative:
+    // a change the peer does not also make would be overwritten by the copy (or, once apart, make a
+    // split-brain). So changes then need the peer: refused while it is gone, failed if its leg fails.
+    const from_peer = this.syncsrc === "secondary";
+    if (from_peer && !this.connected) {
+      return [
+        { type: "log", level: "error", message: `Refused ${kind} at ${offset}: this node is being synchronized from the secondary, which is not connected.` },
+        { type: "reply", id, ok: false },
+      ];
+    }
     const actions: PrimaryAction[] = [];
     const write = this.map.writeStart(offset, length);
     if (write) actions.push({ type: "map", write });
@@ -236,7 +246,7 @@ export class PrimaryEngine {
       actions.push(...this.noteDisconnectedChange());
     }
     // DELETE behaves like fullsync in every mode (spec 9).
-    const legs = new RequestLegs(kind === "delete" ? "fullsync" : mode, this.connected);
+    const legs = new RequestLegs(kind === "delete" || from_peer ? "fullsync" : mode, this.connected, from_peer);
     this.modifies.set(id, { id, kind, offset, length, legs });
     actions.push({ type: "local", id, kind, offset, length });
     if (this.connected) actions.push({ type: "remote", id, kind, offset, length, memsync: kind === "write" && mode === "memsync" });

@@ -36,10 +36,16 @@ export class RequestLegs {
   private acked = false;
   private finished = false;
 
-  /** sent: the remote leg went out on a live connection; otherwise it failed before sending. */
+  /**
+   * sent: the remote leg went out on a live connection; otherwise it failed before sending.
+   * remote_required: only the peer's copy counts (the primary is being synchronized from the
+   * secondary, so its own copy of the extent is not authoritative): answered once the peer's disk
+   * write is done, and ok only if it succeeded.
+   */
   constructor(
     readonly mode: ReplicationMode,
     sent: boolean,
+    readonly remote_required = false,
   ) {
     this.remote = sent ? "pending" : "unsent";
   }
@@ -73,7 +79,7 @@ export class RequestLegs {
 
   private ackReady(): boolean {
     if (this.local === "pending") return false;
-    if (this.local === "failed") return this.remoteFinal();
+    if (this.local === "failed" || this.remote_required) return this.remoteFinal();
     switch (this.mode) {
       case "async":
         return true;
@@ -89,7 +95,7 @@ export class RequestLegs {
     if (!this.acked && this.ackReady()) {
       this.acked = true;
       const remote_ok = this.remote === "ok" || this.remote === "received";
-      const ok = this.local === "ok" || remote_ok;
+      const ok = this.remote_required ? this.remote === "ok" : this.local === "ok" || remote_ok;
       out.ack = { ok, error_from: ok ? null : "local" };
     }
     if (!this.finished && this.local !== "pending" && this.remoteFinal()) {

@@ -1,0 +1,58 @@
+// While the primary is synchronized from the secondary (decision row 3), its own copy is not
+// authoritative: a change must reach the peer or fail, never be answered ok and then be
+// overwritten by the copy from the peer.
+import { describe, expect, test } from "bun:test";
+import { RequestLegs } from "../../../src/core/request-legs.ts";
+import { EngineDriver } from "./engine-driver.ts";
+
+const EXTENT = 4096;
+
+function driver(): EngineDriver {
+  return new EngineDriver({
+    datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "memsync",
+    generation: { resuid: 7n, localcnt: 1n, remotecnt: 1n, flags: 0 },
+  });
+}
+
+function fromPeer(d: EngineDriver, extents: number[]): void {
+  const peer_map = new Uint8Array(d.map.mapsize);
+  for (const e of extents) peer_map[e >> 3]! |= 1 << (e & 7);
+  d.connect({ syncsrc: "secondary", peer_localcnt: 2n, peer_remotecnt: 1n, peer_map, virgin: false });
+}
+
+describe("RequestLegs with remote_required", () => {
+  test("answers only when the peer's write is done, ok only if it succeeded", () => {
+    const ok = new RequestLegs("memsync", true, true);
+    expect(ok.localDone(true)).toEqual({});
+    expect(ok.remoteDone(true)).toEqual({ ack: { ok: true, error_from: null }, final: { local_ok: true, remote_ok: true } });
+    const failed = new RequestLegs("async", true, true);
+    expect(failed.localDone(true)).toEqual({});
+    expect(failed.remoteDone(false).ack).toEqual({ ok: false, error_from: "local" });
+  });
+});
+
+describe("writes while syncing from the secondary", () => {
+  test("a write whose remote leg fails is answered with an error and its extent is copied from the peer", () => {
+    const d = driver();
+    fromPeer(d, [0]);
+    const { id } = d.submit("write", 5 * EXTENT, 512);
+    const local = d.pending_local.find((o) => o.request.id === id)!;
+    const remote = d.pending_remote.find((o) => o.request.id === id)!;
+    d.completeLocal(local, true);
+    expect(d.replies.has(id)).toBe(false); // memsync would have answered on "received"; here it waits
+    d.completeRemote(remote, false);
+    expect(d.replies.get(id)?.ok).toBe(false);
+    expect(d.map.extentState(5).in_sync_set).toBe(true);
+  });
+
+  test("a write while the secondary is gone is refused without touching either disk", () => {
+    const d = driver();
+    fromPeer(d, [0]);
+    d.disconnect();
+    const before = d.metadata.length;
+    const { id, actions } = d.submit("write", 3 * EXTENT, 512);
+    expect(actions.some((a) => a.type === "local" || a.type === "map")).toBe(false);
+    expect(d.replies.get(id)?.ok).toBe(false);
+    expect(d.metadata.length).toBe(before); // no localcnt bump: no split-brain made here
+  });
+});
