@@ -12,7 +12,8 @@
 //   const conf = h.writeConfig(singleResource(a, { local: h.sparseFile("disk0", 64 * MiB) }));
 //   const d = await h.startDaemon(a, conf);
 //   expect((await h.hastctl(a, conf, ["role", "primary", "r0"])).code).toBe(0);
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync, closeSync, openSync } from "node:fs";
+import { randomFillSync } from "node:crypto";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync, closeSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -616,4 +617,245 @@ export class Harness {
     const lines = readFileSync("/proc/self/mountinfo", "utf8").split("\n");
     return lines.some((l) => unescapeMount(l.split(" ")[4] ?? "") === point && / - fuse/.test(l));
   }
+}
+
+// ---------------------------------------------------------------- replicating pairs
+
+/** Component bytes beyond the data area for data_bytes ≤ 64 GiB at 2 MiB extents: 2 metadata slots + one map block. */
+export const COMPONENT_OVERHEAD_BYTES = 12288;
+
+export interface PairOptions {
+  /** Resource name (default r0). */
+  name?: string;
+  /** Data area of each component (the files are data_bytes + COMPONENT_OVERHEAD_BYTES). */
+  data_bytes: number;
+  /** Node names (default nodea, nodeb). */
+  nodes?: [string, string];
+  /** Resource-level statements for both nodes (replication, checksum, secret, exec, timeout, ...). */
+  settings?: Settings;
+  /** Extra statements in one node's `on` block, e.g. { nodea: { source: "127.0.0.2" } }. */
+  on?: Record<string, Settings>;
+  /** A node's `remote` (default: the other node's listen address), e.g. a TcpProxy's address. */
+  remote?: Record<string, string>;
+  syntax?: Syntax;
+}
+
+export interface DataRegion {
+  localoff: number;
+  datasize: number;
+}
+
+/** `nbd+unix://` URI of a resource's NBD socket, for nbdcopy/nbdinfo/qemu-io. */
+export const nbdUri = (socket: string, export_name = "r0") => `nbd+unix:///${export_name}?socket=${socket}`;
+
+/**
+ * Two hastd nodes sharing one config file, one resource replicated between them on 127.0.0.1.
+ * Each node has its own component file (`disk`) and NBD socket (`nbd`); the config can be
+ * rewritten (reconfigure) and the daemons started, killed and restarted.
+ */
+export class Pair {
+  readonly daemons = new Map<string, Daemon>();
+  conf = "";
+
+  private constructor(
+    readonly h: Harness,
+    readonly name: string,
+    readonly a: NodeInfo,
+    readonly b: NodeInfo,
+    private opts: PairOptions,
+  ) {}
+
+  /** Nodes, sparse component files and the config; nothing is created or started yet. */
+  static create(h: Harness, opts: PairOptions): Pair {
+    const [na, nb] = opts.nodes ?? ["nodea", "nodeb"];
+    const pair = new Pair(h, opts.name ?? "r0", h.addNode(na), h.addNode(nb), opts);
+    for (const node of pair.nodes) h.sparseFile(`${node.name}.img`, opts.data_bytes + COMPONENT_OVERHEAD_BYTES);
+    pair.writeConfig();
+    return pair;
+  }
+
+  get nodes(): [NodeInfo, NodeInfo] {
+    return [this.a, this.b];
+  }
+
+  other(node: NodeInfo): NodeInfo {
+    return node === this.a ? this.b : this.a;
+  }
+
+  disk(node: NodeInfo): string {
+    return this.h.path(`${node.name}.img`);
+  }
+
+  nbd(node: NodeInfo): string {
+    return this.h.path(`${node.name}.nbd`);
+  }
+
+  uri(node: NodeInfo): string {
+    return nbdUri(this.nbd(node), this.name);
+  }
+
+  daemon(node: NodeInfo): Daemon {
+    const d = this.daemons.get(node.name);
+    if (!d) throw new Error(`hastd of ${node.name} was not started`);
+    return d;
+  }
+
+  spec(): ConfigSpec {
+    const o = this.opts;
+    const block = (node: NodeInfo): Settings => ({
+      local: this.disk(node), nbd: `uds://${this.nbd(node)}`,
+      remote: o.remote?.[node.name] ?? `tcp://127.0.0.1:${this.other(node).port}`,
+      ...o.on?.[node.name],
+    });
+    return {
+      on: { [this.a.name]: nodeSettings(this.a), [this.b.name]: nodeSettings(this.b) },
+      resources: { [this.name]: { settings: { device: false, ...o.settings }, on: { [this.a.name]: block(this.a), [this.b.name]: block(this.b) } } },
+    };
+  }
+
+  /** Changes the options and rewrites the config file (running daemons see it at SIGHUP or restart). */
+  reconfigure(change: Partial<PairOptions>): void {
+    this.opts = { ...this.opts, ...change };
+    this.writeConfig();
+  }
+
+  private writeConfig(): void {
+    this.conf = this.h.writeConfig(this.spec(), this.opts.syntax ?? "conf");
+  }
+
+  /** hastctl create on a node (args e.g. ["--initial-sync", "none"]). */
+  async createOn(node: NodeInfo, args: string[] = []): Promise<void> {
+    await this.h.hastctlOk(node, this.conf, ["create", ...args, this.name]);
+  }
+
+  async start(node: NodeInfo, opts: DaemonOptions = {}): Promise<Daemon> {
+    const d = await this.h.startDaemon(node, this.conf, opts);
+    this.daemons.set(node.name, d);
+    return d;
+  }
+
+  /** create on both, start both; b secondary, then a primary (unless roles: false). */
+  async up(o: { create_args?: string[]; roles?: boolean } = {}): Promise<void> {
+    for (const node of this.nodes) await this.createOn(node, o.create_args);
+    for (const node of this.nodes) await this.start(node);
+    if (o.roles === false) return;
+    await this.role(this.b, "secondary");
+    await this.role(this.a, "primary");
+  }
+
+  async role(node: NodeInfo, role: "init" | "primary" | "secondary"): Promise<void> {
+    await this.h.hastctlOk(node, this.conf, ["role", role, this.name]);
+  }
+
+  /** `hastctl list --json` of the resource on a node. */
+  async status(node: NodeInfo): Promise<Record<string, any>> {
+    const [r] = await this.h.listJson(node, this.conf, [this.name]);
+    if (!r) throw new Error(`no status for ${this.name} on ${node.name}`);
+    return r;
+  }
+
+  /** `hastctl dump --json` of the node's component. */
+  async dump(node: NodeInfo): Promise<Record<string, any>> {
+    const [r] = JSON.parse(await this.h.hastctlOk(node, this.conf, ["dump", "--json", this.name]));
+    return r;
+  }
+
+  /** Waits until the primary on `node` is connected, no sync pass runs and nothing is dirty. */
+  async waitSynced(node: NodeInfo, timeout_ms = 60_000): Promise<Record<string, any>> {
+    return await waitFor(`${this.name} on ${node.name} connected and in sync`, async () => {
+      const s = await this.status(node);
+      return s.role === "primary" && s.status === "complete" && s.dirty === 0 && s.sync === undefined ? s : null;
+    }, timeout_ms);
+  }
+
+  /** Where the data area lies in the node's component (from its metadata). */
+  async region(node: NodeInfo): Promise<DataRegion> {
+    const d = await this.dump(node);
+    return { localoff: d.localoff, datasize: d.datasize };
+  }
+
+  /** sha256 of the node's data area read straight from the component file. */
+  async dataSha256(node: NodeInfo, range?: { offset: number; length: number }): Promise<string> {
+    const r = await this.region(node);
+    const offset = range?.offset ?? 0;
+    const length = range?.length ?? r.datasize - offset;
+    return await sha256FileRange(this.disk(node), r.localoff + offset, length);
+  }
+
+  /** SIGKILL the node's hastd and every process under it (workers), as a crash would. */
+  async kill(node: NodeInfo): Promise<void> {
+    const d = this.daemon(node);
+    const family = [d.pid, ...descendants([d.pid])];
+    for (const pid of family) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    await d.exited(5_000);
+    await waitFor(`${node.name}'s hastd processes to die`, () => family.every((pid) => !processAlive(pid)), 5_000);
+    this.daemons.delete(node.name);
+  }
+
+  async stop(node: NodeInfo): Promise<void> {
+    await this.daemon(node).stop();
+    this.daemons.delete(node.name);
+  }
+}
+
+/** sha256 of length bytes of a file from offset. */
+export async function sha256FileRange(path: string, offset: number, length: number): Promise<string> {
+  const hasher = new Bun.CryptoHasher("sha256");
+  const stream = Bun.file(path).slice(offset, offset + length).stream();
+  let seen = 0;
+  for await (const chunk of stream) {
+    hasher.update(chunk);
+    seen += chunk.length;
+  }
+  if (seen !== length) throw new Error(`${path}: read ${seen} of ${length} bytes at ${offset}`);
+  return hasher.digest("hex");
+}
+
+/** A file of random bytes in the harness dir; returns its path and sha256. */
+export async function randomFile(h: Harness, name: string, size_bytes: number): Promise<{ path: string; sha256: string }> {
+  const path = h.path(name);
+  const fd = openSync(path, "w");
+  const hasher = new Bun.CryptoHasher("sha256");
+  try {
+    const chunk = new Uint8Array(4 * MiB);
+    for (let done = 0; done < size_bytes; done += chunk.length) {
+      const part = chunk.subarray(0, Math.min(chunk.length, size_bytes - done));
+      randomFillSync(part);
+      hasher.update(part);
+      writeSync(fd, part);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return { path, sha256: hasher.digest("hex") };
+}
+
+/** nbdcopy a file into an NBD endpoint (from offset 0) and flush. */
+export async function nbdUpload(file: string, uri: string): Promise<void> {
+  await runOk(["nbdcopy", "--flush", file, uri], { timeout_ms: 120_000 });
+}
+
+/** sha256 of the first length bytes of an NBD export, read with nbdcopy. */
+export async function nbdSha256(h: Harness, uri: string, length: number, name = "readback.bin"): Promise<string> {
+  const out = h.path(name);
+  await runOk(["nbdcopy", uri, out], { timeout_ms: 120_000 });
+  try {
+    return await sha256FileRange(out, 0, length);
+  } finally {
+    rmSync(out, { force: true });
+  }
+}
+
+/** An `exec` hook that appends "<HASTD_NODE> <event> <resource> [args]" to a file, one line per run. */
+export function hookRecorder(h: Harness, name = "hook"): { path: string; lines: () => string[] } {
+  const log = h.path(`${name}.log`);
+  const path = h.writeText(`${name}.sh`, `#!/bin/sh\necho "$HASTD_NODE $*" >> '${log}'\n`);
+  chmodSync(path, 0o755);
+  return { path, lines: () => (existsSync(log) ? readFileSync(log, "utf8").split("\n").filter(Boolean) : []) };
 }
