@@ -1,10 +1,10 @@
 // The one typed configuration both syntaxes (hast.conf and TOML) produce.
+import type { Role } from "../core/metadata.ts";
+import type { ReplicationMode } from "../core/request-legs.ts";
+import type { ChecksumKind, CompressionKind } from "../wire/peer/types.ts";
 import type { Address } from "./address.ts";
 
-export type Role = "init" | "primary" | "secondary";
-export type ReplicationMode = "fullsync" | "memsync" | "async";
-export type ChecksumKind = "none" | "crc32" | "sha256";
-export type CompressionKind = "none" | "hole" | "zstd";
+export type { ChecksumKind, CompressionKind, ReplicationMode, Role };
 
 export interface ResourceConfig {
   name: string;

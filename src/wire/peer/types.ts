@@ -1,9 +1,10 @@
 // Decoded peer frames and the primitives the codec needs. Frames are plain data; see docs/protocol.md.
+import type { ReplicationMode } from "../../core/request-legs.ts";
 import type { PeerErrorName, ReplyErrorName } from "./constants.ts";
 
+export type { ReplicationMode };
 export type ChecksumKind = "none" | "crc32" | "sha256";
 export type CompressionKind = "none" | "hole" | "zstd";
-export type ReplicationMode = "fullsync" | "memsync" | "async";
 export type SyncSource = "none" | "primary" | "secondary";
 
 /** How the sender encodes data payloads; the receiver honours whatever each frame announces. */
