@@ -1,0 +1,257 @@
+// The connect decision table (spec 7.2), one test per row, with two hastd on 127.0.0.1. Each test
+// builds the counters of its row through real role changes (row 7 by editing metadata, since no
+// sequence of operations produces it), then asserts the secondary's "decision row N" line, what
+// the primary synchronized, and in which direction the data went. Split-brain is followed by the
+// recovery runbook of docs/operations.md.
+import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { closeSync, openSync, writeSync } from "node:fs";
+import { LocalDisk } from "../../src/io/disk.ts";
+import { MetadataStore } from "../../src/io/metadata-store.ts";
+import { nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
+import { Harness, hookRecorder, MiB, Pair, waitFor, type NodeInfo } from "./harness.ts";
+import { TcpProxy } from "./tcp-proxy.ts";
+
+let h: Harness;
+beforeEach(async () => {
+  h = await Harness.create("repl-decision");
+});
+afterEach(async () => {
+  await h.cleanup();
+});
+afterAll(async () => {
+  await Harness.cleanupAll();
+});
+
+const DATA_BYTES = 16 * MiB;
+
+async function withClient<T>(pair: Pair, node: NodeInfo, fn: (c: RawNbdClient) => Promise<T>): Promise<T> {
+  const client = await RawNbdClient.connect({ unix: pair.nbd(node) });
+  try {
+    await client.handshake({ export_name: pair.name });
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+async function writeThrough(pair: Pair, node: NodeInfo, offset: number, data: Uint8Array): Promise<void> {
+  await withClient(pair, node, (c) => nbdWrite(c, offset, data));
+}
+
+/** Writes bytes into a component's data area directly (as data present before hastd ever ran). */
+async function writeComponent(pair: Pair, node: NodeInfo, offset: number, data: Uint8Array): Promise<void> {
+  const { localoff } = await pair.region(node);
+  const fd = openSync(pair.disk(node), "r+");
+  try {
+    writeSync(fd, data, 0, data.length, localoff + offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+
+/** N of every "Synchronization complete. N bytes" in the log, in order. */
+const synced = (log: string) => [...log.matchAll(/Synchronization complete\. (\d+) bytes/g)].map((m) => Number(m[1]));
+
+/** A connected pair, in sync, with A primary (default create: full initial sync of the empty disks). */
+async function syncedPair(settings: Record<string, string | number> = {}, remote?: Record<string, string>): Promise<Pair> {
+  const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4, ...settings }, ...(remote ? { remote } : {}) });
+  await pair.up();
+  await pair.waitSynced(pair.a);
+  return pair;
+}
+
+describe("connect decision table", () => {
+  test("row 1, --initial-sync none: a brand-new pair copies nothing", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    for (const node of pair.nodes) await pair.createOn(node, ["--initial-sync", "none"]);
+    const before = randomBytes(MiB);
+    await writeComponent(pair, a, 4 * MiB, before);
+    for (const node of pair.nodes) await pair.start(node);
+    await pair.role(b, "secondary");
+    await pair.role(a, "primary");
+    await pair.waitSynced(a);
+    await pair.daemon(b).waitLog("decision row 1, sync source primary)");
+    expect(pair.daemon(a).log).toContain("Nodes are in sync.");
+    expect(pair.daemon(a).log).not.toContain("Synchronization started");
+    // The documented sharp edge: what was on the disks before is not reconciled.
+    expect(await pair.dataSha256(b, { offset: 4 * MiB, length: MiB })).not.toBe(sha256(before));
+    expect((await pair.dump(b)).resuid).toBe((await pair.dump(a)).resuid);
+  }, 60_000);
+
+  test("row 1, default create: a brand-new pair copies the primary's whole data area", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    for (const node of pair.nodes) await pair.createOn(node);
+    const before = randomBytes(MiB);
+    await writeComponent(pair, a, 4 * MiB, before);
+    for (const node of pair.nodes) await pair.start(node);
+    await pair.role(b, "secondary");
+    await pair.role(a, "primary");
+    await pair.waitSynced(a);
+    await pair.daemon(b).waitLog("decision row 1, sync source primary, full synchronization)");
+    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES]);
+    expect(await pair.dataSha256(b, { offset: 4 * MiB, length: MiB })).toBe(sha256(before));
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 60_000);
+
+  test("row 2: a component of another pair (different resuid) is refused, no split-brain", async () => {
+    const hook = hookRecorder(h);
+    const pair = await syncedPair({ exec: hook.path });
+    const { a, b } = pair;
+    const b_data = await pair.dataSha256(b);
+    // A gets a third component for the same resource: created anew, it makes its own resuid.
+    await pair.stop(a);
+    h.sparseFile("third.img", DATA_BYTES + 12288);
+    pair.reconfigure({ on: { [a.name]: { local: h.path("third.img") } } });
+    await pair.createOn(a);
+    await pair.start(a);
+    await pair.role(a, "primary");
+    await pair.daemon(a).waitLog("refused the connection (RESUID_MISMATCH): Resource unique ID mismatch", 15_000);
+    await pair.daemon(b).waitLog("Resource unique ID mismatch");
+    const s = await pair.status(a);
+    expect(s.status).toBe("degraded");
+    expect(s.split_brain).toBeFalsy();
+    expect((await pair.status(b)).split_brain).toBeFalsy();
+    expect(hook.lines().filter((l) => l.includes("split-brain"))).toEqual([]);
+    expect(await pair.dataSha256(b)).toBe(b_data);
+  }, 60_000);
+
+  test("row 3: the secondary is newer; sync goes secondary → primary and the primary reads from the peer meanwhile", async () => {
+    // A reaches B through a proxy so the pass can be slowed down enough to read during it.
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
+    h.onCleanup(() => proxy.stop());
+    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
+    const { a, b } = pair;
+    await pair.up();
+    await pair.waitSynced(a);
+    // Failover while A is away: B becomes primary and writes, then hands the role back.
+    await pair.role(a, "init");
+    await pair.role(b, "primary");
+    const fresh = randomBytes(8 * MiB);
+    await writeThrough(pair, b, 0, fresh);
+    await pair.role(b, "secondary");
+    // A returns as primary with stale data: B has changes A has not seen.
+    proxy.throttle(2 * MiB);
+    await pair.role(a, "primary");
+    await pair.daemon(b).waitLog("decision row 3, sync source secondary)", 15_000);
+    await pair.daemon(a).waitLog("sync source: secondary");
+    const during = await withClient(pair, a, async (c) => {
+      const before = await pair.status(a);
+      const last = await nbdRead(c, 7 * MiB, MiB);
+      const after = await pair.status(a);
+      return { before, last, after };
+    });
+    expect(during.before.sync).toBeDefined();
+    expect(during.after.sync).toBeDefined();
+    expect(sha256(during.last)).toBe(sha256(fresh.subarray(7 * MiB)));
+    proxy.throttle(0);
+    await pair.waitSynced(a);
+    expect(synced(pair.daemon(a).log).at(-1)).toBe(8 * MiB);
+    expect(await pair.dataSha256(a, { offset: 0, length: 8 * MiB })).toBe(sha256(fresh));
+    expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
+  }, 90_000);
+
+  test("row 4: reconnecting an in-sync pair copies nothing", async () => {
+    const pair = await syncedPair();
+    const { a, b } = pair;
+    await writeThrough(pair, a, MiB, randomBytes(MiB));
+    await pair.waitSynced(a);
+    // The secondary goes away and comes back with nothing written meanwhile. (Restarting the
+    // primary's worker instead would resync its keepdirty extents, by design: spec 5.3.)
+    await pair.role(b, "init");
+    await waitFor("A degraded", async () => (await pair.status(a)).status === "degraded", 15_000);
+    await pair.role(b, "secondary");
+    await pair.daemon(b).waitLog("decision row 4, sync source primary)", 15_000);
+    await pair.waitSynced(a);
+    expect(pair.daemon(a).log.match(/Nodes are in sync\./g)?.length).toBe(1);
+    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES]);
+    expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
+  }, 60_000);
+
+  test("row 5: after a secondary outage only the primary's new writes go to the secondary", async () => {
+    const pair = await syncedPair();
+    const { a, b } = pair;
+    await pair.role(b, "init");
+    await waitFor("A degraded", async () => (await pair.status(a)).status === "degraded", 15_000);
+    const data = randomBytes(3 * MiB);
+    await writeThrough(pair, a, 5 * MiB, data); // extents 2 and 3
+    expect((await pair.status(a)).dirty).toBe(4 * MiB);
+    await pair.role(b, "secondary");
+    await pair.daemon(b).waitLog("decision row 5, sync source primary)", 15_000);
+    await pair.waitSynced(a);
+    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES, 4 * MiB]);
+    expect(await pair.dataSha256(b, { offset: 5 * MiB, length: 3 * MiB })).toBe(sha256(data));
+    expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
+  }, 60_000);
+
+  test("row 6: split-brain is refused on both sides, hooked, shown; the runbook brings the pair back", async () => {
+    const hook = hookRecorder(h);
+    const pair = await syncedPair({ exec: hook.path });
+    const { a, b } = pair;
+    // B is promoted while A is still primary: the link drops, both serve and both write.
+    await pair.role(b, "primary");
+    await waitFor("A degraded", async () => (await pair.status(a)).status === "degraded", 15_000);
+    const on_a = randomBytes(MiB);
+    const on_b = randomBytes(MiB);
+    await writeThrough(pair, a, 0, on_a);
+    await writeThrough(pair, b, 0, on_b);
+    // B is made secondary again: the next connect finds that both changed data.
+    await pair.role(b, "secondary");
+    await pair.daemon(a).waitLog("Split-brain detected", 15_000);
+    await pair.daemon(b).waitLog("Split-brain detected");
+    await waitFor("split-brain hooks on both nodes", () => {
+      const lines = hook.lines();
+      return lines.includes(`${a.name} split-brain r0`) && lines.includes(`${b.name} split-brain r0`);
+    }, 10_000);
+    const sa = await pair.status(a);
+    expect(sa.split_brain).toBe(true);
+    expect(sa.status).toBe("degraded");
+    expect((await pair.status(b)).split_brain).toBe(true);
+    const hastctl_status = await h.hastctlOk(a, pair.conf, ["status", "--json", "r0"]);
+    expect(JSON.parse(hastctl_status)[0].split_brain).toBe(true);
+    // Nothing was merged: each side still has its own write.
+    expect(await pair.dataSha256(a, { offset: 0, length: MiB })).toBe(sha256(on_a));
+    expect(await pair.dataSha256(b, { offset: 0, length: MiB })).toBe(sha256(on_b));
+
+    // docs/operations.md, "Recovering from split-brain": keep A, discard B.
+    await pair.role(b, "init");
+    await pair.createOn(b);
+    await pair.role(b, "secondary");
+    await pair.daemon(b).waitLog("decision row 1, sync source primary, full synchronization)", 15_000);
+    await pair.waitSynced(a);
+    expect(synced(pair.daemon(a).log).at(-1)).toBe(DATA_BYTES);
+    expect((await pair.status(a)).split_brain).toBeFalsy();
+    expect(await pair.dataSha256(b, { offset: 0, length: MiB })).toBe(sha256(on_a));
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 90_000);
+
+  test("row 7: counters that contradict each other force a full sync", async () => {
+    const pair = await syncedPair();
+    const { a, b } = pair;
+    await pair.role(b, "init");
+    await waitFor("A degraded", async () => (await pair.status(a)).status === "degraded", 15_000);
+    // No operation produces this state (it is HAST's "should never happen"): B claims to know a
+    // newer generation of A than A has, with its own generation unchanged.
+    const a_meta = await pair.dump(a);
+    const disk = LocalDisk.open(pair.disk(b), { write: true, lock: true });
+    try {
+      const store = new MetadataStore(disk);
+      const meta = store.read().meta;
+      expect(meta.localcnt).toBe(BigInt(a_meta.remotecnt));
+      store.write({ ...meta, remotecnt: BigInt(a_meta.localcnt) + 5n });
+    } finally {
+      disk.close();
+    }
+    await pair.role(b, "secondary");
+    await pair.daemon(b).waitLog("decision row 7, sync source primary, full synchronization)", 15_000);
+    expect(pair.daemon(b).log).toContain("Generation counters disagree");
+    await pair.waitSynced(a);
+    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES, DATA_BYTES]);
+    expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
+  }, 60_000);
+});
