@@ -637,6 +637,11 @@ export interface PairOptions {
   on?: Record<string, Settings>;
   /** A node's `remote` (default: the other node's listen address), e.g. a TcpProxy's address. */
   remote?: Record<string, string>;
+  /**
+   * Resource-level statements that differ per node (e.g. a different `secret`): each node then
+   * gets its own config file, the shared settings plus these.
+   */
+  node_settings?: Record<string, Settings>;
   syntax?: Syntax;
 }
 
@@ -700,8 +705,14 @@ export class Pair {
     return d;
   }
 
-  spec(): ConfigSpec {
+  /** The config file a node's hastd and hastctl read. */
+  confOf(node: NodeInfo): string {
+    return this.opts.node_settings ? this.h.path(`hast-${node.name}.conf`) : this.conf;
+  }
+
+  spec(node?: NodeInfo): ConfigSpec {
     const o = this.opts;
+    const settings = { device: false, ...o.settings, ...(node ? o.node_settings?.[node.name] : {}) };
     const block = (node: NodeInfo): Settings => ({
       local: this.disk(node), nbd: `uds://${this.nbd(node)}`,
       remote: o.remote?.[node.name] ?? `tcp://127.0.0.1:${this.other(node).port}`,
@@ -709,7 +720,7 @@ export class Pair {
     });
     return {
       on: { [this.a.name]: nodeSettings(this.a), [this.b.name]: nodeSettings(this.b) },
-      resources: { [this.name]: { settings: { device: false, ...o.settings }, on: { [this.a.name]: block(this.a), [this.b.name]: block(this.b) } } },
+      resources: { [this.name]: { settings, on: { [this.a.name]: block(this.a), [this.b.name]: block(this.b) } } },
     };
   }
 
@@ -720,16 +731,19 @@ export class Pair {
   }
 
   private writeConfig(): void {
-    this.conf = this.h.writeConfig(this.spec(), this.opts.syntax ?? "conf");
+    const syntax = this.opts.syntax ?? "conf";
+    this.conf = this.h.writeConfig(this.spec(), syntax);
+    if (!this.opts.node_settings) return;
+    for (const node of this.nodes) this.h.writeConfig(this.spec(node), syntax, `hast-${node.name}.conf`);
   }
 
   /** hastctl create on a node (args e.g. ["--initial-sync", "none"]). */
   async createOn(node: NodeInfo, args: string[] = []): Promise<void> {
-    await this.h.hastctlOk(node, this.conf, ["create", ...args, this.name]);
+    await this.h.hastctlOk(node, this.confOf(node), ["create", ...args, this.name]);
   }
 
   async start(node: NodeInfo, opts: DaemonOptions = {}): Promise<Daemon> {
-    const d = await this.h.startDaemon(node, this.conf, opts);
+    const d = await this.h.startDaemon(node, this.confOf(node), opts);
     this.daemons.set(node.name, d);
     return d;
   }
@@ -744,19 +758,19 @@ export class Pair {
   }
 
   async role(node: NodeInfo, role: "init" | "primary" | "secondary"): Promise<void> {
-    await this.h.hastctlOk(node, this.conf, ["role", role, this.name]);
+    await this.h.hastctlOk(node, this.confOf(node), ["role", role, this.name]);
   }
 
   /** `hastctl list --json` of the resource on a node. */
   async status(node: NodeInfo): Promise<Record<string, any>> {
-    const [r] = await this.h.listJson(node, this.conf, [this.name]);
+    const [r] = await this.h.listJson(node, this.confOf(node), [this.name]);
     if (!r) throw new Error(`no status for ${this.name} on ${node.name}`);
     return r;
   }
 
   /** `hastctl dump --json` of the node's component. */
   async dump(node: NodeInfo): Promise<Record<string, any>> {
-    const [r] = JSON.parse(await this.h.hastctlOk(node, this.conf, ["dump", "--json", this.name]));
+    const [r] = JSON.parse(await this.h.hastctlOk(node, this.confOf(node), ["dump", "--json", this.name]));
     return r;
   }
 
