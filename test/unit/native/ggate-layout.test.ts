@@ -2,6 +2,8 @@
 // numbers of platform.md 4.1 (ioctls) and 4.2 (LP64 layouts). The C file also asserts them with
 // _Static_assert; this test catches a table and an assert that drift together, on any host.
 import { describe, expect, test } from "bun:test";
+import { BIO, readGgateRequest, serveGgateRequest, SLOT_DATA_BYTES } from "../../../src/gate/ggate.ts";
+import { MemoryBackend } from "../../../src/gate/memory-backend.ts";
 import { native, NativeError } from "../../../src/native.ts";
 
 const layout = native.ggateLayout();
@@ -102,4 +104,60 @@ describe.skipIf(process.platform === "freebsd")("GEOM Gate entry points off Free
       expect((err as NativeError).message).toBe(`${prefix}: Operation not supported (ENOTSUP, GEOM Gate exists only on FreeBSD)`);
     });
   }
+});
+
+// The part of the FreeBSD frontend (src/gate/ggate.ts) that runs without a kernel: reading what
+// START left in a g_gate_ctl_io, and serving it on a BlockBackend.
+describe("GEOM Gate request dispatch", () => {
+  const SECTOR = 512;
+
+  /** A g_gate_ctl_io as the kernel fills it on START, at the platform.md 4.2 offsets. */
+  function startedIo(seq: bigint, cmd: number, offset: number, length: number): Uint8Array {
+    const io = new Uint8Array(64);
+    const view = new DataView(io.buffer);
+    view.setUint32(0, 3, true);
+    view.setBigUint64(8, seq, true);
+    view.setUint32(16, cmd, true);
+    view.setBigInt64(24, BigInt(offset), true);
+    view.setBigInt64(32, BigInt(length), true);
+    return io;
+  }
+
+  test("readGgateRequest reads seq, cmd, offset and length at the spec offsets", () => {
+    expect(readGgateRequest(startedIo(0x1122334455667788n, BIO.WRITE, 1 << 40, 65536)))
+      .toEqual({ seq: 0x1122334455667788n, cmd: BIO.WRITE, offset: 1 << 40, length: 65536 });
+  });
+
+  test("WRITE then READ go through the backend at the request's offset", async () => {
+    const backend = new MemoryBackend({ size_bytes: 64 * SECTOR });
+    const data = new Uint8Array(SLOT_DATA_BYTES);
+    data.fill(0xab, 0, 2 * SECTOR);
+    expect(await serveGgateRequest(backend, readGgateRequest(startedIo(1n, BIO.WRITE, 4 * SECTOR, 2 * SECTOR)), data)).toBeNull();
+    expect(backend.bytes.subarray(4 * SECTOR, 6 * SECTOR).every((b) => b === 0xab)).toBe(true);
+    expect(backend.bytes[6 * SECTOR]).toBe(0);
+    const back = new Uint8Array(SLOT_DATA_BYTES);
+    expect(await serveGgateRequest(backend, readGgateRequest(startedIo(2n, BIO.READ, 3 * SECTOR, 2 * SECTOR)), back)).toBeNull();
+    expect([back[0], back[SECTOR], back[2 * SECTOR]]).toEqual([0, 0xab, 0]);
+  });
+
+  test("DELETE trims, FLUSH flushes, SPEEDUP is answered without touching the backend", async () => {
+    const backend = new MemoryBackend({ size_bytes: 64 * SECTOR });
+    const data = new Uint8Array(SECTOR);
+    expect(await serveGgateRequest(backend, { seq: 1n, cmd: BIO.DELETE, offset: 0, length: 8 * SECTOR }, data)).toBeNull();
+    expect(await serveGgateRequest(backend, { seq: 2n, cmd: BIO.FLUSH, offset: 0, length: 0 }, data)).toBeNull();
+    expect(await serveGgateRequest(backend, { seq: 3n, cmd: BIO.SPEEDUP, offset: 0, length: 0 }, data)).toBeNull();
+    expect([backend.counts.trim, backend.counts.flush, backend.counts.read, backend.counts.write]).toEqual([1, 1, 0, 0]);
+  });
+
+  test("errors: the backend's errno, EOPNOTSUPP for other bios, EINVAL out of range, EIO for a READ larger than the slot", async () => {
+    const backend = new MemoryBackend({ size_bytes: 64 * SECTOR });
+    const data = new Uint8Array(2 * SECTOR);
+    backend.failNext("write", "ENOSPC");
+    expect(await serveGgateRequest(backend, { seq: 1n, cmd: BIO.WRITE, offset: 0, length: SECTOR }, data)).toBe("ENOSPC");
+    expect(await serveGgateRequest(backend, { seq: 2n, cmd: BIO.GETATTR, offset: 0, length: 0 }, data)).toBe("EOPNOTSUPP");
+    expect(await serveGgateRequest(backend, { seq: 3n, cmd: BIO.READ, offset: 63 * SECTOR, length: 2 * SECTOR }, data)).toBe("EINVAL");
+    expect(await serveGgateRequest(backend, { seq: 4n, cmd: BIO.READ, offset: 100, length: SECTOR }, data)).toBe("EINVAL");
+    expect(await serveGgateRequest(backend, { seq: 5n, cmd: BIO.READ, offset: 0, length: 4 * SECTOR }, data)).toBe("EIO");
+    expect(backend.counts.read).toBe(0);
+  });
 });
