@@ -2,7 +2,9 @@
 // killed (SIGKILL, main process and worker) while the primary is being written, the primary
 // keeps taking writes (~5% of the device), then the secondary comes back: only the extents
 // dirtied meanwhile are copied — the primary's "Synchronization complete. N bytes" equals the
-// dirty figure it showed just before the reconnect — and the components end up identical.
+// dirty figure it showed just before the reconnect — and the components end up identical. The
+// primary's crash is the mirror case: its on-disk map (in-flight and keepdirty extents) is what
+// gets resynchronized when it comes back.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
@@ -34,7 +36,7 @@ function syncedBytes(log: string): number[] {
   return [...log.matchAll(/Synchronization complete\. (\d+) bytes/g)].map((m) => Number(m[1]));
 }
 
-describe("secondary outage", () => {
+describe("outages", () => {
   test("killed mid-write, restarted: only the dirty extents are resynchronized", async () => {
     const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
     const { a, b } = pair;
@@ -82,4 +84,34 @@ describe("secondary outage", () => {
     }
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
   }, 180_000);
+
+  test("primary killed mid-write, restarted: the extents dirty in its on-disk map are resynchronized", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    await pair.up();
+    await pair.waitSynced(a);
+    const client = await nbdClient(pair.nbd(a));
+    let written = 0;
+    const writer = (async () => {
+      for (let off = 0; ; off = (off + WRITE_BYTES) % DATA_BYTES) {
+        await nbdWrite(client, off, randomBytes(WRITE_BYTES));
+        written += WRITE_BYTES;
+      }
+    })().catch(() => undefined); // ends when the primary dies under it
+    try {
+      await waitFor("some replicated writes", () => written >= 16 * MiB, 30_000);
+      await pair.kill(a);
+      await writer;
+    } finally {
+      client.close();
+    }
+    const dirty_extents = (await pair.dump(a)).dirty_extents as number;
+    expect(dirty_extents).toBeGreaterThan(0);
+    expect(dirty_extents).toBeLessThan(DATA_BYTES / EXTENT_BYTES);
+    await pair.start(a);
+    await pair.role(a, "primary");
+    await pair.waitSynced(a);
+    expect(syncedBytes(pair.daemon(a).log)).toEqual([dirty_extents * EXTENT_BYTES]);
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 120_000);
 });
