@@ -1,0 +1,165 @@
+// The measurements: every target over every workload on one medium, the resync after an outage,
+// and the worker's peak RSS on a small and a large sparse device.
+import { mkdirSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type FioResult, type FioTarget, fillViaNbd, runFio, type Workload, WORKLOADS } from "./fio.ts";
+import { HastDeployment, type Replication } from "./hast.ts";
+import { startGate, startNbdkit, startQemuNbd } from "./peers.ts";
+import { type Processes, runOk, waitFor } from "./procs.ts";
+import { peakRssMiB, resetPeakRss } from "./rss.ts";
+
+export const DEVICE_BYTES = 1 << 30;
+export const LARGE_DEVICE_BYTES = 16 * 2 ** 30;
+export const RESYNC_BYTES = 256 << 20;
+const RESYNC_WAIT_MS = 300_000;
+
+export type TargetName = "raw_psync" | "raw_io_uring" | "nbdkit" | "qemu_nbd" | "gate" | "nbd" | Replication;
+export const ALL_TARGETS: TargetName[] = ["raw_psync", "raw_io_uring", "nbdkit", "qemu_nbd", "gate", "nbd", "memsync", "fullsync", "async"];
+
+/** Peak RSS (MiB) of each hastd process during one workload. */
+export type RssSample = Record<string, number>;
+
+export interface TargetResult {
+  workloads: Partial<Record<Workload["name"], FioResult>>;
+  rss: Partial<Record<Workload["name"], RssSample>>;
+}
+
+export interface Context {
+  procs: Processes;
+  runtime_s: number;
+  log: (msg: string) => void;
+  /** When set, the gate target runs under Bun's CPU profiler and leaves a markdown profile here. */
+  profile_dir?: string;
+}
+
+/** A fully allocated file (zeroes written), so no target pays for first-touch allocation. */
+export async function makeBackingFile(path: string, bytes: number): Promise<void> {
+  writeFileSync(path, "");
+  await runOk(["dd", "if=/dev/zero", `of=${path}`, "bs=1M", `count=${bytes >> 20}`, "conv=notrunc", "status=none"]);
+}
+
+export async function measureTarget(ctx: Context, target: TargetName, dir: string, file: string, workloads: Workload[] = WORKLOADS): Promise<TargetResult> {
+  const result: TargetResult = { workloads: {}, rss: {} };
+  if (target === "raw_psync" || target === "raw_io_uring") {
+    const fio: FioTarget = { kind: "file", path: file, engine: target === "raw_psync" ? "psync" : "io_uring", size_bytes: DEVICE_BYTES };
+    for (const w of workloads) result.workloads[w.name] = await runWorkload(ctx, target, fio, w, dir);
+    return result;
+  }
+  if (target === "nbdkit" || target === "qemu_nbd" || target === "gate") {
+    const server = target === "nbdkit" ? await startNbdkit(ctx.procs, dir, file)
+      : target === "qemu_nbd" ? await startQemuNbd(ctx.procs, dir, file)
+      : await startGate(ctx.procs, dir, file, ctx.profile_dir);
+    try {
+      for (const w of workloads) result.workloads[w.name] = await runWorkload(ctx, target, { kind: "nbd", uri: server.uri }, w, dir);
+    } finally {
+      await ctx.procs.stop(server.started);
+    }
+    return result;
+  }
+  const hast_dir = join(dir, `hast-${target}`);
+  mkdirSync(hast_dir);
+  const secondary = join(dir, "secondary.img");
+  if (target !== "nbd") await makeBackingFile(secondary, DEVICE_BYTES);
+  const hast = await HastDeployment.start(ctx.procs, {
+    dir: hast_dir, local: { alpha: file, beta: target === "nbd" ? undefined : secondary }, replication: target === "nbd" ? "memsync" : target,
+  });
+  try {
+    for (const w of workloads) {
+      const pids = await hast.pids();
+      for (const p of pids) for (const pid of [p.main, p.worker]) if (pid > 0) resetPeakRss(pid);
+      result.workloads[w.name] = await runWorkload(ctx, target, { kind: "nbd", uri: hast.uri }, w, dir);
+      const sample: RssSample = {};
+      for (const p of pids) {
+        sample[`${p.node}_main`] = peakRssMiB(p.main);
+        if (p.worker > 0) sample[`${p.node}_worker`] = peakRssMiB(p.worker);
+      }
+      result.rss[w.name] = sample;
+    }
+  } finally {
+    await hast.stop();
+    rmSync(hast_dir, { recursive: true, force: true });
+    if (target !== "nbd") rmSync(secondary, { force: true });
+  }
+  return result;
+}
+
+async function runWorkload(ctx: Context, target: TargetName, fio: FioTarget, w: Workload, dir: string): Promise<FioResult> {
+  const r = await runFio(fio, w, ctx.runtime_s, dir);
+  const figure = w.block_bytes >= 1 << 20 ? `${r.mib_s.toFixed(0)} MiB/s` : `${r.iops.toFixed(0)} IOPS`;
+  ctx.log(`  ${target.padEnd(12)} ${w.name.padEnd(15)} ${figure.padStart(12)}  p50 ${r.clat_p50_us.toFixed(0)} us  p99 ${r.clat_p99_us.toFixed(0)} us`);
+  return r;
+}
+
+export interface ResyncResult {
+  bytes: number;
+  resync_s: number;
+  resync_mib_s: number;
+  rawcopy_s: number;
+  rawcopy_mib_s: number;
+  rss: RssSample;
+}
+
+/** Secondary down, RESYNC_BYTES written through the primary, secondary back: time until dirty is 0.
+ * Compared with dd copying the same bytes between the same two files. */
+export async function measureResync(ctx: Context, dir: string, file: string): Promise<ResyncResult> {
+  const hast_dir = join(dir, "hast-resync");
+  mkdirSync(hast_dir);
+  const secondary = join(dir, "secondary.img");
+  await makeBackingFile(secondary, DEVICE_BYTES);
+  const hast = await HastDeployment.start(ctx.procs, { dir: hast_dir, local: { alpha: file, beta: secondary }, replication: "memsync" });
+  try {
+    await hast.setRole("beta", "init");
+    await waitFor("the primary to notice the secondary left", async () => (await hast.status("alpha"))?.status === "degraded", 30_000);
+    await fillViaNbd(hast.uri, RESYNC_BYTES, dir);
+    const dirty = (await hast.status("alpha"))?.dirty ?? 0;
+    if (dirty < RESYNC_BYTES) throw new Error(`resync setup: only ${dirty} bytes dirty after writing ${RESYNC_BYTES}`);
+    const pids = await hast.pids();
+    for (const p of pids) resetPeakRss(p.main);
+    const started = performance.now();
+    await hast.setRole("beta", "secondary");
+    await waitFor("the resync to finish", async () => {
+      const s = await hast.status("alpha");
+      return s?.status === "complete" && s.dirty === 0;
+    }, RESYNC_WAIT_MS, 20);
+    const resync_s = (performance.now() - started) / 1000;
+    const rss: RssSample = {};
+    for (const p of await hast.pids()) {
+      rss[`${p.node}_main`] = peakRssMiB(p.main);
+      if (p.worker > 0) rss[`${p.node}_worker`] = peakRssMiB(p.worker);
+    }
+    await hast.stop();
+    const copy_started = performance.now();
+    await runOk(["dd", `if=${file}`, `of=${secondary}`, "bs=1M", `count=${RESYNC_BYTES >> 20}`, "conv=notrunc", "status=none"]);
+    const rawcopy_s = (performance.now() - copy_started) / 1000;
+    const mib = RESYNC_BYTES / 2 ** 20;
+    const r = { bytes: RESYNC_BYTES, resync_s, resync_mib_s: mib / resync_s, rawcopy_s, rawcopy_mib_s: mib / rawcopy_s, rss };
+    ctx.log(`  resync ${mib} MiB: ${r.resync_mib_s.toFixed(0)} MiB/s (${resync_s.toFixed(2)} s); dd copy ${r.rawcopy_mib_s.toFixed(0)} MiB/s`);
+    return r;
+  } finally {
+    await hast.stop();
+    rmSync(hast_dir, { recursive: true, force: true });
+    rmSync(secondary, { force: true });
+  }
+}
+
+/** Worker peak RSS under 4 KiB random writes spread over a sparse device of `bytes`. */
+export async function measureWorkerRss(ctx: Context, dir: string, bytes: number): Promise<number> {
+  const hast_dir = join(dir, `hast-rss-${bytes}`);
+  mkdirSync(hast_dir);
+  const file = join(dir, `sparse-${bytes}.img`);
+  writeFileSync(file, "");
+  truncateSync(file, bytes);
+  const hast = await HastDeployment.start(ctx.procs, { dir: hast_dir, local: { alpha: file }, replication: "memsync" });
+  try {
+    const worker = (await hast.pids())[0]!.worker;
+    resetPeakRss(worker);
+    await runFio({ kind: "nbd", uri: hast.uri }, WORKLOADS.find((w) => w.name === "randwrite_qd32")!, ctx.runtime_s, dir);
+    const mib = peakRssMiB(worker);
+    ctx.log(`  worker peak RSS on a ${bytes / 2 ** 30} GiB sparse device: ${mib.toFixed(1)} MiB`);
+    return mib;
+  } finally {
+    await hast.stop();
+    rmSync(hast_dir, { recursive: true, force: true });
+    rmSync(file, { force: true });
+  }
+}
