@@ -1,0 +1,264 @@
+// ops/switch/hast-switch against fakes: hastctl, ps, mount, umount, e2fsck, systemctl and
+// logger are stub scripts first on PATH that record every call in calls.log; hastctl keeps
+// each resource's role in a state directory and prints status --json the way the real one
+// does (pretty-printed, nested statistics). Nothing is mounted and no daemon runs.
+import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const SWITCH = resolve(import.meta.dir, "../../../ops/switch/hast-switch");
+const RUN_TIMEOUT_MS = 20_000;
+// Each case runs a few dozen short processes; a loaded 2-core machine needs more than 5 s.
+setDefaultTimeout(30_000);
+
+const FAKE_HASTCTL = `#!/bin/sh
+# fake hastctl: state in $FAKE/state/<res>.{role,split_brain}; role primary makes the device
+# (a symlink to /dev/null, a character device) appear in $HAST_DEVDIR.
+echo "hastctl $*" >>"$FAKE/calls.log"
+sub=$1; shift
+[ "\${1:-}" = -c ] && shift 2
+case $sub in
+status)
+	[ "$1" = --json ] && shift
+	[ $# -eq 0 ] && set -- $(cd "$FAKE/state" && ls *.role | sed 's/\\.role$//')
+	echo "["
+	sep=""
+	for r in "$@"; do
+		[ -f "$FAKE/state/$r.role" ] || { echo "hastctl: no resource $r" >&2; exit 69; }
+		sb=false; [ -f "$FAKE/state/$r.split_brain" ] && sb=true
+		printf '%s  {\\n    "name": "%s",\\n    "role": "%s",\\n    "provname": "%s",\\n' "$sep" "$r" "$(cat "$FAKE/state/$r.role")" "prov-$r"
+		printf '    "statistics": {\\n      "reads": 0,\\n      "local_errors": { "read": 0, "write": 0 }\\n    },\\n'
+		printf '    "status": "degraded",\\n    "dirty": 4096,\\n    "device": null,\\n    "note": "a \\\\"quoted\\\\" {brace}",\\n    "split_brain": %s\\n  }' "$sb"
+		sep=",
+"
+	done
+	printf '\\n]\\n'
+	;;
+role)
+	role=$1; r=$2
+	[ -n "\${FAKE_ROLE_SLEEP:-}" ] && [ "$role" = primary ] && sleep "$FAKE_ROLE_SLEEP"
+	echo "$role" >"$FAKE/state/$r.role"
+	if [ "$role" = primary ]; then ln -sf /dev/null "$HAST_DEVDIR/prov-$r"; else rm -f "$HAST_DEVDIR/prov-$r"; fi
+	;;
+esac
+`;
+
+const FAKE_MOUNT = `#!/bin/sh
+# fake mount: no arguments lists $FAKE/mounts; else records and adds "dev on mnt type t (rw)".
+if [ $# -eq 0 ]; then cat "$FAKE/mounts"; exit 0; fi
+echo "mount $*" >>"$FAKE/calls.log"
+eval "dev=\\\${$(($# - 1))} mnt=\\\${$#}"
+echo "$dev on $mnt type fake (rw)" >>"$FAKE/mounts"
+`;
+
+const FAKE_UMOUNT = `#!/bin/sh
+echo "umount $*" >>"$FAKE/calls.log"
+eval "mnt=\\\${$#}"
+awk -v p="$mnt" '$3 != p' "$FAKE/mounts" >"$FAKE/mounts.new" && mv "$FAKE/mounts.new" "$FAKE/mounts"
+`;
+
+const FAKE_SYSTEMCTL = `#!/bin/sh
+# fake systemctl: services in $FAKE/active/<name> are active.
+case $1 in
+is-active) [ -f "$FAKE/active/$3" ]; exit ;;
+start) touch "$FAKE/active/$2" ;;
+stop) rm -f "$FAKE/active/$2" ;;
+esac
+echo "systemctl $*" >>"$FAKE/calls.log"
+`;
+
+const recorder = (name: string) => `#!/bin/sh\necho "${name} $*" >>"$FAKE/calls.log"\n`;
+
+interface Result {
+  code: number;
+  stderr: string;
+}
+
+let fake: string;
+
+function write(path: string, text: string): void {
+  writeFileSync(path, text);
+  chmodSync(path, 0o755);
+}
+
+beforeEach(() => {
+  fake = mkdtempSync(join(tmpdir(), "hast-switch-"));
+  for (const dir of ["bin", "state", "dev", "run", "active", "mnt"]) mkdirSync(join(fake, dir));
+  write(join(fake, "bin/hastctl"), FAKE_HASTCTL);
+  write(join(fake, "bin/mount"), FAKE_MOUNT);
+  write(join(fake, "bin/umount"), FAKE_UMOUNT);
+  write(join(fake, "bin/systemctl"), FAKE_SYSTEMCTL);
+  // Process titles come from $FAKE/ps; the pid/ppid table (to kill a command's children) is real.
+  write(join(fake, "bin/ps"), `#!/bin/sh\ncase "$*" in *pid=*) PATH=/usr/bin:/bin exec ps "$@" ;; esac\ncat "$FAKE/ps"\n`);
+  write(join(fake, "bin/e2fsck"), recorder("e2fsck"));
+  write(join(fake, "bin/logger"), "#!/bin/sh\nexit 0\n");
+  writeFileSync(join(fake, "mounts"), "");
+  writeFileSync(join(fake, "ps"), "init\n");
+  writeFileSync(join(fake, "calls.log"), "");
+  for (const r of ["r0", "r1"]) writeFileSync(join(fake, "state", `${r}.role`), "secondary\n");
+});
+
+afterEach(() => {
+  rmSync(fake, { recursive: true, force: true });
+});
+
+function env(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: `${join(fake, "bin")}:/usr/bin:/bin`,
+    FAKE: fake,
+    HAST_SWITCH_CONF: join(fake, "absent.conf"),
+    HAST_SWITCH_RUNDIR: join(fake, "run"),
+    HAST_DEVDIR: join(fake, "dev"),
+    HAST_MOUNTS: `r0:${fake}/mnt/r0:ext4:noatime r1:${fake}/mnt/r1:ext4`,
+    HAST_SERVICES: "nfs-server smbd",
+    SECONDARY_WAIT_S: "1",
+    DEVICE_WAIT_S: "2",
+    ...extra,
+  };
+}
+
+async function hastSwitch(args: string[], extra: Record<string, string> = {}): Promise<Result> {
+  const proc = Bun.spawn(["sh", SWITCH, ...args], { env: env(extra), stdout: "pipe", stderr: "pipe" });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), RUN_TIMEOUT_MS);
+  const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(timer);
+  return { code, stderr };
+}
+
+/** Recorded calls, without the status queries (they may come any number of times). */
+function calls(): string[] {
+  return readFileSync(join(fake, "calls.log"), "utf8").split("\n").filter((l) => l !== "" && !l.startsWith("hastctl status"));
+}
+
+function role(r: string): string {
+  return readFileSync(join(fake, "state", `${r}.role`), "utf8").trim();
+}
+
+const dev = (r: string) => join(fake, "dev", `prov-${r}`);
+const mnt = (r: string) => join(fake, "mnt", r);
+
+describe("hast-switch primary", () => {
+  test("role primary, then fsck and mount of /dev/hast/<provname>, then the services, in that order", async () => {
+    const r = await hastSwitch(["primary", "r0", "r1"]);
+    expect(r.stderr).toContain("primary: r0 r1");
+    expect(r.code).toBe(0);
+    expect(calls()).toEqual([
+      "hastctl role primary r0",
+      "hastctl role primary r1",
+      `e2fsck -p ${dev("r0")}`,
+      `mount -t ext4 -o noatime ${dev("r0")} ${mnt("r0")}`,
+      `e2fsck -p ${dev("r1")}`,
+      `mount -t ext4 ${dev("r1")} ${mnt("r1")}`,
+      "systemctl start nfs-server",
+      "systemctl start smbd",
+    ]);
+    expect([role("r0"), role("r1")]).toEqual(["primary", "primary"]);
+    expect(existsSync(join(fake, "run", "hast-switch.lock"))).toBe(false);
+  });
+
+  test("a second call changes nothing and succeeds", async () => {
+    expect((await hastSwitch(["primary", "r0"])).code).toBe(0);
+    const first = calls().length;
+    const again = await hastSwitch(["primary", "r0"]);
+    expect(again.code).toBe(0);
+    expect(again.stderr).toContain("already mounted");
+    expect(calls().slice(first)).toEqual([]);
+  });
+
+  test("is refused when split-brain is reported for any resource, touching nothing", async () => {
+    writeFileSync(join(fake, "state", "r1.split_brain"), "");
+    const r = await hastSwitch(["primary", "r0", "r1"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("r1: split-brain is reported; not promoting anything");
+    expect(calls()).toEqual([]);
+    expect([role("r0"), role("r1")]).toEqual(["secondary", "secondary"]);
+  });
+
+  test("without names switches HAST_RESOURCES, else every resource hastctl reports", async () => {
+    expect((await hastSwitch(["primary"], { HAST_RESOURCES: "r1", HAST_SERVICES: "" })).code).toBe(0);
+    expect([role("r0"), role("r1")]).toEqual(["secondary", "primary"]);
+    expect((await hastSwitch(["primary"], { HAST_SERVICES: "" })).code).toBe(0);
+    expect(role("r0")).toBe("primary");
+  });
+
+  test("refuses while the old primary is still connected (a secondary worker runs)", async () => {
+    writeFileSync(join(fake, "ps"), "hastd: r0 (secondary) --worker\n");
+    const r = await hastSwitch(["primary", "r0"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("r0: the old primary is still connected after 1 s");
+    expect(role("r0")).toBe("secondary");
+  });
+
+  test("goes ahead once the secondary worker exits", async () => {
+    writeFileSync(join(fake, "ps"), "hastd: r0 (secondary) --worker\n");
+    const running = hastSwitch(["primary", "r0"], { SECONDARY_WAIT_S: "10" });
+    await Bun.sleep(500);
+    expect(role("r0")).toBe("secondary");
+    writeFileSync(join(fake, "ps"), "init\n");
+    expect((await running).code).toBe(0);
+    expect(role("r0")).toBe("primary");
+  });
+
+  test("fails when the device does not appear", async () => {
+    write(join(fake, "bin/hastctl"), FAKE_HASTCTL.replace('ln -sf /dev/null "$HAST_DEVDIR/prov-$r"', ":"));
+    const r = await hastSwitch(["primary", "r0"], { DEVICE_WAIT_S: "1" });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${dev("r0")} did not appear within 1 s`);
+    expect(calls().some((c) => c.startsWith("mount"))).toBe(false);
+  });
+});
+
+describe("hast-switch secondary", () => {
+  test("stops services (reverse order), unmounts, then role secondary", async () => {
+    expect((await hastSwitch(["primary", "r0"])).code).toBe(0);
+    const first = calls().length;
+    const r = await hastSwitch(["secondary", "r0"]);
+    expect(r.code).toBe(0);
+    expect(calls().slice(first)).toEqual([
+      "systemctl stop smbd",
+      "systemctl stop nfs-server",
+      `umount ${mnt("r0")}`,
+      "hastctl role secondary r0",
+    ]);
+    expect(role("r0")).toBe("secondary");
+    expect(existsSync(dev("r0"))).toBe(false);
+    // And again: nothing left to do.
+    const before = calls().length;
+    expect((await hastSwitch(["secondary", "r0"])).code).toBe(0);
+    expect(calls().slice(before)).toEqual([]);
+  });
+
+  test("stops a promotion that is still running, then demotes", async () => {
+    const promotion = hastSwitch(["primary", "r0"], { FAKE_ROLE_SLEEP: "30" });
+    const deadline = Date.now() + 5_000;
+    while (!calls().includes("hastctl role primary r0") && Date.now() < deadline) await Bun.sleep(50);
+    const started = Date.now();
+    const demotion = await hastSwitch(["secondary", "r0"]);
+    expect(demotion.stderr).toContain("stopping the promotion still running");
+    expect(demotion.code).toBe(0);
+    const promoted = await promotion;
+    expect(promoted.code).not.toBe(0);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(calls().some((c) => c.startsWith("mount"))).toBe(false);
+    expect(role("r0")).toBe("secondary");
+  });
+});
+
+test("wait-complete fails at once on split-brain", async () => {
+  writeFileSync(join(fake, "state", "r0.split_brain"), "");
+  const r = await hastSwitch(["wait-complete", "r0"]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain("r0: split-brain is reported");
+});
+
+test("wait-complete gives up after COMPLETE_WAIT_S while the resource is degraded", async () => {
+  const r = await hastSwitch(["wait-complete", "r0"], { COMPLETE_WAIT_S: "1" });
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain("r0: not complete after 1 s (status degraded, dirty 4096)");
+});
+
+test("usage errors exit 64", async () => {
+  expect((await hastSwitch([])).code).toBe(64);
+  expect((await hastSwitch(["master"])).code).toBe(64);
+});
