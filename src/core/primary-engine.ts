@@ -282,6 +282,9 @@ export class PrimaryEngine {
         if (resync) {
           const write = this.map.needSync(modify.offset, modify.length);
           if (write) actions.push({ type: "map", write });
+          // The peer lacks a change already answered (async, or memsync after "received"): the
+          // counters must say so, or a later failover could take the peer's older copy as newer.
+          actions.push(...this.noteDisconnectedChange());
         }
         const write = this.map.writeComplete(modify.offset, modify.length);
         if (write) actions.push({ type: "map", write });

@@ -16,8 +16,10 @@ export const commonArgs = {
 
 /** citty accepts any option; hastctl, like getopt(3), refuses the ones it does not know. */
 export function checkOptions(args: Record<string, unknown>, def: ArgsDef): void {
+  const kebab = (key: string) => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
   for (const key of Object.keys(args)) {
-    if (key === "_" || key in def) continue;
+    // citty adds a camelCase twin of every dashed option (initial-sync → initialSync).
+    if (key === "_" || key in def || kebab(key) in def) continue;
     throw new ExitError(`illegal option -- ${key}`, EX_USAGE);
   }
 }

@@ -148,7 +148,8 @@ describe("writes while connected", () => {
     const actions = d.completeRemote(op(d.pending_remote, id), false);
     expect(d.replies.get(id)).toEqual({ ok: true });
     // Extent 1 is in the keepdirty LRU, so marking it changes nothing on disk.
-    expect(types(actions)).toEqual(["reply", "event:syncstart", "sync-copy", "sync-copy", "sync-copy", "sync-copy"]);
+    // The answered change the peer lacks bumps localcnt before the new pass starts.
+    expect(types(actions)).toEqual(["reply", "metadata", "event:syncstart", "sync-copy", "sync-copy", "sync-copy", "sync-copy"]);
     expect(d.map.extentState(1).in_sync_set).toBe(true);
     d.checkMapCoversDifferences();
     drain(d);
@@ -492,7 +493,10 @@ class Run {
       const op = this.pick(d.pending_sync);
       if (op) d.completeSync(op, this.rand() < 0.95);
     } else if (r < 90) {
-      if (d.link_up) d.disconnect(() => this.rand() < 0.5);
+      if (d.link_up) {
+        if (d.pending_remote.some((o) => o.request.kind === "write" || o.request.kind === "delete")) this.primary_unsynced = true;
+        d.disconnect(() => this.rand() < 0.5);
+      }
     } else if (r < 95) {
       if (!d.link_up) this.reconnect(true);
     } else if (r < 96) {
@@ -517,6 +521,9 @@ class Run {
 
   completeRemote(op: IoOp, ok: boolean): void {
     if (ok) this.remote_ok.add(op.request.id);
+    // A failed remote leg counts as a change the peer has not seen (the engine bumps localcnt for
+    // it even when the data happened to land: the primary cannot know).
+    if (!ok && (op.request.kind === "write" || op.request.kind === "delete")) this.primary_unsynced = true;
     this.d.completeRemote(op, ok, ok || this.rand() < 0.5);
     const request = op.request;
     if (ok && (request.kind === "write" || request.kind === "delete") && this.d.replies.has(request.id) && this.d.replies.get(request.id)!.ok) {
