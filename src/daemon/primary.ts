@@ -73,7 +73,7 @@ export class PrimaryWorker {
         const where = { provname: resource.provname, rundir, devdir: devdir(), log: (m: string) => log.info(m) };
         try {
           await cleanupStaleDevice(where);
-          device = await createDevice({ ...where, uri: nbd.address, size_bytes: meta.datasize, sector_bytes: disk.sector_bytes });
+          device = await createDevice({ ...where, backend: io, uri: nbd.address, size_bytes: meta.datasize, sector_bytes: disk.sector_bytes });
           log.info(`Device ${device.path} created (${device.mechanism}).`);
         } catch (err) {
           await nbd.stop();

@@ -2,6 +2,8 @@
 // FreeBSD: GEOM Gate. Linux: the kernel nbd client when the module is there, else nbdfuse + loop.
 // The NBD endpoint itself is always served (src/gate/nbd-server.ts); this only adds the device.
 import { existsSync } from "node:fs";
+import type { BlockBackend } from "./block-backend.ts";
+import { createGgateDevice } from "./ggate.ts";
 import { cleanupNbdfuseLoop, createNbdfuseLoop, nbdfuseMissing } from "./nbdfuse-loop.ts";
 
 export const DEFAULT_DEVDIR = "/dev/hast";
@@ -17,6 +19,8 @@ export interface DeviceOptions {
   /** Where device nodes or links appear; /dev/hast unless HASTD_DEVDIR is set (tests). */
   devdir: string;
   log: (msg: string) => void;
+  /** What GEOM Gate serves directly (it hands requests to the daemon, not to an NBD client). */
+  backend: BlockBackend;
 }
 
 export interface DeviceGate {
@@ -40,9 +44,7 @@ export async function cleanupStaleDevice(opts: Pick<DeviceOptions, "provname" | 
 }
 
 export async function createDevice(opts: DeviceOptions): Promise<DeviceGate> {
-  if (process.platform === "freebsd") {
-    throw new Error("the GEOM Gate frontend is not implemented yet (set 'device off' to serve NBD only)");
-  }
+  if (process.platform === "freebsd") return await createGgateDevice(opts);
   if (process.platform !== "linux") throw new Error(`no /dev/hast frontend for ${process.platform}`);
   if (kernelNbdPresent()) opts.log("Kernel nbd is present, but attaching to it is not implemented yet; using nbdfuse + loop.");
   const missing = nbdfuseMissing();

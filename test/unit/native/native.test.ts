@@ -304,22 +304,17 @@ describe("fault injection", () => {
   });
 });
 
-describe("kernel frontends not built yet say so", () => {
+describe("the kernel nbd frontend, not built yet, says so", () => {
   const cases: [string, () => unknown, string][] = [
     ["nbdAttach", () => native.nbdAttach(5, 1 << 20, 512, 0, 30), "nbd-attach socket fd 5"],
     ["nbdDetach", () => native.nbdDetach(0), "nbd-detach /dev/nbd0"],
-    ["ggateCreate", () => native.ggateCreate("hast/shared", 1 << 20, 512, 0), "ggate-create /dev/hast/shared"],
-    ["ggateStart", () => native.ggateStart(0, new Uint8Array(56)), "ggate-start ggate unit 0"],
-    ["ggateDone", () => native.ggateDone(0, new Uint8Array(56)), "ggate-done ggate unit 0"],
-    ["ggateCancel", () => native.ggateCancel("hast/shared"), "ggate-cancel /dev/hast/shared"],
-    ["ggateDestroy", () => native.ggateDestroy(0, true), "ggate-destroy ggate unit 0"],
   ];
   for (const [name, call, prefix] of cases) {
     test(`${name} fails with ENOTSUP naming the issue that adds it`, () => {
       const err = thrown(call);
       expect(err.code).toBe("ENOTSUP");
       expect(err.errno).toBe(native.errnoValue("ENOTSUP")!);
-      const issue = name.startsWith("nbd") ? "kernel nbd attach arrives with issue 3" : "GEOM Gate arrives with issue 5";
+      const issue = "kernel nbd attach arrives with issue 3";
       expect(err.message).toBe(`${prefix}: Operation not supported (ENOTSUP, not implemented yet: ${issue})`);
     });
   }
