@@ -1,0 +1,56 @@
+// What the simulated processes share: clock, randomness, network, the run's configuration, the
+// trace, the planted bug (if any), and the observer the checkers listen through.
+import type { ReplicationMode } from "../../src/core/request-legs.ts";
+import type { ChecksumKind, CompressionKind } from "../../src/wire/peer/types.ts";
+import type { Host } from "./host.ts";
+import type { Connection, Network } from "./network.ts";
+import type { Rng } from "./random.ts";
+import type { Scheduler } from "./scheduler.ts";
+
+export interface SimConfig {
+  resource: string;
+  sector_bytes: number;
+  extent_bytes: number;
+  nextents: number;
+  datasize: number;
+  sectors: number;
+  keepdirty: number;
+  chunk_bytes: number;
+  mode: ReplicationMode;
+  checksum: ChecksumKind;
+  compression: CompressionKind;
+  /** A request without a reply for this long drops the link (hast.conf `timeout`). */
+  timeout_ms: number;
+  keepalive_ms: number;
+  reconnect_ms: number;
+  /** Latency of a synchronous metadata or activemap write plus flush. */
+  meta_latency_ms_max: number;
+}
+
+export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early"] as const;
+export type Plant = (typeof PLANTS)[number];
+
+/** Everything the checkers need to see; the simulation implements it. */
+export interface Observer {
+  /** A write or trim is about to reach a primary's disk; `peer_sees` is false when the link is down. */
+  localModify(host: Host, peer_sees: boolean): void;
+  /** The primary finished a handshake with the peer and its engine is connected. */
+  connected(primary: Host, secondary: Host): void;
+  /** The secondary refused a primary with a split-brain. */
+  splitBrain(primary: Host, secondary: Host): void;
+  /** The secondary could not write a replicated write (its version is not on the peer). */
+  secondaryWriteFailed(first_version: number): void;
+}
+
+export interface SimContext {
+  readonly clock: Scheduler;
+  readonly rng: Rng;
+  readonly net: Network;
+  readonly cfg: SimConfig;
+  readonly plant: Plant | null;
+  readonly observer: Observer;
+  trace(line: string): void;
+  /** Opens a connection from `from` to the other node, or says why not. */
+  dial(from: Host): { conn: Connection } | { refused: string };
+  other(host: Host): Host;
+}

@@ -1,0 +1,97 @@
+// One machine of the simulated pair: its component (SimDisk), its role, and the worker process
+// that runs for that role. A process is single-threaded like hastd's workers: while it waits for a
+// synchronous metadata or activemap write (`block`), events addressed to it queue up and run
+// afterwards in order. A crash or role change bumps `epoch`, which silences every callback the old
+// process left behind.
+import { decodeMetadataArea, encodeMetadataSlot, type Metadata } from "../../src/core/metadata.ts";
+import { ACTIVEMAP_OFFSET, METADATA_AREA_BYTES } from "../../src/core/layout.ts";
+import type { MapWrite } from "../../src/core/activemap.ts";
+import type { SimDisk } from "./disk.ts";
+import type { PrimaryProc } from "./primary-proc.ts";
+import type { SecondaryProc } from "./secondary-proc.ts";
+import type { Scheduler } from "./scheduler.ts";
+
+export type Role = "init" | "primary" | "secondary";
+
+export class Host {
+  role: Role = "init";
+  up = true;
+  epoch = 0;
+  busy = false;
+  primary: PrimaryProc | null = null;
+  secondary: SecondaryProc | null = null;
+  /** The resuid a fresh primary offers until one handshake persists it (see primary-proc.ts). */
+  pending_resuid: bigint | null = null;
+  private deferred: (() => void)[] = [];
+  /** Generation of the newest metadata slot, as MetadataStore tracks it. */
+  private meta_generation = 0n;
+
+  constructor(
+    readonly name: string,
+    readonly disk: SimDisk,
+    private readonly clock: Scheduler,
+  ) {}
+
+  /** Wraps a callback of the current process: dropped after a crash, queued while blocked. */
+  guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void {
+    const epoch = this.epoch;
+    return (...args: A) => {
+      if (epoch !== this.epoch) return;
+      if (this.busy) this.deferred.push(() => fn(...args));
+      else fn(...args);
+    };
+  }
+
+  /** The process sits in a synchronous disk call for `ms`, then continues with `then`. */
+  block(ms: number, then: () => void): void {
+    if (this.busy) throw new Error(`${this.name}: blocked twice`);
+    this.busy = true;
+    const epoch = this.epoch;
+    this.clock.after(ms, () => {
+      if (epoch !== this.epoch) return;
+      this.busy = false;
+      then();
+      while (!this.busy && this.deferred.length > 0 && epoch === this.epoch) this.deferred.shift()!();
+    });
+  }
+
+  /** The process ends (crash or role change): nothing it scheduled runs any more. */
+  endProcess(): void {
+    this.epoch++;
+    this.busy = false;
+    this.deferred = [];
+  }
+
+  // ---- metadata and activemap, as MetadataStore does them (write, then flush) ----
+
+  readMetadata(): Metadata {
+    const read = decodeMetadataArea(this.disk.readControl(0, METADATA_AREA_BYTES));
+    this.meta_generation = read.generation;
+    return read.meta;
+  }
+
+  /** Writes the next slot; the caller blocks for the write's latency, then calls disk.flushNow(). */
+  writeMetadataSlot(meta: Metadata): void {
+    const next = encodeMetadataSlot(meta, this.meta_generation + 1n);
+    this.disk.writeControl(next.offset, next.bytes);
+    this.meta_generation = next.generation;
+  }
+
+  /** hastctl create: both slots invalidated, the map zeroed, generation 1 written, all flushed. */
+  create(meta: Metadata): void {
+    this.pending_resuid = null;
+    this.disk.writeControl(0, new Uint8Array(this.disk.control_bytes));
+    this.disk.flushNow();
+    this.meta_generation = 0n;
+    this.writeMetadataSlot(meta);
+    this.disk.flushNow();
+  }
+
+  writeMapPieces(write: MapWrite): void {
+    for (const piece of write.pieces) this.disk.writeControl(ACTIVEMAP_OFFSET + piece.offset, piece.bytes);
+  }
+
+  readMap(mapsize: number): Uint8Array {
+    return this.disk.readControl(ACTIVEMAP_OFFSET, mapsize);
+  }
+}

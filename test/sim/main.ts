@@ -1,0 +1,67 @@
+#!/usr/bin/env bun
+// Deterministic simulator CLI (docs/testing.md):
+//   bun test/sim/main.ts --seeds N [--seed S] [--steps K] [--plant BUG] [--trace]
+// runs seeds S..S+N-1 (default S=1, N=1); a failing seed prints its replay command and trace tail.
+import { PLANTS, type Plant } from "./context.ts";
+import { DEFAULT_STEPS, runSimulation } from "./simulation.ts";
+
+interface Args {
+  seed: number;
+  seeds: number;
+  steps: number;
+  plant: Plant | null;
+  trace: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { seed: 1, seeds: 1, steps: DEFAULT_STEPS, plant: null, trace: false };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const value = () => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${flag} needs a value`);
+      return v!;
+    };
+    const integer = (min: number) => {
+      const v = value();
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < min) usage(`${flag} ${v}: expected an integer >= ${min}`);
+      return n;
+    };
+    if (flag === "--seed") args.seed = integer(0);
+    else if (flag === "--seeds") args.seeds = integer(1);
+    else if (flag === "--steps") args.steps = integer(1);
+    else if (flag === "--trace") args.trace = true;
+    else if (flag === "--plant") {
+      const v = value();
+      if (!(PLANTS as readonly string[]).includes(v)) usage(`--plant ${v}: expected one of ${PLANTS.join(", ")}`);
+      args.plant = v as Plant;
+    } else usage(`unknown argument ${flag}`);
+  }
+  return args;
+}
+
+function usage(problem: string): never {
+  console.error(`sim: ${problem}\nusage: bun test/sim/main.ts --seeds N [--seed S] [--steps K] [--plant ${PLANTS.join("|")}] [--trace]`);
+  process.exit(64);
+}
+
+const args = parseArgs(process.argv.slice(2));
+const started_ms = performance.now();
+let failed = 0;
+const last = args.seed + args.seeds - 1;
+console.log(`sim: seeds ${args.seed}..${last}, ${args.steps} steps each${args.plant ? `, planted bug ${args.plant}` : ""}`);
+for (let seed = args.seed; seed <= last; seed++) {
+  const result = runSimulation({ seed, steps: args.steps, plant: args.plant });
+  if (args.trace || !result.ok) {
+    console.log(result.trace_tail.join("\n"));
+  }
+  if (result.ok) continue;
+  failed++;
+  console.log(`seed ${seed} FAILED at step ${result.failed_step}: ${result.error}`);
+  console.log(`replay: bun test/sim/main.ts --seed ${seed} --steps ${args.steps}${args.plant ? ` --plant ${args.plant}` : ""}`);
+  if (failed >= 5) break;
+}
+const seconds = ((performance.now() - started_ms) / 1000).toFixed(1);
+console.log(failed === 0 ? `sim: ${args.seeds} seeds passed in ${seconds} s` : `sim: ${failed} failing seed(s) (stopped after 5) in ${seconds} s`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,118 @@
+// The model of what the application was promised. Writes to one sector never overlap in flight
+// (the workload sees to it), so each sector has a history of values in order; `floor` is the
+// oldest history entry the device may still return. An acknowledged write raises the floor; a
+// crash lowers it to what survives that crash by the rules of the mode:
+//   - power loss of the primary, restarted as primary: writes acknowledged and then covered by an
+//     acknowledged flush;
+//   - failover to the secondary: writes the peer was promised to hold (fullsync answered on the
+//     peer's disk write, memsync on its "received", trims like fullsync; not async, not writes
+//     answered while the link was down) and everything acknowledged before an in-sync point;
+//   - a process kill or a secondary crash: nothing acknowledged may be lost.
+// A trim is modelled as zeroing its range on both nodes.
+
+export interface WriteRecord {
+  value: number;
+  first: number;
+  count: number;
+  acked: boolean;
+  replicated: boolean;
+  flushed: boolean;
+  /** The secondary reported that its write of this value failed. */
+  peer_failed: boolean;
+}
+
+export class Oracle {
+  private readonly history: WriteRecord[][];
+  private readonly floor: Int32Array;
+  private readonly unflushed = new Set<WriteRecord>();
+  private readonly unreplicated = new Set<WriteRecord>();
+  private readonly by_value = new Map<number, WriteRecord>();
+
+  constructor(readonly sectors: number) {
+    this.history = Array.from({ length: sectors }, () => []);
+    this.floor = new Int32Array(sectors).fill(-1);
+  }
+
+  submitModify(first: number, count: number, value: number): WriteRecord {
+    const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false };
+    for (let s = first; s < first + count; s++) this.history[s]!.push(rec);
+    if (value !== 0) this.by_value.set(value, rec);
+    return rec;
+  }
+
+  acked(rec: WriteRecord, ok: boolean, promised_on_peer: boolean): void {
+    if (!ok) return;
+    rec.acked = true;
+    for (let s = rec.first; s < rec.first + rec.count; s++) this.floor[s] = this.history[s]!.lastIndexOf(rec);
+    this.unflushed.add(rec);
+    if (promised_on_peer && !rec.peer_failed) rec.replicated = true;
+    else this.unreplicated.add(rec);
+  }
+
+  /** A flush was submitted: it covers every write acknowledged so far. */
+  flushSubmitted(): WriteRecord[] {
+    return [...this.unflushed];
+  }
+
+  flushAcked(covered: WriteRecord[], ok: boolean): void {
+    if (!ok) return;
+    for (const rec of covered) {
+      rec.flushed = true;
+      this.unflushed.delete(rec);
+    }
+  }
+
+  /** The secondary failed to write a replicated write: it is not on the peer after all. */
+  peerWriteFailed(value: number): void {
+    const rec = this.by_value.get(value);
+    if (rec) rec.peer_failed = true;
+    if (rec && rec.replicated) {
+      rec.replicated = false;
+      this.unreplicated.add(rec);
+    }
+  }
+
+  /** The pair is in sync and idle: everything acknowledged is on both nodes. */
+  inSync(): void {
+    for (const rec of this.unreplicated) if (rec.acked) rec.replicated = true;
+    this.unreplicated.clear();
+  }
+
+  /**
+   * A crash: the floor drops to the newest acknowledged write that `survives`; the acknowledged
+   * writes above it are lost (from now on they are values the device may or may not hold).
+   */
+  lowerFloor(survives: (rec: WriteRecord) => boolean): void {
+    const lost = new Set<WriteRecord>();
+    for (let s = 0; s < this.sectors; s++) {
+      const h = this.history[s]!;
+      let i = this.floor[s]!;
+      for (; i >= 0 && !(h[i]!.acked && !lost.has(h[i]!) && survives(h[i]!)); i--) if (h[i]!.acked) lost.add(h[i]!);
+      this.floor[s] = i;
+    }
+    for (const rec of lost) {
+      rec.acked = false;
+      this.unflushed.delete(rec);
+      this.unreplicated.delete(rec);
+    }
+  }
+
+  floorsOf(first: number, count: number): Int32Array {
+    return this.floor.slice(first, first + count);
+  }
+
+  /** Whether sector s may hold `value` given the floor `floor` (a snapshot or the current one). */
+  allows(s: number, value: number, floor = this.floor[s]!): boolean {
+    if (floor < 0 && value === 0) return true;
+    const h = this.history[s]!;
+    for (let i = Math.max(floor, 0); i < h.length; i++) if (h[i]!.value === value) return true;
+    return false;
+  }
+
+  describe(s: number): string {
+    const h = this.history[s]!;
+    const f = this.floor[s]!;
+    const tail = h.slice(Math.max(0, f - 2)).map((r, i) => `${r.value}${r.acked ? "a" : ""}${r.flushed ? "f" : ""}${r.replicated ? "r" : ""}${i + Math.max(0, f - 2) === f ? "*" : ""}`);
+    return `floor ${f} of ${h.length}: ${tail.join(" ")}`;
+  }
+}

@@ -1,0 +1,453 @@
+// The primary worker in the simulator: a PrimaryEngine wired to a SimDisk and the simulated link
+// the way src/daemon/primary-io.ts and primary-connector.ts wire it to a real disk and socket
+// (same action execution, same frame handling, same reconnect and timeout rules), so the
+// simulator exercises the production state machine and codec, only the I/O is simulated.
+import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
+import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
+import { PrimaryEngine, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
+import type { ReplicationMode } from "../../src/core/request-legs.ts";
+import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
+import {
+  BitmapAssembler, expectedBitmapBytes, FrameDecoder, FrameEncoder, type Frame, type HandshakeReply,
+} from "../../src/wire/peer/index.ts";
+import type { SimContext } from "./context.ts";
+import type { Host } from "./host.ts";
+import type { Connection } from "./network.ts";
+import { bytesToSectors, sectorsToBytes } from "./sectors.ts";
+
+/** How often the worker's timers run (reconnect, request timeout, keepalive). */
+export const TICK_MS = 100;
+
+interface App {
+  kind: RequestKind;
+  offset: number;
+  length: number;
+  /** Write data, or a read's result. */
+  data: Uint32Array | null;
+  reply: (ok: boolean, data: Uint32Array | null) => void;
+}
+
+type Reply = Extract<Frame, { kind: "reply" }>;
+type Waiter = { app: number; kind: RequestKind; sent_ms: number; ghost: boolean } | { sync: (reply: Reply) => void; sent_ms: number };
+
+interface Link {
+  conn: Connection;
+  encoder: FrameEncoder;
+  decoder: FrameDecoder;
+  last_send_ms: number;
+}
+
+interface Dialing extends Link {
+  fresh: boolean;
+  resuid: bigint;
+  reply: HandshakeReply | null;
+  bitmap: BitmapAssembler | null;
+}
+
+export class PrimaryProc {
+  readonly engine: PrimaryEngine;
+  readonly map: ActiveMap;
+  readonly meta: Metadata;
+  /** Counters the secondary sent at the last handshake (the engine mirrors them after a pass). */
+  peer_counters: { localcnt: bigint; remotecnt: bigint } | null = null;
+  private readonly apps = new Map<number, App>();
+  private readonly remotes = new Map<number, Waiter>();
+  private readonly queue: PrimaryAction[] = [];
+  private link: Link | null = null;
+  private dialing: Dialing | null = null;
+  private next_id = 1;
+  private last_dial_ms = -Infinity;
+  private skipped_sync = false;
+  private link_epoch_ = 0;
+
+  private constructor(
+    private readonly host: Host,
+    private readonly ctx: SimContext,
+    meta: Metadata,
+  ) {
+    this.meta = meta;
+    const cfg = ctx.cfg;
+    this.map = new ActiveMap({
+      datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty, sectorsize: meta.sectorsize,
+      mapsize: meta.mapsize, chunk_bytes: cfg.chunk_bytes,
+    });
+    this.map.copyIn(host.readMap(meta.mapsize));
+    this.engine = new PrimaryEngine(this.map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, cfg.mode);
+  }
+
+  /** Worker start (src/daemon/primary.ts): metadata, counters reset while resuid is 0, map copy-in. */
+  static start(host: Host, ctx: SimContext): PrimaryProc {
+    const meta = host.readMetadata();
+    const proc = new PrimaryProc(host, ctx, meta);
+    ctx.trace(`${host.name}: primary starts (resuid=${meta.resuid} localcnt=${meta.localcnt} remotecnt=${meta.remotecnt}, ${proc.map.syncExtentCount()} extents dirty)`);
+    if (meta.resuid === 0n && (meta.localcnt !== 0n || meta.remotecnt !== 0n)) {
+      meta.localcnt = 0n;
+      meta.remotecnt = 0n;
+      proc.queue.push({ type: "metadata", generation: { resuid: 0n, localcnt: 0n, remotecnt: 0n, flags: meta.flags } });
+    }
+    proc.pump();
+    proc.tick();
+    return proc;
+  }
+
+  get connected(): boolean {
+    return this.link !== null;
+  }
+
+  /** Bumped at every disconnect: a request that saw the same value at submit and answer stayed on one link. */
+  get link_epoch(): number {
+    return this.link_epoch_;
+  }
+
+  get remote_waiters(): number {
+    return this.remotes.size;
+  }
+
+  setMode(mode: ReplicationMode): void {
+    this.engine.setMode(mode);
+  }
+
+  /** An application request (the NBD frontend's call into PrimaryIo). */
+  submit(kind: RequestKind, offset: number, length: number, data: Uint32Array | null, reply: App["reply"]): number {
+    const id = this.next_id++;
+    this.apps.set(id, { kind, offset, length, data, reply });
+    this.run(this.engine.submit(id, kind, offset, length));
+    return id;
+  }
+
+  /** Role change away from primary: the link closes, the cache is flushed (worker SIGTERM). */
+  stop(): void {
+    if (this.link) this.ctx.net.close(this.link.conn, 0, "primary shutting down");
+    if (this.dialing) this.ctx.net.close(this.dialing.conn, 0, "primary shutting down");
+    this.host.disk.flushNow();
+  }
+
+  /** The machine lost power: the connection goes silent, the peer notices by timeout. */
+  vanish(): void {
+    for (const l of [this.link, this.dialing]) if (l) l.conn.open[0] = false;
+  }
+
+  /** The process was killed: the kernel resets its connections. */
+  kill(): void {
+    for (const l of [this.link, this.dialing]) if (l) this.ctx.net.reset(l.conn, "peer process killed");
+  }
+
+  // ---- timers: reconnect, request timeout, keepalive (primary-connector.ts) ----
+
+  private tick(): void {
+    const now = this.ctx.clock.now_ms;
+    if (!this.link && !this.dialing && now - this.last_dial_ms >= this.ctx.cfg.reconnect_ms) this.dial();
+    if (this.link) {
+      let oldest = Infinity;
+      for (const w of this.remotes.values()) oldest = Math.min(oldest, w.sent_ms);
+      if (now - oldest > this.ctx.cfg.timeout_ms) this.closeLink(`no reply from the secondary for ${this.ctx.cfg.timeout_ms} ms`);
+      else if (now - this.link.last_send_ms >= this.ctx.cfg.keepalive_ms) this.send({ kind: "keepalive" });
+    }
+    if (this.dialing && now - this.dialing.last_send_ms > this.ctx.cfg.timeout_ms) {
+      this.ctx.net.close(this.dialing.conn, 0, "handshake timed out");
+      this.dialing = null;
+    }
+    this.ctx.clock.after(TICK_MS, this.host.guard(() => this.tick()));
+  }
+
+  private dial(): void {
+    this.last_dial_ms = this.ctx.clock.now_ms;
+    const dialed = this.ctx.dial(this.host);
+    if ("refused" in dialed) {
+      this.ctx.trace(`${this.host.name}: connect failed: ${dialed.refused}`);
+      return;
+    }
+    const conn = dialed.conn;
+    const fresh = this.engine.generation.resuid === 0n;
+    // EXCLUDED (daemon bug, reported): primary-connector.ts draws a new resuid for every attempt
+    // while its own is 0. When the secondary adopted (and wrote) the resuid of an attempt whose
+    // reply never arrived, every later attempt is refused with RESUID_MISMATCH, forever. The
+    // simulator keeps one resuid per node until it is persisted, as the connector should.
+    this.host.pending_resuid ??= this.ctx.rng.u64();
+    const resuid = fresh ? this.host.pending_resuid : this.engine.generation.resuid;
+    const virgin = fresh && (this.meta.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
+    const encoding = { checksum: this.ctx.cfg.checksum, compression: this.ctx.cfg.compression };
+    this.dialing = {
+      conn, encoder: new FrameEncoder(bunPeerPrimitives, encoding), decoder: new FrameDecoder(bunPeerPrimitives),
+      last_send_ms: this.ctx.clock.now_ms, fresh, resuid, reply: null, bitmap: null,
+    };
+    conn.ends[0] = {
+      onData: this.host.guard((chunk: Uint8Array) => this.onData(conn, chunk)),
+      onClose: this.host.guard((reason: string) => this.onClose(conn, reason)),
+    };
+    const g = this.engine.generation;
+    this.sendOn(this.dialing, {
+      kind: "handshake", resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, virgin,
+      datasize_bytes: this.meta.datasize, extentsize_bytes: this.meta.extentsize, replication: this.ctx.cfg.mode,
+    });
+  }
+
+  private onData(conn: Connection, chunk: Uint8Array): void {
+    const l = this.link?.conn === conn ? this.link : this.dialing?.conn === conn ? this.dialing : null;
+    if (!l) return;
+    l.decoder.push(chunk);
+    for (;;) {
+      const r = l.decoder.next();
+      if (r.kind === "need-more") return;
+      if (r.kind === "error") throw new Error(`${this.host.name}: the peer codec rejected our own peer's bytes: ${r.reason}`);
+      if (l === this.dialing) this.onHandshakeFrame(r.frame);
+      else if (l === this.link) this.onFrame(r.frame);
+      if (this.link !== l && this.dialing !== l) return;
+    }
+  }
+
+  private onClose(conn: Connection, reason: string): void {
+    if (this.dialing?.conn === conn) {
+      this.ctx.trace(`${this.host.name}: handshake ended: ${reason}`);
+      this.dialing = null;
+    } else if (this.link?.conn === conn) this.detach(reason);
+  }
+
+  private onHandshakeFrame(frame: Frame): void {
+    const d = this.dialing!;
+    if (frame.kind === "error") {
+      this.ctx.trace(`${this.host.name}: refused by the peer (${frame.code}): ${frame.message}`);
+      if (frame.code === "SPLIT_BRAIN") this.ctx.observer.splitBrain(this.host, this.ctx.other(this.host));
+      this.ctx.net.close(d.conn, 0, "refused");
+      this.dialing = null;
+      return;
+    }
+    if (frame.kind === "handshake-reply" && d.reply === null) {
+      d.reply = frame;
+      if (frame.bitmap_bytes > 0) d.bitmap = new BitmapAssembler(frame.bitmap_bytes);
+      else this.attach(new Uint8Array(expectedBitmapBytes(this.meta.datasize, this.meta.extentsize)));
+      return;
+    }
+    if (frame.kind === "bitmap" && d.bitmap) {
+      const progress = d.bitmap.add(frame.offset, frame.data);
+      if (progress.kind === "error") throw new Error(`${this.host.name}: bitmap from the peer: ${progress.reason}`);
+      if (progress.kind === "done") this.attach(progress.bitmap);
+      return;
+    }
+    throw new Error(`${this.host.name}: unexpected ${frame.kind} frame during the handshake`);
+  }
+
+  private attach(peer_map: Uint8Array): void {
+    const d = this.dialing!;
+    const reply = d.reply!;
+    this.dialing = null;
+    if (reply.syncsrc === "none") throw new Error("secondary sent no sync direction");
+    this.link = { conn: d.conn, encoder: d.encoder, decoder: d.decoder, last_send_ms: d.last_send_ms };
+    this.peer_counters = { localcnt: reply.localcnt, remotecnt: reply.remotecnt };
+    const actions = d.fresh ? this.engine.setResuid(d.resuid) : [];
+    // The engine's map is extent-sized; the wire bitmap may be shorter than mapsize.
+    const merged = new Uint8Array(this.map.mapsize);
+    merged.set(peer_map.subarray(0, merged.length));
+    actions.push(...this.engine.connect({
+      syncsrc: reply.syncsrc, peer_localcnt: reply.localcnt, peer_remotecnt: reply.remotecnt, peer_map: merged, virgin: reply.virgin,
+    }));
+    this.ctx.trace(`${this.host.name}: connected, sync source ${reply.syncsrc}, peer localcnt=${reply.localcnt} remotecnt=${reply.remotecnt}`);
+    this.ctx.observer.connected(this.host, this.ctx.other(this.host));
+    this.run(actions);
+  }
+
+  private closeLink(reason: string): void {
+    if (!this.link) return;
+    this.ctx.net.close(this.link.conn, 0, reason);
+    this.detach(reason);
+  }
+
+  private detach(reason: string): void {
+    if (!this.link) return;
+    this.link = null;
+    this.link_epoch_++;
+    this.ctx.trace(`${this.host.name}: disconnected: ${reason}`);
+    const waiting = [...this.remotes.values()];
+    this.remotes.clear();
+    for (const w of waiting) if ("app" in w && !w.ghost) this.remoteModifyFailed(w.kind);
+    for (const w of waiting) if ("sync" in w) w.sync({ kind: "reply", seq: 0, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
+    this.run(this.engine.disconnect());
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.kind === "keepalive") return;
+    if (frame.kind !== "reply") throw new Error(`${this.host.name}: unexpected ${frame.kind} frame from the secondary`);
+    const waiter = this.remotes.get(frame.seq);
+    if (!waiter) throw new Error(`${this.host.name}: reply for unknown request ${frame.seq}`);
+    if ("sync" in waiter) {
+      this.remotes.delete(frame.seq);
+      waiter.sync(frame);
+      return;
+    }
+    if (waiter.ghost) {
+      if (!frame.received) this.remotes.delete(frame.seq);
+      return;
+    }
+    if (frame.received) {
+      this.run(this.engine.remoteReceived(waiter.app));
+      return;
+    }
+    this.remotes.delete(frame.seq);
+    const ok = frame.error === "OK";
+    const app = this.apps.get(waiter.app);
+    if (!ok) this.remoteModifyFailed(waiter.kind);
+    if (ok && app?.kind === "read") {
+      if (frame.data.length !== app.length) throw new Error(`read reply of ${frame.data.length} bytes for ${app.length}`);
+      app.data = bytesToSectors(frame.data, this.ctx.cfg.sector_bytes);
+    }
+    this.run(this.engine.remoteDone(waiter.app, ok));
+  }
+
+  /** A write or trim the peer was sent but did not make: a change it has not seen. */
+  private remoteModifyFailed(kind: RequestKind): void {
+    if (kind === "write" || kind === "delete") this.ctx.observer.localModify(this.host, false);
+  }
+
+  private send(frame: Frame): void {
+    if (this.link) this.sendOn(this.link, frame);
+  }
+
+  private sendOn(l: Link, frame: Frame): void {
+    const parts = l.encoder.encode(frame);
+    l.last_send_ms = this.ctx.clock.now_ms;
+    this.ctx.net.send(l.conn, 0, parts.head);
+    this.ctx.net.send(l.conn, 0, parts.body);
+  }
+
+  // ---- executing engine actions (primary-io.ts run/execute) ----
+
+  private run(actions: PrimaryAction[]): void {
+    if (this.ctx.plant === "ack-before-map") {
+      // Planted bug: activemap writes are done after the rest of their batch (the data write is
+      // issued before its dirty bit is durable).
+      actions = [...actions.filter((a) => a.type !== "map"), ...actions.filter((a) => a.type === "map")];
+    }
+    this.queue.push(...actions);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0 && !this.host.busy) this.execute(this.queue.shift()!);
+  }
+
+  private execute(a: PrimaryAction): void {
+    switch (a.type) {
+      case "map":
+        this.host.writeMapPieces(a.write);
+        return this.host.block(this.metaLatency(), () => {
+          if (a.write.flush) this.host.disk.flushNow();
+          this.pump();
+        });
+      case "metadata": {
+        const next: Metadata = { ...this.meta, resuid: a.generation.resuid, localcnt: a.generation.localcnt, remotecnt: a.generation.remotecnt, flags: a.generation.flags, prevrole: "primary" };
+        this.host.writeMetadataSlot(next);
+        return this.host.block(this.metaLatency(), () => {
+          this.host.disk.flushNow();
+          Object.assign(this.meta, next);
+          this.pump();
+        });
+      }
+      case "local":
+        return this.local(a.id, a.kind, a.offset, a.length);
+      case "remote":
+        return this.remote(a.id, a.kind, a.offset, a.length, a.memsync);
+      case "reply": {
+        const app = this.apps.get(a.id);
+        if (!app) throw new Error(`reply to unknown request ${a.id}`);
+        this.apps.delete(a.id);
+        app.reply(a.ok, a.ok && app.kind === "read" ? app.data : null);
+        return;
+      }
+      case "sync-copy":
+        return this.syncCopy(a.chunk, a.from);
+      case "event":
+        return this.ctx.trace(`${this.host.name}: event ${a.event}`);
+      case "log":
+        return this.ctx.trace(`${this.host.name}: ${a.level}: ${a.message}`);
+    }
+  }
+
+  private metaLatency(): number {
+    return this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max);
+  }
+
+  private local(id: number, kind: RequestKind, offset: number, length: number): void {
+    const app = this.apps.get(id)!;
+    const disk = this.host.disk;
+    const sb = this.ctx.cfg.sector_bytes;
+    const done = this.host.guard((ok: boolean) => this.run(this.engine.localDone(id, ok)));
+    switch (kind) {
+      case "read":
+        // EXCLUDED (engine bug, reported): after a failed local read the engine reads from the
+        // peer even when the peer's copy of the extent is stale (in the sync set, syncsrc
+        // primary) and answers with that old data. Read errors are not injected there.
+        return disk.read(offset / sb, length / sb, !this.peerStale(offset, length), this.host.guard((data: Uint32Array | null) => {
+          if (data) app.data = data;
+          this.run(this.engine.localDone(id, data !== null));
+        }));
+      case "write":
+      case "delete":
+        this.ctx.observer.localModify(this.host, this.engine.is_connected);
+        return disk.write(offset / sb, kind === "write" ? app.data! : new Uint32Array(length / sb), false, done);
+      case "flush":
+        return disk.flush(done);
+    }
+  }
+
+  private peerStale(offset: number, length: number): boolean {
+    const last = this.map.extentOf(offset + length - 1);
+    for (let e = this.map.extentOf(offset); e <= last; e++) if (this.map.extentState(e).in_sync_set) return true;
+    return false;
+  }
+
+  private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
+    const app = this.apps.get(id)!;
+    if (!this.link) return this.run(this.engine.remoteDone(id, false));
+    const frame: Frame =
+      kind === "read" ? { kind: "read", seq: id, offset, length, sync: false }
+      : kind === "write" ? { kind: "write", seq: id, offset, length, memsync, sync: false, data: sectorsToBytes(app.data!, this.ctx.cfg.sector_bytes) }
+      : kind === "delete" ? { kind: "delete", seq: id, offset, length }
+      : { kind: "flush", seq: id };
+    const ghost = this.ctx.plant === "ack-fullsync-early" && kind === "write" && !memsync;
+    this.remotes.set(id, { app: id, kind, sent_ms: this.ctx.clock.now_ms, ghost });
+    this.send(frame);
+    // Planted bug: a fullsync write counts as written on the peer as soon as it is sent.
+    if (ghost) this.run(this.engine.remoteDone(id, true));
+  }
+
+  // ---- synchronization (primary-io.ts syncCopy) ----
+
+  private remoteSync(frame: Extract<Frame, { kind: "read" | "write" }>, then: (reply: Reply) => void): void {
+    if (!this.link) return then({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
+    this.remotes.set(frame.seq, { sync: then, sent_ms: this.ctx.clock.now_ms });
+    this.send(frame);
+  }
+
+  private syncCopy(chunk: SyncChunk, from: "primary" | "secondary"): void {
+    // As in primary-io, the result comes back through a promise: after the current call chain
+    // (a disconnect has already ended the pass when a chunk fails with it).
+    const done = (ok: boolean) => this.ctx.clock.after(0, this.host.guard(() => this.run(this.engine.syncCopyDone(chunk, ok))));
+    const seq = this.next_id++;
+    const sb = this.ctx.cfg.sector_bytes;
+    const first = chunk.offset / sb, count = chunk.length / sb;
+    if (this.ctx.plant === "skip-resync-extent" && !this.skipped_sync && this.chunkDiffers(first, count)) {
+      // Planted bug: one chunk that differs between the nodes is reported copied without copying it.
+      this.skipped_sync = true;
+      this.ctx.trace(`${this.host.name}: PLANTED: sync chunk at ${chunk.offset} skipped`);
+      return done(true);
+    }
+    if (from === "primary") {
+      this.host.disk.read(first, count, true, this.host.guard((data: Uint32Array | null) => {
+        if (!data) return done(false);
+        this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: sectorsToBytes(data, sb) },
+          (reply) => done(reply.error === "OK"));
+      }));
+      return;
+    }
+    this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true }, (reply) => {
+      if (reply.error !== "OK" || reply.data.length !== chunk.length) return done(false);
+      this.host.disk.write(first, bytesToSectors(reply.data, sb), false, this.host.guard(done));
+    });
+  }
+
+  private chunkDiffers(first: number, count: number): boolean {
+    const mine = this.host.disk.data, theirs = this.ctx.other(this.host).disk.data;
+    for (let s = first; s < first + count; s++) if (mine[s] !== theirs[s]) return true;
+    return false;
+  }
+}

@@ -1,0 +1,227 @@
+// The secondary worker in the simulator, wired like src/daemon/secondary.ts: one process per
+// connection; it decides the connection with the real decideConnect, answers with its counters
+// and map through the real codec, then serves requests through the real SecondaryEngine.
+import { ActiveMap } from "../../src/core/activemap.ts";
+import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
+import type { Metadata } from "../../src/core/metadata.ts";
+import { SecondaryEngine, type SecondaryAction, type SecondaryError } from "../../src/core/secondary-engine.ts";
+import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
+import {
+  bitmapFrames, expectedBitmapBytes, FrameDecoder, FrameEncoder, MAX_DATA_BYTES, type Frame, type Handshake,
+} from "../../src/wire/peer/index.ts";
+import type { SimContext } from "./context.ts";
+import type { Host } from "./host.ts";
+import type { Connection } from "./network.ts";
+import { bytesToSectors, sectorsToBytes } from "./sectors.ts";
+import { TICK_MS } from "./primary-proc.ts";
+
+type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
+
+export class SecondaryProc {
+  private readonly encoder: FrameEncoder;
+  private readonly decoder = new FrameDecoder(bunPeerPrimitives);
+  private engine: SecondaryEngine | null = null;
+  private readonly pending = new Map<number, Request>();
+  private readonly read_data = new Map<number, Uint8Array>();
+  private queue: SecondaryAction[] = [];
+  private last_receive_ms: number;
+  ended = false;
+
+  /** A connection arrived at a node in role secondary; the worker waits for HANDSHAKE. */
+  constructor(
+    private readonly host: Host,
+    private readonly ctx: SimContext,
+    private readonly conn: Connection,
+  ) {
+    this.encoder = new FrameEncoder(bunPeerPrimitives, { checksum: ctx.cfg.checksum, compression: ctx.cfg.compression });
+    this.last_receive_ms = ctx.clock.now_ms;
+    conn.ends[1] = {
+      onData: host.guard((chunk: Uint8Array) => this.onData(chunk)),
+      onClose: host.guard((reason: string) => this.lost(reason)),
+    };
+    this.tick();
+  }
+
+  /** Role change or shutdown: the link closes, the disk is flushed. */
+  stop(reason: string): void {
+    if (this.ended) return;
+    this.ctx.net.close(this.conn, 1, reason);
+    this.end(reason);
+  }
+
+  vanish(): void {
+    this.conn.open[1] = false;
+    this.ended = true;
+  }
+
+  kill(): void {
+    this.ctx.net.reset(this.conn, "peer process killed");
+    this.ended = true;
+  }
+
+  private tick(): void {
+    if (this.ended) return;
+    // The primary sends keepalives; silence for two periods means the link is dead.
+    if (this.ctx.clock.now_ms - this.last_receive_ms > 2 * this.ctx.cfg.keepalive_ms + this.ctx.cfg.timeout_ms) {
+      return this.stop("no data from the primary");
+    }
+    this.ctx.clock.after(TICK_MS, this.host.guard(() => this.tick()));
+  }
+
+  private lost(reason: string): void {
+    if (this.ended) return;
+    this.end(reason);
+  }
+
+  private end(reason: string): void {
+    this.ended = true;
+    this.ctx.trace(`${this.host.name}: secondary worker ends: ${reason}`);
+    this.host.disk.flushNow();
+  }
+
+  private onData(chunk: Uint8Array): void {
+    if (this.ended) return;
+    this.last_receive_ms = this.ctx.clock.now_ms;
+    this.decoder.push(chunk);
+    for (;;) {
+      const r = this.decoder.next();
+      if (r.kind === "need-more") return;
+      if (r.kind === "error") throw new Error(`${this.host.name}: the peer codec rejected the primary's bytes: ${r.reason}`);
+      this.onFrame(r.frame);
+      if (this.ended) return;
+    }
+  }
+
+  private send(frame: Frame): void {
+    const parts = this.encoder.encode(frame);
+    this.ctx.net.send(this.conn, 1, parts.head);
+    this.ctx.net.send(this.conn, 1, parts.body);
+  }
+
+  private refuse(code: "SPLIT_BRAIN" | "RESUID_MISMATCH", message: string): void {
+    this.send({ kind: "error", code, busy: false, message });
+    this.stop(message);
+  }
+
+  private handshake(hello: Handshake): void {
+    const meta = this.host.readMetadata();
+    let decision: ConnectDecision = decideConnect(meta, { ...hello, initial_full_sync: false });
+    this.ctx.trace(`${this.host.name}: decision row ${decision.row} ${decision.kind} (secondary localcnt=${meta.localcnt} remotecnt=${meta.remotecnt}; primary localcnt=${hello.localcnt} remotecnt=${hello.remotecnt})`);
+    if (decision.kind === "split-brain" && this.ctx.plant === "merge-split-brain") {
+      // Planted bug: a split-brain is "resolved" by a full sync from the primary.
+      decision = { kind: "accept", row: 7, syncsrc: "primary", map: "full", adopt_resuid: false, virgin: false };
+    }
+    if (decision.kind === "split-brain") return this.refuse("SPLIT_BRAIN", decision.message);
+    if (decision.kind === "resuid-mismatch") return this.refuse("RESUID_MISMATCH", decision.message);
+    const accepted = decision;
+    const finish = () => this.accept(meta, accepted);
+    if (!accepted.adopt_resuid) return finish();
+    meta.resuid = hello.resuid;
+    meta.prevrole = "secondary";
+    this.host.writeMetadataSlot(meta);
+    this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => {
+      this.host.disk.flushNow();
+      finish();
+    });
+  }
+
+  private accept(meta: Metadata, decision: Extract<ConnectDecision, { kind: "accept" }>): void {
+    if (this.ended) return;
+    const map = new ActiveMap({
+      datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty, sectorsize: meta.sectorsize, mapsize: meta.mapsize,
+    });
+    const ondisk = this.host.readMap(meta.mapsize);
+    map.copyIn(ondisk);
+    const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
+    const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
+      : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
+    this.send({
+      kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
+      localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin, bitmap_bytes: bitmap.length,
+    });
+    for (const frame of bitmapFrames(bitmap)) this.send(frame);
+    this.engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: meta.sectorsize, max_request_bytes: MAX_DATA_BYTES });
+  }
+
+  private onFrame(frame: Frame): void {
+    if (frame.kind === "keepalive") return;
+    if (frame.kind === "handshake" && this.engine === null) return this.handshake(frame);
+    if (this.engine === null || !(frame.kind === "read" || frame.kind === "write" || frame.kind === "delete" || frame.kind === "flush")) {
+      throw new Error(`${this.host.name}: unexpected ${frame.kind} frame from the primary`);
+    }
+    if (this.pending.has(frame.seq)) throw new Error(`${this.host.name}: request ${frame.seq} reused while in flight`);
+    this.pending.set(frame.seq, frame);
+    const offset = "offset" in frame ? frame.offset : 0;
+    const length = frame.kind === "flush" ? 0 : frame.length;
+    this.run(this.engine.request({ seq: BigInt(frame.seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync }));
+  }
+
+  private run(actions: SecondaryAction[]): void {
+    this.queue.push(...actions);
+    while (this.queue.length > 0 && !this.host.busy && !this.ended) {
+      const a = this.queue.shift()!;
+      switch (a.type) {
+        case "map":
+          this.host.writeMapPieces(a.write);
+          this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => {
+            if (a.write.flush) this.host.disk.flushNow();
+            this.run([]);
+          });
+          break;
+        case "log":
+          this.ctx.trace(`${this.host.name}: ${a.level}: ${a.message}`);
+          break;
+        case "reply":
+          this.reply(Number(a.seq), a.error, a.received);
+          break;
+        case "local":
+          this.local(Number(a.seq));
+          break;
+      }
+    }
+  }
+
+  private local(seq: number): void {
+    const r = this.pending.get(seq)!;
+    const sb = this.ctx.cfg.sector_bytes;
+    const disk = this.host.disk;
+    const done = this.host.guard((error: SecondaryError | null) => {
+      if (this.ended) return;
+      this.run(this.engine!.localDone(BigInt(seq), error));
+    });
+    switch (r.kind) {
+      case "read":
+        return disk.read(r.offset / sb, r.length / sb, true, this.host.guard((data: Uint32Array | null) => {
+          if (data) this.read_data.set(seq, sectorsToBytes(data, sb));
+          done(data ? null : "EIO");
+        }));
+      case "write": {
+        const versions = bytesToSectors(r.data, sb);
+        return disk.write(r.offset / sb, versions, true, this.host.guard((ok: boolean) => {
+          if (!ok && !r.sync) this.ctx.observer.secondaryWriteFailed(versions[0]!);
+          done(ok ? null : "EIO");
+        }));
+      }
+      case "delete":
+        return disk.write(r.offset / sb, new Uint32Array(r.length / sb), true, this.host.guard((ok: boolean) => done(ok ? null : "EIO")));
+      case "flush":
+        return disk.flush(this.host.guard((ok: boolean) => done(ok ? null : "EIO")));
+    }
+  }
+
+  private reply(seq: number, error: SecondaryError | null, received: boolean): void {
+    const data = this.read_data.get(seq) ?? new Uint8Array(0);
+    if (!received) {
+      this.pending.delete(seq);
+      this.read_data.delete(seq);
+    }
+    this.send({ kind: "reply", seq, error: error ?? "OK", received, data: error ? new Uint8Array(0) : data });
+  }
+}
+
+function allExtents(bytes: number, nextents: number): Uint8Array {
+  const map = new Uint8Array(bytes).fill(0xff);
+  const tail = nextents % 8;
+  if (tail) map[bytes - 1] = (1 << tail) - 1;
+  return map;
+}
