@@ -15,8 +15,15 @@
 // a count the rule fires forever. The first live rule that matches fires. An injected failure
 // replaces the call (nothing is read or written), except for close, which still closes.
 // Paths containing ":" or "," cannot be matched.
+//
+// Faults that must start or stop mid-run (integration tests): HAST_FAULT_INJECT_FILE names a
+// file of the same rules (commas or newlines between them). It replaces HAST_FAULT_INJECT and
+// is checked (one stat) on every fallible call; when its inode, size or mtime changed, the
+// rules are read again with fresh counts. A missing file means no rules. Replace the file by a
+// rename so that no change is missed. Unset, the hot path makes no extra syscall.
 
 import { dlopen, FFIType } from "bun:ffi";
+import { readFileSync, statSync } from "node:fs";
 // The .so is embedded by `bun build --compile` through this import; TypeScript has no module
 // type for "*.so" files, and this file is the only place that imports one.
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
@@ -224,7 +231,39 @@ export function setFaultInjection(spec: string | undefined): void {
   faultRules = parseFaultSpec(spec ?? "", "fault injection");
 }
 
+/** null: no rules file; undefined: HAST_FAULT_INJECT_FILE not looked at yet. */
+let faultFile: string | null | undefined;
+/** inode:size:mtime of the rules file as last read ("" when it was missing). */
+let faultFileStamp = "";
+
+/** Reads rules from `path` from now on, as HAST_FAULT_INJECT_FILE does; null stops that (tests). */
+export function setFaultInjectionFile(path: string | null): void {
+  faultFile = path;
+  faultFileStamp = "";
+  faultRules = [];
+}
+
+/** Re-reads the rules file when it changed since the last call. */
+function refreshFaultFile(path: string): void {
+  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  const stamp = st ? `${st.ino}:${st.size}:${st.mtimeNs}` : "";
+  if (stamp === faultFileStamp) return;
+  faultFileStamp = stamp;
+  let text = "";
+  try {
+    text = st ? readFileSync(path, "utf8") : "";
+  } catch (err) {
+    if ((err as { code?: string }).code !== "ENOENT") throw err;
+  }
+  faultRules = parseFaultSpec(text.replace(/\s+/g, ","), `HAST_FAULT_INJECT_FILE ${path}`);
+}
+
 function injectedFault(op: FaultOp, path: string): FaultRule | undefined {
+  if (faultFile === undefined) {
+    faultFile = process.env.HAST_FAULT_INJECT_FILE || null;
+    if (faultFile !== null) faultRules = [];
+  }
+  if (faultFile !== null) refreshFaultFile(faultFile);
   faultRules ??= parseFaultSpec(process.env.HAST_FAULT_INJECT ?? "", "HAST_FAULT_INJECT");
   if (faultRules.length === 0) return undefined;
   const rule = faultRules.find((r) =>
