@@ -2,10 +2,14 @@
 // requests answered as they complete. Socket writes may be partial: the rest is queued and
 // resumed on drain. Reading stops while the in-flight bound is reached or the receive buffer
 // is full, so memory per connection stays bounded.
+//
+// Hot path (docs/performance.md): request headers are parsed in place in the receive buffer;
+// replies that complete in the same tick are corked into one socket write (one syscall for a
+// burst of QD32 write acks instead of 32); WRITE acks are written straight into the cork buffer.
 import type { Socket } from "bun";
 import {
   NBD_CMD, NBD_CMD_FLAG, NBD_INFO, NBD_OPT, NBD_REP, PAYLOAD_BYTES_MAX, REQUEST_HEADER_BYTES,
-  SIMPLE_REPLY_HEADER_BYTES, commandName, nbdErrorForErrnoName, optionName, type NbdErrorName,
+  SIMPLE_REPLY_HEADER_BYTES, commandName, nbdErrorForErrnoName, optionName, type NbdErrorName, type ParseResult,
 } from "../wire/nbd.ts";
 import {
   decodeOption, encodeExportNameReply, encodeGreeting, encodeInfoBlockSize, encodeInfoDescription,
@@ -30,6 +34,14 @@ export const HANDSHAKE_OPTIONS_MAX = 1024;
 export const HANDSHAKE_TIMEOUT_S = 30;
 /** We stop reading once this much unparsed input is buffered (one header + max payload). */
 export const RECEIVE_BYTES_MAX = REQUEST_HEADER_BYTES + PAYLOAD_BYTES_MAX;
+/** Replies up to this size are copied into the cork buffer; larger ones are written as they are. */
+export const CORK_COPY_BYTES_MAX = 16 * 1024;
+/** Size of the per-connection cork buffer (replies completed in one tick, sent in one write). */
+export const CORK_BYTES = 128 * 1024;
+/** READ replies at least this large reuse buffers the socket has finished with... */
+export const READ_POOL_MIN_BYTES = 64 * 1024;
+/** ...up to this many bytes of them kept per connection. */
+export const READ_POOL_BYTES_MAX = 16 * 1024 * 1024;
 
 export type LogLevel = "info" | "warn" | "error" | "debug";
 
@@ -46,15 +58,27 @@ export interface ExportContext {
 
 type Phase = "client_flags" | "options" | "transmission" | "closing" | "closed";
 
+/** Bytes waiting for the socket to drain, and the requests whose replies end in them. */
 interface QueuedWrite {
   bytes: Uint8Array;
-  on_sent: (() => void) | undefined;
+  requests: number;
+  cost_bytes: number;
+  /** A pooled READ reply buffer to reuse once these bytes are out. */
+  recycle: Uint8Array | null;
 }
 
 export class NbdConnection {
   private phase: Phase = "client_flags";
   private readonly rx = new ReceiveBuffer();
   private readonly tx: QueuedWrite[] = [];
+  /** Replies completed but not yet written, in order; always logically after everything in `tx`. */
+  private cork: Uint8Array | null = null;
+  private cork_bytes = 0;
+  private cork_requests = 0;
+  private cork_cost_bytes = 0;
+  private flush_scheduled = false;
+  private readonly read_pool: Uint8Array[] = [];
+  private read_pool_bytes = 0;
   private no_zeroes = false;
   private structured_replies = false;
   private options_seen = 0;
@@ -68,7 +92,9 @@ export class NbdConnection {
   private reading_paused = false;
   private pumping = false;
   private pump_again = false;
-  private readonly operations = new Set<Promise<void>>();
+  /** Backend calls started and not yet finished, and who waits for that to reach zero. */
+  private executing = 0;
+  private settle_waiters: (() => void)[] = [];
 
   constructor(
     private readonly socket: Socket<unknown>,
@@ -100,13 +126,14 @@ export class NbdConnection {
   /** The socket closed (by either side): stop sending; in-flight backend calls finish on their own. */
   onClose(): void {
     this.phase = "closed";
-    this.tx.length = 0;
+    this.dropOutput();
     this.rx.clear();
   }
 
   /** Resolves when every backend call this connection started has settled. */
   async settled(): Promise<void> {
-    while (this.operations.size > 0) await Promise.allSettled([...this.operations]);
+    if (this.executing === 0) return;
+    await new Promise<void>((resolve) => this.settle_waiters.push(resolve));
   }
 
   // ---- input ----
@@ -235,7 +262,7 @@ export class NbdConnection {
         continue;
       }
       if (this.rx.bytes < REQUEST_HEADER_BYTES) return;
-      const parsed = parseRequestHeader(this.rx.peek(REQUEST_HEADER_BYTES));
+      const parsed = this.parseHeader();
       if (parsed.kind === "need") return;
       if (parsed.kind === "error") return this.closeNow("warn", parsed.reason);
       const request = parsed.value;
@@ -261,6 +288,13 @@ export class NbdConnection {
     }
   }
 
+  /** In place when the header lies in one chunk (nearly always), else from an assembled copy. */
+  private parseHeader(): ParseResult<NbdRequest> {
+    const head = this.rx.head;
+    if (head !== undefined && this.rx.headBytes() >= REQUEST_HEADER_BYTES) return parseRequestHeader(head, this.rx.headOffset);
+    return parseRequestHeader(this.rx.peek(REQUEST_HEADER_BYTES));
+  }
+
   private canStart(cost_bytes: number): boolean {
     if (this.in_flight_requests >= IN_FLIGHT_REQUESTS_MAX) return false;
     return this.in_flight_requests === 0 || this.in_flight_bytes + cost_bytes <= IN_FLIGHT_BYTES_MAX;
@@ -272,17 +306,29 @@ export class NbdConnection {
     this.in_flight_bytes += cost_bytes;
   }
 
+  /** Queues the reply; it leaves with the others of this tick (see flushSoon). */
   private finishRequest(request: NbdRequest, reply: Uint8Array): void {
-    const cost_bytes = costBytes(request);
-    this.send(reply, () => {
-      this.in_flight_requests--;
-      this.in_flight_bytes -= cost_bytes;
-      if (this.in_flight_requests < 0 || this.in_flight_bytes < 0) throw new Error(`${this.label}: in-flight accounting went negative`);
-      this.afterRequestDone();
-    });
+    this.output(reply, 1, costBytes(request));
+    this.flushSoon();
   }
 
-  private afterRequestDone(): void {
+  /** A successful reply without data: 16 bytes written straight into the cork buffer. */
+  private finishOk(request: NbdRequest): void {
+    if (this.phase === "closed") return;
+    this.corkRoom(SIMPLE_REPLY_HEADER_BYTES);
+    writeSimpleReplyHeader(this.cork!, 0, request.cookie, this.cork_bytes);
+    this.cork_bytes += SIMPLE_REPLY_HEADER_BYTES;
+    this.cork_requests++;
+    this.cork_cost_bytes += costBytes(request);
+    this.flushSoon();
+  }
+
+  /** Replies written to the kernel release their requests' in-flight budget. */
+  private released(requests: number, cost_bytes: number): void {
+    if (requests === 0) return;
+    this.in_flight_requests -= requests;
+    this.in_flight_bytes -= cost_bytes;
+    if (this.in_flight_requests < 0 || this.in_flight_bytes < 0) throw new Error(`${this.label}: in-flight accounting went negative`);
     if (this.phase === "closing") this.maybeFinishClosing();
     else if (this.phase === "transmission") this.pump();
   }
@@ -295,60 +341,92 @@ export class NbdConnection {
   // ---- execution ----
 
   private startRequest(request: NbdRequest, payload: Uint8Array | undefined): void {
-    const operation = this.execute(request, payload).finally(() => this.operations.delete(operation));
-    this.operations.add(operation);
+    this.executing++;
+    void this.execute(request, payload);
   }
 
+  /** Never rejects: a backend failure becomes an NBD error reply. */
   private async execute(request: NbdRequest, payload: Uint8Array | undefined): Promise<void> {
-    const { backend } = this.ctx;
-    const { offset, length, flags } = request;
-    const fua = (flags & NBD_CMD_FLAG.FUA) !== 0;
+    let reply: Uint8Array | null;
     try {
-      switch (request.command) {
-        case NBD_CMD.READ:
-          return this.finishRequest(request, await this.readReply(request));
-        case NBD_CMD.WRITE:
-          if (payload === undefined || payload.byteLength !== length) throw new Error(`${this.label}: WRITE without its ${length}-byte payload`);
-          await backend.write(offset, payload, fua);
-          break;
-        case NBD_CMD.FLUSH:
-          await backend.flush();
-          break;
-        case NBD_CMD.TRIM:
-          await backend.trim(offset, length);
-          if (fua) await backend.flush();
-          break;
-        case NBD_CMD.CACHE:
-          break; // a prefetch hint: the backend has no cache worth warming
-        case NBD_CMD.WRITE_ZEROES:
-          if ((flags & NBD_CMD_FLAG.FAST_ZERO) !== 0) {
-            // BlockBackend cannot promise that zeroing is cheaper than writing, so fail fast.
-            return this.finishRequest(request, this.errorReply(request, "ENOTSUP", "fast zero is not supported"));
-          }
-          await backend.writeZeroes(offset, length, (flags & NBD_CMD_FLAG.NO_HOLE) === 0);
-          if (fua) await backend.flush();
-          break;
-        default:
-          throw new Error(`${this.label}: ${commandName(request.command)} passed validation but has no handler`);
-      }
-      this.finishRequest(request, encodeSimpleReply(0, request.cookie));
+      reply = await this.perform(request, payload);
     } catch (err) {
       const code = (err as { code?: unknown } | null)?.code;
       const error = nbdErrorForErrnoName(code);
-      const what = `${commandName(request.command)} offset ${offset} length ${length}`;
+      const what = `${commandName(request.command)} offset ${request.offset} length ${request.length}`;
       this.ctx.log("error", `${this.label}: ${what} failed: ${(err as Error)?.message ?? String(err)} → ${error}`);
-      this.finishRequest(request, this.errorReply(request, error, `${what} failed with ${error}`));
+      reply = this.errorReply(request, error, `${what} failed with ${error}`);
     }
+    if (--this.executing === 0 && this.settle_waiters.length > 0) {
+      const waiters = this.settle_waiters;
+      this.settle_waiters = [];
+      for (const wake of waiters) wake();
+    }
+    if (reply === null) this.finishOk(request);
+    else this.finishRequest(request, reply);
+  }
+
+  /** Runs one request against the backend; the reply to send, or null for a plain success. */
+  private async perform(request: NbdRequest, payload: Uint8Array | undefined): Promise<Uint8Array | null> {
+    const { backend } = this.ctx;
+    const { offset, length, flags } = request;
+    const fua = (flags & NBD_CMD_FLAG.FUA) !== 0;
+    switch (request.command) {
+      case NBD_CMD.READ:
+        return await this.readReply(request);
+      case NBD_CMD.WRITE:
+        if (payload === undefined || payload.byteLength !== length) throw new Error(`${this.label}: WRITE without its ${length}-byte payload`);
+        await backend.write(offset, payload, fua);
+        break;
+      case NBD_CMD.FLUSH:
+        await backend.flush();
+        break;
+      case NBD_CMD.TRIM:
+        await backend.trim(offset, length);
+        if (fua) await backend.flush();
+        break;
+      case NBD_CMD.CACHE:
+        break; // a prefetch hint: the backend has no cache worth warming
+      case NBD_CMD.WRITE_ZEROES:
+        if ((flags & NBD_CMD_FLAG.FAST_ZERO) !== 0) {
+          // BlockBackend cannot promise that zeroing is cheaper than writing, so fail fast.
+          return this.errorReply(request, "ENOTSUP", "fast zero is not supported");
+        }
+        await backend.writeZeroes(offset, length, (flags & NBD_CMD_FLAG.NO_HOLE) === 0);
+        if (fua) await backend.flush();
+        break;
+      default:
+        throw new Error(`${this.label}: ${commandName(request.command)} passed validation but has no handler`);
+    }
+    return null;
   }
 
   /** ONE buffer = reply header + data; the backend fills the data part in place. */
   private async readReply(request: NbdRequest): Promise<Uint8Array> {
     const header_bytes = this.structured_replies ? OFFSET_DATA_HEADER_BYTES : SIMPLE_REPLY_HEADER_BYTES;
-    const reply = new Uint8Array(header_bytes + request.length);
+    const reply = this.replyBuffer(header_bytes + request.length);
     if (this.structured_replies) writeOffsetDataHeader(reply, request.cookie, request.offset, request.length);
     else writeSimpleReplyHeader(reply, 0, request.cookie);
     await this.ctx.backend.read(request.offset, reply.subarray(header_bytes));
     return reply;
+  }
+
+  /** Header and data are all overwritten (or the reply is dropped on error), so no zero fill. */
+  private replyBuffer(bytes: number): Uint8Array {
+    if (bytes < READ_POOL_MIN_BYTES) return Buffer.allocUnsafe(bytes);
+    const at = this.read_pool.findIndex((b) => b.byteLength === bytes);
+    if (at < 0) return Buffer.allocUnsafe(bytes);
+    const buf = this.read_pool[at]!;
+    this.read_pool[at] = this.read_pool[this.read_pool.length - 1]!;
+    this.read_pool.pop();
+    this.read_pool_bytes -= bytes;
+    return buf;
+  }
+
+  private recycle(buf: Uint8Array | null): void {
+    if (buf === null || this.read_pool_bytes + buf.byteLength > READ_POOL_BYTES_MAX) return;
+    this.read_pool.push(buf);
+    this.read_pool_bytes += buf.byteLength;
   }
 
   private errorReply(request: NbdRequest, error: NbdErrorName, message: string): Uint8Array {
@@ -358,29 +436,86 @@ export class NbdConnection {
   // ---- output ----
 
   private sendAll(parts: Uint8Array[]): void {
-    // Handshake replies are small: one write beats several.
-    const out = new Uint8Array(parts.reduce((sum, p) => sum + p.byteLength, 0));
-    let at = 0;
-    for (const part of parts) {
-      out.set(part, at);
-      at += part.byteLength;
-    }
-    this.send(out);
+    for (const part of parts) this.output(part, 0, 0);
+    this.flush();
   }
 
-  private send(bytes: Uint8Array, on_sent?: () => void): void {
+  /** Handshake messages go out at once (in order behind anything queued). */
+  private send(bytes: Uint8Array): void {
+    this.output(bytes, 0, 0);
+    this.flush();
+  }
+
+  /** Appends to the output in order: small pieces into the cork buffer, large ones as they are. */
+  private output(bytes: Uint8Array, requests: number, cost_bytes: number): void {
     if (this.phase === "closed") return;
+    if (bytes.byteLength <= CORK_COPY_BYTES_MAX) {
+      this.corkRoom(bytes.byteLength);
+      this.cork!.set(bytes, this.cork_bytes);
+      this.cork_bytes += bytes.byteLength;
+      this.cork_requests += requests;
+      this.cork_cost_bytes += cost_bytes;
+      return;
+    }
+    this.flush();
+    this.write(bytes, requests, cost_bytes, bytes.byteLength >= READ_POOL_MIN_BYTES && requests > 0 ? bytes : null);
+  }
+
+  /** Makes room for `bytes` in the cork buffer, writing out what it holds if needed. */
+  private corkRoom(bytes: number): void {
+    this.cork ??= new Uint8Array(CORK_BYTES);
+    if (this.cork_bytes + bytes > this.cork.byteLength) this.flush();
+  }
+
+  /** Sends the corked replies once nothing else can complete in this tick: at once when no backend
+   * call is pending (the common QD1 case, and the last reply of a burst), else on the next turn. */
+  private flushSoon(): void {
+    if (this.executing === 0) return this.flush();
+    if (this.flush_scheduled) return;
+    this.flush_scheduled = true;
+    setImmediate(() => {
+      this.flush_scheduled = false;
+      this.flush();
+    });
+  }
+
+  /** Writes the cork buffer out (copying it into the queue only if the socket takes part of it). */
+  private flush(): void {
+    if (this.cork_bytes === 0 || this.phase === "closed") return;
+    const { cork_requests, cork_cost_bytes } = this;
+    const bytes = this.cork!.subarray(0, this.cork_bytes);
+    this.cork_bytes = 0;
+    this.cork_requests = 0;
+    this.cork_cost_bytes = 0;
+    if (this.tx.length > 0) {
+      this.tx.push({ bytes: bytes.slice(), requests: cork_requests, cost_bytes: cork_cost_bytes, recycle: null });
+      return;
+    }
+    const written = this.socket.write(bytes);
+    if (written < 0) return; // closed under us; onClose cleans up
+    if (written < bytes.byteLength) {
+      this.tx.push({ bytes: bytes.slice(written), requests: cork_requests, cost_bytes: cork_cost_bytes, recycle: null });
+      return;
+    }
+    this.released(cork_requests, cork_cost_bytes);
+  }
+
+  private write(bytes: Uint8Array, requests: number, cost_bytes: number, recycle: Uint8Array | null): void {
     if (this.tx.length === 0) {
       const written = this.socket.write(bytes);
-      if (written < 0) return; // closed under us; onClose cleans up
-      if (written === bytes.byteLength) return on_sent?.();
+      if (written < 0) return;
+      if (written === bytes.byteLength) {
+        this.recycle(recycle);
+        return this.released(requests, cost_bytes);
+      }
       bytes = bytes.subarray(written);
     }
-    this.tx.push({ bytes, on_sent });
+    this.tx.push({ bytes, requests, cost_bytes, recycle });
   }
 
   private flushQueue(): void {
-    let any_sent = false;
+    let requests = 0;
+    let cost_bytes = 0;
     while (this.tx.length > 0 && this.phase !== "closed") {
       const head = this.tx[0]!;
       const written = this.socket.write(head.bytes);
@@ -390,11 +525,21 @@ export class NbdConnection {
         break;
       }
       this.tx.shift();
-      any_sent = true;
-      head.on_sent?.();
+      this.recycle(head.recycle);
+      requests += head.requests;
+      cost_bytes += head.cost_bytes;
     }
-    if (this.phase === "closing") this.maybeFinishClosing();
-    else if (any_sent && this.phase === "transmission") this.pump();
+    if (this.tx.length === 0) this.flush();
+    if (requests > 0) this.released(requests, cost_bytes);
+    else if (this.phase === "closing") this.maybeFinishClosing();
+    else if (this.tx.length === 0 && this.phase === "transmission") this.pump();
+  }
+
+  private dropOutput(): void {
+    this.tx.length = 0;
+    this.cork_bytes = 0;
+    this.cork_requests = 0;
+    this.cork_cost_bytes = 0;
   }
 
   private updateReading(): void {
@@ -418,7 +563,7 @@ export class NbdConnection {
   }
 
   private maybeFinishClosing(): void {
-    if (this.phase !== "closing" || this.in_flight_requests > 0 || this.tx.length > 0) return;
+    if (this.phase !== "closing" || this.in_flight_requests > 0 || this.tx.length > 0 || this.cork_bytes > 0) return;
     this.phase = "closed";
     this.socket.end();
   }
@@ -427,7 +572,7 @@ export class NbdConnection {
   private closeNow(level: LogLevel, reason: string): void {
     this.ctx.log(level, `${this.label}: closing connection: ${reason}`);
     this.phase = "closed";
-    this.tx.length = 0;
+    this.dropOutput();
     this.rx.clear();
     this.pending_write = null;
     this.socket.end();

@@ -3,8 +3,8 @@
 import {
   NBD_CMD, NBD_CMD_FLAG, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE, NBD_REQUEST_MAGIC, NBD_SIMPLE_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_MAGIC, NBD_ERR, OFFSET_DATA_PREFIX_BYTES, REQUEST_HEADER_BYTES,
-  SIMPLE_REPLY_HEADER_BYTES, STRING_BYTES_MAX, STRUCTURED_REPLY_HEADER_BYTES, commandName, readU64,
-  viewOf, writeU64, type NbdErrorName, type ParseResult,
+  SIMPLE_REPLY_HEADER_BYTES, STRING_BYTES_MAX, STRUCTURED_REPLY_HEADER_BYTES, commandName, viewOf, writeU64,
+  type NbdErrorName, type ParseResult,
 } from "./nbd.ts";
 
 const utf8 = new TextEncoder();
@@ -18,23 +18,48 @@ export interface NbdRequest {
   length: number;
 }
 
-/** The 28-byte request header. A WRITE's payload (`length` bytes) follows it. */
-export function parseRequestHeader(buf: Uint8Array): ParseResult<NbdRequest> {
-  if (buf.byteLength < REQUEST_HEADER_BYTES) return { kind: "need", bytes: REQUEST_HEADER_BYTES };
-  const view = viewOf(buf);
-  const magic = view.getUint32(0);
+/** The 28-byte request header at `buf[at..]`. A WRITE's payload (`length` bytes) follows it.
+ * Reads bytes directly: a DataView per request (and the ArrayBuffer it forces) costs more than the parse. */
+export function parseRequestHeader(buf: Uint8Array, at = 0): ParseResult<NbdRequest> {
+  if (buf.byteLength - at < REQUEST_HEADER_BYTES) return { kind: "need", bytes: REQUEST_HEADER_BYTES };
+  const magic = u32(buf, at);
   if (magic !== NBD_REQUEST_MAGIC) return { kind: "error", reason: `bad request magic 0x${magic.toString(16).padStart(8, "0")}` };
   return {
     kind: "ok",
     value: {
-      flags: view.getUint16(4),
-      command: view.getUint16(6),
-      cookie: view.getBigUint64(8),
-      offset: readU64(view, 16),
-      length: view.getUint32(24),
+      flags: (buf[at + 4]! << 8) | buf[at + 5]!,
+      command: (buf[at + 6]! << 8) | buf[at + 7]!,
+      cookie: getCookie(buf, at + 8),
+      offset: u32(buf, at + 16) * 0x1_0000_0000 + u32(buf, at + 20),
+      length: u32(buf, at + 24),
     },
     bytes: REQUEST_HEADER_BYTES,
   };
+}
+
+function u32(buf: Uint8Array, at: number): number {
+  return ((buf[at]! << 24) | (buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!) >>> 0;
+}
+
+function putU32(into: Uint8Array, at: number, value: number): void {
+  into[at] = value >>> 24;
+  into[at + 1] = value >>> 16;
+  into[at + 2] = value >>> 8;
+  into[at + 3] = value;
+}
+
+/** Scratch for turning a cookie into bytes without a DataView on every reply. */
+const cookie_view = new DataView(new ArrayBuffer(8));
+const cookie_bytes = new Uint8Array(cookie_view.buffer);
+
+function getCookie(buf: Uint8Array, at: number): bigint {
+  for (let i = 0; i < 8; i++) cookie_bytes[i] = buf[at + i]!;
+  return cookie_view.getBigUint64(0);
+}
+
+function putCookie(into: Uint8Array, at: number, cookie: bigint): void {
+  cookie_view.setBigUint64(0, cookie);
+  into.set(cookie_bytes, at);
 }
 
 /** Bytes of payload that follow the header on the wire: only WRITE carries one. */
@@ -103,12 +128,11 @@ function reject(error: NbdErrorName, reason: string, close = false): RequestChec
   return { kind: "reject", error, reason, close };
 }
 
-/** Simple reply header (16 bytes) written at the start of `into`; READ data follows it. */
-export function writeSimpleReplyHeader(into: Uint8Array, error: NbdErrorName | 0, cookie: bigint): void {
-  const view = viewOf(into);
-  view.setUint32(0, NBD_SIMPLE_REPLY_MAGIC);
-  view.setUint32(4, error === 0 ? 0 : NBD_ERR[error]);
-  view.setBigUint64(8, cookie);
+/** Simple reply header (16 bytes) written at `into[at..]`; READ data follows it. */
+export function writeSimpleReplyHeader(into: Uint8Array, error: NbdErrorName | 0, cookie: bigint, at = 0): void {
+  putU32(into, at, NBD_SIMPLE_REPLY_MAGIC);
+  putU32(into, at + 4, error === 0 ? 0 : NBD_ERR[error]);
+  putCookie(into, at + 8, cookie);
 }
 
 export function encodeSimpleReply(error: NbdErrorName | 0, cookie: bigint): Uint8Array {
