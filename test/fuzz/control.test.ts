@@ -1,0 +1,231 @@
+// Fuzz the control protocol (docs/control.md): parseControlRequest gets >= 100,000 seeded random
+// and mutated lines and must always return a result (a well-formed request or a one-line error),
+// never throw, in bounded time; a live ControlServer gets a few hundred garbage lines and an
+// oversized one, answers each, and still answers a good request afterwards. Seed: FUZZ_SEED.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ControlServer } from "../../src/daemon/control-server.ts";
+import { Logger, type LogSink } from "../../src/daemon/log.ts";
+import {
+  CONTROL_LINE_MAX_BYTES, CONTROL_RESOURCES_MAX, ControlError, parseControlRequest,
+  type ControlReply, type ControlRequest,
+} from "../../src/wire/control.ts";
+import { prng } from "./prng.ts";
+
+const SEED = Number(process.env.FUZZ_SEED ?? 0xc0_17_01);
+const INPUTS = 110_000;
+const LIVE_LINES = 300;
+const REPLY_WAIT_MS = 5_000;
+
+const VALID: string[] = [
+  `{"cmd":"status","resources":["r0"]}`,
+  `{"cmd":"status","resources":["r0","shared","x"]}`,
+  `{"cmd":"role","role":"primary","resources":["r0"]}`,
+  `{"cmd":"role","role":"secondary","resources":["a","b"]}`,
+  `{"cmd":"role","role":"init","resources":["all"]}`,
+];
+const TOKENS = ["{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "false", "0", "-1", "1e999", "\"cmd\"", "\"role\"",
+  "\"resources\"", "\"status\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
+
+function generator(random: () => number) {
+  const int = (n: number) => Math.floor(random() * n);
+  const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
+  const randomText = (n: number) => {
+    let s = "";
+    for (let i = 0; i < n; i++) s += String.fromCharCode(int(4) === 0 ? int(0x3000) : 32 + int(95));
+    return s;
+  };
+  const mutate = (line: string): string => {
+    let s = line;
+    for (let m = 1 + int(4); m > 0; m--) {
+      const at = int(s.length + 1);
+      switch (int(5)) {
+        case 0: s = s.slice(0, at) + s.slice(at + 1 + int(4)); break;
+        case 1: s = s.slice(0, at) + pick(TOKENS) + s.slice(at); break;
+        case 2: s = s.slice(0, at) + randomText(1 + int(3)) + s.slice(at + 1); break;
+        case 3: s = s.slice(0, at) + s.slice(int(s.length)); break;
+        default: s = s.slice(0, at) + s.slice(at).repeat(1 + int(3));
+      }
+    }
+    return s;
+  };
+  const structured = (): string => {
+    const value = (depth: number): unknown => {
+      switch (int(depth > 3 ? 5 : 8)) {
+        case 0: return null;
+        case 1: return int(2) === 0;
+        case 2: return pick([0, -1, 1.5, 2 ** 53, Number.MAX_VALUE]);
+        case 3: return randomText(int(300));
+        case 4: return pick(["status", "role", "primary", "secondary", "init", ""]);
+        case 5: return Array.from({ length: int(6) }, () => value(depth + 1));
+        case 6: return Object.fromEntries(Array.from({ length: int(4) }, () => [pick(["cmd", "role", "resources", "x", "__proto__"]), value(depth + 1)]));
+        default: return Array.from({ length: int(200) === 0 ? CONTROL_RESOURCES_MAX + int(3) - 1 : int(5) }, () => randomText(1 + int(4)));
+      }
+    };
+    const obj: Record<string, unknown> = {};
+    if (int(5) !== 0) obj.cmd = int(3) === 0 ? value(1) : pick(["status", "role"]);
+    if (int(3) !== 0) obj.role = int(3) === 0 ? value(1) : pick(["init", "primary", "secondary"]);
+    if (int(6) !== 0) obj.resources = int(3) === 0 ? value(1) : [randomText(1 + int(300))];
+    return JSON.stringify(obj);
+  };
+  return (i: number): string => {
+    switch (i % 6) {
+      case 0: return randomText(int(200));
+      case 1: return mutate(pick(VALID));
+      case 2: return structured();
+      case 3: return mutate(structured());
+      case 4: return int(100) === 0 ? "[".repeat(int(20_000)) + "]".repeat(int(20_000)) : "[".repeat(int(200)) + "]".repeat(int(200));
+      default: return int(500) === 0 ? `{"cmd":"status","resources":["${"x".repeat(CONTROL_LINE_MAX_BYTES)}"]}` : pick(VALID);
+    }
+  };
+}
+
+/** A parse result is a request a handler can act on, or a one-line error. */
+function checkResult(line: string, result: ReturnType<typeof parseControlRequest>): void {
+  if (!result.ok) {
+    if (typeof result.error !== "string" || result.error.length === 0 || result.error.length > 200 || result.error.includes("\n")) {
+      throw new Error(`bad error for ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(result.error)}`);
+    }
+    return;
+  }
+  const r: ControlRequest = result.value;
+  const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role))) &&
+    Array.isArray(r.resources) && r.resources.length > 0 && r.resources.length <= CONTROL_RESOURCES_MAX &&
+    r.resources.every((n) => typeof n === "string" && n.length > 0 && n.length <= 255);
+  if (!wellFormed) throw new Error(`malformed request accepted from ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(r).slice(0, 200)}`);
+}
+
+test(`parseControlRequest survives ${INPUTS} seeded inputs (seed ${SEED})`, () => {
+  const next = generator(prng(SEED));
+  const counts = { ok: 0, rejected: 0 };
+  let slowest_ms = 0;
+  const started_ms = performance.now();
+  for (let i = 0; i < INPUTS; i++) {
+    const line = next(i);
+    const t0 = performance.now();
+    let result: ReturnType<typeof parseControlRequest>;
+    try {
+      result = parseControlRequest(line);
+    } catch (err) {
+      throw new Error(`input ${i} (seed ${SEED}) threw: ${(err as Error).message}: ${JSON.stringify(line.slice(0, 120))}`);
+    }
+    slowest_ms = Math.max(slowest_ms, performance.now() - t0);
+    checkResult(line, result);
+    counts[result.ok ? "ok" : "rejected"]++;
+  }
+  const total_ms = performance.now() - started_ms;
+  console.log(`control fuzz seed ${SEED}: ${JSON.stringify(counts)}, ${total_ms.toFixed(0)} ms, slowest input ${slowest_ms.toFixed(1)} ms`);
+  expect(counts.ok).toBeGreaterThan(INPUTS / 10);
+  expect(counts.rejected).toBeGreaterThan(INPUTS / 2);
+  expect(slowest_ms).toBeLessThan(500);
+}, 120_000);
+
+// ---- a live server ----
+
+let dir = "";
+let server: ControlServer | null = null;
+const quiet: LogSink = { write() {} };
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "hast-control-fuzz-"));
+  const handler = async (request: ControlRequest): Promise<ControlReply> =>
+    ({ error: ControlError.OK, resources: request.resources.map((name) => ({ name, role: "init" as const })) });
+  server = await ControlServer.start(join(dir, "control.sock"), handler, new Logger(quiet, 0));
+});
+
+afterAll(() => {
+  server?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** One client connection that reads reply lines as they come. */
+async function connect() {
+  const replies: ControlReply[] = [];
+  let buffer = "";
+  let closed = false;
+  let wake: () => void = () => {};
+  // Bun writes what the socket buffer takes and says how much; the rest goes out on drain.
+  let unsent = new Uint8Array(0);
+  const push = (s: { write(b: Uint8Array): number }) => {
+    if (unsent.length > 0) unsent = unsent.subarray(Math.max(0, s.write(unsent)));
+  };
+  const socket = await Bun.connect({
+    unix: server!.path,
+    socket: {
+      drain(s) {
+        push(s);
+      },
+      data(_s, chunk) {
+        buffer += new TextDecoder().decode(chunk);
+        for (let nl = buffer.indexOf("\n"); nl >= 0; nl = buffer.indexOf("\n")) {
+          replies.push(JSON.parse(buffer.slice(0, nl)) as ControlReply);
+          buffer = buffer.slice(nl + 1);
+        }
+        wake();
+      },
+      close() {
+        closed = true;
+        wake();
+      },
+    },
+  });
+  return {
+    replies,
+    get closed() {
+      return closed;
+    },
+    /** Sends `payload` and waits (bounded) until `want` replies in total arrived or the server closed. */
+    async send(payload: string, want: number): Promise<void> {
+      unsent = new TextEncoder().encode(payload);
+      push(socket);
+      const deadline_ms = Date.now() + REPLY_WAIT_MS;
+      while (replies.length < want && !closed && Date.now() < deadline_ms) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, 50);
+        });
+      }
+    },
+    end: () => socket.end(),
+  };
+}
+
+test(`a live ControlServer answers ${LIVE_LINES} garbage lines and an oversized one, then a good request`, async () => {
+  const random = prng(SEED ^ 0x5a5a);
+  const next = generator(random);
+  const lines: string[] = [];
+  for (let i = 0; lines.length < LIVE_LINES; i++) {
+    const line = next(i).replaceAll("\n", " ").replaceAll("\r", " ");
+    if (line.length > 0 && line.length < CONTROL_LINE_MAX_BYTES && line.trim() !== "") lines.push(line);
+  }
+  // EXCLUDED (daemon bug, reported): ControlServer's reply() ignores a short socket.write, so a
+  // client that pipelines many requests without reading loses replies under backpressure. Lines
+  // go one at a time here, each after the previous reply, until that is fixed.
+  const client = await connect();
+  try {
+    for (let i = 0; i < lines.length; i++) {
+      await client.send(`${lines[i]}\n`, i + 1);
+      const parsed = parseControlRequest(lines[i]!.trim());
+      expect(client.replies[i]?.error).toBe(parsed.ok ? ControlError.OK : ControlError.INVALID);
+    }
+    expect(client.closed).toBe(false);
+  } finally {
+    client.end();
+  }
+  const big = await connect();
+  try {
+    await big.send("x".repeat(CONTROL_LINE_MAX_BYTES + 10), 1);
+    expect(big.replies[0]?.error).toBe(ControlError.INVALID);
+  } finally {
+    big.end();
+  }
+  const good = await connect();
+  try {
+    await good.send(`{"cmd":"status","resources":["r0"]}\n`, 1);
+    expect(good.replies).toEqual([{ error: ControlError.OK, resources: [{ name: "r0", role: "init" }] }]);
+  } finally {
+    good.end();
+  }
+}, 60_000);
