@@ -12,11 +12,13 @@
 //   const conf = h.writeConfig(singleResource(a, { local: h.sparseFile("disk0", 64 * MiB) }));
 //   const d = await h.startDaemon(a, conf);
 //   expect((await h.hastctl(a, conf, ["role", "primary", "r0"])).code).toBe(0);
-import { randomFillSync } from "node:crypto";
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync, closeSync, openSync } from "node:fs";
+import { randomBytes, randomFillSync } from "node:crypto";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync, writeSync, closeSync, openSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { nbdRead, RawNbdClient } from "../../src/io/nbd-client.ts";
+import { NBD_CMD } from "../../src/wire/nbd.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const BUN = process.execPath;
@@ -643,6 +645,8 @@ export interface PairOptions {
    */
   node_settings?: Record<string, Settings>;
   syntax?: Syntax;
+  /** Extra environment for one node's hastd, e.g. { nodea: { HAST_FAULT_INJECT_FILE: ... } }. */
+  env?: Record<string, Record<string, string>>;
 }
 
 export interface DataRegion {
@@ -743,7 +747,8 @@ export class Pair {
   }
 
   async start(node: NodeInfo, opts: DaemonOptions = {}): Promise<Daemon> {
-    const d = await this.h.startDaemon(node, this.confOf(node), opts);
+    const env = { ...this.opts.env?.[node.name], ...opts.env };
+    const d = await this.h.startDaemon(node, this.confOf(node), { ...opts, env });
     this.daemons.set(node.name, d);
     return d;
   }
@@ -872,4 +877,221 @@ export function hookRecorder(h: Harness, name = "hook"): { path: string; lines: 
   const path = h.writeText(`${name}.sh`, `#!/bin/sh\necho "$HASTD_NODE $*" >> '${log}'\n`);
   chmodSync(path, 0o755);
   return { path, lines: () => (existsSync(log) ? readFileSync(log, "utf8").split("\n").filter(Boolean) : []) };
+}
+
+// ---------------------------------------------------------------- a writer that knows what was acknowledged
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same slots and kill points. */
+export function seededRandom(seed: number): () => number {
+  let t = seed >>> 0;
+  return () => {
+    t = (t + 0x6d2b79f5) >>> 0;
+    let r = Math.imul(t ^ (t >>> 15), 1 | t);
+    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
+    return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** HAST_FAULT_SEED when set (to replay a run), else a fresh one; printed either way. */
+export function faultSeed(label: string): number {
+  const seed = process.env.HAST_FAULT_SEED ? Number(process.env.HAST_FAULT_SEED) : Math.floor(Math.random() * 2 ** 31);
+  console.log(`${label}: seed ${seed} (replay with HAST_FAULT_SEED=${seed})`);
+  return seed;
+}
+
+export interface AckedWriterOptions {
+  /** The primary's NBD unix socket. */
+  socket: string;
+  export_name?: string;
+  /** Writes land in [0, region_bytes), one whole slot each. */
+  region_bytes: number;
+  /** Default 64 KiB. */
+  slot_bytes?: number;
+  /** Writes in flight at once (default 8); never two on one slot. */
+  depth?: number;
+  seed: number;
+}
+
+/** How long a write may go unanswered before the workload counts as hung. */
+const ACKED_WRITE_REPLY_MAX_MS = 60_000;
+const ACKED_WRITER_RECONNECT_MS = 100;
+const sha256Hex = (data: Uint8Array) => new Bun.CryptoHasher("sha256").update(data).digest("hex");
+
+/**
+ * An NBD writer that records, per slot, which contents may be there: the last acknowledged write,
+ * plus any write sent later (or on a connection that died) that never got an answer. It keeps
+ * writing across a lost endpoint (reconnecting until stop()), so writes acknowledged by a
+ * restarted worker count too. verify() then checks a component's data area against that record:
+ * an acknowledged write that is missing is reported with its slot and offset.
+ */
+export class AckedWriter {
+  /** Writes answered with success / with an error; connections made. */
+  acked = 0;
+  failed = 0;
+  connections = 0;
+  private readonly slot_bytes: number;
+  private readonly slots: number;
+  private readonly possible: Set<string>[];
+  /** Writes in flight on a connection that died: they may still land, whatever comes later. */
+  private readonly lingering = new Map<number, Set<string>>();
+  private readonly random: () => number;
+  private stopping = false;
+  private failure: Error | null = null;
+  private client: RawNbdClient | null = null;
+  private readonly done: Promise<void>;
+
+  private constructor(private readonly o: AckedWriterOptions) {
+    this.slot_bytes = o.slot_bytes ?? 64 * 1024;
+    if (o.region_bytes % this.slot_bytes !== 0) throw new Error(`region ${o.region_bytes} is not a whole number of ${this.slot_bytes}-byte slots`);
+    this.slots = o.region_bytes / this.slot_bytes;
+    const zero = sha256Hex(new Uint8Array(this.slot_bytes));
+    this.possible = Array.from({ length: this.slots }, () => new Set([zero]));
+    this.random = seededRandom(o.seed);
+    this.done = this.loop().catch((err: Error) => {
+      this.failure = err;
+    });
+  }
+
+  /** Starts writing at once (the endpoint may appear later). */
+  static start(o: AckedWriterOptions): AckedWriter {
+    return new AckedWriter(o);
+  }
+
+  get bytes_acked(): number {
+    return this.acked * this.slot_bytes;
+  }
+
+  /** Waits until `count` writes in all have been acknowledged. */
+  async waitAcked(count: number, timeout_ms = 30_000): Promise<void> {
+    await waitFor(`${count} acknowledged writes (have ${this.acked})`, () => {
+      if (this.failure) throw this.failure;
+      return this.acked >= count;
+    }, timeout_ms);
+  }
+
+  /** Stops sending, waits for the writes in flight to be answered, closes; throws if the workload failed. */
+  async stop(timeout_ms = ACKED_WRITE_REPLY_MAX_MS + 5_000): Promise<void> {
+    this.stopping = true;
+    const finished = await Promise.race([this.done.then(() => true), Bun.sleep(timeout_ms).then(() => false)]);
+    if (!finished) {
+      this.client?.close();
+      throw new Error(`NBD writer did not finish within ${timeout_ms} ms of stop`);
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  /** Drops the connection (as a client crash would); the writer reconnects. */
+  dropConnection(): void {
+    this.client?.close();
+  }
+
+  /** Checks the data area of a component file at localoff: every slot holds a content it may hold. */
+  async verifyFile(path: string, localoff: number): Promise<{ slots: number }> {
+    const fd = openSync(path, "r");
+    try {
+      const buf = new Uint8Array(this.slot_bytes);
+      return this.verify((slot) => {
+        const got = readSync(fd, buf, 0, buf.length, localoff + slot * this.slot_bytes);
+        if (got !== buf.length) throw new Error(`${path}: short read at slot ${slot}`);
+        return buf;
+      });
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** The same check through an NBD endpoint (exercises the read path). */
+  async verifyNbd(socket: string): Promise<{ slots: number }> {
+    const client = await RawNbdClient.connect({ unix: socket });
+    try {
+      await client.handshake({ export_name: this.o.export_name ?? "r0" });
+      const contents: Uint8Array[] = [];
+      for (let slot = 0; slot < this.slots; slot++) contents.push(await nbdRead(client, slot * this.slot_bytes, this.slot_bytes));
+      return this.verify((slot) => contents[slot]!);
+    } finally {
+      client.close();
+    }
+  }
+
+  private verify(read: (slot: number) => Uint8Array): { slots: number } {
+    const bad: string[] = [];
+    for (let slot = 0; slot < this.slots; slot++) {
+      const hash = sha256Hex(read(slot));
+      if (!this.possible[slot]!.has(hash)) bad.push(`slot ${slot} (offset ${slot * this.slot_bytes}): sha256 ${hash.slice(0, 12)} is none of ${this.possible[slot]!.size} possible contents`);
+    }
+    if (bad.length) throw new Error(`${bad.length} of ${this.slots} slots lost an acknowledged write:\n  ${bad.slice(0, 10).join("\n  ")}`);
+    return { slots: this.slots };
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      let client: RawNbdClient;
+      try {
+        client = await RawNbdClient.connect({ unix: this.o.socket });
+      } catch {
+        await Bun.sleep(ACKED_WRITER_RECONNECT_MS); // endpoint not there (yet): a worker restarting
+        continue;
+      }
+      this.client = client;
+      try {
+        await client.handshake({ export_name: this.o.export_name ?? "r0" });
+        this.connections++;
+        await this.drive(client);
+      } catch (err) {
+        if (/hung/.test((err as Error).message)) throw err;
+        await Bun.sleep(ACKED_WRITER_RECONNECT_MS); // the endpoint went away during the handshake
+      } finally {
+        client.close();
+        this.client = null;
+      }
+    }
+  }
+
+  /** Keeps `depth` writes in flight on one connection until stop() or the connection dies. */
+  private async drive(client: RawNbdClient): Promise<void> {
+    const inflight = new Map<bigint, { slot: number; hash: string }>();
+    const busy = new Set<number>();
+    const depth = Math.min(this.o.depth ?? 8, this.slots);
+    const issue = () => {
+      while (!this.stopping && !client.closed && inflight.size < depth) {
+        let slot = Math.floor(this.random() * this.slots);
+        while (busy.has(slot)) slot = (slot + 1) % this.slots;
+        const data = randomBytes(this.slot_bytes);
+        const hash = sha256Hex(data);
+        this.possible[slot]!.add(hash); // from the moment it is sent, it may be there
+        busy.add(slot);
+        inflight.set(client.send({ command: NBD_CMD.WRITE, offset: slot * this.slot_bytes }, data), { slot, hash });
+      }
+    };
+    issue();
+    let last_reply_ms = Date.now();
+    while (inflight.size > 0) {
+      let reply: Awaited<ReturnType<RawNbdClient["reply"]>>;
+      try {
+        reply = await client.reply();
+      } catch (err) {
+        if (client.closed || !/timed out/.test((err as Error).message)) break;
+        if (Date.now() - last_reply_ms > ACKED_WRITE_REPLY_MAX_MS) {
+          throw new Error(`NBD writer hung: no reply for ${ACKED_WRITE_REPLY_MAX_MS} ms with ${inflight.size} writes in flight`);
+        }
+        continue; // slow (a stalled link before `timeout` fires): keep waiting
+      }
+      last_reply_ms = Date.now();
+      const w = inflight.get(reply.cookie);
+      if (!w) throw new Error(`NBD writer: reply for unknown cookie ${reply.cookie}`);
+      inflight.delete(reply.cookie);
+      busy.delete(w.slot);
+      if (reply.error === 0) {
+        this.acked++;
+        this.possible[w.slot] = new Set([w.hash, ...(this.lingering.get(w.slot) ?? [])]);
+      } else {
+        this.failed++;
+      }
+      issue();
+    }
+    for (const w of inflight.values()) {
+      if (!this.lingering.has(w.slot)) this.lingering.set(w.slot, new Set());
+      this.lingering.get(w.slot)!.add(w.hash);
+    }
+  }
 }

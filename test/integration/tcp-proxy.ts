@@ -1,7 +1,7 @@
 // A TCP proxy for integration tests: sits between a primary and its secondary (the primary's
-// `remote` points at the proxy) and can pass bytes through, cut every connection, refuse new
-// ones, stall (stop forwarding; TCP backpressure does the rest), throttle, and corrupt one byte
-// in the payload of chosen peer-protocol frames (docs/protocol.md §2: 44-byte header, type at
+// `remote` points at the proxy) and can pass bytes through, cut every connection (close or
+// RST), refuse new ones, stall (stop forwarding; TCP backpressure does the rest), throttle, and
+// corrupt one byte in the payload of chosen peer-protocol frames (docs/protocol.md §2: 44-byte header, type at
 // byte 5, payload_bytes at byte 32).
 //
 //   const proxy = await TcpProxy.start({ host: "127.0.0.1", port: b.port });
@@ -114,9 +114,18 @@ export class TcpProxy {
     return this.links.size;
   }
 
-  /** Drops every live connection (both sides see a reset), as a cable pull would. */
+  /** Drops every live connection (both sides see it closed), as a cable pull would. */
   cut(): void {
     for (const link of [...this.links]) this.drop(link);
+  }
+
+  /** Drops every live connection with a TCP RST to both sides (ECONNRESET, not an orderly close). */
+  reset(): void {
+    for (const link of [...this.links]) {
+      this.links.delete(link);
+      link.client.resetAndDestroy();
+      link.server.resetAndDestroy();
+    }
   }
 
   /** New connections are closed at once (true) or proxied again (false). */
