@@ -12,6 +12,9 @@ export const DEVICE_BYTES = 1 << 30;
 export const LARGE_DEVICE_BYTES = 16 * 2 ** 30;
 export const RESYNC_BYTES = 256 << 20;
 const RESYNC_WAIT_MS = 300_000;
+/** Each status query costs the primary worker milliseconds of IPC serialization (see docs/performance.md):
+ * polling faster than this slows the resync it measures. */
+const RESYNC_POLL_MS = 100;
 
 export type TargetName = "raw_psync" | "raw_io_uring" | "nbdkit" | "qemu_nbd" | "gate" | "nbd" | Replication;
 export const ALL_TARGETS: TargetName[] = ["raw_psync", "raw_io_uring", "nbdkit", "qemu_nbd", "gate", "nbd", "memsync", "fullsync", "async"];
@@ -120,7 +123,7 @@ export async function measureResync(ctx: Context, dir: string, file: string): Pr
     await waitFor("the resync to finish", async () => {
       const s = await hast.status("alpha");
       return s?.status === "complete" && s.dirty === 0;
-    }, RESYNC_WAIT_MS, 20);
+    }, RESYNC_WAIT_MS, RESYNC_POLL_MS);
     const resync_s = (performance.now() - started) / 1000;
     const rss: RssSample = {};
     for (const p of await hast.pids()) {
