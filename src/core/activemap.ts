@@ -56,6 +56,12 @@ export interface MapWrite {
   pieces: MapPiece[];
   /** Flush the component's cache after writing (metaflush). */
   flush: boolean;
+  /**
+   * Flush the component's cache BEFORE writing (metaflush, and some bit goes from dirty to clean):
+   * a clean bit must never reach stable storage ahead of the data it vouches for, which a disk
+   * cache that reorders writes could otherwise do.
+   */
+  flush_before: boolean;
 }
 
 /** A range to copy between the nodes; hand it back to syncChunkDone. */
@@ -257,7 +263,7 @@ export class ActiveMap {
     this.disk.clearAll();
     this.lru.clear();
     this.syncRewind();
-    return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush };
+    return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush, flush_before: this.metaflush };
   }
 
   /** Starts the sync pass over: the next chunk comes from the first extent of the sync set. */
@@ -417,11 +423,15 @@ export class ActiveMap {
   /** Brings the disk image of `extents` to memmap ∪ LRU; returns the changed blocks. */
   private persist(extents: number[]): MapWrite | null {
     const blocks = new Set<number>();
+    let clears = false;
     for (const e of extents) {
       const wanted = this.memmap.test(e) || this.lru.has(e);
       if (wanted !== this.disk.test(e)) {
         if (wanted) this.disk.set(e);
-        else this.disk.clear(e);
+        else {
+          this.disk.clear(e);
+          clears = true;
+        }
         blocks.add(Math.floor(e / 8 / MAP_BLOCK_BYTES));
       }
       this.checkExtent(e);
@@ -446,7 +456,7 @@ export class ActiveMap {
       run_end = block + 1;
     }
     flushRun();
-    return { seq: ++this.seq, pieces, flush: this.metaflush };
+    return { seq: ++this.seq, pieces, flush: this.metaflush, flush_before: this.metaflush && clears };
   }
 
   private checkExtent(e: number): void {

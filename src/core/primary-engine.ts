@@ -200,12 +200,20 @@ export class PrimaryEngine {
     return false;
   }
 
+  /** The peer's copy of the range is not known to equal ours: some extent is dirty here. */
+  private peerMayDiffer(offset: number, length: number): boolean {
+    const first = this.map.extentOf(offset);
+    const last = this.map.extentOf(offset + length - 1);
+    for (let e = first; e <= last; e++) if (this.map.extentState(e).dirty) return true;
+    return false;
+  }
+
   private readLocalDone(read: Read, ok: boolean): PrimaryAction[] {
     if (ok) {
       this.reads.delete(read.id);
       return [{ type: "reply", id: read.id, ok: true, source: "local" }];
     }
-    if (this.connected) {
+    if (this.connected && !this.peerMayDiffer(read.offset, read.length)) {
       read.at = "remote";
       return [
         { type: "log", level: "warn", message: `Local read at ${read.offset} (${read.length} bytes) failed, trying remote node.` },

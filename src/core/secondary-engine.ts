@@ -2,6 +2,12 @@
 // the primary, answer memsync writes early ("received") before the disk write, run the local
 // I/O, reply with the result. Its own activemap is cleared once, at the first request after a
 // handshake (by then the primary has merged and persisted it).
+//
+// Unlike HAST, the secondary keeps its own map honest afterwards: an extent is marked dirty before
+// a write or trim reaches its disk and stays marked until a FLUSH made that change durable. The
+// primary counts a replicated write as done once the secondary answered, so without this a power
+// loss of the secondary would drop writes still in its disk cache with no map covering them; with
+// it, the next handshake hands those extents to the primary, which copies them again.
 import type { ActiveMap, MapWrite } from "./activemap.ts";
 import type { RequestKind } from "./primary-engine.ts";
 
@@ -29,6 +35,11 @@ export interface SecondaryLimits {
 
 export class SecondaryEngine {
   private map_cleared = false;
+  private readonly inflight = new Map<bigint, SecondaryRequest>();
+  /** Writes done on the disk but not yet covered by a flush, per extent (count of writeStarts). */
+  private unflushed = new Map<number, number>();
+  /** What each FLUSH in flight will make durable when it succeeds. */
+  private readonly flushing = new Map<bigint, Map<number, number>>();
 
   constructor(
     private readonly map: ActiveMap,
@@ -48,13 +59,44 @@ export class SecondaryEngine {
       this.map_cleared = true;
       actions.push({ type: "map", write: this.map.clear() });
     }
+    this.inflight.set(r.seq, r);
+    if (r.kind === "write" || r.kind === "delete") {
+      const write = this.map.writeStart(r.offset, r.length);
+      if (write) actions.push({ type: "map", write });
+    } else if (r.kind === "flush") {
+      this.flushing.set(r.seq, this.unflushed);
+      this.unflushed = new Map();
+    }
     if (r.memsync && r.kind === "write") actions.push({ type: "reply", seq: r.seq, error: null, received: true });
     actions.push({ type: "local", seq: r.seq, kind: r.kind, offset: r.offset, length: r.length });
     return actions;
   }
 
   localDone(seq: bigint, error: SecondaryError | null): SecondaryAction[] {
-    return [{ type: "reply", seq, error, received: false }];
+    const r = this.inflight.get(seq);
+    this.inflight.delete(seq);
+    const actions: SecondaryAction[] = [];
+    if (r && (r.kind === "write" || r.kind === "delete")) {
+      const first = this.map.extentOf(r.offset);
+      const last = this.map.extentOf(r.offset + r.length - 1);
+      for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
+    } else if (r && r.kind === "flush") {
+      const covered = this.flushing.get(seq)!;
+      this.flushing.delete(seq);
+      if (error) {
+        for (const [e, n] of covered) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + n);
+      } else {
+        for (const [e, n] of covered) {
+          const offset = e * this.map.extentsize;
+          for (let i = 0; i < n; i++) {
+            const write = this.map.writeComplete(offset, this.map.extentLength(e));
+            if (write) actions.push({ type: "map", write });
+          }
+        }
+      }
+    }
+    actions.push({ type: "reply", seq, error, received: false });
+    return actions;
   }
 
   private validate(r: SecondaryRequest): string | null {

@@ -13,6 +13,29 @@ type Handler = (request: ControlRequest) => Promise<ControlReply>;
 interface ConnState {
   buffer: string;
   busy: boolean;
+  decoder: TextDecoder;
+  /** Reply bytes the kernel has not taken yet; while any wait, no new request is read. */
+  out: Uint8Array[];
+}
+
+/** Sends what the socket takes now, keeps the rest for `drain`; reading pauses meanwhile. */
+function flushOut(socket: Socket<ConnState>): void {
+  const out = socket.data.out;
+  while (out.length > 0) {
+    const head = out[0]!;
+    const n = socket.write(head);
+    if (n < 0) {
+      out.length = 0;
+      return;
+    }
+    if (n < head.length) {
+      out[0] = head.subarray(n);
+      socket.pause();
+      return;
+    }
+    out.shift();
+  }
+  socket.resume();
 }
 
 export class ControlServer {
@@ -23,26 +46,29 @@ export class ControlServer {
 
   static async start(path: string, handler: Handler, log: Logger): Promise<ControlServer> {
     await prepareSocketPath(path, "control socket");
-    const decoder = new TextDecoder();
+    const encoder = new TextEncoder();
     const reply = (socket: Socket<ConnState>, message: ControlReply) => {
-      socket.write(encodeControlLine(message));
-      socket.flush();
+      socket.data.out.push(encoder.encode(encodeControlLine(message)));
+      flushOut(socket);
     };
     const listener = Bun.listen<ConnState>({
       unix: path,
       socket: {
         open(socket) {
-          socket.data = { buffer: "", busy: false };
+          socket.data = { buffer: "", busy: false, decoder: new TextDecoder(), out: [] };
         },
         data(socket, chunk) {
           const state = socket.data;
-          state.buffer += decoder.decode(chunk);
+          state.buffer += state.decoder.decode(chunk, { stream: true });
           if (state.buffer.length > CONTROL_LINE_MAX_BYTES && !state.buffer.includes("\n")) {
             reply(socket, { error: ControlError.INVALID, message: `request longer than ${CONTROL_LINE_MAX_BYTES} bytes`, resources: [] });
             socket.end();
             return;
           }
           void drainRequests(socket);
+        },
+        drain(socket) {
+          flushOut(socket);
         },
         error(_socket, err) {
           log.debug(`control connection error: ${err.message}`);

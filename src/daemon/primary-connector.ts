@@ -32,6 +32,8 @@ export class PrimaryConnector {
   private wake: (() => void) | null = null;
   private last_problem = "";
   private timer: ReturnType<typeof setInterval> | null = null;
+  /** Drawn once: a secondary may have adopted it from an attempt whose reply was lost. */
+  private fresh_resuid: bigint | null = null;
   split_brain = false;
 
   constructor(private o: ConnectorOptions) {}
@@ -86,7 +88,8 @@ export class PrimaryConnector {
     const fresh = engine.generation.resuid === 0n;
     // A brand-new pair: the resuid is made now; claiming "virgin" tells the secondary that no copy is
     // needed, so it is claimed only when `hastctl create --initial-sync none` said so.
-    const resuid = fresh ? randomResuid() : engine.generation.resuid;
+    if (fresh) this.fresh_resuid ??= randomResuid();
+    const resuid = fresh ? this.fresh_resuid! : engine.generation.resuid;
     const virgin = fresh && (meta.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
     const outcome = await primaryHandshake({
       resource, node: this.o.node, generation: { ...engine.generation, resuid }, virgin,

@@ -245,7 +245,7 @@ export class PrimaryIo implements BlockBackend {
   private writeMap(write: MapWrite): void {
     this.o.stats.activemap_updates++;
     try {
-      this.o.store.writeMap(write.pieces, write.flush);
+      this.o.store.writeMap(write);
     } catch (err) {
       // HAST counts it and carries on; the data write that follows still gets its chance.
       this.o.stats.local_errors.write++;

@@ -162,7 +162,7 @@ export class SecondaryWorker {
     for (const a of actions) {
       switch (a.type) {
         case "map":
-          this.store.writeMap(a.write.pieces, a.write.flush);
+          this.store.writeMap(a.write);
           break;
         case "log":
           this.log[a.level](a.message);

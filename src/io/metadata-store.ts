@@ -60,9 +60,11 @@ export class MetadataStore {
     return map;
   }
 
-  writeMap(pieces: readonly MapPiece[], flush: boolean): void {
-    for (const p of pieces) this.disk.write(p.bytes, ACTIVEMAP_OFFSET + p.offset);
-    if (flush) this.disk.flush();
+  /** Applies an activemap update with the flushes it asks for (see MapWrite in src/core/activemap.ts). */
+  writeMap(write: { pieces: readonly MapPiece[]; flush: boolean; flush_before: boolean }): void {
+    if (write.flush_before) this.disk.flush();
+    for (const p of write.pieces) this.disk.write(p.bytes, ACTIVEMAP_OFFSET + p.offset);
+    if (write.flush) this.disk.flush();
   }
 
   zeroMap(mapsize: number): void {

@@ -307,6 +307,17 @@ describe("reads", () => {
     d.completeLocal(op(d.pending_local, second.id), false);
     expect(d.replies.get(second.id)).toEqual({ ok: false, source: "local" });
   });
+
+  test("no fallback to the peer for a dirty extent: its copy may be older (simulator seed 1939)", () => {
+    const d = driver();
+    const w = d.submit("write", 0, 512); // while disconnected: extent 0 dirty, the peer lacks it
+    d.completeLocal(op(d.pending_local, w.id), true);
+    d.connect(connection(d));
+    const r = d.submit("read", 0, 512);
+    const actions = d.completeLocal(op(d.pending_local, r.id), false);
+    expect(types(actions)).toEqual(["reply"]);
+    expect(d.replies.get(r.id)).toEqual({ ok: false, source: "local" });
+  });
 });
 
 describe("writes and sync chunks never overlap", () => {

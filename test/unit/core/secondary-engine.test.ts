@@ -28,8 +28,10 @@ describe("SecondaryEngine", () => {
     expect(first[0]).toMatchObject({ type: "map" });
     const clear = first[0]!.type === "map" ? first[0]!.write : null;
     expect(clear!.pieces).toEqual([{ offset: 0, bytes: new Uint8Array(map.mapsize) }]);
-    expect(map.dirtyExtentCount()).toBe(0);
-    expect(first.slice(1)).toEqual([{ type: "local", seq: 1n, kind: "write", offset: 0, length: SECTOR }]);
+    // Then the write itself marks its extent (until a flush makes it durable).
+    expect(first.map((a) => a.type)).toEqual(["map", "map", "local"]);
+    expect(map.dirtyExtentCount()).toBe(1);
+    expect(first.at(-1)).toEqual({ type: "local", seq: 1n, kind: "write", offset: 0, length: SECTOR });
     expect(e.request(req({ seq: 2n, kind: "read" }))).toEqual([{ type: "local", seq: 2n, kind: "read", offset: 0, length: SECTOR }]);
   });
 
@@ -43,7 +45,8 @@ describe("SecondaryEngine", () => {
   test("memsync write: received answer before the disk write, final answer after", () => {
     const { e } = engine();
     const actions = e.request(req({ seq: 9n, memsync: true }));
-    expect(actions.slice(1)).toEqual([
+    expect(actions.map((a) => a.type)).toEqual(["map", "map", "reply", "local"]);
+    expect(actions.slice(2)).toEqual([
       { type: "reply", seq: 9n, error: null, received: true },
       { type: "local", seq: 9n, kind: "write", offset: 0, length: SECTOR },
     ]);
@@ -85,8 +88,36 @@ describe("SecondaryEngine", () => {
   test("accepts the edges: last sector, a maximal write, a trim longer than the request limit", () => {
     const { e } = engine();
     e.request(req({ seq: 1n }));
-    expect(e.request(req({ seq: 2n, offset: DATASIZE - SECTOR })).map((a) => a.type)).toEqual(["local"]);
-    expect(e.request(req({ seq: 3n, length: MAX_REQUEST })).map((a) => a.type)).toEqual(["local"]);
-    expect(e.request(req({ seq: 4n, kind: "delete", length: DATASIZE })).map((a) => a.type)).toEqual(["local"]);
+    // A change to an extent not yet marked writes the map first.
+    expect(e.request(req({ seq: 2n, offset: DATASIZE - SECTOR })).map((a) => a.type)).toEqual(["map", "local"]);
+    expect(e.request(req({ seq: 3n, length: MAX_REQUEST })).map((a) => a.type)).toEqual(["map", "local"]);
+    expect(e.request(req({ seq: 4n, kind: "delete", length: DATASIZE })).map((a) => a.type)).toEqual(["map", "local"]);
+  });
+});
+
+describe("SecondaryEngine keeps unflushed changes in its map", () => {
+  test("a write stays dirty until a flush issued after it succeeds; a failed flush keeps it", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1n, offset: 2 * EXTENT }));
+    e.localDone(1n, null);
+    expect(map.extentState(2).dirty).toBe(true);
+    e.request(req({ seq: 2n, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 3n, offset: 2 * EXTENT + SECTOR })); // after the flush was issued
+    e.localDone(2n, "EIO");
+    expect(map.extentState(2).dirty).toBe(true);
+    e.localDone(3n, null);
+    e.request(req({ seq: 4n, kind: "flush", offset: 0, length: 0 }));
+    e.localDone(4n, null);
+    expect(map.extentState(2).dirty).toBe(false);
+    expect(map.extentState(2).on_disk).toBe(true); // still in the keepdirty LRU
+  });
+
+  test("a write that completes after a flush was issued is not released by it", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1n, offset: 5 * EXTENT }));
+    e.request(req({ seq: 2n, kind: "flush", offset: 0, length: 0 }));
+    e.localDone(1n, null);
+    e.localDone(2n, null);
+    expect(map.extentState(5).dirty).toBe(true);
   });
 });
