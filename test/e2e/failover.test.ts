@@ -1,0 +1,253 @@
+// End-to-end failover (issue 5): two network namespaces behind a switch namespace, in each a
+// compiled hastd and ucarp calling ops/ucarp/vip-up.sh / vip-down.sh → ops/switch/hast-switch.
+// Node A is master and primary with ext4 mounted on its /dev/hast/r0; files are written and
+// fsynced. Then A fails — crashed (SIGKILL) in one case, cut off the network in the other — and
+// ucarp on B takes the address, hast-switch promotes B, fsck passes, the file system mounts and
+// every fsynced file is intact. Then A returns and the pair must end complete and identical,
+// through a resync (crash) or through split-brain detection and the docs/operations.md §5
+// runbook (partition: A's demotion unmounts its file system, which writes to it while apart).
+//
+// Both nodes share this host's PID namespace, so hast-switch's "no hastd: r0 (secondary)
+// worker left" check sees both nodes' workers. No promotion here happens while the other node
+// has a secondary worker (the scenario keeps at most one primary connected), so the check only
+// ever waits for the promoting node's own worker, as it would on separate hosts; the bootstrap
+// waits for B's worker to go before A's first promotion to keep it that way.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { BUN, Harness, MiB, REPO_ROOT, run, runOk, sha256File, skipReason, waitFor } from "../integration/harness.ts";
+import { type Binaries, type E2eNode, FailoverPair } from "./pair.ts";
+import { TestNetwork } from "./network.ts";
+
+const TOOLS = ["ip", "nsenter", "ucarp", "nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "e2fsck", "fsfreeze", "umount"];
+const reason = skipReason("e2e failover (namespaces, ucarp, /dev/hast, ext4)", { root: true, tools: TOOLS, fuse: true });
+
+const DATA_BYTES = 64 * MiB;
+const BUILD_TIMEOUT_MS = 120_000;
+const CASE_TIMEOUT_MS = 150_000;
+/** ucarp's 3 × advbase, the peer timeout, fsck and mount, with room for a loaded machine. */
+const FAILOVER_WAIT_MS = 60_000;
+const SYNC_WAIT_MS = 60_000;
+const SWITCH_WAIT_MS = 30_000;
+
+let bin: Binaries;
+
+beforeAll(async () => {
+  if (reason) return;
+  const build = await Harness.create("e2e-build");
+  const outdir = build.path("dist");
+  await runOk([BUN, join(REPO_ROOT, "src/cli/build.ts"), "--outdir", outdir], { timeout_ms: BUILD_TIMEOUT_MS });
+  bin = { hastd: join(outdir, "hastd"), hastctl: join(outdir, "hastctl") };
+}, BUILD_TIMEOUT_MS + 10_000);
+
+afterAll(async () => {
+  await Harness.cleanupAll();
+});
+
+// ---------------------------------------------------------------------------- files
+
+type Digests = Map<string, string>;
+
+/** Writes files of random bytes under dir, fsyncs each and the directories; returns their sha256. */
+function writeFsynced(dir: string, sizes: Record<string, number>): Digests {
+  const digests: Digests = new Map();
+  const dirs = new Set([dir]);
+  for (const [name, size_bytes] of Object.entries(sizes)) {
+    const path = join(dir, name);
+    const parent = join(path, "..");
+    mkdirSync(parent, { recursive: true });
+    dirs.add(parent);
+    const data = randomBytes(size_bytes);
+    const fd = openSync(path, "w");
+    try {
+      for (let done = 0; done < data.length;) done += writeSync(fd, data, done);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    digests.set(name, new Bun.CryptoHasher("sha256").update(data).digest("hex"));
+  }
+  for (const d of dirs) {
+    const fd = openSync(d, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return digests;
+}
+
+async function expectFiles(dir: string, digests: Digests): Promise<void> {
+  for (const [name, sha256] of digests) expect(`${name} ${await sha256File(join(dir, name))}`).toBe(`${name} ${sha256}`);
+}
+
+const FIRST_FILES = { "small.bin": 4096, "medium.bin": 300 * 1024, "large.bin": 3 * MiB, "dir/nested.bin": 1 * MiB };
+
+// ---------------------------------------------------------------------------- steps
+
+/** Namespaces, both nodes and the harness, all undone by h.cleanup() (also from afterAll). */
+async function setUp(): Promise<{ h: Harness; pair: FailoverPair }> {
+  const h = await Harness.create("e2e");
+  const net = await TestNetwork.create(`hast-e2e-${randomBytes(3).toString("hex")}`);
+  h.onCleanup(() => net.destroy());
+  const pair = new FailoverPair(h, bin, net, DATA_BYTES);
+  h.onCleanup(() => pair.stopAll());
+  return { h, pair };
+}
+
+async function waitStatus(pair: FailoverPair, node: E2eNode, what: string, ok: (s: Record<string, any>) => boolean, timeout_ms: number) {
+  let last: Record<string, any> = {};
+  try {
+    return await waitFor(`${node.name}: ${what}`, async () => {
+      last = await pair.status(node);
+      return ok(last) ? last : null;
+    }, timeout_ms);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; last status ${JSON.stringify(last)}\n${pair.report(node)}\n${pair.report(pair.other(node))}`);
+  }
+}
+
+const inSync = (s: Record<string, any>) => s.role === "primary" && s.status === "complete" && s.dirty === 0 && s.sync === undefined;
+
+/**
+ * A new pair set up by hand (docs/operations.md §1), ext4 made on A's /dev/hast/r0, then handed
+ * to ucarp: A's ucarp first, so A (advskew 100) is master, then B's (advskew 0), which does not
+ * preempt. A is primary with the file system mounted, B secondary and connected.
+ */
+async function bringUp(pair: FailoverPair): Promise<void> {
+  const { a, b } = pair;
+  for (const node of pair.nodes) await pair.hastctlOk(node, ["create", "r0"]);
+  for (const node of pair.nodes) await pair.startHastd(node);
+  await pair.hastctlOk(b, ["role", "secondary", "r0"]);
+  await pair.hastctlOk(a, ["role", "primary", "r0"]);
+  await waitStatus(pair, a, "initial synchronization complete", inSync, SYNC_WAIT_MS);
+  await runOk(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", pair.device(a)], { timeout_ms: 60_000 });
+  await pair.hastctlOk(a, ["role", "secondary", "r0"]);
+  await waitFor("B's secondary worker to exit after A's demotion", () => pair.workers(b, "secondary").length === 0, SWITCH_WAIT_MS);
+
+  pair.startUcarp(a);
+  // At start ucarp runs the down script (secondary), then the up script once master (primary).
+  expect(await pair.waitSwitchRuns(a, 2, SWITCH_WAIT_MS)).toEqual({ action: "primary", code: 0 });
+  expect(pair.switchRuns(a)[0]).toEqual({ action: "secondary", code: 0 });
+  expect(await pair.net.hasVip(a.net)).toBe(true);
+  expect(pair.isMounted(a)).toBe(true);
+
+  pair.startUcarp(b);
+  expect(await pair.waitSwitchRuns(b, 1, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+  await waitStatus(pair, a, "connected to B", inSync, SYNC_WAIT_MS);
+  expect(pair.workers(b, "secondary").length).toBe(1);
+  expect(await pair.net.hasVip(b.net)).toBe(false);
+}
+
+/** B was promoted by ucarp → vip-up.sh → hast-switch primary: fsck, mount, data intact. */
+async function expectPromoted(pair: FailoverPair, node: E2eNode, runs: number, digests: Digests): Promise<void> {
+  const promoted = await pair.waitSwitchRuns(node, runs, FAILOVER_WAIT_MS);
+  expect(promoted, pair.report(node)).toEqual({ action: "primary", code: 0 });
+  const log = pair.switchLogText(node);
+  // Exit 0 after the mount line means e2fsck -p returned < 4 (clean or repaired) before it.
+  expect(log).toContain(`r0: mounted ${pair.device(node)} on ${node.mnt}`);
+  expect(log).not.toMatch(/e2fsck -p .* failed/);
+  expect(await pair.net.hasVip(node.net)).toBe(true);
+  expect(pair.isMounted(node)).toBe(true);
+  expect(await pair.status(node)).toMatchObject({ role: "primary", status: "degraded" });
+  await expectFiles(node.mnt, digests);
+}
+
+/** Freezes the primary's file system and checks both data areas are byte-identical. */
+async function expectIdentical(pair: FailoverPair, primary: E2eNode): Promise<void> {
+  await runOk(["fsfreeze", "-f", primary.mnt]);
+  try {
+    await waitStatus(pair, primary, "in sync after the freeze", inSync, SYNC_WAIT_MS);
+    expect(await pair.dataSha256(pair.other(primary))).toBe(await pair.dataSha256(primary));
+  } finally {
+    await run(["fsfreeze", "-u", primary.mnt]);
+  }
+}
+
+// ---------------------------------------------------------------------------- cases
+
+describe.skipIf(!!reason)("failover with ucarp and hast-switch between two network namespaces", () => {
+  test("A crashes (SIGKILL): B takes over with every fsynced file; A returns as secondary and resyncs", async () => {
+    const { h, pair } = await setUp();
+    try {
+      const { a, b } = pair;
+      await bringUp(pair);
+      const files = writeFsynced(a.mnt, FIRST_FILES);
+
+      await pair.crash(a);
+      await expectPromoted(pair, b, 2, files);
+      const later = writeFsynced(b.mnt, { "after-failover.bin": 2 * MiB });
+
+      // A reboots: nothing of its runtime state is left; hastd starts, ucarp demotes it at start.
+      await pair.rebootCleanup(a);
+      await pair.startHastd(a);
+      pair.startUcarp(a);
+      expect(await pair.waitSwitchRuns(a, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+      await waitStatus(pair, b, "A resynchronized", inSync, SYNC_WAIT_MS);
+      expect(await pair.status(a)).toMatchObject({ role: "secondary", status: "complete", dirty: 0 });
+      expect(b.hastd!.output).toMatch(/Synchronization (complete|started)/);
+      await expectIdentical(pair, b);
+      await expectFiles(b.mnt, new Map([...files, ...later]));
+
+      // B is preferred and A does not preempt: A stayed backup (no address, no promotion).
+      await Bun.sleep(3_000);
+      expect(await pair.net.hasVip(a.net)).toBe(false);
+      expect(pair.switchRuns(a).length).toBe(3);
+      expect(await pair.status(a)).toMatchObject({ role: "secondary", status: "complete" });
+    } finally {
+      await h.cleanup();
+    }
+  }, CASE_TIMEOUT_MS);
+
+  test("the link is cut: B takes over; at reconnect A is demoted, split-brain is reported and the runbook resyncs A", async () => {
+    const { h, pair } = await setUp();
+    try {
+      const { a, b } = pair;
+      await bringUp(pair);
+      const files = writeFsynced(a.mnt, FIRST_FILES);
+
+      await pair.net.cut();
+      await expectPromoted(pair, b, 2, files);
+      // ucarp does not fence: A never heard B and is still master and primary.
+      expect(await pair.net.hasVip(a.net)).toBe(true);
+      expect(await pair.status(a)).toMatchObject({ role: "primary" });
+      const later = writeFsynced(b.mnt, { "during-partition.bin": 2 * MiB });
+
+      await pair.net.heal();
+      // A hears B's more frequent adverts: BACKUP → vip-down.sh → hast-switch secondary.
+      expect(await pair.waitSwitchRuns(a, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+      expect(pair.isMounted(a)).toBe(false);
+      expect(await pair.net.hasVip(a.net)).toBe(false);
+      expect(await pair.net.hasVip(b.net)).toBe(true);
+
+      // A's unmount wrote to A while apart, and B wrote too: split-brain, never merged
+      // (operations.md §5): flagged on both nodes, B stays degraded, nothing is copied.
+      await waitStatus(pair, b, "split-brain reported", (s) => s.split_brain === true, SWITCH_WAIT_MS);
+      await waitStatus(pair, a, "split-brain reported", (s) => s.split_brain === true, SWITCH_WAIT_MS);
+      expect(b.hastd!.output).toContain("Split-brain detected");
+      expect(await pair.status(b)).toMatchObject({ role: "primary", status: "degraded" });
+      expect(b.hastd!.output).not.toMatch(/Synchronization started/);
+      // hast-switch refuses to promote while split-brain is reported (A is secondary, flagged).
+      const refused = await run([a.switchWrapper, "primary", "r0"], { env: pair.env(a), timeout_ms: SWITCH_WAIT_MS });
+      expect(refused.code).toBe(1);
+      expect(pair.switchLogText(a)).toContain("r0: split-brain is reported; not promoting anything");
+
+      // The runbook on the node whose changes are discarded (A): init, create, secondary.
+      await pair.hastctlOk(a, ["role", "init", "r0"]);
+      await pair.hastctlOk(a, ["create", "r0"]);
+      await pair.hastctlOk(a, ["role", "secondary", "r0"]);
+      await waitStatus(pair, b, "A fully resynchronized", inSync, SYNC_WAIT_MS);
+      expect(await pair.status(a)).toMatchObject({ role: "secondary", status: "complete", dirty: 0 });
+      expect((await pair.status(b)).split_brain ?? false).toBe(false);
+      await expectIdentical(pair, b);
+      await expectFiles(b.mnt, new Map([...files, ...later]));
+      expect(await pair.net.hasVip(a.net)).toBe(false);
+      expect(pair.switchRuns(a).filter((r) => r.action === "primary" && r.code === 0).length).toBe(1);
+    } finally {
+      await h.cleanup();
+    }
+  }, CASE_TIMEOUT_MS);
+});
+
