@@ -903,8 +903,10 @@ export interface AckedWriterOptions {
   /** The primary's NBD unix socket. */
   socket: string;
   export_name?: string;
-  /** Writes land in [0, region_bytes), one whole slot each. */
+  /** Writes land in [offset_bytes, offset_bytes + region_bytes), one whole slot each. */
   region_bytes: number;
+  /** Default 0; a multiple of slot_bytes. */
+  offset_bytes?: number;
   /** Default 64 KiB. */
   slot_bytes?: number;
   /** Writes in flight at once (default 8); never two on one slot. */
@@ -931,6 +933,7 @@ export class AckedWriter {
   connections = 0;
   private readonly slot_bytes: number;
   private readonly slots: number;
+  private readonly offset_bytes: number;
   private readonly possible: Set<string>[];
   /** Writes in flight on a connection that died: they may still land, whatever comes later. */
   private readonly lingering = new Map<number, Set<string>>();
@@ -944,6 +947,8 @@ export class AckedWriter {
     this.slot_bytes = o.slot_bytes ?? 64 * 1024;
     if (o.region_bytes % this.slot_bytes !== 0) throw new Error(`region ${o.region_bytes} is not a whole number of ${this.slot_bytes}-byte slots`);
     this.slots = o.region_bytes / this.slot_bytes;
+    this.offset_bytes = o.offset_bytes ?? 0;
+    if (this.offset_bytes % this.slot_bytes !== 0) throw new Error(`offset ${this.offset_bytes} is not slot-aligned`);
     const zero = sha256Hex(new Uint8Array(this.slot_bytes));
     this.possible = Array.from({ length: this.slots }, () => new Set([zero]));
     this.random = seededRandom(o.seed);
@@ -991,7 +996,7 @@ export class AckedWriter {
     try {
       const buf = new Uint8Array(this.slot_bytes);
       return this.verify((slot) => {
-        const got = readSync(fd, buf, 0, buf.length, localoff + slot * this.slot_bytes);
+        const got = readSync(fd, buf, 0, buf.length, localoff + this.slotOffset(slot));
         if (got !== buf.length) throw new Error(`${path}: short read at slot ${slot}`);
         return buf;
       });
@@ -1006,18 +1011,22 @@ export class AckedWriter {
     try {
       await client.handshake({ export_name: this.o.export_name ?? "r0" });
       const contents: Uint8Array[] = [];
-      for (let slot = 0; slot < this.slots; slot++) contents.push(await nbdRead(client, slot * this.slot_bytes, this.slot_bytes));
+      for (let slot = 0; slot < this.slots; slot++) contents.push(await nbdRead(client, this.slotOffset(slot), this.slot_bytes));
       return this.verify((slot) => contents[slot]!);
     } finally {
       client.close();
     }
   }
 
+  private slotOffset(slot: number): number {
+    return this.offset_bytes + slot * this.slot_bytes;
+  }
+
   private verify(read: (slot: number) => Uint8Array): { slots: number } {
     const bad: string[] = [];
     for (let slot = 0; slot < this.slots; slot++) {
       const hash = sha256Hex(read(slot));
-      if (!this.possible[slot]!.has(hash)) bad.push(`slot ${slot} (offset ${slot * this.slot_bytes}): sha256 ${hash.slice(0, 12)} is none of ${this.possible[slot]!.size} possible contents`);
+      if (!this.possible[slot]!.has(hash)) bad.push(`slot ${slot} (offset ${this.slotOffset(slot)}): sha256 ${hash.slice(0, 12)} is none of ${this.possible[slot]!.size} possible contents`);
     }
     if (bad.length) throw new Error(`${bad.length} of ${this.slots} slots lost an acknowledged write:\n  ${bad.slice(0, 10).join("\n  ")}`);
     return { slots: this.slots };
@@ -1060,7 +1069,7 @@ export class AckedWriter {
         const hash = sha256Hex(data);
         this.possible[slot]!.add(hash); // from the moment it is sent, it may be there
         busy.add(slot);
-        inflight.set(client.send({ command: NBD_CMD.WRITE, offset: slot * this.slot_bytes }, data), { slot, hash });
+        inflight.set(client.send({ command: NBD_CMD.WRITE, offset: this.slotOffset(slot) }, data), { slot, hash });
       }
     };
     issue();

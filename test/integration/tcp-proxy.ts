@@ -80,7 +80,8 @@ interface Link {
 
 export class TcpProxy {
   private readonly links = new Set<Link>();
-  private stalled = false;
+  /** Directions not forwarding (stall). */
+  private readonly stalled = new Set<Direction>();
   private refusing = false;
   private rules: CorruptRule[] = [];
   private throttle_bytes_per_s = 0;
@@ -133,21 +134,27 @@ export class TcpProxy {
     this.refusing = on;
   }
 
-  /** Stops forwarding in both directions; bytes pile up in the kernel buffers until resume(). */
-  stall(): void {
-    this.stalled = true;
-    for (const link of this.links) {
-      link.client.pause();
-      link.server.pause();
-    }
+  /**
+   * Stops forwarding in both directions, or only one (e.g. "down": the secondary's replies are
+   * held while the primary's requests still arrive); bytes pile up in the kernel buffers until resume().
+   */
+  stall(direction?: Direction): void {
+    for (const d of direction ? [direction] : (["up", "down"] as const)) this.stalled.add(d);
+    for (const link of this.links) this.applyStall(link);
   }
 
   resume(): void {
-    this.stalled = false;
+    this.stalled.clear();
     for (const link of this.links) {
       link.client.resume();
       link.server.resume();
     }
+  }
+
+  /** The reading side of a stalled direction is paused: up reads the client, down the server. */
+  private applyStall(link: Link): void {
+    if (this.stalled.has("up")) link.client.pause();
+    if (this.stalled.has("down")) link.server.pause();
   }
 
   /** Limits each direction of each connection to about bytes_per_s (0 = unlimited). */
@@ -181,10 +188,7 @@ export class TcpProxy {
       s.on("error", () => this.drop(link));
       s.on("close", () => this.drop(link));
     }
-    if (this.stalled) {
-      client.pause();
-      server.pause();
-    }
+    this.applyStall(link);
   }
 
   private pipe(link: Link, from: net.Socket, to: net.Socket, direction: Direction): void {
@@ -199,7 +203,7 @@ export class TcpProxy {
         from.pause();
         let waiting = (more ? 0 : 1) + (delay_ms > 0 ? 1 : 0);
         const go = () => {
-          if (--waiting === 0 && !this.stalled && this.links.has(link)) from.resume();
+          if (--waiting === 0 && !this.stalled.has(direction) && this.links.has(link)) from.resume();
         };
         if (!more) to.once("drain", go);
         if (delay_ms > 0) setTimeout(go, delay_ms);

@@ -1,0 +1,169 @@
+// Fault injection on the replication link (issue 6 item 3): the primary's `remote` points at a
+// TcpProxy in front of the secondary, which cuts (orderly close), resets (RST), stalls (until the
+// primary's `timeout` fires and it drops the link) and slows (throttle) the link — while an NBD
+// workload writes (AckedWriter records every acknowledged write), and during a resync. After the
+// link heals: the pair is in sync, every acknowledged write (including those acknowledged during
+// the fault) is on the primary's component, and both data areas are identical (sha256).
+import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { AckedWriter, faultSeed, Harness, MiB, Pair, waitFor } from "./harness.ts";
+import { TcpProxy } from "./tcp-proxy.ts";
+
+let h: Harness;
+beforeEach(async () => {
+  h = await Harness.create("faults-link");
+});
+afterEach(async () => {
+  await h.cleanup();
+});
+afterAll(async () => {
+  await Harness.cleanupAll();
+});
+
+const TIMEOUT_S = 4;
+
+function count(log: string, re: RegExp): number {
+  return [...log.matchAll(re)].length;
+}
+
+/** A pair whose primary (a) reaches the secondary (b) through a proxy; roles set, in sync. */
+async function proxiedPair(data_bytes: number): Promise<{ pair: Pair; proxy: TcpProxy }> {
+  const pair = Pair.create(h, { data_bytes, settings: { timeout: TIMEOUT_S } });
+  const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
+  h.onCleanup(() => proxy.stop());
+  pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
+  await pair.up();
+  await pair.waitSynced(pair.a);
+  return { pair, proxy };
+}
+
+function startWriter(pair: Pair, label: string, region: { offset_bytes?: number; region_bytes: number; depth?: number }): AckedWriter {
+  const writer = AckedWriter.start({ socket: pair.nbd(pair.a), ...region, seed: faultSeed(label) });
+  h.onCleanup(() => writer.stop(1_000).catch(() => undefined));
+  return writer;
+}
+
+async function checkHealed(pair: Pair, writer: AckedWriter): Promise<void> {
+  await writer.stop();
+  await pair.waitSynced(pair.a);
+  const { localoff } = await pair.region(pair.a);
+  await writer.verifyFile(pair.disk(pair.a), localoff);
+  expect(await pair.dataSha256(pair.b)).toBe(await pair.dataSha256(pair.a));
+}
+
+const DISCONNECTED = /Disconnected from the peer: /g;
+
+describe("link faults during writes", () => {
+  const REGION_BYTES = 16 * MiB;
+
+  for (const kind of ["cut", "reset"] as const) {
+    test(`${kind}: the primary reconnects, resyncs what was written meanwhile, nothing acknowledged is lost`, async () => {
+      const { pair, proxy } = await proxiedPair(32 * MiB);
+      const writer = startWriter(pair, `link ${kind}`, { region_bytes: REGION_BYTES });
+      await writer.waitAcked(100);
+      // Refuse reconnects for a moment, so some writes are acknowledged while the link is down.
+      proxy.refuse(true);
+      if (kind === "cut") proxy.cut();
+      else proxy.reset();
+      await waitFor("the primary to notice", async () => (await pair.status(pair.a)).status === "degraded", 10_000);
+      await pair.daemon(pair.b).waitLog("Disconnected from the primary: ");
+      const during = writer.acked;
+      await writer.waitAcked(during + 50);
+      expect((await pair.status(pair.a)).dirty).toBeGreaterThan(0);
+      proxy.refuse(false);
+      await waitFor("the reconnect", () => count(pair.daemon(pair.a).log, /Connected to tcp:/g) === 2, 15_000);
+      await writer.waitAcked(writer.acked + 50);
+      await checkHealed(pair, writer);
+      expect(count(pair.daemon(pair.a).log, DISCONNECTED)).toBe(1);
+      expect(pair.daemon(pair.a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+    }, 90_000);
+  }
+
+  test("stall: writes wait until `timeout` fires, then the primary drops the link, answers them and reconnects", async () => {
+    const { pair, proxy } = await proxiedPair(32 * MiB);
+    const writer = startWriter(pair, "link stall", { region_bytes: REGION_BYTES });
+    await writer.waitAcked(100);
+    const stalled_ms = Date.now();
+    // The secondary's replies are held while the primary's frames still arrive (so the secondary's
+    // own idle timer stays quiet): only the primary's `timeout` can end this.
+    proxy.stall("down");
+    await pair.daemon(pair.a).waitLog(`Disconnected from the peer: no reply from the secondary for ${TIMEOUT_S} s`, (TIMEOUT_S + 6) * 1000);
+    expect(Date.now() - stalled_ms).toBeGreaterThanOrEqual(TIMEOUT_S * 1000);
+    // Degraded now: writes are answered again although the proxy still holds the old connection.
+    await writer.waitAcked(writer.acked + 50);
+    proxy.resume();
+    await waitFor("the reconnect", () => count(pair.daemon(pair.a).log, /Connected to tcp:/g) === 2, 15_000);
+    await checkHealed(pair, writer);
+    expect(pair.daemon(pair.a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+  }, 90_000);
+
+  test("slow: a throttled link slows the writes but does not break it", async () => {
+    const { pair, proxy } = await proxiedPair(32 * MiB);
+    const writer = startWriter(pair, "link slow", { region_bytes: REGION_BYTES });
+    await writer.waitAcked(50);
+    proxy.throttle(1 * MiB);
+    const before = { acked: writer.acked, ms: Date.now(), up: proxy.counters.up };
+    await writer.waitAcked(before.acked + 40, 30_000);
+    const rate = (proxy.counters.up - before.up) / ((Date.now() - before.ms) / 1000);
+    expect(rate).toBeLessThan(2 * MiB); // the throttle held the writes back
+    proxy.throttle(0);
+    await checkHealed(pair, writer);
+    expect(count(pair.daemon(pair.a).log, DISCONNECTED)).toBe(0);
+  }, 90_000);
+});
+
+describe("link faults during a resync", () => {
+  test("cut, reset and stall each interrupt the pass, which resumes on the same slow link and completes", async () => {
+    const DATA_BYTES = 64 * MiB;
+    const { pair, proxy } = await proxiedPair(DATA_BYTES);
+    const { a, b } = pair;
+    // Dirty extents: the secondary goes away while [4, 32) MiB is written.
+    await pair.stop(b);
+    const degraded = startWriter(pair, "resync (degraded writes)", { offset_bytes: 4 * MiB, region_bytes: 28 * MiB });
+    await degraded.waitAcked(600);
+    await degraded.stop();
+    expect((await pair.status(a)).dirty).toBe(28 * MiB);
+
+    // The secondary is back behind a slow link; writes go on while the pass runs.
+    proxy.throttle(3 * MiB);
+    await pair.start(b);
+    await pair.role(b, "secondary");
+    // Writes go on while the pass runs, in the first two extents only, so passes can be compared.
+    const writer = startWriter(pair, "resync (writes during the pass)", { region_bytes: 4 * MiB, depth: 2 });
+    const passes = () => count(pair.daemon(a).log, /Synchronization interrupted\. \d+ bytes synchronized so far\./g);
+    const faults: [string, () => void, () => void][] = [
+      ["cut", () => proxy.cut(), () => undefined],
+      ["reset", () => proxy.reset(), () => undefined],
+      ["stall", () => proxy.stall("down"), () => proxy.resume()],
+    ];
+    for (const [name, inject, heal] of faults) {
+      const round = passes();
+      await waitFor(`the pass to copy 4 MiB before the ${name}`, async () => ((await pair.status(a)).sync?.done ?? 0) >= 4 * MiB, 30_000);
+      inject();
+      await waitFor(`the ${name} to interrupt the pass`, () => passes() === round + 1, (TIMEOUT_S + 6) * 1000);
+      heal();
+    }
+    expect(pair.daemon(a).log).toContain(`Disconnected from the peer: no reply from the secondary for ${TIMEOUT_S} s`);
+    await writer.waitAcked(20);
+    proxy.throttle(0);
+    await checkHealed(pair, writer);
+    const to_go = [...pair.daemon(a).log.matchAll(/Synchronization started\. (\d+) bytes to go\./g)].map((m) => Number(m[1]));
+    expect(to_go.length).toBe(5); // the initial full sync, then four passes
+    expect(to_go[1]).toBeGreaterThanOrEqual(28 * MiB);
+    expect(pair.daemon(a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+    const { localoff } = await pair.region(a);
+    await degraded.verifyFile(pair.disk(a), localoff);
+    await degraded.verifyFile(pair.disk(b), localoff);
+  }, 150_000);
+
+  test.failing("KNOWN BUG (engine): after a completed pass, a reconnect copies nothing again", async () => {
+    // The secondary keeps every change dirty in its own map until a FLUSH (SecondaryEngine), and a
+    // sync pass never ends with one: each reconnect hands the copied extents back, so on a link that
+    // drops more often than a full copy takes, an interrupted pass never gets smaller.
+    const { pair, proxy } = await proxiedPair(32 * MiB);
+    const { a } = pair;
+    proxy.cut();
+    await waitFor("the reconnect", () => count(pair.daemon(a).log, /Connected to tcp:/g) === 2, 15_000);
+    await pair.waitSynced(a);
+    expect(count(pair.daemon(a).log, /Synchronization started\./g)).toBe(1);
+  }, 60_000);
+});
