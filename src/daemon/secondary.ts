@@ -25,6 +25,8 @@ import { newStatistics } from "./statistics.ts";
 
 /** The fd the main process passes the accepted connection on. */
 export const PEER_FD = 3;
+/** Flushed extents the secondary's map keeps dirty (ActiveMap needs at least one). */
+const SECONDARY_KEEPDIRTY = 1;
 
 type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
 
@@ -74,8 +76,10 @@ export class SecondaryWorker {
       if (decision.kind === "resuid-mismatch") refuse("RESUID_MISMATCH", decision.message, EX_CONFIG);
       if (decision.kind !== "accept") throw new Error("unreachable");
       if (decision.warning) log.warn(decision.warning);
+      // The secondary's map only covers writes not yet flushed (SecondaryEngine), and every extent
+      // it leaves set is copied again at the next connect: so it keeps no extents dirty for speed.
       const map = new ActiveMap({
-        datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty,
+        datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: SECONDARY_KEEPDIRTY,
         sectorsize: disk.sector_bytes, mapsize: meta.mapsize, metaflush: resource.metaflush,
       });
       const ondisk = store.readMap(meta.mapsize);
