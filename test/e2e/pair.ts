@@ -7,7 +7,7 @@
 // hast-switch is reached through a wrapper named by HAST_SWITCH (a documented vip-up/down
 // setting) that only appends the real script's output and exit status to the node's
 // switch.log, because without syslog its log lines would otherwise be lost.
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import {
@@ -282,10 +282,9 @@ export class FailoverPair {
     if (node.hastd?.running || node.ucarp?.running) throw new Error(`${node.name} is still running`);
     for (const point of mountsUnder(node.mnt)) await runOk(["umount", "-l", point], { timeout_ms: COMMAND_TIMEOUT_MS });
     for (const [loop] of await loopsUnder(node.nbddir)) await runOk(["losetup", "-d", loop], { timeout_ms: COMMAND_TIMEOUT_MS });
-    for (const pidfile of [join(node.nbddir, `${RESOURCE}.nbdfuse.pid`)]) {
-      const pid = existsSync(pidfile) ? Number(readFileSync(pidfile, "utf8").trim()) : 0;
-      if (pid > 1 && processAlive(pid) && processArgs(pid).startsWith("nbdfuse")) process.kill(pid, "SIGKILL");
-    }
+    const pidfile = join(node.nbddir, `${RESOURCE}.nbdfuse.pid`);
+    const nbdfuse = existsSync(pidfile) ? Number(readFileSync(pidfile, "utf8").trim()) : 0;
+    if (nbdfuse > 1 && processAlive(nbdfuse) && processArgs(nbdfuse).startsWith("nbdfuse")) process.kill(nbdfuse, "SIGKILL");
     for (const point of mountsUnder(node.nbddir)) {
       await run(["fusermount3", "-u", "-z", point], { timeout_ms: COMMAND_TIMEOUT_MS });
     }
@@ -325,9 +324,9 @@ export class FailoverPair {
   /** Live pids whose command line mentions one of the strings (paths unique to this test). */
   private pidsMentioning(needles: string[]): number[] {
     const pids: number[] = [];
-    for (const entry of new Bun.Glob("[0-9]*").scanSync({ cwd: "/proc", onlyFiles: false })) {
+    for (const entry of readdirSync("/proc")) {
       const pid = Number(entry);
-      if (pid === process.pid || !Number.isInteger(pid)) continue;
+      if (!/^\d+$/.test(entry) || pid === process.pid) continue;
       const args = processArgs(pid);
       if (needles.some((n) => args.includes(n)) && processAlive(pid)) pids.push(pid);
     }
