@@ -99,7 +99,7 @@ describe("SIGKILL under a write workload", () => {
       const pid = workerPid(pair, b, "secondary");
       process.kill(pid, "SIGKILL");
       await pair.daemon(b).waitLog(`Secondary worker (pid=${pid}) killed by signal SIGKILL.`);
-      await waitFor("a new secondary worker", () => h.workerPids(pair.daemon(b), pair.name, "secondary").some((p) => p !== pid), 15_000);
+      await waitFor("the primary to reconnect", () => count(pair.daemon(a).log, /Connected to tcp:\/\/127\.0\.0\.1:\d+ /g) === round + 2, 15_000);
       await writer.waitAcked(writer.acked + 50);
     }
     expect(writer.connections).toBe(1); // the primary's endpoint never went away

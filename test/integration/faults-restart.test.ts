@@ -41,7 +41,7 @@ async function degradedPair(pair: Pair, dirty_bytes: number, label: string): Pro
   const client = await RawNbdClient.connect({ unix: pair.nbd(a) });
   try {
     await client.handshake({ export_name: pair.name });
-    await nbdWrite(client, DIRTY_OFFSET, new Uint8Array(64 * 1024).fill(7));
+    await nbdWrite(client, DIRTY_OFFSET, new Uint8Array(64 * 1024)); // zeroes: what the writer's record starts from
     await nbdFlush(client);
   } finally {
     client.close();
