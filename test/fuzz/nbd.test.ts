@@ -121,7 +121,7 @@ describe(`nbd codec fuzz (seed ${SEED})`, () => {
     expect(counts.ok).toBeGreaterThan(1000);
     expect(counts.need).toBeGreaterThan(1000);
     expect(counts.error).toBeGreaterThan(1000);
-  });
+  }, 120_000);
 
   test("request streams split at random boundaries parse to the same requests", () => {
     const rand = prng(SEED + 1);
@@ -145,7 +145,7 @@ describe(`nbd codec fuzz (seed ${SEED})`, () => {
       }
       expect(parsed).toEqual(requests);
     }
-  });
+  }, 120_000);
 });
 
 describe(`nbd server fuzz (seed ${SEED})`, () => {
