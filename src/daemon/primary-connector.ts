@@ -12,7 +12,11 @@ import type { Logger } from "./log.ts";
 import { primaryHandshake } from "./primary-handshake.ts";
 import type { PrimaryIo } from "./primary-io.ts";
 
-/** HAST reconnects every 10 s; a short `timeout` shortens it so the pair heals sooner. */
+const RECONNECT_FIRST_MS = 1_000;
+/** How often a connected (or peerless) primary looks whether its link is still there. */
+const LINK_POLL_MS = 1_000;
+
+/** The longest wait between attempts: HAST's 10 s; a short `timeout` shortens it. */
 export function reconnectIntervalMs(timeout_s: number): number {
   return Math.min(10_000, Math.max(1_000, (timeout_s * 1000) / 2));
 }
@@ -63,11 +67,26 @@ export class PrimaryConnector {
     this.wake?.();
   }
 
+  /**
+   * HAST retries every 10 s. Here a lost link is retried after 1 s, then 2, 4, ... up to the
+   * reconnect interval, so a peer that comes back is rejoined (and resynchronized) quickly while a
+   * peer that stays away costs little.
+   */
   private async loop(): Promise<void> {
+    let retry_ms = RECONNECT_FIRST_MS;
     while (!this.stopped) {
-      if (!this.o.io.connected && this.o.resource.remote) await this.attempt();
+      let wait_ms = LINK_POLL_MS;
+      if (this.o.io.connected || !this.o.resource.remote) {
+        retry_ms = RECONNECT_FIRST_MS;
+      } else {
+        await this.attempt();
+        if (!this.o.io.connected) {
+          wait_ms = retry_ms;
+          retry_ms = Math.min(2 * retry_ms, reconnectIntervalMs(this.o.resource.timeout_s));
+        }
+      }
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, reconnectIntervalMs(this.o.resource.timeout_s));
+        const timer = setTimeout(resolve, wait_ms);
         this.wake = () => {
           clearTimeout(timer);
           resolve();
