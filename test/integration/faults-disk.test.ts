@@ -120,9 +120,12 @@ describe("disk errors on the primary's component", () => {
     await pair.daemon(a).waitLog(`(primary) error: Local read failed: ${injected("pread", pair.disk(a), localoff + PREFILL_OFFSET, BLOCK_BYTES)}`);
     await pair.daemon(a).waitLog(`(primary) warn: Local read at ${PREFILL_OFFSET} (${BLOCK_BYTES} bytes) failed, trying remote node.`);
     expect((await pair.status(b)).statistics.reads).toBe(1);
-    // A block just written (and replicated): the peer holds the same bytes, the read falls back too.
+    // A block just written and replicated: once the peer's write is done (the flush answer follows
+    // it) the peer holds the same bytes, so the read falls back too. (While the peer's leg is still
+    // running, the engine fails such a read rather than risk older bytes.)
     const data = randomBytes(BLOCK_BYTES);
     await nbdWrite(client, OFFSET, data);
+    await nbdFlush(client);
     faults(a, `pread:${a.name}.img:EIO:1`);
     expect(sha256(await nbdRead(client, OFFSET, BLOCK_BYTES))).toBe(sha256(data));
     await pair.daemon(a).waitLog(`(primary) warn: Local read at ${OFFSET} (${BLOCK_BYTES} bytes) failed, trying remote node.`);
