@@ -19,6 +19,8 @@ import type { ResourceStatistics } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 
+/** Bytes of frames waiting for the socket before new writes wait for room. */
+const SEND_QUEUE_MAX_BYTES = 64 * 1024 * 1024;
 /** Zero writes are sent as WRITE frames of at most this many zero bytes (hole-compressed on the wire). */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 
@@ -101,6 +103,8 @@ export class PrimaryIo implements BlockBackend {
 
   private async submitWrite(offset: number, data: Uint8Array): Promise<void> {
     for (let done = 0; done < data.length; done += MAX_DATA_BYTES) {
+      // async (and memsync) answer before the peer has the data: bound what waits to be sent.
+      if (this.link && this.link.queued_bytes > SEND_QUEUE_MAX_BYTES) await this.link.room(SEND_QUEUE_MAX_BYTES);
       const part = data.subarray(done, Math.min(data.length, done + MAX_DATA_BYTES));
       await this.submit("write", offset + done, part.length, part);
     }

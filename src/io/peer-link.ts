@@ -25,7 +25,8 @@ export class PeerLink {
   private onClose: (reason: string) => void = () => {};
 
   /** Opens the stream with handlers bound to the link that is built around it. */
-  static async over(open: (handlers: StreamHandlers) => Promise<ByteStream>, prims: PeerPrimitives, encoding: PayloadEncoding): Promise<PeerLink> {
+  static async over(open: (handlers: StreamHandlers) => Promise<ByteStream>, prims: PeerPrimitives, encoding: PayloadEncoding,
+    opts: { reuse_payloads?: boolean } = {}): Promise<PeerLink> {
     let link: PeerLink | null = null;
     const pending: Uint8Array[] = [];
     let pending_close: string | null = null;
@@ -33,7 +34,7 @@ export class PeerLink {
       data: (chunk) => (link ? link.receive(chunk) : pending.push(chunk)),
       close: (reason) => (link ? link.lost(reason) : (pending_close = reason)),
     });
-    link = new PeerLink(stream, prims, encoding);
+    link = new PeerLink(stream, prims, encoding, opts);
     link.early!.push(...pending);
     link.early_close = pending_close;
     return link;
@@ -53,8 +54,9 @@ export class PeerLink {
     private stream: ByteStream,
     prims: PeerPrimitives,
     encoding: PayloadEncoding,
+    opts: { reuse_payloads?: boolean },
   ) {
-    this.decoder = new FrameDecoder(prims);
+    this.decoder = new FrameDecoder(prims, opts);
     this.encoder = new FrameEncoder(prims, encoding);
   }
 
@@ -87,6 +89,16 @@ export class PeerLink {
       }
       this.onFrame(result.frame);
       if (this.closed) return;
+    }
+  }
+
+  /**
+   * Resolves once fewer than `max_bytes` wait in the send queue (or the link is closed): lets the
+   * primary stop taking writes while the peer falls behind, instead of queueing without bound.
+   */
+  async room(max_bytes: number): Promise<void> {
+    for (let waited_ms = 0; this.queued_bytes > max_bytes && !this.closed; waited_ms++) {
+      await Bun.sleep(waited_ms < 100 ? 1 : 10);
     }
   }
 

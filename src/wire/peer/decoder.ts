@@ -21,9 +21,18 @@ export class FrameDecoder {
   #header: Header | null = null;
   #failure: DecodeResult | null = null;
   readonly #header_scratch = new Uint8Array(HEADER_BYTES);
+  readonly #reuse: boolean;
+  /** With `reuse_payloads`: one buffer for payloads that span chunks, grown as needed. */
+  #payload_scratch = EMPTY;
 
-  constructor(prims: PeerPrimitives) {
+  /**
+   * reuse_payloads: a frame's data is only valid until the next call to next() (it may live in a
+   * buffer the decoder reuses). For a consumer that is done with each frame before asking for the
+   * next, e.g. the secondary writing it to disk, this avoids one large allocation per frame.
+   */
+  constructor(prims: PeerPrimitives, opts: { reuse_payloads?: boolean } = {}) {
     this.#prims = prims;
+    this.#reuse = opts.reuse_payloads === true;
   }
 
   /** Bytes received but not yet consumed by a returned frame. */
@@ -63,9 +72,14 @@ export class FrameDecoder {
     }
     const header = this.#header;
     if (this.#buffered_bytes < header.payload_bytes) return NEED_MORE;
-    const payload = this.#take(header.payload_bytes, null);
+    const payload = this.#take(header.payload_bytes, this.#reuse ? this.#scratch(header.payload_bytes) : null);
     this.#header = null;
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
+  }
+
+  #scratch(n: number): Uint8Array {
+    if (this.#payload_scratch.length < n) this.#payload_scratch = new Uint8Array(n);
+    return this.#payload_scratch.subarray(0, n);
   }
 
   #needed_bytes(): number {
