@@ -1,7 +1,9 @@
 // Fuzz the control protocol (docs/control.md): parseControlRequest gets >= 100,000 seeded random
 // and mutated lines and must always return a result (a well-formed request or a one-line error),
 // never throw, in bounded time; a live ControlServer gets a few hundred garbage lines and an
-// oversized one, answers each, and still answers a good request afterwards. Seed: FUZZ_SEED.
+// oversized one, answers each, and still answers a good request afterwards; a client that sends
+// many requests before it reads any reply (so the server's writes come up short) gets every reply,
+// in order. Seed: FUZZ_SEED.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +20,9 @@ const SEED = Number(process.env.FUZZ_SEED ?? 0xc0_17_01);
 const INPUTS = 110_000;
 const LIVE_LINES = 300;
 const REPLY_WAIT_MS = 5_000;
+/** Pipelined requests and resource names in each: ~10 MB of replies, far beyond a socket buffer. */
+const PIPELINED = 300;
+const PIPELINED_NAMES = 150;
 
 const VALID: string[] = [
   `{"cmd":"status","resources":["r0"]}`,
@@ -140,9 +145,10 @@ afterAll(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** One client connection that reads reply lines as they come. */
-async function connect() {
+/** One client connection that reads reply lines as they come (or, `paused`, once told to). */
+async function connect(options: { paused?: boolean } = {}) {
   const replies: ControlReply[] = [];
+  const decoder = new TextDecoder();
   let buffer = "";
   let closed = false;
   let wake: () => void = () => {};
@@ -158,7 +164,7 @@ async function connect() {
         push(s);
       },
       data(_s, chunk) {
-        buffer += new TextDecoder().decode(chunk);
+        buffer += decoder.decode(chunk, { stream: true });
         for (let nl = buffer.indexOf("\n"); nl >= 0; nl = buffer.indexOf("\n")) {
           replies.push(JSON.parse(buffer.slice(0, nl)) as ControlReply);
           buffer = buffer.slice(nl + 1);
@@ -171,22 +177,39 @@ async function connect() {
       },
     },
   });
+  if (options.paused) socket.pause();
+  /** Waits (bounded) until `want` replies in total arrived or the server closed. */
+  const wait = async (want: number) => {
+    const deadline_ms = Date.now() + REPLY_WAIT_MS;
+    while (replies.length < want && !closed && Date.now() < deadline_ms) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 50);
+      });
+    }
+  };
   return {
     replies,
     get closed() {
       return closed;
     },
-    /** Sends `payload` and waits (bounded) until `want` replies in total arrived or the server closed. */
-    async send(payload: string, want: number): Promise<void> {
+    /** Queues `payload`: what the socket does not take now goes out as it drains. */
+    write(payload: string): void {
       unsent = new TextEncoder().encode(payload);
       push(socket);
-      const deadline_ms = Date.now() + REPLY_WAIT_MS;
-      while (replies.length < want && !closed && Date.now() < deadline_ms) {
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, 50);
-        });
-      }
+    },
+    get unsent_bytes() {
+      return unsent.length;
+    },
+    /** Sends `payload` and waits (bounded) until `want` replies in total arrived or the server closed. */
+    async send(payload: string, want: number): Promise<void> {
+      this.write(payload);
+      await wait(want);
+    },
+    /** Starts reading replies and waits (bounded) until `want` arrived. */
+    async read(want: number): Promise<void> {
+      socket.resume();
+      await wait(want);
     },
     end: () => socket.end(),
   };
@@ -200,13 +223,11 @@ test(`a live ControlServer answers ${LIVE_LINES} garbage lines and an oversized 
     const line = next(i).replaceAll("\n", " ").replaceAll("\r", " ");
     if (line.length > 0 && line.length < CONTROL_LINE_MAX_BYTES && line.trim() !== "") lines.push(line);
   }
-  // EXCLUDED (daemon bug, reported): ControlServer's reply() ignores a short socket.write, so a
-  // client that pipelines many requests without reading loses replies under backpressure. Lines
-  // go one at a time here, each after the previous reply, until that is fixed.
   const client = await connect();
   try {
+    await client.send(lines.map((line) => `${line}\n`).join(""), lines.length);
+    expect(client.replies.length).toBe(lines.length);
     for (let i = 0; i < lines.length; i++) {
-      await client.send(`${lines[i]}\n`, i + 1);
       const parsed = parseControlRequest(lines[i]!.trim());
       expect(client.replies[i]?.error).toBe(parsed.ok ? ControlError.OK : ControlError.INVALID);
     }
@@ -227,5 +248,30 @@ test(`a live ControlServer answers ${LIVE_LINES} garbage lines and an oversized 
     expect(good.replies).toEqual([{ error: ControlError.OK, resources: [{ name: "r0", role: "init" }] }]);
   } finally {
     good.end();
+  }
+}, 60_000);
+
+test(`a client that sends ${PIPELINED} requests before reading gets every reply, in order`, async () => {
+  const names = (i: number) => Array.from({ length: PIPELINED_NAMES }, (_, j) => `r${i}-${j}-`.padEnd(200, "x"));
+  const payload = Array.from({ length: PIPELINED }, (_, i) => `{"cmd":"status","resources":${JSON.stringify(names(i))}}\n`).join("");
+  expect(payload.length / PIPELINED).toBeLessThan(CONTROL_LINE_MAX_BYTES);
+  const client = await connect({ paused: true });
+  try {
+    client.write(payload);
+    // Not reading: the server's replies fill the socket, its writes come up short, it stops
+    // reading, and the rest of the requests wait in our send buffer.
+    await Bun.sleep(300);
+    expect(client.replies.length).toBe(0);
+    expect(client.unsent_bytes).toBeGreaterThan(0);
+    await client.read(PIPELINED);
+    expect(client.replies.length).toBe(PIPELINED);
+    for (let i = 0; i < PIPELINED; i++) {
+      const reply = client.replies[i]!;
+      expect(reply.error).toBe(ControlError.OK);
+      expect(reply.resources.map((r) => r.name)).toEqual(names(i));
+    }
+    expect(client.closed).toBe(false);
+  } finally {
+    client.end();
   }
 }, 60_000);

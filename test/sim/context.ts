@@ -27,13 +27,20 @@ export interface SimConfig {
   meta_latency_ms_max: number;
 }
 
-export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early"] as const;
+export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early", "secondary-map-forgets"] as const;
 export type Plant = (typeof PLANTS)[number];
 
 /** Everything the checkers need to see; the simulation implements it. */
 export interface Observer {
   /** A write or trim is about to reach a primary's disk; `peer_sees` is false when the link is down. */
   localModify(host: Host, peer_sees: boolean): void;
+  /**
+   * A change the peer does not see may be under way on `host`: a write or trim submitted while the
+   * link is down (the engine bumps localcnt before the data write) or one the peer was sent but did
+   * not make (bumped with the answer or at the end of the request). Until the data or the answer
+   * comes, a crash may leave the bump without the change or the change without the bump.
+   */
+  mayDiverge(host: Host): void;
   /** The primary finished a handshake with the peer and its engine is connected. */
   connected(primary: Host, secondary: Host): void;
   /** The secondary refused a primary with a split-brain. */

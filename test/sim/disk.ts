@@ -1,9 +1,9 @@
 // A simulated component: the metadata area and activemap region as bytes, the data region as one
 // content version per sector (every write carries a fresh version, so comparing data is comparing
-// numbers). Writes land in a volatile cache that a flush makes durable; a power loss keeps the
-// unflushed writes up to a random point, in issue order, the write at that point torn sector by
-// sector (so a metadata slot or a map block can be torn). A failed data write changes nothing; a
-// failed flush leaves the cache volatile.
+// numbers). Writes land in a volatile cache that a flush makes durable; a power loss keeps some of
+// the unflushed writes, in issue order up to a random point or (a reordering cache) any subset,
+// torn sector by sector (so a metadata slot or a map block can be torn). A failed data write
+// changes nothing; a failed flush leaves the cache volatile.
 import { ACTIVEMAP_OFFSET, METADATA_AREA_BYTES } from "../../src/core/layout.ts";
 import type { Rng } from "./random.ts";
 import type { Scheduler } from "./scheduler.ts";
@@ -81,9 +81,9 @@ export class SimDisk {
 
   // ---- data region: asynchronous, overlapping operations finish in issue order ----
 
-  read(first: number, count: number, may_fail: boolean, done: (versions: Uint32Array | null) => void): void {
+  read(first: number, count: number, done: (versions: Uint32Array | null) => void): void {
     this.schedule(first, count, false, () => {
-      done(may_fail && this.rng.chance(this.faults.eio_read) ? null : this.data.slice(first, first + count));
+      done(this.rng.chance(this.faults.eio_read) ? null : this.data.slice(first, first + count));
     });
   }
 
@@ -109,23 +109,20 @@ export class SimDisk {
   }
 
   /**
-   * Power loss: queued operations vanish; the cache reaches stable storage in issue order up to a
-   * random write, which is torn (each of its sectors kept or not), and nothing after it.
-   *
-   * EXCLUDED (engine bug, reported): a real cache may also persist a later write before an earlier
-   * one. That loses data here: an activemap write that clears an extent's bit (writeComplete, or
-   * an LRU eviction in writeStart) is only followed by a flush, so the clean bit can reach the disk
-   * before the data write it vouches for; a power loss in between leaves the primary's old data
-   * under a clean bit while the secondary has the new data. Until the engine asks for a flush
-   * before a map write that clears bits, the simulated cache keeps issue order.
+   * Power loss: queued operations vanish; of the unflushed writes, what reaches stable storage is
+   * either a prefix in issue order (a FIFO cache) or, as a real cache may, any subset (a later write
+   * persisted before an earlier one). A kept write lands whole or torn sector by sector (so a
+   * metadata slot or a map block can be torn); writes to the same sector land in issue order.
    */
   powerLoss(): void {
     this.power_epoch++;
     this.pending = [];
-    const cut = this.rng.int(this.cache.length + 1);
-    for (let n = 0; n < cut; n++) {
+    const kept = this.survivors();
+    for (let n = 0; n < this.cache.length; n++) {
+      const fate = kept[n]!;
+      if (fate === "lost") continue;
       const entry = this.cache[n]!;
-      const torn = n === cut - 1;
+      const torn = fate === "torn";
       if (entry.kind === "bytes") {
         for (let at = 0; at < entry.bytes.length; at += TEAR_BYTES) {
           if (!torn || this.rng.chance(0.5)) this.control_durable.set(entry.bytes.subarray(at, at + TEAR_BYTES), entry.offset + at);
@@ -139,6 +136,19 @@ export class SimDisk {
     this.cache = [];
     this.control.set(this.control_durable);
     this.data.set(this.data_durable);
+  }
+
+  /** What becomes of each unflushed write at a power loss. */
+  private survivors(): ("kept" | "torn" | "lost")[] {
+    const n = this.cache.length;
+    if (this.rng.chance(0.5)) {
+      // FIFO: everything before a random write, that one torn, nothing after.
+      const cut = this.rng.int(n + 1);
+      return Array.from({ length: n }, (_, i) => (i < cut - 1 ? "kept" : i === cut - 1 ? "torn" : "lost"));
+    }
+    // Reordering: each write independently kept, torn or lost.
+    const keep = this.rng.float();
+    return Array.from({ length: n }, () => (!this.rng.chance(keep) ? "lost" : this.rng.chance(0.25) ? "torn" : "kept"));
   }
 
   get unflushed_entries(): number {

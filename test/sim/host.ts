@@ -13,6 +13,9 @@ import type { Scheduler } from "./scheduler.ts";
 
 export type Role = "init" | "primary" | "secondary";
 
+/** What a process is blocked in: a metadata slot, a map update, or one that clears bits. */
+export type ControlWrite = "metadata" | "map" | "map-clear";
+
 export class Host {
   role: Role = "init";
   up = true;
@@ -20,8 +23,11 @@ export class Host {
   busy = false;
   primary: PrimaryProc | null = null;
   secondary: SecondaryProc | null = null;
-  /** The resuid a fresh primary offers until one handshake persists it (see primary-proc.ts). */
-  pending_resuid: bigint | null = null;
+  /**
+   * Told when a process enters a synchronous control write lasting `ms` (an armed power loss);
+   * returns whether it took that moment, which disarms it.
+   */
+  on_block: ((ms: number, what: ControlWrite) => boolean) | null = null;
   private deferred: (() => void)[] = [];
   /** Generation of the newest metadata slot, as MetadataStore tracks it. */
   private meta_generation = 0n;
@@ -42,8 +48,8 @@ export class Host {
     };
   }
 
-  /** The process sits in a synchronous disk call for `ms`, then continues with `then`. */
-  block(ms: number, then: () => void): void {
+  /** The process sits in a synchronous control write for `ms`, then continues with `then`. */
+  block(ms: number, what: ControlWrite, then: () => void): void {
     if (this.busy) throw new Error(`${this.name}: blocked twice`);
     this.busy = true;
     const epoch = this.epoch;
@@ -53,6 +59,7 @@ export class Host {
       then();
       while (!this.busy && this.deferred.length > 0 && epoch === this.epoch) this.deferred.shift()!();
     });
+    if (this.on_block && ms >= 1 && this.on_block(ms, what)) this.on_block = null;
   }
 
   /** The process ends (crash or role change): nothing it scheduled runs any more. */
@@ -62,7 +69,7 @@ export class Host {
     this.deferred = [];
   }
 
-  // ---- metadata and activemap, as MetadataStore does them (write, then flush) ----
+  // ---- metadata and activemap, as MetadataStore does them ----
 
   readMetadata(): Metadata {
     const read = decodeMetadataArea(this.disk.readControl(0, METADATA_AREA_BYTES));
@@ -79,7 +86,6 @@ export class Host {
 
   /** hastctl create: both slots invalidated, the map zeroed, generation 1 written, all flushed. */
   create(meta: Metadata): void {
-    this.pending_resuid = null;
     this.disk.writeControl(0, new Uint8Array(this.disk.control_bytes));
     this.disk.flushNow();
     this.meta_generation = 0n;
@@ -87,8 +93,18 @@ export class Host {
     this.disk.flushNow();
   }
 
-  writeMapPieces(write: MapWrite): void {
+  /**
+   * An activemap update as MetadataStore.writeMap does it: a flush first when the update clears a
+   * bit (the data that bit vouched for must be durable before the clean bit can be), the pieces,
+   * then the flush (metaflush). The process sits in the call for `ms`, then continues with `then`.
+   */
+  writeMap(write: MapWrite, ms: number, then: () => void): void {
+    if (write.flush_before) this.disk.flushNow();
     for (const piece of write.pieces) this.disk.writeControl(ACTIVEMAP_OFFSET + piece.offset, piece.bytes);
+    this.block(ms, write.flush_before ? "map-clear" : "map", () => {
+      if (write.flush) this.disk.flushNow();
+      then();
+    });
   }
 
   readMap(mapsize: number): Uint8Array {

@@ -46,6 +46,13 @@ export class Network {
     private readonly rng: Rng,
   ) {}
 
+  /** Until when a partition or a stall of a live connection keeps the nodes from talking. */
+  get blocked_until_ms(): number {
+    let until = this.partitioned_until_ms;
+    for (const conn of this.live) until = Math.max(until, conn.stalled_until_ms);
+    return until;
+  }
+
   get partitioned(): boolean {
     return this.clock.now_ms < this.partitioned_until_ms;
   }

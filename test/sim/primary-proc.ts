@@ -59,6 +59,7 @@ export class PrimaryProc {
   private last_dial_ms = -Infinity;
   private skipped_sync = false;
   private link_epoch_ = 0;
+  private fresh_resuid: bigint | null = null;
 
   private constructor(
     private readonly host: Host,
@@ -111,6 +112,7 @@ export class PrimaryProc {
   submit(kind: RequestKind, offset: number, length: number, data: Uint32Array | null, reply: App["reply"]): number {
     const id = this.next_id++;
     this.apps.set(id, { kind, offset, length, data, reply });
+    if ((kind === "write" || kind === "delete") && !this.engine.is_connected) this.ctx.observer.mayDiverge(this.host);
     this.run(this.engine.submit(id, kind, offset, length));
     return id;
   }
@@ -159,12 +161,11 @@ export class PrimaryProc {
     }
     const conn = dialed.conn;
     const fresh = this.engine.generation.resuid === 0n;
-    // EXCLUDED (daemon bug, reported): primary-connector.ts draws a new resuid for every attempt
-    // while its own is 0. When the secondary adopted (and wrote) the resuid of an attempt whose
-    // reply never arrived, every later attempt is refused with RESUID_MISMATCH, forever. The
-    // simulator keeps one resuid per node until it is persisted, as the connector should.
-    this.host.pending_resuid ??= this.ctx.rng.u64();
-    const resuid = fresh ? this.host.pending_resuid : this.engine.generation.resuid;
+    // As primary-connector.ts: a fresh primary draws its resuid once per worker and offers it on
+    // every attempt until a handshake completes (the secondary may have adopted it from an attempt
+    // whose reply never arrived).
+    if (fresh) this.fresh_resuid ??= this.ctx.rng.u64();
+    const resuid = fresh ? this.fresh_resuid! : this.engine.generation.resuid;
     const virgin = fresh && (this.meta.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
     const encoding = { checksum: this.ctx.cfg.checksum, compression: this.ctx.cfg.compression };
     this.dialing = {
@@ -293,9 +294,9 @@ export class PrimaryProc {
     this.run(this.engine.remoteDone(waiter.app, ok));
   }
 
-  /** A write or trim the peer was sent but did not make: a change it has not seen. */
+  /** A write or trim the peer was sent but did not make. */
   private remoteModifyFailed(kind: RequestKind): void {
-    if (kind === "write" || kind === "delete") this.ctx.observer.localModify(this.host, false);
+    if (kind === "write" || kind === "delete") this.ctx.observer.mayDiverge(this.host);
   }
 
   private send(frame: Frame): void {
@@ -328,15 +329,11 @@ export class PrimaryProc {
   private execute(a: PrimaryAction): void {
     switch (a.type) {
       case "map":
-        this.host.writeMapPieces(a.write);
-        return this.host.block(this.metaLatency(), () => {
-          if (a.write.flush) this.host.disk.flushNow();
-          this.pump();
-        });
+        return this.host.writeMap(a.write, this.metaLatency(), () => this.pump());
       case "metadata": {
         const next: Metadata = { ...this.meta, resuid: a.generation.resuid, localcnt: a.generation.localcnt, remotecnt: a.generation.remotecnt, flags: a.generation.flags, prevrole: "primary" };
         this.host.writeMetadataSlot(next);
-        return this.host.block(this.metaLatency(), () => {
+        return this.host.block(this.metaLatency(), "metadata", () => {
           this.host.disk.flushNow();
           Object.assign(this.meta, next);
           this.pump();
@@ -373,10 +370,7 @@ export class PrimaryProc {
     const done = this.host.guard((ok: boolean) => this.run(this.engine.localDone(id, ok)));
     switch (kind) {
       case "read":
-        // EXCLUDED (engine bug, reported): after a failed local read the engine reads from the
-        // peer even when the peer's copy of the extent is stale (in the sync set, syncsrc
-        // primary) and answers with that old data. Read errors are not injected there.
-        return disk.read(offset / sb, length / sb, !this.peerStale(offset, length), this.host.guard((data: Uint32Array | null) => {
+        return disk.read(offset / sb, length / sb, this.host.guard((data: Uint32Array | null) => {
           if (data) app.data = data;
           this.run(this.engine.localDone(id, data !== null));
         }));
@@ -387,12 +381,6 @@ export class PrimaryProc {
       case "flush":
         return disk.flush(done);
     }
-  }
-
-  private peerStale(offset: number, length: number): boolean {
-    const last = this.map.extentOf(offset + length - 1);
-    for (let e = this.map.extentOf(offset); e <= last; e++) if (this.map.extentState(e).in_sync_set) return true;
-    return false;
   }
 
   private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
@@ -432,7 +420,7 @@ export class PrimaryProc {
       return done(true);
     }
     if (from === "primary") {
-      this.host.disk.read(first, count, true, this.host.guard((data: Uint32Array | null) => {
+      this.host.disk.read(first, count, this.host.guard((data: Uint32Array | null) => {
         if (!data) return done(false);
         this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: sectorsToBytes(data, sb) },
           (reply) => done(reply.error === "OK"));

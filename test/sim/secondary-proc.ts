@@ -1,6 +1,9 @@
 // The secondary worker in the simulator, wired like src/daemon/secondary.ts: one process per
 // connection; it decides the connection with the real decideConnect, answers with its counters
-// and map through the real codec, then serves requests through the real SecondaryEngine.
+// and map through the real codec, then serves requests through the real SecondaryEngine. Its
+// actions run in order, as secondary.ts runs them: a map action (the clear after a handshake, a
+// dirty bit before a write or trim, clean bits once a FLUSH made them durable) is written and
+// flushed before anything after it, so a data write never reaches the disk ahead of its bit.
 import { ActiveMap } from "../../src/core/activemap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import type { Metadata } from "../../src/core/metadata.ts";
@@ -25,6 +28,7 @@ export class SecondaryProc {
   private readonly read_data = new Map<number, Uint8Array>();
   private queue: SecondaryAction[] = [];
   private last_receive_ms: number;
+  private map_writes = 0;
   ended = false;
 
   /** A connection arrived at a node in role secondary; the worker waits for HANDSHAKE. */
@@ -119,7 +123,7 @@ export class SecondaryProc {
     meta.resuid = hello.resuid;
     meta.prevrole = "secondary";
     this.host.writeMetadataSlot(meta);
-    this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => {
+    this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {
       this.host.disk.flushNow();
       finish();
     });
@@ -162,11 +166,11 @@ export class SecondaryProc {
       const a = this.queue.shift()!;
       switch (a.type) {
         case "map":
-          this.host.writeMapPieces(a.write);
-          this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => {
-            if (a.write.flush) this.host.disk.flushNow();
-            this.run([]);
-          });
+          if (this.ctx.plant === "secondary-map-forgets" && this.map_writes++ > 0) {
+            // Planted bug: after clearing its map, the secondary keeps no record of unflushed writes.
+            break;
+          }
+          this.host.writeMap(a.write, this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => this.run([]));
           break;
         case "log":
           this.ctx.trace(`${this.host.name}: ${a.level}: ${a.message}`);
@@ -191,7 +195,7 @@ export class SecondaryProc {
     });
     switch (r.kind) {
       case "read":
-        return disk.read(r.offset / sb, r.length / sb, true, this.host.guard((data: Uint32Array | null) => {
+        return disk.read(r.offset / sb, r.length / sb, this.host.guard((data: Uint32Array | null) => {
           if (data) this.read_data.set(seq, sectorsToBytes(data, sb));
           done(data ? null : "EIO");
         }));

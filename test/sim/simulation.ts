@@ -9,7 +9,7 @@ import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { checkMapCoversDifferences, checkReplicasIdentical, isInSync, passMirrored } from "./checkers.ts";
 import type { Observer, Plant, SimConfig, SimContext } from "./context.ts";
 import { SimDisk } from "./disk.ts";
-import { Host, type Role } from "./host.ts";
+import { Host, type ControlWrite, type Role } from "./host.ts";
 import { Network, type Connection } from "./network.ts";
 import { Oracle, type WriteRecord } from "./oracle.ts";
 import { PrimaryProc } from "./primary-proc.ts";
@@ -39,9 +39,13 @@ export interface RunResult {
 export const DEFAULT_STEPS = 300;
 const TRACE_TAIL_LINES = Number(process.env.SIM_TRACE_LINES ?? 60);
 const INFLIGHT_MAX = 6;
+/** How long an armed power loss waits for its victim's next metadata or activemap write. */
+const POWER_TRAP_MS = 300;
 const MODES: readonly ReplicationMode[] = ["fullsync", "memsync", "async"];
 
 export class SimFailure extends Error {}
+
+type Unseen = "no" | "maybe" | "yes";
 
 type Scenario =
   | { phase: "partition"; rogue: Host }
@@ -76,9 +80,23 @@ class Simulation implements SimContext, Observer {
   private step_no = 0;
   private next_value = 1;
   private mode: ReplicationMode;
-  private readonly unseen = new Map<Host, boolean>();
+  /**
+   * Whether a node holds data changes its peer has not seen: "yes" when its counters must say so
+   * (a write issued while the link was down: localcnt was bumped durably first; or one answered
+   * after the peer missed it: bumped before the answer); "maybe" while such a change is under way
+   * (Observer.mayDiverge): a crash may leave the bump without the data, or unanswered data without
+   * the bump, which is fine: it was never promised, and the node's map covers it.
+   */
+  private readonly unseen = new Map<Host, Unseen>();
   /** One crash per in-sync period: the guarantees are about single failures. */
   private crash_allowed = false;
+  /**
+   * A node crashed and the pair has not connected since: the primary may still see the old link
+   * as healthy (a dead secondary is noticed by timeout), which is no in-sync point.
+   */
+  private awaiting_reconnect = false;
+  /** A node whose power loss waits for its next control write (see armPowerLoss). */
+  private power_trap: Host | null = null;
   /** A node was re-created (map zeroed) and awaits its full sync: differences are expected. */
   private recreated = false;
   private finishing = false;
@@ -101,7 +119,7 @@ class Simulation implements SimContext, Observer {
     this.hosts = [this.makeHost("A", mapsize, faulty), this.makeHost("B", mapsize, faulty)];
     this.oracle = new Oracle(this.cfg.sectors);
     this.official = this.hosts[0];
-    for (const h of this.hosts) this.unseen.set(h, false);
+    for (const h of this.hosts) this.unseen.set(h, "no");
     this.trace(`config ${JSON.stringify(this.cfg)} disk faults ${JSON.stringify(this.hosts[0].disk.faults)}`);
     this.setRole(this.hosts[1], "secondary");
     this.setRole(this.hosts[0], "primary");
@@ -153,17 +171,22 @@ class Simulation implements SimContext, Observer {
   // ---- Observer ----
 
   localModify(host: Host, peer_sees: boolean): void {
-    if (!peer_sees) this.unseen.set(host, true);
+    if (!peer_sees) this.unseen.set(host, "yes");
+  }
+
+  mayDiverge(host: Host): void {
+    if (this.unseen.get(host) === "no") this.unseen.set(host, "maybe");
   }
 
   connected(primary: Host, secondary: Host): void {
-    if (this.unseen.get(primary) && this.unseen.get(secondary)) {
+    this.awaiting_reconnect = false;
+    if (this.unseen.get(primary) === "yes" && this.unseen.get(secondary) === "yes") {
       this.fail(`split-brain merged silently: ${primary.name} and ${secondary.name} both changed data while apart, yet they connected`);
     }
   }
 
   splitBrain(primary: Host, secondary: Host): void {
-    if (!(this.unseen.get(primary) && this.unseen.get(secondary))) {
+    if (this.unseen.get(primary) === "no" || this.unseen.get(secondary) === "no") {
       this.fail(`spurious split-brain: ${primary.name} changed=${this.unseen.get(primary)}, ${secondary.name} changed=${this.unseen.get(secondary)}`);
     }
     this.split_brain_detections++;
@@ -211,9 +234,9 @@ class Simulation implements SimContext, Observer {
   private observeSync(): void {
     const p = this.official.primary;
     // Once the rogue is promoted its peer view is stale: nothing is in sync until it is resolved.
-    if (!p || this.official.busy || (this.scenario && this.scenario.phase !== "partition")) return;
+    if (!p || this.official.busy || this.awaiting_reconnect || (this.scenario && this.scenario.phase !== "partition")) return;
     // Both sides' changes are now on both: the counters no longer tell of a divergence.
-    if (passMirrored(p)) for (const h of this.hosts) this.unseen.set(h, false);
+    if (passMirrored(p)) for (const h of this.hosts) this.unseen.set(h, "no");
     if (isInSync(p) && this.outstanding.size === 0) this.onInSync();
   }
 
@@ -221,8 +244,8 @@ class Simulation implements SimContext, Observer {
     if (!this.crash_allowed) this.trace("in sync");
     this.stats.in_sync!++;
     this.oracle.inSync();
-    for (const h of this.hosts) this.unseen.set(h, false);
-    this.crash_allowed = this.scenario === null;
+    for (const h of this.hosts) this.unseen.set(h, "no");
+    this.crash_allowed = this.scenario === null && this.power_trap === null;
     this.recreated = false;
   }
 
@@ -267,6 +290,7 @@ class Simulation implements SimContext, Observer {
   private crash(host: Host, kind: "kill" | "power"): void {
     this.trace(`FAULT: ${host.name} ${kind === "kill" ? "process killed" : "loses power"}`);
     this.stats.crashes!++;
+    this.awaiting_reconnect = true;
     for (const proc of [host.primary, host.secondary]) {
       if (!proc) continue;
       if (kind === "power") proc.vanish();
@@ -294,7 +318,7 @@ class Simulation implements SimContext, Observer {
     this.setRole(host, "init");
     host.create(this.freshMetadata(mapBytesFor(this.cfg.nextents)));
     this.trace(`operator: ${host.name} re-created`);
-    this.unseen.set(host, false);
+    this.unseen.set(host, "no");
     this.recreated = true;
     this.setRole(host, "secondary");
   }
@@ -320,40 +344,23 @@ class Simulation implements SimContext, Observer {
       this.mode = this.rng.pick(MODES);
       this.trace(`operator: replication ${this.mode}`);
       for (const h of this.hosts) h.primary?.setMode(this.mode);
-    } else if (r < 0.04) {
+    } else if (r < 0.05) {
       if (!this.crash_allowed || this.scenario || !a.up || !b.up) return;
       this.crash_allowed = false;
-      const official = this.official;
-      const victim = this.rng.chance(0.6) ? official : this.other(official);
-      // EXCLUDED (engine bug, reported): a secondary that loses power loses the writes still in
-      // its disk cache, which the primary already counts as done (extent clean in its map), and
-      // the secondary keeps no dirty map of its own for them; the replicas then differ with no map
-      // covering it. Until SecondaryEngine tracks unflushed writes, only processes of a secondary
-      // are killed (its cache survives). Replay: --seed 20 --steps 300 without this line.
-      const kind = victim === official && this.rng.chance(0.5) ? "power" : "kill";
-      const survivor = this.other(victim);
-      this.crash(victim, kind);
-      if (victim !== official) return this.restartLater(victim, "secondary");
-      if (survivor.role === "secondary" && this.rng.chance(0.5)) {
-        // Failover: what the peer was promised to hold is what survives.
-        this.stats.failovers!++;
-        this.oracle.lowerFloor((rec) => rec.replicated);
-        this.official = survivor;
-        this.setRole(survivor, "primary");
-        return this.restartLater(victim, "secondary");
-      }
-      if (kind === "power") this.oracle.lowerFloor((rec) => rec.flushed);
-      this.restartLater(victim, "primary");
-    } else if (r < 0.043) {
+      const victim = this.rng.chance(0.5) ? this.official : this.other(this.official);
+      const kind = this.rng.chance(0.5) ? "power" : "kill";
+      if (kind === "power" && this.rng.chance(0.5)) return this.armPowerLoss(victim);
+      this.crashAndRecover(victim, kind);
+    } else if (r < 0.054) {
       if (!this.crash_allowed || this.scenario || !a.up || !b.up || !this.official.primary?.connected) return;
       this.crash_allowed = false;
       const rogue = this.other(this.official);
       this.trace(`FAULT: split-brain scenario, ${rogue.name} will be promoted while partitioned`);
       this.net.partition(Number.MAX_SAFE_INTEGER);
       this.scenario = { phase: "partition", rogue };
-    } else if (r < 0.046) {
+    } else if (r < 0.06) {
       const p = this.official.primary;
-      if (!p || this.scenario || this.official.busy || !isInSync(p) || this.outstanding.size > 0) return;
+      if (!p || this.scenario || this.power_trap || this.awaiting_reconnect || this.official.busy || !isInSync(p) || this.outstanding.size > 0) return;
       const next = this.other(this.official);
       this.onInSync();
       this.stats.swaps!++;
@@ -362,6 +369,50 @@ class Simulation implements SimContext, Observer {
       this.official = next;
       this.setRole(next, "primary");
     }
+  }
+
+  /** A crash of `victim`, then what the operator does: restart it, or fail over to its peer. */
+  private crashAndRecover(victim: Host, kind: "kill" | "power"): void {
+    const official = this.official;
+    const survivor = this.other(victim);
+    this.crash(victim, kind);
+    if (victim !== official) return this.restartLater(victim, "secondary");
+    if (survivor.role === "secondary" && this.rng.chance(0.5)) {
+      // Failover: what the peer was promised to hold is what survives.
+      this.stats.failovers!++;
+      this.oracle.lowerFloor((rec) => rec.replicated);
+      this.official = survivor;
+      this.setRole(survivor, "primary");
+      return this.restartLater(victim, "secondary");
+    }
+    if (kind === "power") this.oracle.lowerFloor((rec) => rec.flushed);
+    this.restartLater(victim, "primary");
+  }
+
+  /**
+   * The power loss strikes while `victim` sits in a metadata or activemap write, where write
+   * ordering matters most: its next one, or its next map write that clears bits (or after
+   * POWER_TRAP_MS if none comes). Meanwhile no other crash, scenario or switch-over starts; the
+   * end of the run disarms it.
+   */
+  private armPowerLoss(victim: Host): void {
+    const target: ControlWrite | "any" = this.rng.pick(["any", "map-clear"] as const);
+    this.trace(`FAULT: ${victim.name} will lose power in its next ${target === "any" ? "metadata or activemap write" : "map write that clears bits"}`);
+    this.power_trap = victim;
+    const fire = () => {
+      if (this.power_trap !== victim) return;
+      this.power_trap = null;
+      victim.on_block = null;
+      if (this.finishing || !victim.up || !this.other(victim).up) return this.trace(`${victim.name}: power loss disarmed`);
+      this.crashAndRecover(victim, "power");
+    };
+    victim.on_block = (ms, what) => {
+      if (target !== "any" && what !== target) return false;
+      // The block ends at +ms and was scheduled first: a crash at +ms-1 or earlier lands inside it.
+      this.clock.after(this.rng.int(ms), fire);
+      return true;
+    };
+    this.clock.after(POWER_TRAP_MS, fire);
   }
 
   private scenarioStep(): void {
@@ -377,7 +428,7 @@ class Simulation implements SimContext, Observer {
           return;
         }
         // Promote only once the primary noticed the partition and changed data the peer cannot see.
-        if (official.primary?.connected !== false || !this.unseen.get(official)) return;
+        if (official.primary?.connected !== false || this.unseen.get(official) !== "yes") return;
         this.setRole(s.rogue, "primary");
         this.scenario = { phase: "rogue", rogue: s.rogue, writes_left: this.rng.between(1, 3), writing: false };
         return;
@@ -385,12 +436,12 @@ class Simulation implements SimContext, Observer {
         const p = s.rogue.primary!;
         if (s.writing) return;
         if (s.writes_left === 0) {
-          if (!this.unseen.get(s.rogue)) this.fail(`${s.rogue.name} wrote as primary but no change was seen`);
+          if (this.unseen.get(s.rogue) !== "yes") this.fail(`${s.rogue.name} wrote as primary but no change was seen`);
           this.setRole(s.rogue, "secondary");
           this.net.heal();
           this.scenario = {
             phase: "detect", rogue: s.rogue, detections_before: this.split_brain_detections,
-            deadline_ms: this.clock.now_ms + 3 * this.cfg.reconnect_ms + 2 * this.cfg.timeout_ms + 1000,
+            deadline_ms: this.clock.now_ms + this.detectWindowMs(),
           };
           return;
         }
@@ -408,11 +459,19 @@ class Simulation implements SimContext, Observer {
         if (this.split_brain_detections > s.detections_before) {
           this.scenario = null;
           this.recreate(s.rogue);
+        } else if (this.net.blocked_until_ms > this.clock.now_ms) {
+          // A later partition or stall keeps them apart: the window starts again when it ends.
+          s.deadline_ms = Math.max(s.deadline_ms, this.net.blocked_until_ms + this.detectWindowMs());
         } else if (this.clock.now_ms > s.deadline_ms) {
           this.fail(`split-brain between ${official.name} and ${s.rogue.name} not detected by t=${s.deadline_ms}`);
         }
         return;
     }
+  }
+
+  /** Time the pair needs to meet once the link works: a few reconnect attempts and handshakes. */
+  private detectWindowMs(): number {
+    return 3 * this.cfg.reconnect_ms + 2 * this.cfg.timeout_ms + 1000;
   }
 
   // ---- the application ----
@@ -456,7 +515,7 @@ class Simulation implements SimContext, Observer {
       if (ok) this.stats.acked!++;
       this.trace(`${o.host.name}: request ${id} ${o.kind} ${o.first}+${o.count}${rec ? ` value ${rec.value}` : ""} answered ${ok ? "ok" : "EIO"}`);
       if (rec) {
-        if (ok && !p.connected) this.unseen.set(o.host, true);
+        if (ok && !p.connected) this.unseen.set(o.host, "yes");
         const promised = ok && (o.kind === "delete" || mode !== "async") && connected && p.connected && p.link_epoch === link_epoch;
         this.oracle.acked(rec, ok, promised);
       } else if (o.kind === "flush") this.oracle.flushAcked(covered, ok);
