@@ -22,6 +22,8 @@ export type HookEvent = "syncstart" | "syncdone" | "syncintr";
 export const REQUESTS_MAX = 4096;
 /** Sync chunks copied in parallel (HAST: 1). */
 export const SYNC_CHUNKS_MAX = 4;
+/** Failed passes run again at once this many times per connection, then wait for a reconnect. */
+export const PASS_RETRIES_MAX = 3;
 
 export interface PrimaryGeneration extends Generation {
   flags: number;
@@ -35,6 +37,9 @@ export type PrimaryAction =
   /** Answer the application. For a read, `source` says which leg filled the buffer. */
   | { type: "reply"; id: number; ok: boolean; source?: "local" | "remote" }
   | { type: "sync-copy"; chunk: SyncChunk; from: SyncSource }
+  /** End of a pass: flush both components (the secondary releases what a flush made durable), then
+   * report syncFlushDone(pass, ok); the pass only counts as complete once that succeeded. */
+  | { type: "sync-flush"; pass: number }
   | { type: "event"; event: HookEvent }
   | { type: "log"; level: "info" | "warn" | "error"; message: string };
 
@@ -95,6 +100,10 @@ export class PrimaryEngine {
   private readonly sync_inflight = new Map<SyncChunk, number>();
   private sync_waiting: SyncChunk | null = null;
   private sync_running = false;
+  /** Numbers passes, so a late syncFlushDone of an earlier pass is ignored. */
+  private sync_pass = 0;
+  /** Consecutive passes that failed on this connection. */
+  private pass_retries = 0;
   private sync_done_bytes = 0;
 
   constructor(
@@ -308,6 +317,7 @@ export class PrimaryEngine {
   connect(c: Connection): PrimaryAction[] {
     assert(!this.connected, "connect while connected");
     this.connected = true;
+    this.pass_retries = 0;
     this.syncsrc = c.syncsrc;
     this.peer_localcnt = c.peer_localcnt;
     this.peer_remotecnt = c.peer_remotecnt;
@@ -371,6 +381,7 @@ export class PrimaryEngine {
    * again when a write's remote leg failed on a live link. */
   private startPass(): PrimaryAction[] {
     this.sync_running = true;
+    this.sync_pass++;
     this.sync_done_bytes = 0;
     const pending = this.map.syncPendingBytes();
     const actions: PrimaryAction[] = pending > 0
@@ -405,12 +416,29 @@ export class PrimaryEngine {
    * chunks leaves their extents dirty and the counters alone (the nodes are not in sync). */
   private finishPass(): PrimaryAction[] {
     this.sync_running = false;
-    const actions: PrimaryAction[] = [];
     const failed = this.map.syncDeferredExtentCount();
-    if (failed > 0) {
-      actions.push({ type: "log", level: "error", message: `Synchronization left ${failed} extents dirty after errors; they are retried at the next connection.` });
-      return actions;
+    if (failed > 0) return this.retryPass(`Synchronization left ${failed} extents dirty after errors`);
+    return [{ type: "sync-flush", pass: this.sync_pass }];
+  }
+
+  /** A pass that failed (chunk errors, or the final flush) runs again at once, a bounded number of
+   * times; after that the extents wait for the next connection. */
+  private retryPass(what: string): PrimaryAction[] {
+    if (this.pass_retries >= PASS_RETRIES_MAX) {
+      return [{ type: "log", level: "error", message: `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync until the next connection.` }];
     }
+    this.pass_retries++;
+    this.map.syncRewind();
+    return [{ type: "log", level: "warn", message: `${what}; retrying (${this.pass_retries}/${PASS_RETRIES_MAX}).` }, ...this.startPass()];
+  }
+
+  /** Spec 8 end of pass, once the copied data is durable on both sides: direction forgotten,
+   * counters mirrored and persisted. */
+  syncFlushDone(pass: number, ok: boolean): PrimaryAction[] {
+    if (pass !== this.sync_pass || !this.connected || this.sync_running) return [];
+    if (!ok) return this.retryPass("Unable to flush the synchronized data");
+    this.pass_retries = 0;
+    const actions: PrimaryAction[] = [];
     if (this.sync_done_bytes > 0) {
       actions.push({ type: "log", level: "info", message: `Synchronization complete. ${this.sync_done_bytes} bytes synchronized.` });
       actions.push({ type: "event", event: "syncdone" });

@@ -13,6 +13,8 @@ import { primaryHandshake } from "./primary-handshake.ts";
 import type { PrimaryIo } from "./primary-io.ts";
 
 const RECONNECT_FIRST_MS = 1_000;
+/** Seconds between background flushes of a connected pair (see PrimaryIo.backgroundFlush). */
+const BACKGROUND_FLUSH_TICKS = 2;
 /** How often a connected (or peerless) primary looks whether its link is still there. */
 const LINK_POLL_MS = 1_000;
 
@@ -38,6 +40,7 @@ export class PrimaryConnector {
   private timer: ReturnType<typeof setInterval> | null = null;
   /** Drawn once: a secondary may have adopted it from an attempt whose reply was lost. */
   private fresh_resuid: bigint | null = null;
+  private ticks = 0;
   split_brain = false;
 
   constructor(private o: ConnectorOptions) {}
@@ -149,6 +152,7 @@ export class PrimaryConnector {
 
   /** Spec 6.6: a request without a reply for `timeout` seconds drops the connection. */
   private checkTimeouts(): void {
+    if (++this.ticks % BACKGROUND_FLUSH_TICKS === 0) this.o.io.backgroundFlush();
     const oldest = this.o.io.oldestRemoteMs();
     const limit_ms = this.o.resource.timeout_s * 1000;
     if (oldest !== null && Date.now() - oldest > limit_ms) {

@@ -62,6 +62,7 @@ export class PrimaryIo implements BlockBackend {
   private running = false;
   private link: PeerLink | null = null;
   private zero: Uint8Array | null = null;
+  private changed_since_flush = false;
 
   constructor(o: PrimaryIoOptions) {
     this.o = o;
@@ -224,6 +225,9 @@ export class PrimaryIo implements BlockBackend {
       case "sync-copy":
         void this.syncCopy(a.chunk, a.from).then((ok) => this.run(this.o.engine.syncCopyDone(a.chunk, ok)));
         return;
+      case "sync-flush":
+        void this.flushBoth().then((ok) => this.run(this.o.engine.syncFlushDone(a.pass, ok)));
+        return;
       case "event":
         return this.o.emit(a.event);
       case "log":
@@ -285,6 +289,7 @@ export class PrimaryIo implements BlockBackend {
 
   private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
     const app = this.apps.get(id)!;
+    if (kind === "write" || kind === "delete") this.changed_since_flush = true;
     const frame: Frame =
       kind === "read" ? { kind: "read", seq: id, offset, length, sync: false }
       : kind === "write" ? { kind: "write", seq: id, offset, length, memsync, sync: false, data: app.buf! }
@@ -306,7 +311,32 @@ export class PrimaryIo implements BlockBackend {
 
   // ---- synchronization ----
 
-  private remoteSync(frame: Extract<Frame, { kind: "read" | "write" }>): Promise<Extract<Frame, { kind: "reply" }>> {
+  /** Local and remote cache flush outside any application request (end of a sync pass, background). */
+  private async flushBoth(): Promise<boolean> {
+    let local_ok = true;
+    try {
+      this.o.disk.flush();
+    } catch (err) {
+      local_ok = false;
+      this.o.stats.local_errors.flush++;
+      this.o.log.error(`Local flush failed: ${(err as Error).message}`);
+    }
+    const reply = await this.remoteSync({ kind: "flush", seq: this.next_id++ });
+    return local_ok && reply.error === "OK";
+  }
+
+  /**
+   * The secondary keeps every change dirty in its own map until a FLUSH covers it (so its power
+   * loss cannot lose answered writes). Applications may never flush, so every few seconds in which
+   * changes went out, a flush is sent on their behalf: it bounds what a reconnect copies again.
+   */
+  backgroundFlush(): void {
+    if (!this.link || !this.changed_since_flush) return;
+    this.changed_since_flush = false;
+    void this.flushBoth();
+  }
+
+  private remoteSync(frame: Extract<Frame, { kind: "read" | "write" | "flush" }>): Promise<Extract<Frame, { kind: "reply" }>> {
     return new Promise((resolve) => {
       if (!this.send(frame, { sync: resolve, sent_ms: Date.now() }, frame.seq)) {
         resolve({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
@@ -327,6 +357,7 @@ export class PrimaryIo implements BlockBackend {
         this.o.log.error(`Unable to read synchronization data: ${(err as Error).message}`);
         return false;
       }
+      this.changed_since_flush = true;
       const reply = await this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: buf });
       return reply.error === "OK";
     }

@@ -352,6 +352,8 @@ export class PrimaryProc {
       }
       case "sync-copy":
         return this.syncCopy(a.chunk, a.from);
+      case "sync-flush":
+        return this.syncFlush(a.pass);
       case "event":
         return this.ctx.trace(`${this.host.name}: event ${a.event}`);
       case "log":
@@ -400,7 +402,15 @@ export class PrimaryProc {
 
   // ---- synchronization (primary-io.ts syncCopy) ----
 
-  private remoteSync(frame: Extract<Frame, { kind: "read" | "write" }>, then: (reply: Reply) => void): void {
+  /** End of a pass, as primary-io's flushBoth: local flush, then the secondary's, then report. */
+  private syncFlush(pass: number): void {
+    const done = (ok: boolean) => this.ctx.clock.after(0, this.host.guard(() => this.run(this.engine.syncFlushDone(pass, ok))));
+    this.host.disk.flush(this.host.guard((local_ok: boolean) => {
+      this.remoteSync({ kind: "flush", seq: this.next_id++ }, (reply) => done(local_ok && reply.error === "OK"));
+    }));
+  }
+
+  private remoteSync(frame: Extract<Frame, { kind: "read" | "write" | "flush" }>, then: (reply: Reply) => void): void {
     if (!this.link) return then({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
     this.remotes.set(frame.seq, { sync: then, sent_ms: this.ctx.clock.now_ms });
     this.send(frame);

@@ -236,19 +236,21 @@ export class EngineDriver {
 
   // ---- execution of actions ----
 
+  /** Runs the actions in order; what an action yields at once (a flush here is instant and
+   * durable) is appended, so callers see the whole sequence. */
   private run(actions: PrimaryAction[]): PrimaryAction[] {
-    for (const action of actions) this.execute(action);
+    for (let i = 0; i < actions.length; i++) actions.push(...this.execute(actions[i]!));
     return actions;
   }
 
-  private execute(action: PrimaryAction): void {
+  private execute(action: PrimaryAction): PrimaryAction[] {
     switch (action.type) {
       case "map":
         this.applyMap(action.write);
-        return;
+        return [];
       case "metadata":
         this.metadata.push({ ...action.generation });
-        return;
+        return [];
       case "local":
       case "remote": {
         const request = this.requests.get(action.id);
@@ -263,7 +265,7 @@ export class EngineDriver {
           request, side: action.type, kind: action.kind, order: this.next_order++,
           awaiting_received: action.type === "remote" && action.memsync, link_up: this.link_up,
         });
-        return;
+        return [];
       }
       case "reply": {
         const request = this.requests.get(action.id);
@@ -272,17 +274,19 @@ export class EngineDriver {
         const reply: Reply = action.source ? { ok: action.ok, source: action.source } : { ok: action.ok };
         this.replies.set(action.id, reply);
         this.on_reply?.(request, reply);
-        return;
+        return [];
       }
+      case "sync-flush":
+        return this.engine.syncFlushDone(action.pass, this.link_up);
       case "sync-copy":
         if (!this.link_up) throw new Error(`sync copy at ${action.chunk.offset} while the link is down`);
         this.pending_sync.push({ chunk: action.chunk, from: action.from });
-        return;
+        return [];
       case "event":
         this.events.push(action.event);
-        return;
+        return [];
       case "log":
-        return;
+        return [];
     }
   }
 
