@@ -266,6 +266,17 @@ export class ActiveMap {
     return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush, flush_before: this.metaflush };
   }
 
+  /**
+   * Empties the keepdirty LRU: extents no longer held become clean on disk. For a node whose
+   * recent writes were just made durable and that has nothing in flight it could lose in a crash
+   * (the secondary after a flush).
+   */
+  forgetKeepdirty(): MapWrite | null {
+    const extents = [...this.lru];
+    this.lru.clear();
+    return this.persist(extents);
+  }
+
   /** Starts the sync pass over: the next chunk comes from the first extent of the sync set. */
   syncRewind(): void {
     this.pass++;

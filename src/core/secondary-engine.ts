@@ -93,6 +93,9 @@ export class SecondaryEngine {
             if (write) actions.push({ type: "map", write });
           }
         }
+        // What the LRU kept is durable too: nothing for the next handshake to hand back.
+        const forget = this.map.forgetKeepdirty();
+        if (forget) actions.push({ type: "map", write: forget });
       }
     }
     actions.push({ type: "reply", seq, error, received: false });

@@ -109,7 +109,7 @@ describe("SecondaryEngine keeps unflushed changes in its map", () => {
     e.request(req({ seq: 4n, kind: "flush", offset: 0, length: 0 }));
     e.localDone(4n, null);
     expect(map.extentState(2).dirty).toBe(false);
-    expect(map.extentState(2).on_disk).toBe(true); // still in the keepdirty LRU
+    expect(map.extentState(2).on_disk).toBe(false); // the flush made it durable: nothing to hand back
   });
 
   test("a write that completes after a flush was issued is not released by it", () => {
