@@ -102,6 +102,11 @@ export class PrimaryEngine {
   private sync_running = false;
   /** Numbers passes, so a late syncFlushDone of an earlier pass is ignored. */
   private sync_pass = 0;
+  /**
+   * Extents whose local copy missed a write that the peer took (local write error masked by the
+   * peer): read from the peer, copied back from it by the sync. Kept for the worker's lifetime.
+   */
+  private readonly local_stale = new Set<number>();
   /** Consecutive passes that failed on this connection. */
   private pass_retries = 0;
   private sync_done_bytes = 0;
@@ -191,7 +196,7 @@ export class PrimaryEngine {
   }
 
   private startRead(id: number, offset: number, length: number): PrimaryAction[] {
-    if (this.syncsrc === "secondary" && this.staleLocally(offset, length)) {
+    if ((this.syncsrc === "secondary" && this.staleLocally(offset, length)) || this.touchesLocalStale(offset, length)) {
       // Only the peer has current data here; without it the read fails rather than return stale data.
       if (!this.connected) return [{ type: "reply", id, ok: false, source: "remote" }];
       this.reads.set(id, { id, offset, length, at: "remote" });
@@ -199,6 +204,15 @@ export class PrimaryEngine {
     }
     this.reads.set(id, { id, offset, length, at: "local" });
     return [{ type: "local", id, kind: "read", offset, length }];
+  }
+
+  /** The range touches an extent whose local copy missed a write the peer took (local_stale). */
+  private touchesLocalStale(offset: number, length: number): boolean {
+    if (this.local_stale.size === 0) return false;
+    const first = this.map.extentOf(offset);
+    const last = this.map.extentOf(offset + length - 1);
+    for (let e = first; e <= last; e++) if (this.local_stale.has(e)) return true;
+    return false;
   }
 
   /** Local copy not trustworthy: the range touches an extent still to be copied from the peer. */
@@ -294,6 +308,19 @@ export class PrimaryEngine {
       if (flush) this.flushes.delete(id);
       if (modify) {
         this.modifies.delete(id);
+        if (!out.final.local_ok && out.final.remote_ok) {
+          // Spec 6.8 answers the write from the peer's copy; here the local copy is also known to be
+          // older, so reads of it go to the peer and the sync copies it back from there.
+          const first = this.map.extentOf(modify.offset);
+          const last = this.map.extentOf(modify.offset + modify.length - 1);
+          for (let e = first; e <= last; e++) this.local_stale.add(e);
+          const write = this.map.needSync(modify.offset, modify.length);
+          if (write) actions.push({ type: "map", write });
+          if (this.connected && !this.sync_running) {
+            actions.push(...this.unblock());
+            actions.push(...this.startPass());
+          }
+        }
         // An unsent leg was marked at start; a sent one that failed is marked now (sharp edge 17).
         const resync = !out.final.remote_ok && legs.remote_state !== "unsent";
         if (resync) {
@@ -372,6 +399,7 @@ export class PrimaryEngine {
     }
     const write = this.map.syncChunkDone(chunk, ok);
     if (write) actions.push({ type: "map", write });
+    if (!this.map.extentState(chunk.extent).in_sync_set) this.local_stale.delete(chunk.extent);
     actions.push(...this.unblock());
     actions.push(...this.pumpSync());
     return actions;
@@ -407,7 +435,7 @@ export class PrimaryEngine {
       const token = this.sync_locks.tryLock(chunk.offset, chunk.length);
       assert(token !== null, () => `sync chunk at ${chunk.offset} overlaps another sync chunk`);
       this.sync_inflight.set(chunk, token);
-      actions.push({ type: "sync-copy", chunk, from: this.syncsrc! });
+      actions.push({ type: "sync-copy", chunk, from: this.local_stale.has(chunk.extent) ? "secondary" : this.syncsrc! });
     }
     return actions;
   }

@@ -163,11 +163,20 @@ export class SecondaryWorker {
     else s.flushes++;
   }
 
+  /** Carries out one call's actions in order. A map write that fails fails the change it guards
+   * (its dirty bit may not be durable): the primary then keeps the extent for resync. */
   private run(actions: SecondaryAction[]): void {
+    let map_failed = false;
     for (const a of actions) {
       switch (a.type) {
         case "map":
-          this.store.writeMap(a.write);
+          try {
+            this.store.writeMap(a.write);
+          } catch (err) {
+            map_failed = true;
+            this.stats.local_errors.write++;
+            this.log.error(`Unable to update the activemap: ${(err as Error).message}`);
+          }
           break;
         case "log":
           this.log[a.level](a.message);
@@ -176,7 +185,7 @@ export class SecondaryWorker {
           this.reply(Number(a.seq), a.error, a.received);
           break;
         case "local":
-          this.run(this.engine.localDone(a.seq, this.local(Number(a.seq))));
+          this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(Number(a.seq))));
           break;
       }
     }

@@ -56,3 +56,23 @@ describe("writes while syncing from the secondary", () => {
     expect(d.metadata.length).toBe(before); // no localcnt bump: no split-brain made here
   });
 });
+
+describe("a local write error masked by the peer", () => {
+  test("reads of the extent go to the peer, and the sync copies it back from the peer", () => {
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+    });
+    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false });
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    const { id } = d.submit("write", 2 * EXTENT, 512);
+    d.completeLocal(d.pending_local.find((o) => o.request.id === id)!, false);
+    const actions = d.completeRemote(d.pending_remote.find((o) => o.request.id === id)!, true);
+    expect(d.replies.get(id)?.ok).toBe(true); // spec 6.8: the peer's copy answers it
+    const copies = actions.filter((a) => a.type === "sync-copy");
+    expect(copies.length).toBeGreaterThan(0);
+    expect(copies.every((a) => a.type === "sync-copy" && a.from === "secondary")).toBe(true);
+    const read = d.submit("read", 2 * EXTENT, 512);
+    expect(read.actions.map((a) => a.type)).toEqual(["remote"]);
+  });
+});
