@@ -23,7 +23,10 @@ export const MAX_RESOURCE_NAME_BYTES = 255;
 
 /** Flag bit 0: the next connect must copy the whole device to the peer (forced initial sync). */
 export const FLAG_SYNC_FULL_ON_CONNECT = 1 << 0;
-export const KNOWN_FLAGS = FLAG_SYNC_FULL_ON_CONNECT;
+/** The resuid was drawn by this node as a fresh primary and no secondary has confirmed it yet: it is
+ * written before the first handshake so a restarted worker offers the same one. */
+export const FLAG_RESUID_UNCONFIRMED = 1 << 1;
+export const KNOWN_FLAGS = FLAG_SYNC_FULL_ON_CONNECT | FLAG_RESUID_UNCONFIRMED;
 
 export type Role = "init" | "primary" | "secondary";
 /** HAST's numeric role codes (undef 0 is never stored). */

@@ -11,7 +11,7 @@
 import type { ActiveMap, MapWrite, SyncChunk } from "./activemap.ts";
 import { assert } from "./assert.ts";
 import type { Generation, SyncSource } from "./connect-decision.ts";
-import { FLAG_SYNC_FULL_ON_CONNECT } from "./metadata.ts";
+import { FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT } from "./metadata.ts";
 import { RangeLock } from "./rangelock.ts";
 import { RequestLegs, type LegOutcome, type ReplicationMode } from "./request-legs.ts";
 
@@ -140,6 +140,18 @@ export class PrimaryEngine {
   setResuid(resuid: bigint): PrimaryAction[] {
     assert(this.gen.resuid === 0n && resuid !== 0n, "resuid is set once, to a non-zero value");
     this.gen.resuid = resuid;
+    this.gen.flags |= FLAG_RESUID_UNCONFIRMED;
+    return [{ type: "metadata", generation: this.generation }];
+  }
+
+  /** A fresh primary's resuid is unconfirmed until a secondary accepted it in a handshake. */
+  get resuid_unconfirmed(): boolean {
+    return this.gen.resuid === 0n || (this.gen.flags & FLAG_RESUID_UNCONFIRMED) !== 0;
+  }
+
+  confirmResuid(): PrimaryAction[] {
+    if ((this.gen.flags & FLAG_RESUID_UNCONFIRMED) === 0) return [];
+    this.gen.flags &= ~FLAG_RESUID_UNCONFIRMED;
     return [{ type: "metadata", generation: this.generation }];
   }
 
@@ -349,7 +361,9 @@ export class PrimaryEngine {
     this.peer_localcnt = c.peer_localcnt;
     this.peer_remotecnt = c.peer_remotecnt;
     const actions: PrimaryAction[] = [];
-    const merged = this.map.mergeRemote(c.peer_map);
+    // Until a full pass has completed, every extent is copied, whatever the secondary answered
+    // (its answer asking for the full copy may have been lost with an earlier connection).
+    const merged = this.map.mergeRemote((this.gen.flags & FLAG_SYNC_FULL_ON_CONNECT) !== 0 ? allExtents(this.map.nextents, c.peer_map.length) : c.peer_map);
     if (merged) actions.push({ type: "map", write: merged });
     if (c.virgin && this.gen.localcnt === 0n) {
       this.gen.localcnt = 1n;
@@ -509,4 +523,10 @@ export class PrimaryEngine {
     if (this.sync_waiting && !this.overlapsModify(this.sync_waiting.offset, this.sync_waiting.length)) actions.push(...this.pumpSync());
     return actions;
   }
+}
+
+function allExtents(nextents: number, bytes: number): Uint8Array {
+  const map = new Uint8Array(bytes);
+  for (let e = 0; e < nextents; e++) map[e >> 3]! |= 1 << (e & 7);
+  return map;
 }

@@ -86,19 +86,37 @@ export class SecondaryEngine {
       if (error) {
         for (const [e, n] of covered) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + n);
       } else {
-        for (const [e, n] of covered) {
-          const offset = e * this.map.extentsize;
-          for (let i = 0; i < n; i++) {
-            const write = this.map.writeComplete(offset, this.map.extentLength(e));
-            if (write) actions.push({ type: "map", write });
-          }
-        }
-        // What the LRU kept is durable too: nothing for the next handshake to hand back.
-        const forget = this.map.forgetKeepdirty();
-        if (forget) actions.push({ type: "map", write: forget });
+        actions.push(...this.release(covered));
       }
     }
     actions.push({ type: "reply", seq, error, received: false });
+    return actions;
+  }
+
+  /**
+   * The caller flushed the whole component with nothing in flight (the link ended, or an orderly
+   * stop): every change is durable, so the map can say so and the next handshake hands back nothing.
+   */
+  allDurable(): SecondaryAction[] {
+    const all = new Map<number, number>(this.unflushed);
+    for (const covered of this.flushing.values()) for (const [e, n] of covered) all.set(e, (all.get(e) ?? 0) + n);
+    this.unflushed = new Map();
+    this.flushing.clear();
+    return this.release(all);
+  }
+
+  /** Releases the extents whose changes a flush made durable, and the keepdirty LRU with them. */
+  private release(covered: Map<number, number>): SecondaryAction[] {
+    const actions: SecondaryAction[] = [];
+    for (const [e, n] of covered) {
+      const offset = e * this.map.extentsize;
+      for (let i = 0; i < n; i++) {
+        const write = this.map.writeComplete(offset, this.map.extentLength(e));
+        if (write) actions.push({ type: "map", write });
+      }
+    }
+    const forget = this.map.forgetKeepdirty();
+    if (forget) actions.push({ type: "map", write: forget });
     return actions;
   }
 

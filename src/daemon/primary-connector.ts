@@ -38,8 +38,6 @@ export class PrimaryConnector {
   private wake: (() => void) | null = null;
   private last_problem = "";
   private timer: ReturnType<typeof setInterval> | null = null;
-  /** Drawn once: a secondary may have adopted it from an attempt whose reply was lost. */
-  private fresh_resuid: bigint | null = null;
   private ticks = 0;
   split_brain = false;
 
@@ -107,14 +105,15 @@ export class PrimaryConnector {
 
   private async attempt(): Promise<void> {
     const { engine, meta, resource } = this.o;
-    const fresh = engine.generation.resuid === 0n;
-    // A brand-new pair: the resuid is made now; claiming "virgin" tells the secondary that no copy is
-    // needed, so it is claimed only when `hastctl create --initial-sync none` said so.
-    if (fresh) this.fresh_resuid ??= randomResuid();
-    const resuid = fresh ? this.fresh_resuid! : engine.generation.resuid;
-    const virgin = fresh && (meta.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
+    // A brand-new pair: the resuid is drawn once and written before the first attempt (a secondary
+    // may adopt it from an attempt whose answer is lost, or this worker may restart meanwhile).
+    const fresh = engine.resuid_unconfirmed;
+    if (engine.generation.resuid === 0n) this.o.io.apply(engine.setResuid(randomResuid()));
+    // Claiming "virgin" tells the secondary that no copy is needed, so it is claimed only when
+    // `hastctl create --initial-sync none` said so.
+    const virgin = fresh && (engine.generation.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
     const outcome = await primaryHandshake({
-      resource, node: this.o.node, generation: { ...engine.generation, resuid }, virgin,
+      resource, node: this.o.node, generation: engine.generation, virgin,
       datasize: meta.datasize, extentsize: meta.extentsize, prims: bunPeerPrimitives,
     });
     if (this.stopped) {
@@ -135,7 +134,7 @@ export class PrimaryConnector {
     this.split_brain = false;
     this.last_problem = "";
     const { link, reply, bitmap } = outcome;
-    const actions = fresh ? engine.setResuid(resuid) : [];
+    const actions = engine.confirmResuid();
     const peer_map = bitmap.length > 0 ? bitmap : new Uint8Array(expectedBitmapBytes(meta.datasize, meta.extentsize));
     if (reply.syncsrc === "none") {
       link.close("secondary sent no sync direction");

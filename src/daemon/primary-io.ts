@@ -199,6 +199,11 @@ export class PrimaryIo implements BlockBackend {
 
   // ---- executing engine actions ----
 
+  /** Carries out engine actions that arise outside a request (e.g. the connector's resuid). */
+  apply(actions: PrimaryAction[]): void {
+    this.run(actions);
+  }
+
   private run(actions: PrimaryAction[]): void {
     this.queue.push(...actions);
     if (this.running) return;

@@ -175,8 +175,8 @@ describe("writes while connected", () => {
 });
 
 describe("connect and sync", () => {
-  test("merged map first, then at most SYNC_CHUNKS_MAX chunks, syncstart/syncdone, counters mirrored, flag cleared", () => {
-    const d = driver("fullsync", 3n, 1n, FLAG_SYNC_FULL_ON_CONNECT);
+  test("merged map first, then at most SYNC_CHUNKS_MAX chunks, syncstart/syncdone, counters mirrored", () => {
+    const d = driver("fullsync", 3n, 1n);
     const actions = d.connect(connection(d, { extents: [1, 4, 6], peer_localcnt: 1n, peer_remotecnt: 2n }));
     expect(types(actions)).toEqual(["map", "event:syncstart", ...Array(SYNC_CHUNKS_MAX).fill("sync-copy")]);
     for (const e of [1, 4, 6]) expect(d.onDiskExtents()).toContain(e);
@@ -192,6 +192,15 @@ describe("connect and sync", () => {
     expect(d.events).toEqual(["syncstart", "syncdone"]);
     expect(d.metadata).toEqual([{ resuid: 7n, localcnt: 2n, remotecnt: 1n, flags: 0 }]);
     expect(d.engine.syncProgress()).toEqual({ done_bytes: 3 * EXTENT, pending_bytes: 0, active: false });
+  });
+
+  test("until a full pass completed (initial-sync flag), every extent is copied whatever the peer's map; then the flag is cleared", () => {
+    const d = driver("fullsync", 3n, 1n, FLAG_SYNC_FULL_ON_CONNECT);
+    d.connect(connection(d, { extents: [1], peer_localcnt: 1n, peer_remotecnt: 2n }));
+    let copies = 0;
+    for (; d.pending_sync.length > 0 && copies < 1000; copies++) d.completeSync(d.pending_sync[0]!, true);
+    expect(copies).toBe(NEXTENTS * (EXTENT / CHUNK));
+    expect(d.metadata).toEqual([{ resuid: 7n, localcnt: 2n, remotecnt: 1n, flags: 0 }]);
     expect(d.map.dirtyExtentCount()).toBe(0);
     expect(d.onDiskExtents()).toEqual([]);
   });

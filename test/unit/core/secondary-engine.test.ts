@@ -121,3 +121,19 @@ describe("SecondaryEngine keeps unflushed changes in its map", () => {
     expect(map.extentState(5).dirty).toBe(true);
   });
 });
+
+describe("SecondaryEngine.allDurable", () => {
+  test("after a full flush with nothing in flight, every extent is released and the map is clean", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1n, offset: 2 * EXTENT }));
+    e.localDone(1n, null);
+    e.request(req({ seq: 2n, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 3n, offset: 6 * EXTENT }));
+    e.localDone(3n, null);
+    expect(map.extentState(2).dirty && map.extentState(6).dirty).toBe(true);
+    const actions = e.allDurable();
+    expect(actions.every((a) => a.type === "map")).toBe(true);
+    expect(map.dirtyExtentCount()).toBe(0);
+    expect(map.diskImage().every((b) => b === 0)).toBe(true);
+  });
+});
