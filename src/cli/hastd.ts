@@ -10,7 +10,7 @@ import { Hastd } from "../daemon/main.ts";
 import { fileSink, Logger, stderrSink, syslogSink } from "../daemon/log.ts";
 import type { LogSetup } from "../daemon/ipc.ts";
 import { Pidfile } from "../daemon/pidfile.ts";
-import { selfArgv } from "../daemon/self.ts";
+import { selfArgv } from "../io/self.ts";
 import { runWorker } from "../daemon/worker.ts";
 import { getopt, GetoptError } from "./getopt.ts";
 import pkg from "../../package.json" with { type: "json" };

@@ -4,7 +4,7 @@ import type { Subprocess } from "bun";
 import type { FromWorker, HookEvent, ToWorker, WorkerStatus } from "./ipc.ts";
 
 export type WorkerInit = Omit<Extract<ToWorker, { type: "init" }>, "type">;
-import { selfArgv } from "./self.ts";
+import { selfArgv } from "../io/self.ts";
 
 export const WORKER_STATUS_TIMEOUT_MS = 5_000;
 export const WORKER_STOP_TIMEOUT_MS = 30_000;

@@ -17,7 +17,7 @@ import { existsSync, lstatSync, mkdirSync, symlinkSync, unlinkSync } from "node:
 import { join } from "node:path";
 import { EX_OSERR } from "../core/sysexits.ts";
 import { native } from "../native.ts";
-import { isCompiled } from "../daemon/self.ts";
+import { isCompiled } from "../io/self.ts";
 import { BackendError, type BlockBackend } from "./block-backend.ts";
 import type { DeviceGate, DeviceOptions } from "./device.ts";
 
