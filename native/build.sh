@@ -14,6 +14,6 @@ if [ -f "$out/libggate.so" ] && [ "$out/libggate.so" -nt "$here/ggate.c" ]; then
 	exit 0
 fi
 echo "hast: building native/ggate.c -> native/build/libggate.so"
-"$cc" -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared \
+"$cc" -std=c11 -O2 -g -Wall -Wextra -Werror -fPIC -shared -pthread \
 	-o "$out/libggate.so.tmp" "$here/ggate.c"
 mv "$out/libggate.so.tmp" "$out/libggate.so"

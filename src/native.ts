@@ -29,7 +29,7 @@ import { readFileSync, statSync } from "node:fs";
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 3; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 4; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -48,7 +48,9 @@ const lib = dlopen(libPath, {
   hast_lock_exclusive: { args: ["i32"], returns: "i32" },
   hast_strerror: { args: ["i32", "ptr", "u64"], returns: "i32" },
   hast_errno_table: { args: ["ptr", "u64"], returns: "i32" },
-  hast_nbd_attach: { args: ["i32", "u64", "u32", "u64", "u32"], returns: "i32" },
+  hast_socketpair: { args: ["ptr"], returns: "i32" },
+  hast_genl_family: { args: ["ptr"], returns: "i32" },
+  hast_nbd_attach: { args: ["i32", "u64", "u64", "u64", "u32", "ptr", "ptr"], returns: "i32" },
   hast_nbd_detach: { args: ["i32"], returns: "i32" },
   hast_ggate_layout: { args: ["ptr", "u64"], returns: "i32" },
   hast_ggate_create: { args: ["i32", "ptr", "u64", "u32", "u32", "ptr"], returns: "i32" },
@@ -118,6 +120,9 @@ function strerror(errno: number): string {
 /** errno values callers compare against (platform numbering). */
 const ERRNO = {
   EBADF: errnoMust("EBADF"),
+  EBUSY: errnoMust("EBUSY"),
+  ENODEV: errnoMust("ENODEV"),
+  EPERM: errnoMust("EPERM"),
   EINVAL: errnoMust("EINVAL"),
   EIO: errnoMust("EIO"),
   EOPNOTSUPP: errnoMust("EOPNOTSUPP"),
@@ -388,27 +393,71 @@ function lockExclusive(fd: number, path: string): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// kernel frontends: entry points exist, the implementations arrive with later issues
+// sockets and the Linux kernel nbd client (platform.md 3)
 
-function frontendCall(rc: number, op: string, path: string, later: string): number {
-  if (rc === -ERRNO.ENOTSUP) {
-    throw new NativeError({ op, path, errno: ERRNO.ENOTSUP, code: "ENOTSUP", note: `not implemented yet: ${later}` });
-  }
-  return check(rc, op, path);
+/** A connected AF_UNIX stream socket pair (close-on-exec); both descriptors belong to the caller. */
+function socketpair(): [number, number] {
+  const fds = new Int32Array(2);
+  check(c.hast_socketpair(fds), "socketpair", "AF_UNIX SOCK_STREAM");
+  return [fds[0]!, fds[1]!];
 }
 
-const NBD_LATER = "kernel nbd attach arrives with issue 3";
+/** Id of a generic netlink family ("nbd" exists once the module is loaded); ENOENT when absent. */
+function genlFamily(name: string): number {
+  return check(c.hast_genl_family(cPath(name)), "genl-family", `"${name}"`);
+}
 
-/** Attaches a transmission-phase socket to a kernel nbd device; returns its index. */
+export interface NbdAttachment {
+  /** N of /dev/nbdN. */
+  index: number;
+  /** How it was attached: generic netlink, or the ioctl fallback (a C thread sits in NBD_DO_IT). */
+  via: "netlink" | "ioctl";
+}
+
+/** Longest backend identifier (NBD_ATTR_BACKEND_IDENTIFIER, shown in /sys/block/nbdN/backend). */
+export const NBD_IDENTIFIER_BYTES_MAX = 127;
+
+/** One line saying what is missing or not allowed, for the errors an operator is likely to meet. */
+function nbdReason(errno: number): string | undefined {
+  if (errno === ERRNO.ENODEV) return "no kernel nbd: neither the generic netlink family \"nbd\" nor /dev/nbd0 exists (load it: modprobe nbd)";
+  if (errno === ERRNO.EBUSY) return "every /dev/nbdN already has a client (raise the module's nbds_max)";
+  if (errno === ERRNO.EPERM) return "not permitted: attaching kernel nbd needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)";
+  if (errno === ERRNO.ENOTSUP) return "kernel nbd exists only on Linux";
+  return undefined;
+}
+
+function nbdCheck(rc: number, op: string, path: string): number {
+  if (rc >= 0) return rc;
+  throw new NativeError({ op, path, errno: -rc, reason: nbdReason(-rc) });
+}
+
+/**
+ * Hands sockFd (already in transmission phase: no handshake, simple replies) to a kernel nbd
+ * device of size_bytes; netlink first, the ioctls on a free /dev/nbdN when the family is missing.
+ * The kernel keeps its own reference: the caller may close sockFd afterwards.
+ */
 function nbdAttach(sockFd: number, size_bytes: number, block_bytes: number, server_flags: number,
-  timeout_s: number): number {
-  return frontendCall(c.hast_nbd_attach(sockFd, size_bytes, block_bytes, server_flags, timeout_s),
-    "nbd-attach", `socket fd ${sockFd}`, NBD_LATER);
+  timeout_s: number, identifier: string): NbdAttachment {
+  const path = `socket fd ${sockFd}`;
+  assertByteCount("nbd-attach", path, "size", size_bytes);
+  const name = cPath(identifier);
+  if (name.byteLength - 1 > NBD_IDENTIFIER_BYTES_MAX) {
+    throw new RangeError(`nbd-attach ${path}: identifier "${identifier}" is longer than ${NBD_IDENTIFIER_BYTES_MAX} bytes`);
+  }
+  const via_ioctl = new Int32Array(1);
+  const index = nbdCheck(c.hast_nbd_attach(sockFd, size_bytes, block_bytes, server_flags, timeout_s, name, via_ioctl),
+    "nbd-attach", path);
+  return { index, via: via_ioctl[0] === 1 ? "ioctl" : "netlink" };
 }
 
+/** Disconnects /dev/nbd<index> (netlink NBD_CMD_DISCONNECT, else NBD_DISCONNECT + NBD_CLEAR_SOCK). */
 function nbdDetach(index: number): void {
-  frontendCall(c.hast_nbd_detach(index), "nbd-detach", `/dev/nbd${index}`, NBD_LATER);
+  if (!Number.isInteger(index) || index < 0) throw new RangeError(`nbd-detach: index ${index} is not a non-negative integer`);
+  nbdCheck(c.hast_nbd_detach(index), "nbd-detach", `/dev/nbd${index}`);
 }
+
+// ---------------------------------------------------------------------------------------------
+// FreeBSD GEOM Gate
 
 /** ENOTSUP off FreeBSD, where the GEOM Gate entry points only refuse. */
 function ggateCall(rc: number, op: string, path: string): number {
@@ -486,6 +535,8 @@ export const native = {
   sectorSize,
   kind,
   lockExclusive,
+  socketpair,
+  genlFamily,
   nbdAttach,
   nbdDetach,
   ggateLayout,
