@@ -107,6 +107,13 @@ export class NbdConnection {
     this.send(encodeGreeting());
   }
 
+  /** For a peer that skips the handshake (the kernel nbd client): requests from the first byte,
+   * simple replies only, since structured replies can only be negotiated in the handshake. */
+  openInTransmission(): void {
+    if (this.phase !== "client_flags") throw new Error(`${this.label}: openInTransmission after the connection started`);
+    this.enterTransmission();
+  }
+
   onData(chunk: Uint8Array): void {
     if (this.phase === "closing" || this.phase === "closed") return;
     this.rx.push(chunk);

@@ -133,7 +133,8 @@ export class NbdServer {
   }
 }
 
-function exportContext(opts: NbdServerOptions): ExportContext {
+/** What every connection of an export shares, checked against the backend. */
+export function exportContext(opts: Omit<NbdServerOptions, "listen" | "max_connections">): ExportContext {
   const { backend, export_name } = opts;
   const block_bytes = backend.block_bytes;
   if (!Number.isInteger(Math.log2(block_bytes)) || block_bytes > 65536) {

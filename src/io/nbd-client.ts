@@ -23,7 +23,9 @@ export class RawNbdClient {
 
   private constructor(private socket: Socket<undefined>) {}
 
-  static async connect(target: { unix: string } | { hostname: string; port: number }): Promise<RawNbdClient> {
+  /** `{ fd }` wraps a connected descriptor (taken over: closed with the client), e.g. one end of a
+   * socketpair whose other end a server serves in transmission phase: then skip handshake(). */
+  static async connect(target: { unix: string } | { hostname: string; port: number } | { fd: number }): Promise<RawNbdClient> {
     let client: RawNbdClient | undefined;
     const handlers = {
       binaryType: "uint8array" as const,
@@ -32,7 +34,10 @@ export class RawNbdClient {
       close: () => client!.onClose(),
       error: () => client?.onClose(),
     };
-    const socket = "unix" in target
+    // Bun.connect accepts { fd } at run time; its type definitions do not list it.
+    const socket = "fd" in target
+      ? await Bun.connect({ fd: target.fd, socket: handlers } as unknown as Parameters<typeof Bun.connect>[0]) as Socket<undefined>
+      : "unix" in target
       ? await Bun.connect({ unix: target.unix, socket: handlers })
       : await Bun.connect({ hostname: target.hostname, port: target.port, socket: handlers });
     client = new RawNbdClient(socket);
