@@ -361,10 +361,16 @@ export class PrimaryEngine {
     this.peer_localcnt = c.peer_localcnt;
     this.peer_remotecnt = c.peer_remotecnt;
     const actions: PrimaryAction[] = [];
-    // Until a full pass has completed, every extent is copied, whatever the secondary answered
-    // (its answer asking for the full copy may have been lost with an earlier connection).
-    const merged = this.map.mergeRemote((this.gen.flags & FLAG_SYNC_FULL_ON_CONNECT) !== 0 ? allExtents(this.map.nextents, c.peer_map.length) : c.peer_map);
+    // The first connection after `create --initial-sync full` copies every extent, whatever the
+    // secondary answered (its answer asking for the full copy may have been lost with an earlier
+    // connection). The map carries that from here on, so a later reconnect resumes the copy.
+    const full = (this.gen.flags & FLAG_SYNC_FULL_ON_CONNECT) !== 0;
+    const merged = this.map.mergeRemote(full ? allExtents(this.map.nextents, c.peer_map.length) : c.peer_map);
     if (merged) actions.push({ type: "map", write: merged });
+    if (full) {
+      this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
+      actions.push({ type: "metadata", generation: this.generation });
+    }
     if (c.virgin && this.gen.localcnt === 0n) {
       this.gen.localcnt = 1n;
       actions.push({ type: "metadata", generation: this.generation });
