@@ -205,12 +205,14 @@ export class PrimaryIo implements BlockBackend {
   }
 
   private run(actions: PrimaryAction[]): void {
-    this.queue.push(...actions);
+    for (const a of actions) this.queue.push(a);
     if (this.running) return;
     this.running = true;
     try {
-      for (let a = this.queue.shift(); a; a = this.queue.shift()) this.execute(a);
+      // Index walk, not shift(): actions executed here may append more.
+      for (let i = 0; i < this.queue.length; i++) this.execute(this.queue[i]!);
     } finally {
+      this.queue.length = 0;
       this.running = false;
     }
   }
