@@ -107,6 +107,14 @@ export class PrimaryEngine {
    * peer): read from the peer, copied back from it by the sync. Kept for the worker's lifetime.
    */
   private readonly local_stale = new Set<number>();
+  /**
+   * Extents of replicated changes the secondary answered but may still hold in its disk cache:
+   * their dirty hold (one writeStart each) is kept until a flush sent to the peer after they
+   * finished succeeds, so a power loss of the secondary cannot lose them unnoticed. Per extent:
+   * how many holds. `flushing` is what each flush in flight covers (by request id, or -pass).
+   */
+  private unflushed = new Map<number, number>();
+  private readonly flushing = new Map<number, Map<number, number>>();
   /** Consecutive passes that failed on this connection. */
   private pass_retries = 0;
   private sync_done_bytes = 0;
@@ -263,7 +271,40 @@ export class PrimaryEngine {
     const legs = new RequestLegs("fullsync", this.connected);
     this.flushes.set(id, { id, legs });
     const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];
-    if (this.connected) actions.push({ type: "remote", id, kind: "flush", offset: 0, length: 0, memsync: false });
+    if (this.connected) {
+      this.coverUnflushed(id);
+      actions.push({ type: "remote", id, kind: "flush", offset: 0, length: 0, memsync: false });
+    }
+    return actions;
+  }
+
+  /** A flush is about to reach the peer: it covers every change finished so far. */
+  private coverUnflushed(key: number): void {
+    this.flushing.set(key, this.unflushed);
+    this.unflushed = new Map();
+  }
+
+  /** The flush `key` ended: on success its changes are durable on the peer and their holds go;
+   * otherwise they wait for the next flush. */
+  private flushEnded(key: number, ok: boolean): PrimaryAction[] {
+    const covered = this.flushing.get(key);
+    if (!covered) return [];
+    this.flushing.delete(key);
+    if (!ok) {
+      for (const [e, n] of covered) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + n);
+      return [];
+    }
+    return this.releaseHolds(covered);
+  }
+
+  private releaseHolds(holds: Map<number, number>): PrimaryAction[] {
+    const actions: PrimaryAction[] = [];
+    for (const [e, n] of holds) {
+      for (let i = 0; i < n; i++) {
+        const write = this.map.writeComplete(e * this.map.extentsize, this.map.extentLength(e));
+        if (write) actions.push({ type: "map", write });
+      }
+    }
     return actions;
   }
 
@@ -317,7 +358,10 @@ export class PrimaryEngine {
       actions.push({ type: "reply", id, ok: out.ack.ok });
     }
     if (out.final) {
-      if (flush) this.flushes.delete(id);
+      if (flush) {
+        this.flushes.delete(id);
+        actions.push(...this.flushEnded(id, out.final.remote_ok));
+      }
       if (modify) {
         this.modifies.delete(id);
         if (!out.final.local_ok && out.final.remote_ok) {
@@ -342,8 +386,15 @@ export class PrimaryEngine {
           // counters must say so, or a later failover could take the peer's older copy as newer.
           actions.push(...this.noteDisconnectedChange());
         }
-        const write = this.map.writeComplete(modify.offset, modify.length);
-        if (write) actions.push({ type: "map", write });
+        if (out.final.remote_ok) {
+          // Held dirty until a flush makes it durable on the peer (see `unflushed`).
+          const first = this.map.extentOf(modify.offset);
+          const last = this.map.extentOf(modify.offset + modify.length - 1);
+          for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
+        } else {
+          const write = this.map.writeComplete(modify.offset, modify.length);
+          if (write) actions.push({ type: "map", write });
+        }
         actions.push(...this.unblock());
         if (resync && this.connected && !this.sync_running) actions.push(...this.startPass());
       }
@@ -386,6 +437,16 @@ export class PrimaryEngine {
     if (!this.connected) return [];
     this.connected = false;
     const actions: PrimaryAction[] = [];
+    // Changes the peer answered but never confirmed durable: copied again at the next connect.
+    const held = this.unflushed;
+    this.unflushed = new Map();
+    for (const covered of this.flushing.values()) for (const [e, n] of covered) held.set(e, (held.get(e) ?? 0) + n);
+    this.flushing.clear();
+    for (const e of held.keys()) {
+      const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
+      if (write) actions.push({ type: "map", write });
+    }
+    actions.push(...this.releaseHolds(held));
     if (this.sync_running) {
       this.sync_running = false;
       actions.push({ type: "log", level: "info", message: `Synchronization interrupted. ${this.sync_done_bytes} bytes synchronized so far.` });
@@ -466,6 +527,7 @@ export class PrimaryEngine {
     this.sync_running = false;
     const failed = this.map.syncDeferredExtentCount();
     if (failed > 0) return this.retryPass(`Synchronization left ${failed} extents dirty after errors`);
+    this.coverUnflushed(-this.sync_pass);
     return [{ type: "sync-flush", pass: this.sync_pass }];
   }
 
@@ -483,10 +545,11 @@ export class PrimaryEngine {
   /** Spec 8 end of pass, once the copied data is durable on both sides: direction forgotten,
    * counters mirrored and persisted. */
   syncFlushDone(pass: number, ok: boolean): PrimaryAction[] {
-    if (pass !== this.sync_pass || !this.connected || this.sync_running) return [];
-    if (!ok) return this.retryPass("Unable to flush the synchronized data");
+    const released = this.flushEnded(-pass, ok && this.connected);
+    if (pass !== this.sync_pass || !this.connected || this.sync_running) return released;
+    if (!ok) return [...released, ...this.retryPass("Unable to flush the synchronized data")];
     this.pass_retries = 0;
-    const actions: PrimaryAction[] = [];
+    const actions: PrimaryAction[] = [...released];
     if (this.sync_done_bytes > 0) {
       actions.push({ type: "log", level: "info", message: `Synchronization complete. ${this.sync_done_bytes} bytes synchronized.` });
       actions.push({ type: "event", event: "syncdone" });

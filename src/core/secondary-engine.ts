@@ -3,11 +3,12 @@
 // I/O, reply with the result. Its own activemap is cleared once, at the first request after a
 // handshake (by then the primary has merged and persisted it).
 //
-// Unlike HAST, the secondary keeps its own map honest afterwards: an extent is marked dirty before
-// a write or trim reaches its disk and stays marked until a FLUSH made that change durable. The
-// primary counts a replicated write as done once the secondary answered, so without this a power
-// loss of the secondary would drop writes still in its disk cache with no map covering them; with
-// it, the next handshake hands those extents to the primary, which copies them again.
+// Unlike HAST, the secondary keeps its own map honest for synchronization writes: an extent is
+// marked dirty before such a write reaches its disk and stays marked until a FLUSH made it durable.
+// The primary counts a synchronized extent as copied once the secondary answered, so without this a
+// power loss of the secondary would drop copied data still in its disk cache with no map covering
+// it; with it, the next handshake hands those extents back. Regular writes need no such marking:
+// the primary holds their extents dirty itself until a flush reached the secondary.
 import type { ActiveMap, MapWrite } from "./activemap.ts";
 import type { RequestKind } from "./primary-engine.ts";
 
@@ -19,6 +20,8 @@ export interface SecondaryRequest {
   offset: number;
   length: number;
   memsync: boolean;
+  /** Synchronization traffic (the frame's SYNC flag). */
+  sync: boolean;
 }
 
 export type SecondaryAction =
@@ -60,7 +63,7 @@ export class SecondaryEngine {
       actions.push({ type: "map", write: this.map.clear() });
     }
     this.inflight.set(r.seq, r);
-    if (r.kind === "write" || r.kind === "delete") {
+    if (r.sync && (r.kind === "write" || r.kind === "delete")) {
       const write = this.map.writeStart(r.offset, r.length);
       if (write) actions.push({ type: "map", write });
     } else if (r.kind === "flush") {
@@ -76,7 +79,7 @@ export class SecondaryEngine {
     const r = this.inflight.get(seq);
     this.inflight.delete(seq);
     const actions: SecondaryAction[] = [];
-    if (r && (r.kind === "write" || r.kind === "delete")) {
+    if (r && r.sync && (r.kind === "write" || r.kind === "delete")) {
       const first = this.map.extentOf(r.offset);
       const last = this.map.extentOf(r.offset + r.length - 1);
       for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);

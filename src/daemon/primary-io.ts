@@ -333,14 +333,15 @@ export class PrimaryIo implements BlockBackend {
   }
 
   /**
-   * The secondary keeps every change dirty in its own map until a FLUSH covers it (so its power
-   * loss cannot lose answered writes). Applications may never flush, so every few seconds in which
-   * changes went out, a flush is sent on their behalf: it bounds what a reconnect copies again.
+   * The engine holds the extents of replicated changes dirty until a flush reached the secondary (a
+   * power loss there cannot lose answered writes unnoticed). Applications may never flush, so every
+   * few seconds in which changes went out, a flush is sent on their behalf: it releases those
+   * extents and bounds what a reconnect copies again.
    */
   backgroundFlush(): void {
     if (!this.link || !this.changed_since_flush) return;
     this.changed_since_flush = false;
-    void this.flushBoth();
+    this.submit("flush", 0, 0, null).catch((err: Error) => this.o.log.debug(`Background flush failed: ${err.message}`));
   }
 
   private remoteSync(frame: Extract<Frame, { kind: "read" | "write" | "flush" }>): Promise<Extract<Frame, { kind: "reply" }>> {

@@ -153,6 +153,7 @@ export class SecondaryWorker {
         const length = frame.kind === "flush" ? 0 : frame.length;
         return this.run(this.engine.request({
           seq: BigInt(seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync,
+          sync: frame.kind === "write" && frame.sync,
         }));
       }
       default:

@@ -69,7 +69,11 @@ describe("outages", () => {
       const dirty = before.dirty as number;
       expect(dirty).toBeGreaterThan(0);
       expect(dirty % EXTENT_BYTES).toBe(0);
-      expect(dirty).toBeLessThan(DATA_BYTES / 4);
+      // Dirty: the degraded writes' extents, plus the extents of writes the secondary answered but had
+      // not been asked to flush when it died (the primary holds those until a flush; at most the
+      // first half the writer walks), never the whole device.
+      const bound = DATA_BYTES / 2 + Math.ceil(degraded_bytes / EXTENT_BYTES + 1) * EXTENT_BYTES;
+      expect(dirty).toBeLessThanOrEqual(bound);
       // The initial full sync of the fresh pair is the only pass so far.
       expect(syncedBytes(pair.daemon(a).log)).toEqual([DATA_BYTES]);
 
@@ -84,7 +88,7 @@ describe("outages", () => {
       expect(first).toBe(DATA_BYTES);
       expect(resynced).toBeGreaterThanOrEqual(dirty);
       expect(resynced).toBeLessThanOrEqual(dirty + b_dirty_bytes);
-      expect(resynced).toBeLessThan(DATA_BYTES / 4);
+      expect(resynced).toBeLessThanOrEqual(bound);
       expect(pair.daemon(b).log).toContain("decision row 5");
     } finally {
       client.close();

@@ -15,6 +15,8 @@ import type { Host } from "./host.ts";
 import type { Connection } from "./network.ts";
 import { bytesToSectors, sectorsToBytes } from "./sectors.ts";
 
+/** primary-connector.ts flushes a connected pair every 2 s. */
+const BACKGROUND_FLUSH_MS = 2_000;
 /** How often the worker's timers run (reconnect, request timeout, keepalive). */
 export const TICK_MS = 100;
 
@@ -108,6 +110,8 @@ export class PrimaryProc {
     this.engine.setMode(mode);
   }
 
+  private last_background_flush_ms = 0;
+
   /** An application request (the NBD frontend's call into PrimaryIo). */
   submit(kind: RequestKind, offset: number, length: number, data: Uint32Array | null, reply: App["reply"]): number {
     const id = this.next_id++;
@@ -144,6 +148,11 @@ export class PrimaryProc {
       for (const w of this.remotes.values()) oldest = Math.min(oldest, w.sent_ms);
       if (now - oldest > this.ctx.cfg.timeout_ms) this.closeLink(`no reply from the secondary for ${this.ctx.cfg.timeout_ms} ms`);
       else if (now - this.link.last_send_ms >= this.ctx.cfg.keepalive_ms) this.send({ kind: "keepalive" });
+      // As primary-io's backgroundFlush: releases the extents held until the peer flushed.
+      if (now - this.last_background_flush_ms >= BACKGROUND_FLUSH_MS) {
+        this.last_background_flush_ms = now;
+        this.submit("flush", 0, 0, null, () => {});
+      }
     }
     if (this.dialing && now - this.dialing.last_send_ms > this.ctx.cfg.timeout_ms) {
       this.ctx.net.close(this.dialing.conn, 0, "handshake timed out");

@@ -157,7 +157,7 @@ export class SecondaryProc {
     this.pending.set(frame.seq, frame);
     const offset = "offset" in frame ? frame.offset : 0;
     const length = frame.kind === "flush" ? 0 : frame.length;
-    this.run(this.engine.request({ seq: BigInt(frame.seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync }));
+    this.run(this.engine.request({ seq: BigInt(frame.seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync, sync: frame.kind === "write" && frame.sync }));
   }
 
   private run(actions: SecondaryAction[]): void {

@@ -110,7 +110,7 @@ describe("writes while connected", () => {
     { mode: "async", after: "local done" },
   ];
   for (const { mode, after } of cases) {
-    test(`${mode}: answered after ${after}, extent clean only when both legs are done`, () => {
+    test(`${mode}: answered after ${after}, extent clean only when both legs are done and a flush reached the peer`, () => {
       const d = driver(mode);
       d.connect(connection(d));
       const { id, actions } = d.submit("write", 0, 1024);
@@ -126,6 +126,11 @@ describe("writes while connected", () => {
       expect(d.map.extentState(0).pending).toBe(1);
       d.completeRemote(remote, true);
       expect(d.replies.get(id)).toEqual({ ok: true });
+      // The peer may still hold it in its cache: the extent is held dirty until a flush covers it.
+      expect(d.map.extentState(0)).toMatchObject({ pending: 1, dirty: true, in_sync_set: false });
+      const flush = d.submit("flush", 0, 0);
+      d.completeLocal(op(d.pending_local, flush.id), true);
+      d.completeRemote(op(d.pending_remote, flush.id), true);
       expect(d.map.extentState(0)).toMatchObject({ pending: 0, dirty: false, in_sync_set: false, in_keepdirty: true });
       expect(d.local).toEqual(d.remote);
     });
@@ -669,7 +674,13 @@ class Run {
       if (d.engine.inflight() > 0 || d.engine.syncProgress().active) {
         throw new Error(`stalled: ${d.engine.inflight()} requests held, sync active=${d.engine.syncProgress().active}`);
       }
-      if (d.map.syncExtentCount() === 0 && !d.engine.syncProgress().active) return;
+      if (d.map.syncExtentCount() === 0 && !d.engine.syncProgress().active) {
+        // Replicated changes stay held until a flush reaches the peer (the daemon flushes in the
+        // background every 2 s): one more flush, then nothing may be dirty.
+        if (d.map.dirtyExtentCount() === 0) return;
+        d.submit("flush", 0, 0);
+        continue;
+      }
       d.disconnect(); // failed chunks are retried at the next connection
       this.check();
     }
@@ -705,6 +716,23 @@ describe("PrimaryEngine property", () => {
         throw new Error(`seed ${seed}: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
+  });
+});
+
+describe("holds until the peer flushed", () => {
+  test("a flush that fails keeps the holds for the next one; a disconnect turns them into resync", () => {
+    const d = driver("fullsync");
+    d.connect(connection(d));
+    drain(d);
+    const w = d.submit("write", 2 * EXTENT, 512);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    d.completeRemote(op(d.pending_remote, w.id), true);
+    const f = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, f.id), true);
+    d.completeRemote(op(d.pending_remote, f.id), false);
+    expect(d.map.extentState(2)).toMatchObject({ dirty: true, in_sync_set: false });
+    d.disconnect();
+    expect(d.map.extentState(2)).toMatchObject({ pending: 1, dirty: true, in_sync_set: true });
   });
 });
 

@@ -18,7 +18,7 @@ function engine(dirty: number[] = []): { e: SecondaryEngine; map: ActiveMap } {
 }
 
 function req(r: Partial<SecondaryRequest>): SecondaryRequest {
-  return { seq: 5n, kind: "write", offset: 0, length: SECTOR, memsync: false, ...r };
+  return { seq: 5n, kind: "write", offset: 0, length: SECTOR, memsync: false, sync: true, ...r };
 }
 
 describe("SecondaryEngine", () => {
@@ -135,5 +135,15 @@ describe("SecondaryEngine.allDurable", () => {
     expect(actions.every((a) => a.type === "map")).toBe(true);
     expect(map.dirtyExtentCount()).toBe(0);
     expect(map.diskImage().every((b) => b === 0)).toBe(true);
+  });
+});
+
+describe("SecondaryEngine marks only synchronization writes", () => {
+  test("a regular write touches no map (the primary holds its extent until a flush)", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1n, kind: "read" })); // the first request clears the map
+    expect(e.request(req({ seq: 2n, offset: 3 * EXTENT, sync: false })).map((a) => a.type)).toEqual(["local"]);
+    e.localDone(2n, null);
+    expect(map.extentState(3).dirty).toBe(false);
   });
 });
