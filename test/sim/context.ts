@@ -27,7 +27,7 @@ export interface SimConfig {
   meta_latency_ms_max: number;
 }
 
-export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early", "secondary-map-forgets"] as const;
+export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early", "flush-not-sent"] as const;
 export type Plant = (typeof PLANTS)[number];
 
 /** Everything the checkers need to see; the simulation implements it. */

@@ -397,6 +397,11 @@ export class PrimaryProc {
   private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
     const app = this.apps.get(id)!;
     if (!this.link) return this.run(this.engine.remoteDone(id, false));
+    if (this.ctx.plant === "flush-not-sent" && kind === "flush") {
+      // Planted bug: a flush counts as done on the peer without reaching it, so the extents held
+      // until the peer made them durable are released while they may still sit in its cache.
+      return this.ctx.clock.after(0, this.host.guard(() => this.run(this.engine.remoteDone(id, true))));
+    }
     const frame: Frame =
       kind === "read" ? { kind: "read", seq: id, offset, length, sync: false }
       : kind === "write" ? { kind: "write", seq: id, offset, length, memsync, sync: false, data: sectorsToBytes(app.data!, this.ctx.cfg.sector_bytes) }

@@ -28,7 +28,6 @@ export class SecondaryProc {
   private readonly read_data = new Map<number, Uint8Array>();
   private queue: SecondaryAction[] = [];
   private last_receive_ms: number;
-  private map_writes = 0;
   ended = false;
 
   /** A connection arrived at a node in role secondary; the worker waits for HANDSHAKE. */
@@ -166,10 +165,6 @@ export class SecondaryProc {
       const a = this.queue.shift()!;
       switch (a.type) {
         case "map":
-          if (this.ctx.plant === "secondary-map-forgets" && this.map_writes++ > 0) {
-            // Planted bug: after clearing its map, the secondary keeps no record of unflushed writes.
-            break;
-          }
           this.host.writeMap(a.write, this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => this.run([]));
           break;
         case "log":

@@ -11,7 +11,7 @@ const SEEDS = 500;
  * secondary loses power with writes in its cache, which fewer runs reach.
  */
 const PLANT_SEEDS_MAX: Record<Plant, number> = {
-  "ack-before-map": 40, "skip-resync-extent": 40, "merge-split-brain": 40, "ack-fullsync-early": 40, "secondary-map-forgets": 100,
+  "ack-before-map": 40, "skip-resync-extent": 40, "merge-split-brain": 40, "ack-fullsync-early": 40, "flush-not-sent": 100,
 };
 
 function explain(r: RunResult): string {
