@@ -5,7 +5,7 @@
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { decideConnect } from "../core/connect-decision.ts";
-import type { Metadata } from "../core/metadata.ts";
+import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError } from "../core/secondary-engine.ts";
 import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
 import { adoptFd } from "../io/byte-stream.ts";
@@ -88,6 +88,9 @@ export class SecondaryWorker {
       if (decision.adopt_resuid) {
         meta.resuid = hello.resuid;
         meta.prevrole = "secondary";
+        // Joining the primary's pair: this node's "copy my data whole at my first connect as
+        // primary" (create --initial-sync full) no longer applies; its data comes from the primary.
+        meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
         store.write(meta);
       }
       const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
