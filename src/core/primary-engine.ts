@@ -163,6 +163,18 @@ export class PrimaryEngine {
     return [{ type: "metadata", generation: this.generation }];
   }
 
+  /**
+   * Orderly stop of a connected, idle primary whose changes the peer has all flushed: the keepdirty
+   * LRU protects nothing any more, so its extents are marked clean and a planned role switch does
+   * not recopy them (HAST recopies up to keepdirty extents). Returns [] when that is not known.
+   */
+  forgetKeepdirty(): PrimaryAction[] {
+    if (!this.connected || this.inflight() > 0 || this.sync_running || this.unflushed.size > 0 || this.flushing.size > 0 ||
+      this.map.syncExtentCount() > 0) return [];
+    const write = this.map.forgetKeepdirty();
+    return write ? [{ type: "map", write }] : [];
+  }
+
   setMode(mode: ReplicationMode): void {
     this.mode = mode;
   }

@@ -338,6 +338,18 @@ export class PrimaryIo implements BlockBackend {
    * few seconds in which changes went out, a flush is sent on their behalf: it releases those
    * extents and bounds what a reconnect copies again.
    */
+  /** Orderly stop: one more flush through the peer, then the keepdirty extents are let go when the
+   * engine knows both copies are durable and equal (see PrimaryEngine.forgetKeepdirty). */
+  async settleForStop(): Promise<void> {
+    if (!this.link) return;
+    try {
+      await this.submit("flush", 0, 0, null);
+    } catch {
+      return;
+    }
+    this.run(this.o.engine.forgetKeepdirty());
+  }
+
   backgroundFlush(): void {
     if (!this.link || !this.changed_since_flush) return;
     this.changed_since_flush = false;

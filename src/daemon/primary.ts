@@ -20,6 +20,8 @@ import { newStatistics } from "./statistics.ts";
 import { openComponent, readMetadata } from "./component.ts";
 
 const DEFAULT_RUNDIR = "/var/run/hast";
+/** How long an orderly stop waits for its last flush through the peer. */
+const STOP_SETTLE_MS = 5_000;
 
 export interface PrimaryParts {
   resource: ResourceConfig;
@@ -121,6 +123,7 @@ export class PrimaryWorker {
       p.log.info(`Device ${p.device.path} destroyed.`);
     }
     await p.nbd.stop();
+    await Promise.race([p.io.settleForStop(), Bun.sleep(STOP_SETTLE_MS)]);
     p.connector.stop();
     p.disk.flush();
     p.disk.close();

@@ -76,3 +76,24 @@ describe("a local write error masked by the peer", () => {
     expect(read.actions.map((a) => a.type)).toEqual(["remote"]);
   });
 });
+
+describe("orderly stop", () => {
+  test("a connected, idle, flushed primary lets its keepdirty extents go; with work pending it keeps them", () => {
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+    });
+    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false });
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    const w = d.submit("write", 3 * EXTENT, 512);
+    d.completeLocal(d.pending_local.find((o) => o.request.id === w.id)!, true);
+    d.completeRemote(d.pending_remote.find((o) => o.request.id === w.id)!, true);
+    expect(d.engine.forgetKeepdirty()).toEqual([]); // held until the peer flushed
+    const f = d.submit("flush", 0, 0);
+    d.completeLocal(d.pending_local.find((o) => o.request.id === f.id)!, true);
+    d.completeRemote(d.pending_remote.find((o) => o.request.id === f.id)!, true);
+    expect(d.map.extentState(3)).toMatchObject({ dirty: false, in_keepdirty: true, on_disk: true });
+    expect(d.engine.forgetKeepdirty().map((a) => a.type)).toEqual(["map"]);
+    expect(d.map.extentState(3)).toMatchObject({ dirty: false, in_keepdirty: false, on_disk: false });
+  });
+});
