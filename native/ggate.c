@@ -300,15 +300,25 @@ static const struct {
 #endif
 };
 
+/*
+ * Appends "key=value\n" to buf when it fits (the tables below are read by src/native.ts), and
+ * always counts its length in *used, so a caller with too small a buffer learns the size needed.
+ */
+static int hast_append_line(char *buf, size_t len, size_t *used, const char *key, unsigned long long value) {
+	char line[96];
+	int n = snprintf(line, sizeof(line), "%s=%llu\n", key, value);
+	if (n < 0 || (size_t)n >= sizeof(line)) return -EOVERFLOW;
+	if (buf != NULL && *used + (size_t)n < len) memcpy(buf + *used, line, (size_t)n);
+	*used += (size_t)n;
+	return 0;
+}
+
 /* Writes "NAME=value\n" lines; returns the length needed (call again with more room if larger). */
 int hast_errno_table(char *buf, size_t len) {
 	size_t used = 0;
 	for (size_t i = 0; i < sizeof(hast_errnos) / sizeof(hast_errnos[0]); i++) {
-		char line[64];
-		int n = snprintf(line, sizeof(line), "%s=%d\n", hast_errnos[i].name, hast_errnos[i].value);
-		if (n < 0 || (size_t)n >= sizeof(line)) return -EOVERFLOW;
-		if (buf != NULL && used + (size_t)n < len) memcpy(buf + used, line, (size_t)n);
-		used += (size_t)n;
+		int rc = hast_append_line(buf, len, &used, hast_errnos[i].name, (unsigned long long)hast_errnos[i].value);
+		if (rc < 0) return rc;
 	}
 	if (buf != NULL && used < len) buf[used] = '\0';
 	return (int)used;
@@ -846,11 +856,8 @@ int hast_ggate_layout(char *buf, size_t len) {
 #undef HAST_AT
 	size_t used = 0;
 	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
-		char line[96];
-		int n = snprintf(line, sizeof(line), "%s=%llu\n", entries[i].key, (unsigned long long)entries[i].value);
-		if (n < 0 || (size_t)n >= sizeof(line)) return -EOVERFLOW;
-		if (buf != NULL && used + (size_t)n < len) memcpy(buf + used, line, (size_t)n);
-		used += (size_t)n;
+		int rc = hast_append_line(buf, len, &used, entries[i].key, (unsigned long long)entries[i].value);
+		if (rc < 0) return rc;
 	}
 	if (buf != NULL && used < len) buf[used] = '\0';
 	return (int)used;
