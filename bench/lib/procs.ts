@@ -2,10 +2,12 @@
 // by pid: SIGTERM, a bounded wait, then SIGKILL for the process and any descendant it left.
 import { readdirSync, readFileSync } from "node:fs";
 import type { Subprocess } from "bun";
+import { waitFor } from "../../test/wait-for.ts";
+
+export { waitFor };
 
 const STOP_WAIT_MS = 10_000;
 const COMMAND_TIMEOUT_MS = 300_000;
-const POLL_MS = 50;
 
 export interface Started {
   name: string;
@@ -55,23 +57,6 @@ export async function runOk(argv: string[], timeout_ms = COMMAND_TIMEOUT_MS, env
   return stdout;
 }
 
-/** Polls until `probe` is truthy; throws "timed out after N ms waiting for <what>". */
-export async function waitFor<T>(what: string, probe: () => T | Promise<T>, timeout_ms: number, poll_ms = POLL_MS): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeout_ms;
-  let last_error: unknown = null;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      last_error = err;
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(`timed out after ${timeout_ms} ms waiting for ${what}${last_error ? ` (${(last_error as Error).message})` : ""}`);
-    }
-    await Bun.sleep(poll_ms);
-  }
-}
 
 function killIfAlive(pid: number): void {
   try {

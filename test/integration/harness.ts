@@ -19,6 +19,9 @@ import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { nbdRead, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { NBD_CMD } from "../../src/wire/nbd.ts";
+import { waitFor } from "../wait-for.ts";
+
+export { waitFor };
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const BUN = process.execPath;
@@ -29,7 +32,6 @@ export const MiB = 1024 * 1024;
 const COMMAND_TIMEOUT_MS = 60_000;
 const CONTROL_WAIT_MS = 15_000;
 const STOP_WAIT_MS = 10_000;
-const POLL_MS = 50;
 /** Bound on the output a harness keeps per process. */
 const OUTPUT_MAX_BYTES = 4 * MiB;
 
@@ -82,24 +84,6 @@ function signalNumber(signal: string | number): number {
   return ({ SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGSEGV: 11, SIGTERM: 15 } as Record<string, number>)[signal] ?? 0;
 }
 
-/** Polls `probe` until it returns a truthy value; throws "timed out after N ms waiting for <what>". */
-export async function waitFor<T>(what: string, probe: () => T | Promise<T>, timeout_ms = 10_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeout_ms;
-  let last_error: unknown = null;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value) return value as NonNullable<T>;
-    } catch (err) {
-      last_error = err;
-    }
-    if (Date.now() >= deadline) {
-      const why = last_error ? ` (last error: ${(last_error as Error).message})` : "";
-      throw new Error(`timed out after ${timeout_ms} ms waiting for ${what}${why}`);
-    }
-    await Bun.sleep(POLL_MS);
-  }
-}
 
 export function isRoot(): boolean {
   return process.getuid?.() === 0;
