@@ -31,6 +31,8 @@ export const MiB = 1024 * 1024;
 
 const COMMAND_TIMEOUT_MS = 60_000;
 const CONTROL_WAIT_MS = 15_000;
+/** Granularity at which an unacknowledged write may be torn (the page cache's). */
+const TORN_PAGE_BYTES = 4096;
 const STOP_WAIT_MS = 10_000;
 /** Bound on the output a harness keeps per process. */
 const OUTPUT_MAX_BYTES = 4 * MiB;
@@ -918,9 +920,10 @@ export class AckedWriter {
   private readonly slot_bytes: number;
   private readonly slots: number;
   private readonly offset_bytes: number;
-  private readonly possible: Set<string>[];
+  /** Per slot, every content it may hold (by sha256), with the bytes for the per-page check. */
+  private readonly possible: Map<string, Uint8Array>[];
   /** Writes in flight on a connection that died: they may still land, whatever comes later. */
-  private readonly lingering = new Map<number, Set<string>>();
+  private readonly lingering = new Map<number, Map<string, Uint8Array>>();
   private readonly random: () => number;
   private stopping = false;
   private failure: Error | null = null;
@@ -933,8 +936,9 @@ export class AckedWriter {
     this.slots = o.region_bytes / this.slot_bytes;
     this.offset_bytes = o.offset_bytes ?? 0;
     if (this.offset_bytes % this.slot_bytes !== 0) throw new Error(`offset ${this.offset_bytes} is not slot-aligned`);
-    const zero = sha256Hex(new Uint8Array(this.slot_bytes));
-    this.possible = Array.from({ length: this.slots }, () => new Set([zero]));
+    const zero = new Uint8Array(this.slot_bytes);
+    const zero_hash = sha256Hex(zero);
+    this.possible = Array.from({ length: this.slots }, () => new Map([[zero_hash, zero]]));
     this.random = seededRandom(o.seed);
     this.done = this.loop().catch((err: Error) => {
       this.failure = err;
@@ -1006,11 +1010,26 @@ export class AckedWriter {
     return this.offset_bytes + slot * this.slot_bytes;
   }
 
+  /**
+   * A write that was never acknowledged may land in part (a process killed inside pwrite writes
+   * some pages): every 4 KiB page must still be that page of one of the slot's possible contents,
+   * so the last acknowledged content can only be overlaid by pages of writes sent after it.
+   */
+  private pagewise(slot: number, got: Uint8Array): boolean {
+    const candidates = [...this.possible[slot]!.values()];
+    for (let at = 0; at < got.length; at += TORN_PAGE_BYTES) {
+      const page = got.subarray(at, at + TORN_PAGE_BYTES);
+      if (!candidates.some((c) => Buffer.compare(c.subarray(at, at + TORN_PAGE_BYTES), page) === 0)) return false;
+    }
+    return true;
+  }
+
   private verify(read: (slot: number) => Uint8Array): { slots: number } {
     const bad: string[] = [];
     for (let slot = 0; slot < this.slots; slot++) {
-      const hash = sha256Hex(read(slot));
-      if (!this.possible[slot]!.has(hash)) bad.push(`slot ${slot} (offset ${this.slotOffset(slot)}): sha256 ${hash.slice(0, 12)} is none of ${this.possible[slot]!.size} possible contents`);
+      const got = read(slot);
+      const hash = sha256Hex(got);
+      if (!this.possible[slot]!.has(hash) && !this.pagewise(slot, got)) bad.push(`slot ${slot} (offset ${this.slotOffset(slot)}): sha256 ${hash.slice(0, 12)} is none of ${this.possible[slot]!.size} possible contents`);
     }
     if (bad.length) throw new Error(`${bad.length} of ${this.slots} slots lost an acknowledged write:\n  ${bad.slice(0, 10).join("\n  ")}`);
     return { slots: this.slots };
@@ -1042,7 +1061,7 @@ export class AckedWriter {
 
   /** Keeps `depth` writes in flight on one connection until stop() or the connection dies. */
   private async drive(client: RawNbdClient): Promise<void> {
-    const inflight = new Map<bigint, { slot: number; hash: string }>();
+    const inflight = new Map<bigint, { slot: number; hash: string; data: Uint8Array }>();
     const busy = new Set<number>();
     const depth = Math.min(this.o.depth ?? 8, this.slots);
     const issue = () => {
@@ -1051,9 +1070,9 @@ export class AckedWriter {
         while (busy.has(slot)) slot = (slot + 1) % this.slots;
         const data = randomBytes(this.slot_bytes);
         const hash = sha256Hex(data);
-        this.possible[slot]!.add(hash); // from the moment it is sent, it may be there
+        this.possible[slot]!.set(hash, data); // from the moment it is sent, it may be there
         busy.add(slot);
-        inflight.set(client.send({ command: NBD_CMD.WRITE, offset: this.slotOffset(slot) }, data), { slot, hash });
+        inflight.set(client.send({ command: NBD_CMD.WRITE, offset: this.slotOffset(slot) }, data), { slot, hash, data });
       }
     };
     issue();
@@ -1076,15 +1095,15 @@ export class AckedWriter {
       busy.delete(w.slot);
       if (reply.error === 0) {
         this.acked++;
-        this.possible[w.slot] = new Set([w.hash, ...(this.lingering.get(w.slot) ?? [])]);
+        this.possible[w.slot] = new Map([[w.hash, w.data], ...(this.lingering.get(w.slot) ?? [])]);
       } else {
         this.failed++;
       }
       issue();
     }
     for (const w of inflight.values()) {
-      if (!this.lingering.has(w.slot)) this.lingering.set(w.slot, new Set());
-      this.lingering.get(w.slot)!.add(w.hash);
+      if (!this.lingering.has(w.slot)) this.lingering.set(w.slot, new Map());
+      this.lingering.get(w.slot)!.set(w.hash, w.data);
     }
   }
 }
