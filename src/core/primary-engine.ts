@@ -255,12 +255,22 @@ export class PrimaryEngine {
     return false;
   }
 
-  /** The peer's copy of the range is not known to equal ours: some extent is dirty here. */
+  /** The peer's copy of the range is not known to equal ours: some extent is dirty here for a
+   * reason other than a hold (a held change is on the peer too, only not yet flushed there). */
   private peerMayDiffer(offset: number, length: number): boolean {
     const first = this.map.extentOf(offset);
     const last = this.map.extentOf(offset + length - 1);
-    for (let e = first; e <= last; e++) if (this.map.extentState(e).dirty) return true;
+    for (let e = first; e <= last; e++) {
+      const state = this.map.extentState(e);
+      if (state.dirty && (state.in_sync_set || state.pending > this.holdsOf(e))) return true;
+    }
     return false;
+  }
+
+  private holdsOf(e: number): number {
+    let n = this.unflushed.get(e) ?? 0;
+    for (const covered of this.flushing.values()) n += covered.get(e) ?? 0;
+    return n;
   }
 
   private readLocalDone(read: Read, ok: boolean): PrimaryAction[] {

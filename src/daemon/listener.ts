@@ -16,6 +16,8 @@ import type { Logger } from "./log.ts";
 /** Spec 6.6: handshake sockets on the secondary side get a fixed 20 s. */
 export const HANDSHAKE_TIMEOUT_MS = 20_000;
 export const PENDING_CONNECTIONS_MAX = 64;
+const LISTEN_ATTEMPTS = 10;
+const LISTEN_RETRY_MS = 500;
 
 export interface Admission {
   resource: ResourceConfig;
@@ -78,11 +80,21 @@ export class PeerListener {
     const bound: string[] = [];
     for (const a of addresses) {
       if (a.kind !== "tcp") throw new Error(`listen address ${formatAddress(a)} must be TCP`);
-      try {
-        this.listeners.push(this.listen(a));
-        bound.push(formatAddress(a));
-      } catch (err) {
-        this.deps.log.warn(`Unable to listen on ${formatAddress(a)}: ${(err as Error).message}`);
+      // A hastd restarted right after a crash may find the port still held for a moment (a dying
+      // worker, a closing socket): retry briefly before giving up on the address.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          this.listeners.push(this.listen(a));
+          bound.push(formatAddress(a));
+          break;
+        } catch (err) {
+          if (attempt < LISTEN_ATTEMPTS && (err as NodeJS.ErrnoException).code === "EADDRINUSE") {
+            await Bun.sleep(LISTEN_RETRY_MS);
+            continue;
+          }
+          this.deps.log.warn(`Unable to listen on ${formatAddress(a)}: ${(err as Error).message}`);
+          break;
+        }
       }
     }
     if (bound.length === 0) throw new Error("No address to listen on.");
