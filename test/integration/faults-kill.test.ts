@@ -82,7 +82,7 @@ describe("SIGKILL under a write workload", () => {
     }
     expect(writer.connections).toBe(ROUNDS + 1);
     await settleAndCheck(s);
-    expect(pair.daemon(a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+    await pair.daemon(a).waitLog(/Synchronization complete\. \d+ bytes/);
     // The check bites: one flipped byte in the written area is reported as a lost write.
     const { localoff } = await pair.region(a);
     const fd = openSync(pair.disk(a), "r+");
@@ -142,6 +142,6 @@ describe("SIGKILL under a write workload", () => {
     }
     expect(writer.connections).toBe(1);
     await settleAndCheck(s);
-    expect(pair.daemon(a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+    await pair.daemon(a).waitLog(/Synchronization complete\. \d+ bytes/);
   }, 120_000);
 });

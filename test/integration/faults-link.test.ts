@@ -74,7 +74,7 @@ describe("link faults during writes", () => {
       await writer.waitAcked(writer.acked + 50);
       await checkHealed(pair, writer);
       expect(count(pair.daemon(pair.a).log, DISCONNECTED)).toBe(1);
-      expect(pair.daemon(pair.a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+      await pair.daemon(pair.a).waitLog(/Synchronization complete\. \d+ bytes/);
     }, 90_000);
   }
 
@@ -93,7 +93,7 @@ describe("link faults during writes", () => {
     proxy.resume();
     await waitFor("the reconnect", () => count(pair.daemon(pair.a).log, /Connected to tcp:/g) === 2, 15_000);
     await checkHealed(pair, writer);
-    expect(pair.daemon(pair.a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+    await pair.daemon(pair.a).waitLog(/Synchronization complete\. \d+ bytes/);
   }, 90_000);
 
   test("slow: a throttled link slows the writes but does not break it", async () => {
@@ -149,7 +149,7 @@ describe("link faults during a resync", () => {
     const to_go = [...pair.daemon(a).log.matchAll(/Synchronization started\. (\d+) bytes to go\./g)].map((m) => Number(m[1]));
     expect(to_go.length).toBe(5); // the initial full sync, then four passes
     expect(to_go[1]).toBeGreaterThanOrEqual(28 * MiB);
-    expect(pair.daemon(a).log).toMatch(/Synchronization complete\. \d+ bytes/);
+    await pair.daemon(a).waitLog(/Synchronization complete\. \d+ bytes/);
     const { localoff } = await pair.region(a);
     await degraded.verifyFile(pair.disk(a), localoff);
     await degraded.verifyFile(pair.disk(b), localoff);

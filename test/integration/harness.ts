@@ -378,9 +378,23 @@ export class Daemon {
 
   async waitLog(pattern: RegExp | string, timeout_ms = 10_000): Promise<void> {
     const hit = () => (typeof pattern === "string" ? this.output.includes(pattern) : pattern.test(this.output));
-    await waitFor(`${pattern} in the hastd log`, hit, timeout_ms).catch(() => {
-      throw new Error(`timed out after ${timeout_ms} ms waiting for ${pattern} in the hastd log:\n${this.output}`);
+    await this.waitOutput(String(pattern), hit, timeout_ms);
+  }
+
+  private async waitOutput(what: string, hit: () => boolean, timeout_ms: number): Promise<void> {
+    await waitFor(`${what} in the hastd log`, hit, timeout_ms).catch(() => {
+      throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} in the hastd log:\n${this.output}`);
     });
+  }
+
+  /**
+   * N of every "Synchronization complete. N bytes" line, in order, once at least `passes` of them
+   * came through the pipe: a status can report a pass done before its log line has arrived.
+   */
+  async synced(passes: number, timeout_ms = 10_000): Promise<number[]> {
+    const all = () => [...this.output.matchAll(/Synchronization complete\. (\d+) bytes/g)].map((m) => Number(m[1]));
+    await this.waitOutput(`${passes} completed synchronization(s)`, () => all().length >= passes, timeout_ms);
+    return all();
   }
 
   /** Exit code (or 128+signal), after waiting at most timeout_ms; null if still running. */

@@ -52,9 +52,6 @@ async function writeComponent(pair: Pair, node: NodeInfo, offset: number, data: 
 
 const sha256 = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
 
-/** N of every "Synchronization complete. N bytes" in the log, in order. */
-const synced = (log: string) => [...log.matchAll(/Synchronization complete\. (\d+) bytes/g)].map((m) => Number(m[1]));
-
 /** A connected pair, in sync, with A primary (default create: full initial sync of the empty disks). */
 async function syncedPair(settings: Record<string, string | number> = {}, remote?: Record<string, string>): Promise<Pair> {
   const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4, ...settings }, ...(remote ? { remote } : {}) });
@@ -93,7 +90,7 @@ describe("connect decision table", () => {
     await pair.role(a, "primary");
     await pair.waitSynced(a);
     await pair.daemon(b).waitLog("decision row 1, sync source primary, full synchronization)");
-    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES]);
+    expect(await pair.daemon(a).synced(1)).toEqual([DATA_BYTES]);
     expect(await pair.dataSha256(b, { offset: 4 * MiB, length: MiB })).toBe(sha256(before));
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
   }, 60_000);
@@ -151,7 +148,7 @@ describe("connect decision table", () => {
     expect(sha256(during.last)).toBe(sha256(fresh.subarray(7 * MiB)));
     proxy.throttle(0);
     await pair.waitSynced(a);
-    expect(synced(pair.daemon(a).log).at(-1)).toBe(8 * MiB);
+    expect((await pair.daemon(a).synced(2)).at(-1)).toBe(8 * MiB);
     expect(await pair.dataSha256(a, { offset: 0, length: 8 * MiB })).toBe(sha256(fresh));
     expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
   }, 90_000);
@@ -169,7 +166,7 @@ describe("connect decision table", () => {
     await pair.daemon(b).waitLog("decision row 4, sync source primary)", 15_000);
     await pair.waitSynced(a);
     expect(pair.daemon(a).log.match(/Nodes are in sync\./g)?.length).toBe(1);
-    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES]);
+    expect(await pair.daemon(a).synced(1)).toEqual([DATA_BYTES]);
     expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
   }, 60_000);
 
@@ -184,7 +181,7 @@ describe("connect decision table", () => {
     await pair.role(b, "secondary");
     await pair.daemon(b).waitLog("decision row 5, sync source primary)", 15_000);
     await pair.waitSynced(a);
-    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES, 4 * MiB]);
+    expect(await pair.daemon(a).synced(2)).toEqual([DATA_BYTES, 4 * MiB]);
     expect(await pair.dataSha256(b, { offset: 5 * MiB, length: 3 * MiB })).toBe(sha256(data));
     expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
   }, 60_000);
@@ -224,7 +221,7 @@ describe("connect decision table", () => {
     await pair.role(b, "secondary");
     await pair.daemon(b).waitLog("decision row 1, sync source primary, full synchronization)", 15_000);
     await pair.waitSynced(a);
-    expect(synced(pair.daemon(a).log).at(-1)).toBe(DATA_BYTES);
+    expect((await pair.daemon(a).synced(2)).at(-1)).toBe(DATA_BYTES);
     expect((await pair.status(a)).split_brain).toBeFalsy();
     expect(await pair.dataSha256(b, { offset: 0, length: MiB })).toBe(sha256(on_a));
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
@@ -251,7 +248,7 @@ describe("connect decision table", () => {
     await pair.daemon(b).waitLog("decision row 7, sync source primary, full synchronization)", 15_000);
     expect(pair.daemon(b).log).toContain("Generation counters disagree");
     await pair.waitSynced(a);
-    expect(synced(pair.daemon(a).log)).toEqual([DATA_BYTES, DATA_BYTES]);
+    expect(await pair.daemon(a).synced(2)).toEqual([DATA_BYTES, DATA_BYTES]);
     expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
   }, 60_000);
 });

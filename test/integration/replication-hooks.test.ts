@@ -60,7 +60,7 @@ describe("hooks", () => {
     const done_b = [...first_b, "connect r0"].sort();
     await waitFor("hooks for the completed sync", () => Bun.deepEquals(of(a.name), done_a) && Bun.deepEquals(of(b.name), done_b), 10_000);
     // The pass resumed: extents completed before the cut were not copied again.
-    const resumed = Number(/Synchronization complete\. (\d+) bytes/.exec(pair.daemon(a).log)![1]);
+    const resumed = (await pair.daemon(a).synced(1))[0]!;
     expect(resumed).toBeLessThan(DATA_BYTES);
     expect(resumed + interrupted).toBeGreaterThanOrEqual(DATA_BYTES);
 

@@ -31,11 +31,6 @@ async function nbdClient(socket: string): Promise<RawNbdClient> {
   return client;
 }
 
-/** The N of every "Synchronization complete. N bytes" in a log, in order. */
-function syncedBytes(log: string): number[] {
-  return [...log.matchAll(/Synchronization complete\. (\d+) bytes/g)].map((m) => Number(m[1]));
-}
-
 describe("outages", () => {
   test("killed mid-write, restarted: only the dirty extents are resynchronized", async () => {
     const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
@@ -75,7 +70,7 @@ describe("outages", () => {
       const bound = DATA_BYTES / 2 + Math.ceil(degraded_bytes / EXTENT_BYTES + 1) * EXTENT_BYTES;
       expect(dirty).toBeLessThanOrEqual(bound);
       // The initial full sync of the fresh pair is the only pass so far.
-      expect(syncedBytes(pair.daemon(a).log)).toEqual([DATA_BYTES]);
+      expect(await pair.daemon(a).synced(1)).toEqual([DATA_BYTES]);
 
       // The secondary hands back what it had not yet flushed when it died (its own map): at most
       // its dirty extents come on top of the primary's.
@@ -83,8 +78,7 @@ describe("outages", () => {
       await pair.start(b);
       await pair.role(b, "secondary");
       await pair.waitSynced(a);
-      await waitFor("the resync's completion in the primary's log", () => syncedBytes(pair.daemon(a).log).length === 2, 10_000);
-      const [first, resynced] = syncedBytes(pair.daemon(a).log);
+      const [first, resynced] = await pair.daemon(a).synced(2);
       expect(first).toBe(DATA_BYTES);
       expect(resynced).toBeGreaterThanOrEqual(dirty);
       expect(resynced).toBeLessThanOrEqual(dirty + b_dirty_bytes);
@@ -122,7 +116,7 @@ describe("outages", () => {
     await pair.start(a);
     await pair.role(a, "primary");
     await pair.waitSynced(a);
-    expect(syncedBytes(pair.daemon(a).log)).toEqual([dirty_extents * EXTENT_BYTES]);
+    expect(await pair.daemon(a).synced(1)).toEqual([dirty_extents * EXTENT_BYTES]);
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
   }, 120_000);
 });
