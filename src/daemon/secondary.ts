@@ -49,7 +49,7 @@ export class SecondaryWorker {
   static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
     // Every request is carried out before the next frame is decoded, so payload buffers are reused.
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
-      { checksum: resource.checksum, compression: resource.compression }, { reuse_payloads: true });
+      { checksum: resource.checksum, compression: resource.compression }, { reuse_payloads: true, cork: true });
     const refuse = (code: PeerErrorName, message: string, exit_code: number): never => {
       link.send({ kind: "error", code, busy: false, message });
       link.close(message);

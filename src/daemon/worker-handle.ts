@@ -47,7 +47,7 @@ export class WorkerHandle {
   /** extraFds become the child's fd 3, 4, ... (the accepted peer connection of a secondary). */
   static spawn(init: WorkerInit, callbacks: WorkerCallbacks, extraFds: number[] = []): WorkerHandle {
     let handle: WorkerHandle | undefined;
-    const proc = Bun.spawn([...selfArgv(), "--worker"], {
+    const proc = Bun.spawn([...selfArgv(workerRuntimeFlags()), "--worker"], {
       argv0: `hastd: ${init.resource.name} (${init.role})`,
       stdio: ["ignore", "inherit", "inherit", ...extraFds],
       serialization: "advanced",
@@ -116,4 +116,13 @@ export class WorkerHandle {
         return;
     }
   }
+}
+
+/**
+ * HASTD_PROFILE_DIR (development, `bun src/cli/hastd.ts` only): workers run under Bun's CPU
+ * profiler and leave a markdown profile there when they exit (docs/performance.md).
+ */
+function workerRuntimeFlags(): string[] {
+  const dir = process.env.HASTD_PROFILE_DIR;
+  return dir ? ["--cpu-prof-md", `--cpu-prof-dir=${dir}`] : [];
 }

@@ -4,6 +4,7 @@ export function isCompiled(): boolean {
   return Bun.main.startsWith("/$bunfs/") || Bun.main.startsWith("B:/~BUN/");
 }
 
-export function selfArgv(): string[] {
-  return isCompiled() ? [process.execPath] : [process.execPath, Bun.main];
+/** runtime_flags go to `bun` itself; a compiled binary has no runtime command line and drops them. */
+export function selfArgv(runtime_flags: string[] = []): string[] {
+  return isCompiled() ? [process.execPath] : [process.execPath, ...runtime_flags, Bun.main];
 }
