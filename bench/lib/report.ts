@@ -111,7 +111,8 @@ export function markdownTables(results: BenchResults): string {
     if (m.resync) {
       const r = m.resync;
       lines.push("", `Resync of ${r.bytes >> 20} MiB dirtied while the secondary was down: ${r.resync_mib_s.toFixed(0)} MiB/s ` +
-        `(${r.resync_s.toFixed(2)} s, role change to dirty 0); dd copying the same bytes: ${r.rawcopy_mib_s.toFixed(0)} MiB/s.`);
+        `(pass ${r.resync_s.toFixed(2)} s; ${r.end_to_end_s.toFixed(2)} s from the role change, reconnect included); ` +
+        `dd copying the same bytes and flushing them: ${r.rawcopy_mib_s.toFixed(0)} MiB/s.`);
     }
     lines.push("");
   }

@@ -14,7 +14,7 @@ export const RESYNC_BYTES = 256 << 20;
 const RESYNC_WAIT_MS = 300_000;
 /** Each status query costs the primary worker milliseconds of IPC serialization (see docs/performance.md):
  * polling faster than this slows the resync it measures. */
-const RESYNC_POLL_MS = 100;
+const RESYNC_POLL_MS = Number(process.env.POLL ?? 100);
 
 export type TargetName = "raw_psync" | "raw_io_uring" | "nbdkit" | "qemu_nbd" | "gate" | "nbd" | Replication;
 export const ALL_TARGETS: TargetName[] = ["raw_psync", "raw_io_uring", "nbdkit", "qemu_nbd", "gate", "nbd", "memsync", "fullsync", "async"];
@@ -95,15 +95,19 @@ async function runWorkload(ctx: Context, target: TargetName, fio: FioTarget, w: 
 
 export interface ResyncResult {
   bytes: number;
+  /** The pass itself, as the primary reports it (status `last_sync`): first chunk to final flush. */
   resync_s: number;
   resync_mib_s: number;
+  /** From the role change on the secondary to dirty 0: adds the primary's reconnect and handshake. */
+  end_to_end_s: number;
   rawcopy_s: number;
   rawcopy_mib_s: number;
   rss: RssSample;
 }
 
-/** Secondary down, RESYNC_BYTES written through the primary, secondary back: time until dirty is 0.
- * Compared with dd copying the same bytes between the same two files. */
+/** Secondary down, RESYNC_BYTES written through the primary, secondary back: the pass's duration.
+ * Compared with dd copying the same bytes between the same two files and flushing them (the pass
+ * ends with a flush on both nodes). */
 export async function measureResync(ctx: Context, dir: string, file: string): Promise<ResyncResult> {
   const hast_dir = join(dir, "hast-resync");
   mkdirSync(hast_dir);
@@ -124,7 +128,10 @@ export async function measureResync(ctx: Context, dir: string, file: string): Pr
       const s = await hast.status("alpha");
       return s?.status === "complete" && s.dirty === 0;
     }, RESYNC_WAIT_MS, RESYNC_POLL_MS);
-    const resync_s = (performance.now() - started) / 1000;
+    const end_to_end_s = (performance.now() - started) / 1000;
+    const last = (await hast.status("alpha"))?.last_sync;
+    if (!last || last.bytes < RESYNC_BYTES) throw new Error(`resync: the primary reports ${JSON.stringify(last)} as its last pass`);
+    const resync_s = last.seconds;
     const rss: RssSample = {};
     for (const p of await hast.pids()) {
       rss[`${p.node}_main`] = peakRssMiB(p.main);
@@ -132,15 +139,16 @@ export async function measureResync(ctx: Context, dir: string, file: string): Pr
     }
     await hast.stop();
     const copy_started = performance.now();
-    await runOk(["dd", `if=${file}`, `of=${secondary}`, "bs=1M", `count=${RESYNC_BYTES >> 20}`, "conv=notrunc", "status=none"]);
+    await runOk(["dd", `if=${file}`, `of=${secondary}`, "bs=1M", `count=${RESYNC_BYTES >> 20}`, "conv=notrunc,fdatasync", "status=none"]);
     const rawcopy_s = (performance.now() - copy_started) / 1000;
     const mib = RESYNC_BYTES / 2 ** 20;
-    const r = { bytes: RESYNC_BYTES, resync_s, resync_mib_s: mib / resync_s, rawcopy_s, rawcopy_mib_s: mib / rawcopy_s, rss };
-    ctx.log(`  resync ${mib} MiB: ${r.resync_mib_s.toFixed(0)} MiB/s (${resync_s.toFixed(2)} s); dd copy ${r.rawcopy_mib_s.toFixed(0)} MiB/s`);
+    const r = { bytes: RESYNC_BYTES, resync_s, resync_mib_s: mib / resync_s, end_to_end_s, rawcopy_s, rawcopy_mib_s: mib / rawcopy_s, rss };
+    ctx.log(`  resync ${mib} MiB: ${r.resync_mib_s.toFixed(0)} MiB/s (pass ${resync_s.toFixed(2)} s, ${end_to_end_s.toFixed(2)} s from the role change); ` +
+      `dd copy ${r.rawcopy_mib_s.toFixed(0)} MiB/s`);
     return r;
   } finally {
     await hast.stop();
-    rmSync(hast_dir, { recursive: true, force: true });
+    if (!process.env.KEEP) rmSync(hast_dir, { recursive: true, force: true });
     rmSync(secondary, { force: true });
   }
 }

@@ -20,8 +20,9 @@ export type HookEvent = "syncstart" | "syncdone" | "syncintr";
 
 /** Requests tracked at once; the frontends bound their in-flight requests well below this. */
 export const REQUESTS_MAX = 4096;
-/** Sync chunks copied in parallel (HAST: 1). */
-export const SYNC_CHUNKS_MAX = 4;
+/** Sync chunks copied in parallel by default (HAST: 1). Two keep the link busy while the secondary
+ * writes; more only queue in socket buffers and measured slower on loopback (docs/performance.md). */
+export const SYNC_CHUNKS_MAX = 2;
 /** Failed passes run again at once this many times per connection, then wait for a reconnect. */
 export const PASS_RETRIES_MAX = 3;
 
@@ -96,7 +97,8 @@ export class PrimaryEngine {
   /** Writes and deletes waiting for an overlapping sync chunk, in arrival order. */
   private readonly blocked: { id: number; kind: "write" | "delete"; offset: number; length: number; mode: ReplicationMode }[] = [];
 
-  private readonly sync_locks = new RangeLock(SYNC_CHUNKS_MAX + 1);
+  private readonly sync_chunks_max: number;
+  private readonly sync_locks: RangeLock;
   private readonly sync_inflight = new Map<SyncChunk, number>();
   private sync_waiting: SyncChunk | null = null;
   private sync_running = false;
@@ -123,7 +125,11 @@ export class PrimaryEngine {
     private readonly map: ActiveMap,
     generation: PrimaryGeneration,
     mode: ReplicationMode,
+    opts: { sync_chunks_max?: number } = {},
   ) {
+    this.sync_chunks_max = opts.sync_chunks_max ?? SYNC_CHUNKS_MAX;
+    assert(Number.isSafeInteger(this.sync_chunks_max) && this.sync_chunks_max >= 1, () => `sync_chunks_max ${this.sync_chunks_max}`);
+    this.sync_locks = new RangeLock(this.sync_chunks_max + 1);
     this.gen = { ...generation };
     this.mode = mode;
     // Until a handshake says otherwise, assume the last sync mirrored the counters, so the first
@@ -524,7 +530,7 @@ export class PrimaryEngine {
 
   private pumpSync(): PrimaryAction[] {
     const actions: PrimaryAction[] = [];
-    while (this.connected && this.sync_running && this.sync_inflight.size < SYNC_CHUNKS_MAX) {
+    while (this.connected && this.sync_running && this.sync_inflight.size < this.sync_chunks_max) {
       const chunk = this.sync_waiting ?? this.map.nextSyncChunk();
       this.sync_waiting = null;
       if (!chunk) {

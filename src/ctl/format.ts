@@ -1,7 +1,7 @@
 // Text output of hastctl list / status, in FreeBSD hastctl's layout (spec 2.3) plus our
 // additions (frontend, synchronization progress, split-brain) appended where old parsers ignore them.
 import { humanizeBytes } from "../core/humanize.ts";
-import type { ResourceStatus, SyncProgress } from "../wire/control.ts";
+import type { LastSync, ResourceStatus, SyncProgress } from "../wire/control.ts";
 
 const sized = (n: number) => `${n} (${humanizeBytes(n)})`;
 
@@ -9,6 +9,11 @@ export function formatSyncProgress(sync: SyncProgress): string {
   const pct = sync.total > 0 ? Math.floor((sync.done * 100) / sync.total) : 100;
   const eta = sync.eta === null ? "?" : `${Math.ceil(sync.eta)}s`;
   return `${humanizeBytes(sync.done)}/${humanizeBytes(sync.total)} (${pct}%), ${humanizeBytes(sync.rate)}/s, ETA ${eta}`;
+}
+
+export function formatLastSync(last: LastSync): string {
+  const rate = last.seconds > 0 ? `, ${humanizeBytes(Math.round(last.bytes / last.seconds))}/s` : "";
+  return `${humanizeBytes(last.bytes)} in ${last.seconds.toFixed(1)}s${rate}, finished ${last.finished}`;
 }
 
 export function formatList(resources: ResourceStatus[]): string {
@@ -31,6 +36,7 @@ export function formatList(resources: ResourceStatus[]): string {
     if (r.workerpid) out.push(`  workerpid: ${r.workerpid}`);
     out.push(`  dirty: ${sized(r.dirty ?? 0)}`);
     if (r.sync) out.push(`  synchronization: ${formatSyncProgress(r.sync)}`);
+    if (r.last_sync) out.push(`  last synchronization: ${formatLastSync(r.last_sync)}`);
     if (r.nbd && r.workerpid) out.push(`  nbd: ${r.nbd}`);
     if (r.device) out.push(`  device: ${r.device.path} (${r.device.mechanism})`);
     const s = r.statistics;

@@ -22,7 +22,7 @@ export type ToWorker =
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
 export type WorkerStatus = Pick<ResourceStatus,
-  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "split_brain">;
+  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain">;
 
 export type FromWorker =
   | { type: "ready" }

@@ -38,9 +38,7 @@ export interface PrimaryParts {
 }
 
 export class PrimaryWorker {
-  private readonly rate = new SyncRate();
-
-  private constructor(private p: PrimaryParts) {}
+  private constructor(private p: PrimaryParts, private readonly rate: SyncRate) {}
 
   static async start(resource: ResourceConfig, node: string, log: Logger, emit: (event: HookEvent) => void): Promise<PrimaryWorker> {
     const disk = openComponent(resource);
@@ -59,8 +57,13 @@ export class PrimaryWorker {
       map.copyIn(store.readMap(meta.mapsize));
       const stats = newStatistics();
       const engine = new PrimaryEngine(map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, resource.replication);
-      const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit });
-      const connector = new PrimaryConnector({ resource, node, meta, engine, io, log, emit });
+      const rate = new SyncRate();
+      const emitAndTime = (event: HookEvent) => {
+        rate.onEvent(event, () => engine.syncProgress().done_bytes);
+        emit(event);
+      };
+      const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit: emitAndTime });
+      const connector = new PrimaryConnector({ resource, node, meta, engine, io, log, emit: emitAndTime });
       // The default endpoint lives in /var/run/hast, which nothing else creates.
       if (resource.nbd.kind === "uds") mkdirSync(dirname(resource.nbd.path), { recursive: true, mode: 0o755 });
       const listen = resource.nbd.kind === "uds" ? { unix: resource.nbd.path } : { hostname: resource.nbd.host, port: resource.nbd.port };
@@ -83,7 +86,7 @@ export class PrimaryWorker {
         }
       }
       connector.start();
-      return new PrimaryWorker({ resource, disk, meta, map, engine, io, connector, stats, nbd, device, log });
+      return new PrimaryWorker({ resource, disk, meta, map, engine, io, connector, stats, nbd, device, log }, rate);
     } catch (err) {
       disk.close();
       throw err;
@@ -103,6 +106,7 @@ export class PrimaryWorker {
       split_brain: p.connector.split_brain,
     };
     if (progress.active) status.sync = this.rate.progress(progress.done_bytes, progress.pending_bytes);
+    if (this.rate.last) status.last_sync = this.rate.last;
     return status;
   }
 

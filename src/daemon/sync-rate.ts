@@ -1,10 +1,22 @@
-// Synchronization progress for hastctl: bytes done and to go, a smoothed rate and an ETA.
-import type { SyncProgress } from "../wire/control.ts";
+// Synchronization progress for hastctl: bytes done and to go, a smoothed rate and an ETA while a
+// pass runs, and how long the last completed pass took.
+import type { LastSync, SyncProgress } from "../wire/control.ts";
 
 const WINDOW_MS = 10_000;
 
 export class SyncRate {
   private samples: { at_ms: number; done: number }[] = [];
+  private started_ms: number | null = null;
+  last: LastSync | undefined;
+
+  /** The syncstart and syncdone hook events of the primary worker. */
+  onEvent(event: string, done_bytes: () => number): void {
+    if (event === "syncstart") this.started_ms = performance.now();
+    if (event !== "syncdone" || this.started_ms === null) return;
+    const seconds = (performance.now() - this.started_ms) / 1000;
+    this.started_ms = null;
+    this.last = { bytes: done_bytes(), seconds: Math.round(seconds * 1000) / 1000, finished: new Date().toISOString() };
+  }
 
   progress(done: number, pending: number): SyncProgress {
     const now = Date.now();

@@ -35,6 +35,15 @@ export interface SyncProgress {
   eta: number | null;
 }
 
+/** The last completed synchronization pass of this worker. */
+export interface LastSync {
+  bytes: number;
+  /** From the pass's start to its final flush on both nodes. */
+  seconds: number;
+  /** When it completed (ISO 8601). */
+  finished: string;
+}
+
 export interface ResourceStatus {
   name: string;
   error?: number;
@@ -57,6 +66,7 @@ export interface ResourceStatus {
   nbd?: string;
   device?: { path: string; mechanism: string } | null;
   sync?: SyncProgress;
+  last_sync?: LastSync;
   split_brain?: boolean;
 }
 

@@ -80,6 +80,11 @@ describe("outages", () => {
       await pair.waitSynced(a);
       const [first, resynced] = await pair.daemon(a).synced(2);
       expect(first).toBe(DATA_BYTES);
+      // The status reports the pass that just ended, with its duration.
+      const last = (await pair.status(a)).last_sync;
+      expect(last.bytes).toBe(resynced);
+      expect(last.seconds).toBeGreaterThan(0);
+      expect(Date.now() - Date.parse(last.finished)).toBeLessThan(60_000);
       expect(resynced).toBeGreaterThanOrEqual(dirty);
       expect(resynced).toBeLessThanOrEqual(dirty + b_dirty_bytes);
       expect(resynced).toBeLessThanOrEqual(bound);

@@ -24,6 +24,9 @@ import {
 } from "../../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../../src/core/request-legs.ts";
 
+/** More chunks in flight than the daemon's default, so overlaps between chunks and writes show. */
+export const DRIVER_SYNC_CHUNKS = 4;
+
 export interface DriverOptions {
   datasize: number;
   extentsize: number;
@@ -104,7 +107,7 @@ export class EngineDriver {
     this.map_image = new Uint8Array(this.map.mapsize);
     this.mode = options.mode;
     const generation = options.generation ?? { resuid: 1n, localcnt: 0n, remotecnt: 0n, flags: 0 };
-    this.engine = new PrimaryEngine(this.map, generation, options.mode);
+    this.engine = new PrimaryEngine(this.map, generation, options.mode, { sync_chunks_max: DRIVER_SYNC_CHUNKS });
     this.local = new Uint32Array(options.datasize / options.sector_bytes);
     this.remote = new Uint32Array(options.datasize / options.sector_bytes);
   }

@@ -1,12 +1,12 @@
 // PrimaryEngine scenarios, driven through the in-memory EngineDriver (two disks and a link).
 import { describe, expect, test } from "bun:test";
 import { ActiveMap } from "../../../src/core/activemap.ts";
-import { PASS_RETRIES_MAX, PrimaryEngine, SYNC_CHUNKS_MAX, type Connection, type PrimaryAction } from "../../../src/core/primary-engine.ts";
+import { PASS_RETRIES_MAX, PrimaryEngine, type Connection, type PrimaryAction } from "../../../src/core/primary-engine.ts";
 import { decideConnect, type Generation, type SyncSource } from "../../../src/core/connect-decision.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT } from "../../../src/core/metadata.ts";
 import type { ReplicationMode } from "../../../src/core/request-legs.ts";
 import { prng } from "../../fuzz/prng.ts";
-import { EngineDriver, type IoOp } from "./engine-driver.ts";
+import { DRIVER_SYNC_CHUNKS, EngineDriver, type IoOp } from "./engine-driver.ts";
 
 const SECTOR = 512;
 const EXTENT = 4096;
@@ -180,16 +180,16 @@ describe("writes while connected", () => {
 });
 
 describe("connect and sync", () => {
-  test("merged map first, then at most SYNC_CHUNKS_MAX chunks, syncstart/syncdone, counters mirrored", () => {
+  test("merged map first, then at most DRIVER_SYNC_CHUNKS chunks, syncstart/syncdone, counters mirrored", () => {
     const d = driver("fullsync", 3n, 1n);
     const actions = d.connect(connection(d, { extents: [1, 4, 6], peer_localcnt: 1n, peer_remotecnt: 2n }));
-    expect(types(actions)).toEqual(["map", "event:syncstart", ...Array(SYNC_CHUNKS_MAX).fill("sync-copy")]);
+    expect(types(actions)).toEqual(["map", "event:syncstart", ...Array(DRIVER_SYNC_CHUNKS).fill("sync-copy")]);
     for (const e of [1, 4, 6]) expect(d.onDiskExtents()).toContain(e);
     expect(actions.filter((a) => a.type === "sync-copy").map((a) => (a.type === "sync-copy" ? [a.chunk.offset, a.from] : null)))
       .toEqual([[EXTENT, "primary"], [EXTENT + CHUNK, "primary"], [EXTENT + 2 * CHUNK, "primary"], [EXTENT + 3 * CHUNK, "primary"]]);
     let copies = 0;
     while (d.pending_sync.length > 0) {
-      expect(d.pending_sync.length).toBeLessThanOrEqual(SYNC_CHUNKS_MAX);
+      expect(d.pending_sync.length).toBeLessThanOrEqual(DRIVER_SYNC_CHUNKS);
       d.completeSync(d.pending_sync[0]!, true);
       copies++;
     }
