@@ -14,7 +14,7 @@ export const RESYNC_BYTES = 256 << 20;
 const RESYNC_WAIT_MS = 300_000;
 /** Each status query costs the primary worker milliseconds of IPC serialization (see docs/performance.md):
  * polling faster than this slows the resync it measures. */
-const RESYNC_POLL_MS = Number(process.env.POLL ?? 100);
+const RESYNC_POLL_MS = 100;
 
 export type TargetName = "raw_psync" | "raw_io_uring" | "nbdkit" | "qemu_nbd" | "gate" | "nbd" | Replication;
 export const ALL_TARGETS: TargetName[] = ["raw_psync", "raw_io_uring", "nbdkit", "qemu_nbd", "gate", "nbd", "memsync", "fullsync", "async"];
@@ -148,7 +148,7 @@ export async function measureResync(ctx: Context, dir: string, file: string): Pr
     return r;
   } finally {
     await hast.stop();
-    if (!process.env.KEEP) rmSync(hast_dir, { recursive: true, force: true });
+    rmSync(hast_dir, { recursive: true, force: true });
     rmSync(secondary, { force: true });
   }
 }
