@@ -273,6 +273,11 @@ export class PrimaryEngine {
     return false;
   }
 
+  /** Replicated changes wait for a flush to reach the peer before their extents are let go. */
+  get awaits_flush(): boolean {
+    return this.unflushed.size > 0;
+  }
+
   private holdsOf(e: number): number {
     let n = this.unflushed.get(e) ?? 0;
     for (const covered of this.flushing.values()) n += covered.get(e) ?? 0;

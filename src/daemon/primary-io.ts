@@ -8,7 +8,7 @@
 // which is exactly its ordering contract (map and metadata writes are durable before the next).
 import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
-import type { PrimaryAction, PrimaryEngine, PrimaryGeneration, RequestKind } from "../core/primary-engine.ts";
+import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
 import type { SyncChunk } from "../core/activemap.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import type { LocalDisk } from "../io/disk.ts";
@@ -21,6 +21,12 @@ import type { Logger } from "./log.ts";
 
 /** Bytes of frames waiting for the socket before new writes wait for room. */
 const SEND_QUEUE_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * Requests the engine tracks at once. An async write is answered once it is on the local disk but
+ * stays tracked until the secondary has it, so a slow peer could pile up more of them than the
+ * frontends' own bounds suggest; new requests wait here instead (the application slows down).
+ */
+const ENGINE_REQUESTS_MAX = REQUESTS_MAX / 2;
 /** Zero writes are sent as WRITE frames of at most this many zero bytes (hole-compressed on the wire). */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 
@@ -60,9 +66,11 @@ export class PrimaryIo implements BlockBackend {
   private readonly remotes = new Map<number, RemoteWaiter>();
   private readonly queue: PrimaryAction[] = [];
   private running = false;
+  /** Requests waiting for the engine to have room (ENGINE_REQUESTS_MAX), in arrival order. */
+  private readonly waiting: (() => void)[] = [];
+  private admitting = false;
   private link: PeerLink | null = null;
   private zero: Uint8Array | null = null;
-  private changed_since_flush = false;
 
   constructor(o: PrimaryIoOptions) {
     this.o = o;
@@ -112,11 +120,26 @@ export class PrimaryIo implements BlockBackend {
   }
 
   private submit(kind: RequestKind, offset: number, length: number, buf: Uint8Array | null): Promise<void> {
-    const id = this.next_id++;
     return new Promise<void>((resolve, reject) => {
-      this.apps.set(id, { kind, offset, length, buf, local_error: null, remote_error: null, resolve, reject });
-      this.run(this.o.engine.submit(id, kind, offset, length));
+      const start = () => {
+        const id = this.next_id++;
+        this.apps.set(id, { kind, offset, length, buf, local_error: null, remote_error: null, resolve, reject });
+        this.run(this.o.engine.submit(id, kind, offset, length));
+      };
+      if (this.waiting.length === 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) start();
+      else this.waiting.push(start);
     });
+  }
+
+  /** After requests finished: start waiting ones while the engine has room. */
+  private admitWaiting(): void {
+    if (this.admitting) return; // a start() below runs run(), which calls back here
+    this.admitting = true;
+    try {
+      while (this.waiting.length > 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) this.waiting.shift()!();
+    } finally {
+      this.admitting = false;
+    }
   }
 
   // ---- the peer ----
@@ -215,6 +238,7 @@ export class PrimaryIo implements BlockBackend {
       this.queue.length = 0;
       this.running = false;
     }
+    if (this.waiting.length > 0) this.admitWaiting();
   }
 
   private execute(a: PrimaryAction): void {
@@ -296,7 +320,6 @@ export class PrimaryIo implements BlockBackend {
 
   private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
     const app = this.apps.get(id)!;
-    if (kind === "write" || kind === "delete") this.changed_since_flush = true;
     const frame: Frame =
       kind === "read" ? { kind: "read", seq: id, offset, length, sync: false }
       : kind === "write" ? { kind: "write", seq: id, offset, length, memsync, sync: false, data: app.buf! }
@@ -332,12 +355,6 @@ export class PrimaryIo implements BlockBackend {
     return local_ok && reply.error === "OK";
   }
 
-  /**
-   * The engine holds the extents of replicated changes dirty until a flush reached the secondary (a
-   * power loss there cannot lose answered writes unnoticed). Applications may never flush, so every
-   * few seconds in which changes went out, a flush is sent on their behalf: it releases those
-   * extents and bounds what a reconnect copies again.
-   */
   /** Orderly stop: one more flush through the peer, then the keepdirty extents are let go when the
    * engine knows both copies are durable and equal (see PrimaryEngine.forgetKeepdirty). */
   async settleForStop(): Promise<void> {
@@ -350,9 +367,15 @@ export class PrimaryIo implements BlockBackend {
     this.run(this.o.engine.forgetKeepdirty());
   }
 
+  /**
+   * The engine holds the extents of replicated changes dirty until a flush reached the secondary (a
+   * power loss there cannot lose answered writes unnoticed). Applications may never flush, so every
+   * few seconds while changes are held, a flush is sent on their behalf: it releases those extents
+   * and bounds what a reconnect copies again. Keyed on the holds, not on what was sent: writes
+   * still in flight when the last flush went out get their holds after it.
+   */
   backgroundFlush(): void {
-    if (!this.link || !this.changed_since_flush) return;
-    this.changed_since_flush = false;
+    if (!this.link || !this.o.engine.awaits_flush) return;
     this.submit("flush", 0, 0, null).catch((err: Error) => this.o.log.debug(`Background flush failed: ${err.message}`));
   }
 
@@ -377,7 +400,6 @@ export class PrimaryIo implements BlockBackend {
         this.o.log.error(`Unable to read synchronization data: ${(err as Error).message}`);
         return false;
       }
-      this.changed_since_flush = true;
       const reply = await this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: buf });
       return reply.error === "OK";
     }

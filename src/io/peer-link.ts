@@ -157,10 +157,10 @@ export class PeerLink {
     });
   }
 
-  /** The stream keeps what it is given until sent, so the cork's content goes out as a copy. */
+  /** The stream copies whatever it cannot send at once, so the cork is reused right away. */
   private flushCork(): void {
     if (this.cork_used === 0) return;
-    this.stream.write(this.cork.slice(0, this.cork_used));
+    this.stream.write(this.cork.subarray(0, this.cork_used));
     this.cork_used = 0;
   }
 

@@ -8,14 +8,20 @@ import type { Frame } from "../../../src/wire/peer/types.ts";
 import { decodeAll, patterned, prims, RAW } from "./helpers.ts";
 
 interface Recorder {
+  /** What the stream was given, copied at write() time as a real stream does with what it keeps. */
   writes: Uint8Array[];
+  /** The buffers themselves, to tell a copy from the caller's own buffer. */
+  given: Uint8Array[];
   closed: boolean;
 }
 
 async function recordingLink(opts: PeerLinkOptions): Promise<{ link: PeerLink; rec: Recorder }> {
-  const rec: Recorder = { writes: [], closed: false };
+  const rec: Recorder = { writes: [], given: [], closed: false };
   const stream: ByteStream = {
-    write: (bytes) => rec.writes.push(bytes),
+    write: (bytes) => {
+      rec.writes.push(bytes.slice());
+      rec.given.push(bytes);
+    },
     queued_bytes: 0,
     remote: "test",
     close: () => (rec.closed = true),
@@ -69,7 +75,7 @@ describe("PeerLink sending", () => {
     link.send({ kind: "reply", seq: 2, error: "OK", received: false, data: big });
     link.send(reply(3));
     await Promise.resolve();
-    expect(rec.writes.some((w) => w === big)).toBe(true);
+    expect(rec.given.some((w) => w === big)).toBe(true);
     const frames = framesOf(rec.writes) as Extract<Frame, { kind: "reply" }>[];
     expect(frames.map((f) => f.seq)).toEqual([1, 2, 3]);
     expect(frames[1]!.data).toEqual(big);

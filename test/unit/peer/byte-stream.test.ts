@@ -1,0 +1,62 @@
+// The peer link's byte stream over a real loopback connection: what the kernel does not take at
+// once is queued as a copy, so a caller that reuses its buffer right after write() (the NBD
+// frontend recycling a payload) cannot change bytes still waiting to be sent.
+import { expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { connectTcp, type ByteStream } from "../../../src/io/byte-stream.ts";
+
+const MiB = 1024 * 1024;
+
+for (const source of [false, true]) {
+  test(`${source ? "node:net (source address)" : "Bun.connect"}: buffers reused after write() arrive as they were written`, async () => {
+    let received: Uint8Array[] = [];
+    let peer: Socket<undefined> | null = null;
+    const server = Bun.listen({
+      hostname: "127.0.0.1", port: 0,
+      socket: {
+        binaryType: "uint8array",
+        open: (s) => {
+          peer = s;
+          s.pause(); // let the sender's kernel buffers fill up
+        },
+        data: (_s, chunk) => {
+          received.push(chunk);
+        },
+      },
+    });
+    let stream: ByteStream | null = null;
+    try {
+      stream = await connectTcp(
+        { host: "127.0.0.1", port: server.port, family: 4, source: source ? { host: "127.0.0.1", port: 0 } : null },
+        { data: () => {}, close: () => {} }, 5_000,
+      );
+      const buf = new Uint8Array(MiB);
+      const ROUNDS = 32; // far more than loopback socket buffers hold
+      for (let i = 0; i < ROUNDS; i++) {
+        buf.fill(i + 1);
+        stream.write(buf);
+      }
+      buf.fill(0xff);
+      const deadline = Date.now() + 10_000;
+      while (!peer && Date.now() < deadline) await Bun.sleep(5);
+      (peer as unknown as Socket<undefined>).resume();
+      const total = () => received.reduce((n, c) => n + c.length, 0);
+      while (total() < ROUNDS * MiB && Date.now() < deadline) await Bun.sleep(5);
+      expect(total()).toBe(ROUNDS * MiB);
+      const all = new Uint8Array(ROUNDS * MiB);
+      let at = 0;
+      for (const c of received) {
+        all.set(c, at);
+        at += c.length;
+      }
+      for (let i = 0; i < ROUNDS; i++) {
+        const part = all.subarray(i * MiB, (i + 1) * MiB);
+        expect(part.every((b) => b === i + 1)).toBe(true);
+      }
+      received = [];
+    } finally {
+      stream?.close();
+      server.stop(true);
+    }
+  }, 20_000);
+}
