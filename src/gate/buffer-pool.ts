@@ -1,7 +1,7 @@
-// Large request buffers a connection reuses instead of allocating one per request. Fresh memory
-// costs a page fault per 4 KiB page on first touch; for 1 MiB requests that was a third of the
-// frontend's time (docs/performance.md). Buffers are matched by exact size, which is what block
-// clients send over and over (fio, filesystems, nbdcopy), and at most `max_free_bytes` wait here.
+// Large READ reply buffers a connection reuses once the socket is done with them, instead of
+// allocating one per request: fresh memory costs a page fault per 4 KiB page on first touch
+// (docs/performance.md). Buffers are matched by exact size, which is what block clients ask for
+// over and over (fio, filesystems, nbdcopy), and at most `max_free_bytes` wait here.
 
 export class BufferPool {
   private readonly free: Uint8Array[] = [];

@@ -39,7 +39,7 @@ export const RECEIVE_BYTES_MAX = REQUEST_HEADER_BYTES + PAYLOAD_BYTES_MAX;
 export const CORK_COPY_BYTES_MAX = 16 * 1024;
 /** Size of the per-connection cork buffer (replies completed in one tick, sent in one write). */
 export const CORK_BYTES = 128 * 1024;
-/** READ replies and WRITE payloads at least this large reuse buffers the connection is done with... */
+/** READ replies at least this large reuse buffers the socket has finished with... */
 export const POOL_MIN_BYTES = 64 * 1024;
 /** ...up to this many bytes of them kept per connection. */
 export const POOL_BYTES_MAX = 16 * 1024 * 1024;
@@ -79,7 +79,6 @@ export class NbdConnection {
   private cork_cost_bytes = 0;
   private flush_scheduled = false;
   private readonly pool = new BufferPool(POOL_MIN_BYTES, POOL_BYTES_MAX);
-  private readonly poolTake = (n: number) => this.pool.take(n);
   private no_zeroes = false;
   private structured_replies = false;
   private options_seen = 0;
@@ -264,7 +263,7 @@ export class NbdConnection {
         const { request, check } = this.pending_write;
         if (this.rx.bytes < request.length) return;
         this.pending_write = null;
-        const payload = this.rx.take(request.length, this.poolTake);
+        const payload = this.rx.take(request.length);
         if (check.kind === "reject") this.rejectRequest(request, check.error, check.reason);
         else this.startRequest(request, payload);
         continue;
@@ -365,8 +364,6 @@ export class NbdConnection {
       this.ctx.log("error", `${this.label}: ${what} failed: ${(err as Error)?.message ?? String(err)} → ${error}`);
       reply = this.errorReply(request, error, `${what} failed with ${error}`);
     }
-    // The backend is done with the payload once its promise settled (BlockBackend.write).
-    if (payload !== undefined) this.pool.give(payload);
     if (--this.executing === 0 && this.settle_waiters.length > 0) {
       const waiters = this.settle_waiters;
       this.settle_waiters = [];
