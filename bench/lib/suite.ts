@@ -125,8 +125,9 @@ export async function measureResync(ctx: Context, dir: string, file: string): Pr
     const started = performance.now();
     await hast.setRole("beta", "secondary");
     await waitFor("the resync to finish", async () => {
+      // last_sync appears after the pass's final flush, which follows the last chunk (dirty 0).
       const s = await hast.status("alpha");
-      return s?.status === "complete" && s.dirty === 0;
+      return s?.status === "complete" && s.dirty === 0 && (s.last_sync?.bytes ?? 0) >= RESYNC_BYTES;
     }, RESYNC_WAIT_MS, RESYNC_POLL_MS);
     const end_to_end_s = (performance.now() - started) / 1000;
     const last = (await hast.status("alpha"))?.last_sync;
