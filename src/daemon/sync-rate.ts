@@ -1,6 +1,7 @@
 // Synchronization progress for hastctl: bytes done and to go, a smoothed rate and an ETA while a
 // pass runs, and how long the last completed pass took.
 import type { LastSync, SyncProgress } from "../wire/control.ts";
+import type { HookEvent } from "./ipc.ts";
 
 const WINDOW_MS = 10_000;
 
@@ -10,7 +11,7 @@ export class SyncRate {
   last: LastSync | undefined;
 
   /** The syncstart and syncdone hook events of the primary worker. */
-  onEvent(event: string, done_bytes: () => number): void {
+  onEvent(event: HookEvent, done_bytes: () => number): void {
     if (event === "syncstart") this.started_ms = performance.now();
     if (event !== "syncdone" || this.started_ms === null) return;
     const seconds = (performance.now() - this.started_ms) / 1000;

@@ -40,9 +40,9 @@ export const CORK_COPY_BYTES_MAX = 16 * 1024;
 /** Size of the per-connection cork buffer (replies completed in one tick, sent in one write). */
 export const CORK_BYTES = 128 * 1024;
 /** READ replies at least this large reuse buffers the socket has finished with... */
-export const POOL_MIN_BYTES = 64 * 1024;
+export const READ_POOL_MIN_BYTES = 64 * 1024;
 /** ...up to this many bytes of them kept per connection. */
-export const POOL_BYTES_MAX = 16 * 1024 * 1024;
+export const READ_POOL_BYTES_MAX = 16 * 1024 * 1024;
 
 export type LogLevel = "info" | "warn" | "error" | "debug";
 
@@ -78,7 +78,7 @@ export class NbdConnection {
   private cork_requests = 0;
   private cork_cost_bytes = 0;
   private flush_scheduled = false;
-  private readonly pool = new BufferPool(POOL_MIN_BYTES, POOL_BYTES_MAX);
+  private readonly read_pool = new BufferPool(READ_POOL_MIN_BYTES, READ_POOL_BYTES_MAX);
   private no_zeroes = false;
   private structured_replies = false;
   private options_seen = 0;
@@ -411,7 +411,7 @@ export class NbdConnection {
   /** ONE buffer = reply header + data; the backend fills the data part in place. */
   private async readReply(request: NbdRequest): Promise<Uint8Array> {
     const header_bytes = this.structured_replies ? OFFSET_DATA_HEADER_BYTES : SIMPLE_REPLY_HEADER_BYTES;
-    const reply = this.pool.take(header_bytes + request.length);
+    const reply = this.read_pool.take(header_bytes + request.length);
     if (this.structured_replies) writeOffsetDataHeader(reply, request.cookie, request.offset, request.length);
     else writeSimpleReplyHeader(reply, 0, request.cookie);
     await this.ctx.backend.read(request.offset, reply.subarray(header_bytes));
@@ -419,7 +419,7 @@ export class NbdConnection {
   }
 
   private recycle(buf: Uint8Array | null): void {
-    if (buf !== null) this.pool.give(buf);
+    if (buf !== null) this.read_pool.give(buf);
   }
 
   private errorReply(request: NbdRequest, error: NbdErrorName, message: string): Uint8Array {
@@ -451,7 +451,7 @@ export class NbdConnection {
       return;
     }
     this.flush();
-    this.write(bytes, requests, cost_bytes, bytes.byteLength >= POOL_MIN_BYTES && requests > 0 ? bytes : null);
+    this.write(bytes, requests, cost_bytes, bytes.byteLength >= READ_POOL_MIN_BYTES && requests > 0 ? bytes : null);
   }
 
   /** Makes room for `bytes` in the cork buffer, writing out what it holds if needed. */

@@ -2,11 +2,10 @@
 // primary's outgoing connection, node:net when it must bind a `source` address (Bun.connect
 // cannot), and Bun.connect({ fd }) for the secondary worker, which adopts a socket the main
 // process accepted. Writes are queued here so callers never see a partial write, and what waits
-// in a queue is a copy: the caller may reuse its buffer as soon as write() returns (the NBD
-// frontend recycles write payloads once they are answered, which in async mode can be before the
-// socket took them). (Bun's own
-// sockets keep a deep write queue moving several times faster than node:net does: measured
-// 965 vs 398 MiB/s with 16 MiB in flight on loopback, docs/performance.md.)
+// in a queue is a copy: the caller may reuse its buffer as soon as write() returns (PeerLink
+// refills its cork buffer at once). Bun's own sockets keep a deep write queue moving several
+// times faster than node:net does: measured 965 vs 398 MiB/s with 16 MiB in flight on loopback
+// (docs/performance.md).
 import net from "node:net";
 import type { Socket } from "bun";
 
