@@ -75,7 +75,7 @@ function nodeStream(socket: net.Socket, handlers: StreamHandlers): ByteStream {
   return {
     write: (bytes) => {
       // node:net keeps a reference to whatever it cannot send at once; there is no telling which.
-      if (!closed) socket.write(bytes.slice());
+      if (!closed) socket.write(copyOf(bytes));
     },
     get queued_bytes() {
       return socket.writableLength;
@@ -155,7 +155,7 @@ class BunStream implements ByteStream {
       if (n === bytes.length) return;
       rest = bytes.subarray(n);
     }
-    const copy = rest.slice();
+    const copy = copyOf(rest);
     this.queue.push(copy);
     this.queued += copy.length;
   }
@@ -184,4 +184,9 @@ class BunStream implements ByteStream {
     this.closed = true;
     this.handlers.close(reason);
   }
+}
+
+/** A copy whatever the view: Buffer#slice (payloads are Buffers) returns a view, not a copy. */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
 }
