@@ -8,7 +8,8 @@ export interface BlockBackend {
   readonly block_bytes: number;
   /** Fills `into` fully from `offset`, or throws. */
   read(offset: number, into: Uint8Array): Promise<void>;
-  /** With `fua` the data is on stable storage when the promise resolves. */
+  /** With `fua` the data is on stable storage when the promise resolves. `data` belongs to the
+   * caller again once the promise settles (the NBD server reuses it): keep a copy, not `data`. */
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
   /** Every write that completed before this call is on stable storage when it resolves. */
   flush(): Promise<void>;

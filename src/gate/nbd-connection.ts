@@ -39,10 +39,10 @@ export const RECEIVE_BYTES_MAX = REQUEST_HEADER_BYTES + PAYLOAD_BYTES_MAX;
 export const CORK_COPY_BYTES_MAX = 16 * 1024;
 /** Size of the per-connection cork buffer (replies completed in one tick, sent in one write). */
 export const CORK_BYTES = 128 * 1024;
-/** READ replies at least this large reuse buffers the socket has finished with... */
-export const READ_POOL_MIN_BYTES = 64 * 1024;
+/** READ replies and WRITE payloads at least this large reuse buffers the connection is done with... */
+export const POOL_MIN_BYTES = 64 * 1024;
 /** ...up to this many bytes of them kept per connection. */
-export const READ_POOL_BYTES_MAX = 16 * 1024 * 1024;
+export const POOL_BYTES_MAX = 16 * 1024 * 1024;
 
 export type LogLevel = "info" | "warn" | "error" | "debug";
 
@@ -78,7 +78,8 @@ export class NbdConnection {
   private cork_requests = 0;
   private cork_cost_bytes = 0;
   private flush_scheduled = false;
-  private readonly read_pool = new BufferPool(READ_POOL_MIN_BYTES, READ_POOL_BYTES_MAX);
+  private readonly pool = new BufferPool(POOL_MIN_BYTES, POOL_BYTES_MAX);
+  private readonly poolTake = (n: number) => this.pool.take(n);
   private no_zeroes = false;
   private structured_replies = false;
   private options_seen = 0;
@@ -263,7 +264,7 @@ export class NbdConnection {
         const { request, check } = this.pending_write;
         if (this.rx.bytes < request.length) return;
         this.pending_write = null;
-        const payload = this.rx.take(request.length);
+        const payload = this.rx.take(request.length, this.poolTake);
         if (check.kind === "reject") this.rejectRequest(request, check.error, check.reason);
         else this.startRequest(request, payload);
         continue;
@@ -364,6 +365,8 @@ export class NbdConnection {
       this.ctx.log("error", `${this.label}: ${what} failed: ${(err as Error)?.message ?? String(err)} → ${error}`);
       reply = this.errorReply(request, error, `${what} failed with ${error}`);
     }
+    // The backend is done with the payload once its promise settled (BlockBackend.write).
+    if (payload !== undefined) this.pool.give(payload);
     if (--this.executing === 0 && this.settle_waiters.length > 0) {
       const waiters = this.settle_waiters;
       this.settle_waiters = [];
@@ -411,7 +414,7 @@ export class NbdConnection {
   /** ONE buffer = reply header + data; the backend fills the data part in place. */
   private async readReply(request: NbdRequest): Promise<Uint8Array> {
     const header_bytes = this.structured_replies ? OFFSET_DATA_HEADER_BYTES : SIMPLE_REPLY_HEADER_BYTES;
-    const reply = this.read_pool.take(header_bytes + request.length);
+    const reply = this.pool.take(header_bytes + request.length);
     if (this.structured_replies) writeOffsetDataHeader(reply, request.cookie, request.offset, request.length);
     else writeSimpleReplyHeader(reply, 0, request.cookie);
     await this.ctx.backend.read(request.offset, reply.subarray(header_bytes));
@@ -419,7 +422,7 @@ export class NbdConnection {
   }
 
   private recycle(buf: Uint8Array | null): void {
-    if (buf !== null) this.read_pool.give(buf);
+    if (buf !== null) this.pool.give(buf);
   }
 
   private errorReply(request: NbdRequest, error: NbdErrorName, message: string): Uint8Array {
@@ -451,7 +454,7 @@ export class NbdConnection {
       return;
     }
     this.flush();
-    this.write(bytes, requests, cost_bytes, bytes.byteLength >= READ_POOL_MIN_BYTES && requests > 0 ? bytes : null);
+    this.write(bytes, requests, cost_bytes, bytes.byteLength >= POOL_MIN_BYTES && requests > 0 ? bytes : null);
   }
 
   /** Makes room for `bytes` in the cork buffer, writing out what it holds if needed. */

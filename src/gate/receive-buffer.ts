@@ -34,15 +34,15 @@ export class ReceiveBuffer {
     return chunk === undefined ? 0 : chunk.byteLength - this.head_offset;
   }
 
-  /** The first `n` bytes as one contiguous array, without consuming them. */
-  peek(n: number): Uint8Array {
+  /** The first `n` bytes as one contiguous array, without consuming them. Bytes that span
+   * chunks are assembled into `alloc(n)` (default: a new array). */
+  peek(n: number, alloc: (n: number) => Uint8Array = allocate): Uint8Array {
     if (n > this.bytes) throw new Error(`receive buffer: peek of ${n} bytes with only ${this.bytes} held`);
     if (n === 0) return new Uint8Array(0);
     const first = this.chunks[this.first]!;
     const start = this.head_offset;
     if (first.byteLength - start >= n) return first.subarray(start, start + n);
-    // Every byte is overwritten below, so skip the zero fill (a third of the cost of a 1 MiB payload).
-    const out: Uint8Array = n > UNINITIALIZED_FROM_BYTES ? Buffer.allocUnsafe(n) : new Uint8Array(n);
+    const out = alloc(n);
     out.set(first.subarray(start), 0);
     let filled = first.byteLength - start;
     for (let i = this.first + 1; filled < n; i++) {
@@ -55,8 +55,8 @@ export class ReceiveBuffer {
   }
 
   /** Removes and returns the first `n` bytes (a view when they lie in one chunk). */
-  take(n: number): Uint8Array {
-    const out = this.peek(n);
+  take(n: number, alloc?: (n: number) => Uint8Array): Uint8Array {
+    const out = this.peek(n, alloc);
     this.discard(n);
     return out;
   }
@@ -94,7 +94,11 @@ export class ReceiveBuffer {
 }
 
 const EMPTY = new Uint8Array(0);
-/** Assembled messages above this size are allocated without zeroing (WRITE payloads). */
+/** Assembled messages above this size are allocated without zeroing (every byte is overwritten). */
 const UNINITIALIZED_FROM_BYTES = 4096;
+
+function allocate(n: number): Uint8Array {
+  return n > UNINITIALIZED_FROM_BYTES ? Buffer.allocUnsafe(n) : new Uint8Array(n);
+}
 /** Consumed chunk slots kept before the array is compacted (amortizes Array.shift). */
 const COMPACT_AFTER_CHUNKS = 64;
