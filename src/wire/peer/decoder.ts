@@ -111,14 +111,21 @@ export class FrameDecoder {
   #advance(n: number): void {
     this.#first_offset += n;
     if (this.#first_offset < this.#chunks[this.#first]!.length) return;
+    // Let the consumed chunk go now: under a steady stream the array rarely empties, and slots
+    // still holding socket chunks kept up to 1024 of them (hundreds of MiB) alive.
+    this.#chunks[this.#first] = CONSUMED;
     this.#first += 1;
     this.#first_offset = 0;
     if (this.#first === this.#chunks.length) {
       this.#chunks = [];
       this.#first = 0;
-    } else if (this.#first >= 1024) {
+    } else if (this.#first >= COMPACT_AFTER_CHUNKS) {
       this.#chunks = this.#chunks.slice(this.#first);
       this.#first = 0;
     }
   }
 }
+
+const CONSUMED = new Uint8Array(0);
+/** Consumed chunk slots kept before the array is compacted (amortizes Array.shift). */
+const COMPACT_AFTER_CHUNKS = 64;

@@ -61,6 +61,32 @@ describe("peer frames round trip", () => {
     expect(parts.head.length).toBe(HEADER_BYTES + 32);
   });
 
+  test("consumed chunks are let go while a frame is always pending (a steady stream)", () => {
+    // Each pushed chunk ends inside a frame, so the decoder never runs empty: it once kept
+    // every consumed chunk until 1024 had piled up (hundreds of MiB of socket reads on a secondary).
+    const frame = encode({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: false, data: patterned(4096) });
+    const stream = new Uint8Array(frame.length * 201);
+    for (let i = 0; i < 201; i++) stream.set(frame, i * frame.length);
+    const chunk_bytes = frame.length + 7; // never ends on a frame boundary within this stream
+    const decoder = new FrameDecoder(prims);
+    const refs: WeakRef<Uint8Array>[] = [];
+    const feed = (at: number) => {
+      const chunk = stream.slice(at, at + chunk_bytes); // a fresh buffer, like a socket read
+      refs.push(new WeakRef(chunk));
+      decoder.push(chunk);
+      let frames = 0;
+      while (decoder.next().kind === "frame") frames++;
+      return frames;
+    };
+    let frames = 0;
+    for (let at = 0; at + chunk_bytes < stream.length; at += chunk_bytes) frames += feed(at);
+    expect(frames).toBeGreaterThan(100);
+    Bun.gc(true);
+    const alive = refs.slice(0, -2).filter((r) => r.deref() !== undefined).length;
+    // A conservative stack scan may pin one or two; the decoder itself holds only the last chunk.
+    expect(alive).toBeLessThan(refs.length / 10);
+  });
+
   test("push before draining a complete frame is a caller bug and throws", () => {
     const decoder = new FrameDecoder(prims);
     decoder.push(encode({ kind: "keepalive" }));
