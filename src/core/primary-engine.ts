@@ -20,9 +20,9 @@ export type HookEvent = "syncstart" | "syncdone" | "syncintr";
 
 /** Requests tracked at once; the frontends bound their in-flight requests well below this. */
 export const REQUESTS_MAX = 4096;
-/** Sync chunks copied in parallel by default (HAST: 1). Two keep the link busy while the secondary
- * writes; more only queue in socket buffers and measured slower on loopback (docs/performance.md). */
-export const SYNC_CHUNKS_MAX = 2;
+/** Sync chunks copied in parallel by default (HAST: 1). Four keep the link busy while the secondary
+ * writes; eight measured slower on loopback (docs/performance.md). */
+export const SYNC_CHUNKS_MAX = 4;
 /** Failed passes run again at once this many times per connection, then wait for a reconnect. */
 export const PASS_RETRIES_MAX = 3;
 

@@ -11,6 +11,7 @@ import type { Metadata } from "../core/metadata.ts";
 import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
 import type { SyncChunk } from "../core/activemap.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
+import { BufferPool } from "../gate/buffer-pool.ts";
 import type { LocalDisk } from "../io/disk.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
@@ -27,6 +28,9 @@ const SEND_QUEUE_MAX_BYTES = 64 * 1024 * 1024;
  * frontends' own bounds suggest; new requests wait here instead (the application slows down).
  */
 const ENGINE_REQUESTS_MAX = REQUESTS_MAX / 2;
+/** Sync chunks read from the local disk reuse buffers (fresh memory costs a page fault per page). */
+const SYNC_POOL_MIN_BYTES = 64 * 1024;
+const SYNC_POOL_BYTES_MAX = 16 * 1024 * 1024;
 /** Zero writes are sent as WRITE frames of at most this many zero bytes (hole-compressed on the wire). */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 
@@ -71,6 +75,7 @@ export class PrimaryIo implements BlockBackend {
   private admitting = false;
   private link: PeerLink | null = null;
   private zero: Uint8Array | null = null;
+  private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
 
   constructor(o: PrimaryIoOptions) {
     this.o = o;
@@ -392,15 +397,19 @@ export class PrimaryIo implements BlockBackend {
     const seq = this.next_id++;
     const at = this.localoff + chunk.offset;
     if (from === "primary") {
-      const buf = new Uint8Array(chunk.length);
+      const buf = this.sync_pool.take(chunk.length);
       try {
         this.o.disk.read(buf, at);
       } catch (err) {
+        this.sync_pool.give(buf);
         this.o.stats.local_errors.read++;
         this.o.log.error(`Unable to read synchronization data: ${(err as Error).message}`);
         return false;
       }
+      // The stream copies what the kernel does not take at once, so once answered (or failed)
+      // nothing refers to buf any more.
       const reply = await this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: buf });
+      this.sync_pool.give(buf);
       return reply.error === "OK";
     }
     const reply = await this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true });
