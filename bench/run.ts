@@ -5,7 +5,7 @@
 // loopback (memsync, fullsync, async); then the resync after an outage and worker peak RSS on
 // 1 GiB vs 16 GiB sparse devices. Prints tables and ratios, writes bench/results/latest.json.
 //
-//   bun bench/run.ts            full run: tmpfs and /var/tmp, ~15 min; also bench/results/ratios.svg
+//   bun bench/run.ts            full run: tmpfs and /var/tmp, ~11 min; also bench/results/ratios.svg
 //                               and the results section of docs/performance.md
 //   bun bench/run.ts --quick    tmpfs only, short runs, fewer targets: under 3 minutes
 // Needs fio (with the nbd engine), nbdkit, qemu-nbd and dd. Run as root for per-workload peak RSS.
