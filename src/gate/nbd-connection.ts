@@ -22,7 +22,7 @@ import {
   writeOffsetDataHeader, writeSimpleReplyHeader, type ExportLimits, type NbdRequest, type RequestCheck,
 } from "../wire/nbd-transmission.ts";
 import type { BlockBackend } from "./block-backend.ts";
-import { ReceiveBuffer } from "./receive-buffer.ts";
+import { ReceiveBuffer } from "../wire/receive-buffer.ts";
 
 /** Requests started but not yet fully replied to, per connection. */
 export const IN_FLIGHT_REQUESTS_MAX = 64;

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Socket } from "bun";
 import { MemoryBackend } from "../../src/gate/memory-backend.ts";
 import { NbdServer } from "../../src/gate/nbd-server.ts";
-import { ReceiveBuffer } from "../../src/gate/receive-buffer.ts";
+import { ReceiveBuffer } from "../../src/wire/receive-buffer.ts";
 import { NBD_CMD, NBD_CMD_FLAG, NBD_ERR, NBD_OPT, type ParseResult } from "../../src/wire/nbd.ts";
 import { decodeOption, parseClientFlags, parseOptionHeader } from "../../src/wire/nbd-handshake.ts";
 import {

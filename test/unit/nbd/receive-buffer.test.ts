@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ReceiveBuffer } from "../../../src/gate/receive-buffer.ts";
+import { ReceiveBuffer } from "../../../src/wire/receive-buffer.ts";
 
 describe("ReceiveBuffer", () => {
   test("a message inside one chunk is a view, not a copy", () => {
