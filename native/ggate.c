@@ -58,7 +58,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 4; }
+int hast_native_version(void) { return 5; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -111,6 +111,20 @@ int64_t hast_pwrite(int fd, const void *buf, uint64_t len, int64_t offset) {
 		done += (uint64_t)n;
 	}
 	return (int64_t)done;
+}
+
+/*
+ * Nonblocking receive of up to len bytes from a stream socket the event loop also reads: only
+ * what is already queued in the kernel, never a wait. Returns the count (0 at end of stream),
+ * -EAGAIN when nothing is queued, or -errno.
+ */
+int64_t hast_recv_now(int fd, void *buf, uint64_t len) {
+	for (;;) {
+		ssize_t n = recv(fd, buf, (size_t)len, MSG_DONTWAIT);
+		if (n >= 0) return (int64_t)n;
+		if (errno == EINTR) continue;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
 }
 
 int hast_fdatasync(int fd) { return fdatasync(fd) < 0 ? -errno : 0; }

@@ -5,7 +5,8 @@
 //
 // Hot path (docs/performance.md): request headers are parsed in place in the receive buffer;
 // replies that complete in the same tick are corked into one socket write (one syscall for a
-// burst of QD32 write acks instead of 32); WRITE acks are written straight into the cork buffer.
+// burst of QD32 write acks instead of 32); WRITE acks are written straight into the cork buffer;
+// large WRITE payloads are received straight into pooled buffers (receivePayload).
 import type { Socket } from "bun";
 import {
   NBD_CMD, NBD_CMD_FLAG, NBD_INFO, NBD_OPT, NBD_REP, PAYLOAD_BYTES_MAX, REQUEST_HEADER_BYTES,
@@ -22,7 +23,8 @@ import {
   writeOffsetDataHeader, writeSimpleReplyHeader, type ExportLimits, type NbdRequest, type RequestCheck,
 } from "../wire/nbd-transmission.ts";
 import type { BlockBackend } from "./block-backend.ts";
-import { ReceiveBuffer } from "../wire/receive-buffer.ts";
+import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type QueuedRead } from "../wire/receive-buffer.ts";
+import { queuedRead } from "../io/queued-read.ts";
 
 /** Requests started but not yet fully replied to, per connection. */
 export const IN_FLIGHT_REQUESTS_MAX = 64;
@@ -87,6 +89,9 @@ export class NbdConnection {
   private option_discard_bytes = 0;
   /** A WRITE whose header was consumed and whose payload has not fully arrived yet. */
   private pending_write: { request: NbdRequest; check: RequestCheck } | null = null;
+  /** That payload's buffer while it fills (receivePayload). */
+  private filling: { buf: Uint8Array; filled: number } | null = null;
+  private readonly read_queued: QueuedRead | undefined;
   private in_flight_requests = 0;
   private in_flight_bytes = 0;
   private blocked = false;
@@ -101,7 +106,9 @@ export class NbdConnection {
     private readonly socket: Socket<unknown>,
     private readonly ctx: ExportContext,
     readonly label: string,
-  ) {}
+  ) {
+    this.read_queued = queuedRead(socket, label);
+  }
 
   open(): void {
     this.socket.timeout(HANDSHAKE_TIMEOUT_S);
@@ -262,9 +269,9 @@ export class NbdConnection {
     while (this.phase === "transmission") {
       if (this.pending_write !== null) {
         const { request, check } = this.pending_write;
-        if (this.rx.bytes < request.length) return;
+        const payload = this.receivePayload(request.length);
+        if (payload === null) return;
         this.pending_write = null;
-        const payload = this.rx.take(request.length, this.poolTake);
         if (check.kind === "reject") this.rejectRequest(request, check.error, check.reason);
         else this.startRequest(request, payload);
         continue;
@@ -294,6 +301,28 @@ export class NbdConnection {
       else if (check.kind === "reject") this.rejectRequest(request, check.error, check.reason);
       else this.startRequest(request, undefined);
     }
+  }
+
+  /**
+   * The pending WRITE's payload once all of it is here, else null. A large one that has not
+   * arrived is filled in its pooled buffer, the rest of it straight from the socket.
+   */
+  private receivePayload(length: number): Uint8Array | null {
+    if (this.filling === null) {
+      if (this.rx.bytes >= length) return this.rx.take(length, this.poolTake);
+      if (length < QUEUED_READ_MIN_BYTES || this.read_queued === undefined) return null;
+      this.filling = { buf: this.poolTake(length), filled: 0 };
+    }
+    const f = this.filling;
+    try {
+      f.filled = this.rx.fill(f.buf, f.filled, this.read_queued);
+    } catch (err) {
+      this.closeNow("warn", (err as Error).message);
+      return null;
+    }
+    if (f.filled < length) return null;
+    this.filling = null;
+    return f.buf;
   }
 
   /** In place when the header lies in one chunk (nearly always), else from an assembled copy. */
@@ -553,6 +582,7 @@ export class NbdConnection {
     this.ctx.log(level, `${this.label}: closing: ${reason}`);
     this.phase = "closing";
     this.pending_write = null;
+    this.filling = null;
     this.rx.clear();
     this.updateReading();
     this.maybeFinishClosing();
@@ -571,6 +601,7 @@ export class NbdConnection {
     this.dropOutput();
     this.rx.clear();
     this.pending_write = null;
+    this.filling = null;
     this.socket.end();
   }
 }

@@ -8,6 +8,8 @@
 // (docs/performance.md).
 import net from "node:net";
 import type { Socket } from "bun";
+import type { QueuedRead } from "../wire/receive-buffer.ts";
+import { queuedRead } from "./queued-read.ts";
 
 export interface StreamHandlers {
   data(chunk: Uint8Array): void;
@@ -19,6 +21,9 @@ export interface ByteStream {
   write(bytes: Uint8Array): void;
   /** Bytes accepted by write() but not yet handed to the kernel. */
   readonly queued_bytes: number;
+  /** Reads bytes queued behind the delivered ones; only from inside the data handler, and only
+   * where the socket API delivers every read at once (Bun's own sockets, not node:net). */
+  readonly read_queued?: QueuedRead;
   readonly remote: string;
   close(): void;
 }
@@ -121,6 +126,7 @@ class BunStream implements ByteStream {
   private closed = false;
   private socket: Socket<undefined> | null = null;
   remote = "";
+  read_queued: QueuedRead | undefined;
 
   constructor(private readonly handlers: StreamHandlers) {}
 
@@ -139,6 +145,7 @@ class BunStream implements ByteStream {
     this.socket = socket;
     socket.setNoDelay(true);
     this.remote = `${socket.remoteAddress}`;
+    this.read_queued = queuedRead(socket as Socket<unknown>, `peer ${this.remote}`);
     return this;
   }
 

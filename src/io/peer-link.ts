@@ -8,7 +8,8 @@
 // not cork: its requests would wait for the rest of the tick, its local writes included, instead
 // of reaching the secondary while those run.) Bulk data is never copied: its header is written,
 // then the data as it is.
-import { FrameDecoder, FrameEncoder, type Frame, type PayloadEncoding, type PeerPrimitives } from "../wire/peer/index.ts";
+import { FrameDecoder, FrameEncoder, type DecodeResult, type Frame, type PayloadEncoding, type PeerPrimitives } from "../wire/peer/index.ts";
+import { NativeError } from "../native.ts";
 import type { ByteStream, StreamHandlers } from "./byte-stream.ts";
 
 export interface LinkTimers {
@@ -69,7 +70,8 @@ export class PeerLink {
     this.onClose = onClose;
     const early = this.early ?? [];
     this.early = null;
-    for (const chunk of early) this.receive(chunk);
+    // Reading the socket directly must wait until every chunk delivered before is decoded.
+    early.forEach((chunk, i) => this.receive(chunk, i === early.length - 1));
     if (this.early_close !== null) this.lost(this.early_close);
   }
 
@@ -96,7 +98,7 @@ export class PeerLink {
     return this.stream.queued_bytes + this.cork_used;
   }
 
-  private receive(chunk: Uint8Array): void {
+  private receive(chunk: Uint8Array, read_queued = true): void {
     if (this.closed) return;
     if (this.early) {
       this.early.push(chunk);
@@ -104,8 +106,16 @@ export class PeerLink {
     }
     this.last_received_ms = Date.now();
     this.decoder.push(chunk);
+    const read = read_queued ? this.stream.read_queued : undefined;
     for (;;) {
-      const result = this.decoder.next();
+      let result: DecodeResult;
+      try {
+        result = this.decoder.next(read);
+      } catch (err) {
+        if (!(err instanceof NativeError)) throw err;
+        this.close(`receive from ${this.remote} failed: ${err.message}`);
+        return;
+      }
       if (result.kind === "need-more") return;
       if (result.kind === "error") {
         this.close(`malformed frame from ${this.remote}: ${result.reason}`);

@@ -2,6 +2,17 @@
 // boundaries; a message that lies inside one chunk is returned as a view (no copy), one that
 // spans chunks is assembled once with Uint8Array.set (native memcpy). Never a JS byte loop.
 // Consuming bytes moves an offset into the first chunk: no subarray per request header.
+//
+// A large message that has not fully arrived can instead be filled in its final buffer: first
+// from the chunks held here, then straight from the socket (`fill` with a QueuedRead), which
+// skips the event loop's fresh buffer per read and the assembly copy (docs/performance.md).
+
+/** Reads into `into` what the kernel already queued on the socket behind the bytes delivered so
+ * far, without waiting: the count, or 0 when nothing is queued (or the stream ended). */
+export type QueuedRead = (into: Uint8Array) => number;
+
+/** Messages smaller than this wait for the event loop: a syscall costs more than the copy it saves. */
+export const QUEUED_READ_MIN_BYTES = 64 * 1024;
 
 export class ReceiveBuffer {
   private chunks: Uint8Array[] = [];
@@ -59,6 +70,30 @@ export class ReceiveBuffer {
     const out = this.peek(n, alloc);
     this.discard(n);
     return out;
+  }
+
+  /**
+   * Fills `out` from `at` on, first with held bytes, then, while it is short, with what `read`
+   * returns; returns the new fill level. `read` runs only once nothing is held, so bytes stay
+   * in stream order.
+   */
+  fill(out: Uint8Array, at: number, read?: QueuedRead): number {
+    const take = Math.min(this.bytes, out.byteLength - at);
+    for (let i = this.first, done = 0; done < take; i++) {
+      const chunk = this.chunks[i]!;
+      const start = i === this.first ? this.head_offset : 0;
+      const part = Math.min(chunk.byteLength - start, take - done);
+      out.set(chunk.subarray(start, start + part), at + done);
+      done += part;
+    }
+    at += this.discard(take);
+    while (read !== undefined && at < out.byteLength) {
+      if (this.bytes !== 0) throw new Error("receive buffer: queued read with bytes still held");
+      const got = read(out.subarray(at));
+      if (got <= 0) break;
+      at += got;
+    }
+    return at;
   }
 
   /** Drops up to `n` bytes from the front; returns how many were dropped. */

@@ -1,8 +1,10 @@
 // Streaming frame decoder. push() socket chunks, then call next() until it says "need-more".
 // Bad input never throws: next() returns an error value (and keeps returning it), and the
 // caller ends the connection logging `reason`. A payload is allocated only once all of its
-// bytes have arrived, so memory per connection stays within one bounded frame plus one chunk.
-import { ReceiveBuffer } from "../receive-buffer.ts";
+// bytes have arrived, or, given a QueuedRead, once a large one starts to arrive (it is then
+// filled straight from the socket); memory per connection stays within one bounded frame plus
+// one chunk.
+import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type QueuedRead } from "../receive-buffer.ts";
 import { HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES } from "./constants.ts";
 import { DecodeFailure } from "./errors.ts";
 import { decodeFrameBody } from "./frame.ts";
@@ -22,6 +24,8 @@ export class FrameDecoder {
   readonly #reuse: boolean;
   /** With `reuse_payloads`: one buffer for payloads that span chunks, grown as needed. */
   #payload_scratch = EMPTY;
+  /** The current frame's payload while it fills from a QueuedRead. */
+  #filling: { buf: Uint8Array; filled: number } | null = null;
 
   /**
    * reuse_payloads: a frame's data is only valid until the next call to next() (it may live in a
@@ -48,28 +52,46 @@ export class FrameDecoder {
     this.#rx.push(chunk);
   }
 
-  next(): DecodeResult {
+  /**
+   * The next frame, "need-more" or "error". With `read`, a large payload that has not arrived is
+   * filled with the bytes queued behind the pushed ones (read throws are passed on).
+   */
+  next(read?: QueuedRead): DecodeResult {
     if (this.#failure !== null) return this.#failure;
     try {
-      return this.#next();
+      return this.#next(read);
     } catch (error) {
       if (!(error instanceof DecodeFailure)) throw error;
       this.#failure = { kind: "error", code: error.code, reason: error.reason };
       this.#rx.clear();
+      this.#filling = null;
       return this.#failure;
     }
   }
 
-  #next(): DecodeResult {
+  #next(read: QueuedRead | undefined): DecodeResult {
     if (this.#header === null) {
       if (this.#rx.bytes < HEADER_BYTES) return NEED_MORE;
       this.#header = decodeHeader(this.#rx.take(HEADER_BYTES, this.#headerInto));
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
     }
     const header = this.#header;
-    if (this.#rx.bytes < header.payload_bytes) return NEED_MORE;
-    // A payload inside one chunk is a view of it (zero copy); one that spans chunks is copied once.
-    const payload = this.#rx.take(header.payload_bytes, this.#reuse ? this.#scratch : newArray);
+    const n = header.payload_bytes;
+    let payload: Uint8Array;
+    if (this.#filling === null && this.#rx.bytes >= n) {
+      // A payload inside one chunk is a view of it (zero copy); one that spans chunks is copied once.
+      payload = this.#rx.take(n, this.#reuse ? this.#scratch : newArray);
+    } else {
+      if (this.#filling === null) {
+        if (read === undefined || n < QUEUED_READ_MIN_BYTES) return NEED_MORE;
+        this.#filling = { buf: this.#reuse ? this.#scratch(n) : newArray(n), filled: 0 };
+      }
+      const f = this.#filling;
+      f.filled = this.#rx.fill(f.buf, f.filled, read);
+      if (f.filled < n) return NEED_MORE;
+      this.#filling = null;
+      payload = f.buf;
+    }
     this.#header = null;
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
   }
@@ -84,7 +106,8 @@ export class FrameDecoder {
   };
 
   #needed_bytes(): number {
-    return this.#header === null ? HEADER_BYTES : this.#header.payload_bytes;
+    if (this.#header === null) return HEADER_BYTES;
+    return this.#header.payload_bytes - (this.#filling?.filled ?? 0);
   }
 }
 

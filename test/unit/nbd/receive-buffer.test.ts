@@ -38,4 +38,38 @@ describe("ReceiveBuffer", () => {
     rx.push(new Uint8Array(3));
     expect(() => rx.peek(4)).toThrow("peek of 4 bytes with only 3 held");
   });
+
+  test("fill takes held bytes first, then reads what is queued behind them, in order", () => {
+    const rx = new ReceiveBuffer();
+    rx.push(new Uint8Array([1, 2]));
+    rx.push(new Uint8Array([3, 4, 5]));
+    const queued = [new Uint8Array([6, 7]), new Uint8Array([8, 9, 10, 11])];
+    const reads: number[] = [];
+    const read = (into: Uint8Array) => {
+      expect(rx.bytes).toBe(0); // never while held bytes would come first
+      reads.push(into.byteLength);
+      const next = queued.shift();
+      if (next === undefined) return 0;
+      const n = Math.min(next.byteLength, into.byteLength);
+      into.set(next.subarray(0, n));
+      if (n < next.byteLength) queued.unshift(next.subarray(n));
+      return n;
+    };
+    const out = new Uint8Array(10);
+    expect(rx.fill(out, 1, read)).toBe(10);
+    expect([...out]).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(reads).toEqual([4, 2]); // stops once full: 10 and 11 stay queued
+    expect(queued.map((q) => [...q])).toEqual([[10, 11]]);
+  });
+
+  test("fill stops when nothing is queued and resumes from held bytes later", () => {
+    const rx = new ReceiveBuffer();
+    rx.push(new Uint8Array([1, 2, 3]));
+    const out = new Uint8Array(6);
+    expect(rx.fill(out, 0, () => 0)).toBe(3);
+    rx.push(new Uint8Array([4, 5, 6, 7]));
+    expect(rx.fill(out, 3)).toBe(6);
+    expect([...out]).toEqual([1, 2, 3, 4, 5, 6]);
+    expect([...rx.take(1)]).toEqual([7]);
+  });
 });

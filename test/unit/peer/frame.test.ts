@@ -87,6 +87,46 @@ describe("peer frames round trip", () => {
     expect(alive).toBeLessThan(refs.length / 10);
   });
 
+  for (const reuse_payloads of [false, true]) {
+    test(`a large payload is filled from queued reads behind the pushed bytes${reuse_payloads ? " (reused buffer)" : ""}`, () => {
+      const data = patterned(256 * 1024, 7);
+      const wire = new Uint8Array([
+        ...encode({ kind: "write", seq: 1, offset: 0, length: data.length, memsync: true, sync: false, data }),
+        ...encode({ kind: "keepalive" }),
+      ]);
+      let sent = 1000; // bytes "delivered by the event loop"; the rest sits "in the kernel"
+      let limit = 100_000; // what the kernel holds so far
+      const read = (into: Uint8Array) => {
+        const n = Math.min(into.byteLength, limit - sent);
+        into.set(wire.subarray(sent, sent + n));
+        sent += n;
+        return n;
+      };
+      const decoder = new FrameDecoder(prims, { reuse_payloads });
+      decoder.push(wire.slice(0, sent));
+      expect(decoder.next(read).kind).toBe("need-more");
+      expect(sent).toBe(limit); // took everything queued, nothing more
+      limit = wire.length;
+      const result = decoder.next(read);
+      if (result.kind !== "frame" || result.frame.kind !== "write") throw new Error(`expected the write, got ${JSON.stringify(result)}`);
+      expect(result.frame.data).toEqual(data);
+      // The read stopped at the payload's end: the keepalive is still "in the kernel", next in line.
+      expect(sent).toBe(wire.length - encode({ kind: "keepalive" }).length);
+      decoder.push(wire.slice(sent));
+      expect(decoder.next(read)).toEqual({ kind: "frame", frame: { kind: "keepalive" } });
+      expect(decoder.next(read).kind).toBe("need-more");
+    });
+  }
+
+  test("small payloads wait for the event loop: no queued read", () => {
+    const wire = encode({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: false, data: patterned(4096) });
+    const decoder = new FrameDecoder(prims);
+    decoder.push(wire.slice(0, 100));
+    expect(decoder.next(() => { throw new Error("read for a small payload"); }).kind).toBe("need-more");
+    decoder.push(wire.slice(100));
+    expect(decoder.next().kind).toBe("frame");
+  });
+
   test("push before draining a complete frame is a caller bug and throws", () => {
     const decoder = new FrameDecoder(prims);
     decoder.push(encode({ kind: "keepalive" }));

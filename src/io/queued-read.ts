@@ -1,0 +1,16 @@
+// Reads a Bun socket's descriptor directly for bytes the kernel already queued (native recv with
+// MSG_DONTWAIT). Safe only on the JavaScript thread while Bun holds none of the socket's bytes
+// undelivered: Bun hands every read to the data callback at once and polls sockets
+// level-triggered, so whatever is left queued after such a read raises the next data event.
+import type { Socket } from "bun";
+import { native } from "../native.ts";
+import type { QueuedRead } from "../wire/receive-buffer.ts";
+
+/** A QueuedRead for `socket`, or undefined when its descriptor is not exposed. Throws a
+ * NativeError naming `what` when the socket failed (e.g. ECONNRESET). */
+export function queuedRead(socket: Socket<unknown>, what: string): QueuedRead | undefined {
+  // Bun exposes `fd` on its sockets at run time; bun-types does not declare it.
+  const fd = (socket as unknown as { fd?: unknown }).fd;
+  if (typeof fd !== "number" || !Number.isInteger(fd) || fd < 0) return undefined;
+  return (into) => Math.max(0, native.recvNow(fd, what, into));
+}
