@@ -23,8 +23,9 @@ import {
   writeOffsetDataHeader, writeSimpleReplyHeader, type ExportLimits, type NbdRequest, type RequestCheck,
 } from "../wire/nbd-transmission.ts";
 import type { BlockBackend } from "./block-backend.ts";
-import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type QueuedRead } from "../wire/receive-buffer.ts";
+import { ReceiveBuffer, type QueuedRead } from "../wire/receive-buffer.ts";
 import { queuedRead } from "../io/queued-read.ts";
+import { NativeError } from "../native.ts";
 
 /** Requests started but not yet fully replied to, per connection. */
 export const IN_FLIGHT_REQUESTS_MAX = 64;
@@ -89,8 +90,6 @@ export class NbdConnection {
   private option_discard_bytes = 0;
   /** A WRITE whose header was consumed and whose payload has not fully arrived yet. */
   private pending_write: { request: NbdRequest; check: RequestCheck } | null = null;
-  /** That payload's buffer while it fills (receivePayload). */
-  private filling: { buf: Uint8Array; filled: number } | null = null;
   private readonly read_queued: QueuedRead | undefined;
   private in_flight_requests = 0;
   private in_flight_bytes = 0;
@@ -308,21 +307,13 @@ export class NbdConnection {
    * arrived is filled in its pooled buffer, the rest of it straight from the socket.
    */
   private receivePayload(length: number): Uint8Array | null {
-    if (this.filling === null) {
-      if (this.rx.bytes >= length) return this.rx.take(length, this.poolTake);
-      if (length < QUEUED_READ_MIN_BYTES || this.read_queued === undefined) return null;
-      this.filling = { buf: this.poolTake(length), filled: 0 };
-    }
-    const f = this.filling;
     try {
-      f.filled = this.rx.fill(f.buf, f.filled, this.read_queued);
+      return this.rx.takeMessage(length, this.poolTake, this.read_queued);
     } catch (err) {
-      this.closeNow("warn", (err as Error).message);
+      if (!(err instanceof NativeError)) throw err;
+      this.closeNow("warn", err.message);
       return null;
     }
-    if (f.filled < length) return null;
-    this.filling = null;
-    return f.buf;
   }
 
   /** In place when the header lies in one chunk (nearly always), else from an assembled copy. */
@@ -582,7 +573,6 @@ export class NbdConnection {
     this.ctx.log(level, `${this.label}: closing: ${reason}`);
     this.phase = "closing";
     this.pending_write = null;
-    this.filling = null;
     this.rx.clear();
     this.updateReading();
     this.maybeFinishClosing();
@@ -601,7 +591,6 @@ export class NbdConnection {
     this.dropOutput();
     this.rx.clear();
     this.pending_write = null;
-    this.filling = null;
     this.socket.end();
   }
 }

@@ -22,6 +22,8 @@ export class ReceiveBuffer {
   private head_offset = 0;
   /** Total bytes held. */
   bytes = 0;
+  /** A message being filled in its final buffer (takeMessage). */
+  private partial: { buf: Uint8Array; filled: number } | null = null;
 
   push(chunk: Uint8Array): void {
     if (chunk.byteLength === 0) return;
@@ -54,14 +56,7 @@ export class ReceiveBuffer {
     const start = this.head_offset;
     if (first.byteLength - start >= n) return first.subarray(start, start + n);
     const out = alloc(n);
-    out.set(first.subarray(start), 0);
-    let filled = first.byteLength - start;
-    for (let i = this.first + 1; filled < n; i++) {
-      const chunk = this.chunks[i]!;
-      const part = Math.min(chunk.byteLength, n - filled);
-      out.set(part === chunk.byteLength ? chunk : chunk.subarray(0, part), filled);
-      filled += part;
-    }
+    this.copyOut(out, 0, n);
     return out;
   }
 
@@ -73,19 +68,38 @@ export class ReceiveBuffer {
   }
 
   /**
+   * Removes and returns the next message of `n` bytes once all of it is here, else null (ask
+   * again, for the same message, after the next push). Held whole, it comes as from take(). With
+   * `read`, one of QUEUED_READ_MIN_BYTES or more that has not fully arrived is filled in `alloc(n)`:
+   * held bytes move there at once, the rest comes from `read` and later pushes (see fill).
+   */
+  takeMessage(n: number, alloc: (n: number) => Uint8Array, read?: QueuedRead): Uint8Array | null {
+    if (this.partial === null) {
+      if (this.bytes >= n) return this.take(n, alloc);
+      if (read === undefined || n < QUEUED_READ_MIN_BYTES) return null;
+      this.partial = { buf: alloc(n), filled: 0 };
+    }
+    const p = this.partial;
+    if (p.buf.byteLength !== n) throw new Error(`receive buffer: message of ${n} bytes asked while one of ${p.buf.byteLength} is being filled`);
+    p.filled = this.fill(p.buf, p.filled, read);
+    if (p.filled < n) return null;
+    this.partial = null;
+    return p.buf;
+  }
+
+  /** Bytes of the message takeMessage is filling that it already holds (they no longer count in `bytes`). */
+  get partial_bytes(): number {
+    return this.partial?.filled ?? 0;
+  }
+
+  /**
    * Fills `out` from `at` on, first with held bytes, then, while it is short, with what `read`
    * returns; returns the new fill level. `read` runs only once nothing is held, so bytes stay
    * in stream order.
    */
   fill(out: Uint8Array, at: number, read?: QueuedRead): number {
     const take = Math.min(this.bytes, out.byteLength - at);
-    for (let i = this.first, done = 0; done < take; i++) {
-      const chunk = this.chunks[i]!;
-      const start = i === this.first ? this.head_offset : 0;
-      const part = Math.min(chunk.byteLength - start, take - done);
-      out.set(chunk.subarray(start, start + part), at + done);
-      done += part;
-    }
+    this.copyOut(out, at, take);
     at += this.discard(take);
     while (read !== undefined && at < out.byteLength) {
       if (this.bytes !== 0) throw new Error("receive buffer: queued read with bytes still held");
@@ -94,6 +108,17 @@ export class ReceiveBuffer {
       at += got;
     }
     return at;
+  }
+
+  /** Copies the first `n` held bytes into `out` at `at`, without consuming them. */
+  private copyOut(out: Uint8Array, at: number, n: number): void {
+    for (let i = this.first, done = 0; done < n; i++) {
+      const chunk = this.chunks[i]!;
+      const start = i === this.first ? this.head_offset : 0;
+      const part = Math.min(chunk.byteLength - start, n - done);
+      out.set(part === chunk.byteLength ? chunk : chunk.subarray(start, start + part), at + done);
+      done += part;
+    }
   }
 
   /** Drops up to `n` bytes from the front; returns how many were dropped. */
@@ -112,7 +137,7 @@ export class ReceiveBuffer {
       }
     }
     this.bytes -= dropped;
-    if (this.bytes === 0) this.clear();
+    if (this.bytes === 0) this.dropChunks();
     else if (this.first >= COMPACT_AFTER_CHUNKS) {
       this.chunks = this.chunks.slice(this.first);
       this.first = 0;
@@ -120,7 +145,13 @@ export class ReceiveBuffer {
     return dropped;
   }
 
+  /** Forgets everything held, a message being filled included. */
   clear(): void {
+    this.dropChunks();
+    this.partial = null;
+  }
+
+  private dropChunks(): void {
     this.chunks.length = 0;
     this.first = 0;
     this.head_offset = 0;

@@ -4,7 +4,7 @@
 // bytes have arrived, or, given a QueuedRead, once a large one starts to arrive (it is then
 // filled straight from the socket); memory per connection stays within one bounded frame plus
 // one chunk.
-import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type QueuedRead } from "../receive-buffer.ts";
+import { ReceiveBuffer, type QueuedRead } from "../receive-buffer.ts";
 import { HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES } from "./constants.ts";
 import { DecodeFailure } from "./errors.ts";
 import { decodeFrameBody } from "./frame.ts";
@@ -24,8 +24,6 @@ export class FrameDecoder {
   readonly #reuse: boolean;
   /** With `reuse_payloads`: one buffer for payloads that span chunks, grown as needed. */
   #payload_scratch = EMPTY;
-  /** The current frame's payload while it fills from a QueuedRead. */
-  #filling: { buf: Uint8Array; filled: number } | null = null;
 
   /**
    * reuse_payloads: a frame's data is only valid until the next call to next() (it may live in a
@@ -64,7 +62,6 @@ export class FrameDecoder {
       if (!(error instanceof DecodeFailure)) throw error;
       this.#failure = { kind: "error", code: error.code, reason: error.reason };
       this.#rx.clear();
-      this.#filling = null;
       return this.#failure;
     }
   }
@@ -76,22 +73,10 @@ export class FrameDecoder {
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
     }
     const header = this.#header;
-    const n = header.payload_bytes;
-    let payload: Uint8Array;
-    if (this.#filling === null && this.#rx.bytes >= n) {
-      // A payload inside one chunk is a view of it (zero copy); one that spans chunks is copied once.
-      payload = this.#rx.take(n, this.#reuse ? this.#scratch : newArray);
-    } else {
-      if (this.#filling === null) {
-        if (read === undefined || n < QUEUED_READ_MIN_BYTES) return NEED_MORE;
-        this.#filling = { buf: this.#reuse ? this.#scratch(n) : newArray(n), filled: 0 };
-      }
-      const f = this.#filling;
-      f.filled = this.#rx.fill(f.buf, f.filled, read);
-      if (f.filled < n) return NEED_MORE;
-      this.#filling = null;
-      payload = f.buf;
-    }
+    // A payload inside one chunk is a view of it (zero copy); one that spans chunks is copied once,
+    // or, when large and still arriving, filled straight from the socket.
+    const payload = this.#rx.takeMessage(header.payload_bytes, this.#reuse ? this.#scratch : newArray, read);
+    if (payload === null) return NEED_MORE;
     this.#header = null;
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
   }
@@ -107,7 +92,7 @@ export class FrameDecoder {
 
   #needed_bytes(): number {
     if (this.#header === null) return HEADER_BYTES;
-    return this.#header.payload_bytes - (this.#filling?.filled ?? 0);
+    return this.#header.payload_bytes - this.#rx.partial_bytes;
   }
 }
 

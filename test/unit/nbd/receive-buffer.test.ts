@@ -72,4 +72,33 @@ describe("ReceiveBuffer", () => {
     expect([...out]).toEqual([1, 2, 3, 4, 5, 6]);
     expect([...rx.take(1)]).toEqual([7]);
   });
+
+  test("takeMessage fills a large message across pushes and queued reads; clear forgets it", () => {
+    const n = 64 * 1024;
+    const wire = new Uint8Array(n + 3).map((_, i) => i % 251);
+    const rx = new ReceiveBuffer();
+    rx.push(wire.slice(0, 1000));
+    let queued = wire.subarray(1000, 5000);
+    const read = (into: Uint8Array) => {
+      const k = Math.min(into.byteLength, queued.byteLength);
+      into.set(queued.subarray(0, k));
+      queued = queued.subarray(k);
+      return k;
+    };
+    expect(rx.takeMessage(n, (k) => new Uint8Array(k), read)).toBeNull();
+    expect(rx.bytes).toBe(0);
+    expect(rx.partial_bytes).toBe(5000);
+    rx.push(wire.slice(5000));
+    const message = rx.takeMessage(n, () => { throw new Error("allocated twice"); }, read);
+    expect(message).toEqual(wire.subarray(0, n));
+    expect([...rx.take(3)]).toEqual([...wire.subarray(n)]);
+    expect(rx.partial_bytes).toBe(0);
+
+    let once = 10;
+    expect(rx.takeMessage(n, (k) => new Uint8Array(k), () => [once, once = 0][0]!)).toBeNull();
+    expect(rx.partial_bytes).toBe(10);
+    rx.clear();
+    expect(rx.partial_bytes).toBe(0);
+    expect(rx.takeMessage(4, (k) => new Uint8Array(k), read)).toBeNull(); // small: waits for a push
+  });
 });
