@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifdef __linux__
@@ -58,7 +60,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 5; }
+int hast_native_version(void) { return 6; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -114,11 +116,20 @@ int64_t hast_pwrite(int fd, const void *buf, uint64_t len, int64_t offset) {
 }
 
 /*
- * Nonblocking receive of up to len bytes from a stream socket the event loop also reads: only
- * what is already queued in the kernel, never a wait. Returns the count (0 at end of stream),
- * -EAGAIN when nothing is queued, or -errno.
+ * Receive of up to len bytes from a stream socket the event loop also reads: only what is
+ * queued in the kernel; with wait_us > 0, first waits at most that long for something to be
+ * (ppoll: no busy loop). Returns the count (0 at end of stream), -EAGAIN when nothing came in
+ * time (or a signal interrupted the wait), or -errno.
  */
-int64_t hast_recv_now(int fd, void *buf, uint64_t len) {
+int64_t hast_recv_ready(int fd, void *buf, uint64_t len, int32_t wait_us) {
+	if (wait_us < 0 || wait_us >= 1000000) return -EINVAL;
+	if (wait_us > 0) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct timespec limit = { .tv_sec = 0, .tv_nsec = (long)wait_us * 1000 };
+		int ready = ppoll(&p, 1, &limit, NULL);
+		if (ready < 0) return errno == EINTR ? -EAGAIN : -errno;
+		if (ready == 0) return -EAGAIN;
+	}
 	for (;;) {
 		ssize_t n = recv(fd, buf, (size_t)len, MSG_DONTWAIT);
 		if (n >= 0) return (int64_t)n;

@@ -29,7 +29,7 @@ import { readFileSync, statSync } from "node:fs";
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 5; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 6; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -38,7 +38,7 @@ const lib = dlopen(libPath, {
   hast_close: { args: ["i32"], returns: "i32" },
   hast_pread: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
   hast_pwrite: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
-  hast_recv_now: { args: ["i32", "ptr", "u64"], returns: FFIType.i64_fast },
+  hast_recv_ready: { args: ["i32", "ptr", "u64", "i32"], returns: FFIType.i64_fast },
   hast_fdatasync: { args: ["i32"], returns: "i32" },
   hast_fsync: { args: ["i32"], returns: "i32" },
   hast_discard: { args: ["i32", "i64", "i64"], returns: "i32" },
@@ -334,11 +334,12 @@ function pwrite(fd: number, path: string, buf: Uint8Array, offset: number): numb
   return check(c.hast_pwrite(fd, buf, buf.length, offset), "pwrite", path, offset, buf.length);
 }
 
-/** Takes up to buf.length bytes already queued on a stream socket the event loop also reads
- * (never waits): the count, 0 at end of stream, or -1 when nothing is queued. Only for callers
- * that know the event loop holds none of the socket's bytes undelivered (src/io/queued-read.ts). */
-function recvNow(fd: number, what: string, buf: Uint8Array): number {
-  const rc = Number(c.hast_recv_now(fd, buf, buf.length));
+/** Takes up to buf.length bytes queued on a stream socket the event loop also reads, waiting at
+ * most wait_us for some when none are: the count, 0 at end of stream, or -1 when nothing came.
+ * Only for callers that know the event loop holds none of the socket's bytes undelivered
+ * (src/io/queued-read.ts). */
+function recvReady(fd: number, what: string, buf: Uint8Array, wait_us: number): number {
+  const rc = Number(c.hast_recv_ready(fd, buf, buf.length, wait_us));
   return rc === -ERRNO.EAGAIN ? -1 : check(rc, "recv", what, undefined, buf.length);
 }
 
@@ -537,7 +538,7 @@ export const native = {
   close,
   pread,
   pwrite,
-  recvNow,
+  recvReady,
   fdatasync,
   fsync,
   discard,

@@ -1,5 +1,5 @@
-// Reads a Bun socket's descriptor directly for bytes the kernel already queued (native recv with
-// MSG_DONTWAIT). Safe only on the JavaScript thread while Bun holds none of the socket's bytes
+// Reads a Bun socket's descriptor directly for bytes the kernel queued (native recv with
+// MSG_DONTWAIT, after a bounded ppoll when asked to wait). Safe only on the JavaScript thread while Bun holds none of the socket's bytes
 // undelivered: Bun hands every read to the data callback at once and polls sockets
 // level-triggered, so whatever is left queued after such a read raises the next data event.
 import type { Socket } from "bun";
@@ -12,5 +12,5 @@ export function queuedRead(socket: Socket<unknown>, what: string): QueuedRead | 
   // Bun exposes `fd` on its sockets at run time; bun-types does not declare it.
   const fd = (socket as unknown as { fd?: unknown }).fd;
   if (typeof fd !== "number" || !Number.isInteger(fd) || fd < 0) return undefined;
-  return (into) => Math.max(0, native.recvNow(fd, what, into));
+  return (into, wait_us) => Math.max(0, native.recvReady(fd, what, into, wait_us));
 }

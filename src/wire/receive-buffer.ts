@@ -7,12 +7,23 @@
 // from the chunks held here, then straight from the socket (`fill` with a QueuedRead), which
 // skips the event loop's fresh buffer per read and the assembly copy (docs/performance.md).
 
-/** Reads into `into` what the kernel already queued on the socket behind the bytes delivered so
- * far, without waiting: the count, or 0 when nothing is queued (or the stream ended). */
-export type QueuedRead = (into: Uint8Array) => number;
+/** Reads into `into` what the kernel queued on the socket behind the bytes delivered so far: the
+ * count, or 0 when nothing came (or the stream ended). With nothing queued and `wait_us` > 0 it
+ * first waits that long at most for bytes to arrive (the thread blocks meanwhile). */
+export type QueuedRead = (into: Uint8Array, wait_us: number) => number;
 
 /** Messages smaller than this wait for the event loop: a syscall costs more than the copy it saves. */
 export const QUEUED_READ_MIN_BYTES = 64 * 1024;
+/**
+ * Once a large message started to arrive, the rest is normally on its way (the sender is blocked
+ * on a full socket buffer, ~200 KiB for a local socket): takeMessage waits for it, up to
+ * QUEUED_WAITS_MAX waits of QUEUED_WAIT_US per message (2 ms blocked at most), rather than go back
+ * to the event loop, whose next read would bring those bytes through a fresh buffer and one more
+ * copy (and leave the buffer to the garbage collector). A wait that times out ends the waiting
+ * for that message: a sender that paused is left to the event loop.
+ */
+export const QUEUED_WAIT_US = 250;
+export const QUEUED_WAITS_MAX = 8;
 
 export class ReceiveBuffer {
   private chunks: Uint8Array[] = [];
@@ -23,7 +34,7 @@ export class ReceiveBuffer {
   /** Total bytes held. */
   bytes = 0;
   /** A message being filled in its final buffer (takeMessage). */
-  private partial: { buf: Uint8Array; filled: number } | null = null;
+  private partial: { buf: Uint8Array; filled: number; waits: { left: number } } | null = null;
 
   push(chunk: Uint8Array): void {
     if (chunk.byteLength === 0) return;
@@ -71,17 +82,18 @@ export class ReceiveBuffer {
    * Removes and returns the next message of `n` bytes once all of it is here, else null (ask
    * again, for the same message, after the next push). Held whole, it comes as from take(). With
    * `read`, one of QUEUED_READ_MIN_BYTES or more that has not fully arrived is filled in `alloc(n)`:
-   * held bytes move there at once, the rest comes from `read` and later pushes (see fill).
+   * held bytes move there at once, the rest comes from `read` (waiting for it, see QUEUED_WAIT_US)
+   * and later pushes (see fill).
    */
   takeMessage(n: number, alloc: (n: number) => Uint8Array, read?: QueuedRead): Uint8Array | null {
     if (this.partial === null) {
       if (this.bytes >= n) return this.take(n, alloc);
       if (read === undefined || n < QUEUED_READ_MIN_BYTES) return null;
-      this.partial = { buf: alloc(n), filled: 0 };
+      this.partial = { buf: alloc(n), filled: 0, waits: { left: QUEUED_WAITS_MAX } };
     }
     const p = this.partial;
     if (p.buf.byteLength !== n) throw new Error(`receive buffer: message of ${n} bytes asked while one of ${p.buf.byteLength} is being filled`);
-    p.filled = this.fill(p.buf, p.filled, read);
+    p.filled = this.fill(p.buf, p.filled, read, p.waits);
     if (p.filled < n) return null;
     this.partial = null;
     return p.buf;
@@ -95,15 +107,21 @@ export class ReceiveBuffer {
   /**
    * Fills `out` from `at` on, first with held bytes, then, while it is short, with what `read`
    * returns; returns the new fill level. `read` runs only once nothing is held, so bytes stay
-   * in stream order.
+   * in stream order. When nothing is queued, it waits for more while `waits.left` allows (each
+   * wait uses one; one that brings nothing uses them all).
    */
-  fill(out: Uint8Array, at: number, read?: QueuedRead): number {
+  fill(out: Uint8Array, at: number, read?: QueuedRead, waits: { left: number } = { left: 0 }): number {
     const take = Math.min(this.bytes, out.byteLength - at);
     this.copyOut(out, at, take);
     at += this.discard(take);
     while (read !== undefined && at < out.byteLength) {
       if (this.bytes !== 0) throw new Error("receive buffer: queued read with bytes still held");
-      const got = read(out.subarray(at));
+      let got = read(out.subarray(at), 0);
+      if (got <= 0 && waits.left > 0) {
+        waits.left--;
+        got = read(out.subarray(at), QUEUED_WAIT_US);
+        if (got <= 0) waits.left = 0;
+      }
       if (got <= 0) break;
       at += got;
     }

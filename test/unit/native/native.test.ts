@@ -355,3 +355,24 @@ describe("kernel nbd plumbing", () => {
     expect(() => native.nbdDetach(-1)).toThrow("not a non-negative integer");
   });
 });
+
+describe("sockets the event loop also reads", () => {
+  test("recvReady takes what is queued, waits only when asked and only as long as asked", () => {
+    const [a, b] = native.socketpair();
+    try {
+      const into = new Uint8Array(8);
+      expect(native.recvReady(b, "socketpair[1]", into, 0)).toBe(-1); // nothing queued, no wait
+      const started = performance.now();
+      expect(native.recvReady(b, "socketpair[1]", into, 2_000)).toBe(-1); // nothing came in 2 ms
+      expect(performance.now() - started).toBeGreaterThanOrEqual(1.5); // it did wait (ppoll), not spin out at once
+      expect(writeSync(a, new TextEncoder().encode("abc"))).toBe(3);
+      expect(native.recvReady(b, "socketpair[1]", into, 250_000)).toBe(3); // data there: no wait
+      expect(new TextDecoder().decode(into.subarray(0, 3))).toBe("abc");
+      expect(thrown(() => native.recvReady(b, "socketpair[1]", into, 1_000_000)).code).toBe("EINVAL");
+      native.close(a, "socketpair[0]");
+      expect(native.recvReady(b, "socketpair[1]", into, 250)).toBe(0); // end of stream
+    } finally {
+      native.close(b, "socketpair[1]");
+    }
+  });
+});

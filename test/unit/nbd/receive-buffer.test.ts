@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { ReceiveBuffer } from "../../../src/wire/receive-buffer.ts";
+import { QUEUED_READ_MIN_BYTES, QUEUED_WAIT_US, QUEUED_WAITS_MAX, ReceiveBuffer } from "../../../src/wire/receive-buffer.ts";
 
 describe("ReceiveBuffer", () => {
   test("a message inside one chunk is a view, not a copy", () => {
@@ -100,5 +100,43 @@ describe("ReceiveBuffer", () => {
     rx.clear();
     expect(rx.partial_bytes).toBe(0);
     expect(rx.takeMessage(4, (k) => new Uint8Array(k), read)).toBeNull(); // small: waits for a push
+  });
+
+  test("takeMessage waits for the rest of a large message a bounded number of times", () => {
+    const n = QUEUED_READ_MIN_BYTES;
+    const rx = new ReceiveBuffer();
+    rx.push(new Uint8Array(100).fill(1));
+    // Each call without a wait finds nothing; each wait brings 1000 bytes (the sender refilling).
+    const waited: number[] = [];
+    const read = (into: Uint8Array, wait_us: number) => {
+      if (wait_us === 0) return 0;
+      waited.push(wait_us);
+      const k = Math.min(1000, into.byteLength);
+      into.fill(2, 0, k);
+      return k;
+    };
+    expect(rx.takeMessage(n, (k) => new Uint8Array(k), read)).toBeNull();
+    expect(waited).toEqual(Array(QUEUED_WAITS_MAX).fill(QUEUED_WAIT_US));
+    expect(rx.partial_bytes).toBe(100 + QUEUED_WAITS_MAX * 1000);
+    // The budget is per message: later data for the same message comes without waiting.
+    expect(rx.takeMessage(n, (k) => new Uint8Array(k), read)).toBeNull();
+    expect(waited.length).toBe(QUEUED_WAITS_MAX);
+
+    // A wait that brings nothing ends the waiting for that message; the next message waits again.
+    const quiet = new ReceiveBuffer();
+    let waits = 0;
+    const silent = (_into: Uint8Array, wait_us: number) => {
+      if (wait_us > 0) waits++;
+      return 0;
+    };
+    quiet.push(new Uint8Array(10));
+    expect(quiet.takeMessage(n, (k) => new Uint8Array(k), silent)).toBeNull();
+    expect(quiet.takeMessage(n, (k) => new Uint8Array(k), silent)).toBeNull();
+    expect(waits).toBe(1);
+    quiet.push(new Uint8Array(n - 10));
+    expect(quiet.takeMessage(n, (k) => new Uint8Array(k), silent)?.byteLength).toBe(n);
+    quiet.push(new Uint8Array(10));
+    expect(quiet.takeMessage(n, (k) => new Uint8Array(k), silent)).toBeNull();
+    expect(waits).toBe(2);
   });
 });
