@@ -5,7 +5,7 @@ import type { Address, ResourceConfig } from "../config/index.ts";
 import type { Generation } from "../core/connect-decision.ts";
 import { connectTcp } from "../io/byte-stream.ts";
 import { FrameWaiter } from "../io/frame-waiter.ts";
-import { PeerLink } from "../io/peer-link.ts";
+import { CORK_REQUESTS_BYTES, PeerLink } from "../io/peer-link.ts";
 import {
   authReplyBlock, BitmapAssembler, checkChallengeAuth, NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
   type Frame, type HandshakeReply, type PeerError, type PeerPrimitives,
@@ -39,7 +39,7 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
   try {
     link = await PeerLink.over(
       (handlers) => connectTcp({ ...tcpTarget(resource.remote!), source }, handlers, timeout_ms),
-      prims, { checksum: resource.checksum, compression: resource.compression },
+      prims, { checksum: resource.checksum, compression: resource.compression }, { cork_bytes: CORK_REQUESTS_BYTES },
     );
   } catch (err) {
     return { kind: "failed", reason: (err as Error).message };

@@ -11,7 +11,7 @@ import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.
 import { adoptFd } from "../io/byte-stream.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
-import { PeerLink } from "../io/peer-link.ts";
+import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
   bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode,
@@ -49,7 +49,7 @@ export class SecondaryWorker {
   static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
     // Every request is carried out before the next frame is decoded, so payload buffers are reused.
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
-      { checksum: resource.checksum, compression: resource.compression }, { reuse_payloads: true, cork: true });
+      { checksum: resource.checksum, compression: resource.compression }, { reuse_payloads: true, cork_bytes: CORK_REPLIES_BYTES });
     const refuse = (code: PeerErrorName, message: string, exit_code: number): never => {
       link.send({ kind: "error", code, busy: false, message });
       link.close(message);

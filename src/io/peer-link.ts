@@ -2,12 +2,11 @@
 // decoder (a malformed frame ends the link with the decoder's reason), the encoder (the
 // configured checksum and compression), keepalives, and the idle-receive timeout.
 //
-// A small frame goes to the socket as one write (header and body together). With `cork`, small
-// frames sent in one tick are gathered and written together at the end of it: the secondary
-// answers a burst of QD32 requests with one syscall instead of one per reply. (The primary does
-// not cork: its requests would wait for the rest of the tick, its local writes included, instead
-// of reaching the secondary while those run.) Bulk data is never copied: its header is written,
-// then the data as it is.
+// A small frame goes to the socket as one write (header and body together). With `cork_bytes`,
+// small frames sent in one tick are gathered and written together at the end of it, or whenever
+// that many bytes are gathered: the secondary answers a burst of QD32 requests with one syscall
+// instead of one per reply. Bulk data is never copied: its header is written, then the data as it
+// is.
 import { FrameDecoder, FrameEncoder, type DecodeResult, type Frame, type PayloadEncoding, type PeerPrimitives } from "../wire/peer/index.ts";
 import { NativeError } from "../native.ts";
 import type { ByteStream, StreamHandlers } from "./byte-stream.ts";
@@ -21,14 +20,22 @@ export interface LinkTimers {
 
 /** Frames up to this size (headers, replies, small writes) are copied into one buffer. */
 const COPY_BYTES_MAX = 16 * 1024;
-/** Cork capacity; a fuller cork is written out at once. */
-const CORK_BYTES = 256 * 1024;
+/**
+ * Cork sizes. The secondary gathers a whole tick of replies. The primary writes its requests out
+ * every ~48 KiB (eleven 4 KiB writes): the secondary starts on a burst while the primary is still
+ * writing the rest locally. Gathering the primary's whole tick measured 25% slower on 4 KiB QD32
+ * writes (the two workers then take turns instead of overlapping); one write per request 8% slower,
+ * with ~15% more system time.
+ */
+export const CORK_REPLIES_BYTES = 256 * 1024;
+export const CORK_REQUESTS_BYTES = 48 * 1024;
 
 export interface PeerLinkOptions {
   /** The frame decoder's option (see FrameDecoder). */
   reuse_payloads?: boolean;
-  /** Gather small frames until the end of the tick. */
-  cork?: boolean;
+  /** Gather small frames until the end of the tick, writing them out whenever this many bytes are
+   * gathered (at least COPY_BYTES_MAX); absent, each frame is written at once. */
+  cork_bytes?: number;
 }
 
 export class PeerLink {
@@ -41,7 +48,7 @@ export class PeerLink {
   /** Until start(): bytes and a close that arrived before anyone listened. */
   private early: Uint8Array[] | null = [];
   private early_close: string | null = null;
-  private readonly cork = new Uint8Array(CORK_BYTES);
+  private readonly cork: Uint8Array;
   private cork_used = 0;
   private cork_flush_scheduled = false;
   private readonly defer: boolean;
@@ -82,7 +89,8 @@ export class PeerLink {
     opts: PeerLinkOptions,
   ) {
     this.decoder = new FrameDecoder(prims, opts);
-    this.defer = opts.cork === true;
+    this.defer = opts.cork_bytes !== undefined;
+    this.cork = new Uint8Array(Math.max(opts.cork_bytes ?? 0, COPY_BYTES_MAX));
     this.encoder = new FrameEncoder(prims, encoding);
   }
 
@@ -153,7 +161,7 @@ export class PeerLink {
 
   private corkIn(bytes: Uint8Array): void {
     if (bytes.length === 0) return;
-    if (this.cork_used + bytes.length > CORK_BYTES) this.flushCork();
+    if (this.cork_used + bytes.length > this.cork.byteLength) this.flushCork();
     this.cork.set(bytes, this.cork_used);
     this.cork_used += bytes.length;
   }

@@ -3,7 +3,7 @@
 // sends what is still corked first.
 import { describe, expect, test } from "bun:test";
 import type { ByteStream } from "../../../src/io/byte-stream.ts";
-import { PeerLink, type PeerLinkOptions } from "../../../src/io/peer-link.ts";
+import { CORK_REPLIES_BYTES, CORK_REQUESTS_BYTES, PeerLink, type PeerLinkOptions } from "../../../src/io/peer-link.ts";
 import type { Frame } from "../../../src/wire/peer/types.ts";
 import { decodeAll, patterned, prims, RAW } from "./helpers.ts";
 
@@ -59,7 +59,7 @@ describe("PeerLink sending", () => {
   });
 
   test("with cork, the frames of one tick go out in one write at its end, in order", async () => {
-    const { link, rec } = await recordingLink({ cork: true });
+    const { link, rec } = await recordingLink({ cork_bytes: CORK_REPLIES_BYTES });
     for (let seq = 1; seq <= 32; seq++) link.send(reply(seq));
     expect(rec.writes.length).toBe(0);
     expect(link.queued_bytes).toBeGreaterThan(0);
@@ -68,8 +68,22 @@ describe("PeerLink sending", () => {
     expect(framesOf(rec.writes).map((f) => (f as Extract<Frame, { kind: "reply" }>).seq)).toEqual(Array.from({ length: 32 }, (_, i) => i + 1));
   });
 
+  test("a request cork writes a burst out as each 48 KiB gathers, the rest at the end of the tick", async () => {
+    const { link, rec } = await recordingLink({ cork_bytes: CORK_REQUESTS_BYTES });
+    const data = patterned(4096, 5);
+    for (let seq = 1; seq <= 32; seq++) link.send({ kind: "write", seq, offset: seq * 4096, length: 4096, memsync: true, sync: false, data });
+    const in_tick = rec.writes.length;
+    expect(in_tick).toBeGreaterThanOrEqual(2); // the secondary gets the first ones before the tick ends
+    expect(rec.writes.every((w) => w.length <= CORK_REQUESTS_BYTES)).toBe(true);
+    await Promise.resolve();
+    expect(rec.writes.length).toBe(in_tick + 1);
+    const frames = framesOf(rec.writes) as Extract<Frame, { kind: "write" }>[];
+    expect(frames.map((f) => f.seq)).toEqual(Array.from({ length: 32 }, (_, i) => i + 1));
+    expect(frames.every((f) => f.data.every((b, i) => b === data[i]))).toBe(true);
+  });
+
   test("bulk data is written as the caller's buffer, after what was corked before it", async () => {
-    const { link, rec } = await recordingLink({ cork: true });
+    const { link, rec } = await recordingLink({ cork_bytes: CORK_REPLIES_BYTES });
     const big = patterned(1 << 20, 7);
     link.send(reply(1));
     link.send({ kind: "reply", seq: 2, error: "OK", received: false, data: big });
@@ -82,7 +96,7 @@ describe("PeerLink sending", () => {
   });
 
   test("more than a cork's worth in one tick is written as it fills, nothing lost", async () => {
-    const { link, rec } = await recordingLink({ cork: true });
+    const { link, rec } = await recordingLink({ cork_bytes: CORK_REPLIES_BYTES });
     const data = patterned(16 * 1024 - 100, 3);
     for (let seq = 1; seq <= 40; seq++) link.send({ kind: "reply", seq, error: "OK", received: false, data });
     await Promise.resolve();
@@ -91,7 +105,7 @@ describe("PeerLink sending", () => {
   });
 
   test("close sends what is corked before closing the stream", async () => {
-    const { link, rec } = await recordingLink({ cork: true });
+    const { link, rec } = await recordingLink({ cork_bytes: CORK_REPLIES_BYTES });
     link.send({ kind: "error", code: "SPLIT_BRAIN", busy: false, message: "both changed" });
     link.close("refused");
     expect(rec.closed).toBe(true);
