@@ -49,6 +49,15 @@ export class SecondaryEngine {
     private readonly limits: SecondaryLimits,
   ) {}
 
+  /**
+   * memsync's early answer (spec 9): due as soon as a valid WRITE flagged memsync is off the
+   * network, before anything of it is carried out; request() for it follows.
+   */
+  receive(r: SecondaryRequest): SecondaryAction[] {
+    if (!(r.memsync && r.kind === "write") || this.validate(r) !== null) return [];
+    return [{ type: "reply", seq: r.seq, error: null, received: true }];
+  }
+
   request(r: SecondaryRequest): SecondaryAction[] {
     const invalid = this.validate(r);
     if (invalid) {
@@ -70,7 +79,6 @@ export class SecondaryEngine {
       this.flushing.set(r.seq, this.unflushed);
       this.unflushed = new Map();
     }
-    if (r.memsync && r.kind === "write") actions.push({ type: "reply", seq: r.seq, error: null, received: true });
     actions.push({ type: "local", seq: r.seq, kind: r.kind, offset: r.offset, length: r.length });
     return actions;
   }

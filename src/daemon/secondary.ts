@@ -2,12 +2,19 @@
 // the address and secret checks and sent its HANDSHAKE. It decides the connection (decision
 // table), answers with its counters and map, then serves the primary's requests until the link
 // ends; then it exits and the main process waits for the next connection.
+//
+// Requests are carried out in arrival order, but only once everything one socket read brought is
+// decoded: first the memsync "received" answers of that batch leave (one write), then the local
+// I/O runs and the final answers are corked (one more write). The primary thus has its early
+// answers before this node's disk writes, as HAST sends them; answering each request in turn
+// would hold them behind the disk writes of the requests decoded before them.
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { decideConnect } from "../core/connect-decision.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
-import { SecondaryEngine, type SecondaryAction, type SecondaryError } from "../core/secondary-engine.ts";
+import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../core/secondary-engine.ts";
 import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
+import { BufferPool } from "../gate/buffer-pool.ts";
 import { adoptFd } from "../io/byte-stream.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
@@ -30,9 +37,15 @@ const SECONDARY_KEEPDIRTY = 1;
 
 type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
 
+/** Payloads spanning socket reads are assembled in buffers reused once written (fresh memory faults). */
+const PAYLOAD_POOL_MIN_BYTES = 64 * 1024;
+const PAYLOAD_POOL_BYTES_MAX = 16 * 1024 * 1024;
+
 export class SecondaryWorker {
   private readonly stats = newStatistics();
   private readonly pending = new Map<number, Request>();
+  /** Requests decoded from the current socket read, not yet carried out (see the top). */
+  private batch: SecondaryRequest[] = [];
   private ended!: (code: number) => void;
   readonly done = new Promise<number>((resolve) => (this.ended = resolve));
 
@@ -42,14 +55,15 @@ export class SecondaryWorker {
     private meta: Metadata,
     private engine: SecondaryEngine,
     private link: PeerLink,
+    private pool: BufferPool,
     private log: Logger,
     private emit: (event: HookEvent) => void,
   ) {}
 
   static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
-    // Every request is carried out before the next frame is decoded, so payload buffers are reused.
+    const pool = new BufferPool(PAYLOAD_POOL_MIN_BYTES, PAYLOAD_POOL_BYTES_MAX);
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
-      { checksum: resource.checksum, compression: resource.compression }, { reuse_payloads: true, cork_bytes: CORK_REPLIES_BYTES });
+      { checksum: resource.checksum, compression: resource.compression }, { payload_alloc: (n) => pool.take(n), cork_bytes: CORK_REPLIES_BYTES });
     const refuse = (code: PeerErrorName, message: string, exit_code: number): never => {
       link.send({ kind: "error", code, busy: false, message });
       link.close(message);
@@ -104,7 +118,7 @@ export class SecondaryWorker {
       for (const frame of bitmapFrames(bitmap)) link.send(frame);
       log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);
       const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES });
-      const worker = new SecondaryWorker(disk, store, meta, engine, link, log, emit);
+      const worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit);
       emit("connect");
       link.start((frame) => worker.onFrame(frame), (reason) => worker.lost(reason));
       const keepalive_ms = reconnectIntervalMs(resource.timeout_s);
@@ -127,6 +141,8 @@ export class SecondaryWorker {
   private lost(reason: string): void {
     this.log.warn(`Disconnected from the primary: ${reason}`);
     this.emit("disconnect");
+    // Requests that arrived whole are carried out (their answers are lost with the link).
+    this.carryOut();
     try {
       // Nothing is in flight (requests run to completion one by one): once this flush succeeds every
       // change is durable, and the map says so, so the next connect copies nothing back needlessly.
@@ -154,14 +170,28 @@ export class SecondaryWorker {
         this.pending.set(seq, frame);
         const offset = "offset" in frame ? frame.offset : 0;
         const length = frame.kind === "flush" ? 0 : frame.length;
-        return this.run(this.engine.request({
+        const r: SecondaryRequest = {
           seq: BigInt(seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync,
           sync: frame.kind === "write" && frame.sync,
-        }));
+        };
+        this.run(this.engine.receive(r));
+        this.batch.push(r);
+        // The socket read's frames are all decoded by the time microtasks run.
+        if (this.batch.length === 1) queueMicrotask(() => this.carryOut());
+        return;
       }
       default:
         this.link.close(`unexpected ${frame.kind} frame from the primary`);
     }
+  }
+
+  /** The batch's early answers leave first, then its requests run in arrival order. */
+  private carryOut(): void {
+    if (this.batch.length === 0) return;
+    const batch = this.batch;
+    this.batch = [];
+    this.link.flush();
+    for (const r of batch) this.run(this.engine.request(r));
   }
 
   private count(frame: Request): void {
@@ -234,8 +264,10 @@ export class SecondaryWorker {
   private reply(seq: number, error: SecondaryError | null, received: boolean): void {
     const data = this.read_data.get(seq) ?? new Uint8Array(0);
     if (!received) {
+      const r = this.pending.get(seq);
       this.pending.delete(seq);
       this.read_data.delete(seq);
+      if (r?.kind === "write") this.pool.give(r.data);
     }
     this.link.send({ kind: "reply", seq, error: (error ?? "OK") as ReplyErrorName, received, data: error ? new Uint8Array(0) : data });
   }

@@ -32,7 +32,7 @@ export const CORK_REQUESTS_BYTES = 48 * 1024;
 
 export interface PeerLinkOptions {
   /** The frame decoder's option (see FrameDecoder). */
-  reuse_payloads?: boolean;
+  payload_alloc?: (n: number) => Uint8Array;
   /** Gather small frames until the end of the tick, writing them out whenever this many bytes are
    * gathered (at least COPY_BYTES_MAX); absent, each frame is written at once. */
   cork_bytes?: number;
@@ -173,6 +173,11 @@ export class PeerLink {
       this.cork_flush_scheduled = false;
       if (!this.closed) this.flushCork();
     });
+  }
+
+  /** Writes out what is corked now rather than at the end of the tick. */
+  flush(): void {
+    if (!this.closed) this.flushCork();
   }
 
   /** The stream copies whatever it cannot send at once, so the cork is reused right away. */

@@ -7,7 +7,7 @@
 import { ActiveMap } from "../../src/core/activemap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import type { Metadata } from "../../src/core/metadata.ts";
-import { SecondaryEngine, type SecondaryAction, type SecondaryError } from "../../src/core/secondary-engine.ts";
+import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../../src/core/secondary-engine.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
   bitmapFrames, expectedBitmapBytes, FrameDecoder, FrameEncoder, MAX_DATA_BYTES, type Frame, type Handshake,
@@ -156,7 +156,10 @@ export class SecondaryProc {
     this.pending.set(frame.seq, frame);
     const offset = "offset" in frame ? frame.offset : 0;
     const length = frame.kind === "flush" ? 0 : frame.length;
-    this.run(this.engine.request({ seq: BigInt(frame.seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync, sync: frame.kind === "write" && frame.sync }));
+    const r: SecondaryRequest = { seq: BigInt(frame.seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync, sync: frame.kind === "write" && frame.sync };
+    // As the daemon does: the early memsync answer leaves on receipt, ahead of queued disk work.
+    for (const a of this.engine.receive(r)) if (a.type === "reply") this.reply(Number(a.seq), a.error, a.received);
+    this.run(this.engine.request(r));
   }
 
   private run(actions: SecondaryAction[]): void {

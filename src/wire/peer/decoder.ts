@@ -12,7 +12,6 @@ import { decodeHeader, type Header } from "./header.ts";
 import type { DecodeResult, PeerPrimitives } from "./types.ts";
 
 const NEED_MORE: DecodeResult = { kind: "need-more" };
-const EMPTY = new Uint8Array(0);
 
 export class FrameDecoder {
   readonly #prims: PeerPrimitives;
@@ -21,18 +20,15 @@ export class FrameDecoder {
   #header: Header | null = null;
   #failure: DecodeResult | null = null;
   readonly #header_scratch = new Uint8Array(HEADER_BYTES);
-  readonly #reuse: boolean;
-  /** With `reuse_payloads`: one buffer for payloads that span chunks, grown as needed. */
-  #payload_scratch = EMPTY;
+  readonly #payload_alloc: (n: number) => Uint8Array;
 
   /**
-   * reuse_payloads: a frame's data is only valid until the next call to next() (it may live in a
-   * buffer the decoder reuses). For a consumer that is done with each frame before asking for the
-   * next, e.g. the secondary writing it to disk, this avoids one large allocation per frame.
+   * payload_alloc: where a payload that spans chunks is assembled (default: a new array each time),
+   * e.g. a pool the consumer gives buffers back to once it is done with a frame.
    */
-  constructor(prims: PeerPrimitives, opts: { reuse_payloads?: boolean } = {}) {
+  constructor(prims: PeerPrimitives, opts: { payload_alloc?: (n: number) => Uint8Array } = {}) {
     this.#prims = prims;
-    this.#reuse = opts.reuse_payloads === true;
+    this.#payload_alloc = opts.payload_alloc ?? newArray;
   }
 
   /** Bytes received but not yet consumed by a returned frame. */
@@ -75,7 +71,7 @@ export class FrameDecoder {
     const header = this.#header;
     // A payload inside one chunk is a view of it (zero copy); one that spans chunks is copied once,
     // or, when large and still arriving, filled straight from the socket.
-    const payload = this.#rx.takeMessage(header.payload_bytes, this.#reuse ? this.#scratch : newArray, read);
+    const payload = this.#rx.takeMessage(header.payload_bytes, this.#payload_alloc, read);
     if (payload === null) return NEED_MORE;
     this.#header = null;
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
@@ -83,12 +79,6 @@ export class FrameDecoder {
 
   /** Where a header that spans chunks is assembled. */
   readonly #headerInto = (): Uint8Array => this.#header_scratch;
-
-  /** Where a payload that spans chunks is assembled with `reuse_payloads`. */
-  readonly #scratch = (n: number): Uint8Array => {
-    if (this.#payload_scratch.length < n) this.#payload_scratch = new Uint8Array(n);
-    return this.#payload_scratch.subarray(0, n);
-  };
 
   #needed_bytes(): number {
     if (this.#header === null) return HEADER_BYTES;

@@ -42,22 +42,24 @@ describe("SecondaryEngine", () => {
     expect(e.request(req({ seq: 1n, kind: "flush", offset: 0, length: 0 })).map((a) => a.type)).toEqual(["map", "local"]);
   });
 
-  test("memsync write: received answer before the disk write, final answer after", () => {
+  test("memsync write: received answer on receipt, before the request runs; final answer after the disk write", () => {
     const { e } = engine();
-    const actions = e.request(req({ seq: 9n, memsync: true }));
-    expect(actions.map((a) => a.type)).toEqual(["map", "map", "reply", "local"]);
-    expect(actions.slice(2)).toEqual([
-      { type: "reply", seq: 9n, error: null, received: true },
-      { type: "local", seq: 9n, kind: "write", offset: 0, length: SECTOR },
-    ]);
+    const r = req({ seq: 9n, memsync: true });
+    expect(e.receive(r)).toEqual([{ type: "reply", seq: 9n, error: null, received: true }]);
+    const actions = e.request(r);
+    expect(actions.map((a) => a.type)).toEqual(["map", "map", "local"]);
+    expect(actions.at(-1)).toEqual({ type: "local", seq: 9n, kind: "write", offset: 0, length: SECTOR });
     expect(e.localDone(9n, null)).toEqual([{ type: "reply", seq: 9n, error: null, received: false }]);
     expect(e.localDone(10n, "EIO")).toEqual([{ type: "reply", seq: 10n, error: "EIO", received: false }]);
+    // Without the flag, nothing is answered on receipt.
+    expect(e.receive(req({ seq: 11n }))).toEqual([]);
   });
 
   test("the memsync flag means nothing on other kinds", () => {
     const { e } = engine();
     e.request(req({ seq: 1n }));
     for (const kind of ["read", "delete"] as const) {
+      expect(e.receive(req({ seq: 2n, kind, memsync: true }))).toEqual([]);
       expect(e.request(req({ seq: 2n, kind, memsync: true })).map((a) => a.type)).toEqual(["local"]);
     }
   });
@@ -78,6 +80,7 @@ describe("SecondaryEngine", () => {
     test(`rejects ${name} with EINVAL and executes nothing`, () => {
       const { e } = engine();
       const full = req({ seq: 3n, ...r, memsync: true });
+      expect(e.receive(full)).toEqual([]); // no early answer for what will be refused
       expect(e.request(full)).toEqual([
         { type: "log", level: "warn", message: `Rejected ${full.kind} request ${full.seq}: ${why}.` },
         { type: "reply", seq: full.seq, error: "EINVAL", received: false },

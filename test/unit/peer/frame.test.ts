@@ -87,8 +87,8 @@ describe("peer frames round trip", () => {
     expect(alive).toBeLessThan(refs.length / 10);
   });
 
-  for (const reuse_payloads of [false, true]) {
-    test(`a large payload is filled from queued reads behind the pushed bytes${reuse_payloads ? " (reused buffer)" : ""}`, () => {
+  for (const pooled of [false, true]) {
+    test(`a large payload is filled from queued reads behind the pushed bytes${pooled ? " (in the consumer's buffer)" : ""}`, () => {
       const data = patterned(256 * 1024, 7);
       const wire = new Uint8Array([
         ...encode({ kind: "write", seq: 1, offset: 0, length: data.length, memsync: true, sync: false, data }),
@@ -102,7 +102,8 @@ describe("peer frames round trip", () => {
         sent += n;
         return n;
       };
-      const decoder = new FrameDecoder(prims, { reuse_payloads });
+      const given: Uint8Array[] = [];
+      const decoder = new FrameDecoder(prims, pooled ? { payload_alloc: (n) => (given.push(new Uint8Array(n)), given.at(-1)!) } : {});
       decoder.push(wire.slice(0, sent));
       expect(decoder.next(read).kind).toBe("need-more");
       expect(sent).toBe(limit); // took everything queued, nothing more
@@ -110,6 +111,7 @@ describe("peer frames round trip", () => {
       const result = decoder.next(read);
       if (result.kind !== "frame" || result.frame.kind !== "write") throw new Error(`expected the write, got ${JSON.stringify(result)}`);
       expect(result.frame.data).toEqual(data);
+      if (pooled) expect(given.length === 1 && result.frame.data.buffer === given[0]!.buffer).toBe(true);
       // The read stopped at the payload's end: the keepalive is still "in the kernel", next in line.
       expect(sent).toBe(wire.length - encode({ kind: "keepalive" }).length);
       decoder.push(wire.slice(sent));
