@@ -1,7 +1,8 @@
 // Reads a Bun socket's descriptor directly for bytes the kernel queued (native recv with
-// MSG_DONTWAIT, after a bounded ppoll when asked to wait). Safe only on the JavaScript thread while Bun holds none of the socket's bytes
-// undelivered: Bun hands every read to the data callback at once and polls sockets
-// level-triggered, so whatever is left queued after such a read raises the next data event.
+// MSG_DONTWAIT, after a bounded ppoll when asked to wait). Safe only on the JavaScript thread
+// while Bun holds none of the socket's bytes undelivered: Bun hands every read to the data
+// callback at once and polls sockets level-triggered, so whatever is left queued after such a
+// read raises the next data event.
 import type { Socket } from "bun";
 import { native } from "../native.ts";
 import type { QueuedRead } from "../wire/receive-buffer.ts";
