@@ -34,7 +34,9 @@ export type PrimaryAction =
   | { type: "map"; write: MapWrite }
   | { type: "metadata"; generation: PrimaryGeneration }
   | { type: "local"; id: number; kind: RequestKind; offset: number; length: number }
-  | { type: "remote"; id: number; kind: RequestKind; offset: number; length: number; memsync: boolean }
+  /** `answer_waits`: the application's answer waits for the peer's reply to this leg (memsync,
+   * fullsync), so the data stays as it is until then. */
+  | { type: "remote"; id: number; kind: RequestKind; offset: number; length: number; memsync: boolean; answer_waits?: boolean }
   /** Answer the application. For a read, `source` says which leg filled the buffer. */
   | { type: "reply"; id: number; ok: boolean; source?: "local" | "remote" }
   | { type: "sync-copy"; chunk: SyncChunk; from: SyncSource }
@@ -366,7 +368,9 @@ export class PrimaryEngine {
     const legs = new RequestLegs(kind === "delete" || from_peer ? "fullsync" : mode, this.connected, from_peer);
     this.modifies.set(id, { id, kind, offset, length, legs });
     actions.push({ type: "local", id, kind, offset, length });
-    if (this.connected) actions.push({ type: "remote", id, kind, offset, length, memsync: kind === "write" && mode === "memsync" });
+    if (this.connected) {
+      actions.push({ type: "remote", id, kind, offset, length, memsync: kind === "write" && mode === "memsync", answer_waits: legs.mode !== "async" });
+    }
     return actions;
   }
 

@@ -232,10 +232,11 @@ export class PrimaryIo implements BlockBackend {
     this.run(this.o.engine.remoteDone(waiter.app, ok));
   }
 
-  private send(frame: Frame, waiter: RemoteWaiter, seq: number): boolean {
+  /** stable: the frame's data stays unchanged until the peer replied or the link closed. */
+  private send(frame: Frame, waiter: RemoteWaiter, seq: number, stable = false): boolean {
     if (!this.link) return false;
     this.remotes.set(seq, waiter);
-    this.link.send(frame);
+    this.link.send(frame, stable);
     return true;
   }
 
@@ -269,7 +270,7 @@ export class PrimaryIo implements BlockBackend {
       case "local":
         return this.local(a.id, a.kind, a.offset);
       case "remote":
-        return this.remote(a.id, a.kind, a.offset, a.length, a.memsync);
+        return this.remote(a.id, a.kind, a.offset, a.length, a.memsync, a.answer_waits === true);
       case "reply":
         return this.reply(a.id, a.ok, a.source);
       case "sync-copy":
@@ -337,14 +338,16 @@ export class PrimaryIo implements BlockBackend {
     this.run(this.o.engine.localDone(id, app.local_error === null));
   }
 
-  private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
+  /** answer_waits: the payload (the frontend's buffer) is not reused before the peer replied, so a
+   * part the socket does not take at once is queued as it is, not copied. */
+  private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean, answer_waits: boolean): void {
     const app = this.apps.get(id)!;
     const frame: Frame =
       kind === "read" ? { kind: "read", seq: id, offset, length, sync: false }
       : kind === "write" ? { kind: "write", seq: id, offset, length, memsync, sync: false, data: app.buf! }
       : kind === "delete" ? { kind: "delete", seq: id, offset, length }
       : { kind: "flush", seq: id };
-    if (!this.send(frame, { app: id, sent_ms: Date.now() }, id)) this.run(this.o.engine.remoteDone(id, false));
+    if (!this.send(frame, { app: id, sent_ms: Date.now() }, id, answer_waits)) this.run(this.o.engine.remoteDone(id, false));
   }
 
   private reply(id: number, ok: boolean, source: "local" | "remote" | undefined): void {
@@ -400,7 +403,8 @@ export class PrimaryIo implements BlockBackend {
 
   private remoteSync(frame: Extract<Frame, { kind: "read" | "write" | "flush" }>): Promise<Extract<Frame, { kind: "reply" }>> {
     return new Promise((resolve) => {
-      if (!this.send(frame, { sync: resolve, sent_ms: Date.now() }, frame.seq)) {
+      // Sync data stays in its buffer until this reply (or the link's end).
+      if (!this.send(frame, { sync: resolve, sent_ms: Date.now() }, frame.seq, true)) {
         resolve({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
       }
     });
@@ -420,8 +424,7 @@ export class PrimaryIo implements BlockBackend {
         this.o.log.error(`Unable to read synchronization data: ${(err as Error).message}`);
         return false;
       }
-      // The stream copies what the kernel does not take at once, so once answered (or failed)
-      // nothing refers to buf any more.
+      // Once answered (or failed, the link then closed) nothing refers to buf any more.
       const reply = await this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: buf });
       this.sync_pool.give(buf);
       return reply.error === "OK";

@@ -3,7 +3,7 @@
 // cannot), and Bun.connect({ fd }) for the secondary worker, which adopts a socket the main
 // process accepted. Writes are queued here so callers never see a partial write, and what waits
 // in a queue is a copy: the caller may reuse its buffer as soon as write() returns (PeerLink
-// refills its cork buffer at once). Bun's own sockets keep a deep write queue moving several
+// refills its cork buffer at once), unless it says the bytes stay as they are until answered. Bun's own sockets keep a deep write queue moving several
 // times faster than node:net does: measured 965 vs 398 MiB/s with 16 MiB in flight on loopback
 // (docs/performance.md).
 import net from "node:net";
@@ -17,8 +17,9 @@ export interface StreamHandlers {
 }
 
 export interface ByteStream {
-  /** Sends bytes in order; what the kernel does not take at once is copied and queued. */
-  write(bytes: Uint8Array): void;
+  /** Sends bytes in order; what the kernel does not take at once is copied and queued, unless the
+   * caller vouches (`stable`) that the bytes stay unchanged until sent or the stream closed. */
+  write(bytes: Uint8Array, stable?: boolean): void;
   /** Bytes accepted by write() but not yet handed to the kernel. */
   readonly queued_bytes: number;
   /** Reads bytes queued behind the delivered ones; only from inside the data handler, and only
@@ -78,9 +79,9 @@ function nodeStream(socket: net.Socket, handlers: StreamHandlers): ByteStream {
   socket.on("end", () => close("connection closed by peer"));
   socket.on("close", () => close("connection closed"));
   return {
-    write: (bytes) => {
+    write: (bytes, stable) => {
       // node:net keeps a reference to whatever it cannot send at once; there is no telling which.
-      if (!closed) socket.write(copyOf(bytes));
+      if (!closed) socket.write(stable ? bytes : copyOf(bytes));
     },
     get queued_bytes() {
       return socket.writableLength;
@@ -153,7 +154,7 @@ class BunStream implements ByteStream {
     return this.queued;
   }
 
-  write(bytes: Uint8Array): void {
+  write(bytes: Uint8Array, stable = false): void {
     if (this.closed || bytes.length === 0) return;
     let rest = bytes;
     if (this.queue.length === 0 && this.socket) {
@@ -162,9 +163,9 @@ class BunStream implements ByteStream {
       if (n === bytes.length) return;
       rest = bytes.subarray(n);
     }
-    const copy = copyOf(rest);
-    this.queue.push(copy);
-    this.queued += copy.length;
+    const queued = stable ? rest : copyOf(rest);
+    this.queue.push(queued);
+    this.queued += queued.length;
   }
 
   close(): void {

@@ -144,7 +144,9 @@ export class PeerLink {
     }
   }
 
-  send(frame: Frame): void {
+  /** `stable`: the frame's data stays unchanged until the peer answered it or the link closed, so
+   * a large body the socket does not take at once is queued as it is, not copied. */
+  send(frame: Frame, stable = false): void {
     if (this.closed) return;
     const { head, body } = this.encoder.encode(frame);
     this.corkIn(head);
@@ -154,7 +156,7 @@ export class PeerLink {
       else this.flushCork();
     } else {
       this.flushCork();
-      this.stream.write(body);
+      this.stream.write(body, stable);
     }
     this.last_sent_ms = Date.now();
   }

@@ -413,6 +413,20 @@ describe("writes and sync chunks never overlap", () => {
   });
 });
 
+describe("the remote leg of a write", () => {
+  test("says whether the answer waits for the peer (the data then stays as it is until it replied)", () => {
+    for (const [mode, waits] of [["fullsync", true], ["memsync", true], ["async", false]] as const) {
+      const d = driver(mode);
+      d.connect(connection(d));
+      drain(d);
+      const { actions } = d.submit("write", 0, SECTOR);
+      expect(actions.find((a) => a.type === "remote")).toMatchObject({ kind: "write", memsync: mode === "memsync", answer_waits: waits });
+      // A trim always waits for both legs (spec 9).
+      expect(d.submit("delete", EXTENT, SECTOR).actions.find((a) => a.type === "remote")).toMatchObject({ answer_waits: true });
+    }
+  });
+});
+
 describe("flush", () => {
   test("connected: both legs, answered when both are done", () => {
     const d = driver("async");

@@ -2,6 +2,7 @@
 // once is queued as a copy, so a caller that reuses its buffer right after write() (the NBD
 // frontend recycling a payload) cannot change bytes still waiting to be sent. Payloads are often
 // Node Buffers, whose slice() is a view: that once let queued WRITE data change before it left.
+// A caller that vouches its bytes stay as they are until answered (`stable`) gets no copy.
 import { expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { connectTcp, type ByteStream } from "../../../src/io/byte-stream.ts";
@@ -56,6 +57,50 @@ for (const source of [false, true]) for (const kind of ["Uint8Array", "Buffer"] 
         const part = all.subarray(i * MiB, (i + 1) * MiB);
         expect(part.every((b) => b === i + 1)).toBe(true);
       }
+      received = [];
+    } finally {
+      stream?.close();
+      server.stop(true);
+    }
+  }, 20_000);
+}
+
+for (const source of [false, true]) {
+  test(`${source ? "node:net (source address)" : "Bun.connect"}: stable writes are queued as they are, not copied`, async () => {
+    let received: Uint8Array[] = [];
+    let peer: Socket<undefined> | null = null;
+    const server = Bun.listen({
+      hostname: "127.0.0.1", port: 0,
+      socket: {
+        binaryType: "uint8array",
+        open: (s) => {
+          peer = s;
+          s.pause();
+        },
+        data: (_s, chunk) => {
+          received.push(chunk);
+        },
+      },
+    });
+    let stream: ByteStream | null = null;
+    try {
+      stream = await connectTcp(
+        { host: "127.0.0.1", port: server.port, family: 4, source: source ? { host: "127.0.0.1", port: 0 } : null },
+        { data: () => {}, close: () => {} }, 5_000,
+      );
+      const ROUNDS = 32; // far more than loopback socket buffers hold: the last ones wait in the queue
+      const bufs = Array.from({ length: ROUNDS }, (_, i) => new Uint8Array(MiB).fill(i + 1));
+      for (const b of bufs) stream.write(b, true);
+      bufs[ROUNDS - 1]!.fill(0xee); // still queued: what leaves is the buffer itself
+      const deadline = Date.now() + 10_000;
+      while (!peer && Date.now() < deadline) await Bun.sleep(5);
+      (peer as unknown as Socket<undefined>).resume();
+      const total = () => received.reduce((n, c) => n + c.length, 0);
+      while (total() < ROUNDS * MiB && Date.now() < deadline) await Bun.sleep(5);
+      expect(total()).toBe(ROUNDS * MiB);
+      const last = received.at(-1)!;
+      expect(last[last.length - 1]).toBe(0xee);
+      expect(received[0]![0]).toBe(1);
       received = [];
     } finally {
       stream?.close();
