@@ -3,9 +3,9 @@
 // cannot), and Bun.connect({ fd }) for the secondary worker, which adopts a socket the main
 // process accepted. Writes are queued here so callers never see a partial write, and what waits
 // in a queue is a copy: the caller may reuse its buffer as soon as write() returns (PeerLink
-// refills its cork buffer at once), unless it says the bytes stay as they are until answered. Bun's own sockets keep a deep write queue moving several
-// times faster than node:net does: measured 965 vs 398 MiB/s with 16 MiB in flight on loopback
-// (docs/performance.md).
+// refills its cork buffer at once), unless it says the bytes stay as they are until answered.
+// Bun's own sockets keep a deep write queue moving several times faster than node:net does:
+// measured 965 vs 398 MiB/s with 16 MiB in flight on loopback (docs/performance.md).
 import net from "node:net";
 import type { Socket } from "bun";
 import type { QueuedRead } from "../wire/receive-buffer.ts";
