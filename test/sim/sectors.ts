@@ -10,7 +10,7 @@ export function sectorsToBytes(versions: Uint32Array, sector_bytes: number): Uin
 
 export function bytesToSectors(bytes: Uint8Array, sector_bytes: number): Uint32Array {
   if (bytes.length % sector_bytes !== 0) throw new Error(`${bytes.length} data bytes are not whole ${sector_bytes}-byte sectors`);
-  const words = new Uint32Array(bytes.slice().buffer);
+  const words = new Uint32Array(new Uint8Array(bytes).buffer); // a copy: Buffer#slice would be a view
   const per = sector_bytes / 4;
   const out = new Uint32Array(bytes.length / sector_bytes);
   for (let i = 0; i < out.length; i++) {
