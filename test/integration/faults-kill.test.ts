@@ -6,7 +6,7 @@
 // both components' data areas are byte-identical (sha256). Each case waits for the log line
 // that names the fault. HAST_FAULT_SEED=<n> replays the kill points of a run.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync, readSync, writeSync } from "node:fs";
 import { AckedWriter, faultSeed, Harness, MiB, Pair, processAlive, seededRandom, waitFor, type NodeInfo } from "./harness.ts";
 
 let h: Harness;
@@ -85,8 +85,12 @@ describe("SIGKILL under a write workload", () => {
     await pair.daemon(a).waitLog(/Synchronization complete\. \d+ bytes/);
     // The check bites: one flipped byte in the written area is reported as a lost write.
     const { localoff } = await pair.region(a);
+    // Inverted, not overwritten: a fixed value would already be there in 1 of 256 runs (random data).
     const fd = openSync(pair.disk(a), "r+");
-    writeSync(fd, new Uint8Array([0xa5]), 0, 1, localoff + 4096);
+    const byte = new Uint8Array(1);
+    readSync(fd, byte, 0, 1, localoff + 4096);
+    byte[0] = byte[0]! ^ 0xff;
+    writeSync(fd, byte, 0, 1, localoff + 4096);
     closeSync(fd);
     await expect(writer.verifyFile(pair.disk(a), localoff)).rejects.toThrow(/slot 0 \(offset 0\): sha256 \w+ is none of/);
   }, 120_000);
