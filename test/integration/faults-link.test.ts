@@ -144,6 +144,33 @@ describe("async over a slow link", () => {
     expect(count(log, DISCONNECTED)).toBe(0);
     expect(await pair.dataSha256(pair.b)).toBe(await pair.dataSha256(pair.a));
   }, 120_000);
+
+  test.skipIf(fioSkip !== null)("1 MiB writes answered before a slow peer has them reach it intact, though their buffers are reused", async () => {
+    // An async write is answered while its frame may still wait in the send queue, and the NBD
+    // connection then reuses the write's pooled buffer for the next one: the queue must hold its
+    // own copy. Were the buffer queued instead, a later write's data would reach the peer under an
+    // earlier write's offset; every write carries fresh random data, so the replicas would differ.
+    const DATA_BYTES = 48 * MiB;
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 30, replication: "async" } });
+    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
+    h.onCleanup(() => proxy.stop());
+    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
+    await pair.up();
+    await pair.waitSynced(pair.a);
+    proxy.throttle(8 * MiB); // far slower than the local disk: frames wait in the queue
+    const r = await run([
+      "fio", "--name=async1m", "--ioengine=nbd", `--uri=${pair.uri(pair.a)}`, "--rw=randwrite", "--bs=1m", `--size=${DATA_BYTES}`,
+      "--iodepth=16", "--norandommap", "--randrepeat=0", "--refill_buffers", `--io_size=${64 * MiB}`, "--output-format=json",
+    ], { timeout_ms: 90_000, cwd: h.dir });
+    expect(r.code).toBe(0);
+    const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
+    expect(job.error).toBe(0);
+    expect(job.write.io_bytes).toBe(64 * MiB);
+    proxy.throttle(0);
+    await pair.waitSynced(pair.a, 30_000);
+    expect(count(pair.daemon(pair.a).log, DISCONNECTED)).toBe(0);
+    expect(await pair.dataSha256(pair.b)).toBe(await pair.dataSha256(pair.a));
+  }, 120_000);
 });
 
 describe("link faults during a resync", () => {
