@@ -3,11 +3,12 @@
 // table), answers with its counters and map, then serves the primary's requests until the link
 // ends; then it exits and the main process waits for the next connection.
 //
-// Requests are carried out in arrival order, but only once everything one socket read brought is
-// decoded: first the memsync "received" answers of that batch leave (one write), then the local
-// I/O runs and the final answers are corked (one more write). The primary thus has its early
+// Requests are carried out in arrival order, but only once every frame at hand is decoded (the
+// link's onIdle): first the memsync "received" answers of that batch leave (one write), then the
+// local I/O runs and the final answers are corked (one more write). The primary thus has its early
 // answers before this node's disk writes, as HAST sends them; answering each request in turn
-// would hold them behind the disk writes of the requests decoded before them.
+// would hold them behind the disk writes of the requests decoded before them. The link follows a
+// stream of large frames on the socket only after each batch (pull_streams), answers out.
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { decideConnect } from "../core/connect-decision.ts";
@@ -44,7 +45,7 @@ const PAYLOAD_POOL_BYTES_MAX = 16 * 1024 * 1024;
 export class SecondaryWorker {
   private readonly stats = newStatistics();
   private readonly pending = new Map<number, Request>();
-  /** Requests decoded from the current socket read, not yet carried out (see the top). */
+  /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
   private ended!: (code: number) => void;
   readonly done = new Promise<number>((resolve) => (this.ended = resolve));
@@ -63,7 +64,7 @@ export class SecondaryWorker {
   static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
     const pool = new BufferPool(PAYLOAD_POOL_MIN_BYTES, PAYLOAD_POOL_BYTES_MAX);
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
-      { checksum: resource.checksum, compression: resource.compression }, { payload_alloc: (n) => pool.take(n), cork_bytes: CORK_REPLIES_BYTES });
+      { checksum: resource.checksum, compression: resource.compression }, { payload_alloc: (n) => pool.take(n), cork_bytes: CORK_REPLIES_BYTES, pull_streams: true });
     const refuse = (code: PeerErrorName, message: string, exit_code: number): never => {
       link.send({ kind: "error", code, busy: false, message });
       link.close(message);
@@ -120,7 +121,7 @@ export class SecondaryWorker {
       const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES });
       const worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit);
       emit("connect");
-      link.start((frame) => worker.onFrame(frame), (reason) => worker.lost(reason));
+      link.start((frame) => worker.onFrame(frame), (reason) => worker.lost(reason), () => worker.carryOut());
       const keepalive_ms = reconnectIntervalMs(resource.timeout_s);
       link.startTimers({ keepalive_ms: 0, idle_receive_ms: 2 * keepalive_ms });
       return worker;
@@ -175,9 +176,7 @@ export class SecondaryWorker {
           sync: frame.kind === "write" && frame.sync,
         };
         this.run(this.engine.receive(r));
-        this.batch.push(r);
-        // The socket read's frames are all decoded by the time microtasks run.
-        if (this.batch.length === 1) queueMicrotask(() => this.carryOut());
+        this.batch.push(r); // carried out once the link has no more frames at hand (onIdle)
         return;
       }
       default:
@@ -186,7 +185,7 @@ export class SecondaryWorker {
   }
 
   /** The batch's early answers leave first, then its requests run in arrival order. */
-  private carryOut(): void {
+  carryOut(): void {
     if (this.batch.length === 0) return;
     const batch = this.batch;
     this.batch = [];

@@ -2,6 +2,10 @@
 // decoder (a malformed frame ends the link with the decoder's reason), the encoder (the
 // configured checksum and compression), keepalives, and the idle-receive timeout.
 //
+// With `pull_streams` (the secondary), large frames arriving back to back — a resync, 1 MiB
+// writes — are read straight from the socket once the consumer answered those it has (onIdle),
+// instead of through the event loop, whose every read is a fresh buffer and one more copy.
+//
 // A small frame goes to the socket as one write (header and body together). With `cork_bytes`,
 // small frames sent in one tick are gathered and written together at the end of it, or whenever
 // that many bytes are gathered: the secondary answers a burst of QD32 requests with one syscall
@@ -30,12 +34,20 @@ const COPY_BYTES_MAX = 16 * 1024;
 export const CORK_REPLIES_BYTES = 256 * 1024;
 export const CORK_REQUESTS_BYTES = 48 * 1024;
 
+/** Frames one data event may take straight from the socket after a large one, and how long it
+ * waits for each (once a wait brings nothing, the event loop takes over). */
+const PULL_FRAMES_MAX = 16;
+const PULL_WAIT_US = 250;
+
 export interface PeerLinkOptions {
   /** The frame decoder's option (see FrameDecoder). */
   payload_alloc?: (n: number) => Uint8Array;
   /** Gather small frames until the end of the tick, writing them out whenever this many bytes are
    * gathered (at least COPY_BYTES_MAX); absent, each frame is written at once. */
   cork_bytes?: number;
+  /** After a large frame, wait briefly for the next one on the socket (see the header); for a
+   * consumer that answers what it has in onIdle, or the peer would wait for those answers. */
+  pull_streams?: boolean;
 }
 
 export class PeerLink {
@@ -52,8 +64,10 @@ export class PeerLink {
   private cork_used = 0;
   private cork_flush_scheduled = false;
   private readonly defer: boolean;
+  private readonly pull_streams: boolean;
   private onFrame: (frame: Frame) => void = () => {};
   private onClose: (reason: string) => void = () => {};
+  private onIdle: () => void = () => {};
 
   /** Opens the stream with handlers bound to the link that is built around it. */
   static async over(open: (handlers: StreamHandlers) => Promise<ByteStream>, prims: PeerPrimitives, encoding: PayloadEncoding,
@@ -71,10 +85,14 @@ export class PeerLink {
     return link;
   }
 
-  /** Starts delivering frames (and anything that arrived before); later calls replace the handlers. */
-  start(onFrame: (frame: Frame) => void, onClose: (reason: string) => void): void {
+  /**
+   * Starts delivering frames (and anything that arrived before); later calls replace the handlers.
+   * `onIdle` runs whenever the frames received so far are delivered, before the link waits for more.
+   */
+  start(onFrame: (frame: Frame) => void, onClose: (reason: string) => void, onIdle: () => void = () => {}): void {
     this.onFrame = onFrame;
     this.onClose = onClose;
+    this.onIdle = onIdle;
     const early = this.early ?? [];
     this.early = null;
     // Reading the socket directly must wait until every chunk delivered before is decoded.
@@ -90,6 +108,7 @@ export class PeerLink {
   ) {
     this.decoder = new FrameDecoder(prims, opts);
     this.defer = opts.cork_bytes !== undefined;
+    this.pull_streams = opts.pull_streams === true;
     this.cork = new Uint8Array(Math.max(opts.cork_bytes ?? 0, COPY_BYTES_MAX));
     this.encoder = new FrameEncoder(prims, encoding);
   }
@@ -115,16 +134,24 @@ export class PeerLink {
     this.last_received_ms = Date.now();
     this.decoder.push(chunk);
     const read = read_queued ? this.stream.read_queued : undefined;
-    for (;;) {
+    for (let pulls = 0, pulling = false; ; ) {
       let result: DecodeResult;
       try {
-        result = this.decoder.next(read);
+        result = this.decoder.next(read, pulling ? PULL_WAIT_US : undefined);
       } catch (err) {
         if (!(err instanceof NativeError)) throw err;
         this.close(`receive from ${this.remote} failed: ${err.message}`);
         return;
       }
-      if (result.kind === "need-more") return;
+      if (result.kind === "need-more") {
+        this.onIdle();
+        if (pulling || this.closed || !this.pull_streams || read === undefined || pulls === PULL_FRAMES_MAX || !this.decoder.streaming) return;
+        this.flushCork(); // the answers onIdle gave, which the peer may wait for before it sends more
+        pulls++;
+        pulling = true;
+        continue;
+      }
+      pulling = false;
       if (result.kind === "error") {
         this.close(`malformed frame from ${this.remote}: ${result.reason}`);
         return;

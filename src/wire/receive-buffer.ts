@@ -99,6 +99,17 @@ export class ReceiveBuffer {
     return p.buf;
   }
 
+  /** With nothing held, reads what the socket queued behind the delivered bytes, up to `n`, into a
+   * new array it then holds (waiting up to `wait_us` for bytes to come); returns the count. */
+  pull(n: number, read: QueuedRead, wait_us = 0): number {
+    if (this.bytes !== 0) throw new Error("receive buffer: queued read with bytes still held");
+    const into = new Uint8Array(n);
+    let got = read(into, 0);
+    if (got <= 0 && wait_us > 0) got = read(into, wait_us);
+    if (got > 0) this.push(got === n ? into : into.subarray(0, got));
+    return got;
+  }
+
   /** Bytes of the message takeMessage is filling that it already holds (they no longer count in `bytes`). */
   get partial_bytes(): number {
     return this.partial?.filled ?? 0;

@@ -4,7 +4,7 @@
 // bytes have arrived, or, given a QueuedRead, once a large one starts to arrive (it is then
 // filled straight from the socket); memory per connection stays within one bounded frame plus
 // one chunk.
-import { ReceiveBuffer, type QueuedRead } from "../receive-buffer.ts";
+import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type QueuedRead } from "../receive-buffer.ts";
 import { HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES } from "./constants.ts";
 import { DecodeFailure } from "./errors.ts";
 import { decodeFrameBody } from "./frame.ts";
@@ -19,6 +19,8 @@ export class FrameDecoder {
   readonly #rx = new ReceiveBuffer();
   #header: Header | null = null;
   #failure: DecodeResult | null = null;
+  /** The last payload was large: more are likely queued right behind it. */
+  #streaming = false;
   readonly #header_scratch = new Uint8Array(HEADER_BYTES);
   readonly #payload_alloc: (n: number) => Uint8Array;
 
@@ -29,6 +31,12 @@ export class FrameDecoder {
   constructor(prims: PeerPrimitives, opts: { payload_alloc?: (n: number) => Uint8Array } = {}) {
     this.#prims = prims;
     this.#payload_alloc = opts.payload_alloc ?? newArray;
+  }
+
+  /** The last payload was large and nothing of the next frame is here yet: the next one may well
+   * be on its way (a stream of large frames). */
+  get streaming(): boolean {
+    return this.#streaming && this.#header === null && this.#rx.bytes === 0;
   }
 
   /** Bytes received but not yet consumed by a returned frame. */
@@ -48,12 +56,14 @@ export class FrameDecoder {
 
   /**
    * The next frame, "need-more" or "error". With `read`, a large payload that has not arrived is
-   * filled with the bytes queued behind the pushed ones (read throws are passed on).
+   * filled with the bytes queued behind the pushed ones (read throws are passed on). With
+   * `pull_wait_us` too, while `streaming`, the next header is first read from the socket, waiting
+   * that long at most for it.
    */
-  next(read?: QueuedRead): DecodeResult {
+  next(read?: QueuedRead, pull_wait_us?: number): DecodeResult {
     if (this.#failure !== null) return this.#failure;
     try {
-      return this.#next(read);
+      return this.#next(read, pull_wait_us);
     } catch (error) {
       if (!(error instanceof DecodeFailure)) throw error;
       this.#failure = { kind: "error", code: error.code, reason: error.reason };
@@ -62,8 +72,9 @@ export class FrameDecoder {
     }
   }
 
-  #next(read: QueuedRead | undefined): DecodeResult {
+  #next(read: QueuedRead | undefined, pull_wait_us: number | undefined): DecodeResult {
     if (this.#header === null) {
+      if (pull_wait_us !== undefined && read !== undefined && this.streaming) this.#rx.pull(HEADER_BYTES, read, pull_wait_us);
       if (this.#rx.bytes < HEADER_BYTES) return NEED_MORE;
       this.#header = decodeHeader(this.#rx.take(HEADER_BYTES, this.#headerInto));
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
@@ -74,6 +85,7 @@ export class FrameDecoder {
     const payload = this.#rx.takeMessage(header.payload_bytes, this.#payload_alloc, read);
     if (payload === null) return NEED_MORE;
     this.#header = null;
+    this.#streaming = payload.byteLength >= QUEUED_READ_MIN_BYTES;
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
   }
 

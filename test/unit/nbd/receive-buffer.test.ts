@@ -73,6 +73,33 @@ describe("ReceiveBuffer", () => {
     expect([...rx.take(1)]).toEqual([7]);
   });
 
+  test("pull reads what is queued (waiting only when nothing is), holds it, and refuses while bytes are held", () => {
+    const rx = new ReceiveBuffer();
+    const waits: number[] = [];
+    let queued: number[] = [];
+    const read = (into: Uint8Array, wait_us: number) => {
+      waits.push(wait_us);
+      if (queued.length === 0 && wait_us > 0) queued = [9, 8, 7];
+      const k = Math.min(into.byteLength, queued.length);
+      into.set(queued.slice(0, k));
+      queued = queued.slice(k);
+      return k;
+    };
+    queued = [1, 2, 3, 4, 5];
+    expect(rx.pull(4, read, 250)).toBe(4);
+    expect(waits).toEqual([0]); // bytes were there: no wait
+    expect(() => rx.pull(4, read)).toThrow("bytes still held");
+    expect([...rx.take(4)]).toEqual([1, 2, 3, 4]);
+    expect(rx.pull(4, read, 250)).toBe(1);
+    expect([...rx.take(1)]).toEqual([5]);
+    expect(rx.pull(4, read, 0)).toBe(0); // nothing queued, no wait allowed
+    expect(rx.bytes).toBe(0);
+    waits.length = 0;
+    expect(rx.pull(4, read, 250)).toBe(3);
+    expect(waits).toEqual([0, 250]);
+    expect([...rx.take(3)]).toEqual([9, 8, 7]);
+  });
+
   test("takeMessage fills a large message across pushes and queued reads; clear forgets it", () => {
     const n = 64 * 1024;
     const wire = new Uint8Array(n + 3).map((_, i) => i % 251);

@@ -120,6 +120,47 @@ describe("peer frames round trip", () => {
     });
   }
 
+  test("after a large payload, next(read, wait) reads the next header from the socket; after a small one, or without a wait, it does not", () => {
+    const large = patterned(128 * 1024, 3);
+    const frames: Frame[] = [
+      { kind: "write", seq: 1, offset: 0, length: large.length, memsync: false, sync: true, data: large },
+      { kind: "write", seq: 2, offset: 0, length: large.length, memsync: false, sync: true, data: large },
+      { kind: "write", seq: 3, offset: 0, length: 4096, memsync: false, sync: false, data: patterned(4096) },
+      { kind: "keepalive" },
+    ];
+    const wire = Buffer.concat(frames.map((f) => encode(f)));
+    let at = 0; // the stream up to `at` was delivered or read
+    const waits: number[] = [];
+    const read = (into: Uint8Array, wait_us: number) => {
+      waits.push(wait_us);
+      const n = Math.min(into.byteLength, wire.length - at);
+      into.set(wire.subarray(at, at + n));
+      at += n;
+      return n;
+    };
+    const decoder = new FrameDecoder(prims);
+    const first = encode(frames[0]!).length;
+    decoder.push(wire.slice(0, first));
+    at = first;
+    expect(decoder.next(read, 250).kind).toBe("frame"); // the first frame was pushed whole
+    expect(decoder.streaming).toBe(true);
+    expect(decoder.next(read).kind).toBe("need-more"); // no wait given: no read
+    expect(waits).toEqual([]);
+    const second = decoder.next(read, 250);
+    expect(second.kind === "frame" && second.frame.kind === "write" && second.frame.seq === 2).toBe(true);
+    expect(waits[0]).toBe(0); // the header was queued: read without waiting
+    // The third header is pulled too, but its small payload waits for the event loop.
+    expect(decoder.next(read, 250).kind).toBe("need-more");
+    expect(decoder.streaming).toBe(false);
+    const reads = waits.length;
+    decoder.push(wire.slice(at));
+    const third = decoder.next(read, 250);
+    expect(third.kind === "frame" && third.frame.kind === "write" && third.frame.seq === 3).toBe(true);
+    expect(decoder.next(read, 250)).toEqual({ kind: "frame", frame: { kind: "keepalive" } });
+    expect(decoder.next(read, 250).kind).toBe("need-more"); // after small frames: no read
+    expect(waits.length).toBe(reads);
+  });
+
   test("small payloads wait for the event loop: no queued read", () => {
     const wire = encode({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: false, data: patterned(4096) });
     const decoder = new FrameDecoder(prims);

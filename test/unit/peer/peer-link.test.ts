@@ -2,10 +2,11 @@
 // one write per tick), bulk data is written as the caller's buffer, order is kept, and a close
 // sends what is still corked first.
 import { describe, expect, test } from "bun:test";
-import type { ByteStream } from "../../../src/io/byte-stream.ts";
+import type { ByteStream, StreamHandlers } from "../../../src/io/byte-stream.ts";
+import { HEADER_BYTES } from "../../../src/wire/peer/constants.ts";
 import { CORK_REPLIES_BYTES, CORK_REQUESTS_BYTES, PeerLink, type PeerLinkOptions } from "../../../src/io/peer-link.ts";
 import type { Frame } from "../../../src/wire/peer/types.ts";
-import { decodeAll, patterned, prims, RAW } from "./helpers.ts";
+import { decodeAll, encode, patterned, prims, RAW } from "./helpers.ts";
 
 interface Recorder {
   /** What the stream was given, copied at write() time as a real stream does with what it keeps. */
@@ -113,5 +114,88 @@ describe("PeerLink sending", () => {
     link.send(reply(9));
     await Promise.resolve();
     expect(rec.writes.length).toBe(1);
+  });
+});
+
+describe("PeerLink receiving", () => {
+  const large = (seq: number): Frame => {
+    const data = patterned(128 * 1024, seq);
+    return { kind: "write", seq, offset: 0, length: data.length, memsync: false, sync: true, data };
+  };
+
+  /** A link over a stream whose "kernel" holds `wire` behind the bytes delivered so far; it logs
+   * frames, idle calls, reads (with their waits) and writes in the order they happen. */
+  async function receivingLink(wire: Uint8Array, opts: PeerLinkOptions) {
+    let handlers: StreamHandlers | null = null;
+    let at = 0;
+    const events: string[] = [];
+    const stream: ByteStream = {
+      write: () => events.push("write"),
+      queued_bytes: 0,
+      remote: "test",
+      close: () => events.push("close"),
+      read_queued: (into, wait_us) => {
+        const n = Math.min(into.byteLength, wire.length - at);
+        into.set(wire.subarray(at, at + n));
+        at += n;
+        if (into.byteLength === HEADER_BYTES) events.push(`pull ${wait_us}${n === 0 ? " (none)" : ""}`);
+        return n;
+      },
+    };
+    const link = await PeerLink.over(async (h) => ((handlers = h), stream), prims, RAW, opts);
+    link.start((frame) => {
+      events.push(`frame ${"seq" in frame ? frame.seq : frame.kind}`);
+      if ("seq" in frame) link.send(reply(frame.seq)); // corked: out at onIdle's end at the latest
+    }, (reason) => events.push(`closed: ${reason}`), () => events.push("idle"));
+    /** One data event: the first `bytes` of what is left, as the event loop would deliver them. */
+    const deliver = (bytes: number) => {
+      const chunk = wire.slice(at, at + bytes);
+      at += chunk.length;
+      handlers!.data(chunk);
+    };
+    return { link, events, deliver, left: () => wire.length - at };
+  }
+
+  const wireOf = (frames: Frame[]) => Buffer.concat(frames.map((f) => encode(f)));
+
+  test("without pull_streams, frames queued behind a data event wait for the next one; idle ends each event", async () => {
+    const wire = wireOf([large(1), large(2)]);
+    const { events, deliver, left } = await receivingLink(wire, { cork_bytes: CORK_REPLIES_BYTES });
+    deliver(encode(large(1)).length);
+    expect(events).toEqual(["frame 1", "idle"]);
+    expect(left()).toBe(encode(large(2)).length);
+  });
+
+  test("with pull_streams, after a large frame the answers go out, then the next frame is read from the socket", async () => {
+    const wire = wireOf([large(1), large(2), large(3), { kind: "keepalive" }]);
+    const { events, deliver, left } = await receivingLink(wire, { cork_bytes: CORK_REPLIES_BYTES, pull_streams: true });
+    deliver(encode(large(1)).length);
+    // Each pull comes after the idle call and the write of its answers, and finds its header queued
+    // (no wait); after the keepalive (no payload) the event loop takes over.
+    expect(events).toEqual([
+      "frame 1", "idle", "write", "pull 0",
+      "frame 2", "idle", "write", "pull 0",
+      "frame 3", "idle", "write", "pull 0",
+      "frame keepalive", "idle",
+    ]);
+    expect(left()).toBe(0);
+  });
+
+  test("a pull that finds nothing hands over to the event loop; pulls per data event are bounded", async () => {
+    const frames = Array.from({ length: 40 }, (_, i) => large(i + 1));
+    const wire = wireOf(frames);
+    const { events, deliver, left } = await receivingLink(wire, { cork_bytes: CORK_REPLIES_BYTES, pull_streams: true });
+    deliver(encode(frames[0]!).length);
+    const pulled = events.filter((e) => e.startsWith("pull")).length;
+    expect(pulled).toBe(16);
+    expect(events.filter((e) => e.startsWith("frame")).length).toBe(17);
+    expect(events.at(-1)).toBe("idle");
+    expect(left()).toBe(wire.length - 17 * encode(frames[0]!).length);
+
+    const single = wireOf([large(1)]);
+    const one = await receivingLink(single, { cork_bytes: CORK_REPLIES_BYTES, pull_streams: true });
+    one.deliver(single.length);
+    // Nothing queued: one wait of 250 µs, then the event loop.
+    expect(one.events).toEqual(["frame 1", "idle", "write", "pull 0 (none)", "pull 250 (none)", "idle"]);
   });
 });
