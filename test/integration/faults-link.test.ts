@@ -5,7 +5,7 @@
 // link heals: the pair is in sync, every acknowledged write (including those acknowledged during
 // the fault) is on the primary's component, and both data areas are identical (sha256).
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { AckedWriter, faultSeed, Harness, MiB, Pair, run, skipReason, waitFor } from "./harness.ts";
+import { AckedWriter, faultSeed, Harness, MiB, Pair, run, skipReason, waitFor, type Settings } from "./harness.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 
 let h: Harness;
@@ -26,8 +26,8 @@ function count(log: string, re: RegExp): number {
 }
 
 /** A pair whose primary (a) reaches the secondary (b) through a proxy; roles set, in sync. */
-async function proxiedPair(data_bytes: number): Promise<{ pair: Pair; proxy: TcpProxy }> {
-  const pair = Pair.create(h, { data_bytes, settings: { timeout: TIMEOUT_S } });
+async function proxiedPair(data_bytes: number, settings: Settings = { timeout: TIMEOUT_S }): Promise<{ pair: Pair; proxy: TcpProxy }> {
+  const pair = Pair.create(h, { data_bytes, settings });
   const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
   h.onCleanup(() => proxy.stop());
   pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
@@ -113,27 +113,28 @@ describe("link faults during writes", () => {
 
 describe("async over a slow link", () => {
   const fioSkip = skipReason("fio --ioengine=nbd", { tools: ["fio"] });
-  test.skipIf(fioSkip !== null)("thousands of writes answered before the peer has them: new ones wait for room, none fails", async () => {
-    // Async answers a write once it is on the local disk; the primary tracks it until the peer has
-    // it. A link far slower than the disk piles those up beyond the engine's bound (REQUESTS_MAX):
-    // new writes must then wait, not fail (seen in the benchmark as EIO under fio randwrite).
-    const DATA_BYTES = 48 * MiB;
-    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 30, replication: "async" } });
-    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
-    h.onCleanup(() => proxy.stop());
-    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
-    await pair.up();
-    await pair.waitSynced(pair.a);
-    proxy.throttle(4 * MiB);
+  const DATA_BYTES = 48 * MiB;
+  const ASYNC: Settings = { timeout: 30, replication: "async" };
+  /** fio random writes through the primary; checks that every one of `io_bytes` was written. */
+  async function fioWrites(pair: Pair, io_bytes: number, args: string[]): Promise<void> {
     const r = await run([
-      "fio", "--name=async", "--ioengine=nbd", `--uri=${pair.uri(pair.a)}`, "--rw=randwrite", "--bs=4k", `--size=${DATA_BYTES}`,
-      "--iodepth=64", "--norandommap", "--randrepeat=0", "--number_ios=12288", "--output-format=json",
+      "fio", "--name=async", "--ioengine=nbd", `--uri=${pair.uri(pair.a)}`, "--rw=randwrite", `--size=${DATA_BYTES}`,
+      "--norandommap", "--randrepeat=0", `--io_size=${io_bytes}`, "--output-format=json", ...args,
     ], { timeout_ms: 90_000, cwd: h.dir });
     expect(r.stderr).not.toContain("error");
     expect(r.code).toBe(0);
     const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
     expect(job.error).toBe(0);
-    expect(job.write.io_bytes).toBe(12288 * 4096);
+    expect(job.write.io_bytes).toBe(io_bytes);
+  }
+
+  test.skipIf(fioSkip !== null)("thousands of writes answered before the peer has them: new ones wait for room, none fails", async () => {
+    // Async answers a write once it is on the local disk; the primary tracks it until the peer has
+    // it. A link far slower than the disk piles those up beyond the engine's bound (REQUESTS_MAX):
+    // new writes must then wait, not fail (seen in the benchmark as EIO under fio randwrite).
+    const { pair, proxy } = await proxiedPair(DATA_BYTES, ASYNC);
+    proxy.throttle(4 * MiB);
+    await fioWrites(pair, 12288 * 4096, ["--bs=4k", "--iodepth=64"]);
     proxy.throttle(0);
     // Once the peer has them all, a background flush lets their extents go: dirty returns to 0
     // without the application writing or flushing again.
@@ -150,22 +151,9 @@ describe("async over a slow link", () => {
     // connection then reuses the write's pooled buffer for the next one: the queue must hold its
     // own copy. Were the buffer queued instead, a later write's data would reach the peer under an
     // earlier write's offset; every write carries fresh random data, so the replicas would differ.
-    const DATA_BYTES = 48 * MiB;
-    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 30, replication: "async" } });
-    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
-    h.onCleanup(() => proxy.stop());
-    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
-    await pair.up();
-    await pair.waitSynced(pair.a);
+    const { pair, proxy } = await proxiedPair(DATA_BYTES, ASYNC);
     proxy.throttle(8 * MiB); // far slower than the local disk: frames wait in the queue
-    const r = await run([
-      "fio", "--name=async1m", "--ioengine=nbd", `--uri=${pair.uri(pair.a)}`, "--rw=randwrite", "--bs=1m", `--size=${DATA_BYTES}`,
-      "--iodepth=16", "--norandommap", "--randrepeat=0", "--refill_buffers", `--io_size=${64 * MiB}`, "--output-format=json",
-    ], { timeout_ms: 90_000, cwd: h.dir });
-    expect(r.code).toBe(0);
-    const job = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))).jobs[0];
-    expect(job.error).toBe(0);
-    expect(job.write.io_bytes).toBe(64 * MiB);
+    await fioWrites(pair, 64 * MiB, ["--bs=1m", "--iodepth=16", "--refill_buffers"]);
     proxy.throttle(0);
     await pair.waitSynced(pair.a, 30_000);
     expect(count(pair.daemon(pair.a).log, DISCONNECTED)).toBe(0);
