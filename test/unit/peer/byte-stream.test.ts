@@ -89,6 +89,8 @@ for (const source of [false, true]) {
       const all = await receive();
       expect(all[0]).toBe(1);
       expect(all[all.length - 1]).toBe(0xee);
+      // The stream frees its own copies once written, never the caller's buffers.
+      expect(bufs.map((b) => b.byteLength)).toEqual(bufs.map(() => MiB));
     });
   }, 20_000);
 }
