@@ -73,7 +73,8 @@ interface QueuedWrite {
 
 export class NbdConnection {
   private phase: Phase = "client_flags";
-  private readonly rx = new ReceiveBuffer();
+  /** Chunks come from the Bun socket's data callback: fresh buffers, ours alone. */
+  private readonly rx = new ReceiveBuffer({ free_consumed: true });
   private readonly tx: QueuedWrite[] = [];
   /** Replies completed but not yet written, in order; always logically after everything in `tx`. */
   private cork: Uint8Array | null = null;

@@ -73,6 +73,41 @@ describe("ReceiveBuffer", () => {
     expect([...rx.take(1)]).toEqual([7]);
   });
 
+  test("free_consumed frees large chunks once consumed, never one a view was taken of, nor a view of a larger buffer", () => {
+    const K = 64 * 1024;
+    const rx = new ReceiveBuffer({ free_consumed: true });
+    const a = new Uint8Array(K).fill(1);
+    const b = new Uint8Array(K).fill(2);
+    rx.push(a);
+    rx.push(b);
+    const spanning = rx.take(K + 10); // assembled: a is consumed and no view of it is out
+    expect(spanning.byteLength).toBe(K + 10);
+    expect(spanning[0]).toBe(1);
+    expect(a.byteLength).toBe(0); // freed (detached)
+    const view = rx.take(100); // a view of b
+    expect(view.buffer).toBe(b.buffer);
+    rx.take(K - 110); // b consumed, but a view of it is out
+    expect(b.byteLength).toBe(K);
+    expect(view.every((x) => x === 2)).toBe(true);
+
+    const slab = new Uint8Array(4 * K).fill(3);
+    const part = slab.subarray(K, 3 * K); // a view into a larger buffer: not ours to free
+    const small = new Uint8Array(1000).fill(4);
+    rx.push(small);
+    rx.push(part);
+    rx.take(1000 + 2 * K - 1, (n) => new Uint8Array(n));
+    rx.take(1);
+    expect(small.byteLength).toBe(1000);
+    expect(slab.byteLength).toBe(4 * K);
+
+    const keep = new ReceiveBuffer();
+    const c = new Uint8Array(2 * K);
+    keep.push(c);
+    keep.push(new Uint8Array(10));
+    keep.take(2 * K + 5);
+    expect(c.byteLength).toBe(2 * K); // without the option nothing is freed
+  });
+
   test("pull reads what is queued (waiting only when nothing is), holds it, and refuses while bytes are held", () => {
     const rx = new ReceiveBuffer();
     const waits: number[] = [];
