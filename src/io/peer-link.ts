@@ -13,6 +13,7 @@
 // is.
 import { FrameDecoder, FrameEncoder, type DecodeResult, type Frame, type PayloadEncoding, type PeerPrimitives } from "../wire/peer/index.ts";
 import { NativeError } from "../native.ts";
+import { QUEUED_WAIT_US } from "../wire/receive-buffer.ts";
 import type { ByteStream, StreamHandlers } from "./byte-stream.ts";
 
 export interface LinkTimers {
@@ -34,10 +35,10 @@ const COPY_BYTES_MAX = 16 * 1024;
 export const CORK_REPLIES_BYTES = 256 * 1024;
 export const CORK_REQUESTS_BYTES = 48 * 1024;
 
-/** Frames one data event may take straight from the socket after a large one, and how long it
- * waits for each (once a wait brings nothing, the event loop takes over). */
+/** Frames one data event may take straight from the socket after a large one. It waits for each
+ * as long as for the rest of a started message (QUEUED_WAIT_US); once a wait brings nothing, the
+ * event loop takes over. */
 const PULL_FRAMES_MAX = 16;
-const PULL_WAIT_US = 250;
 
 export interface PeerLinkOptions {
   /** The frame decoder's option (see FrameDecoder). */
@@ -137,7 +138,7 @@ export class PeerLink {
     for (let pulls = 0, pulling = false; ; ) {
       let result: DecodeResult;
       try {
-        result = this.decoder.next(read, pulling ? PULL_WAIT_US : undefined);
+        result = this.decoder.next(read, pulling ? QUEUED_WAIT_US : undefined);
       } catch (err) {
         if (!(err instanceof NativeError)) throw err;
         this.close(`receive from ${this.remote} failed: ${err.message}`);
