@@ -8,6 +8,15 @@ import { selfArgv } from "../io/self.ts";
 
 export const WORKER_STATUS_TIMEOUT_MS = 5_000;
 export const WORKER_STOP_TIMEOUT_MS = 30_000;
+/**
+ * The machine size JavaScriptCore sizes a worker's heap for (`BUN_JSC_forceRAMSize`, Bun's
+ * equivalent of node's --max-old-space-size). It grows the heap in proportion to the RAM it sees,
+ * so on a large host a worker under 4 KiB writes let garbage pile up to 35 MiB of heap before a
+ * collection; sized for 256 MiB it collects sooner and reuses warm pages: peak RSS 96-112 -> 86-89
+ * MiB under async 4 KiB QD32, no slower (docs/performance.md, seventh round).
+ */
+export const WORKER_HEAP_RAM_BYTES = 256 * 1024 * 1024;
+const HEAP_RAM_VARIABLE = "BUN_JSC_forceRAMSize";
 
 export interface WorkerExit {
   code: number | null;
@@ -51,6 +60,7 @@ export class WorkerHandle {
       argv0: `hastd: ${init.resource.name} (${init.role})`,
       stdio: ["ignore", "inherit", "inherit", ...extraFds],
       serialization: "advanced",
+      env: workerEnv(process.env),
       ipc(message: FromWorker) {
         handle?.onMessage(message, callbacks);
       },
@@ -116,6 +126,11 @@ export class WorkerHandle {
         return;
     }
   }
+}
+
+/** The worker's environment: the daemon's, with its heap sized unless the operator chose a size. */
+export function workerEnv(env: Record<string, string | undefined>): Record<string, string | undefined> {
+  return HEAP_RAM_VARIABLE in env ? env : { ...env, [HEAP_RAM_VARIABLE]: String(WORKER_HEAP_RAM_BYTES) };
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   BUN, HASTD, Harness, MiB, descendants, processAlive, processArgs, renderConf, run, runOk, sha256File,
   nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
+import { WORKER_HEAP_RAM_BYTES } from "../../src/daemon/worker-handle.ts";
 
 // 64 MiB of data: the component adds the metadata slots (8 KiB) and one activemap block (4 KiB).
 const DATA_BYTES = 64 * MiB;
@@ -41,7 +42,7 @@ async function setup(extra: Partial<Parameters<typeof singleResource>[1]> = {}):
 }
 
 /** setup + hastd + role primary; returns the daemon and the worker pid. */
-async function primary(opts: { env?: Record<string, string> } = {}) {
+async function primary(opts: { env?: Record<string, string | undefined> } = {}) {
   const s = await setup();
   const daemon = await h.startDaemon(a, s.conf, { env: opts.env });
   await h.hastctlOk(a, s.conf, ["role", "primary", "r0"]);
@@ -269,6 +270,17 @@ describe("workers", () => {
     await daemon.waitLog(`Worker process (pid=${worker}) killed by signal SIGKILL; restarting in 1 s.`);
     const info = await runOk(["nbdinfo", "--size", nbdUri(nbd)]);
     expect(Number(info.trim())).toBe(DATA_BYTES);
+  });
+
+  test("workers run with their JS heap sized for WORKER_HEAP_RAM_BYTES, or the size the operator set", async () => {
+    const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+    for (const [set, expected] of [[undefined, String(WORKER_HEAP_RAM_BYTES)], ["134217728", "134217728"]] as const) {
+      const { daemon, worker, nbd } = await primary({ env: { BUN_JSC_forceRAMSize: set } });
+      // It serves: Bun accepted the option (an unknown BUN_JSC_ name ends the process at start).
+      expect(Number((await runOk(["nbdinfo", "--size", nbdUri(nbd)])).trim())).toBe(DATA_BYTES);
+      expect(environ(worker)).toContain(`BUN_JSC_forceRAMSize=${expected}`);
+      await daemon.stop();
+    }
   });
 
   test("role init stops the worker and removes the NBD endpoint; role primary twice is a no-op", async () => {
