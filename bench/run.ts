@@ -89,7 +89,7 @@ async function main(): Promise<void> {
     await procs.stopAll();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
-  Object.assign(rss, peakRss(media));
+  Object.assign(rss, peakRss(media, [rss.worker_1g_mib, rss.worker_16g_mib]));
   const ratios = computeRatios(media);
   const flat: Record<string, number> = {};
   for (const [k, v] of Object.entries(ratios)) flat[`ratios.${k}`] = v;
@@ -112,9 +112,9 @@ async function main(): Promise<void> {
   log(`bench: done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 
-/** Largest peak RSS seen per process kind over every workload, the resync included. */
-function peakRss(media: MediumResults[]): Record<string, number> {
-  let worker = 0;
+/** Largest peak RSS seen per process kind over every workload, the resync and the sparse-device runs included. */
+function peakRss(media: MediumResults[], sparse_workers: (number | undefined)[]): Record<string, number> {
+  let worker = Math.max(0, ...sparse_workers.filter((v) => v !== undefined));
   let main = 0;
   for (const m of media) {
     const samples = [...Object.values(m.targets).flatMap((t) => Object.values(t.rss)), ...(m.resync ? [m.resync.rss] : [])];
