@@ -23,8 +23,10 @@ export const REQUESTS_MAX = 4096;
 /** Sync chunks copied in parallel by default (HAST: 1). Four keep the link busy while the secondary
  * writes; eight measured slower on loopback (docs/performance.md). */
 export const SYNC_CHUNKS_MAX = 4;
-/** Failed passes run again at once this many times per connection, then wait for a reconnect. */
+/** Failed passes run again at once this many times, then wait for resumeSync (or a reconnect). */
 export const PASS_RETRIES_MAX = 3;
+/** How often the worker calls resumeSync: a pass given up after errors starts again this late. */
+export const SYNC_RESUME_S = 30;
 
 export interface PrimaryGeneration extends Generation {
   flags: number;
@@ -121,6 +123,8 @@ export class PrimaryEngine {
   private readonly flushing = new Map<number, Map<number, number>>();
   /** Consecutive passes that failed on this connection. */
   private pass_retries = 0;
+  /** The last pass failed PASS_RETRIES_MAX times over; its extents wait for resumeSync. */
+  private sync_gave_up = false;
   private sync_done_bytes = 0;
 
   constructor(
@@ -445,6 +449,7 @@ export class PrimaryEngine {
     assert(!this.connected, "connect while connected");
     this.connected = true;
     this.pass_retries = 0;
+    this.sync_gave_up = false;
     this.syncsrc = c.syncsrc;
     this.peer_localcnt = c.peer_localcnt;
     this.peer_remotecnt = c.peer_remotecnt;
@@ -569,14 +574,28 @@ export class PrimaryEngine {
   }
 
   /** A pass that failed (chunk errors, or the final flush) runs again at once, a bounded number of
-   * times; after that the extents wait for the next connection. */
+   * times; after that the extents wait for resumeSync (the worker's timer) or the next connection. */
   private retryPass(what: string): PrimaryAction[] {
     if (this.pass_retries >= PASS_RETRIES_MAX) {
-      return [{ type: "log", level: "error", message: `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync until the next connection.` }];
+      this.sync_gave_up = true;
+      return [{ type: "log", level: "error", message: `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync; trying again in ${SYNC_RESUME_S} s.` }];
     }
     this.pass_retries++;
     this.map.syncRewind();
     return [{ type: "log", level: "warn", message: `${what}; retrying (${this.pass_retries}/${PASS_RETRIES_MAX}).` }, ...this.startPass()];
+  }
+
+  /**
+   * Called every SYNC_RESUME_S by the worker: a pass given up after errors (a disk that failed for
+   * a while) starts again, with fresh retries, rather than leaving the nodes apart until the link
+   * happens to drop. HAST's sync thread likewise keeps going over what is still dirty.
+   */
+  resumeSync(): PrimaryAction[] {
+    if (!this.sync_gave_up || !this.connected || this.sync_running) return [];
+    this.sync_gave_up = false;
+    this.pass_retries = 0;
+    this.map.syncRewind();
+    return [{ type: "log", level: "warn", message: `Synchronization resumed: ${this.map.syncExtentCount()} extents still differ.` }, ...this.startPass()];
   }
 
   /** Spec 8 end of pass, once the copied data is durable on both sides: direction forgotten,

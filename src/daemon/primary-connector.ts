@@ -4,7 +4,7 @@
 import type { ResourceConfig } from "../config/index.ts";
 import type { Metadata } from "../core/metadata.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT } from "../core/metadata.ts";
-import type { PrimaryEngine } from "../core/primary-engine.ts";
+import { SYNC_RESUME_S, type PrimaryEngine } from "../core/primary-engine.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import { expectedBitmapBytes } from "../wire/peer/index.ts";
 import type { HookEvent } from "./ipc.ts";
@@ -152,6 +152,7 @@ export class PrimaryConnector {
   /** Spec 6.6: a request without a reply for `timeout` seconds drops the connection. */
   private checkTimeouts(): void {
     if (++this.ticks % BACKGROUND_FLUSH_TICKS === 0) this.o.io.backgroundFlush();
+    if (this.ticks % SYNC_RESUME_S === 0) this.o.io.resumeSync();
     const oldest = this.o.io.oldestRemoteMs();
     const limit_ms = this.o.resource.timeout_s * 1000;
     if (oldest !== null && Date.now() - oldest > limit_ms) {

@@ -10,6 +10,7 @@ import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
 import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
 import type { SyncChunk } from "../core/activemap.ts";
+import { batchMapWrites } from "../core/map-batch.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import type { LocalDisk } from "../io/disk.ts";
@@ -77,6 +78,8 @@ export class PrimaryIo implements BlockBackend {
   /** Requests waiting for the engine to have room (ENGINE_REQUESTS_MAX), in arrival order. */
   private readonly waiting: (() => void)[] = [];
   private admitting = false;
+  /** Actions of requests submitted in this tick, held until its end (runSubmitted). */
+  private batch: PrimaryAction[] | null = null;
   private link: PeerLink | null = null;
   private zero: Uint8Array | null = null;
   private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
@@ -143,11 +146,31 @@ export class PrimaryIo implements BlockBackend {
       const start = () => {
         const id = this.next_id++;
         this.apps.set(id, { kind, offset, length, buf, local_error: null, remote_error: null, resolve, reject });
-        this.run(this.o.engine.submit(id, kind, offset, length));
+        this.runSubmitted(this.o.engine.submit(id, kind, offset, length));
       };
       if (this.waiting.length === 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) start();
       else this.waiting.push(start);
     });
+  }
+
+  /**
+   * A new request's actions. One that needs an activemap update waits for the end of the tick with
+   * every request submitted after it, and their updates are then written as one (one flush, not
+   * one per request: src/core/map-batch.ts).
+   */
+  private runSubmitted(actions: PrimaryAction[]): void {
+    if (this.batch === null) {
+      if (!actions.some((a) => a.type === "map")) return this.run(actions);
+      this.batch = [];
+      queueMicrotask(() => this.runBatch());
+    }
+    for (const a of actions) this.batch.push(a);
+  }
+
+  private runBatch(): void {
+    const batch = this.batch!;
+    this.batch = null;
+    this.run(batchMapWrites(batch));
   }
 
   /** After requests finished: start waiting ones while the engine has room. */
@@ -347,7 +370,9 @@ export class PrimaryIo implements BlockBackend {
       : kind === "write" ? { kind: "write", seq: id, offset, length, memsync, sync: false, data: app.buf! }
       : kind === "delete" ? { kind: "delete", seq: id, offset, length }
       : { kind: "flush", seq: id };
-    if (!this.send(frame, { app: id, sent_ms: Date.now() }, id, answer_waits)) this.run(this.o.engine.remoteDone(id, false));
+    // No link: it went away after this action was made, and the engine's disconnect() has already
+    // failed this leg (a request made while disconnected gets no remote action).
+    this.send(frame, { app: id, sent_ms: Date.now() }, id, answer_waits);
   }
 
   private reply(id: number, ok: boolean, source: "local" | "remote" | undefined): void {
@@ -399,6 +424,11 @@ export class PrimaryIo implements BlockBackend {
   backgroundFlush(): void {
     if (!this.link || !this.o.engine.awaits_flush) return;
     this.submit("flush", 0, 0, null).catch((err: Error) => this.o.log.debug(`Background flush failed: ${err.message}`));
+  }
+
+  /** A sync pass given up after errors starts again (the connector's timer, every SYNC_RESUME_S). */
+  resumeSync(): void {
+    this.run(this.o.engine.resumeSync());
   }
 
   private remoteSync(frame: Extract<Frame, { kind: "read" | "write" | "flush" }>): Promise<Extract<Frame, { kind: "reply" }>> {

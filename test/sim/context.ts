@@ -57,6 +57,8 @@ export interface SimContext {
   readonly plant: Plant | null;
   readonly observer: Observer;
   trace(line: string): void;
+  /** Counts an occurrence in the run's statistics (what the runs went through). */
+  count(stat: "map_batches"): void;
   /** Opens a connection from `from` to the other node, or says why not. */
   dial(from: Host): { conn: Connection } | { refused: string };
   other(host: Host): Host;

@@ -4,7 +4,8 @@
 // simulator exercises the production state machine and codec, only the I/O is simulated.
 import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
-import { PrimaryEngine, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
+import { batchMapWrites } from "../../src/core/map-batch.ts";
+import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
@@ -55,6 +56,7 @@ export class PrimaryProc {
   private readonly apps = new Map<number, App>();
   private readonly remotes = new Map<number, Waiter>();
   private readonly queue: PrimaryAction[] = [];
+  private batch: PrimaryAction[] | null = null;
   private link: Link | null = null;
   private dialing: Dialing | null = null;
   private next_id = 1;
@@ -111,14 +113,32 @@ export class PrimaryProc {
   }
 
   private last_background_flush_ms = 0;
+  private last_sync_resume_ms = 0;
 
   /** An application request (the NBD frontend's call into PrimaryIo). */
   submit(kind: RequestKind, offset: number, length: number, data: Uint32Array | null, reply: App["reply"]): number {
     const id = this.next_id++;
     this.apps.set(id, { kind, offset, length, data, reply });
     if ((kind === "write" || kind === "delete") && !this.engine.is_connected) this.ctx.observer.mayDiverge(this.host);
-    this.run(this.engine.submit(id, kind, offset, length));
+    this.runSubmitted(this.engine.submit(id, kind, offset, length));
     return id;
+  }
+
+  /** primary-io.ts runSubmitted: a request needing a map update waits, with those submitted after
+   * it at the same moment, for the end of that moment; their map updates become one. */
+  private runSubmitted(actions: PrimaryAction[]): void {
+    if (this.batch === null) {
+      if (!actions.some((a) => a.type === "map")) return this.run(actions);
+      this.batch = [];
+      this.ctx.clock.after(0, this.host.guard(() => {
+        const batch = this.batch!;
+        this.batch = null;
+        const batched = batchMapWrites(batch);
+        if (batched.length < batch.length) this.ctx.count("map_batches");
+        this.run(batched);
+      }));
+    }
+    for (const a of actions) this.batch.push(a);
   }
 
   /** Role change away from primary: the link closes, the cache is flushed (worker SIGTERM). */
@@ -152,6 +172,11 @@ export class PrimaryProc {
       if (now - this.last_background_flush_ms >= BACKGROUND_FLUSH_MS) {
         this.last_background_flush_ms = now;
         this.submit("flush", 0, 0, null, () => {});
+      }
+      // As primary-connector's timer: a pass given up after errors starts again.
+      if (now - this.last_sync_resume_ms >= SYNC_RESUME_S * 1000) {
+        this.last_sync_resume_ms = now;
+        this.run(this.engine.resumeSync());
       }
     }
     if (this.dialing && now - this.dialing.last_send_ms > this.ctx.cfg.timeout_ms) {
@@ -396,7 +421,7 @@ export class PrimaryProc {
 
   private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
     const app = this.apps.get(id)!;
-    if (!this.link) return this.run(this.engine.remoteDone(id, false));
+    if (!this.link) return; // primary-io.ts remote: disconnect() already failed this leg
     if (this.ctx.plant === "flush-not-sent" && kind === "flush") {
       // Planted bug: a flush counts as done on the peer without reaching it, so the extents held
       // until the peer made them durable are released while they may still sit in its cache.

@@ -104,7 +104,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0,
   };
 
   constructor(private readonly options: RunOptions) {
@@ -143,6 +143,10 @@ class Simulation implements SimContext, Observer {
   }
 
   // ---- SimContext ----
+
+  count(stat: "map_batches"): void {
+    this.stats[stat]!++;
+  }
 
   trace(line: string): void {
     const text = `t=${this.clock.now_ms} #${this.step_no} ${line}`;
@@ -207,7 +211,8 @@ class Simulation implements SimContext, Observer {
     this.clock.runUntil(this.clock.now_ms + this.rng.between(1, 15));
     this.observeSync();
     if (!this.finishing) {
-      if (this.rng.chance(0.6)) this.workload();
+      // Sometimes several requests at one moment, as one NBD read brings them (map updates batch).
+      if (this.rng.chance(0.6)) for (let n = this.rng.chance(0.3) ? this.rng.between(2, 4) : 1; n > 0; n--) this.workload();
       this.faults();
     }
     this.scenarioStep();

@@ -156,6 +156,11 @@ export class EngineDriver {
     return this.run(this.engine.syncCopyDone(op.chunk, ok));
   }
 
+  /** The worker's SYNC_RESUME_S timer. */
+  resumeSync(): PrimaryAction[] {
+    return this.run(this.engine.resumeSync());
+  }
+
   connect(c: Connection): PrimaryAction[] {
     if (this.link_up) throw new Error("connect while the link is up");
     this.link_up = true;

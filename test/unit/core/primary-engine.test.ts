@@ -263,6 +263,23 @@ describe("connect and sync", () => {
     expect(d.map.extentState(3)).toMatchObject({ dirty: true, in_sync_set: true });
     expect(d.metadata).toEqual([]);
     expect(d.engine.syncProgress().active).toBe(false);
+    // The worker's timer starts the pass again, with fresh retries; it copies once the disk is well.
+    expect(types(d.resumeSync())).toContain("event:syncstart");
+    expect(d.engine.resumeSync()).toEqual([]); // running: nothing more
+    drain(d);
+    expect(d.map.extentState(3)).toMatchObject({ dirty: false, in_sync_set: false });
+    expect(d.metadata.at(-1)).toMatchObject({ localcnt: 0n, remotecnt: 0n });
+    expect(d.local).toEqual(d.remote);
+    expect(d.engine.resumeSync()).toEqual([]); // in sync: nothing to resume
+  });
+
+  test("resumeSync does nothing while no pass was given up", () => {
+    const d = driver("fullsync", 1n, 0n);
+    expect(d.engine.resumeSync()).toEqual([]); // not connected
+    d.connect(connection(d, { extents: [3] }));
+    expect(d.engine.resumeSync()).toEqual([]); // a pass is running
+    drain(d);
+    expect(d.engine.resumeSync()).toEqual([]);
   });
 
   test("a failed chunk on a healthy link is copied by the retry, then the counters are mirrored", () => {
