@@ -62,6 +62,11 @@ export interface MapWrite {
    * cache that reorders writes could otherwise do.
    */
   flush_before: boolean;
+  /**
+   * Some bit goes from clean to dirty: this write guards data writes and must be durable before
+   * them. A write that only clears may be written late (merged into a later one, map-batch.ts).
+   */
+  sets: boolean;
 }
 
 /** A range to copy between the nodes; hand it back to syncChunkDone. */
@@ -263,7 +268,7 @@ export class ActiveMap {
     this.disk.clearAll();
     this.lru.clear();
     this.syncRewind();
-    return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush, flush_before: this.metaflush };
+    return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush, flush_before: this.metaflush, sets: false };
   }
 
   /**
@@ -435,11 +440,14 @@ export class ActiveMap {
   private persist(extents: number[]): MapWrite | null {
     const blocks = new Set<number>();
     let clears = false;
+    let sets = false;
     for (const e of extents) {
       const wanted = this.memmap.test(e) || this.lru.has(e);
       if (wanted !== this.disk.test(e)) {
-        if (wanted) this.disk.set(e);
-        else {
+        if (wanted) {
+          this.disk.set(e);
+          sets = true;
+        } else {
           this.disk.clear(e);
           clears = true;
         }
@@ -467,7 +475,7 @@ export class ActiveMap {
       run_end = block + 1;
     }
     flushRun();
-    return { seq: ++this.seq, pieces, flush: this.metaflush, flush_before: this.metaflush && clears };
+    return { seq: ++this.seq, pieces, flush: this.metaflush, flush_before: this.metaflush && clears, sets };
   }
 
   private checkExtent(e: number): void {

@@ -9,6 +9,7 @@
 //     write in flight (keepdirty evictions) whose data was durable when the update was made; its
 //     flush_before still runs first, so writing it earlier vouches for nothing new;
 //   - pieces keep their order, so each 4 KiB map block ends with its newest image.
+// HeldMapWrites goes the other way for updates that only clear bits: they may be written late.
 // Actions produced while a batch is carried out (completions) are not batched: their order may
 // matter (a clean bit after the flush that made its data durable).
 import type { MapWrite } from "./activemap.ts";
@@ -40,5 +41,41 @@ export function mergeMapWrites(writes: readonly MapWrite[]): MapWrite {
     pieces: writes.flatMap((w) => w.pieces),
     flush: writes.some((w) => w.flush),
     flush_before: writes.some((w) => w.flush_before),
+    sets: writes.some((w) => w.sets),
   };
+}
+
+/**
+ * Map updates that only clear bits (a write completed, an extent synchronized) guard nothing:
+ * a bit still dirty on disk only makes a resync copy more. The executor holds them back and
+ * writes them merged with the next update, or at the end of its tick, so a burst of completions
+ * costs one flush, not one (or two, with flush_before) each. An update that sets a bit is never
+ * held, and takes the held ones with it, in seq order (a held block image is older than its).
+ */
+export class HeldMapWrites {
+  private held: MapWrite[] = [];
+
+  /** What to write now for `write`: null when it was held (the caller ends its tick with drain). */
+  take(write: MapWrite): MapWrite | null {
+    if (!write.sets) {
+      this.held.push(write);
+      return null;
+    }
+    return this.held.length === 0 ? write : mergeMapWrites([...this.drainAll(), write]);
+  }
+
+  get holding(): boolean {
+    return this.held.length > 0;
+  }
+
+  /** The held updates as one write, or null. */
+  drain(): MapWrite | null {
+    return this.held.length === 0 ? null : mergeMapWrites(this.drainAll());
+  }
+
+  private drainAll(): MapWrite[] {
+    const held = this.held;
+    this.held = [];
+    return held;
+  }
 }

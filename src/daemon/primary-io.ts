@@ -10,7 +10,7 @@ import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
 import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
 import type { SyncChunk } from "../core/activemap.ts";
-import { batchMapWrites } from "../core/map-batch.ts";
+import { batchMapWrites, HeldMapWrites } from "../core/map-batch.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import type { LocalDisk } from "../io/disk.ts";
@@ -78,6 +78,7 @@ export class PrimaryIo implements BlockBackend {
   /** Requests waiting for the engine to have room (ENGINE_REQUESTS_MAX), in arrival order. */
   private readonly waiting: (() => void)[] = [];
   private admitting = false;
+  private readonly held_maps = new HeldMapWrites();
   /** Actions of requests submitted in this tick, held until its end (runSubmitted). */
   private batch: PrimaryAction[] | null = null;
   private link: PeerLink | null = null;
@@ -156,21 +157,15 @@ export class PrimaryIo implements BlockBackend {
   /**
    * A new request's actions. One that needs an activemap update waits for the end of the tick with
    * every request submitted after it, and their updates are then written as one (one flush, not
-   * one per request: src/core/map-batch.ts).
+   * one per request: src/core/map-batch.ts). Anything else to run meanwhile runs after the batch.
    */
   private runSubmitted(actions: PrimaryAction[]): void {
     if (this.batch === null) {
-      if (!actions.some((a) => a.type === "map")) return this.run(actions);
+      if (this.running || !actions.some((a) => a.type === "map")) return this.run(actions);
       this.batch = [];
-      queueMicrotask(() => this.runBatch());
+      queueMicrotask(() => this.run([]));
     }
     for (const a of actions) this.batch.push(a);
-  }
-
-  private runBatch(): void {
-    const batch = this.batch!;
-    this.batch = null;
-    this.run(batchMapWrites(batch));
   }
 
   /** After requests finished: start waiting ones while the engine has room. */
@@ -271,6 +266,11 @@ export class PrimaryIo implements BlockBackend {
   }
 
   private run(actions: PrimaryAction[]): void {
+    // A batch of submits was made first: it runs first (map writes keep their seq order).
+    if (this.batch !== null) {
+      for (const a of batchMapWrites(this.batch)) this.queue.push(a);
+      this.batch = null;
+    }
     for (const a of actions) this.queue.push(a);
     if (this.running) return;
     this.running = true;
@@ -287,7 +287,7 @@ export class PrimaryIo implements BlockBackend {
   private execute(a: PrimaryAction): void {
     switch (a.type) {
       case "map":
-        return this.writeMap(a.write);
+        return this.mapUpdate(a.write);
       case "metadata":
         return this.writeMetadata(a.generation);
       case "local":
@@ -322,6 +322,19 @@ export class PrimaryIo implements BlockBackend {
     }
     Object.assign(this.o.meta, next);
     this.o.log.debug(`Metadata written: localcnt=${g.localcnt} remotecnt=${g.remotecnt}.`);
+  }
+
+  /** An update that only clears bits waits for the next one or the end of the tick (HeldMapWrites). */
+  private mapUpdate(write: MapWrite): void {
+    const first_held = !this.held_maps.holding;
+    const now = this.held_maps.take(write);
+    if (now) return this.writeMap(now);
+    if (first_held) {
+      queueMicrotask(() => {
+        const held = this.held_maps.drain();
+        if (held) this.writeMap(held);
+      });
+    }
   }
 
   private writeMap(write: MapWrite): void {

@@ -4,7 +4,7 @@
 // simulator exercises the production state machine and codec, only the I/O is simulated.
 import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
-import { batchMapWrites } from "../../src/core/map-batch.ts";
+import { batchMapWrites, HeldMapWrites } from "../../src/core/map-batch.ts";
 import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
@@ -57,6 +57,7 @@ export class PrimaryProc {
   private readonly remotes = new Map<number, Waiter>();
   private readonly queue: PrimaryAction[] = [];
   private batch: PrimaryAction[] | null = null;
+  private readonly held_maps = new HeldMapWrites();
   private link: Link | null = null;
   private dialing: Dialing | null = null;
   private next_id = 1;
@@ -130,13 +131,7 @@ export class PrimaryProc {
     if (this.batch === null) {
       if (!actions.some((a) => a.type === "map")) return this.run(actions);
       this.batch = [];
-      this.ctx.clock.after(0, this.host.guard(() => {
-        const batch = this.batch!;
-        this.batch = null;
-        const batched = batchMapWrites(batch);
-        if (batched.length < batch.length) this.ctx.count("map_batches");
-        this.run(batched);
-      }));
+      this.ctx.clock.after(0, this.host.guard(() => this.run([])));
     }
     for (const a of actions) this.batch.push(a);
   }
@@ -347,6 +342,13 @@ export class PrimaryProc {
   // ---- executing engine actions (primary-io.ts run/execute) ----
 
   private run(actions: PrimaryAction[]): void {
+    // primary-io.ts run: a batch of submits was made first, so it runs first.
+    if (this.batch !== null) {
+      const batched = batchMapWrites(this.batch);
+      if (batched.length < this.batch.length) this.ctx.count("map_batches");
+      this.batch = null;
+      actions = [...batched, ...actions];
+    }
     if (this.ctx.plant === "ack-before-map") {
       // Planted bug: activemap writes are done after the rest of their batch (the data write is
       // issued before its dirty bit is durable).
@@ -362,8 +364,20 @@ export class PrimaryProc {
 
   private execute(a: PrimaryAction): void {
     switch (a.type) {
-      case "map":
-        return this.host.writeMap(a.write, this.metaLatency(), () => this.pump());
+      case "map": {
+        // primary-io.ts mapUpdate: an update that only clears bits waits for the next one or the
+        // end of the moment.
+        const first_held = !this.held_maps.holding;
+        const now = this.held_maps.take(a.write);
+        if (now) return this.host.writeMap(now, this.metaLatency(), () => this.pump());
+        if (first_held) {
+          this.ctx.clock.after(0, this.host.guard(() => {
+            const held = this.held_maps.drain();
+            if (held) this.host.writeMap(held, this.metaLatency(), () => this.pump());
+          }));
+        }
+        return;
+      }
       case "metadata": {
         const next: Metadata = { ...this.meta, resuid: a.generation.resuid, localcnt: a.generation.localcnt, remotecnt: a.generation.remotecnt, flags: a.generation.flags, prevrole: "primary" };
         this.host.writeMetadataSlot(next);

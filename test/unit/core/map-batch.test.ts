@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { ActiveMap, type MapWrite } from "../../../src/core/activemap.ts";
 import { AssertionError } from "../../../src/core/assert.ts";
-import { batchMapWrites, mergeMapWrites } from "../../../src/core/map-batch.ts";
+import { batchMapWrites, HeldMapWrites, mergeMapWrites } from "../../../src/core/map-batch.ts";
 import type { PrimaryAction } from "../../../src/core/primary-engine.ts";
 
 const EXT = 4096;
@@ -11,7 +11,7 @@ function apply(image: Uint8Array, write: MapWrite): void {
 }
 
 function write(seq: number, offset: number, fill: number, flags: Partial<MapWrite> = {}): MapWrite {
-  return { seq, pieces: [{ offset, bytes: new Uint8Array(4096).fill(fill) }], flush: false, flush_before: false, ...flags };
+  return { seq, pieces: [{ offset, bytes: new Uint8Array(4096).fill(fill) }], flush: false, flush_before: false, sets: true, ...flags };
 }
 
 describe("mergeMapWrites", () => {
@@ -70,5 +70,41 @@ describe("batchMapWrites", () => {
     const one: PrimaryAction[] = [{ type: "map", write: write(1, 0, 1) }, local(1), remote(1)];
     expect(batchMapWrites(one)).toEqual(one);
     expect(batchMapWrites([local(1)])).toEqual([local(1)]);
+  });
+});
+
+describe("HeldMapWrites", () => {
+  test("holds updates that only clear; one that sets goes out at once with them, in seq order", () => {
+    const held = new HeldMapWrites();
+    const c1 = write(1, 0, 1, { sets: false, flush: true, flush_before: true });
+    const c2 = write(2, 4096, 2, { sets: false, flush: true, flush_before: true });
+    expect(held.take(c1)).toBeNull();
+    expect(held.take(c2)).toBeNull();
+    expect(held.holding).toBe(true);
+    const s3 = write(3, 0, 3, { flush: true });
+    expect(held.take(s3)).toEqual(mergeMapWrites([c1, c2, s3]));
+    expect(held.holding).toBe(false);
+    expect(held.drain()).toBeNull();
+    expect(held.take(s3)).toBe(s3); // nothing held: as it is
+  });
+
+  test("drain writes what is held as one", () => {
+    const held = new HeldMapWrites();
+    const c1 = write(1, 0, 1, { sets: false });
+    const c2 = write(2, 0, 2, { sets: false, flush_before: true });
+    held.take(c1);
+    held.take(c2);
+    expect(held.drain()).toEqual(mergeMapWrites([c1, c2]));
+    expect(held.holding).toBe(false);
+  });
+
+  test("the activemap marks which updates set a bit", () => {
+    const am = new ActiveMap({ datasize: 64 * EXT, extentsize: EXT, keepdirty: 1, sectorsize: 512 });
+    expect(am.writeStart(0, 512)).toMatchObject({ sets: true, flush_before: false });
+    // Extent 1 takes the one LRU place; extent 0 stays dirty while its write is in flight.
+    expect(am.writeStart(EXT, 512)).toMatchObject({ sets: true, flush_before: false });
+    expect(am.writeComplete(0, 512)).toMatchObject({ sets: false, flush_before: true }); // only clears
+    expect(am.writeComplete(EXT, 512)).toBeNull(); // kept dirty by the LRU
+    expect(am.writeStart(2 * EXT, 512)).toMatchObject({ sets: true, flush_before: true }); // sets 2, evicts 1
   });
 });
