@@ -9,9 +9,9 @@
 //     write in flight (keepdirty evictions) whose data was durable when the update was made; its
 //     flush_before still runs first, so writing it earlier vouches for nothing new;
 //   - pieces keep their order, so each 4 KiB map block ends with its newest image.
-// HeldMapWrites goes the other way for updates that only clear bits: they may be written late.
-// Actions produced while a batch is carried out (completions) are not batched: their order may
-// matter (a clean bit after the flush that made its data durable).
+// The executor runs a pending batch before anything made after it, so map writes keep seq order.
+// Updates made by completions are never moved earlier (a clean bit must not overtake the flush
+// that made its data durable); HeldMapWrites only moves those that clear bits later.
 import type { MapWrite } from "./activemap.ts";
 import { assert } from "./assert.ts";
 import type { PrimaryAction } from "./primary-engine.ts";
