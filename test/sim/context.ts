@@ -41,6 +41,11 @@ export interface Observer {
    * comes, a crash may leave the bump without the change or the change without the bump.
    */
   mayDiverge(host: Host): void;
+  /** A pass's final flush succeeded on both nodes: the primary's changes are all on its peer;
+   * only the counters, about to be mirrored, may still tell otherwise after a crash. */
+  changesOnPeer(primary: Host): void;
+  /** A primary's metadata write is durable (a pass may just have mirrored the counters). */
+  metadataDurable(primary: Host): void;
   /** The primary finished a handshake with the peer and its engine is connected. */
   connected(primary: Host, secondary: Host): void;
   /** The secondary refused a primary with a split-brain. */

@@ -384,6 +384,7 @@ export class PrimaryProc {
         return this.host.block(this.metaLatency(), "metadata", () => {
           this.host.disk.flushNow();
           Object.assign(this.meta, next);
+          this.ctx.observer.metadataDurable(this.host);
           this.pump();
         });
       }
@@ -457,7 +458,10 @@ export class PrimaryProc {
 
   /** End of a pass, as primary-io's flushBoth: local flush, then the secondary's, then report. */
   private syncFlush(pass: number): void {
-    const done = (ok: boolean) => this.ctx.clock.after(0, this.host.guard(() => this.run(this.engine.syncFlushDone(pass, ok))));
+    const done = (ok: boolean) => this.ctx.clock.after(0, this.host.guard(() => {
+      if (ok) this.ctx.observer.changesOnPeer(this.host);
+      this.run(this.engine.syncFlushDone(pass, ok));
+    }));
     this.host.disk.flush(this.host.guard((local_ok: boolean) => {
       this.remoteSync({ kind: "flush", seq: this.next_id++ }, (reply) => done(local_ok && reply.error === "OK"));
     }));

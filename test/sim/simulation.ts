@@ -182,6 +182,15 @@ class Simulation implements SimContext, Observer {
     if (this.unseen.get(host) === "no") this.unseen.set(host, "maybe");
   }
 
+  changesOnPeer(primary: Host): void {
+    if (this.unseen.get(primary) === "yes") this.unseen.set(primary, "maybe");
+  }
+
+  metadataDurable(primary: Host): void {
+    // A crash may follow within the same step: the end of a pass must be seen when it happens.
+    if (primary === this.official) this.observeSync();
+  }
+
   connected(primary: Host, secondary: Host): void {
     this.awaiting_reconnect = false;
     if (this.unseen.get(primary) === "yes" && this.unseen.get(secondary) === "yes") {
