@@ -50,8 +50,8 @@ export interface Observer {
   connected(primary: Host, secondary: Host): void;
   /** The secondary refused a primary with a split-brain. */
   splitBrain(primary: Host, secondary: Host): void;
-  /** The secondary could not write a replicated write (its version is not on the peer). */
-  secondaryWriteFailed(first_version: number): void;
+  /** The secondary could not make a replicated write or trim (value 0) of sectors first+count. */
+  secondaryModifyFailed(first: number, count: number, value: number): void;
 }
 
 export interface SimContext {

@@ -17,7 +17,7 @@ export interface WriteRecord {
   acked: boolean;
   replicated: boolean;
   flushed: boolean;
-  /** The secondary reported that its write of this value failed. */
+  /** The secondary reported that its write or trim of this record failed. */
   peer_failed: boolean;
 }
 
@@ -26,7 +26,6 @@ export class Oracle {
   private readonly floor: Int32Array;
   private readonly unflushed = new Set<WriteRecord>();
   private readonly unreplicated = new Set<WriteRecord>();
-  private readonly by_value = new Map<number, WriteRecord>();
 
   constructor(readonly sectors: number) {
     this.history = Array.from({ length: sectors }, () => []);
@@ -36,7 +35,6 @@ export class Oracle {
   submitModify(first: number, count: number, value: number): WriteRecord {
     const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false };
     for (let s = first; s < first + count; s++) this.history[s]!.push(rec);
-    if (value !== 0) this.by_value.set(value, rec);
     return rec;
   }
 
@@ -62,11 +60,16 @@ export class Oracle {
     }
   }
 
-  /** The secondary failed to write a replicated write: it is not on the peer after all. */
-  peerWriteFailed(value: number): void {
-    const rec = this.by_value.get(value);
-    if (rec) rec.peer_failed = true;
-    if (rec && rec.replicated) {
+  /**
+   * The secondary failed a replicated write or trim: it is not on the peer after all. A write is
+   * found by its unique value; a trim (value 0) is the newest trim of that range, as the primary
+   * answers a trim only after the peer did and the workload never overlaps requests in flight.
+   */
+  peerModifyFailed(first: number, count: number, value: number): void {
+    const rec = this.history[first]!.findLast((r) => r.value === value && r.first === first && r.count === count);
+    if (!rec) return;
+    rec.peer_failed = true;
+    if (rec.replicated) {
       rec.replicated = false;
       this.unreplicated.add(rec);
     }

@@ -197,15 +197,14 @@ export class SecondaryProc {
           if (data) this.read_data.set(seq, sectorsToBytes(data, sb));
           done(data ? null : "EIO");
         }));
-      case "write": {
-        const versions = bytesToSectors(r.data, sb);
+      case "write":
+      case "delete": {
+        const versions = r.kind === "write" ? bytesToSectors(r.data, sb) : new Uint32Array(r.length / sb);
         return disk.write(r.offset / sb, versions, true, this.host.guard((ok: boolean) => {
-          if (!ok && !r.sync) this.ctx.observer.secondaryWriteFailed(versions[0]!);
+          if (!ok && !(r.kind === "write" && r.sync)) this.ctx.observer.secondaryModifyFailed(r.offset / sb, versions.length, versions[0]!);
           done(ok ? null : "EIO");
         }));
       }
-      case "delete":
-        return disk.write(r.offset / sb, new Uint32Array(r.length / sb), true, this.host.guard((ok: boolean) => done(ok ? null : "EIO")));
       case "flush":
         return disk.flush(this.host.guard((ok: boolean) => done(ok ? null : "EIO")));
     }

@@ -33,6 +33,16 @@ test(`seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1} hold every invariant`, () =
   for (const k of ["crashes", "failovers", "split_brains", "swaps", "resets", "partitions", "map_batches"]) expect(totals[k]).toBeGreaterThan(10);
 }, 180_000);
 
+/** Seeds outside the CI range that once failed (docs/testing.md, "Wider sweeps"). */
+const REGRESSION_SEEDS = [608, 9044, 14513, 23117, 25511];
+
+test(`regression seeds ${REGRESSION_SEEDS.join(", ")} hold every invariant`, () => {
+  for (const seed of REGRESSION_SEEDS) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null });
+    if (!r.ok) throw new Error(explain(r));
+  }
+}, 60_000);
+
 test("a seed replays to the same trace", () => {
   for (const seed of [7, 123]) {
     const a = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null });

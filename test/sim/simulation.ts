@@ -210,8 +210,8 @@ class Simulation implements SimContext, Observer {
     }
   }
 
-  secondaryWriteFailed(first_version: number): void {
-    this.oracle.peerWriteFailed(first_version);
+  secondaryModifyFailed(first: number, count: number, value: number): void {
+    this.oracle.peerModifyFailed(first, count, value);
   }
 
   // ---- the run ----
@@ -249,8 +249,9 @@ class Simulation implements SimContext, Observer {
     const p = this.official.primary;
     // Once the rogue is promoted its peer view is stale: nothing is in sync until it is resolved.
     if (!p || this.official.busy || this.awaiting_reconnect || (this.scenario && this.scenario.phase !== "partition")) return;
-    // Both sides' changes are now on both: the counters no longer tell of a divergence.
-    if (passMirrored(p)) for (const h of this.hosts) this.unseen.set(h, "no");
+    // Both sides' changes are now on both: the counters no longer tell of a divergence. Not while
+    // requests run: one the peer failed bumps localcnt only when it ends.
+    if (passMirrored(p) && p.engine.inflight() === 0) for (const h of this.hosts) this.unseen.set(h, "no");
     if (isInSync(p) && this.outstanding.size === 0) this.onInSync();
   }
 
