@@ -16,7 +16,22 @@ export const WORKER_STOP_TIMEOUT_MS = 30_000;
  * MiB under async 4 KiB QD32, no slower (docs/performance.md, seventh round).
  */
 export const WORKER_HEAP_RAM_BYTES = 256 * 1024 * 1024;
-const HEAP_RAM_VARIABLE = "BUN_JSC_forceRAMSize";
+/**
+ * How long mimalloc (Bun's allocator) keeps freed memory before it hands it back to the kernel
+ * (`MIMALLOC_PURGE_DELAY`, ms; its default is 10). Every socket read Bun delivers is a fresh
+ * allocation: purged after 10 ms, the memory faults its pages in again when it is reused, at
+ * 20-35 us a fault on a virtual machine. A quarter of a second keeps the working set warm and
+ * still returns what a quieter worker freed: memsync 4 KiB writes QD1 2.2k -> 4.3k IOPS, QD32
+ * 14-17k -> 21k, unreplicated QD32 47-64k -> 63-66k; worker peak RSS 79-89 -> 83-97 MiB
+ * (docs/performance.md, eighth round). 1000 ms peaked at 100-101 MiB; never purging (-1) at 119.
+ */
+export const WORKER_PURGE_DELAY_MS = 250;
+
+/** Runtime settings a worker starts with unless the operator's environment sets them. */
+const WORKER_ENV_DEFAULTS: Record<string, string> = {
+  BUN_JSC_forceRAMSize: String(WORKER_HEAP_RAM_BYTES),
+  MIMALLOC_PURGE_DELAY: String(WORKER_PURGE_DELAY_MS),
+};
 
 export interface WorkerExit {
   code: number | null;
@@ -128,9 +143,11 @@ export class WorkerHandle {
   }
 }
 
-/** The worker's environment: the daemon's, with its heap sized unless the operator chose a size. */
+/** The worker's environment: the daemon's, with WORKER_ENV_DEFAULTS where the operator set nothing. */
 export function workerEnv(env: Record<string, string | undefined>): Record<string, string | undefined> {
-  return HEAP_RAM_VARIABLE in env ? env : { ...env, [HEAP_RAM_VARIABLE]: String(WORKER_HEAP_RAM_BYTES) };
+  const out = { ...env };
+  for (const [name, value] of Object.entries(WORKER_ENV_DEFAULTS)) out[name] ??= value;
+  return out;
 }
 
 /**

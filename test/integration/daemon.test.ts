@@ -9,7 +9,7 @@ import {
   BUN, HASTD, Harness, MiB, descendants, processAlive, processArgs, renderConf, run, runOk, sha256File,
   nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
-import { WORKER_HEAP_RAM_BYTES } from "../../src/daemon/worker-handle.ts";
+import { WORKER_HEAP_RAM_BYTES, WORKER_PURGE_DELAY_MS } from "../../src/daemon/worker-handle.ts";
 
 // 64 MiB of data: the component adds the metadata slots (8 KiB) and one activemap block (4 KiB).
 const DATA_BYTES = 64 * MiB;
@@ -272,13 +272,15 @@ describe("workers", () => {
     expect(Number(info.trim())).toBe(DATA_BYTES);
   });
 
-  test("workers run with their JS heap sized for WORKER_HEAP_RAM_BYTES, or the size the operator set", async () => {
+  test("workers start with the runtime defaults (heap size, allocator purge delay), or the values the operator set", async () => {
     const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
-    for (const [set, expected] of [[undefined, String(WORKER_HEAP_RAM_BYTES)], ["134217728", "134217728"]] as const) {
-      const { daemon, worker, nbd } = await primary({ env: { BUN_JSC_forceRAMSize: set } });
-      // It serves: Bun accepted the option (an unknown BUN_JSC_ name ends the process at start).
+    const defaults = { BUN_JSC_forceRAMSize: String(WORKER_HEAP_RAM_BYTES), MIMALLOC_PURGE_DELAY: String(WORKER_PURGE_DELAY_MS) };
+    const operator = { BUN_JSC_forceRAMSize: "134217728", MIMALLOC_PURGE_DELAY: "50" };
+    for (const [set, expected] of [[{}, defaults], [operator, operator]] as const) {
+      const { daemon, worker, nbd } = await primary({ env: set });
+      // It serves: Bun accepted the settings (an unknown BUN_JSC_ name ends the process at start).
       expect(Number((await runOk(["nbdinfo", "--size", nbdUri(nbd)])).trim())).toBe(DATA_BYTES);
-      expect(environ(worker)).toContain(`BUN_JSC_forceRAMSize=${expected}`);
+      for (const [name, value] of Object.entries(expected)) expect(environ(worker)).toContain(`${name}=${value}`);
       await daemon.stop();
     }
   });
