@@ -22,15 +22,22 @@ export const WORKER_HEAP_RAM_BYTES = 256 * 1024 * 1024;
  * allocation: purged after 10 ms, the memory faults its pages in again when it is reused, at
  * 20-35 us a fault on a virtual machine. A quarter of a second keeps the working set warm and
  * still returns what a quieter worker freed: memsync 4 KiB writes QD1 2.2k -> 4.3k IOPS, QD32
- * 14-17k -> 21k, unreplicated QD32 47-64k -> 63-66k; worker peak RSS 79-89 -> 83-97 MiB
- * (docs/performance.md, eighth round). 1000 ms peaked at 100-101 MiB; never purging (-1) at 119.
+ * 14-17k -> 21k, unreplicated QD32 47-64k -> 63-66k (docs/performance.md, eighth round). 1000 ms
+ * peaked at 100-101 MiB; never purging (-1) at 119.
  */
 export const WORKER_PURGE_DELAY_MS = 250;
+/**
+ * Whole freed arena blocks wait this many purge delays (`MIMALLOC_ARENA_PURGE_MULT`, default 10):
+ * at 1 they go back with the rest, which took ~5 MiB off the 250 ms delay's peaks (sparse-device
+ * check 90-102 -> 87-94 MiB) at the same speed.
+ */
+export const WORKER_ARENA_PURGE_MULT = 1;
 
 /** Runtime settings a worker starts with unless the operator's environment sets them. */
 const WORKER_ENV_DEFAULTS: Record<string, string> = {
   BUN_JSC_forceRAMSize: String(WORKER_HEAP_RAM_BYTES),
   MIMALLOC_PURGE_DELAY: String(WORKER_PURGE_DELAY_MS),
+  MIMALLOC_ARENA_PURGE_MULT: String(WORKER_ARENA_PURGE_MULT),
 };
 
 export interface WorkerExit {
