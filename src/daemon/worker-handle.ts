@@ -18,26 +18,17 @@ export const WORKER_STOP_TIMEOUT_MS = 30_000;
 export const WORKER_HEAP_RAM_BYTES = 256 * 1024 * 1024;
 /**
  * How long mimalloc (Bun's allocator) keeps freed memory before it hands it back to the kernel
- * (`MIMALLOC_PURGE_DELAY`, ms; its default is 10). Every socket read Bun delivers is a fresh
- * allocation: purged after 10 ms, the memory faults its pages in again when it is reused, at
- * 20-35 us a fault on a virtual machine. A quarter of a second keeps the working set warm and
- * still returns what a quieter worker freed: memsync 4 KiB writes QD1 2.2k -> 4.3k IOPS, QD32
- * 14-17k -> 21k, unreplicated QD32 47-64k -> 63-66k (docs/performance.md, eighth round). 1000 ms
- * peaked at 100-101 MiB; never purging (-1) at 119.
+ * (`MIMALLOC_PURGE_DELAY`, ms; its default is 10). Memory returned that soon faults its pages in
+ * again when it is reused, at 20-35 us a fault on a virtual machine. A quarter of a second keeps
+ * the working set warm and still returns what a quieter worker freed (docs/performance.md,
+ * eighth round): memsync 4 KiB writes QD1 ~4.3k -> ~5.7k IOPS, QD32 23.5k -> 25.8k, next to the
+ * NBD connection freeing its socket reads at once. 1000 ms or never (-1) held more memory.
  */
 export const WORKER_PURGE_DELAY_MS = 250;
-/**
- * Whole freed arena blocks wait this many purge delays (`MIMALLOC_ARENA_PURGE_MULT`, default 10):
- * at 1 they go back with the rest, which took ~5 MiB off the 250 ms delay's peaks (sparse-device
- * check 83-102 -> 87-96 MiB, keeping the 100 MiB target) for 10-15% of memsync's 4 KiB IOPS.
- */
-export const WORKER_ARENA_PURGE_MULT = 1;
-
 /** Runtime settings a worker starts with unless the operator's environment sets them. */
 const WORKER_ENV_DEFAULTS: Record<string, string> = {
   BUN_JSC_forceRAMSize: String(WORKER_HEAP_RAM_BYTES),
   MIMALLOC_PURGE_DELAY: String(WORKER_PURGE_DELAY_MS),
-  MIMALLOC_ARENA_PURGE_MULT: String(WORKER_ARENA_PURGE_MULT),
 };
 
 export interface WorkerExit {

@@ -43,9 +43,14 @@ export const CORK_COPY_BYTES_MAX = 16 * 1024;
 /** Size of the per-connection cork buffer (replies completed in one tick, sent in one write). */
 export const CORK_BYTES = 128 * 1024;
 /** READ replies and WRITE payloads at least this large reuse buffers the connection is done with... */
-export const POOL_MIN_BYTES = 64 * 1024;
+export const POOL_MIN_BYTES = 4 * 1024;
 /** ...up to this many bytes of them kept per connection. */
 export const POOL_BYTES_MAX = 16 * 1024 * 1024;
+
+/** A request's reply this large is a READ reply from the pool (every other reply is smaller). */
+function isReadReply(bytes: Uint8Array, requests: number): boolean {
+  return requests > 0 && bytes.byteLength >= POOL_MIN_BYTES;
+}
 
 export type LogLevel = "info" | "warn" | "error" | "debug";
 
@@ -73,8 +78,9 @@ interface QueuedWrite {
 
 export class NbdConnection {
   private phase: Phase = "client_flags";
-  /** Chunks come from the Bun socket's data callback: fresh buffers, ours alone. */
-  private readonly rx = new ReceiveBuffer({ free_consumed: true });
+  /** Chunks come from the Bun socket's data callback: fresh buffers, ours alone. WRITE payloads
+   * are copied into pooled buffers, so each chunk is freed once consumed (ReceiveBuffer). */
+  private readonly rx = new ReceiveBuffer({ free_consumed: true, copy_messages: true });
   private readonly tx: QueuedWrite[] = [];
   /** Replies completed but not yet written, in order; always logically after everything in `tx`. */
   private cork: Uint8Array | null = null;
@@ -472,10 +478,11 @@ export class NbdConnection {
       this.cork_bytes += bytes.byteLength;
       this.cork_requests += requests;
       this.cork_cost_bytes += cost_bytes;
+      if (isReadReply(bytes, requests)) this.recycle(bytes);
       return;
     }
     this.flush();
-    this.write(bytes, requests, cost_bytes, bytes.byteLength >= POOL_MIN_BYTES && requests > 0 ? bytes : null);
+    this.write(bytes, requests, cost_bytes, isReadReply(bytes, requests) ? bytes : null);
   }
 
   /** Makes room for `bytes` in the cork buffer, writing out what it holds if needed. */

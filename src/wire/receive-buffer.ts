@@ -10,7 +10,11 @@
 // With `free_consumed`, a large chunk no view was taken of is freed as soon as it is consumed
 // (ArrayBuffer.transfer(0)) rather than left to the garbage collector: under 1 MiB writes the
 // socket reads are hundreds of MiB per second of garbage, and what the collector had not yet
-// reclaimed was ~20 MiB of a worker's peak RSS.
+// reclaimed was ~20 MiB of a worker's peak RSS. With `copy_messages` as well, every message is
+// copied out (into the caller's reused buffers), so no view outlives a chunk and chunks of any
+// size are freed once consumed: the allocator then hands the same warm memory to the next socket
+// read, where a chunk left to the collector made the next read fault fresh pages in
+// (docs/performance.md, eighth round).
 
 /** Reads into `into` what the kernel queued on the socket behind the bytes delivered so far: the
  * count, or 0 when nothing came (or the stream ended). With nothing queued and `wait_us` > 0 it
@@ -44,14 +48,19 @@ export class ReceiveBuffer {
   private head_offset = 0;
   /** Total bytes held. */
   bytes = 0;
+  /** Consumed chunks smaller than this are left to the collector (free_consumed). */
+  private readonly free_min_bytes: number;
   /** A message being filled in its final buffer (takeMessage). */
   private partial: { buf: Uint8Array; filled: number; waits: { left: number } } | null = null;
 
   /**
    * free_consumed: pushed chunks are fresh buffers nothing else refers to (Bun's socket reads);
-   * large ones are freed once consumed (see the top).
+   * large ones are freed once consumed. copy_messages: takeMessage always copies into `alloc`,
+   * and with free_consumed any consumed chunk is freed (see the top).
    */
-  constructor(private readonly opts: { free_consumed?: boolean } = {}) {}
+  constructor(private readonly opts: { free_consumed?: boolean; copy_messages?: boolean } = {}) {
+    this.free_min_bytes = opts.copy_messages ? 0 : FREE_CONSUMED_MIN_BYTES;
+  }
 
   push(chunk: Uint8Array): void {
     if (chunk.byteLength === 0) return;
@@ -100,14 +109,15 @@ export class ReceiveBuffer {
 
   /**
    * Removes and returns the next message of `n` bytes once all of it is here, else null (ask
-   * again, for the same message, after the next push). Held whole, it comes as from take(). With
+   * again, for the same message, after the next push). Held whole, it comes as from take() (copied
+   * into `alloc(n)` with copy_messages). With
    * `read`, one of QUEUED_READ_MIN_BYTES or more that has not fully arrived is filled in `alloc(n)`:
    * held bytes move there at once, the rest comes from `read` (waiting for it, see QUEUED_WAIT_US)
    * and later pushes (see fill).
    */
   takeMessage(n: number, alloc: (n: number) => Uint8Array, read?: QueuedRead): Uint8Array | null {
     if (this.partial === null) {
-      if (this.bytes >= n) return this.take(n, alloc);
+      if (this.bytes >= n) return this.opts.copy_messages ? this.copyMessage(n, alloc) : this.take(n, alloc);
       if (read === undefined || n < QUEUED_READ_MIN_BYTES) return null;
       this.partial = { buf: alloc(n), filled: 0, waits: { left: QUEUED_WAITS_MAX } };
     }
@@ -117,6 +127,13 @@ export class ReceiveBuffer {
     if (p.filled < n) return null;
     this.partial = null;
     return p.buf;
+  }
+
+  private copyMessage(n: number, alloc: (n: number) => Uint8Array): Uint8Array {
+    const out = alloc(n);
+    this.copyOut(out, 0, n);
+    this.discard(n);
+    return out;
   }
 
   /** With nothing held, reads what the socket queued behind the delivered bytes, up to `n`, into a
@@ -196,7 +213,7 @@ export class ReceiveBuffer {
   }
 
   private free(chunk: Uint8Array): void {
-    if (chunk === this.lent || chunk.byteLength < FREE_CONSUMED_MIN_BYTES) return;
+    if (chunk === this.lent || chunk.byteLength < this.free_min_bytes) return;
     // Only a chunk that is its whole ArrayBuffer: a view into a larger one is not ours to free.
     if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength || !(chunk.buffer instanceof ArrayBuffer)) return;
     chunk.buffer.transfer(0);

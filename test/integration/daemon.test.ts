@@ -9,7 +9,7 @@ import {
   BUN, HASTD, Harness, MiB, descendants, processAlive, processArgs, renderConf, run, runOk, sha256File,
   nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
-import { WORKER_ARENA_PURGE_MULT, WORKER_HEAP_RAM_BYTES, WORKER_PURGE_DELAY_MS } from "../../src/daemon/worker-handle.ts";
+import { WORKER_HEAP_RAM_BYTES, WORKER_PURGE_DELAY_MS } from "../../src/daemon/worker-handle.ts";
 
 // 64 MiB of data: the component adds the metadata slots (8 KiB) and one activemap block (4 KiB).
 const DATA_BYTES = 64 * MiB;
@@ -274,11 +274,8 @@ describe("workers", () => {
 
   test("workers start with the runtime defaults (heap size, allocator purge delay), or the values the operator set", async () => {
     const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
-    const defaults = {
-      BUN_JSC_forceRAMSize: String(WORKER_HEAP_RAM_BYTES), MIMALLOC_PURGE_DELAY: String(WORKER_PURGE_DELAY_MS),
-      MIMALLOC_ARENA_PURGE_MULT: String(WORKER_ARENA_PURGE_MULT),
-    };
-    const operator = { BUN_JSC_forceRAMSize: "134217728", MIMALLOC_PURGE_DELAY: "50", MIMALLOC_ARENA_PURGE_MULT: "4" };
+    const defaults = { BUN_JSC_forceRAMSize: String(WORKER_HEAP_RAM_BYTES), MIMALLOC_PURGE_DELAY: String(WORKER_PURGE_DELAY_MS) };
+    const operator = { BUN_JSC_forceRAMSize: "134217728", MIMALLOC_PURGE_DELAY: "50" };
     for (const [set, expected] of [[{}, defaults], [operator, operator]] as const) {
       const { daemon, worker, nbd } = await primary({ env: set });
       // It serves: Bun accepted the settings (an unknown BUN_JSC_ name ends the process at start).

@@ -146,19 +146,23 @@ describe("async over a slow link", () => {
     expect(await pair.dataSha256(pair.b)).toBe(await pair.dataSha256(pair.a));
   }, 120_000);
 
-  test.skipIf(fioSkip !== null)("1 MiB writes answered before a slow peer has them reach it intact, though their buffers are reused", async () => {
-    // An async write is answered while its frame may still wait in the send queue, and the NBD
-    // connection then reuses the write's pooled buffer for the next one: the queue must hold its
-    // own copy. Were the buffer queued instead, a later write's data would reach the peer under an
-    // earlier write's offset; every write carries fresh random data, so the replicas would differ.
-    const { pair, proxy } = await proxiedPair(DATA_BYTES, ASYNC);
-    proxy.throttle(8 * MiB); // far slower than the local disk: frames wait in the queue
-    await fioWrites(pair, 64 * MiB, ["--bs=1m", "--iodepth=16", "--refill_buffers"]);
-    proxy.throttle(0);
-    await pair.waitSynced(pair.a, 30_000);
-    expect(count(pair.daemon(pair.a).log, DISCONNECTED)).toBe(0);
-    expect(await pair.dataSha256(pair.b)).toBe(await pair.dataSha256(pair.a));
-  }, 120_000);
+  // 1 MiB payloads are filled in pooled buffers; 4 KiB ones are copied out of the socket's chunks
+  // into pooled buffers (ReceiveBuffer copy_messages), so both sizes reuse buffers.
+  for (const [bs, io_bytes, depth] of [["1m", 64 * MiB, 16], ["4k", 8 * MiB, 32]] as const) {
+    test.skipIf(fioSkip !== null)(`${bs} writes answered before a slow peer has them reach it intact, though their buffers are reused`, async () => {
+      // An async write is answered while its frame may still wait in the send queue, and the NBD
+      // connection then reuses the write's pooled buffer for the next one: the queue must hold its
+      // own copy. Were the buffer queued instead, a later write's data would reach the peer under an
+      // earlier write's offset; every write carries fresh random data, so the replicas would differ.
+      const { pair, proxy } = await proxiedPair(DATA_BYTES, ASYNC);
+      proxy.throttle(8 * MiB); // far slower than the local disk: frames wait in the queue
+      await fioWrites(pair, io_bytes, [`--bs=${bs}`, `--iodepth=${depth}`, "--refill_buffers"]);
+      proxy.throttle(0);
+      await pair.waitSynced(pair.a, 30_000);
+      expect(count(pair.daemon(pair.a).log, DISCONNECTED)).toBe(0);
+      expect(await pair.dataSha256(pair.b)).toBe(await pair.dataSha256(pair.a));
+    }, 120_000);
+  }
 });
 
 describe("link faults during a resync", () => {

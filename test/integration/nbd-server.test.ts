@@ -195,6 +195,7 @@ for (const kind of ["memory", "file"] as const) {
 
 describe("raw protocol, memory backend", () => {
   const SIZE = 4 * MiB;
+  const SLOW_WRITES_AT = 3 * MiB;
   let server: NbdServer;
   let backend: MemoryBackend;
   const sock = join(dir, "raw.sock");
@@ -211,8 +212,12 @@ describe("raw protocol, memory backend", () => {
   };
 
   beforeAll(async () => {
-    // Reads at offset 0 are slow so that a later request can overtake them.
-    backend = new MemoryBackend({ size_bytes: SIZE, delay_ms: (op, offset) => (op === "read" && offset === 0 ? 50 : 0) });
+    // Reads at offset 0 are slow so that a later request can overtake them; writes from SLOW_WRITES_AT
+    // on are slow so that many wait in the backend at once.
+    backend = new MemoryBackend({
+      size_bytes: SIZE,
+      delay_ms: (op, offset) => (op === "read" && offset === 0 ? 50 : op === "write" && offset >= SLOW_WRITES_AT ? 5 : 0),
+    });
     server = await NbdServer.start({ listen: { unix: sock }, export_name: "r0", backend, log });
   });
   afterAll(async () => {
@@ -344,6 +349,23 @@ describe("raw protocol, memory backend", () => {
       c.close();
       await tcp.stop();
     }
+  });
+
+  test("small WRITEs held by a slow backend land intact: their pooled payload buffers wait until it is done", async () => {
+    // 4 KiB payloads are copied out of the socket's reads into pooled buffers; a buffer goes back
+    // to the pool only once the backend's write settled. Handed back sooner, the next write's
+    // payload would overwrite it while the backend still waits: the data read back would differ.
+    const c = await ready();
+    const data = new Uint8Array(64 * 4096);
+    randomFillSync(data);
+    const requests = [];
+    for (let i = 0; i < 64; i++) {
+      requests.push(encodeRequestHeader({ command: NBD_CMD.WRITE, flags: 0, cookie: BigInt(i + 1), offset: SLOW_WRITES_AT + i * 4096, length: 4096 }));
+      requests.push(data.subarray(i * 4096, (i + 1) * 4096));
+    }
+    c.write(Buffer.concat(requests));
+    for (let i = 0; i < 64; i++) expect((await c.reply()).error).toBe(0);
+    expect(await nbdRead(c, SLOW_WRITES_AT, data.length)).toEqual(data);
   });
 
   test("pipelined requests complete out of order, matched by cookie", async () => {

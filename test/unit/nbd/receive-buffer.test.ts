@@ -73,6 +73,33 @@ describe("ReceiveBuffer", () => {
     expect([...rx.take(1)]).toEqual([7]);
   });
 
+  test("copy_messages: takeMessage copies into the caller's buffer and frees every consumed chunk, small ones too, never one lent", () => {
+    const rx = new ReceiveBuffer({ free_consumed: true, copy_messages: true });
+    const a = new Uint8Array(100).fill(1);
+    const b = new Uint8Array(50).fill(2);
+    rx.push(a);
+    rx.push(b);
+    const given: Uint8Array[] = [];
+    const alloc = (n: number) => {
+      const out = new Uint8Array(n);
+      given.push(out);
+      return out;
+    };
+    const inside = rx.takeMessage(40, alloc)!; // lies inside a: still a copy, not a view
+    expect(inside).toBe(given[0]!);
+    expect(inside.buffer).not.toBe(a.buffer);
+    expect(inside.every((x) => x === 1)).toBe(true);
+    expect(a.byteLength).toBe(100); // not yet consumed
+    const spanning = rx.takeMessage(80, alloc)!; // the rest of a, then part of b
+    expect(spanning).toBe(given[1]!);
+    expect([spanning[59], spanning[60]]).toEqual([1, 2]);
+    expect(a.byteLength).toBe(0); // consumed: freed although small
+    expect(rx.takeMessage(31, alloc)).toBeNull(); // only 30 bytes held
+    expect(rx.peek(10).buffer).toBe(b.buffer); // a view: b is lent from now on
+    expect(rx.takeMessage(30, alloc)!.every((x) => x === 2)).toBe(true);
+    expect(b.byteLength).toBe(50); // consumed, but a view of it is out
+  });
+
   test("free_consumed frees large chunks once consumed, never one a view was taken of, nor a view of a larger buffer", () => {
     const K = 64 * 1024;
     const rx = new ReceiveBuffer({ free_consumed: true });
