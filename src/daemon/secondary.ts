@@ -38,8 +38,9 @@ const SECONDARY_KEEPDIRTY = 1;
 
 type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
 
-/** Payloads spanning socket reads are assembled in buffers reused once written (fresh memory faults). */
-const PAYLOAD_POOL_MIN_BYTES = 64 * 1024;
+/** Payloads are copied out of the socket's reads into buffers reused once written (fresh memory
+ * faults; the reads are then freed at once: FrameDecoder copy_payloads). */
+const PAYLOAD_POOL_MIN_BYTES = 4 * 1024;
 const PAYLOAD_POOL_BYTES_MAX = 16 * 1024 * 1024;
 
 export class SecondaryWorker {
@@ -64,7 +65,7 @@ export class SecondaryWorker {
   static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
     const pool = new BufferPool(PAYLOAD_POOL_MIN_BYTES, PAYLOAD_POOL_BYTES_MAX);
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
-      { checksum: resource.checksum, compression: resource.compression }, { payload_alloc: (n) => pool.take(n), cork_bytes: CORK_REPLIES_BYTES, pull_streams: true });
+      { checksum: resource.checksum, compression: resource.compression }, { payload_alloc: (n) => pool.take(n), copy_payloads: true, cork_bytes: CORK_REPLIES_BYTES, pull_streams: true });
     const refuse = (code: PeerErrorName, message: string, exit_code: number): never => {
       link.send({ kind: "error", code, busy: false, message });
       link.close(message);

@@ -41,8 +41,9 @@ export const CORK_REQUESTS_BYTES = 48 * 1024;
 const PULL_FRAMES_MAX = 16;
 
 export interface PeerLinkOptions {
-  /** The frame decoder's option (see FrameDecoder). */
+  /** The frame decoder's options (see FrameDecoder). */
   payload_alloc?: (n: number) => Uint8Array;
+  copy_payloads?: boolean;
   /** Gather small frames until the end of the tick, writing them out whenever this many bytes are
    * gathered (at least COPY_BYTES_MAX); absent, each frame is written at once. */
   cork_bytes?: number;

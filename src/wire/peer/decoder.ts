@@ -16,7 +16,7 @@ const NEED_MORE: DecodeResult = { kind: "need-more" };
 export class FrameDecoder {
   readonly #prims: PeerPrimitives;
   /** Unconsumed input, in the chunks it arrived in. */
-  readonly #rx = new ReceiveBuffer();
+  readonly #rx: ReceiveBuffer;
   #header: Header | null = null;
   #failure: DecodeResult | null = null;
   /** The last payload was large: more are likely queued right behind it. */
@@ -26,11 +26,15 @@ export class FrameDecoder {
 
   /**
    * payload_alloc: where a payload that spans chunks is assembled (default: a new array each time),
-   * e.g. a pool the consumer gives buffers back to once it is done with a frame.
+   * e.g. a pool the consumer gives buffers back to once it is done with a frame. copy_payloads:
+   * every payload is copied there, none is a view of a pushed chunk, and each chunk is freed once
+   * consumed (ReceiveBuffer copy_messages): for chunks that are fresh socket reads, ours alone.
    */
-  constructor(prims: PeerPrimitives, opts: { payload_alloc?: (n: number) => Uint8Array } = {}) {
+  constructor(prims: PeerPrimitives, opts: { payload_alloc?: (n: number) => Uint8Array; copy_payloads?: boolean } = {}) {
     this.#prims = prims;
     this.#payload_alloc = opts.payload_alloc ?? newArray;
+    const copy = opts.copy_payloads === true;
+    this.#rx = new ReceiveBuffer({ free_consumed: copy, copy_messages: copy });
   }
 
   /** The last payload was large and nothing of the next frame is here yet: the next one may well
@@ -76,21 +80,20 @@ export class FrameDecoder {
     if (this.#header === null) {
       if (pull_wait_us !== undefined && read !== undefined && this.streaming) this.#rx.pull(HEADER_BYTES, read, pull_wait_us);
       if (this.#rx.bytes < HEADER_BYTES) return NEED_MORE;
-      this.#header = decodeHeader(this.#rx.take(HEADER_BYTES, this.#headerInto));
+      // Copied, never a view: a chunk something was lent from is not freed (copy_payloads).
+      this.#rx.fill(this.#header_scratch, 0);
+      this.#header = decodeHeader(this.#header_scratch);
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
     }
     const header = this.#header;
-    // A payload inside one chunk is a view of it (zero copy); one that spans chunks is copied once,
-    // or, when large and still arriving, filled straight from the socket.
+    // A payload inside one chunk is a view of it (zero copy; copied with copy_payloads); one that
+    // spans chunks is copied once, or, when large and still arriving, filled straight from the socket.
     const payload = this.#rx.takeMessage(header.payload_bytes, this.#payload_alloc, read);
     if (payload === null) return NEED_MORE;
     this.#header = null;
     this.#streaming = payload.byteLength >= QUEUED_READ_MIN_BYTES;
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
   }
-
-  /** Where a header that spans chunks is assembled. */
-  readonly #headerInto = (): Uint8Array => this.#header_scratch;
 
   #needed_bytes(): number {
     if (this.#header === null) return HEADER_BYTES;

@@ -48,6 +48,26 @@ describe("peer frames round trip", () => {
     expect(decoder.buffered_bytes).toBe(0);
   });
 
+  test("copy_payloads: every payload lands in the consumer's buffer and each chunk is freed once consumed", () => {
+    const data = [patterned(4096, 1), patterned(4096, 2)];
+    const frames = data.map((d, i) => encode({ kind: "write", seq: i + 1, offset: i * 4096, length: 4096, memsync: false, sync: false, data: d }));
+    const chunk = new Uint8Array(frames[0]!.length + frames[1]!.length);
+    chunk.set(frames[0]!);
+    chunk.set(frames[1]!, frames[0]!.length);
+    const given: Uint8Array[] = [];
+    const decoder = new FrameDecoder(prims, { copy_payloads: true, payload_alloc: (n) => (given.push(new Uint8Array(n)), given.at(-1)!) });
+    decoder.push(chunk);
+    for (let i = 0; i < 2; i++) {
+      const result = decoder.next();
+      if (result.kind !== "frame" || result.frame.kind !== "write") throw new Error("expected a write frame");
+      expect(result.frame.data.buffer).toBe(given[i]!.buffer); // the consumer's buffer, not the chunk
+      expect(result.frame.data).toEqual(data[i]!);
+      // Headers are copied too: nothing was lent, so the chunk goes once consumed.
+      expect(chunk.byteLength).toBe(i === 0 ? frames[0]!.length + frames[1]!.length : 0);
+    }
+    expect(decoder.next()).toEqual({ kind: "need-more" });
+  });
+
   test("encoder returns head and body separately; body is the caller's data, uncopied", () => {
     const data = patterned(8192);
     const parts = new FrameEncoder(prims, { checksum: "sha256", compression: "none" }).encode({
