@@ -25,6 +25,7 @@ export const WORKER_HEAP_RAM_BYTES = 256 * 1024 * 1024;
  * NBD connection freeing its socket reads at once. 1000 ms or never (-1) held more memory.
  */
 export const WORKER_PURGE_DELAY_MS = 250;
+
 /** Runtime settings a worker starts with unless the operator's environment sets them. */
 const WORKER_ENV_DEFAULTS: Record<string, string> = {
   BUN_JSC_forceRAMSize: String(WORKER_HEAP_RAM_BYTES),

@@ -131,8 +131,7 @@ export class ReceiveBuffer {
 
   private copyMessage(n: number, alloc: (n: number) => Uint8Array): Uint8Array {
     const out = alloc(n);
-    this.copyOut(out, 0, n);
-    this.discard(n);
+    this.fill(out, 0);
     return out;
   }
 
