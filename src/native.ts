@@ -1,6 +1,7 @@
 // The one place that loads native/ggate.c (built into native/build/libggate.so by
 // native/build.sh). Every call is synchronous: data-path calls hit the page cache and return
-// quickly, and an async thread-pool variant can be added beside these without changing them.
+// quickly. The one exception is fdatasyncAsync, which waits for the disk itself (milliseconds)
+// and so runs on Bun's thread pool through node:fs, with the same fault injection and errors.
 //
 // Buffers go to C by pointer (bun:ffi passes a Uint8Array, subarrays at their byte offset),
 // so no block is copied in JavaScript. C returns -errno; this module turns that into a
@@ -9,11 +10,14 @@
 //
 // Fault injection (tests, reliability work): HAST_FAULT_INJECT, read on the first call that
 // can fail (or replaced with setFaultInjection), is a comma-separated list of
-//   <op>:<path-substring>:<errno-name>[:<count>]
+//   <op>:<path-substring>:<errno-name>[:<count>]    the call fails with that errno
+//   <op>:<path-substring>:delay=<ms>[:<count>]      the call is carried out <ms> late (a slow disk)
 // e.g. "pwrite:disk-a:EIO:3" fails the next 3 pwrite calls on paths containing "disk-a" with
 // EIO. <op> is one of FAULT_OPS or "*" (any); an empty substring matches every path; without
 // a count the rule fires forever. The first live rule that matches fires. An injected failure
-// replaces the call (nothing is read or written), except for close, which still closes.
+// replaces the call (nothing is read or written), except for close, which still closes. A delay
+// blocks the calling thread, as a slow disk blocks a synchronous call; fdatasyncAsync waits
+// without blocking the event loop, as its helper thread would.
 // Paths containing ":" or "," cannot be matched.
 //
 // Faults that must start or stop mid-run (integration tests): HAST_FAULT_INJECT_FILE names a
@@ -23,7 +27,7 @@
 // rename so that no change is missed. Unset, the hot path makes no extra syscall.
 
 import { dlopen, FFIType } from "bun:ffi";
-import { readFileSync, statSync } from "node:fs";
+import { fdatasync as fsFdatasync, readFileSync, statSync } from "node:fs";
 // The .so is embedded by `bun build --compile` through this import; TypeScript has no module
 // type for "*.so" files, and this file is the only place that imports one.
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
@@ -202,10 +206,13 @@ const FAULT_RULES_MAX = 64;
 interface FaultRule {
   readonly op: FaultOp | "*";
   readonly path_part: string;
-  readonly errno: number;
+  readonly errno: number;     // 0 for a delay rule
   readonly code: string;
+  readonly delay_ms: number;  // 0 for an errno rule
   remaining: number; // Infinity when the rule has no count
 }
+
+const FAULT_DELAY_MS_MAX = 60_000;
 
 let faultRules: FaultRule[] | undefined; // undefined until HAST_FAULT_INJECT is read
 
@@ -217,19 +224,22 @@ function parseFaultSpec(spec: string, source: string): FaultRule[] {
   return items.map((item) => {
     const fields = item.split(":");
     const bad = (why: string) => new Error(`${source}: "${item}": ${why} ` +
-      "(format <op>:<path-substring>:<errno-name>[:<count>])");
+      "(format <op>:<path-substring>:<errno-name>|delay=<ms>[:<count>])");
     if (fields.length < 3 || fields.length > 4) throw bad("wrong number of fields");
     const [op = "", path_part = "", code = "", countText] = fields;
     if (op !== "*" && !(FAULT_OPS as readonly string[]).includes(op)) {
       throw bad(`unknown op "${op}", expected * or one of ${FAULT_OPS.join(" ")}`);
     }
-    const errno = errnoValue(code);
+    const delay = /^delay=(\d+)$/.exec(code);
+    const delay_ms = delay ? Number(delay[1]) : 0;
+    if (delay && !(delay_ms > 0 && delay_ms <= FAULT_DELAY_MS_MAX)) throw bad(`delay must be 1..${FAULT_DELAY_MS_MAX} ms`);
+    const errno = delay ? 0 : errnoValue(code);
     if (errno === undefined) throw bad(`unknown errno name "${code}"`);
     const remaining = countText === undefined ? Infinity : Number(countText);
     if (countText !== undefined && !(/^[0-9]+$/.test(countText) && Number.isSafeInteger(remaining) && remaining > 0)) {
       throw bad(`count "${countText}" is not a positive integer`);
     }
-    return { op: op as FaultOp | "*", path_part, errno, code, remaining };
+    return { op: op as FaultOp | "*", path_part, errno, code, delay_ms, remaining };
   });
 }
 
@@ -284,10 +294,12 @@ function injectedError(rule: FaultRule, op: FaultOp, path: string, offset?: numb
     note: "injected by HAST_FAULT_INJECT" });
 }
 
-/** Throws when a fault rule fires for this call. */
+/** Throws when an errno rule fires for this call; sleeps when a delay rule does. */
 function maybeFail(op: FaultOp, path: string, offset?: number, length = 0): void {
   const rule = injectedFault(op, path);
-  if (rule !== undefined) throw injectedError(rule, op, path, offset, length);
+  if (rule === undefined) return;
+  if (rule.delay_ms > 0) return Bun.sleepSync(rule.delay_ms);
+  throw injectedError(rule, op, path, offset, length);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,8 +328,7 @@ function open(path: string, opts: OpenOptions): number {
 
 function close(fd: number, path: string): void {
   check(c.hast_close(fd), "close", path);
-  const rule = injectedFault("close", path);
-  if (rule !== undefined) throw injectedError(rule, "close", path);
+  maybeFail("close", path);
 }
 
 /** Reads up to buf.length bytes at offset; fewer only at end of file. Returns the count. */
@@ -346,6 +357,22 @@ function recvReady(fd: number, what: string, buf: Uint8Array, wait_us: number): 
 function fdatasync(fd: number, path: string): void {
   maybeFail("fdatasync", path);
   check(c.hast_fdatasync(fd), "fdatasync", path);
+}
+
+/** fdatasync on Bun's thread pool, so the event loop goes on serving while the disk writes its
+ * cache out. The caller keeps fd open until the promise settles. */
+function fdatasyncAsync(fd: number, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const rule = injectedFault("fdatasync", path);
+    if (rule !== undefined && rule.delay_ms === 0) return reject(injectedError(rule, "fdatasync", path));
+    const run = () => fsFdatasync(fd, (err) => {
+      if (err === null) return resolve();
+      const errno = errnoValue(err.code ?? "") ?? Math.abs(err.errno ?? ERRNO.EIO);
+      reject(new NativeError({ op: "fdatasync", path, errno }));
+    });
+    if (rule === undefined) run();
+    else setTimeout(run, rule.delay_ms);
+  });
 }
 
 function fsync(fd: number, path: string): void {
@@ -540,6 +567,7 @@ export const native = {
   pwrite,
   recvReady,
   fdatasync,
+  fdatasyncAsync,
   fsync,
   discard,
   zeroRange,

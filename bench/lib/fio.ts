@@ -2,18 +2,22 @@
 // target: a file (psync / io_uring engines) or an NBD URI (fio's libnbd engine).
 import { runOk } from "./procs.ts";
 
-export type WorkloadName = "randwrite_qd1" | "randwrite_qd32" | "randread_qd32" | "seqwrite_1m" | "seqread_1m";
+export type WorkloadName = "randwrite_qd1" | "randwrite_qd32" | "randwrite_flush_qd32" | "randread_qd32" | "seqwrite_1m" | "seqread_1m";
 
 export interface Workload {
   name: WorkloadName;
   rw: "randwrite" | "randread" | "write" | "read";
   block_bytes: number;
   iodepth: number;
+  /** fio --fsync: a flush (NBD_CMD_FLUSH, fsync on files) after every this many writes. */
+  fsync_every?: number;
 }
 
 export const WORKLOADS: Workload[] = [
   { name: "randwrite_qd1", rw: "randwrite", block_bytes: 4096, iodepth: 1 },
   { name: "randwrite_qd32", rw: "randwrite", block_bytes: 4096, iodepth: 32 },
+  // Flush-heavy, as a database or a journaling filesystem is.
+  { name: "randwrite_flush_qd32", rw: "randwrite", block_bytes: 4096, iodepth: 32, fsync_every: 32 },
   { name: "randread_qd32", rw: "randread", block_bytes: 4096, iodepth: 32 },
   { name: "seqwrite_1m", rw: "write", block_bytes: 1 << 20, iodepth: 8 },
   { name: "seqread_1m", rw: "read", block_bytes: 1 << 20, iodepth: 8 },
@@ -39,6 +43,7 @@ export async function runFio(target: FioTarget, w: Workload, runtime_s: number, 
     `--runtime=${runtime_s}`, "--time_based", "--ramp_time=0", "--norandommap", "--randrepeat=0",
     "--output-format=json", `--directory=${work_dir}`,
   ];
+  if (w.fsync_every !== undefined) argv.push(`--fsync=${w.fsync_every}`);
   if (target.kind === "file") argv.push(`--filename=${target.path}`, `--ioengine=${target.engine}`, `--size=${target.size_bytes}`);
   else argv.push("--ioengine=nbd", `--uri=${target.uri}`);
   const out = await runOk(argv, runtime_s * 1000 + FIO_SLACK_MS);

@@ -6,6 +6,9 @@
 //
 // Local I/O is synchronous, so actions run one at a time in the order the engine returned them,
 // which is exactly its ordering contract (map and metadata writes are durable before the next).
+// The exception is a FLUSH's fdatasync, which runs on a helper thread and is answered later (the
+// engine takes completions in any order): on a real disk it takes milliseconds, which the event
+// loop would otherwise spend blocked while the replies and requests behind it wait.
 import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
 import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
@@ -84,6 +87,8 @@ export class PrimaryIo implements BlockBackend {
   private link: PeerLink | null = null;
   private zero: Uint8Array | null = null;
   private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
+  /** Local flushes on their helper thread, until answered (flushLocal). */
+  private readonly local_flushes = new Set<Promise<void>>();
 
   constructor(o: PrimaryIoOptions) {
     this.o = o;
@@ -350,6 +355,12 @@ export class PrimaryIo implements BlockBackend {
 
   private local(id: number, kind: RequestKind, offset: number): void {
     const app = this.apps.get(id)!;
+    if (kind === "flush") {
+      return this.flushLocal((err) => {
+        if (err) this.localFailed(app, kind, err);
+        this.run(this.o.engine.localDone(id, app.local_error === null));
+      });
+    }
     const disk = this.o.disk;
     try {
       switch (kind) {
@@ -362,16 +373,30 @@ export class PrimaryIo implements BlockBackend {
         case "delete":
           disk.discard(this.localoff + offset, app.length);
           break;
-        case "flush":
-          disk.flush();
-          break;
       }
     } catch (err) {
-      app.local_error = err as Error;
-      this.o.stats.local_errors[kind]++;
-      this.o.log.error(`Local ${kind} failed: ${(err as Error).message}`);
+      this.localFailed(app, kind, err as Error);
     }
     this.run(this.o.engine.localDone(id, app.local_error === null));
+  }
+
+  private localFailed(app: AppRequest, kind: RequestKind, err: Error): void {
+    app.local_error = err;
+    this.o.stats.local_errors[kind]++;
+    this.o.log.error(`Local ${kind} failed: ${err.message}`);
+  }
+
+  /** fdatasync on a helper thread (a disk takes milliseconds to write its cache out, and requests
+   * go on meanwhile), then `then` with its error, or null. */
+  private flushLocal(then: (err: Error | null) => void): void {
+    const op: Promise<void> = this.o.disk.flushAsync().then(() => null, (err: Error) => err).then(then)
+      .finally(() => this.local_flushes.delete(op));
+    this.local_flushes.add(op);
+  }
+
+  /** Resolves once every local flush started has been answered (an orderly stop closes the disk next). */
+  async localFlushesSettled(): Promise<void> {
+    while (this.local_flushes.size > 0) await Promise.allSettled([...this.local_flushes]);
   }
 
   /** answer_waits: the payload (the frontend's buffer) is not reused before the peer replied, so a
@@ -403,16 +428,14 @@ export class PrimaryIo implements BlockBackend {
 
   /** Local and remote cache flush outside any application request (end of a sync pass, background). */
   private async flushBoth(): Promise<boolean> {
-    let local_ok = true;
-    try {
-      this.o.disk.flush();
-    } catch (err) {
-      local_ok = false;
-      this.o.stats.local_errors.flush++;
-      this.o.log.error(`Local flush failed: ${(err as Error).message}`);
-    }
+    const local = new Promise<Error | null>((resolve) => this.flushLocal(resolve));
     const reply = await this.remoteSync({ kind: "flush", seq: this.next_id++ });
-    return local_ok && reply.error === "OK";
+    const err = await local;
+    if (err) {
+      this.o.stats.local_errors.flush++;
+      this.o.log.error(`Local flush failed: ${err.message}`);
+    }
+    return err === null && reply.error === "OK";
   }
 
   /** Orderly stop: one more flush through the peer, then the keepdirty extents are let go when the

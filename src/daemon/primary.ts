@@ -129,6 +129,8 @@ export class PrimaryWorker {
     await p.nbd.stop();
     await Promise.race([p.io.settleForStop(), Bun.sleep(STOP_SETTLE_MS)]);
     p.connector.stop();
+    // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
+    await p.io.localFlushesSettled();
     p.disk.flush();
     p.disk.close();
     p.log.debug(`Worker for ${p.resource.name} stopped.`);

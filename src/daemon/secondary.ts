@@ -8,7 +8,9 @@
 // local I/O runs and the final answers are corked (one more write). The primary thus has its early
 // answers before this node's disk writes, as HAST sends them; answering each request in turn
 // would hold them behind the disk writes of the requests decoded before them. The link follows a
-// stream of large frames on the socket only after each batch (pull_streams), answers out.
+// stream of large frames on the socket only after each batch (pull_streams), answers out. A FLUSH
+// is the one request not carried out in place: its fdatasync runs on a helper thread and is
+// answered when done, while the requests behind it go on.
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { decideConnect } from "../core/connect-decision.ts";
@@ -48,6 +50,10 @@ export class SecondaryWorker {
   private readonly pending = new Map<number, Request>();
   /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
+  /** FLUSHes on their helper thread, until answered (flushLocal). */
+  private readonly flushes = new Set<Promise<void>>();
+  /** The link is gone: lost() waits for the flushes in flight, then flushes and closes. */
+  private ending = false;
   private ended!: (code: number) => void;
   readonly done = new Promise<number>((resolve) => (this.ended = resolve));
 
@@ -138,6 +144,7 @@ export class SecondaryWorker {
 
   async stop(): Promise<void> {
     this.link.close("shutting down");
+    await this.done;
   }
 
   private lost(reason: string): void {
@@ -145,17 +152,21 @@ export class SecondaryWorker {
     this.emit("disconnect");
     // Requests that arrived whole are carried out (their answers are lost with the link).
     this.carryOut();
-    try {
-      // Nothing is in flight (requests run to completion one by one): once this flush succeeds every
-      // change is durable, and the map says so, so the next connect copies nothing back needlessly.
-      this.disk.flush();
-      this.run(this.engine.allDurable());
-    } catch (err) {
-      this.log.error(`Flush at disconnect failed; unflushed changes stay marked: ${(err as Error).message}`);
-    } finally {
-      this.disk.close();
-    }
-    this.ended(EX_TEMPFAIL);
+    this.ending = true;
+    // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
+    void Promise.allSettled(this.flushes).then(() => {
+      try {
+        // Nothing is in flight now: once this flush succeeds every change is durable, and the map
+        // says so (FLUSHes still unanswered included), so the next connect copies nothing needlessly.
+        this.disk.flush();
+        this.run(this.engine.allDurable());
+      } catch (err) {
+        this.log.error(`Flush at disconnect failed; unflushed changes stay marked: ${(err as Error).message}`);
+      } finally {
+        this.disk.close();
+      }
+      this.ended(EX_TEMPFAIL);
+    });
   }
 
   private onFrame(frame: Frame): void {
@@ -224,12 +235,14 @@ export class SecondaryWorker {
           this.reply(Number(a.seq), a.error, a.received);
           break;
         case "local":
-          this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(Number(a.seq))));
+          if (a.kind === "flush" && !map_failed) this.flushLocal(a.seq);
+          else this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(Number(a.seq))));
           break;
       }
     }
   }
 
+  /** Reads, writes and trims hit the page cache and run here, in order. */
   private local(seq: number): SecondaryError | null {
     const r = this.pending.get(seq)!;
     const at = this.meta.localoff;
@@ -248,15 +261,30 @@ export class SecondaryWorker {
           this.disk.discard(at + r.offset, r.length);
           break;
         case "flush":
-          this.disk.flush();
-          break;
+          throw new Error("unreachable: flushes run in flushLocal");
       }
       return null;
     } catch (err) {
-      this.stats.local_errors[r.kind]++;
-      this.log.error(`Local ${r.kind} failed: ${(err as Error).message}`);
-      return toSecondaryError(replyErrorFromSystemCode((err as { code?: string }).code));
+      return this.localFailed(r.kind, err as Error);
     }
+  }
+
+  /** A FLUSH's fdatasync runs on a helper thread (milliseconds on a real disk) while the requests
+   * behind it go on; it covers the writes done before it, which is all the engine counts on. Once
+   * the link is lost, lost() flushes everything and answers for it. */
+  private flushLocal(seq: bigint): void {
+    const op: Promise<void> = this.disk.flushAsync().then(() => null, (err: Error) => this.localFailed("flush", err))
+      .then((error) => {
+        if (!this.ending) this.run(this.engine.localDone(seq, error));
+      })
+      .finally(() => this.flushes.delete(op));
+    this.flushes.add(op);
+  }
+
+  private localFailed(kind: Request["kind"], err: Error): SecondaryError {
+    this.stats.local_errors[kind]++;
+    this.log.error(`Local ${kind} failed: ${err.message}`);
+    return toSecondaryError(replyErrorFromSystemCode((err as { code?: string }).code));
   }
 
   private readonly read_data = new Map<number, Uint8Array>();

@@ -1,5 +1,6 @@
 // One open local component (hast.conf `local`): a regular file or a disk, as hastd accepts.
-// Synchronous by design (see src/native.ts); every failure is a NativeError naming the path.
+// Synchronous by design (see src/native.ts), but for flushAsync, which waits for the disk on a
+// helper thread; every failure is a NativeError naming the path.
 //
 // Invariants checked on every call: offsets and lengths are whole, non-negative and inside
 // the component (size_bytes is fixed when it is opened); writes need a writable open.
@@ -20,6 +21,7 @@ export class LocalDisk {
   readonly writable: boolean;
   #fd: number;
   #flush_unsupported: NativeError | undefined; // the first EOPNOTSUPP, returned ever after
+  #flushes_in_flight = 0;
 
   private constructor(path: string, fd: number, kind: "file" | "block", size_bytes: number,
     sector_bytes: number, writable: boolean) {
@@ -88,11 +90,31 @@ export class LocalDisk {
     try {
       native.fdatasync(this.#fd, this.path);
     } catch (err) {
-      if (err instanceof NativeError && err.errno === native.errno.EOPNOTSUPP) {
-        this.#flush_unsupported = err;
-      }
-      throw err;
+      throw this.#flushFailed(err);
     }
+  }
+
+  /**
+   * fdatasync on a helper thread: a real disk takes milliseconds to write its cache out, and the
+   * event loop serves other requests meanwhile. It covers what was written before it was called.
+   * The owner lets every such flush settle before it closes the disk (close() asserts it).
+   */
+  async flushAsync(): Promise<void> {
+    if (this.#flush_unsupported !== undefined) throw this.#flush_unsupported;
+    if (this.#fd < 0) throw new NativeError({ op: "fdatasync", path: this.path, errno: native.errno.EBADF, reason: "component closed" });
+    this.#flushes_in_flight++;
+    try {
+      await native.fdatasyncAsync(this.#fd, this.path);
+    } catch (err) {
+      throw this.#flushFailed(err);
+    } finally {
+      this.#flushes_in_flight--;
+    }
+  }
+
+  #flushFailed(err: unknown): unknown {
+    if (err instanceof NativeError && err.errno === native.errno.EOPNOTSUPP) this.#flush_unsupported = err;
+    return err;
   }
 
   /** TRIM: punch hole on files (reads back zero), BLKDISCARD / DIOCGDELETE on disks. */
@@ -107,9 +129,13 @@ export class LocalDisk {
     native.zeroRange(this.#fd, this.path, offset, length);
   }
 
-  /** Idempotent: a closed disk stays closed, and later I/O on it fails with EBADF. */
+  /** Idempotent: a closed disk stays closed, and later I/O on it fails with EBADF. Never while a
+   * flushAsync is in flight: its helper thread would flush whatever file reuses the descriptor. */
   close(): void {
     if (this.#fd < 0) return;
+    if (this.#flushes_in_flight > 0) {
+      throw new Error(`close ${this.path}: ${this.#flushes_in_flight} asynchronous flush(es) still in flight`);
+    }
     const fd = this.#fd;
     this.#fd = -1;
     native.close(fd, this.path);

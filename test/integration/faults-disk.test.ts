@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { SYNC_RESUME_S } from "../../src/core/primary-engine.ts";
 import { nbdFlush, nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
+import { NBD_CMD } from "../../src/wire/nbd.ts";
 import { Harness, MiB, Pair, sha256FileRange, waitFor, type NodeInfo } from "./harness.ts";
 
 let h: Harness;
@@ -180,4 +181,36 @@ describe("disk errors on the secondary's component", () => {
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
     expect(pair.daemon(a).log).not.toMatch(/Disconnected from the peer/); // the same connection
   }, 60_000 + SYNC_RESUME_S * 1000);
+});
+
+describe("a slow disk flush holds up nothing behind it", () => {
+  // A FLUSH waits for the disk (milliseconds on real disks), on a helper thread on both nodes. The
+  // delay rule slows the next fdatasync on one component; the write sent after the FLUSH must be
+  // answered first. A flush done on the event loop answers the FLUSH first on either node: the
+  // primary's loop or the secondary's (which memsync waits on for "received") is blocked.
+  const SLOW_FLUSH_MS = 1500;
+  for (const side of ["primary", "secondary"] as const) {
+    test(`on the ${side}: a write sent after a FLUSH is answered while the FLUSH waits for the disk`, async () => {
+      const { pair, a, b, client, faults } = await faultyPair();
+      const node = side === "primary" ? a : b;
+      await nbdWrite(client, OFFSET, randomBytes(BLOCK_BYTES)); // the extent is dirty: no map update (and its fdatasync) next
+      await nbdFlush(client); // nothing held: no background flush can take the delay instead
+      faults(node, `fdatasync:${node.name}.img:delay=${SLOW_FLUSH_MS}:1`);
+      const data = randomBytes(BLOCK_BYTES);
+      const started = performance.now();
+      const flush = client.send({ command: NBD_CMD.FLUSH });
+      await Bun.sleep(SLOW_FLUSH_MS / 5); // the FLUSH is at the disk when the write arrives (not in its batch)
+      const write = client.send({ command: NBD_CMD.WRITE, offset: OFFSET }, data);
+      const first = await client.reply();
+      const second = await client.reply();
+      const flush_ms = performance.now() - started;
+      expect([first.cookie, first.error]).toEqual([write, 0]);
+      expect([second.cookie, second.error]).toEqual([flush, 0]);
+      expect(flush_ms).toBeGreaterThanOrEqual(SLOW_FLUSH_MS - 100); // the delay did fall on that FLUSH
+      faults(node, null);
+      expect(await blockSha(pair, a)).toBe(sha256(data));
+      expect(await blockSha(pair, b)).toBe(sha256(data));
+      expect((await pair.status(a)).statistics.local_errors.flush).toBe(0);
+    }, 60_000);
+  }
 });

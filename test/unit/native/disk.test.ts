@@ -198,6 +198,61 @@ describe("LocalDisk on a regular file", () => {
   });
 });
 
+describe("LocalDisk.flushAsync", () => {
+  async function rejected(p: Promise<unknown>): Promise<NativeError> {
+    try {
+      await p;
+    } catch (err) {
+      if (err instanceof NativeError) return err;
+      throw err;
+    }
+    throw new Error("expected a NativeError, the promise resolved");
+  }
+
+  test("flushes without blocking the caller; close waits for it (asserted)", async () => {
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: true });
+    disk.write(new Uint8Array(512).fill(3), 0);
+    const flushed = disk.flushAsync();
+    expect(() => disk.close()).toThrow(`close ${path}: 1 asynchronous flush(es) still in flight`);
+    expect(disk.closed).toBe(false);
+    await flushed;
+    disk.close();
+    expect((await rejected(disk.flushAsync())).message).toBe(`fdatasync ${path}: component closed (EBADF)`);
+  });
+
+  test("injected faults, EOPNOTSUPP remembered as by flush()", async () => {
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: true });
+    try {
+      setFaultInjection(`fdatasync:${path}:EIO:1`);
+      expect((await rejected(disk.flushAsync())).message).toBe(
+        `fdatasync ${path}: Input/output error (EIO, injected by HAST_FAULT_INJECT)`);
+      await disk.flushAsync();
+      setFaultInjection(`fdatasync:${path}:EOPNOTSUPP:1`);
+      const first = await rejected(disk.flushAsync());
+      expect(first.code).toBe("EOPNOTSUPP");
+      expect(disk.flush_supported).toBe(false);
+      expect(await rejected(disk.flushAsync())).toBe(first);
+      expect(thrown(() => disk.flush())).toBe(first);
+    } finally {
+      disk.close();
+    }
+  });
+
+  test("an error from the helper thread becomes a NativeError naming the call", async () => {
+    const [a, b] = native.socketpair();
+    try {
+      const err = await rejected(native.fdatasyncAsync(a, "socket"));
+      expect(err.message).toBe("fdatasync socket: Invalid argument (EINVAL)");
+      expect(err.errno).toBe(native.errno.EINVAL);
+    } finally {
+      native.close(a, "socket");
+      native.close(b, "socket");
+    }
+  });
+});
+
 describe("LocalDisk with O_DIRECT", () => {
   const found = directDir();
   if (found.dir === undefined) console.log(`skip O_DIRECT tests: no filesystem accepts O_DIRECT: ${found.reasons.join("; ")}`);

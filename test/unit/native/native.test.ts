@@ -281,6 +281,46 @@ describe("fault injection", () => {
     expect(() => setFaultInjection("pwrite:x:EIO:0")).toThrow(`count "0" is not a positive integer`);
     expect(() => setFaultInjection("pwrite:x:EIO:2x")).toThrow(`count "2x" is not a positive integer`);
     expect(() => setFaultInjection(Array(65).fill("pread::EIO").join(","))).toThrow("at most 64");
+    expect(() => setFaultInjection("pwrite:x:delay=0")).toThrow("delay must be 1..60000 ms");
+    expect(() => setFaultInjection("pwrite:x:delay=60001")).toThrow("delay must be 1..60000 ms");
+    expect(() => setFaultInjection("pwrite:x:delay=5ms")).toThrow(`unknown errno name "delay=5ms"`);
+  });
+
+  test("a delay rule carries the call out late, blocking a synchronous caller; count as for errors", () => {
+    const path = tempFile(8192);
+    const fd = native.open(path, { write: true });
+    try {
+      setFaultInjection("pwrite:file-:delay=40:1");
+      let started = performance.now();
+      expect(native.pwrite(fd, path, filled(512, 9), 512)).toBe(512);
+      expect(performance.now() - started).toBeGreaterThanOrEqual(35);
+      const back = new Uint8Array(512);
+      native.pread(fd, path, back, 512);
+      expect(back.every((b) => b === 9)).toBe(true); // delayed, then written
+      started = performance.now();
+      native.pwrite(fd, path, filled(512, 8), 512);
+      expect(performance.now() - started).toBeLessThan(35); // the rule is used up
+    } finally {
+      native.close(fd, path);
+    }
+  });
+
+  test("fdatasyncAsync: a delay waits off the event loop; an errno rule rejects", async () => {
+    const path = tempFile(8192);
+    const fd = native.open(path, { write: true });
+    try {
+      setFaultInjection("fdatasync:file-:delay=60:1, fdatasync:file-:EIO:1");
+      const started = performance.now();
+      const flushed = native.fdatasyncAsync(fd, path);
+      expect(performance.now() - started).toBeLessThan(30); // the caller was not held for the delay
+      await flushed;
+      expect(performance.now() - started).toBeGreaterThanOrEqual(55);
+      const err = await native.fdatasyncAsync(fd, path).then(() => null, (e: NativeError) => e);
+      expect(err?.message).toBe(`fdatasync ${path}: Input/output error (EIO, injected by HAST_FAULT_INJECT)`);
+      await native.fdatasyncAsync(fd, path);
+    } finally {
+      native.close(fd, path);
+    }
   });
 
   test("HAST_FAULT_INJECT is read from the environment of a fresh process", () => {
