@@ -17,6 +17,7 @@ import { batchMapWrites, HeldMapWrites } from "../core/map-batch.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import type { LocalDisk } from "../io/disk.ts";
+import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
 import { MAX_DATA_BYTES, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
@@ -88,7 +89,7 @@ export class PrimaryIo implements BlockBackend {
   private zero: Uint8Array | null = null;
   private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
   /** Local flushes on their helper thread, until answered (flushLocal). */
-  private readonly local_flushes = new Set<Promise<void>>();
+  private readonly local_flushes = new InFlight();
 
   constructor(o: PrimaryIoOptions) {
     this.o = o;
@@ -389,14 +390,12 @@ export class PrimaryIo implements BlockBackend {
   /** fdatasync on a helper thread (a disk takes milliseconds to write its cache out, and requests
    * go on meanwhile), then `then` with its error, or null. */
   private flushLocal(then: (err: Error | null) => void): void {
-    const op: Promise<void> = this.o.disk.flushAsync().then(() => null, (err: Error) => err).then(then)
-      .finally(() => this.local_flushes.delete(op));
-    this.local_flushes.add(op);
+    this.local_flushes.track(this.o.disk.flushAsync().then(() => null, (err: Error) => err).then(then));
   }
 
   /** Resolves once every local flush started has been answered (an orderly stop closes the disk next). */
-  async localFlushesSettled(): Promise<void> {
-    while (this.local_flushes.size > 0) await Promise.allSettled([...this.local_flushes]);
+  localFlushesSettled(): Promise<void> {
+    return this.local_flushes.settled();
   }
 
   /** answer_waits: the payload (the frontend's buffer) is not reused before the peer replied, so a

@@ -13,6 +13,7 @@
 // answered when done, while the requests behind it go on.
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
+import { assert } from "../core/assert.ts";
 import { decideConnect } from "../core/connect-decision.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../core/secondary-engine.ts";
@@ -20,6 +21,7 @@ import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { adoptFd } from "../io/byte-stream.ts";
 import { LocalDisk } from "../io/disk.ts";
+import { InFlight } from "../io/in-flight.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
@@ -51,7 +53,7 @@ export class SecondaryWorker {
   /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
   /** FLUSHes on their helper thread, until answered (flushLocal). */
-  private readonly flushes = new Set<Promise<void>>();
+  private readonly flushes = new InFlight();
   /** The link is gone: lost() waits for the flushes in flight, then flushes and closes. */
   private ending = false;
   private ended!: (code: number) => void;
@@ -154,7 +156,7 @@ export class SecondaryWorker {
     this.carryOut();
     this.ending = true;
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
-    void Promise.allSettled(this.flushes).then(() => {
+    void this.flushes.settled().then(() => {
       try {
         // Nothing is in flight now: once this flush succeeds every change is durable, and the map
         // says so (FLUSHes still unanswered included), so the next connect copies nothing needlessly.
@@ -242,9 +244,10 @@ export class SecondaryWorker {
     }
   }
 
-  /** Reads, writes and trims hit the page cache and run here, in order. */
+  /** Reads, writes and trims hit the page cache and run here, in order (FLUSHes: flushLocal). */
   private local(seq: number): SecondaryError | null {
     const r = this.pending.get(seq)!;
+    assert(r.kind !== "flush", "a FLUSH carried out on the event loop");
     const at = this.meta.localoff;
     try {
       switch (r.kind) {
@@ -260,8 +263,6 @@ export class SecondaryWorker {
         case "delete":
           this.disk.discard(at + r.offset, r.length);
           break;
-        case "flush":
-          throw new Error("unreachable: flushes run in flushLocal");
       }
       return null;
     } catch (err) {
@@ -273,12 +274,10 @@ export class SecondaryWorker {
    * behind it go on; it covers the writes done before it, which is all the engine counts on. Once
    * the link is lost, lost() flushes everything and answers for it. */
   private flushLocal(seq: bigint): void {
-    const op: Promise<void> = this.disk.flushAsync().then(() => null, (err: Error) => this.localFailed("flush", err))
+    this.flushes.track(this.disk.flushAsync().then(() => null, (err: Error) => this.localFailed("flush", err))
       .then((error) => {
         if (!this.ending) this.run(this.engine.localDone(seq, error));
-      })
-      .finally(() => this.flushes.delete(op));
-    this.flushes.add(op);
+      }));
   }
 
   private localFailed(kind: Request["kind"], err: Error): SecondaryError {
