@@ -258,7 +258,8 @@ export class SecondaryWorker {
           break;
         }
         case "write":
-          this.disk.write(r.data, at + r.offset);
+          if (r.hole) this.disk.zero(at + r.offset, r.length);
+          else this.disk.write(r.data, at + r.offset);
           break;
         case "delete":
           this.disk.discard(at + r.offset, r.length);

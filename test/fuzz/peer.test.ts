@@ -70,7 +70,14 @@ function checkReencodes(frame: Frame): void {
   again.push(frameBytes(new FrameEncoder(prims, { checksum: "crc32", compression: "zstd" }).encode(frame)));
   const result = again.next();
   if (result.kind !== "frame") throw new Error(`re-encoded frame does not decode: ${JSON.stringify(result)}`);
-  expect(result.frame).toEqual(frame);
+  expect(logical(result.frame)).toEqual(logical(frame));
+}
+
+/** Zeroes sent as they are and zeroes sent as a hole are the same write. */
+function logical(frame: Frame): Frame {
+  if (frame.kind !== "write") return frame;
+  const { hole, ...rest } = frame;
+  return { ...rest, data: hole ? new Uint8Array(frame.length) : frame.data };
 }
 
 function randomBytes(int: (n: number) => number, max_bytes: number, with_magic: boolean): Uint8Array {

@@ -85,6 +85,8 @@ describe("connect decision table", () => {
     for (const node of pair.nodes) await pair.createOn(node);
     const before = randomBytes(MiB);
     await writeComponent(pair, a, 4 * MiB, before);
+    // Where the primary holds zeroes the sync sends holes: the secondary must zero its old bytes.
+    await writeComponent(pair, b, 6 * MiB, randomBytes(MiB));
     for (const node of pair.nodes) await pair.start(node);
     await pair.role(b, "secondary");
     await pair.role(a, "primary");

@@ -199,7 +199,7 @@ export class SecondaryProc {
         }));
       case "write":
       case "delete": {
-        const versions = r.kind === "write" ? bytesToSectors(r.data, sb) : new Uint32Array(r.length / sb);
+        const versions = r.kind === "write" && !r.hole ? bytesToSectors(r.data, sb) : new Uint32Array(r.length / sb);
         return disk.write(r.offset / sb, versions, true, this.host.guard((ok: boolean) => {
           if (!ok && !(r.kind === "write" && r.sync)) this.ctx.observer.secondaryModifyFailed(r.offset / sb, versions.length, versions[0]!);
           done(ok ? null : "EIO");

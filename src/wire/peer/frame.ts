@@ -56,8 +56,12 @@ export class FrameEncoder {
       case "read":
         return headerOnly({ ...blank(FrameType.READ), seq: frame.seq, offset: frame.offset, length: frame.length, flags: frame.sync ? Flag.SYNC : 0 });
       case "write": {
-        if (frame.length !== frame.data.length) throw new Error(`WRITE length ${frame.length} != data ${frame.data.length} bytes`);
         const flags = (frame.memsync ? Flag.MEMSYNC : 0) | (frame.sync ? Flag.SYNC : 0);
+        if (frame.hole === true) {
+          if (frame.data.length !== 0) throw new Error(`WRITE hole with ${frame.data.length} data bytes`);
+          return headerOnly({ ...blank(FrameType.WRITE), seq: frame.seq, offset: frame.offset, length: frame.length, flags: flags | Flag.HOLE });
+        }
+        if (frame.length !== frame.data.length) throw new Error(`WRITE length ${frame.length} != data ${frame.data.length} bytes`);
         return this.#withData({ ...blank(FrameType.WRITE), seq: frame.seq, offset: frame.offset, flags }, frame.data);
       }
       case "delete":
@@ -117,16 +121,19 @@ export function decodeFrameBody(header: Header, payload: Uint8Array, prims: Peer
       return { kind: "bitmap", offset: header.offset, data: decodePayload("BITMAP", header.flags, header.length, payload, prims) };
     case FrameType.READ:
       return { kind: "read", seq: header.seq, offset: header.offset, length: header.length, sync: (header.flags & Flag.SYNC) !== 0 };
-    case FrameType.WRITE:
-      return {
-        kind: "write",
+    case FrameType.WRITE: {
+      const write = {
+        kind: "write" as const,
         seq: header.seq,
         offset: header.offset,
         length: header.length,
         memsync: (header.flags & Flag.MEMSYNC) !== 0,
         sync: (header.flags & Flag.SYNC) !== 0,
-        data: decodePayload(`WRITE seq ${header.seq}`, header.flags, header.length, payload, prims),
       };
+      // A resync of never-written extents is mostly holes: no megabyte of zeroes made for each.
+      if ((header.flags & Flag.HOLE) !== 0) return { ...write, data: EMPTY, hole: true };
+      return { ...write, data: decodePayload(`WRITE seq ${header.seq}`, header.flags, header.length, payload, prims) };
+    }
     case FrameType.DELETE:
       return { kind: "delete", seq: header.seq, offset: header.offset, length: header.length };
     case FrameType.FLUSH:

@@ -82,7 +82,9 @@ export type Frame =
   | { kind: "bitmap"; offset: number; data: Uint8Array }
   | ({ kind: "error" } & PeerError)
   | { kind: "read"; seq: number; offset: number; length: number; sync: boolean }
-  | { kind: "write"; seq: number; offset: number; length: number; memsync: boolean; sync: boolean; data: Uint8Array }
+  /** hole (decoded frames): the data is all zeroes and was not sent (compression), `data` is empty
+   * and the receiver zeroes `length` bytes; no buffer of zeroes is made. */
+  | { kind: "write"; seq: number; offset: number; length: number; memsync: boolean; sync: boolean; data: Uint8Array; hole?: true }
   | { kind: "delete"; seq: number; offset: number; length: number }
   | { kind: "flush"; seq: number }
   | { kind: "keepalive" }

@@ -35,6 +35,19 @@ describe("peer frames round trip", () => {
     expect(whole.map((r) => (r.kind === "frame" ? r.frame : null))).toEqual(frames);
   });
 
+  test("an all-zero WRITE goes as a hole and decodes as one: no data, no buffer of zeroes", () => {
+    const zero = { kind: "write", seq: 3, offset: 1 << 20, length: 1 << 20, memsync: false, sync: true } as const;
+    const bytes = encode({ ...zero, data: new Uint8Array(1 << 20) }, { checksum: "crc32", compression: "hole" });
+    expect(bytes.length).toBe(HEADER_BYTES);
+    const hole = { ...zero, data: new Uint8Array(0), hole: true } as const;
+    expect(decodeOne(bytes)).toEqual({ kind: "frame", frame: hole });
+    expect(encode(hole)).toEqual(bytes); // forwarded as it came
+    expect(() => encode({ ...hole, data: new Uint8Array(512) })).toThrow("WRITE hole with 512 data bytes");
+    // Without hole compression the zeroes are sent, and arrive as data.
+    const plain = decodeOne(encode({ ...zero, data: new Uint8Array(1 << 20) }, { checksum: "none", compression: "none" }));
+    expect(plain.kind === "frame" && plain.frame.kind === "write" && plain.frame.hole === undefined && plain.frame.data.length === 1 << 20).toBe(true);
+  });
+
   test("a payload inside one pushed chunk is returned without copying", () => {
     const data = patterned(4096);
     const bytes = encode({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: false, data });
