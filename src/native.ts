@@ -33,7 +33,7 @@ import { fdatasync as fsFdatasync, readFileSync, statSync } from "node:fs";
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 6; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 7; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -47,6 +47,8 @@ const lib = dlopen(libPath, {
   hast_fsync: { args: ["i32"], returns: "i32" },
   hast_discard: { args: ["i32", "i64", "i64"], returns: "i32" },
   hast_zero_range: { args: ["i32", "i64", "i64"], returns: "i32" },
+  hast_pwrite_zeroes: { args: ["i32", "i64", "i64"], returns: "i32" },
+  hast_is_zero: { args: ["ptr", "u64"], returns: "i32" },
   hast_media_size: { args: ["i32"], returns: FFIType.i64_fast },
   hast_sector_size: { args: ["i32"], returns: "i32" },
   hast_kind: { args: ["i32"], returns: "i32" },
@@ -396,6 +398,20 @@ function zeroRange(fd: number, path: string, offset: number, length: number): vo
   check(c.hast_zero_range(fd, offset, length), "zero-range", path, offset, length);
 }
 
+/** Writes zeroes over the range as a pwrite would (page cache, no device round trip, the range
+ * stays allocated): the secondary's answer to a hole. Fault rules for "pwrite" apply. */
+function pwriteZeroes(fd: number, path: string, offset: number, length: number): void {
+  assertByteCount("pwrite", path, "offset", offset);
+  assertByteCount("pwrite", path, "length", length);
+  maybeFail("pwrite", path, offset, length);
+  check(c.hast_pwrite_zeroes(fd, offset, length), "pwrite", path, offset, length);
+}
+
+/** Whether every byte of data is zero, at the C library's memcmp speed (no I/O; no errors). */
+function isZero(data: Uint8Array): boolean {
+  return data.length === 0 || c.hast_is_zero(data, data.length) === 1;
+}
+
 /** Size in bytes: st_size for files, BLKGETSIZE64 / DIOCGMEDIASIZE for disks. */
 function mediaSize(fd: number, path: string): number {
   maybeFail("media-size", path);
@@ -571,6 +587,8 @@ export const native = {
   fsync,
   discard,
   zeroRange,
+  pwriteZeroes,
+  isZero,
   mediaSize,
   sectorSize,
   kind,

@@ -258,7 +258,7 @@ export class SecondaryWorker {
           break;
         }
         case "write":
-          if (r.hole) this.disk.zero(at + r.offset, r.length);
+          if (r.hole) this.disk.writeZeroes(at + r.offset, r.length);
           else this.disk.write(r.data, at + r.offset);
           break;
         case "delete":

@@ -123,6 +123,12 @@ export class LocalDisk {
     native.discard(this.#fd, this.path, offset, length);
   }
 
+  /** Zeroes written like data (see native pwriteZeroes): a hole from the peer. */
+  writeZeroes(offset: number, length: number): void {
+    this.#checkWritable("pwrite", offset, length);
+    native.pwriteZeroes(this.#fd, this.path, offset, length);
+  }
+
   /** The range reads back as zeroes afterwards. */
   zero(offset: number, length: number): void {
     this.#checkWritable("zero-range", offset, length);

@@ -24,7 +24,7 @@ const EMPTY = new Uint8Array(0);
 export function encodePayload(data: Uint8Array, encoding: PayloadEncoding, prims: PeerPrimitives): EncodedPayload {
   if (data.length === 0) throw new Error("encodePayload: empty data");
   // A hole carries no checksum: the header CRC already covers its only content (HOLE flag + length).
-  if (encoding.compression !== "none" && isAllZero(data)) return { flags: Flag.HOLE, checksum: EMPTY, stored: EMPTY };
+  if (encoding.compression !== "none" && prims.isZero(data)) return { flags: Flag.HOLE, checksum: EMPTY, stored: EMPTY };
   let flags = 0;
   let stored = data;
   if (encoding.compression === "zstd" && data.length >= ZSTD_MIN_INPUT_BYTES) {

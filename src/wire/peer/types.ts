@@ -24,6 +24,8 @@ export interface PeerPrimitives {
   zstdCompress(data: Uint8Array): Uint8Array;
   zstdDecompress(data: Uint8Array, max_bytes: number): Uint8Array;
   randomBytes(n: number): Uint8Array;
+  /** Whether every byte is zero (the hole check; isAllZero in payload.ts is the portable one). */
+  isZero(data: Uint8Array): boolean;
 }
 
 /** A side's answer to "do you know the secret": none configured, a proof, or refused to prove. */

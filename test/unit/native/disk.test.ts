@@ -125,6 +125,7 @@ describe("LocalDisk on a regular file", () => {
       const err = thrown(() => disk.write(new Uint8Array(512), 0));
       expect(err.message).toBe(`pwrite ${path} at offset 0 (512 bytes): component opened read-only (EBADF)`);
       expect(thrown(() => disk.zero(0, 512)).code).toBe("EBADF");
+      expect(thrown(() => disk.writeZeroes(0, 512)).code).toBe("EBADF");
     });
   });
 

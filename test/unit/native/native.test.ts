@@ -125,6 +125,48 @@ describe("data path", () => {
     });
   }
 
+  test("pwriteZeroes overwrites exactly its range (several pwritev rounds), as a pwrite for fault rules", () => {
+    const path = tempFile(0);
+    const fd = native.open(path, { write: true });
+    const total = 5 * 1024 * 1024 + 4096;
+    try {
+      native.pwrite(fd, path, filled(total, 0xa5), 0);
+      native.pwriteZeroes(fd, path, 4096, total - 2 * 4096); // over 64 blocks of 64 KiB: more than one call
+      native.pwriteZeroes(fd, path, total, 0);
+      const back = new Uint8Array(total);
+      expect(native.pread(fd, path, back, 0)).toBe(total);
+      expect(back.subarray(0, 4096).every((b) => b === 0xa5)).toBe(true);
+      expect(native.isZero(back.subarray(4096, total - 4096))).toBe(true);
+      expect(back.subarray(total - 4096).every((b) => b === 0xa5)).toBe(true);
+      expect(statSync(path).size).toBe(total);
+      setFaultInjection("pwrite:file-:EIO:1");
+      expect(thrown(() => native.pwriteZeroes(fd, path, 0, 512)).message).toBe(
+        `pwrite ${path} at offset 0 (512 bytes): Input/output error (EIO, injected by HAST_FAULT_INJECT)`);
+      expect(() => native.pwriteZeroes(fd, path, -1, 512)).toThrow("offset -1 is not a non-negative integer");
+    } finally {
+      native.close(fd, path);
+    }
+  });
+
+  test("isZero at every alignment and edge, and over megabytes", () => {
+    const buffer = new Uint8Array(64);
+    for (let start = 0; start < 8; start++) {
+      for (let end = start; end < 48; end++) {
+        const view = buffer.subarray(start, end);
+        expect(native.isZero(view)).toBe(true);
+        for (const at of view.length > 0 ? [0, view.length - 1, view.length >> 1] : []) {
+          view[at] = 0x80;
+          expect(native.isZero(view)).toBe(false);
+          view[at] = 0;
+        }
+      }
+    }
+    const big = new Uint8Array(4 << 20);
+    expect(native.isZero(big)).toBe(true);
+    big[(4 << 20) - 1] = 1;
+    expect(native.isZero(big)).toBe(false);
+  });
+
   test("a zero-length read or write is a no-op", () => {
     const path = tempFile(10);
     const fd = native.open(path, { write: true });

@@ -67,6 +67,18 @@ describe("payload pipeline", () => {
     roundTrip(data, { checksum: "crc32", compression: "none" });
   });
 
+  test("the hole check is exact on both sides of the native threshold (64 KiB)", () => {
+    for (const bytes of [4096, 65536 - 512, 65536, 1 << 20]) {
+      const data = new Uint8Array(bytes);
+      expect(roundTrip(data, { checksum: "none", compression: "hole" }).flags).toBe(Flag.HOLE);
+      data[bytes - 1] = 1;
+      expect(roundTrip(data, { checksum: "none", compression: "hole" }).flags).toBe(0);
+      data[bytes - 1] = 0;
+      data[0] = 0x80;
+      expect(roundTrip(data, { checksum: "none", compression: "hole" }).flags).toBe(0);
+    }
+  });
+
   test("isAllZero at every alignment and edge", () => {
     const buffer = new Uint8Array(64);
     for (let start = 0; start < 8; start++) {
