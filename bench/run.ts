@@ -2,8 +2,8 @@
 // The benchmark suite (issue 7; docs/performance.md). On this machine, in one run, side by side on
 // the same backing file: raw file I/O (fio psync / io_uring), nbdkit's file plugin, qemu-nbd, our
 // NBD gate alone over the file, hastd's primary with `remote none`, and replicated pairs on
-// loopback (memsync, fullsync, async); then the resync after an outage and worker peak RSS on
-// 1 GiB vs 16 GiB sparse devices. Prints tables and ratios, writes bench/results/latest.json.
+// loopback (memsync, fullsync, async); then the resync after an outage, a new pair's initial full sync and
+// worker peak RSS on 1 GiB vs 16 GiB sparse devices. Prints tables and ratios, writes bench/results/latest.json.
 //
 //   bun bench/run.ts            full run: tmpfs and /var/tmp, ~13 min; also bench/results/ratios.svg
 //                               and the results section of docs/performance.md
@@ -16,7 +16,7 @@ import { Processes } from "./lib/procs.ts";
 import { type BenchResults, checkGoals, computeRatios, consoleTables, markdownTables, type MediumResults, round } from "./lib/report.ts";
 import { ratioChart } from "./lib/svg.ts";
 import {
-  ALL_TARGETS, DEVICE_BYTES, LARGE_DEVICE_BYTES, makeBackingFile, measureResync, measureTarget, measureWorkerRss, type TargetName,
+  ALL_TARGETS, DEVICE_BYTES, LARGE_DEVICE_BYTES, makeBackingFile, measureInitialSync, measureResync, measureTarget, measureWorkerRss, type TargetName,
 } from "./lib/suite.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -78,6 +78,7 @@ async function main(): Promise<void> {
         m.targets[target] = await measureTarget(ctx, target, dir, file);
       }
       m.resync = await measureResync(ctx, dir, file);
+      m.initial_sync = await measureInitialSync(ctx, dir);
       if (medium.name === "tmpfs") {
         rss.worker_1g_mib = round(await measureWorkerRss(ctx, dir, DEVICE_BYTES), 1);
         rss.worker_16g_mib = round(await measureWorkerRss(ctx, dir, LARGE_DEVICE_BYTES), 1);
@@ -136,7 +137,7 @@ const GOAL_OF: Record<string, number> = {
 function chart(results: BenchResults): string {
   // Flushes cost nothing on tmpfs, so the flush workload is shown on the disk medium too.
   const keys = Object.keys(results.ratios).filter((k) => (!k.endsWith("_disk") || k.includes("_flush_")) &&
-    /^(nbd_vs_nbdkit|gate_vs_nbdkit|memsync_vs_nbd|async_vs_nbd|fullsync_vs_nbd|resync)/.test(k));
+    /^(nbd_vs_nbdkit|gate_vs_nbdkit|memsync_vs_nbd|async_vs_nbd|fullsync_vs_nbd|resync|initial_sync)/.test(k));
   const bars = keys.map((k) => ({ label: k, value: results.ratios[k]!, goal: GOAL_OF[k] }));
   return ratioChart(`hast on Bun vs peers, tmpfs; _disk: /var/tmp (${results.machine.cpus} CPUs, ${results.when.slice(0, 10)})`, bars);
 }

@@ -26,6 +26,8 @@ export interface HastOptions {
   /** Backing files: alpha's (the primary) and, for a pair, beta's. */
   local: { alpha: string; beta?: string };
   replication: Replication;
+  /** "full": the pair starts with a full synchronization (hastctl create's default); "none" unless set. */
+  initial_sync?: "full" | "none";
 }
 
 export class HastDeployment {
@@ -66,7 +68,7 @@ export class HastDeployment {
   private async create(node: NodeName): Promise<void> {
     const argv = [process.execPath, HASTCTL, "create", RESOURCE, "-c", this.conf];
     try {
-      await runOk([...argv, "--initial-sync", "none"], 60_000, { HASTD_NODE: node });
+      await runOk([...argv, "--initial-sync", this.o.initial_sync ?? "none"], 60_000, { HASTD_NODE: node });
     } catch (err) {
       if (!/illegal option/.test((err as Error).message)) throw err;
       if (!warned_initial_sync) console.error("bench: hastctl create rejects --initial-sync; pairs start with a full sync");

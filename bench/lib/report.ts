@@ -2,7 +2,7 @@
 // renders the console table and the markdown for docs/performance.md.
 import type { FioResult, WorkloadName } from "./fio.ts";
 import type { MachineInfo } from "./machine.ts";
-import type { ResyncResult, TargetName, TargetResult } from "./suite.ts";
+import type { InitialSyncResult, ResyncResult, TargetName, TargetResult } from "./suite.ts";
 
 export interface MediumResults {
   name: "tmpfs" | "disk";
@@ -10,6 +10,7 @@ export interface MediumResults {
   filesystem: string;
   targets: Partial<Record<TargetName, TargetResult>>;
   resync?: ResyncResult;
+  initial_sync?: InitialSyncResult;
 }
 
 export interface BenchResults {
@@ -72,6 +73,7 @@ export function computeRatios(media: MediumResults[]): Record<string, number> {
       }
     }
     if (m.resync) ratios[`resync_vs_rawcopy${suffix}`] = round(m.resync.resync_mib_s / m.resync.rawcopy_mib_s, 3);
+    if (m.initial_sync) ratios[`initial_sync_vs_rawcopy${suffix}`] = round(m.initial_sync.sync_mib_s / m.initial_sync.rawcopy_mib_s, 3);
   }
   return ratios;
 }
@@ -113,6 +115,11 @@ export function markdownTables(results: BenchResults): string {
       lines.push("", `Resync of ${r.bytes >> 20} MiB dirtied while the secondary was down: ${r.resync_mib_s.toFixed(0)} MiB/s ` +
         `(pass ${r.resync_s.toFixed(2)} s; ${r.end_to_end_s.toFixed(2)} s from the role change, reconnect included); ` +
         `dd copying the same bytes and flushing them: ${r.rawcopy_mib_s.toFixed(0)} MiB/s.`);
+    }
+    if (m.initial_sync) {
+      const r = m.initial_sync;
+      lines.push("", `Initial full synchronization of a new pair (${(r.bytes / 2 ** 20).toFixed(0)} MiB of zeroes, sent as holes): ` +
+        `${r.sync_mib_s.toFixed(0)} MiB/s (pass ${r.sync_s.toFixed(2)} s); dd copying the component and flushing it: ${r.rawcopy_mib_s.toFixed(0)} MiB/s.`);
     }
     lines.push("");
   }

@@ -154,6 +154,45 @@ export async function measureResync(ctx: Context, dir: string, file: string): Pr
   }
 }
 
+export interface InitialSyncResult {
+  bytes: number;
+  /** The pass, as the primary reports it (status `last_sync`). */
+  sync_s: number;
+  sync_mib_s: number;
+  rawcopy_s: number;
+  rawcopy_mib_s: number;
+}
+
+/** A new pair's first full synchronization over two components of zeroes (a fresh device: the
+ * primary sends holes), against dd copying the same file and flushing it. */
+export async function measureInitialSync(ctx: Context, dir: string): Promise<InitialSyncResult> {
+  const hast_dir = join(dir, "hast-initial");
+  mkdirSync(hast_dir);
+  const files = { alpha: join(dir, "initial-a.img"), beta: join(dir, "initial-b.img") };
+  for (const f of Object.values(files)) await makeBackingFile(f, DEVICE_BYTES);
+  let hast: HastDeployment | undefined;
+  try {
+    hast = await HastDeployment.start(ctx.procs, { dir: hast_dir, local: files, replication: "memsync", initial_sync: "full" });
+    const pair = hast;
+    const last = await waitFor("the initial sync to finish", async () => {
+      const s = await pair.status("alpha");
+      return s?.status === "complete" && s.dirty === 0 ? s.last_sync : undefined;
+    }, RESYNC_WAIT_MS, RESYNC_POLL_MS);
+    await hast.stop();
+    const copy_started = performance.now();
+    await runOk(["dd", `if=${files.alpha}`, `of=${files.beta}`, "bs=1M", "conv=notrunc,fdatasync", "status=none"]);
+    const rawcopy_s = (performance.now() - copy_started) / 1000;
+    const mib = last.bytes / 2 ** 20;
+    const r = { bytes: last.bytes, sync_s: last.seconds, sync_mib_s: mib / last.seconds, rawcopy_s, rawcopy_mib_s: DEVICE_BYTES / 2 ** 20 / rawcopy_s };
+    ctx.log(`  initial sync ${mib.toFixed(0)} MiB of zeroes: ${r.sync_mib_s.toFixed(0)} MiB/s (pass ${r.sync_s.toFixed(2)} s); dd copy ${r.rawcopy_mib_s.toFixed(0)} MiB/s`);
+    return r;
+  } finally {
+    await hast?.stop();
+    rmSync(hast_dir, { recursive: true, force: true });
+    for (const f of Object.values(files)) rmSync(f, { force: true });
+  }
+}
+
 /** Worker peak RSS under 4 KiB random writes spread over a sparse device of `bytes`. */
 export async function measureWorkerRss(ctx: Context, dir: string, bytes: number): Promise<number> {
   const hast_dir = join(dir, `hast-rss-${bytes}`);
