@@ -24,13 +24,12 @@ class FileBackend implements BlockBackend {
 
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
     this.disk.write(data, offset);
-    if (fua) this.disk.flush();
-    return Promise.resolve();
+    return fua ? this.disk.flushAsync() : Promise.resolve();
   }
 
+  /** Off the event loop, as hastd's workers flush. */
   flush(): Promise<void> {
-    this.disk.flush();
-    return Promise.resolve();
+    return this.disk.flushAsync();
   }
 
   trim(offset: number, length: number): Promise<void> {
