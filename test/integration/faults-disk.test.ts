@@ -213,4 +213,25 @@ describe("a slow disk flush holds up nothing behind it", () => {
       expect((await pair.status(a)).statistics.local_errors.flush).toBe(0);
     }, 60_000);
   }
+
+  test("the secondary leaving while its FLUSH waits for the disk waits for it, then flushes and closes", async () => {
+    const { pair, a, b, client, faults } = await faultyPair();
+    const data = randomBytes(BLOCK_BYTES);
+    await nbdWrite(client, OFFSET, data);
+    await nbdFlush(client);
+    faults(b, `fdatasync:${b.name}.img:delay=${SLOW_FLUSH_MS}:1`);
+    const flush = client.send({ command: NBD_CMD.FLUSH });
+    await Bun.sleep(SLOW_FLUSH_MS / 5);
+    await pair.role(b, "init"); // the worker stops with that FLUSH still at the disk
+    const reply = await client.reply();
+    expect(reply.cookie).toBe(flush);
+    faults(b, null);
+    await pair.role(b, "secondary");
+    await pair.waitSynced(a);
+    // Closing the component under a flush in flight, or answering it after the end, would have
+    // thrown in the worker (its stderr is in this log).
+    expect(pair.daemon(b).log).not.toContain("still in flight");
+    expect(pair.daemon(b).log).not.toMatch(/assertion failed|Flush at disconnect failed|error:/i);
+    expect(await blockSha(pair, b)).toBe(sha256(data));
+  }, 60_000);
 });
