@@ -236,21 +236,10 @@ int hast_discard(int fd, int64_t offset, int64_t length) {
 	return -EOPNOTSUPP;
 }
 
-/* Fallback for zero range: plain writes of zeroes, clamped to limit_bytes (the file size). */
-static int hast_write_zeroes(int fd, int64_t offset, int64_t length, int64_t limit_bytes) {
-	int64_t end = offset + length < limit_bytes ? offset + length : limit_bytes;
-	while (offset < end) {
-		int64_t want = end - offset < HAST_ZERO_CHUNK_BYTES ? end - offset : HAST_ZERO_CHUNK_BYTES;
-		int64_t n = hast_pwrite(fd, hast_zeroes, (uint64_t)want, offset);
-		if (n < 0) return (int)n;
-		offset += n;
-	}
-	return 0;
-}
-
 /*
  * Writes zeroes over a range like any other write (into the page cache, no device round trip),
- * from the static zero block: one pwritev of up to HAST_ZERO_IOVECS blocks at a time.
+ * from the static zero block: one pwritev of up to HAST_ZERO_IOVECS blocks at a time. Also zero
+ * range's fallback.
  */
 #define HAST_ZERO_IOVECS 64
 int hast_pwrite_zeroes(int fd, int64_t offset, int64_t length) {
@@ -301,9 +290,11 @@ int hast_zero_range(int fd, int64_t offset, int64_t length) {
 	if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length) == 0) return 0;
 	if (errno != EOPNOTSUPP && errno != ENOSYS) return -errno;
 #endif
+	/* Plain writes of zeroes, clamped to the file size (zero range never grows the file). */
 	int64_t limit_bytes = hast_media_size(fd);
 	if (limit_bytes < 0) return (int)limit_bytes;
-	return hast_write_zeroes(fd, offset, length, limit_bytes);
+	int64_t end = offset + length < limit_bytes ? offset + length : limit_bytes;
+	return offset < end ? hast_pwrite_zeroes(fd, offset, end - offset) : 0;
 }
 
 /* Non-blocking exclusive advisory lock: one hastd (or hastctl create) per component. */

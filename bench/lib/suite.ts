@@ -170,12 +170,10 @@ export async function measureInitialSync(ctx: Context, dir: string): Promise<Ini
   mkdirSync(hast_dir);
   const files = { alpha: join(dir, "initial-a.img"), beta: join(dir, "initial-b.img") };
   for (const f of Object.values(files)) await makeBackingFile(f, DEVICE_BYTES);
-  let hast: HastDeployment | undefined;
+  const hast = await HastDeployment.start(ctx.procs, { dir: hast_dir, local: files, replication: "memsync", initial_sync: "full" });
   try {
-    hast = await HastDeployment.start(ctx.procs, { dir: hast_dir, local: files, replication: "memsync", initial_sync: "full" });
-    const pair = hast;
     const last = await waitFor("the initial sync to finish", async () => {
-      const s = await pair.status("alpha");
+      const s = await hast.status("alpha");
       return s?.status === "complete" && s.dirty === 0 ? s.last_sync : undefined;
     }, RESYNC_WAIT_MS, RESYNC_POLL_MS);
     await hast.stop();
@@ -187,7 +185,7 @@ export async function measureInitialSync(ctx: Context, dir: string): Promise<Ini
     ctx.log(`  initial sync ${mib.toFixed(0)} MiB of zeroes: ${r.sync_mib_s.toFixed(0)} MiB/s (pass ${r.sync_s.toFixed(2)} s); dd copy ${r.rawcopy_mib_s.toFixed(0)} MiB/s`);
     return r;
   } finally {
-    await hast?.stop();
+    await hast.stop();
     rmSync(hast_dir, { recursive: true, force: true });
     for (const f of Object.values(files)) rmSync(f, { force: true });
   }
