@@ -11,6 +11,7 @@
 // Needs fio (with the nbd engine), nbdkit, qemu-nbd and dd. Run as root for per-workload peak RSS.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { type LoopbackResult, measureLoopback } from "./lib/loopback.ts";
 import { filesystemOf, machineInfo } from "./lib/machine.ts";
 import { Processes } from "./lib/procs.ts";
 import { type BenchResults, checkGoals, computeRatios, consoleTables, markdownTables, type MediumResults, round } from "./lib/report.ts";
@@ -52,6 +53,7 @@ async function main(): Promise<void> {
   const log = (msg: string) => console.log(msg);
   const media: MediumResults[] = [];
   const rss: Record<string, number> = {};
+  let loopback: LoopbackResult | undefined;
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;
@@ -64,6 +66,10 @@ async function main(): Promise<void> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   try {
+    const floor_dir = mkdtempSync(join(p.media[0]!.base, "hast-bench-"));
+    dirs.push(floor_dir);
+    log("== loopback floor");
+    loopback = await measureLoopback({ procs, runtime_s: p.runtime_s, log }, floor_dir);
     for (const medium of p.media) {
       const dir = mkdtempSync(join(medium.base, "hast-bench-"));
       dirs.push(dir);
@@ -91,12 +97,12 @@ async function main(): Promise<void> {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
   Object.assign(rss, peakRss(media, [rss.worker_1g_mib, rss.worker_16g_mib]));
-  const ratios = computeRatios(media);
+  const ratios = computeRatios(media, loopback);
   const flat: Record<string, number> = {};
   for (const [k, v] of Object.entries(ratios)) flat[`ratios.${k}`] = v;
   for (const [k, v] of Object.entries(rss)) flat[`rss.${k}`] = v;
   const results: BenchResults = {
-    when: new Date().toISOString(), quick: p.quick, runtime_s: p.runtime_s, machine: machineInfo(), media, rss, ratios, targets: checkGoals(flat),
+    when: new Date().toISOString(), quick: p.quick, runtime_s: p.runtime_s, machine: machineInfo(), loopback, media, rss, ratios, targets: checkGoals(flat),
   };
   log("");
   log(consoleTables(results));

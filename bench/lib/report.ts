@@ -1,6 +1,8 @@
 // Turns measurements into ratios against the peers, checks them against the issue's targets, and
 // renders the console table and the markdown for docs/performance.md.
 import type { FioResult, WorkloadName } from "./fio.ts";
+import { PING_BYTES, PONG_BYTES } from "../loopback-peer.ts";
+import type { LoopbackResult } from "./loopback.ts";
 import type { MachineInfo } from "./machine.ts";
 import type { InitialSyncResult, ResyncResult, TargetName, TargetResult } from "./suite.ts";
 
@@ -18,6 +20,8 @@ export interface BenchResults {
   quick: boolean;
   runtime_s: number;
   machine: MachineInfo;
+  /** What two Bun processes get from TCP on loopback with nothing else to do. */
+  loopback?: LoopbackResult;
   media: MediumResults[];
   rss: Record<string, number>;
   ratios: Record<string, number>;
@@ -61,7 +65,7 @@ const PAIRS: [TargetName, TargetName, string][] = [
   ["async", "nbd", "async_vs_nbd"],
 ];
 
-export function computeRatios(media: MediumResults[]): Record<string, number> {
+export function computeRatios(media: MediumResults[], loopback?: LoopbackResult): Record<string, number> {
   const ratios: Record<string, number> = {};
   for (const m of media) {
     const suffix = m.name === "tmpfs" ? "" : `_${m.name}`;
@@ -73,6 +77,8 @@ export function computeRatios(media: MediumResults[]): Record<string, number> {
       }
     }
     if (m.resync) ratios[`resync_vs_rawcopy${suffix}`] = round(m.resync.resync_mib_s / m.resync.rawcopy_mib_s, 3);
+    // No goal: how much of the stream two processes can carry the resync uses.
+    if (m.resync && loopback) ratios[`resync_vs_loopback_stream${suffix}`] = round(m.resync.resync_mib_s / loopback.stream_mib_s, 3);
     if (m.initial_sync) ratios[`initial_sync_vs_rawcopy${suffix}`] = round(m.initial_sync.sync_mib_s / m.initial_sync.rawcopy_mib_s, 3);
   }
   return ratios;
@@ -102,6 +108,12 @@ function cell(w: WorkloadName, r: FioResult | undefined): string {
 /** One markdown table per medium: a row per target, IOPS / MiB/s per workload, QD1 latency. */
 export function markdownTables(results: BenchResults): string {
   const lines: string[] = [];
+  const f = results.loopback;
+  if (f) {
+    lines.push(`Loopback floor (two Bun processes on 127.0.0.1, nothing else running): a ${PING_BYTES / 1024} KiB message and a ` +
+      `${PONG_BYTES}-byte answer, one at a time, take ${f.rtt_p50_us.toFixed(0)} µs (p50) / ${f.rtt_p99_us.toFixed(0)} µs (p99); ` +
+      `a one-way stream of 1 MiB writes carries ${f.stream_mib_s.toFixed(0)} MiB/s.`, "");
+  }
   for (const m of results.media) {
     lines.push(`### ${m.name} (${m.path}, ${m.filesystem})`, "");
     lines.push("| target | randwrite 4k QD1 IOPS | randwrite 4k QD32 IOPS | randwrite 4k QD32 + flush/32 IOPS | randread 4k QD32 IOPS | seq write 1M MiB/s | seq read 1M MiB/s | QD1 write p50 µs | QD1 write p99 µs |");
