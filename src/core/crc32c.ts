@@ -13,10 +13,10 @@ const TABLE: Uint32Array = (() => {
   return table;
 })();
 
-/** CRC-32C of `bytes`; crc32c(ASCII "123456789") === 0xe3069283. */
-export function crc32c(bytes: Uint8Array): number {
+/** CRC-32C of `bytes[start..end)` (all of it by default); crc32c(ASCII "123456789") === 0xe3069283. */
+export function crc32c(bytes: Uint8Array, start = 0, end = bytes.length): number {
   let crc = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) {
+  for (let i = start; i < end; i++) {
     crc = TABLE[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
   }
   return (crc ^ 0xffffffff) >>> 0;

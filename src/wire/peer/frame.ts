@@ -180,7 +180,7 @@ function headerOnly(header: Header): FrameParts {
 /** What we send must pass our own decoder's header rules: a bad frame is our bug, not the peer's. */
 function assertDecodable(head: Uint8Array): void {
   try {
-    decodeHeader(head.subarray(0, HEADER_BYTES));
+    decodeHeader(head);
   } catch (error) {
     if (error instanceof DecodeFailure) throw new Error(`encoder produced an invalid frame: ${error.reason}`);
     throw error;

@@ -34,44 +34,47 @@ export interface Header {
   error: number;
 }
 
-/** Writes a header (with its CRC32C) at target[at .. at+HEADER_BYTES). */
+/**
+ * Writes a header (with its CRC32C) at target[at .. at+HEADER_BYTES). Byte stores, not a DataView:
+ * a view makes the engine materialize the target's ArrayBuffer for every frame (5% of the
+ * secondary's samples at 4 KiB QD32, docs/performance.md).
+ */
 export function encodeHeaderInto(target: Uint8Array, at: number, header: Header): void {
   assertWireInteger(header.seq, "seq");
   assertWireInteger(header.offset, "offset");
   assertWireInteger(header.length, "length");
-  const view = new DataView(target.buffer, target.byteOffset + at, HEADER_BYTES);
-  view.setUint32(0, FRAME_MAGIC, true);
-  view.setUint8(4, FRAME_FORMAT_VERSION);
-  view.setUint8(5, header.type);
-  view.setUint16(6, header.flags, true);
-  setU64(view, 8, header.seq);
-  setU64(view, 16, header.offset);
-  setU64(view, 24, header.length);
-  view.setUint32(32, header.payload_bytes, true);
-  view.setUint16(36, header.error, true);
-  view.setUint16(38, 0, true);
-  view.setUint32(CRC_OFFSET, crc32c(target.subarray(at, at + CRC_OFFSET)), true);
+  putU32(target, at, FRAME_MAGIC);
+  target[at + 4] = FRAME_FORMAT_VERSION;
+  target[at + 5] = header.type;
+  putU16(target, at + 6, header.flags);
+  putU64(target, at + 8, header.seq);
+  putU64(target, at + 16, header.offset);
+  putU64(target, at + 24, header.length);
+  putU32(target, at + 32, header.payload_bytes);
+  putU16(target, at + 36, header.error);
+  putU16(target, at + 38, 0);
+  putU32(target, at + CRC_OFFSET, crc32c(target, at, at + CRC_OFFSET));
 }
 
-/** Decodes and validates a header; throws DecodeFailure. `bytes` holds exactly HEADER_BYTES. */
+/** Decodes and validates the header in bytes[0 .. HEADER_BYTES); throws DecodeFailure. */
 export function decodeHeader(bytes: Uint8Array): Header {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, HEADER_BYTES);
-  const magic = view.getUint32(0, true);
+  if (bytes.length < HEADER_BYTES) throw new Error(`decodeHeader: ${bytes.length} bytes, a header is ${HEADER_BYTES}`);
+  const magic = getU32(bytes, 0);
   if (magic !== FRAME_MAGIC) fail("BAD_MAGIC", `bad frame magic 0x${hex32(magic)} (not a hast peer stream?)`);
-  const format = view.getUint8(4);
+  const format = bytes[4]!;
   if (format !== FRAME_FORMAT_VERSION) fail("BAD_FORMAT_VERSION", `unsupported frame format version ${format}`);
-  const expected_crc = crc32c(bytes.subarray(0, CRC_OFFSET));
-  const crc = view.getUint32(CRC_OFFSET, true);
+  const expected_crc = crc32c(bytes, 0, CRC_OFFSET);
+  const crc = getU32(bytes, CRC_OFFSET);
   if (crc !== expected_crc) fail("BAD_HEADER_CRC", `header CRC32C 0x${hex32(crc)} != computed 0x${hex32(expected_crc)}`);
-  if (view.getUint16(38, true) !== 0) fail("BAD_HEADER", "reserved header bytes are not zero");
+  if (getU16(bytes, 38) !== 0) fail("BAD_HEADER", "reserved header bytes are not zero");
   const header: Header = {
-    type: view.getUint8(5),
-    flags: view.getUint16(6, true),
-    seq: getU64(view, 8, "seq"),
-    offset: getU64(view, 16, "offset"),
-    length: getU64(view, 24, "length"),
-    payload_bytes: view.getUint32(32, true),
-    error: view.getUint16(36, true),
+    type: bytes[5]!,
+    flags: getU16(bytes, 6),
+    seq: getU64(bytes, 8, "seq"),
+    offset: getU64(bytes, 16, "offset"),
+    length: getU64(bytes, 24, "length"),
+    payload_bytes: getU32(bytes, 32),
+    error: getU16(bytes, 36),
   };
   validateHeader(header);
   return header;
@@ -192,13 +195,34 @@ export function typeName(type: number): string | undefined {
   return TYPE_NAMES.get(type);
 }
 
-function setU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, value % TWO_32, true);
-  view.setUint32(at + 4, Math.floor(value / TWO_32), true);
+// Little-endian fields. Values are wrapped as DataView's setters wrap them.
+function putU16(b: Uint8Array, at: number, value: number): void {
+  b[at] = value;
+  b[at + 1] = value >>> 8;
 }
 
-function getU64(view: DataView, at: number, field: string): number {
-  const value = view.getUint32(at, true) + view.getUint32(at + 4, true) * TWO_32;
+function putU32(b: Uint8Array, at: number, value: number): void {
+  b[at] = value;
+  b[at + 1] = value >>> 8;
+  b[at + 2] = value >>> 16;
+  b[at + 3] = value >>> 24;
+}
+
+function putU64(b: Uint8Array, at: number, value: number): void {
+  putU32(b, at, value % TWO_32);
+  putU32(b, at + 4, Math.floor(value / TWO_32));
+}
+
+function getU16(b: Uint8Array, at: number): number {
+  return b[at]! | (b[at + 1]! << 8);
+}
+
+function getU32(b: Uint8Array, at: number): number {
+  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
+}
+
+function getU64(b: Uint8Array, at: number, field: string): number {
+  const value = getU32(b, at) + getU32(b, at + 4) * TWO_32;
   if (value > MAX_WIRE_INTEGER) fail("BAD_HEADER", `${field} exceeds 2^53-1`);
   return value;
 }

@@ -60,10 +60,10 @@ export function decodePayload(
 ): Uint8Array {
   if ((flags & Flag.HOLE) !== 0) return new Uint8Array(length);
   const checksum_bytes = checksumBytes(flags);
-  const stored = payload.subarray(checksum_bytes);
+  const stored = checksum_bytes === 0 ? payload : payload.subarray(checksum_bytes);
   const data = (flags & Flag.ZSTD) !== 0 ? decompress(what, stored, length, prims) : stored;
   if ((flags & Flag.CRC32) !== 0) {
-    const sent = new DataView(payload.buffer, payload.byteOffset, CRC32_BYTES).getUint32(0, true);
+    const sent = (payload[0]! | (payload[1]! << 8) | (payload[2]! << 16) | (payload[3]! << 24)) >>> 0;
     const computed = prims.crc32(data) >>> 0;
     if (sent !== computed) fail("CHECKSUM_MISMATCH", `${what}: crc32 0x${hex(sent)} != computed 0x${hex(computed)}`);
   } else if ((flags & Flag.SHA256) !== 0) {
@@ -89,11 +89,16 @@ function decompress(what: string, stored: Uint8Array, length: number, prims: Pee
   return data;
 }
 
+/** Bytes looked at one by one before the word loop: data that is not zeroes usually ends the
+ * check there, without the word view (which costs the engine the ArrayBuffer behind `data`). */
+const ZERO_CHECK_LEAD_BYTES = 64;
+
 export function isAllZero(data: Uint8Array): boolean {
-  let i = 0;
-  // Word-at-a-time where alignment allows; the byte loop handles the edges.
-  const head = (4 - (data.byteOffset & 3)) & 3;
-  for (; i < head && i < data.length; i++) if (data[i] !== 0) return false;
+  const lead = Math.min(data.length, ZERO_CHECK_LEAD_BYTES);
+  for (let i = 0; i < lead; i++) if (data[i] !== 0) return false;
+  let i = lead;
+  // Word-at-a-time where alignment allows; the byte loops handle the edges.
+  for (; i < data.length && ((data.byteOffset + i) & 3) !== 0; i++) if (data[i] !== 0) return false;
   const words = Math.floor((data.length - i) / 4);
   if (words > 0) {
     const view = new Uint32Array(data.buffer, data.byteOffset + i, words);

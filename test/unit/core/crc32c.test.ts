@@ -10,4 +10,9 @@ describe("crc32c", () => {
     expect(crc32c(new Uint8Array(32))).toBe(0x8a9136aa);
     expect(crc32c(new Uint8Array(32).fill(0xff))).toBe(0x62a8ab43);
   });
+  test("a range of a larger array: the check value inside padding", () => {
+    const padded = new TextEncoder().encode("xx123456789yyy");
+    expect(crc32c(padded, 2, 11)).toBe(0xe3069283);
+    expect(crc32c(padded, 5, 5)).toBe(0);
+  });
 });
