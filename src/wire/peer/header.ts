@@ -80,7 +80,8 @@ export function decodeHeader(bytes: Uint8Array): Header {
   return header;
 }
 
-function validateHeader(h: Header): void {
+/** The decoder's rules for a header's fields (throws DecodeFailure); decodeHeader applies them too. */
+export function validateHeader(h: Header): void {
   const name = typeName(h.type);
   if (name === undefined) fail("UNKNOWN_TYPE", `unknown frame type ${h.type}`);
   if (h.offset + h.length > MAX_WIRE_INTEGER) fail("BAD_HEADER", `${name}: offset + length exceeds 2^53-1`);

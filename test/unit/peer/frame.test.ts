@@ -222,6 +222,8 @@ describe("peer frames round trip", () => {
       { kind: "error", code: "INTERNAL", busy: true, message: "x" },
     ];
     for (const frame of bad) expect(() => encoder.encode(frame)).toThrow();
+    // Those breaking a header rule are caught by the encoder's own check of what it sends.
+    for (const frame of [bad[0]!, bad[1]!, bad[3]!, bad[4]!]) expect(() => encoder.encode(frame)).toThrow("encoder produced an invalid frame");
   });
 
   test("error messages are made one line and truncated to 1024 bytes at a character boundary", () => {
