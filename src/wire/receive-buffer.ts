@@ -181,7 +181,11 @@ export class ReceiveBuffer {
       const chunk = this.chunks[i]!;
       const start = i === this.first ? this.head_offset : 0;
       const part = Math.min(chunk.byteLength - start, n - done);
-      out.set(part === chunk.byteLength ? chunk : chunk.subarray(start, start + part), at + done);
+      if (part <= BYTE_LOOP_MAX) {
+        for (let k = 0, to = at + done; k < part; k++) out[to + k] = chunk[start + k]!;
+      } else {
+        out.set(part === chunk.byteLength ? chunk : chunk.subarray(start, start + part), at + done);
+      }
       done += part;
     }
   }
@@ -233,6 +237,8 @@ export class ReceiveBuffer {
 }
 
 const EMPTY = new Uint8Array(0);
+/** Copies up to this size (a frame header) go byte by byte: cheaper than a view and a set(). */
+const BYTE_LOOP_MAX = 64;
 /** Assembled messages above this size are allocated without zeroing (every byte is overwritten). */
 const UNINITIALIZED_FROM_BYTES = 4096;
 
