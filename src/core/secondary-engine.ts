@@ -15,7 +15,7 @@ import type { RequestKind } from "./primary-engine.ts";
 export type SecondaryError = "EINVAL" | "EIO" | "ENOSPC" | "ENOTSUP";
 
 export interface SecondaryRequest {
-  seq: bigint;
+  seq: number;
   kind: RequestKind;
   offset: number;
   length: number;
@@ -26,8 +26,8 @@ export interface SecondaryRequest {
 
 export type SecondaryAction =
   | { type: "map"; write: MapWrite }
-  | { type: "local"; seq: bigint; kind: RequestKind; offset: number; length: number }
-  | { type: "reply"; seq: bigint; error: SecondaryError | null; received: boolean }
+  | { type: "local"; seq: number; kind: RequestKind; offset: number; length: number }
+  | { type: "reply"; seq: number; error: SecondaryError | null; received: boolean }
   | { type: "log"; level: "warn" | "error"; message: string };
 
 export interface SecondaryLimits {
@@ -38,11 +38,11 @@ export interface SecondaryLimits {
 
 export class SecondaryEngine {
   private map_cleared = false;
-  private readonly inflight = new Map<bigint, SecondaryRequest>();
+  private readonly inflight = new Map<number, SecondaryRequest>();
   /** Writes done on the disk but not yet covered by a flush, per extent (count of writeStarts). */
   private unflushed = new Map<number, number>();
   /** What each FLUSH in flight will make durable when it succeeds. */
-  private readonly flushing = new Map<bigint, Map<number, number>>();
+  private readonly flushing = new Map<number, Map<number, number>>();
 
   constructor(
     private readonly map: ActiveMap,
@@ -83,7 +83,7 @@ export class SecondaryEngine {
     return actions;
   }
 
-  localDone(seq: bigint, error: SecondaryError | null): SecondaryAction[] {
+  localDone(seq: number, error: SecondaryError | null): SecondaryAction[] {
     const r = this.inflight.get(seq);
     this.inflight.delete(seq);
     const actions: SecondaryAction[] = [];
@@ -132,7 +132,7 @@ export class SecondaryEngine {
   }
 
   private validate(r: SecondaryRequest): string | null {
-    if (r.seq === 0n) return "sequence number 0";
+    if (r.seq === 0) return "sequence number 0";
     if (r.kind === "flush") return r.offset === 0 && r.length === 0 ? null : "flush with a range";
     const { datasize, sector_bytes, max_request_bytes } = this.limits;
     if (!Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 || r.length <= 0) return "bad range";

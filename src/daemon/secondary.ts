@@ -186,7 +186,7 @@ export class SecondaryWorker {
         const offset = "offset" in frame ? frame.offset : 0;
         const length = frame.kind === "flush" ? 0 : frame.length;
         const r: SecondaryRequest = {
-          seq: BigInt(seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync,
+          seq, kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync,
           sync: frame.kind === "write" && frame.sync,
         };
         this.run(this.engine.receive(r));
@@ -234,11 +234,11 @@ export class SecondaryWorker {
           this.log[a.level](a.message);
           break;
         case "reply":
-          this.reply(Number(a.seq), a.error, a.received);
+          this.reply(a.seq, a.error, a.received);
           break;
         case "local":
           if (a.kind === "flush" && !map_failed) this.flushLocal(a.seq);
-          else this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(Number(a.seq))));
+          else this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(a.seq)));
           break;
       }
     }
@@ -274,7 +274,7 @@ export class SecondaryWorker {
   /** A FLUSH's fdatasync runs on a helper thread (milliseconds on a real disk) while the requests
    * behind it go on; it covers the writes done before it, which is all the engine counts on. Once
    * the link is lost, lost() flushes everything and answers for it. */
-  private flushLocal(seq: bigint): void {
+  private flushLocal(seq: number): void {
     this.flushes.track(this.disk.flushAsync().then(() => null, (err: Error) => this.localFailed("flush", err))
       .then((error) => {
         if (!this.ending) this.run(this.engine.localDone(seq, error));

@@ -156,9 +156,9 @@ export class SecondaryProc {
     this.pending.set(frame.seq, frame);
     const offset = "offset" in frame ? frame.offset : 0;
     const length = frame.kind === "flush" ? 0 : frame.length;
-    const r: SecondaryRequest = { seq: BigInt(frame.seq), kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync, sync: frame.kind === "write" && frame.sync };
+    const r: SecondaryRequest = { seq: frame.seq, kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync, sync: frame.kind === "write" && frame.sync };
     // As the daemon does: the early memsync answer leaves on receipt, ahead of queued disk work.
-    for (const a of this.engine.receive(r)) if (a.type === "reply") this.reply(Number(a.seq), a.error, a.received);
+    for (const a of this.engine.receive(r)) if (a.type === "reply") this.reply(a.seq, a.error, a.received);
     this.run(this.engine.request(r));
   }
 
@@ -174,10 +174,10 @@ export class SecondaryProc {
           this.ctx.trace(`${this.host.name}: ${a.level}: ${a.message}`);
           break;
         case "reply":
-          this.reply(Number(a.seq), a.error, a.received);
+          this.reply(a.seq, a.error, a.received);
           break;
         case "local":
-          this.local(Number(a.seq));
+          this.local(a.seq);
           break;
       }
     }
@@ -189,7 +189,7 @@ export class SecondaryProc {
     const disk = this.host.disk;
     const done = this.host.guard((error: SecondaryError | null) => {
       if (this.ended) return;
-      this.run(this.engine!.localDone(BigInt(seq), error));
+      this.run(this.engine!.localDone(seq, error));
     });
     switch (r.kind) {
       case "read":

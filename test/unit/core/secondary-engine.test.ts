@@ -18,54 +18,54 @@ function engine(dirty: number[] = []): { e: SecondaryEngine; map: ActiveMap } {
 }
 
 function req(r: Partial<SecondaryRequest>): SecondaryRequest {
-  return { seq: 5n, kind: "write", offset: 0, length: SECTOR, memsync: false, sync: true, ...r };
+  return { seq: 5, kind: "write", offset: 0, length: SECTOR, memsync: false, sync: true, ...r };
 }
 
 describe("SecondaryEngine", () => {
   test("the first valid request clears the map (whole region, zeros), later ones do not", () => {
     const { e, map } = engine([1, 9]);
-    const first = e.request(req({ seq: 1n }));
+    const first = e.request(req({ seq: 1 }));
     expect(first[0]).toMatchObject({ type: "map" });
     const clear = first[0]!.type === "map" ? first[0]!.write : null;
     expect(clear!.pieces).toEqual([{ offset: 0, bytes: new Uint8Array(map.mapsize) }]);
     // Then the write itself marks its extent (until a flush makes it durable).
     expect(first.map((a) => a.type)).toEqual(["map", "map", "local"]);
     expect(map.dirtyExtentCount()).toBe(1);
-    expect(first.at(-1)).toEqual({ type: "local", seq: 1n, kind: "write", offset: 0, length: SECTOR });
-    expect(e.request(req({ seq: 2n, kind: "read" }))).toEqual([{ type: "local", seq: 2n, kind: "read", offset: 0, length: SECTOR }]);
+    expect(first.at(-1)).toEqual({ type: "local", seq: 1, kind: "write", offset: 0, length: SECTOR });
+    expect(e.request(req({ seq: 2, kind: "read" }))).toEqual([{ type: "local", seq: 2, kind: "read", offset: 0, length: SECTOR }]);
   });
 
   test("an invalid first request does not clear the map", () => {
     const { e, map } = engine([3]);
-    expect(e.request(req({ seq: 0n })).map((a) => a.type)).toEqual(["log", "reply"]);
+    expect(e.request(req({ seq: 0 })).map((a) => a.type)).toEqual(["log", "reply"]);
     expect(map.dirtyExtentCount()).toBe(1);
-    expect(e.request(req({ seq: 1n, kind: "flush", offset: 0, length: 0 })).map((a) => a.type)).toEqual(["map", "local"]);
+    expect(e.request(req({ seq: 1, kind: "flush", offset: 0, length: 0 })).map((a) => a.type)).toEqual(["map", "local"]);
   });
 
   test("memsync write: received answer on receipt, before the request runs; final answer after the disk write", () => {
     const { e } = engine();
-    const r = req({ seq: 9n, memsync: true });
-    expect(e.receive(r)).toEqual([{ type: "reply", seq: 9n, error: null, received: true }]);
+    const r = req({ seq: 9, memsync: true });
+    expect(e.receive(r)).toEqual([{ type: "reply", seq: 9, error: null, received: true }]);
     const actions = e.request(r);
     expect(actions.map((a) => a.type)).toEqual(["map", "map", "local"]);
-    expect(actions.at(-1)).toEqual({ type: "local", seq: 9n, kind: "write", offset: 0, length: SECTOR });
-    expect(e.localDone(9n, null)).toEqual([{ type: "reply", seq: 9n, error: null, received: false }]);
-    expect(e.localDone(10n, "EIO")).toEqual([{ type: "reply", seq: 10n, error: "EIO", received: false }]);
+    expect(actions.at(-1)).toEqual({ type: "local", seq: 9, kind: "write", offset: 0, length: SECTOR });
+    expect(e.localDone(9, null)).toEqual([{ type: "reply", seq: 9, error: null, received: false }]);
+    expect(e.localDone(10, "EIO")).toEqual([{ type: "reply", seq: 10, error: "EIO", received: false }]);
     // Without the flag, nothing is answered on receipt.
-    expect(e.receive(req({ seq: 11n }))).toEqual([]);
+    expect(e.receive(req({ seq: 11 }))).toEqual([]);
   });
 
   test("the memsync flag means nothing on other kinds", () => {
     const { e } = engine();
-    e.request(req({ seq: 1n }));
+    e.request(req({ seq: 1 }));
     for (const kind of ["read", "delete"] as const) {
-      expect(e.receive(req({ seq: 2n, kind, memsync: true }))).toEqual([]);
-      expect(e.request(req({ seq: 2n, kind, memsync: true })).map((a) => a.type)).toEqual(["local"]);
+      expect(e.receive(req({ seq: 2, kind, memsync: true }))).toEqual([]);
+      expect(e.request(req({ seq: 2, kind, memsync: true })).map((a) => a.type)).toEqual(["local"]);
     }
   });
 
   const invalid: [string, Partial<SecondaryRequest>, string][] = [
-    ["seq 0", { seq: 0n }, "sequence number 0"],
+    ["seq 0", { seq: 0 }, "sequence number 0"],
     ["flush with a range", { kind: "flush", offset: 0, length: SECTOR }, "flush with a range"],
     ["zero length", { length: 0 }, "bad range"],
     ["negative offset", { offset: -SECTOR }, "bad range"],
@@ -79,7 +79,7 @@ describe("SecondaryEngine", () => {
   for (const [name, r, why] of invalid) {
     test(`rejects ${name} with EINVAL and executes nothing`, () => {
       const { e } = engine();
-      const full = req({ seq: 3n, ...r, memsync: true });
+      const full = req({ seq: 3, ...r, memsync: true });
       expect(e.receive(full)).toEqual([]); // no early answer for what will be refused
       expect(e.request(full)).toEqual([
         { type: "log", level: "warn", message: `Rejected ${full.kind} request ${full.seq}: ${why}.` },
@@ -90,37 +90,37 @@ describe("SecondaryEngine", () => {
 
   test("accepts the edges: last sector, a maximal write, a trim longer than the request limit", () => {
     const { e } = engine();
-    e.request(req({ seq: 1n }));
+    e.request(req({ seq: 1 }));
     // A change to an extent not yet marked writes the map first.
-    expect(e.request(req({ seq: 2n, offset: DATASIZE - SECTOR })).map((a) => a.type)).toEqual(["map", "local"]);
-    expect(e.request(req({ seq: 3n, length: MAX_REQUEST })).map((a) => a.type)).toEqual(["map", "local"]);
-    expect(e.request(req({ seq: 4n, kind: "delete", length: DATASIZE })).map((a) => a.type)).toEqual(["map", "local"]);
+    expect(e.request(req({ seq: 2, offset: DATASIZE - SECTOR })).map((a) => a.type)).toEqual(["map", "local"]);
+    expect(e.request(req({ seq: 3, length: MAX_REQUEST })).map((a) => a.type)).toEqual(["map", "local"]);
+    expect(e.request(req({ seq: 4, kind: "delete", length: DATASIZE })).map((a) => a.type)).toEqual(["map", "local"]);
   });
 });
 
 describe("SecondaryEngine keeps unflushed changes in its map", () => {
   test("a write stays dirty until a flush issued after it succeeds; a failed flush keeps it", () => {
     const { e, map } = engine();
-    e.request(req({ seq: 1n, offset: 2 * EXTENT }));
-    e.localDone(1n, null);
+    e.request(req({ seq: 1, offset: 2 * EXTENT }));
+    e.localDone(1, null);
     expect(map.extentState(2).dirty).toBe(true);
-    e.request(req({ seq: 2n, kind: "flush", offset: 0, length: 0 }));
-    e.request(req({ seq: 3n, offset: 2 * EXTENT + SECTOR })); // after the flush was issued
-    e.localDone(2n, "EIO");
+    e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 3, offset: 2 * EXTENT + SECTOR })); // after the flush was issued
+    e.localDone(2, "EIO");
     expect(map.extentState(2).dirty).toBe(true);
-    e.localDone(3n, null);
-    e.request(req({ seq: 4n, kind: "flush", offset: 0, length: 0 }));
-    e.localDone(4n, null);
+    e.localDone(3, null);
+    e.request(req({ seq: 4, kind: "flush", offset: 0, length: 0 }));
+    e.localDone(4, null);
     expect(map.extentState(2).dirty).toBe(false);
     expect(map.extentState(2).on_disk).toBe(false); // the flush made it durable: nothing to hand back
   });
 
   test("a write that completes after a flush was issued is not released by it", () => {
     const { e, map } = engine();
-    e.request(req({ seq: 1n, offset: 5 * EXTENT }));
-    e.request(req({ seq: 2n, kind: "flush", offset: 0, length: 0 }));
-    e.localDone(1n, null);
-    e.localDone(2n, null);
+    e.request(req({ seq: 1, offset: 5 * EXTENT }));
+    e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
+    e.localDone(1, null);
+    e.localDone(2, null);
     expect(map.extentState(5).dirty).toBe(true);
   });
 });
@@ -128,11 +128,11 @@ describe("SecondaryEngine keeps unflushed changes in its map", () => {
 describe("SecondaryEngine.allDurable", () => {
   test("after a full flush with nothing in flight, every extent is released and the map is clean", () => {
     const { e, map } = engine();
-    e.request(req({ seq: 1n, offset: 2 * EXTENT }));
-    e.localDone(1n, null);
-    e.request(req({ seq: 2n, kind: "flush", offset: 0, length: 0 }));
-    e.request(req({ seq: 3n, offset: 6 * EXTENT }));
-    e.localDone(3n, null);
+    e.request(req({ seq: 1, offset: 2 * EXTENT }));
+    e.localDone(1, null);
+    e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 3, offset: 6 * EXTENT }));
+    e.localDone(3, null);
     expect(map.extentState(2).dirty && map.extentState(6).dirty).toBe(true);
     const actions = e.allDurable();
     expect(actions.every((a) => a.type === "map")).toBe(true);
@@ -144,9 +144,9 @@ describe("SecondaryEngine.allDurable", () => {
 describe("SecondaryEngine marks only synchronization writes", () => {
   test("a regular write touches no map (the primary holds its extent until a flush)", () => {
     const { e, map } = engine();
-    e.request(req({ seq: 1n, kind: "read" })); // the first request clears the map
-    expect(e.request(req({ seq: 2n, offset: 3 * EXTENT, sync: false })).map((a) => a.type)).toEqual(["local"]);
-    e.localDone(2n, null);
+    e.request(req({ seq: 1, kind: "read" })); // the first request clears the map
+    expect(e.request(req({ seq: 2, offset: 3 * EXTENT, sync: false })).map((a) => a.type)).toEqual(["local"]);
+    e.localDone(2, null);
     expect(map.extentState(3).dirty).toBe(false);
   });
 });
