@@ -81,7 +81,12 @@ export class FrameEncoder {
     if (data.length > MAX_DATA_BYTES) throw new Error(`${typeName(header.type)}: ${data.length} data bytes exceed ${MAX_DATA_BYTES}`);
     const payload = encodePayload(data, this.encoding, this.prims);
     const head = new Uint8Array(HEADER_BYTES + payload.checksum.length);
-    const full = { ...header, flags: header.flags | payload.flags, length: data.length, payload_bytes: payload.checksum.length + payload.stored.length };
+    const full = {
+      ...header,
+      flags: header.flags | payload.flags,
+      length: data.length,
+      payload_bytes: payload.checksum.length + payload.stored.length,
+    };
     assertValid(full);
     encodeHeaderInto(head, 0, full);
     head.set(payload.checksum, HEADER_BYTES);

@@ -36,8 +36,8 @@ export interface Header {
 
 /**
  * Writes a header (with its CRC32C) at target[at .. at+HEADER_BYTES). Byte stores, not a DataView:
- * a view makes the engine materialize the target's ArrayBuffer for every frame (5% of the
- * secondary's samples at 4 KiB QD32, docs/performance.md).
+ * a view makes the engine materialize the target's ArrayBuffer for every frame (7% of the
+ * secondary's samples at 4 KiB QD32 memsync, docs/performance.md).
  */
 export function encodeHeaderInto(target: Uint8Array, at: number, header: Header): void {
   assertWireInteger(header.seq, "seq");
