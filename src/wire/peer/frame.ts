@@ -24,6 +24,7 @@ import {
   encodeHelloBody,
 } from "./handshake.ts";
 import { encodeHeaderInto, typeName, validateHeader, type Header } from "./header.ts";
+import { getU32, putU32 } from "./little-endian.ts";
 import { decodePayload, encodePayload } from "./payload.ts";
 import type { Frame, FrameParts, PayloadEncoding, PeerPrimitives } from "./types.ts";
 
@@ -157,7 +158,7 @@ export function decodeFrameBody(header: Header, payload: Uint8Array, prims: Peer
 /** Control payload = body ‖ CRC32C(body): the handshake decides sync direction, so it is always checked. */
 function checkedBody(what: string, payload: Uint8Array): Uint8Array {
   const body = payload.subarray(0, payload.length - BODY_CRC_BYTES);
-  const sent = new DataView(payload.buffer, payload.byteOffset + body.length, BODY_CRC_BYTES).getUint32(0, true);
+  const sent = getU32(payload, body.length);
   if (sent !== crc32c(body)) fail("BAD_BODY_CRC", `${what}: body CRC32C mismatch`);
   return body;
 }
@@ -168,7 +169,7 @@ function control(type: number, body: Uint8Array): FrameParts {
   assertValid(header);
   encodeHeaderInto(head, 0, header);
   head.set(body, HEADER_BYTES);
-  new DataView(head.buffer).setUint32(HEADER_BYTES + body.length, crc32c(body), true);
+  putU32(head, HEADER_BYTES + body.length, crc32c(body));
   return { head, body: EMPTY };
 }
 

@@ -19,8 +19,8 @@ import {
 import { crc32c } from "../../core/crc32c.ts";
 import { fail, replyErrorName } from "./errors.ts";
 import { assertWireInteger } from "./body.ts";
+import { getU16, getU32, getU64, putU16, putU32, putU64 } from "./little-endian.ts";
 
-const TWO_32 = 0x1_0000_0000;
 const CRC_OFFSET = HEADER_BYTES - 4;
 
 export interface Header {
@@ -34,11 +34,8 @@ export interface Header {
   error: number;
 }
 
-/**
- * Writes a header (with its CRC32C) at target[at .. at+HEADER_BYTES). Byte stores, not a DataView:
- * a view makes the engine materialize the target's ArrayBuffer for every frame (7% of the
- * secondary's samples at 4 KiB QD32 memsync, docs/performance.md).
- */
+/** Writes a header (with its CRC32C) at target[at .. at+HEADER_BYTES), byte by byte (a DataView
+ * per frame was 7% of the secondary's samples at 4 KiB QD32 memsync, docs/performance.md). */
 export function encodeHeaderInto(target: Uint8Array, at: number, header: Header): void {
   assertWireInteger(header.seq, "seq");
   assertWireInteger(header.offset, "offset");
@@ -70,9 +67,9 @@ export function decodeHeader(bytes: Uint8Array): Header {
   const header: Header = {
     type: bytes[5]!,
     flags: getU16(bytes, 6),
-    seq: getU64(bytes, 8, "seq"),
-    offset: getU64(bytes, 16, "offset"),
-    length: getU64(bytes, 24, "length"),
+    seq: wireU64(bytes, 8, "seq"),
+    offset: wireU64(bytes, 16, "offset"),
+    length: wireU64(bytes, 24, "length"),
     payload_bytes: getU32(bytes, 32),
     error: getU16(bytes, 36),
   };
@@ -196,34 +193,8 @@ export function typeName(type: number): string | undefined {
   return TYPE_NAMES.get(type);
 }
 
-// Little-endian fields. Values are wrapped as DataView's setters wrap them.
-function putU16(b: Uint8Array, at: number, value: number): void {
-  b[at] = value;
-  b[at + 1] = value >>> 8;
-}
-
-function putU32(b: Uint8Array, at: number, value: number): void {
-  b[at] = value;
-  b[at + 1] = value >>> 8;
-  b[at + 2] = value >>> 16;
-  b[at + 3] = value >>> 24;
-}
-
-function putU64(b: Uint8Array, at: number, value: number): void {
-  putU32(b, at, value % TWO_32);
-  putU32(b, at + 4, Math.floor(value / TWO_32));
-}
-
-function getU16(b: Uint8Array, at: number): number {
-  return b[at]! | (b[at + 1]! << 8);
-}
-
-function getU32(b: Uint8Array, at: number): number {
-  return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
-}
-
-function getU64(b: Uint8Array, at: number, field: string): number {
-  const value = getU32(b, at) + getU32(b, at + 4) * TWO_32;
+function wireU64(b: Uint8Array, at: number, field: string): number {
+  const value = getU64(b, at);
   if (value > MAX_WIRE_INTEGER) fail("BAD_HEADER", `${field} exceeds 2^53-1`);
   return value;
 }

@@ -9,6 +9,7 @@ import {
 } from "./constants.ts";
 import { fail } from "./errors.ts";
 import { checksumBytes } from "./header.ts";
+import { getU32, putU32 } from "./little-endian.ts";
 import type { PayloadEncoding, PeerPrimitives } from "./types.ts";
 import { inspectZstdFrame } from "./zstd-frame.ts";
 
@@ -39,7 +40,7 @@ export function encodePayload(data: Uint8Array, encoding: PayloadEncoding, prims
       return { flags, checksum: EMPTY, stored };
     case "crc32": {
       const checksum = new Uint8Array(CRC32_BYTES);
-      new DataView(checksum.buffer).setUint32(0, prims.crc32(data) >>> 0, true);
+      putU32(checksum, 0, prims.crc32(data) >>> 0);
       return { flags: flags | Flag.CRC32, checksum, stored };
     }
     case "sha256":
@@ -63,7 +64,7 @@ export function decodePayload(
   const stored = checksum_bytes === 0 ? payload : payload.subarray(checksum_bytes);
   const data = (flags & Flag.ZSTD) !== 0 ? decompress(what, stored, length, prims) : stored;
   if ((flags & Flag.CRC32) !== 0) {
-    const sent = (payload[0]! | (payload[1]! << 8) | (payload[2]! << 16) | (payload[3]! << 24)) >>> 0;
+    const sent = getU32(payload, 0);
     const computed = prims.crc32(data) >>> 0;
     if (sent !== computed) fail("CHECKSUM_MISMATCH", `${what}: crc32 0x${hex(sent)} != computed 0x${hex(computed)}`);
   } else if ((flags & Flag.SHA256) !== 0) {
@@ -94,11 +95,11 @@ function decompress(what: string, stored: Uint8Array, length: number, prims: Pee
 const ZERO_CHECK_LEAD_BYTES = 64;
 
 export function isAllZero(data: Uint8Array): boolean {
-  const lead = Math.min(data.length, ZERO_CHECK_LEAD_BYTES);
-  for (let i = 0; i < lead; i++) if (data[i] !== 0) return false;
-  let i = lead;
-  // Word-at-a-time where alignment allows; the byte loops handle the edges.
-  for (; i < data.length && ((data.byteOffset + i) & 3) !== 0; i++) if (data[i] !== 0) return false;
+  let i = 0;
+  // Byte by byte through the lead and up to a word boundary, then word-at-a-time; bytes again at the end.
+  for (; i < data.length && (i < ZERO_CHECK_LEAD_BYTES || ((data.byteOffset + i) & 3) !== 0); i++) {
+    if (data[i] !== 0) return false;
+  }
   const words = Math.floor((data.length - i) / 4);
   if (words > 0) {
     const view = new Uint32Array(data.buffer, data.byteOffset + i, words);
