@@ -474,6 +474,9 @@ export class PrimaryIo implements BlockBackend {
       if (!this.send(frame, { sync: resolve, sent_ms: Date.now() }, frame.seq, true)) {
         resolve({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
       }
+      // Out now, not with the tick's other chunks: the secondary writes this one while the next
+      // is read here (a hole's frame is small enough to be corked).
+      this.link?.flush();
     });
   }
 

@@ -42,6 +42,8 @@ const SECONDARY_KEEPDIRTY = 1;
 
 type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
 
+/** Requests at least this large are answered as soon as they are carried out (carryOut). */
+const ANSWER_AT_ONCE_BYTES = 64 * 1024;
 /** Payloads are copied out of the socket's reads into buffers reused once written (fresh memory
  * faults; the reads are then freed at once: FrameDecoder copy_payloads). */
 const PAYLOAD_POOL_MIN_BYTES = 4 * 1024;
@@ -204,7 +206,12 @@ export class SecondaryWorker {
     const batch = this.batch;
     this.batch = [];
     this.link.flush();
-    for (const r of batch) this.run(this.engine.request(r));
+    for (const r of batch) {
+      this.run(this.engine.request(r));
+      // A large request's answer leaves at once rather than with the batch's: the primary starts
+      // on its next chunk (a sync pass keeps a few in flight) while this node writes the rest.
+      if (r.length >= ANSWER_AT_ONCE_BYTES) this.link.flush();
+    }
   }
 
   private count(frame: Request): void {
