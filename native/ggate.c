@@ -36,6 +36,8 @@
 #ifdef __linux__
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #endif
 #ifdef __FreeBSD__
 #include <sys/param.h>
@@ -61,7 +63,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 7; }
+int hast_native_version(void) { return 8; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -97,6 +99,34 @@ int64_t hast_pread(int fd, void *buf, uint64_t len, int64_t offset) {
 		done += (uint64_t)n;
 	}
 	return (int64_t)done;
+}
+
+/*
+ * One pread of what the page cache holds (preadv2 RWF_NOWAIT, Linux 4.14+): the count, possibly
+ * short, or -EAGAIN when the first byte would wait for the disk. A memory file system (tmpfs,
+ * ramfs) never waits for one, and is read at once even where it refuses RWF_NOWAIT. -EOPNOTSUPP
+ * where the system or the file system cannot say; the caller then reads on a helper thread.
+ */
+int64_t hast_pread_cached(int fd, void *buf, uint64_t len, int64_t offset) {
+	if (offset < 0 || len > (uint64_t)(INT64_MAX - offset)) return -EINVAL;
+#if defined(__linux__) && defined(RWF_NOWAIT)
+	struct iovec iov = {buf, (size_t)len};
+	for (;;) {
+		ssize_t n = preadv2(fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+		if (n >= 0) return (int64_t)n;
+		if (errno != EINTR) break;
+	}
+	if (errno != EOPNOTSUPP) return -errno;
+	struct statfs fs;
+	if (fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC)) {
+		return hast_pread(fd, buf, len, offset);
+	}
+	return -EOPNOTSUPP;
+#else
+	(void)fd;
+	(void)buf;
+	return -EOPNOTSUPP;
+#endif
 }
 
 /* Writes all len bytes or fails; a write that makes no progress is reported as EIO. */

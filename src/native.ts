@@ -1,7 +1,8 @@
 // The one place that loads native/ggate.c (built into native/build/libggate.so by
 // native/build.sh). Every call is synchronous: data-path calls hit the page cache and return
-// quickly. The one exception is fdatasyncAsync, which waits for the disk itself (milliseconds)
-// and so runs on Bun's thread pool through node:fs, with the same fault injection and errors.
+// quickly. The exceptions wait for the disk itself (milliseconds) and so run on Bun's thread
+// pool through node:fs, with the same fault injection and errors: fdatasyncAsync, and
+// preadAsync for what a sync pass's chunk has outside the page cache (preadCached copies the rest).
 //
 // Buffers go to C by pointer (bun:ffi passes a Uint8Array, subarrays at their byte offset),
 // so no block is copied in JavaScript. C returns -errno; this module turns that into a
@@ -16,8 +17,8 @@
 // EIO. <op> is one of FAULT_OPS or "*" (any); an empty substring matches every path; without
 // a count the rule fires forever. The first live rule that matches fires. An injected failure
 // replaces the call (nothing is read or written), except for close, which still closes. A delay
-// blocks the calling thread, as a slow disk blocks a synchronous call; fdatasyncAsync waits
-// without blocking the event loop, as its helper thread would.
+// blocks the calling thread, as a slow disk blocks a synchronous call; fdatasyncAsync and
+// preadAsync wait without blocking the event loop, as their helper thread would.
 // Paths containing ":" or "," cannot be matched.
 //
 // Faults that must start or stop mid-run (integration tests): HAST_FAULT_INJECT_FILE names a
@@ -27,13 +28,13 @@
 // rename so that no change is missed. Unset, the hot path makes no extra syscall.
 
 import { dlopen, FFIType } from "bun:ffi";
-import { fdatasync as fsFdatasync, readFileSync, statSync } from "node:fs";
+import { fdatasync as fsFdatasync, read as fsRead, readFileSync, statSync } from "node:fs";
 // The .so is embedded by `bun build --compile` through this import; TypeScript has no module
 // type for "*.so" files, and this file is the only place that imports one.
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 7; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 8; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -41,6 +42,7 @@ const lib = dlopen(libPath, {
   hast_open: { args: ["ptr", "i32"], returns: "i32" },
   hast_close: { args: ["i32"], returns: "i32" },
   hast_pread: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
+  hast_pread_cached: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
   hast_pwrite: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
   hast_recv_ready: { args: ["i32", "ptr", "u64", "i32"], returns: FFIType.i64_fast },
   hast_fdatasync: { args: ["i32"], returns: "i32" },
@@ -278,6 +280,13 @@ function refreshFaultFile(path: string): void {
 }
 
 function injectedFault(op: FaultOp, path: string): FaultRule | undefined {
+  const rule = liveFault(op, path);
+  if (rule !== undefined) rule.remaining -= 1;
+  return rule;
+}
+
+/** The rule the next such call would fire, without firing it. */
+function liveFault(op: FaultOp, path: string): FaultRule | undefined {
   if (faultFile === undefined) {
     faultFile = process.env.HAST_FAULT_INJECT_FILE || null;
     if (faultFile !== null) faultRules = [];
@@ -285,10 +294,7 @@ function injectedFault(op: FaultOp, path: string): FaultRule | undefined {
   if (faultFile !== null) refreshFaultFile(faultFile);
   faultRules ??= parseFaultSpec(process.env.HAST_FAULT_INJECT ?? "", "HAST_FAULT_INJECT");
   if (faultRules.length === 0) return undefined;
-  const rule = faultRules.find((r) =>
-    r.remaining > 0 && (r.op === "*" || r.op === op) && path.includes(r.path_part));
-  if (rule !== undefined) rule.remaining -= 1;
-  return rule;
+  return faultRules.find((r) => r.remaining > 0 && (r.op === "*" || r.op === op) && path.includes(r.path_part));
 }
 
 function injectedError(rule: FaultRule, op: FaultOp, path: string, offset?: number, length = 0): NativeError {
@@ -367,14 +373,45 @@ function fdatasyncAsync(fd: number, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const rule = injectedFault("fdatasync", path);
     if (rule !== undefined && rule.delay_ms === 0) return reject(injectedError(rule, "fdatasync", path));
-    const run = () => fsFdatasync(fd, (err) => {
-      if (err === null) return resolve();
-      const errno = errnoValue(err.code ?? "") ?? Math.abs(err.errno ?? ERRNO.EIO);
-      reject(new NativeError({ op: "fdatasync", path, errno }));
+    const run = () => fsFdatasync(fd, (err) => (err === null ? resolve() : reject(fsError(err, "fdatasync", path))));
+    if (rule === undefined) run();
+    else setTimeout(run, rule.delay_ms);
+  });
+}
+
+/** Copies what the page cache holds of buf's range, at once: the count (fewer than buf.length
+ * where the rest would wait for the disk, or at end of file), 0 where the system cannot tell
+ * (see hast_pread_cached) or a fault rule awaits the read (preadAsync fires it). */
+function preadCached(fd: number, path: string, buf: Uint8Array, offset: number): number {
+  assertByteCount("pread", path, "offset", offset);
+  if (liveFault("pread", path) !== undefined) return 0;
+  const rc = Number(c.hast_pread_cached(fd, buf, buf.length, offset));
+  return rc === -ERRNO.EAGAIN || rc === -ERRNO.EOPNOTSUPP ? 0 : check(rc, "pread", path, offset, buf.length);
+}
+
+/** pread on Bun's thread pool: fills buf from offset (fewer bytes only at end of file) while the
+ * event loop goes on serving. Resolves with the count. The caller keeps fd open until it settles. */
+function preadAsync(fd: number, path: string, buf: Uint8Array, offset: number): Promise<number> {
+  assertByteCount("pread", path, "offset", offset);
+  return new Promise((resolve, reject) => {
+    const rule = injectedFault("pread", path);
+    if (rule !== undefined && rule.delay_ms === 0) return reject(injectedError(rule, "pread", path, offset, buf.length));
+    let got = 0;
+    const run = () => fsRead(fd, buf, got, buf.length - got, offset + got, (err, n) => {
+      if (err !== null) return reject(fsError(err, "pread", path, offset, buf.length));
+      got += n;
+      if (n === 0 || got === buf.length) resolve(got);
+      else run();
     });
     if (rule === undefined) run();
     else setTimeout(run, rule.delay_ms);
   });
+}
+
+/** node:fs's error for an operation, named as the synchronous calls name theirs. */
+function fsError(err: NodeJS.ErrnoException, op: string, path: string, offset?: number, length = 0): NativeError {
+  const errno = errnoValue(err.code ?? "") ?? Math.abs(err.errno ?? ERRNO.EIO);
+  return new NativeError({ op, path, errno, where: at(offset, length) });
 }
 
 function fsync(fd: number, path: string): void {
@@ -580,6 +617,8 @@ export const native = {
   open,
   close,
   pread,
+  preadCached,
+  preadAsync,
   pwrite,
   recvReady,
   fdatasync,

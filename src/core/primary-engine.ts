@@ -510,6 +510,12 @@ export class PrimaryEngine {
 
   // ---- synchronization ----
 
+  /** False once the chunk's pass has ended (a disconnect): its range is no longer locked against
+   * writes, so data read for it meanwhile may be older than the disk's. */
+  syncChunkLive(chunk: SyncChunk): boolean {
+    return this.sync_inflight.has(chunk);
+  }
+
   syncCopyDone(chunk: SyncChunk, ok: boolean): PrimaryAction[] {
     const token = this.sync_inflight.get(chunk);
     if (token === undefined) return []; // chunk of a pass that a disconnect ended

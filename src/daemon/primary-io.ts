@@ -90,8 +90,8 @@ export class PrimaryIo implements BlockBackend {
   private link: PeerLink | null = null;
   private zero: Uint8Array | null = null;
   private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
-  /** Local flushes on their helper thread, until answered (flushLocal). */
-  private readonly local_flushes = new InFlight();
+  /** Local flushes and sync reads on their helper thread, until answered (flushLocal, syncCopy). */
+  private readonly local_async = new InFlight();
 
   constructor(o: PrimaryIoOptions) {
     this.o = o;
@@ -392,12 +392,13 @@ export class PrimaryIo implements BlockBackend {
   /** fdatasync on a helper thread (a disk takes milliseconds to write its cache out, and requests
    * go on meanwhile), then `then` with its error, or null. */
   private flushLocal(then: (err: Error | null) => void): void {
-    this.local_flushes.track(this.o.disk.flushAsync().then(() => null, (err: Error) => err).then(then));
+    this.local_async.track(this.o.disk.flushAsync().then(() => null, (err: Error) => err).then(then));
   }
 
-  /** Resolves once every local flush started has been answered (an orderly stop closes the disk next). */
-  localFlushesSettled(): Promise<void> {
-    return this.local_flushes.settled();
+  /** Resolves once every local flush and sync read started has been answered (an orderly stop
+   * closes the disk next). */
+  localIoSettled(): Promise<void> {
+    return this.local_async.settled();
   }
 
   /** answer_waits: the payload (the frontend's buffer) is not reused before the peer replied, so a
@@ -480,18 +481,39 @@ export class PrimaryIo implements BlockBackend {
     });
   }
 
+  /**
+   * The part of a chunk past its first `from` bytes, read on a helper thread. "stale" when the link
+   * went away meanwhile: the chunk's range lock went with it, so what was read may predate a write
+   * since, and must not reach a secondary.
+   */
+  private async readRest(buf: Uint8Array, at: number, from: number, chunk: SyncChunk): Promise<Error | "stale" | null> {
+    const read = this.o.disk.readAsync(buf.subarray(from), at + from).then(() => null, (err: Error) => err);
+    this.local_async.track(read);
+    const err = await read;
+    return err ?? (this.o.engine.syncChunkLive(chunk) ? null : "stale");
+  }
+
   /** One chunk from the sync source to the other side; false on any failure (the extent stays dirty). */
   private async syncCopy(chunk: SyncChunk, from: "primary" | "secondary"): Promise<boolean> {
     const seq = this.next_id++;
     const at = this.localoff + chunk.offset;
     if (from === "primary") {
       const buf = this.sync_pool.take(chunk.length);
+      let err: Error | "stale" | null;
       try {
-        this.o.disk.read(buf, at);
-      } catch (err) {
+        // What the page cache holds is copied at once, and the chunk then leaves in this tick (an
+        // await here would hold it until the tick's other chunks were read); the rest is read on a
+        // helper thread while requests go on.
+        const cached = this.o.disk.readCached(buf, at);
+        err = cached === buf.length ? null : await this.readRest(buf, at, cached, chunk);
+      } catch (e) {
+        err = e as Error;
+      }
+      if (err !== null) {
         this.sync_pool.give(buf);
+        if (err === "stale") return false;
         this.o.stats.local_errors.read++;
-        this.o.log.error(`Unable to read synchronization data: ${(err as Error).message}`);
+        this.o.log.error(`Unable to read synchronization data: ${err.message}`);
         return false;
       }
       // Once answered (or failed, the link then closed) nothing refers to buf any more.

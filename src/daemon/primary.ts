@@ -130,7 +130,7 @@ export class PrimaryWorker {
     await Promise.race([p.io.settleForStop(), Bun.sleep(STOP_SETTLE_MS)]);
     p.connector.stop();
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
-    await p.io.localFlushesSettled();
+    await p.io.localIoSettled();
     p.disk.flush();
     p.disk.close();
     p.log.debug(`Worker for ${p.resource.name} stopped.`);

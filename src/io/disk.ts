@@ -1,6 +1,6 @@
 // One open local component (hast.conf `local`): a regular file or a disk, as hastd accepts.
-// Synchronous by design (see src/native.ts), but for flushAsync, which waits for the disk on a
-// helper thread; every failure is a NativeError naming the path.
+// Synchronous by design (see src/native.ts), but for flushAsync and readAsync, which wait for the
+// disk on a helper thread; every failure is a NativeError naming the path.
 //
 // Invariants checked on every call: offsets and lengths are whole, non-negative and inside
 // the component (size_bytes is fixed when it is opened); writes need a writable open.
@@ -21,7 +21,7 @@ export class LocalDisk {
   readonly writable: boolean;
   #fd: number;
   #flush_unsupported: NativeError | undefined; // the first EOPNOTSUPP, returned ever after
-  #flushes_in_flight = 0;
+  #async_in_flight = 0; // flushAsync and readAsync calls not yet settled
 
   private constructor(path: string, fd: number, kind: "file" | "block", size_bytes: number,
     sector_bytes: number, writable: boolean) {
@@ -72,7 +72,33 @@ export class LocalDisk {
   /** Fills buf from offset; a short read (component shrank underneath us) is EIO. */
   read(buf: Uint8Array, offset: number): void {
     this.#checkRange("pread", offset, buf.length);
-    const got = native.pread(this.#fd, this.path, buf, offset);
+    this.#checkRead(buf, offset, native.pread(this.#fd, this.path, buf, offset));
+  }
+
+  /** The bytes of buf's range the page cache holds, copied at once: how many (from the start;
+   * 0 when the system cannot tell). A sync pass reads the rest with readAsync. */
+  readCached(buf: Uint8Array, offset: number): number {
+    this.#checkRange("pread", offset, buf.length);
+    return native.preadCached(this.#fd, this.path, buf, offset);
+  }
+
+  /**
+   * read() on a helper thread, for reads the page cache may not hold (a sync pass's chunks): the
+   * event loop serves requests meanwhile. The owner lets every such read settle before it closes
+   * the disk (close() asserts it), and keeps the range from changing until then.
+   */
+  async readAsync(buf: Uint8Array, offset: number): Promise<void> {
+    this.#checkRange("pread", offset, buf.length);
+    this.#checkOpen("pread");
+    this.#async_in_flight++;
+    try {
+      this.#checkRead(buf, offset, await native.preadAsync(this.#fd, this.path, buf, offset));
+    } finally {
+      this.#async_in_flight--;
+    }
+  }
+
+  #checkRead(buf: Uint8Array, offset: number, got: number): void {
     if (got !== buf.length) {
       throw new NativeError({ op: "pread", path: this.path, errno: native.errno.EIO, code: "EIO",
         where: ` at offset ${offset} (${buf.length} bytes)`, reason: `short read, got ${got} bytes` });
@@ -101,14 +127,14 @@ export class LocalDisk {
    */
   async flushAsync(): Promise<void> {
     if (this.#flush_unsupported !== undefined) throw this.#flush_unsupported;
-    if (this.#fd < 0) throw new NativeError({ op: "fdatasync", path: this.path, errno: native.errno.EBADF, reason: "component closed" });
-    this.#flushes_in_flight++;
+    this.#checkOpen("fdatasync");
+    this.#async_in_flight++;
     try {
       await native.fdatasyncAsync(this.#fd, this.path);
     } catch (err) {
       throw this.#flushFailed(err);
     } finally {
-      this.#flushes_in_flight--;
+      this.#async_in_flight--;
     }
   }
 
@@ -136,15 +162,21 @@ export class LocalDisk {
   }
 
   /** Idempotent: a closed disk stays closed, and later I/O on it fails with EBADF. Never while a
-   * flushAsync is in flight: its helper thread would flush whatever file reuses the descriptor. */
+   * flushAsync or readAsync is in flight: its helper thread would use whatever file reuses the
+   * descriptor. */
   close(): void {
     if (this.#fd < 0) return;
-    if (this.#flushes_in_flight > 0) {
-      throw new Error(`close ${this.path}: ${this.#flushes_in_flight} asynchronous flush(es) still in flight`);
+    if (this.#async_in_flight > 0) {
+      throw new Error(`close ${this.path}: ${this.#async_in_flight} asynchronous operation(s) still in flight`);
     }
     const fd = this.#fd;
     this.#fd = -1;
     native.close(fd, this.path);
+  }
+
+  /** The helper-thread calls check here what the synchronous ones learn from the EBADF of their call. */
+  #checkOpen(op: string): void {
+    if (this.#fd < 0) throw new NativeError({ op, path: this.path, errno: native.errno.EBADF, reason: "component closed" });
   }
 
   #checkRange(op: string, offset: number, length: number): void {

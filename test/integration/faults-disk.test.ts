@@ -145,6 +145,40 @@ describe("disk errors on the primary's component", () => {
   }, 60_000);
 });
 
+describe("the primary's reads for a sync pass", () => {
+  test("one that fails leaves its extent to the next pass; a slow one holds up no request", async () => {
+    const { pair, a, b, client, faults } = await faultyPair();
+    const { localoff } = await pair.region(a);
+    const completed = () => [...pair.daemon(a).log.matchAll(/Synchronization complete\./g)].length;
+    // A write the secondary fails marks its extent, and the pass that starts at once reads it here.
+    faults(a, `pread:${a.name}.img:EIO:1`);
+    faults(b, `pwrite:${b.name}.img:EIO:1`);
+    const first = randomBytes(BLOCK_BYTES);
+    await nbdWrite(client, OFFSET, first);
+    const chunk_at = localoff + OFFSET - (OFFSET % MiB);
+    await pair.daemon(a).waitLog(`(primary) error: Unable to read synchronization data: ${injected("pread", pair.disk(a), chunk_at, MiB)}`);
+    await pair.waitSynced(a);
+    expect(await blockSha(pair, b)).toBe(sha256(first));
+    expect((await pair.status(a)).statistics.local_errors.read).toBe(1);
+
+    // The pass's read waits for a slow disk on a helper thread: a write elsewhere is answered
+    // before that pass ends (a read on the event loop would hold it until then).
+    const SLOW_READ_MS = 1500;
+    faults(a, `pread:${a.name}.img:delay=${SLOW_READ_MS}:1`);
+    faults(b, `pwrite:${b.name}.img:EIO:1`);
+    const before = completed();
+    const second = randomBytes(BLOCK_BYTES);
+    await nbdWrite(client, OFFSET, second);
+    await Bun.sleep(SLOW_READ_MS / 5); // the pass has started and its read waits
+    await nbdWrite(client, PREFILL_OFFSET + PREFILL_BYTES, randomBytes(BLOCK_BYTES));
+    expect(completed()).toBe(before);
+    await waitFor("the slow pass to complete", () => completed() > before, 20_000);
+    await pair.waitSynced(a);
+    expect(await blockSha(pair, b)).toBe(sha256(second));
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 60_000);
+});
+
 describe("disk errors on the secondary's component", () => {
   test("EIO on pwrite: the write is answered from the primary, its extent resynced once the fault clears", async () => {
     const { pair, a, b, client, faults } = await faultyPair();

@@ -223,6 +223,8 @@ describe("connect and sync", () => {
     const d = driver("memsync");
     d.connect(connection(d, { extents: [0, 1] }));
     d.completeSync(d.pending_sync[0]!, true);
+    const reading = d.pending_sync[0]!.chunk; // a chunk still being read when the link drops
+    expect(d.engine.syncChunkLive(reading)).toBe(true);
     const { id } = d.submit("write", 5 * EXTENT, 512);
     d.completeLocal(op(d.pending_local, id), true);
     d.receiveRemote(op(d.pending_remote, id));
@@ -232,6 +234,8 @@ describe("connect and sync", () => {
     expect(d.events).toEqual(["syncstart", "syncintr"]);
     for (const e of [0, 1, 5]) expect(d.map.extentState(e)).toMatchObject({ dirty: true, in_sync_set: true });
     expect(d.engine.inflight()).toBe(0);
+    // Its range lock went with the pass: the daemon must not send what it read for it.
+    expect(d.engine.syncChunkLive(reading)).toBe(false);
     // Late answers of the dead pass are ignored.
     expect(d.engine.syncCopyDone({ offset: 0, length: CHUNK, extent: 0, pass: 1 }, true)).toEqual([]);
     d.checkMapCoversDifferences();

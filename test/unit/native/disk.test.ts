@@ -29,6 +29,16 @@ function thrown(fn: () => unknown): NativeError {
   throw new Error("expected a NativeError, nothing was thrown");
 }
 
+async function rejected(p: Promise<unknown>): Promise<NativeError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof NativeError) return err;
+    throw err;
+  }
+  throw new Error("expected a NativeError, the promise resolved");
+}
+
 function withDisk(path: string, opts: Parameters<typeof LocalDisk.open>[1], fn: (disk: LocalDisk) => void): void {
   const disk = LocalDisk.open(path, opts);
   try {
@@ -200,22 +210,12 @@ describe("LocalDisk on a regular file", () => {
 });
 
 describe("LocalDisk.flushAsync", () => {
-  async function rejected(p: Promise<unknown>): Promise<NativeError> {
-    try {
-      await p;
-    } catch (err) {
-      if (err instanceof NativeError) return err;
-      throw err;
-    }
-    throw new Error("expected a NativeError, the promise resolved");
-  }
-
   test("flushes without blocking the caller; close waits for it (asserted)", async () => {
     const path = tempFile(8192);
     const disk = LocalDisk.open(path, { write: true });
     disk.write(new Uint8Array(512).fill(3), 0);
     const flushed = disk.flushAsync();
-    expect(() => disk.close()).toThrow(`close ${path}: 1 asynchronous flush(es) still in flight`);
+    expect(() => disk.close()).toThrow(`close ${path}: 1 asynchronous operation(s) still in flight`);
     expect(disk.closed).toBe(false);
     await flushed;
     disk.close();
@@ -251,6 +251,80 @@ describe("LocalDisk.flushAsync", () => {
       native.close(a, "socket");
       native.close(b, "socket");
     }
+  });
+});
+
+describe("LocalDisk.readAsync", () => {
+  test("reads what was written, past 4 GiB too; close waits for it (asserted)", async () => {
+    const far = 5 * 2 ** 30 + 512;
+    const path = tempFile(far + 4096);
+    const disk = LocalDisk.open(path, { write: true });
+    const out = new Uint8Array(3000).map((_, i) => (i * 7) & 0xff);
+    disk.write(out, far);
+    const back = new Uint8Array(3000);
+    const read = disk.readAsync(back, far);
+    expect(() => disk.close()).toThrow(`close ${path}: 1 asynchronous operation(s) still in flight`);
+    await read;
+    expect(Buffer.from(back).equals(Buffer.from(out))).toBe(true);
+    disk.close();
+    expect((await rejected(disk.readAsync(back, 0))).message).toBe(`pread ${path}: component closed (EBADF)`);
+  });
+
+  test("a component that shrank underneath gives EIO naming the short read", async () => {
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: false });
+    try {
+      truncateSync(path, 6144);
+      const err = await rejected(disk.readAsync(new Uint8Array(4096), 4096));
+      expect(err.message).toBe(`pread ${path} at offset 4096 (4096 bytes): short read, got 2048 bytes (EIO)`);
+    } finally {
+      disk.close();
+    }
+  });
+
+  test("injected faults: an errno fails the read, a delay holds it without blocking the event loop", async () => {
+    // A delayed read goes to the thread pool (not the page cache's at-once copy): far out, too.
+    const far = 5 * 2 ** 30 + 512;
+    const path = tempFile(far + 4096);
+    const disk = LocalDisk.open(path, { write: true });
+    try {
+      setFaultInjection(`pread:${path}:EIO:1`);
+      expect((await rejected(disk.readAsync(new Uint8Array(512), 512))).message).toBe(
+        `pread ${path} at offset 512 (512 bytes): Input/output error (EIO, injected by HAST_FAULT_INJECT)`);
+      disk.write(new Uint8Array(512).fill(9), far);
+      setFaultInjection(`pread:${path}:delay=200:1`);
+      const back = new Uint8Array(512);
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 10);
+      await disk.readAsync(back, far);
+      clearInterval(timer);
+      expect(ticks).toBeGreaterThan(5); // the loop ran during the 200 ms; a blocked one counts 0 or 1
+      expect(back.every((b) => b === 9)).toBe(true);
+    } finally {
+      disk.close();
+    }
+  });
+
+  test("readCached copies what the page cache holds; a pending fault rule leaves the read to readAsync", async () => {
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: true });
+    try {
+      disk.write(new Uint8Array(4096).fill(5), 4096); // just written: in the page cache
+      const back = new Uint8Array(4096);
+      expect(disk.readCached(back, 4096)).toBe(4096);
+      expect(back.every((b) => b === 5)).toBe(true);
+      setFaultInjection(`pread:${path}:EIO:1`);
+      expect(disk.readCached(back, 4096)).toBe(0); // the rule is not used up here...
+      expect((await rejected(disk.readAsync(back, 4096))).code).toBe("EIO"); // ...but by the read it is for
+      expect(() => disk.readCached(back, 8192 - 512)).toThrow(RangeError);
+    } finally {
+      disk.close();
+    }
+  });
+
+  test("an error from the helper thread becomes a NativeError naming the call", async () => {
+    const err = await rejected(native.preadAsync(1 << 20, "nothing", new Uint8Array(16), 0));
+    expect(err.message).toBe("pread nothing at offset 0 (16 bytes): Bad file descriptor (EBADF)");
   });
 });
 
