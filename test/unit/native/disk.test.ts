@@ -300,6 +300,12 @@ describe("LocalDisk.readAsync", () => {
       clearInterval(timer);
       expect(ticks).toBeGreaterThan(5); // the loop ran during the 200 ms; a blocked one counts 0 or 1
       expect(back.every((b) => b === 9)).toBe(true);
+      // Into a view (the rest of a partly cached chunk): the bytes land in the view only.
+      setFaultInjection(`pread:${path}:delay=1:1`);
+      const whole = new Uint8Array(1024).fill(1);
+      await disk.readAsync(whole.subarray(100, 612), far);
+      expect(whole.subarray(100, 612).every((b) => b === 9)).toBe(true);
+      expect(whole.subarray(0, 100).every((b) => b === 1) && whole.subarray(612).every((b) => b === 1)).toBe(true);
     } finally {
       disk.close();
     }
