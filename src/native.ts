@@ -371,11 +371,8 @@ function fdatasync(fd: number, path: string): void {
  * cache out. The caller keeps fd open until the promise settles. */
 function fdatasyncAsync(fd: number, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const rule = injectedFault("fdatasync", path);
-    if (rule !== undefined && rule.delay_ms === 0) return reject(injectedError(rule, "fdatasync", path));
-    const run = () => fsFdatasync(fd, (err) => (err === null ? resolve() : reject(fsError(err, "fdatasync", path))));
-    if (rule === undefined) run();
-    else setTimeout(run, rule.delay_ms);
+    startOnPool("fdatasync", path, reject, () =>
+      fsFdatasync(fd, (err) => (err === null ? resolve() : reject(fsError(err, "fdatasync", path)))));
   });
 }
 
@@ -394,8 +391,6 @@ function preadCached(fd: number, path: string, buf: Uint8Array, offset: number):
 function preadAsync(fd: number, path: string, buf: Uint8Array, offset: number): Promise<number> {
   assertByteCount("pread", path, "offset", offset);
   return new Promise((resolve, reject) => {
-    const rule = injectedFault("pread", path);
-    if (rule !== undefined && rule.delay_ms === 0) return reject(injectedError(rule, "pread", path, offset, buf.length));
     let got = 0;
     const run = () => fsRead(fd, buf, got, buf.length - got, offset + got, (err, n) => {
       if (err !== null) return reject(fsError(err, "pread", path, offset, buf.length));
@@ -403,9 +398,17 @@ function preadAsync(fd: number, path: string, buf: Uint8Array, offset: number): 
       if (n === 0 || got === buf.length) resolve(got);
       else run();
     });
-    if (rule === undefined) run();
-    else setTimeout(run, rule.delay_ms);
+    startOnPool("pread", path, reject, run, offset, buf.length);
   });
+}
+
+/** Starts a thread-pool call as a fault rule says: at once, `delay_ms` late without blocking the
+ * event loop, or not at all (rejected with the injected errno). */
+function startOnPool(op: FaultOp, path: string, reject: (err: NativeError) => void, run: () => void, offset?: number, length = 0): void {
+  const rule = injectedFault(op, path);
+  if (rule === undefined) return run();
+  if (rule.delay_ms === 0) return reject(injectedError(rule, op, path, offset, length));
+  setTimeout(run, rule.delay_ms);
 }
 
 /** node:fs's error for an operation, named as the synchronous calls name theirs. */
