@@ -472,6 +472,15 @@ describe("flush", () => {
     expect(d.replies.get(id)).toEqual({ ok: false });
   });
 
+  test("connected: a failed local flush is answered with an error though the peer's succeeded (simulator seed 139401)", () => {
+    const d = driver();
+    d.connect(connection(d));
+    const { id } = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, id), false);
+    d.completeRemote(op(d.pending_remote, id), true);
+    expect(d.replies.get(id)).toEqual({ ok: false });
+  });
+
   test("the link drops under a flush: the remote leg fails and the local result decides", () => {
     const d = driver();
     d.connect(connection(d));
