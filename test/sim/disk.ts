@@ -3,7 +3,10 @@
 // numbers). Writes land in a volatile cache that a flush makes durable; a power loss keeps some of
 // the unflushed writes, in issue order up to a random point or (a reordering cache) any subset,
 // torn sector by sector (so a metadata slot or a map block can be torn). A failed data write
-// changes nothing; a failed flush leaves the cache volatile.
+// changes nothing. A failed flush leaves the cache volatile or, with `drops_on_eio` (the
+// simulation's `linux_flush` option), may do what Linux does on a write-back error: write back
+// some cached sectors and drop the others (a later read returns what is on stable storage, a later
+// flush succeeds).
 import { ACTIVEMAP_OFFSET, METADATA_AREA_BYTES } from "../../src/core/layout.ts";
 import type { Rng } from "./random.ts";
 import type { Scheduler } from "./scheduler.ts";
@@ -102,10 +105,38 @@ export class SimDisk {
   flush(done: (ok: boolean) => void): void {
     const barrier_ms = this.pending.reduce((t, op) => Math.max(t, op.done_ms), 0);
     this.schedule(0, 0, false, () => {
-      if (this.rng.chance(this.faults.eio_flush)) return done(false);
+      if (this.rng.chance(this.faults.eio_flush)) {
+        if (this.drops_on_eio && this.rng.chance(0.5)) this.dropOnFailedFlush();
+        return done(false);
+      }
       this.flushNow();
       done(true);
     }, barrier_ms);
+  }
+
+  /** Whether a failed flush may drop cached sectors (simulation option `linux_flush`). */
+  drops_on_eio = false;
+  /** Told which data sectors a failed flush dropped. */
+  on_drop: ((sectors: number[]) => void) | null = null;
+
+  /** Linux's write-back error: each cached sector is written back or dropped (the page is marked
+   * clean and evicted: reads return what is on stable storage), and a later flush succeeds. */
+  private dropOnFailedFlush(): void {
+    const touched = new Set<number>();
+    for (const entry of this.cache) {
+      if (entry.kind === "bytes") this.control_durable.set(entry.bytes, entry.offset);
+      else for (let i = 0; i < entry.versions.length; i++) touched.add(entry.first + i);
+    }
+    const dropped: number[] = [];
+    for (const s of touched) {
+      if (this.rng.chance(0.5)) this.data_durable[s] = this.data[s]!;
+      else if (this.data[s] !== this.data_durable[s]) {
+        this.data[s] = this.data_durable[s]!;
+        dropped.push(s);
+      }
+    }
+    this.cache = [];
+    if (dropped.length > 0) this.on_drop?.(dropped);
   }
 
   /**

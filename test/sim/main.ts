@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // Deterministic simulator CLI (docs/testing.md):
-//   bun test/sim/main.ts --seeds N [--seed S] [--steps K] [--plant BUG] [--trace]
+//   bun test/sim/main.ts --seeds N [--seed S] [--steps K] [--plant BUG] [--linux-flush] [--trace]
 // runs seeds S..S+N-1 (default S=1, N=1); a failing seed prints its replay command and trace tail.
 import { PLANTS, type Plant } from "./context.ts";
 import { DEFAULT_STEPS, runSimulation } from "./simulation.ts";
@@ -10,11 +10,12 @@ interface Args {
   seeds: number;
   steps: number;
   plant: Plant | null;
+  linux_flush: boolean;
   trace: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { seed: 1, seeds: 1, steps: DEFAULT_STEPS, plant: null, trace: false };
+  const args: Args = { seed: 1, seeds: 1, steps: DEFAULT_STEPS, plant: null, trace: false, linux_flush: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
     const value = () => {
@@ -32,6 +33,7 @@ function parseArgs(argv: string[]): Args {
     else if (flag === "--seeds") args.seeds = integer(1);
     else if (flag === "--steps") args.steps = integer(1);
     else if (flag === "--trace") args.trace = true;
+    else if (flag === "--linux-flush") args.linux_flush = true;
     else if (flag === "--plant") {
       const v = value();
       if (!(PLANTS as readonly string[]).includes(v)) usage(`--plant ${v}: expected one of ${PLANTS.join(", ")}`);
@@ -42,7 +44,7 @@ function parseArgs(argv: string[]): Args {
 }
 
 function usage(problem: string): never {
-  console.error(`sim: ${problem}\nusage: bun test/sim/main.ts --seeds N [--seed S] [--steps K] [--plant ${PLANTS.join("|")}] [--trace]`);
+  console.error(`sim: ${problem}\nusage: bun test/sim/main.ts --seeds N [--seed S] [--steps K] [--plant ${PLANTS.join("|")}] [--linux-flush] [--trace]`);
   process.exit(64);
 }
 
@@ -50,16 +52,17 @@ const args = parseArgs(process.argv.slice(2));
 const started_ms = performance.now();
 let failed = 0;
 const last = args.seed + args.seeds - 1;
-console.log(`sim: seeds ${args.seed}..${last}, ${args.steps} steps each${args.plant ? `, planted bug ${args.plant}` : ""}`);
+const flags = `${args.plant ? ` --plant ${args.plant}` : ""}${args.linux_flush ? " --linux-flush" : ""}`;
+console.log(`sim: seeds ${args.seed}..${last}, ${args.steps} steps each${flags}`);
 for (let seed = args.seed; seed <= last; seed++) {
-  const result = runSimulation({ seed, steps: args.steps, plant: args.plant });
+  const result = runSimulation({ seed, steps: args.steps, plant: args.plant, linux_flush: args.linux_flush });
   if (args.trace || !result.ok) {
     console.log(result.trace_tail.join("\n"));
   }
   if (result.ok) continue;
   failed++;
   console.log(`seed ${seed} FAILED at step ${result.failed_step}: ${result.error}`);
-  console.log(`replay: bun test/sim/main.ts --seed ${seed} --steps ${args.steps}${args.plant ? ` --plant ${args.plant}` : ""}`);
+  console.log(`replay: bun test/sim/main.ts --seed ${seed} --steps ${args.steps}${flags}`);
   if (failed >= 5) break;
 }
 const seconds = ((performance.now() - started_ms) / 1000).toFixed(1);

@@ -7,7 +7,9 @@
 //   - failover to the secondary: writes the peer was promised to hold (fullsync answered on the
 //     peer's disk write, memsync on its "received", trims like fullsync; not async, not writes
 //     answered while the link was down) and everything acknowledged before an in-sync point;
-//   - a process kill or a secondary crash: nothing acknowledged may be lost.
+//   - a process kill or a secondary crash: nothing acknowledged may be lost;
+//   - a failed flush of the primary's disk that dropped cached sectors (Linux's write-back error):
+//     writes to those sectors not promised to the peer; the application's next flush must fail.
 // A trim is modelled as zeroing its range on both nodes.
 
 export interface WriteRecord {
@@ -26,6 +28,8 @@ export class Oracle {
   private readonly floor: Int32Array;
   private readonly unflushed = new Set<WriteRecord>();
   private readonly unreplicated = new Set<WriteRecord>();
+  /** The primary's disk dropped sectors and no flush answered since: the next one must fail. */
+  private drop_unreported = false;
 
   constructor(readonly sectors: number) {
     this.history = Array.from({ length: sectors }, () => []);
@@ -52,11 +56,28 @@ export class Oracle {
     return [...this.unflushed];
   }
 
-  flushAcked(covered: WriteRecord[], ok: boolean): void {
-    if (!ok) return;
+  /** Returns an error when the flush says data is durable that a dropped write-back lost. */
+  flushAcked(covered: WriteRecord[], ok: boolean): string | null {
+    const unreported = this.drop_unreported;
+    this.drop_unreported = false;
+    if (!ok) return null;
+    if (unreported) return "a flush answered ok after the primary's disk dropped a write-back, which no flush has reported";
     for (const rec of covered) {
       rec.flushed = true;
       this.unflushed.delete(rec);
+    }
+    return null;
+  }
+
+  /** The primary's disk dropped these sectors' cached writes: those not promised to the peer (which
+   * the primary copies back from it) are lost. */
+  dropped(sectors: number[]): void {
+    this.drop_unreported = true;
+    for (const s of sectors) {
+      const h = this.history[s]!;
+      let i = this.floor[s]!;
+      for (; i >= 0 && !(h[i]!.acked && (h[i]!.replicated || h[i]!.flushed)); i--);
+      this.floor[s] = i;
     }
   }
 

@@ -21,6 +21,9 @@ export interface RunOptions {
   seed: number;
   steps: number;
   plant: Plant | null;
+  /** A failed flush may drop cached sectors, as Linux does on a write-back error. Off by default:
+   * the engine does not handle it yet (docs/operations.md, "A local flush error on the primary"). */
+  linux_flush?: boolean;
 }
 
 export interface RunResult {
@@ -71,6 +74,7 @@ class Simulation implements SimContext, Observer {
   readonly net: Network;
   readonly cfg: SimConfig;
   readonly plant: Plant | null;
+  private readonly linux_flush: boolean;
   readonly observer: Observer = this;
   readonly hosts: [Host, Host];
   official: Host;
@@ -110,6 +114,7 @@ class Simulation implements SimContext, Observer {
   constructor(private readonly options: RunOptions) {
     this.rng = new Rng(options.seed);
     this.plant = options.plant;
+    this.linux_flush = options.linux_flush === true;
     this.net = new Network(this.clock, this.rng);
     this.cfg = makeConfig(this.rng);
     this.mode = this.cfg.mode;
@@ -276,6 +281,10 @@ class Simulation implements SimContext, Observer {
       ? { latency_ms_max: this.rng.between(1, 6), eio_read: 0.01, eio_write: 0.01, eio_flush: 0.02 }
       : { latency_ms_max: this.rng.between(0, 4), eio_read: 0, eio_write: 0, eio_flush: 0 };
     const host = new Host(name, disk, this.clock);
+    disk.drops_on_eio = this.linux_flush;
+    disk.on_drop = (sectors) => {
+      if (host === this.official && host.primary !== null) this.oracle.dropped(sectors);
+    };
     host.create(this.freshMetadata(mapsize));
     return host;
   }
@@ -533,7 +542,10 @@ class Simulation implements SimContext, Observer {
         if (ok && !p.connected) this.unseen.set(o.host, "yes");
         const promised = ok && (o.kind === "delete" || mode !== "async") && connected && p.connected && p.link_epoch === link_epoch;
         this.oracle.acked(rec, ok, promised);
-      } else if (o.kind === "flush") this.oracle.flushAcked(covered, ok);
+      } else if (o.kind === "flush") {
+        const lie = this.oracle.flushAcked(covered, ok);
+        if (lie) this.fail(lie);
+      }
       else if (ok) {
         for (let i = 0; i < o.count; i++) {
           if (!this.oracle.allows(o.first + i, read![i]!, floors![i]!)) {
