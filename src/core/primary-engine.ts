@@ -77,6 +77,8 @@ interface Read {
 interface Flush {
   id: number;
   legs: RequestLegs;
+  /** Started by the daemon itself (background flush, orderly stop): nobody sees its answer. */
+  internal: boolean;
 }
 
 export interface SyncProgress {
@@ -103,16 +105,33 @@ export class PrimaryEngine {
 
   private readonly sync_chunks_max: number;
   private readonly sync_locks: RangeLock;
-  private readonly sync_inflight = new Map<SyncChunk, number>();
+  /** Sync chunks in flight: their range lock and the side they are read from. */
+  private readonly sync_inflight = new Map<SyncChunk, { token: number; from: SyncSource }>();
   private sync_waiting: SyncChunk | null = null;
   private sync_running = false;
   /** Numbers passes, so a late syncFlushDone of an earlier pass is ignored. */
   private sync_pass = 0;
   /**
-   * Extents whose local copy missed a write that the peer took (local write error masked by the
-   * peer): read from the peer, copied back from it by the sync. Kept for the worker's lifetime.
+   * Extents whose local copy lacks changes the peer holds: read from the peer, copied back from it
+   * by the sync, and changed only together with it (a change the peer missed there would be
+   * overwritten by the copy). "missed": a local write failed that the peer made (the peer's copy
+   * holds an answered write this node never had). "dropped": a local flush failed, so pages may be
+   * gone; should the peer's copy miss a later change, this node's copy is kept instead (what was
+   * dropped is lost, and the failed flush said so).
    */
-  private readonly local_stale = new Set<number>();
+  private readonly local_stale = new Map<number, "missed" | "dropped">();
+  /**
+   * Per extent, the number of the last change finished on this node's disk (`local`) or the peer's
+   * (`remote`): a flush there that started after it and succeeded made it durable. Linux may drop
+   * whatever a failed flush covered and report that once, so a later flush succeeds regardless:
+   * a failure marks every extent still listed for copying (localFlushFailed, remoteFlushFailed).
+   */
+  private readonly changed = { local: new Map<number, number>(), remote: new Map<number, number>() };
+  private change_seq = 0;
+  /** change_seq when each flush in flight started (by request id, or -pass). */
+  private readonly flush_started = new Map<number, number>();
+  /** A flush whose answer nobody sees failed here since the last answer to one somebody does. */
+  private local_failure_unreported = false;
   /**
    * Extents of replicated changes the secondary answered but may still hold in its disk cache:
    * their dirty hold (one writeStart each) is kept until a flush sent to the peer after they
@@ -201,7 +220,8 @@ export class PrimaryEngine {
 
   // ---- application requests ----
 
-  submit(id: number, kind: RequestKind, offset: number, length: number): PrimaryAction[] {
+  /** `internal`: a flush the daemon started itself, whose answer no application sees. */
+  submit(id: number, kind: RequestKind, offset: number, length: number, internal = false): PrimaryAction[] {
     assert(this.inflight() < REQUESTS_MAX, () => `more than ${REQUESTS_MAX} requests in flight`);
     assert(!this.modifies.has(id) && !this.reads.has(id) && !this.flushes.has(id) && !this.blocked.some((b) => b.id === id),
       () => `request id ${id} reused while in flight`);
@@ -209,7 +229,7 @@ export class PrimaryEngine {
       case "read":
         return this.startRead(id, offset, length);
       case "flush":
-        return this.startFlush(id);
+        return this.startFlush(id, internal);
       default: {
         if (this.overlapsSync(offset, length) || this.blocked.length > 0 || this.overlapsWaitingChunk(offset, length)) {
           this.blocked.push({ id, kind, offset, length, mode: this.mode });
@@ -223,7 +243,9 @@ export class PrimaryEngine {
   localDone(id: number, ok: boolean): PrimaryAction[] {
     const read = this.reads.get(id);
     if (read) return this.readLocalDone(read, ok);
-    return this.legOutcome(id, (legs) => legs.localDone(ok));
+    // A failed flush may have dropped pages already: marked now, before a read or another flush.
+    const dropped = !ok && this.flushes.has(id) ? this.localFlushFailed() : [];
+    return [...dropped, ...this.legOutcome(id, (legs) => legs.localDone(ok))];
   }
 
   remoteReceived(id: number): PrimaryAction[] {
@@ -240,6 +262,13 @@ export class PrimaryEngine {
   }
 
   private startRead(id: number, offset: number, length: number): PrimaryAction[] {
+    if (this.touchesLocalStale(offset, length) && this.touchesOwnOnly(offset, length)) {
+      // Part of the range is current only here, part only on the peer: no one copy can answer.
+      return [
+        { type: "log", level: "error", message: `Read at ${offset} (${length} bytes) failed: it spans extents stale here and extents the peer has yet to receive.` },
+        { type: "reply", id, ok: false, source: "local" },
+      ];
+    }
     if ((this.syncsrc === "secondary" && this.staleLocally(offset, length)) || this.touchesLocalStale(offset, length)) {
       // Only the peer has current data here; without it the read fails rather than return stale data.
       if (!this.connected) return [{ type: "reply", id, ok: false, source: "remote" }];
@@ -256,6 +285,14 @@ export class PrimaryEngine {
     const first = this.map.extentOf(offset);
     const last = this.map.extentOf(offset + length - 1);
     for (let e = first; e <= last; e++) if (this.local_stale.has(e)) return true;
+    return false;
+  }
+
+  /** The range touches an extent whose changes the peer still lacks. */
+  private touchesOwnOnly(offset: number, length: number): boolean {
+    const first = this.map.extentOf(offset);
+    const last = this.map.extentOf(offset + length - 1);
+    for (let e = first; e <= last; e++) if (!this.peerHasAll(e)) return true;
     return false;
   }
 
@@ -306,9 +343,10 @@ export class PrimaryEngine {
     return [{ type: "reply", id: read.id, ok: false, source: "local" }];
   }
 
-  private startFlush(id: number): PrimaryAction[] {
+  private startFlush(id: number, internal: boolean): PrimaryAction[] {
     const legs = new RequestLegs("fullsync", this.connected);
-    this.flushes.set(id, { id, legs });
+    this.flushes.set(id, { id, legs, internal });
+    this.flush_started.set(id, this.change_seq);
     const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];
     if (this.connected) {
       this.coverUnflushed(id);
@@ -318,15 +356,135 @@ export class PrimaryEngine {
   }
 
   /**
-   * A flush succeeds when this node's own flush did. Spec 6.4 also counts the peer's alone, but
-   * this node's copy of what the flush covers may then never reach its disk, and a later sync could
-   * copy that copy over the peer's good one (simulator seed 139401: a power loss here, then the
-   * dirty extents synced from here). A failed peer flush needs no error: the changes it covered stay
-   * held and are copied to the peer again.
+   * A flush ended (both legs count: it is answered now). It succeeds when this node's own flush did.
+   * Spec 6.4 also counts the peer's alone, but this node's copy of what the flush covers may then
+   * never reach its disk, and a later sync could copy that copy over the peer's good one (simulator
+   * seed 139401: a power loss here, then the dirty extents synced from here). A failed peer flush
+   * needs no error: what it covered is copied to the peer again. A failure of a flush nobody saw is
+   * reported by the next one somebody sees, as Linux reports a write-back error once.
    */
-  private flushAnswer(out: LegOutcome): boolean {
-    assert(out.final !== undefined, "flush answered before both legs ended");
-    return out.final.local_ok;
+  private flushOutcome(flush: Flush, out: LegOutcome): PrimaryAction[] {
+    assert((out.ack === undefined) === (out.final === undefined), "flush answered apart from its end");
+    if (!out.final) return [];
+    const { local_ok, remote_ok } = out.final;
+    this.flushes.delete(flush.id);
+    const actions = this.flushDone(flush.id, local_ok, remote_ok);
+    if (!local_ok && remote_ok && !flush.internal) {
+      actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed here; answered with an error although the peer's flush succeeded (what it covers may not be on this node's disk).` });
+    }
+    actions.push(...this.flushEnded(flush.id, remote_ok));
+    let ok = local_ok;
+    if (!flush.internal) {
+      if (ok && this.local_failure_unreported) {
+        ok = false;
+        actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
+      }
+      this.local_failure_unreported = false;
+    }
+    actions.push({ type: "reply", id: flush.id, ok });
+    return actions;
+  }
+
+  private noteChange(side: "local" | "remote", first: number, last: number): void {
+    const seq = ++this.change_seq;
+    for (let e = first; e <= last; e++) this.changed[side].set(e, seq);
+  }
+
+  /** Changes made durable by the flush `key` are forgotten; a failure on either side marks what it
+   * may have dropped there. */
+  private flushDone(key: number, local_ok: boolean, remote_ok: boolean): PrimaryAction[] {
+    const started = this.flush_started.get(key);
+    this.flush_started.delete(key);
+    if (started === undefined) return [];
+    const actions: PrimaryAction[] = [];
+    if (local_ok) forgetUpTo(this.changed.local, started);
+    if (remote_ok) forgetUpTo(this.changed.remote, started);
+    // A flush the link took with it failed for the link: the disconnect marked what it must.
+    else if (this.connected) actions.push(...this.remoteFlushFailed());
+    return actions;
+  }
+
+  /** Extents a change or a sync chunk in flight is writing, on this node's disk or the peer's. */
+  private extentsInFlight(side: "local" | "remote"): Set<number> {
+    const extents = new Set<number>();
+    for (const m of this.modifies.values()) {
+      for (let e = this.map.extentOf(m.offset); e <= this.map.extentOf(m.offset + m.length - 1); e++) extents.add(e);
+    }
+    for (const [chunk, sync] of this.sync_inflight) if ((sync.from === "secondary") === (side === "local")) extents.add(chunk.extent);
+    return extents;
+  }
+
+  /**
+   * This node's flush failed: what was written here since its last good flush may be gone from its
+   * disk. Where the peer holds all of it, the extent is stale here and copied back from the peer;
+   * elsewhere (changes only this node had) it is copied from here, and the loss reported. Called
+   * as soon as the flush failed (the caller does, for the end-of-pass flush).
+   */
+  localFlushFailed(): PrimaryAction[] {
+    for (const m of this.modifies.values()) m.legs.localLost();
+    const extents = this.extentsInFlight("local");
+    for (const e of this.changed.local.keys()) extents.add(e);
+    this.changed.local.clear();
+    this.local_failure_unreported = true;
+    const stale: number[] = [];
+    const actions: PrimaryAction[] = [];
+    for (const e of extents) {
+      if (this.peerHasAll(e)) stale.push(e);
+      else {
+        const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
+        if (write) actions.push({ type: "map", write });
+      }
+    }
+    if (extents.size > 0) {
+      actions.unshift({ type: "log", level: "error", message: `After a failed local flush, ${stale.length} extents will be copied back from the peer; ` +
+        `${extents.size - stale.length} hold changes only this node had.` });
+    }
+    actions.push(...this.markLocalStale(stale));
+    if (this.connected && !this.sync_running && extents.size > 0) actions.push(...this.unblock(), ...this.startPass());
+    return actions;
+  }
+
+  /** The peer's flush failed: what it was sent since its last good flush may be gone from its disk,
+   * so those extents are copied to it again (unless its copy is the one that counts there). */
+  private remoteFlushFailed(): PrimaryAction[] {
+    const extents = this.extentsInFlight("remote");
+    for (const e of this.changed.remote.keys()) extents.add(e);
+    this.changed.remote.clear();
+    const actions: PrimaryAction[] = extents.size === 0 ? [] :
+      [{ type: "log", level: "warn", message: `The peer's flush failed: ${extents.size} extents will be copied to it again.` }];
+    for (const e of extents) {
+      if (this.local_stale.get(e) === "missed") continue; // the peer's copy is the only one
+      this.keepOwnCopy(e);
+      const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
+      if (write) actions.push({ type: "map", write });
+    }
+    if (this.connected && !this.sync_running && extents.size > 0) actions.push(...this.unblock(), ...this.startPass());
+    return actions;
+  }
+
+  /** Extent `e`, stale here after a failed local flush, got a change the peer's copy may lack: this
+   * node's copy is the one kept, without what the flush dropped (reported to the application). */
+  private keepOwnCopy(e: number): void {
+    if (this.local_stale.get(e) !== "dropped") return;
+    this.local_stale.delete(e);
+    this.local_failure_unreported = true;
+  }
+
+  /** The peer's copy of extent `e` holds every change made here: it is not waiting to be copied
+   * from this node to the peer. */
+  private peerHasAll(e: number): boolean {
+    return this.syncsrc === "secondary" || this.local_stale.has(e) || !this.map.extentState(e).in_sync_set;
+  }
+
+  /** Reads of these extents go to the peer and the sync copies them back from it. */
+  private markLocalStale(extents: number[]): PrimaryAction[] {
+    const actions: PrimaryAction[] = [];
+    for (const e of extents) {
+      if (!this.local_stale.has(e)) this.local_stale.set(e, "dropped");
+      const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
+      if (write) actions.push({ type: "map", write });
+    }
+    return actions;
   }
 
   /** A flush is about to reach the peer: it covers every change finished so far. */
@@ -363,10 +521,10 @@ export class PrimaryEngine {
     // While the primary is being synchronized from the secondary its own data is not authoritative:
     // a change the peer does not also make would be overwritten by the copy (or, once apart, make a
     // split-brain). So changes then need the peer: refused while it is gone, failed if its leg fails.
-    const from_peer = this.syncsrc === "secondary";
+    const from_peer = this.syncsrc === "secondary" || this.touchesLocalStale(offset, length);
     if (from_peer && !this.connected) {
       return [
-        { type: "log", level: "error", message: `Refused ${kind} at ${offset}: this node is being synchronized from the secondary, which is not connected.` },
+        { type: "log", level: "error", message: `Refused ${kind} at ${offset}: the secondary holds changes this node lacks there, and it is not connected.` },
         { type: "reply", id, ok: false },
       ];
     }
@@ -403,35 +561,41 @@ export class PrimaryEngine {
     assert(modify || flush, () => `no request ${id} in flight`);
     const legs = (modify ?? flush)!.legs;
     const out = step(legs);
+    if (flush) return this.flushOutcome(flush, out);
     const actions: PrimaryAction[] = [];
+    // Local leg failed, the peer's succeeded (spec 6.8): answered from the peer's copy, unless the
+    // peer's copy of the extent lacks older changes only this node has (neither copy is whole).
+    const masked = out.final !== undefined && !out.final.local_ok && out.final.remote_ok;
+    const first = this.map.extentOf(modify!.offset);
+    const last = this.map.extentOf(modify!.offset + modify!.length - 1);
+    let peer_whole = true;
+    for (let e = first; masked && e <= last; e++) peer_whole &&= this.peerHasAll(e);
     if (out.ack) {
+      const ok = out.ack.ok && peer_whole;
       // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
       // (a write sent while connected whose remote leg failed with the link).
-      if (modify && out.ack.ok && !this.connected) actions.push(...this.noteDisconnectedChange());
-      actions.push({ type: "reply", id, ok: flush ? this.flushAnswer(out) : out.ack.ok });
+      if (ok && !this.connected) actions.push(...this.noteDisconnectedChange());
+      actions.push({ type: "reply", id, ok });
     }
     if (out.final) {
-      if (flush) {
-        this.flushes.delete(id);
-        if (!out.final.local_ok && out.final.remote_ok) {
-          actions.push({ type: "log", level: "error", message: `Flush ${id} failed here; answered with an error although the peer's flush succeeded (what it covers may not be on this node's disk).` });
-        }
-        actions.push(...this.flushEnded(id, out.final.remote_ok));
-      }
       if (modify) {
         this.modifies.delete(id);
-        if (!out.final.local_ok && out.final.remote_ok) {
-          // Spec 6.8 answers the write from the peer's copy; here the local copy is also known to be
-          // older, so reads of it go to the peer and the sync copies it back from there.
-          const first = this.map.extentOf(modify.offset);
-          const last = this.map.extentOf(modify.offset + modify.length - 1);
-          for (let e = first; e <= last; e++) this.local_stale.add(e);
+        if (masked && peer_whole) {
+          // The local copy is known to be older: reads of it go to the peer and the sync copies it
+          // back from there. A local leg a failed flush took may still be on the disk: "dropped".
+          const why = legs.local_written_maybe ? "dropped" : "missed";
+          for (let e = first; e <= last; e++) if (this.local_stale.get(e) !== "missed") this.local_stale.set(e, why);
           const write = this.map.needSync(modify.offset, modify.length);
           if (write) actions.push({ type: "map", write });
           if (this.connected && !this.sync_running) {
             actions.push(...this.unblock());
             actions.push(...this.startPass());
           }
+        } else if (masked) {
+          // Copied from here as planned; if it was answered already (before a failed flush took its
+          // local leg), what that flush dropped is lost, and the next flush says so.
+          if (!out.ack) this.local_failure_unreported = true;
+          actions.push({ type: "log", level: "error", message: `${modify.kind} at ${modify.offset} failed here; the peer took it but lacks older changes of its extent that only this node has.` });
         }
         // An unsent leg was marked at start; a sent one that failed is marked now (sharp edge 17).
         const resync = !out.final.remote_ok && legs.remote_state !== "unsent";
@@ -442,10 +606,15 @@ export class PrimaryEngine {
           // counters must say so, or a later failover could take the peer's older copy as newer.
           actions.push(...this.noteDisconnectedChange());
         }
+        if (out.final.local_ok) this.noteChange("local", first, last);
+        if ((out.final.local_ok || legs.local_written_maybe) && !out.final.remote_ok) {
+          // Started before its extent went stale here, and the peer missed it: this copy holds a
+          // change the peer lacks, so it is the one kept (what the failed flush dropped is lost).
+          for (let e = first; e <= last; e++) this.keepOwnCopy(e);
+        }
         if (out.final.remote_ok) {
           // Held dirty until a flush makes it durable on the peer (see `unflushed`).
-          const first = this.map.extentOf(modify.offset);
-          const last = this.map.extentOf(modify.offset + modify.length - 1);
+          this.noteChange("remote", first, last);
           for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
         } else {
           const write = this.map.writeComplete(modify.offset, modify.length);
@@ -473,11 +642,21 @@ export class PrimaryEngine {
     // secondary answered (its answer asking for the full copy may have been lost with an earlier
     // connection). The map carries that from here on, so a later reconnect resumes the copy.
     const full = (this.gen.flags & FLAG_SYNC_FULL_ON_CONNECT) !== 0;
+    // An extent the peer hands back (it may not have made its last changes durable) cannot be
+    // copied back from it: this node's copy of it is kept.
+    for (const [e, why] of this.local_stale) if (why === "dropped" && mapHas(c.peer_map, e)) this.keepOwnCopy(e);
     const merged = this.map.mergeRemote(full ? allExtents(this.map.nextents, c.peer_map.length) : c.peer_map);
     if (merged) actions.push({ type: "map", write: merged });
     if (full) {
       this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
       actions.push({ type: "metadata", generation: this.generation });
+    }
+    if (c.virgin && this.local_stale.size > 0) {
+      // A re-created secondary holds none of what this node's stale extents missed: those changes
+      // are lost, and this node's copy is the one kept.
+      this.local_stale.clear();
+      this.local_failure_unreported = true;
+      actions.push({ type: "log", level: "error", message: "The secondary was re-created: changes only it held for extents stale here are lost." });
     }
     if (c.virgin && this.gen.localcnt === 0n) {
       this.gen.localcnt = 1n;
@@ -494,12 +673,16 @@ export class PrimaryEngine {
     if (!this.connected) return [];
     this.connected = false;
     const actions: PrimaryAction[] = [];
+    // The peer's flushes are over: what it kept is its own business now (its map marks synchronized
+    // changes until a flush made them durable; regular ones are held here).
+    this.changed.remote.clear();
     // Changes the peer answered but never confirmed durable: copied again at the next connect.
     const held = this.unflushed;
     this.unflushed = new Map();
     for (const covered of this.flushing.values()) for (const [e, n] of covered) held.set(e, (held.get(e) ?? 0) + n);
     this.flushing.clear();
     for (const e of held.keys()) {
+      this.keepOwnCopy(e);
       const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
       if (write) actions.push({ type: "map", write });
     }
@@ -509,7 +692,7 @@ export class PrimaryEngine {
       actions.push({ type: "log", level: "info", message: `Synchronization interrupted. ${this.sync_done_bytes} bytes synchronized so far.` });
       actions.push({ type: "event", event: "syncintr" });
     }
-    for (const chunk of this.sync_inflight.keys()) this.sync_locks.unlock(this.sync_inflight.get(chunk)!);
+    for (const sync of this.sync_inflight.values()) this.sync_locks.unlock(sync.token);
     this.sync_inflight.clear();
     this.sync_waiting = null;
     for (const read of [...this.reads.values()]) {
@@ -525,19 +708,29 @@ export class PrimaryEngine {
 
   // ---- synchronization ----
 
-  /** False once the chunk's pass has ended (a disconnect): its range is no longer locked against
-   * writes, so data read for it meanwhile may be older than the disk's. */
+  /** False once the chunk's pass has ended (a disconnect: its range is no longer locked against
+   * writes, so data read for it meanwhile may be older than the disk's), or once its extent is
+   * copied the other way (a failed flush of the side it was read from). */
   syncChunkLive(chunk: SyncChunk): boolean {
-    return this.sync_inflight.has(chunk);
+    const sync = this.sync_inflight.get(chunk);
+    return sync !== undefined && sync.from === this.syncSource(chunk.extent);
+  }
+
+  /** Where the sync copies extent `e` from. */
+  private syncSource(e: number): SyncSource {
+    return this.local_stale.has(e) ? "secondary" : this.syncsrc!;
   }
 
   syncCopyDone(chunk: SyncChunk, ok: boolean): PrimaryAction[] {
-    const token = this.sync_inflight.get(chunk);
-    if (token === undefined) return []; // chunk of a pass that a disconnect ended
+    const sync = this.sync_inflight.get(chunk);
+    if (sync === undefined) return []; // chunk of a pass that a disconnect ended
     this.sync_inflight.delete(chunk);
-    this.sync_locks.unlock(token);
+    this.sync_locks.unlock(sync.token);
     const actions: PrimaryAction[] = [];
-    if (ok) this.sync_done_bytes += chunk.length;
+    if (ok) {
+      this.sync_done_bytes += chunk.length;
+      this.noteChange(sync.from === "secondary" ? "local" : "remote", chunk.extent, chunk.extent);
+    }
     else {
       actions.push({ type: "log", level: "error", message: `Unable to synchronize ${chunk.length} bytes at offset ${chunk.offset}; the extent stays dirty.` });
     }
@@ -578,8 +771,9 @@ export class PrimaryEngine {
       }
       const token = this.sync_locks.tryLock(chunk.offset, chunk.length);
       assert(token !== null, () => `sync chunk at ${chunk.offset} overlaps another sync chunk`);
-      this.sync_inflight.set(chunk, token);
-      actions.push({ type: "sync-copy", chunk, from: this.local_stale.has(chunk.extent) ? "secondary" : this.syncsrc! });
+      const from = this.syncSource(chunk.extent);
+      this.sync_inflight.set(chunk, { token, from });
+      actions.push({ type: "sync-copy", chunk, from });
     }
     return actions;
   }
@@ -591,6 +785,7 @@ export class PrimaryEngine {
     const failed = this.map.syncDeferredExtentCount();
     if (failed > 0) return this.retryPass(`Synchronization left ${failed} extents dirty after errors`);
     this.coverUnflushed(-this.sync_pass);
+    this.flush_started.set(-this.sync_pass, this.change_seq);
     return [{ type: "sync-flush", pass: this.sync_pass }];
   }
 
@@ -621,10 +816,11 @@ export class PrimaryEngine {
 
   /** Spec 8 end of pass, once the copied data is durable on both sides: direction forgotten,
    * counters mirrored and persisted. */
-  syncFlushDone(pass: number, ok: boolean): PrimaryAction[] {
-    const released = this.flushEnded(-pass, ok && this.connected);
+  syncFlushDone(pass: number, local_ok: boolean, remote_ok: boolean): PrimaryAction[] {
+    // A failure on either side starts a pass over what it may have dropped.
+    const released = [...this.flushDone(-pass, local_ok, remote_ok), ...this.flushEnded(-pass, local_ok && remote_ok && this.connected)];
     if (pass !== this.sync_pass || !this.connected || this.sync_running) return released;
-    if (!ok) return [...released, ...this.retryPass("Unable to flush the synchronized data")];
+    if (!local_ok || !remote_ok) return [...released, ...this.retryPass("Unable to flush the synchronized data")];
     this.pass_retries = 0;
     const actions: PrimaryAction[] = [...released];
     if (this.sync_done_bytes > 0) {
@@ -675,4 +871,13 @@ function allExtents(nextents: number, bytes: number): Uint8Array {
   const map = new Uint8Array(bytes);
   for (let e = 0; e < nextents; e++) map[e >> 3]! |= 1 << (e & 7);
   return map;
+}
+
+/** Forgets the changes numbered up to `seq` (a flush that started then made them durable). */
+function forgetUpTo(changed: Map<number, number>, seq: number): void {
+  for (const [e, n] of changed) if (n <= seq) changed.delete(e);
+}
+
+function mapHas(map: Uint8Array, e: number): boolean {
+  return (e >> 3) < map.length && (map[e >> 3]! & (1 << (e & 7))) !== 0;
 }

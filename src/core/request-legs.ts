@@ -34,6 +34,7 @@ export class RequestLegs {
   private local: "pending" | "ok" | "failed" = "pending";
   private remote: RemoteLeg;
   private acked = false;
+  private local_lost = false;
   private finished = false;
 
   /**
@@ -58,6 +59,21 @@ export class RequestLegs {
     assert(this.local === "pending", "local leg completed twice");
     this.local = ok ? "ok" : "failed";
     return this.settle();
+  }
+
+  /**
+   * A flush of the local disk failed after this leg succeeded: its data may have been dropped, so
+   * it counts as failed (the answer, if not given yet, then waits for the peer's leg).
+   */
+  localLost(): void {
+    if (this.local !== "ok" || this.finished) return;
+    this.local = "failed";
+    this.local_lost = true;
+  }
+
+  /** The local leg wrote, but a failed flush may have dropped what it wrote (localLost). */
+  get local_written_maybe(): boolean {
+    return this.local_lost;
   }
 
   /** memsync early acknowledgement: the peer holds the data in memory. */

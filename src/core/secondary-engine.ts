@@ -94,11 +94,9 @@ export class SecondaryEngine {
     } else if (r && r.kind === "flush") {
       const covered = this.flushing.get(seq)!;
       this.flushing.delete(seq);
-      if (error) {
-        for (const [e, n] of covered) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + n);
-      } else {
-        actions.push(...this.release(covered));
-      }
+      // A failed flush may have dropped what it covered (Linux's write-back error), and a later one
+      // succeeds regardless: those extents stay marked, for the next handshake to hand back.
+      if (!error) actions.push(...this.release(covered));
     }
     actions.push({ type: "reply", seq, error, received: false });
     return actions;

@@ -150,12 +150,13 @@ export class PrimaryIo implements BlockBackend {
     return this.link !== null && this.link.queued_bytes > SEND_QUEUE_MAX_BYTES;
   }
 
-  private submit(kind: RequestKind, offset: number, length: number, buf: Uint8Array | null): Promise<void> {
+  /** `internal`: a flush of the daemon's own, whose failure the next application flush reports. */
+  private submit(kind: RequestKind, offset: number, length: number, buf: Uint8Array | null, internal = false): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const start = () => {
         const id = this.next_id++;
         this.apps.set(id, { kind, offset, length, buf, local_error: null, remote_error: null, resolve, reject });
-        this.runSubmitted(this.o.engine.submit(id, kind, offset, length));
+        this.runSubmitted(this.o.engine.submit(id, kind, offset, length, internal));
       };
       if (this.waiting.length === 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) start();
       else this.waiting.push(start);
@@ -308,7 +309,7 @@ export class PrimaryIo implements BlockBackend {
         void this.syncCopy(a.chunk, a.from).then((ok) => this.run(this.o.engine.syncCopyDone(a.chunk, ok)));
         return;
       case "sync-flush":
-        void this.flushBoth().then((ok) => this.run(this.o.engine.syncFlushDone(a.pass, ok)));
+        void this.flushBoth().then((r) => this.run(this.o.engine.syncFlushDone(a.pass, r.local_ok, r.remote_ok)));
         return;
       case "event":
         return this.o.emit(a.event);
@@ -429,15 +430,18 @@ export class PrimaryIo implements BlockBackend {
   // ---- synchronization ----
 
   /** Local and remote cache flush outside any application request (end of a sync pass, background). */
-  private async flushBoth(): Promise<boolean> {
-    const local = new Promise<Error | null>((resolve) => this.flushLocal(resolve));
+  private async flushBoth(): Promise<{ local_ok: boolean; remote_ok: boolean }> {
+    const local = new Promise<Error | null>((resolve) => this.flushLocal((err) => {
+      if (err) this.run(this.o.engine.localFlushFailed());
+      resolve(err);
+    }));
     const reply = await this.remoteSync({ kind: "flush", seq: this.next_id++ });
     const err = await local;
     if (err) {
       this.o.stats.local_errors.flush++;
       this.o.log.error(`Local flush failed: ${err.message}`);
     }
-    return err === null && reply.error === "OK";
+    return { local_ok: err === null, remote_ok: reply.error === "OK" };
   }
 
   /** Orderly stop: one more flush through the peer, then the keepdirty extents are let go when the
@@ -445,7 +449,7 @@ export class PrimaryIo implements BlockBackend {
   async settleForStop(): Promise<void> {
     if (!this.link) return;
     try {
-      await this.submit("flush", 0, 0, null);
+      await this.submit("flush", 0, 0, null, true);
     } catch {
       return;
     }
@@ -461,7 +465,7 @@ export class PrimaryIo implements BlockBackend {
    */
   backgroundFlush(): void {
     if (!this.link || !this.o.engine.awaits_flush) return;
-    this.submit("flush", 0, 0, null).catch((err: Error) => this.o.log.debug(`Background flush failed: ${err.message}`));
+    this.submit("flush", 0, 0, null, true).catch((err: Error) => this.o.log.debug(`Background flush failed: ${err.message}`));
   }
 
   /** A sync pass given up after errors starts again (the connector's timer, every SYNC_RESUME_S). */
@@ -523,6 +527,8 @@ export class PrimaryIo implements BlockBackend {
     }
     const reply = await this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true });
     if (reply.error !== "OK" || reply.data.length !== chunk.length) return false;
+    // The peer's copy may have stopped counting meanwhile (its flush failed): this node's is kept.
+    if (!this.o.engine.syncChunkLive(chunk)) return false;
     try {
       this.o.disk.write(reply.data, at);
       return true;

@@ -30,6 +30,9 @@ export class Oracle {
   private readonly unreplicated = new Set<WriteRecord>();
   /** The primary's disk dropped sectors and no flush answered since: the next one must fail. */
   private drop_unreported = false;
+  /** The secondary lost its cache since the pair was last in sync: its copy of an extent may lack
+   * changes the primary still has to copy to it, so a drop on the primary is a second fault. */
+  private peer_incomplete = false;
 
   constructor(readonly sectors: number) {
     this.history = Array.from({ length: sectors }, () => []);
@@ -69,16 +72,38 @@ export class Oracle {
     return null;
   }
 
+  /** Lost writes become values the device may or may not hold. */
+  private forget(lost: Set<WriteRecord>): void {
+    for (const rec of lost) {
+      rec.acked = false;
+      this.unflushed.delete(rec);
+      this.unreplicated.delete(rec);
+    }
+  }
+
+  /** The secondary lost its cache: writes promised to it count as on it no more (a drop on the
+   * primary's disk may now lose them; the primary copies them to the secondary again). */
+  peerLostCache(): void {
+    this.peer_incomplete = true;
+    for (const rec of this.unflushed) {
+      if (!rec.replicated) continue;
+      rec.replicated = false;
+      this.unreplicated.add(rec);
+    }
+  }
+
   /** The primary's disk dropped these sectors' cached writes: those not promised to the peer (which
-   * the primary copies back from it) are lost. */
+   * the primary copies back from it) are lost, and all unflushed ones while the peer is incomplete. */
   dropped(sectors: number[]): void {
     this.drop_unreported = true;
+    const lost = new Set<WriteRecord>();
     for (const s of sectors) {
       const h = this.history[s]!;
       let i = this.floor[s]!;
-      for (; i >= 0 && !(h[i]!.acked && (h[i]!.replicated || h[i]!.flushed)); i--);
+      for (; i >= 0 && !(h[i]!.acked && ((h[i]!.replicated && !this.peer_incomplete) || h[i]!.flushed)); i--) if (h[i]!.acked) lost.add(h[i]!);
       this.floor[s] = i;
     }
+    this.forget(lost);
   }
 
   /**
@@ -98,6 +123,7 @@ export class Oracle {
 
   /** The pair is in sync and idle: everything acknowledged is on both nodes. */
   inSync(): void {
+    this.peer_incomplete = false;
     for (const rec of this.unreplicated) if (rec.acked) rec.replicated = true;
     this.unreplicated.clear();
   }
@@ -106,6 +132,12 @@ export class Oracle {
    * A crash: the floor drops to the newest acknowledged write that `survives`; the acknowledged
    * writes above it are lost (from now on they are values the device may or may not hold).
    */
+  /** The primary crashed: the application sees that, not a dropped write-back from before it (a
+   * new process does not inherit the error, as a file opened after a write-back error does not). */
+  primaryCrashed(): void {
+    this.drop_unreported = false;
+  }
+
   lowerFloor(survives: (rec: WriteRecord) => boolean): void {
     const lost = new Set<WriteRecord>();
     for (let s = 0; s < this.sectors; s++) {
@@ -114,11 +146,7 @@ export class Oracle {
       for (; i >= 0 && !(h[i]!.acked && !lost.has(h[i]!) && survives(h[i]!)); i--) if (h[i]!.acked) lost.add(h[i]!);
       this.floor[s] = i;
     }
-    for (const rec of lost) {
-      rec.acked = false;
-      this.unflushed.delete(rec);
-      this.unreplicated.delete(rec);
-    }
+    this.forget(lost);
   }
 
   floorsOf(first: number, count: number): Int32Array {

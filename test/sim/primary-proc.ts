@@ -27,7 +27,8 @@ interface App {
   length: number;
   /** Write data, or a read's result. */
   data: Uint32Array | null;
-  reply: (ok: boolean, data: Uint32Array | null) => void;
+  /** May be called from within submit (a request refused at once). */
+  reply: (id: number, ok: boolean, data: Uint32Array | null) => void;
 }
 
 type Reply = Extract<Frame, { kind: "reply" }>;
@@ -117,12 +118,11 @@ export class PrimaryProc {
   private last_sync_resume_ms = 0;
 
   /** An application request (the NBD frontend's call into PrimaryIo). */
-  submit(kind: RequestKind, offset: number, length: number, data: Uint32Array | null, reply: App["reply"]): number {
+  submit(kind: RequestKind, offset: number, length: number, data: Uint32Array | null, reply: App["reply"], internal = false): void {
     const id = this.next_id++;
     this.apps.set(id, { kind, offset, length, data, reply });
     if ((kind === "write" || kind === "delete") && !this.engine.is_connected) this.ctx.observer.mayDiverge(this.host);
-    this.runSubmitted(this.engine.submit(id, kind, offset, length));
-    return id;
+    this.runSubmitted(this.engine.submit(id, kind, offset, length, internal));
   }
 
   /** primary-io.ts runSubmitted: a request needing a map update waits, with those submitted after
@@ -166,7 +166,7 @@ export class PrimaryProc {
       // As primary-io's backgroundFlush: releases the extents held until the peer flushed.
       if (now - this.last_background_flush_ms >= BACKGROUND_FLUSH_MS) {
         this.last_background_flush_ms = now;
-        this.submit("flush", 0, 0, null, () => {});
+        this.submit("flush", 0, 0, null, () => {}, true);
       }
       // As primary-connector's timer: a pass given up after errors starts again.
       if (now - this.last_sync_resume_ms >= SYNC_RESUME_S * 1000) {
@@ -396,7 +396,7 @@ export class PrimaryProc {
         const app = this.apps.get(a.id);
         if (!app) throw new Error(`reply to unknown request ${a.id}`);
         this.apps.delete(a.id);
-        app.reply(a.ok, a.ok && app.kind === "read" ? app.data : null);
+        app.reply(a.id, a.ok, a.ok && app.kind === "read" ? app.data : null);
         return;
       }
       case "sync-copy":
@@ -458,12 +458,13 @@ export class PrimaryProc {
 
   /** End of a pass, as primary-io's flushBoth: local flush, then the secondary's, then report. */
   private syncFlush(pass: number): void {
-    const done = (ok: boolean) => this.ctx.clock.after(0, this.host.guard(() => {
-      if (ok) this.ctx.observer.changesOnPeer(this.host);
-      this.run(this.engine.syncFlushDone(pass, ok));
+    const done = (local_ok: boolean, remote_ok: boolean) => this.ctx.clock.after(0, this.host.guard(() => {
+      if (local_ok && remote_ok) this.ctx.observer.changesOnPeer(this.host);
+      this.run(this.engine.syncFlushDone(pass, local_ok, remote_ok));
     }));
     this.host.disk.flush(this.host.guard((local_ok: boolean) => {
-      this.remoteSync({ kind: "flush", seq: this.next_id++ }, (reply) => done(local_ok && reply.error === "OK"));
+      if (!local_ok) this.run(this.engine.localFlushFailed());
+      this.remoteSync({ kind: "flush", seq: this.next_id++ }, (reply) => done(local_ok, reply.error === "OK"));
     }));
   }
 
@@ -496,6 +497,7 @@ export class PrimaryProc {
     }
     this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true }, (reply) => {
       if (reply.error !== "OK" || reply.data.length !== chunk.length) return done(false);
+      if (!this.engine.syncChunkLive(chunk)) return done(false);
       this.host.disk.write(first, bytesToSectors(reply.data, sb), false, this.host.guard(done));
     });
   }

@@ -6,6 +6,7 @@
 // flushed before anything after it, so a data write never reaches the disk ahead of its bit.
 import { ActiveMap } from "../../src/core/activemap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
+import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
 import type { Metadata } from "../../src/core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../../src/core/secondary-engine.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
@@ -119,6 +120,11 @@ export class SecondaryProc {
     const accepted = decision;
     const finish = () => this.accept(meta, accepted);
     if (!accepted.adopt_resuid) return finish();
+    if (accepted.map === "full") {
+      // secondary.ts: the map asks for the full copy on disk before the resuid is adopted.
+      this.host.disk.writeControl(ACTIVEMAP_OFFSET, allExtents(expectedBitmapBytes(meta.datasize, meta.extentsize), extentCount(meta.datasize, meta.extentsize)));
+      this.host.disk.flushNow();
+    }
     meta.resuid = hello.resuid;
     meta.prevrole = "secondary";
     this.host.writeMetadataSlot(meta);

@@ -34,7 +34,7 @@ test(`seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1} hold every invariant`, () =
 }, 180_000);
 
 /** Seeds outside the CI range that once failed (docs/testing.md, "Wider sweeps"). */
-const REGRESSION_SEEDS = [608, 9044, 14513, 23117, 25511, 139401];
+const REGRESSION_SEEDS = [608, 9044, 14513, 23117, 25511, 25629, 38157, 39927, 139401];
 
 test(`regression seeds ${REGRESSION_SEEDS.join(", ")} hold every invariant`, () => {
   for (const seed of REGRESSION_SEEDS) {

@@ -124,11 +124,12 @@ export class EngineDriver {
 
   // ---- events into the engine; each returns the actions it executed ----
 
-  submit(kind: RequestKind, offset: number, length: number): { id: number; actions: PrimaryAction[] } {
+  /** `internal`: a flush of the daemon's own (background, orderly stop). */
+  submit(kind: RequestKind, offset: number, length: number, internal = false): { id: number; actions: PrimaryAction[] } {
     const id = this.next_id++;
     const version = MODIFY_KINDS.has(kind) ? this.next_version++ : 0;
     this.requests.set(id, { id, kind, offset, length, version, mode: this.mode });
-    return { id, actions: this.run(this.engine.submit(id, kind, offset, length)) };
+    return { id, actions: this.run(this.engine.submit(id, kind, offset, length, internal)) };
   }
 
   completeLocal(op: IoOp, ok: boolean): PrimaryAction[] {
@@ -285,7 +286,7 @@ export class EngineDriver {
         return [];
       }
       case "sync-flush":
-        return this.engine.syncFlushDone(action.pass, this.link_up);
+        return this.engine.syncFlushDone(action.pass, true, this.link_up);
       case "sync-copy":
         if (!this.link_up) throw new Error(`sync copy at ${action.chunk.offset} while the link is down`);
         this.pending_sync.push({ chunk: action.chunk, from: action.from });

@@ -764,7 +764,7 @@ describe("PrimaryEngine property", () => {
 });
 
 describe("holds until the peer flushed", () => {
-  test("a flush that fails keeps the holds for the next one; a disconnect turns them into resync", () => {
+  test("a flush the peer fails copies its changes to it again (it may have dropped them); a disconnect lets the holds go", () => {
     const d = driver("fullsync");
     d.connect(connection(d));
     drain(d);
@@ -774,7 +774,7 @@ describe("holds until the peer flushed", () => {
     const f = d.submit("flush", 0, 0);
     d.completeLocal(op(d.pending_local, f.id), true);
     d.completeRemote(op(d.pending_remote, f.id), false);
-    expect(d.map.extentState(2)).toMatchObject({ dirty: true, in_sync_set: false });
+    expect(d.map.extentState(2)).toMatchObject({ dirty: true, in_sync_set: true });
     d.disconnect();
     expect(d.map.extentState(2)).toMatchObject({ pending: 1, dirty: true, in_sync_set: true });
   });
@@ -792,12 +792,12 @@ describe("end of a pass", () => {
     expect(actions.some((a) => a.type === "metadata")).toBe(false);
     const pass = (flush as { pass: number }).pass;
     // A failed flush runs the (empty) pass again, which ends in a new flush.
-    const retry = e.syncFlushDone(pass, false);
+    const retry = e.syncFlushDone(pass, true, false);
     expect(retry.map((a) => a.type)).toEqual(["log", "log", "sync-flush"]);
     expect(e.generation.localcnt).toBe(3n);
-    expect(e.syncFlushDone(pass, true)).toEqual([]); // the earlier pass is stale now
+    expect(e.syncFlushDone(pass, true, true)).toEqual([]); // the earlier pass is stale now
     const next = (retry.find((a) => a.type === "sync-flush") as { pass: number }).pass;
-    expect(e.syncFlushDone(next, true).map((a) => a.type)).toEqual(["metadata"]);
+    expect(e.syncFlushDone(next, true, true).map((a) => a.type)).toEqual(["metadata"]);
     expect(e.generation).toMatchObject({ localcnt: 3n, remotecnt: 2n });
   });
 });

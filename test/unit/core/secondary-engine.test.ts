@@ -99,20 +99,31 @@ describe("SecondaryEngine", () => {
 });
 
 describe("SecondaryEngine keeps unflushed changes in its map", () => {
-  test("a write stays dirty until a flush issued after it succeeds; a failed flush keeps it", () => {
+  test("a write stays dirty until a flush issued after it succeeds", () => {
     const { e, map } = engine();
     e.request(req({ seq: 1, offset: 2 * EXTENT }));
     e.localDone(1, null);
     expect(map.extentState(2).dirty).toBe(true);
     e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
-    e.request(req({ seq: 3, offset: 2 * EXTENT + SECTOR })); // after the flush was issued
+    e.localDone(2, null);
+    expect(map.extentState(2).dirty).toBe(false);
+    expect(map.extentState(2).on_disk).toBe(false); // the flush made it durable: nothing to hand back
+  });
+
+  test("what a failed flush covered stays marked though a later flush succeeds (it may have been dropped)", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1, offset: 2 * EXTENT }));
+    e.localDone(1, null);
+    e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 3, offset: 4 * EXTENT })); // after the flush was issued
     e.localDone(2, "EIO");
-    expect(map.extentState(2).dirty).toBe(true);
     e.localDone(3, null);
     e.request(req({ seq: 4, kind: "flush", offset: 0, length: 0 }));
     e.localDone(4, null);
-    expect(map.extentState(2).dirty).toBe(false);
-    expect(map.extentState(2).on_disk).toBe(false); // the flush made it durable: nothing to hand back
+    expect(map.extentState(4).dirty).toBe(false); // covered by the good flush
+    expect(map.extentState(2)).toMatchObject({ dirty: true, on_disk: true }); // handed back at the next handshake
+    e.allDurable();
+    expect(map.extentState(2).on_disk).toBe(true);
   });
 
   test("a write that completes after a flush was issued is not released by it", () => {

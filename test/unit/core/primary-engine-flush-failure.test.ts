@@ -1,0 +1,143 @@
+// A failed flush may have dropped what it covered (Linux marks the pages clean after a write-back
+// error and reports the error once, so a later flush succeeds). The primary copies back from the
+// peer what the peer also holds, copies again to the peer what the peer may have dropped, and tells
+// the application at its next flush when a flush nobody saw failed here.
+import { describe, expect, test } from "bun:test";
+import type { PrimaryAction } from "../../../src/core/primary-engine.ts";
+import { EngineDriver, type IoOp } from "./engine-driver.ts";
+
+const EXTENT = 4096;
+const SECTOR = 512;
+
+function inSync(mode: "fullsync" | "memsync" | "async" = "fullsync"): EngineDriver {
+  const d = new EngineDriver({
+    datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode,
+    generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+  });
+  d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false });
+  return d;
+}
+
+function op(ops: IoOp[], id: number): IoOp {
+  const found = ops.find((o) => o.request.id === id);
+  if (!found) throw new Error(`no pending operation for request ${id}`);
+  return found;
+}
+
+function write(d: EngineDriver, extent: number, local_ok = true, remote_ok = true): number {
+  const { id } = d.submit("write", extent * EXTENT, SECTOR);
+  d.completeLocal(op(d.pending_local, id), local_ok);
+  d.completeRemote(op(d.pending_remote, id), remote_ok);
+  return id;
+}
+
+function flush(d: EngineDriver, local_ok: boolean, remote_ok: boolean, internal = false): { id: number; actions: PrimaryAction[] } {
+  const { id } = d.submit("flush", 0, 0, internal);
+  const actions = d.completeLocal(op(d.pending_local, id), local_ok);
+  actions.push(...d.completeRemote(op(d.pending_remote, id), remote_ok));
+  return { id, actions };
+}
+
+function copiesFrom(actions: PrimaryAction[]): Map<number, string> {
+  const from = new Map<number, string>();
+  for (const a of actions) if (a.type === "sync-copy") from.set(a.chunk.extent, a.from);
+  return from;
+}
+
+describe("a failed flush of this node's disk", () => {
+  test("copies back from the peer what the peer also holds; reads go to the peer meanwhile", () => {
+    const d = inSync();
+    write(d, 3);
+    const f = flush(d, false, true);
+    expect(d.replies.get(f.id)?.ok).toBe(false);
+    expect(copiesFrom(f.actions).get(3)).toBe("secondary");
+    expect(d.submit("read", 3 * EXTENT, SECTOR).actions.map((a) => a.type)).toEqual(["remote"]);
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    expect(d.submit("read", 3 * EXTENT, SECTOR).actions.map((a) => a.type)).toEqual(["local"]);
+  });
+
+  test("a change in flight counts as dropped: it fails unless the peer's leg succeeds", () => {
+    const d = inSync();
+    const { id } = d.submit("write", 5 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, id), true);
+    flush(d, false, true);
+    d.completeRemote(op(d.pending_remote, id), false);
+    expect(d.replies.get(id)?.ok).toBe(false); // the local copy may have been dropped
+  });
+
+  test("a change in flight counts as dropped: answered from the peer's copy, which is copied back", () => {
+    const d = inSync();
+    const { id } = d.submit("write", 5 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, id), true); // written here, not yet on the peer
+    flush(d, false, true);
+    expect(d.replies.has(id)).toBe(false); // its local leg no longer counts: it waits for the peer's
+    const actions = d.completeRemote(op(d.pending_remote, id), true);
+    expect(d.replies.get(id)?.ok).toBe(true);
+    expect(copiesFrom([...actions, ...d.pending_sync.map((s) => ({ type: "sync-copy" as const, chunk: s.chunk, from: s.from }))]).get(5)).toBe("secondary");
+  });
+
+  test("a change this node kept alone (its peer leg failed) makes this node's copy the one kept", () => {
+    const d = inSync("async");
+    const { id } = d.submit("write", 6 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.replies.get(id)?.ok).toBe(true); // async: answered already
+    flush(d, false, true); // extent 6 goes stale here...
+    d.completeRemote(op(d.pending_remote, id), false); // ...but the peer never got the change
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    expect(d.local[6 * EXTENT / SECTOR]).toBe(d.remote[6 * EXTENT / SECTOR]);
+    expect(d.local[6 * EXTENT / SECTOR]).toBe(d.requests.get(id)!.version); // copied from here
+  });
+
+  test("a flush nobody saw fails here: the next application flush reports it, once", () => {
+    const d = inSync();
+    write(d, 2);
+    flush(d, false, true, true); // background flush
+    expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(false);
+    expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(true);
+  });
+
+  test("writes to an extent stale here need the peer: refused while it is gone", () => {
+    const d = inSync();
+    write(d, 4);
+    flush(d, false, true);
+    d.disconnect();
+    const w = d.submit("write", 4 * EXTENT, SECTOR);
+    expect(w.actions.some((a) => a.type === "local")).toBe(false);
+    expect(d.replies.get(w.id)?.ok).toBe(false);
+    const other = d.submit("write", 1 * EXTENT, SECTOR); // an extent not stale: written here
+    expect(other.actions.some((a) => a.type === "local")).toBe(true);
+  });
+
+  test("a read spanning an extent stale here and one the peer still lacks fails", () => {
+    const d = inSync();
+    write(d, 2);
+    flush(d, false, true); // extent 2 stale here
+    write(d, 3, true, false); // extent 3: only here, to be copied to the peer
+    const r = d.submit("read", 3 * EXTENT - SECTOR, 2 * SECTOR);
+    expect(r.actions.map((a) => a.type)).toEqual(["log", "reply"]);
+    expect(d.replies.get(r.id)?.ok).toBe(false);
+  });
+});
+
+describe("a failed flush of the peer's disk", () => {
+  test("copies again to the peer what it was sent since its last good flush", () => {
+    const d = inSync();
+    write(d, 1);
+    const f = flush(d, true, false);
+    expect(d.replies.get(f.id)?.ok).toBe(true); // durable here
+    expect(d.map.extentState(1).in_sync_set).toBe(true);
+    expect(copiesFrom(f.actions).get(1)).toBe("primary");
+  });
+
+  test("a chunk being copied from the peer is dropped when the peer's copy stops counting", () => {
+    const d = inSync();
+    write(d, 2);
+    const { id } = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, id), false); // extent 2 is copied back from the peer...
+    const chunk = d.pending_sync.find((s) => s.chunk.extent === 2)!;
+    expect(chunk.from).toBe("secondary");
+    expect(d.engine.syncChunkLive(chunk.chunk)).toBe(true);
+    d.completeRemote(op(d.pending_remote, id), false); // ...whose flush failed too: it may lack the write
+    expect(d.engine.syncChunkLive(chunk.chunk)).toBe(false); // this node's copy is kept
+  });
+});
