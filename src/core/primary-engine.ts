@@ -378,6 +378,11 @@ export class PrimaryEngine {
       if (ok && this.local_failure_unreported) {
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
+      } else if (ok && this.local_stale.size > 0) {
+        // Until they are copied back, the good copy of those extents is the peer's alone, and a
+        // crash here would lose which copy is good: nothing may be called durable yet.
+        ok = false;
+        actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: ${this.local_stale.size} extents of this node's copy are still to be copied back from the peer.` });
       }
       this.local_failure_unreported = false;
     }

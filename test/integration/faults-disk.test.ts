@@ -146,9 +146,9 @@ describe("disk errors on the primary's component", () => {
     expect((await pair.status(a)).statistics.local_errors.flush).toBe(1);
     await pair.daemon(a).waitLog(`(primary) error: Local flush failed: fdatasync ${pair.disk(a)}: Input/output error (EIO, injected by HAST_FAULT_INJECT)`);
     await pair.daemon(a).waitLog("answered with an error although the peer's flush succeeded");
-    await nbdFlush(client); // the fault is over
     faults(a, null);
-    await pair.waitSynced(a);
+    await pair.waitSynced(a); // copied back: flushes succeed again
+    await nbdFlush(client);
     expect(sha256(await nbdRead(client, OFFSET, BLOCK_BYTES))).toBe(sha256(again));
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
   }, 60_000);

@@ -30,7 +30,7 @@ export class Oracle {
   private readonly unreplicated = new Set<WriteRecord>();
   /** The primary's disk dropped sectors and no flush answered since: the next one must fail. */
   private drop_unreported = false;
-  /** The secondary lost its cache since the pair was last in sync: its copy of an extent may lack
+  /** The secondary crashed or was re-created since the pair was last in sync: its copy may lack
    * changes the primary still has to copy to it, so a drop on the primary is a second fault. */
   private peer_incomplete = false;
 
@@ -81,8 +81,8 @@ export class Oracle {
     }
   }
 
-  /** The secondary lost its cache: writes promised to it count as on it no more (a drop on the
-   * primary's disk may now lose them; the primary copies them to the secondary again). */
+  /** The secondary crashed or was re-created: writes promised to it and not flushed count as on it
+   * no more (a drop on the primary's disk may now lose them; the primary copies them to it again). */
   peerLostCache(): void {
     this.peer_incomplete = true;
     for (const rec of this.unflushed) {

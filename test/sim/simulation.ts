@@ -321,11 +321,10 @@ class Simulation implements SimContext, Observer {
       if (kind === "power") proc.vanish();
       else proc.kill();
     }
-    if (kind === "power") {
-      host.disk.powerLoss();
-      // What the secondary held unflushed is gone: the primary's copy is the only one left.
-      if (host !== this.official) this.oracle.peerLostCache();
-    }
+    if (kind === "power") host.disk.powerLoss();
+    // What the secondary held unflushed (a power loss), or had received and not yet written (any
+    // crash), is gone: the primary's copy is the only one left.
+    if (host !== this.official) this.oracle.peerLostCache();
     host.primary = null;
     host.secondary = null;
     host.endProcess();
@@ -349,6 +348,7 @@ class Simulation implements SimContext, Observer {
     this.trace(`operator: ${host.name} re-created`);
     this.unseen.set(host, "no");
     this.recreated = true;
+    this.oracle.peerLostCache(); // its copy is empty until the full sync
     this.setRole(host, "secondary");
   }
 
@@ -553,8 +553,9 @@ class Simulation implements SimContext, Observer {
         if (lie) this.fail(lie);
       }
       else if (ok) {
+        const now = this.oracle.floorsOf(o.first, o.count); // a drop while the read ran lowers it
         for (let i = 0; i < o.count; i++) {
-          if (!this.oracle.allows(o.first + i, read![i]!, floors![i]!)) {
+          if (!this.oracle.allows(o.first + i, read![i]!, Math.min(floors![i]!, now[i]!))) {
             this.fail(`read of sector ${o.first + i} on ${o.host.name} returned ${read![i]}, which the application may not see (${this.oracle.describe(o.first + i)})`);
           }
         }

@@ -93,6 +93,16 @@ describe("a failed flush of this node's disk", () => {
     write(d, 2);
     flush(d, false, true, true); // background flush
     expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(false);
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(true);
+  });
+
+  test("flushes fail until the extents stale here are copied back (a crash would lose which copy is good)", () => {
+    const d = inSync();
+    write(d, 2);
+    flush(d, false, true);
+    expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(false); // extent 2 still to copy back
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
     expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(true);
   });
 
