@@ -281,39 +281,32 @@ export class PrimaryEngine {
 
   /** The range touches an extent whose local copy missed a write the peer took (local_stale). */
   private touchesLocalStale(offset: number, length: number): boolean {
-    if (this.local_stale.size === 0) return false;
-    const first = this.map.extentOf(offset);
-    const last = this.map.extentOf(offset + length - 1);
-    for (let e = first; e <= last; e++) if (this.local_stale.has(e)) return true;
-    return false;
+    return this.local_stale.size > 0 && this.someExtent(offset, length, (e) => this.local_stale.has(e));
   }
 
   /** The range touches an extent whose changes the peer still lacks. */
   private touchesOwnOnly(offset: number, length: number): boolean {
-    const first = this.map.extentOf(offset);
+    return this.someExtent(offset, length, (e) => !this.peerHasAll(e));
+  }
+
+  private someExtent(offset: number, length: number, test: (e: number) => boolean): boolean {
     const last = this.map.extentOf(offset + length - 1);
-    for (let e = first; e <= last; e++) if (!this.peerHasAll(e)) return true;
+    for (let e = this.map.extentOf(offset); e <= last; e++) if (test(e)) return true;
     return false;
   }
 
   /** Local copy not trustworthy: the range touches an extent still to be copied from the peer. */
   private staleLocally(offset: number, length: number): boolean {
-    const first = this.map.extentOf(offset);
-    const last = this.map.extentOf(offset + length - 1);
-    for (let e = first; e <= last; e++) if (this.map.extentState(e).in_sync_set) return true;
-    return false;
+    return this.someExtent(offset, length, (e) => this.map.extentState(e).in_sync_set);
   }
 
   /** The peer's copy of the range is not known to equal ours: some extent is dirty here for a
    * reason other than a hold (a held change is on the peer too, only not yet flushed there). */
   private peerMayDiffer(offset: number, length: number): boolean {
-    const first = this.map.extentOf(offset);
-    const last = this.map.extentOf(offset + length - 1);
-    for (let e = first; e <= last; e++) {
+    return this.someExtent(offset, length, (e) => {
       const state = this.map.extentState(e);
-      if (state.dirty && (state.in_sync_set || state.pending > this.holdsOf(e))) return true;
-    }
-    return false;
+      return state.dirty && (state.in_sync_set || state.pending > this.holdsOf(e));
+    });
   }
 
   /** Replicated changes wait for a flush to reach the peer before their extents are let go. */
@@ -400,7 +393,7 @@ export class PrimaryEngine {
   private flushDone(key: number, local_ok: boolean, remote_ok: boolean): PrimaryAction[] {
     const started = this.flush_started.get(key);
     this.flush_started.delete(key);
-    if (started === undefined) return [];
+    if (started === undefined) return []; // a repeated end-of-pass report, ignored (syncFlushDone)
     const actions: PrimaryAction[] = [];
     if (local_ok) forgetUpTo(this.changed.local, started);
     if (remote_ok) forgetUpTo(this.changed.remote, started);
@@ -413,7 +406,8 @@ export class PrimaryEngine {
   private extentsInFlight(side: "local" | "remote"): Set<number> {
     const extents = new Set<number>();
     for (const m of this.modifies.values()) {
-      for (let e = this.map.extentOf(m.offset); e <= this.map.extentOf(m.offset + m.length - 1); e++) extents.add(e);
+      const last = this.map.extentOf(m.offset + m.length - 1);
+      for (let e = this.map.extentOf(m.offset); e <= last; e++) extents.add(e);
     }
     for (const [chunk, sync] of this.sync_inflight) if ((sync.from === "secondary") === (side === "local")) extents.add(chunk.extent);
     return extents;
@@ -436,8 +430,7 @@ export class PrimaryEngine {
     for (const e of extents) {
       if (this.peerHasAll(e)) stale.push(e);
       else {
-        const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
-        if (write) actions.push({ type: "map", write });
+        actions.push(...this.needSyncExtent(e));
       }
     }
     if (extents.size > 0) {
@@ -445,7 +438,7 @@ export class PrimaryEngine {
         `${extents.size - stale.length} hold changes only this node had.` });
     }
     actions.push(...this.markLocalStale(stale));
-    if (this.connected && !this.sync_running && extents.size > 0) actions.push(...this.unblock(), ...this.startPass());
+    if (extents.size > 0) actions.push(...this.passIfIdle());
     return actions;
   }
 
@@ -460,11 +453,16 @@ export class PrimaryEngine {
     for (const e of extents) {
       if (this.local_stale.get(e) === "missed") continue; // the peer's copy is the only one
       this.keepOwnCopy(e);
-      const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
-      if (write) actions.push({ type: "map", write });
+      actions.push(...this.needSyncExtent(e));
     }
-    if (this.connected && !this.sync_running && extents.size > 0) actions.push(...this.unblock(), ...this.startPass());
+    if (extents.size > 0) actions.push(...this.passIfIdle());
     return actions;
+  }
+
+  /** Extents just joined the sync set: a pass copies them now unless one is running (it picks them
+   * up itself). */
+  private passIfIdle(): PrimaryAction[] {
+    return this.connected && !this.sync_running ? [...this.unblock(), ...this.startPass()] : [];
   }
 
   /** Extent `e`, stale here after a failed local flush, got a change the peer's copy may lack: this
@@ -481,13 +479,17 @@ export class PrimaryEngine {
     return this.syncsrc === "secondary" || this.local_stale.has(e) || !this.map.extentState(e).in_sync_set;
   }
 
+  private needSyncExtent(e: number): PrimaryAction[] {
+    const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
+    return write ? [{ type: "map", write }] : [];
+  }
+
   /** Reads of these extents go to the peer and the sync copies them back from it. */
   private markLocalStale(extents: number[]): PrimaryAction[] {
     const actions: PrimaryAction[] = [];
     for (const e of extents) {
       if (!this.local_stale.has(e)) this.local_stale.set(e, "dropped");
-      const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
-      if (write) actions.push({ type: "map", write });
+      actions.push(...this.needSyncExtent(e));
     }
     return actions;
   }
@@ -562,19 +564,20 @@ export class PrimaryEngine {
 
   private legOutcome(id: number, step: (legs: RequestLegs) => LegOutcome): PrimaryAction[] {
     const modify = this.modifies.get(id);
-    const flush = modify ? undefined : this.flushes.get(id);
-    assert(modify || flush, () => `no request ${id} in flight`);
-    const legs = (modify ?? flush)!.legs;
+    if (!modify) {
+      const flush = this.flushes.get(id);
+      assert(flush !== undefined, () => `no request ${id} in flight`);
+      return this.flushOutcome(flush, step(flush.legs));
+    }
+    const legs = modify.legs;
     const out = step(legs);
-    if (flush) return this.flushOutcome(flush, out);
     const actions: PrimaryAction[] = [];
     // Local leg failed, the peer's succeeded (spec 6.8): answered from the peer's copy, unless the
     // peer's copy of the extent lacks older changes only this node has (neither copy is whole).
     const masked = out.final !== undefined && !out.final.local_ok && out.final.remote_ok;
-    const first = this.map.extentOf(modify!.offset);
-    const last = this.map.extentOf(modify!.offset + modify!.length - 1);
-    let peer_whole = true;
-    for (let e = first; masked && e <= last; e++) peer_whole &&= this.peerHasAll(e);
+    const peer_whole = !masked || !this.touchesOwnOnly(modify.offset, modify.length);
+    const first = this.map.extentOf(modify.offset);
+    const last = this.map.extentOf(modify.offset + modify.length - 1);
     if (out.ack) {
       const ok = out.ack.ok && peer_whole;
       // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
@@ -582,53 +585,47 @@ export class PrimaryEngine {
       if (ok && !this.connected) actions.push(...this.noteDisconnectedChange());
       actions.push({ type: "reply", id, ok });
     }
-    if (out.final) {
-      if (modify) {
-        this.modifies.delete(id);
-        if (masked && peer_whole) {
-          // The local copy is known to be older: reads of it go to the peer and the sync copies it
-          // back from there. A local leg a failed flush took may still be on the disk: "dropped".
-          const why = legs.local_written_maybe ? "dropped" : "missed";
-          for (let e = first; e <= last; e++) if (this.local_stale.get(e) !== "missed") this.local_stale.set(e, why);
-          const write = this.map.needSync(modify.offset, modify.length);
-          if (write) actions.push({ type: "map", write });
-          if (this.connected && !this.sync_running) {
-            actions.push(...this.unblock());
-            actions.push(...this.startPass());
-          }
-        } else if (masked) {
-          // Copied from here as planned; if it was answered already (before a failed flush took its
-          // local leg), what that flush dropped is lost, and the next flush says so.
-          if (!out.ack) this.local_failure_unreported = true;
-          actions.push({ type: "log", level: "error", message: `${modify.kind} at ${modify.offset} failed here; the peer took it but lacks older changes of its extent that only this node has.` });
-        }
-        // An unsent leg was marked at start; a sent one that failed is marked now (sharp edge 17).
-        const resync = !out.final.remote_ok && legs.remote_state !== "unsent";
-        if (resync) {
-          const write = this.map.needSync(modify.offset, modify.length);
-          if (write) actions.push({ type: "map", write });
-          // The peer lacks a change already answered (async, or memsync after "received"): the
-          // counters must say so, or a later failover could take the peer's older copy as newer.
-          actions.push(...this.noteDisconnectedChange());
-        }
-        if (out.final.local_ok) this.noteChange("local", first, last);
-        if ((out.final.local_ok || legs.local_written_maybe) && !out.final.remote_ok) {
-          // Started before its extent went stale here, and the peer missed it: this copy holds a
-          // change the peer lacks, so it is the one kept (what the failed flush dropped is lost).
-          for (let e = first; e <= last; e++) this.keepOwnCopy(e);
-        }
-        if (out.final.remote_ok) {
-          // Held dirty until a flush makes it durable on the peer (see `unflushed`).
-          this.noteChange("remote", first, last);
-          for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
-        } else {
-          const write = this.map.writeComplete(modify.offset, modify.length);
-          if (write) actions.push({ type: "map", write });
-        }
-        actions.push(...this.unblock());
-        if (resync && this.connected && !this.sync_running) actions.push(...this.startPass());
-      }
+    if (!out.final) return actions;
+    this.modifies.delete(id);
+    if (masked && peer_whole) {
+      // The local copy is known to be older: reads of it go to the peer and the sync copies it
+      // back from there. A local leg a failed flush took may still be on the disk: "dropped".
+      const why = legs.local_written_maybe ? "dropped" : "missed";
+      for (let e = first; e <= last; e++) if (this.local_stale.get(e) !== "missed") this.local_stale.set(e, why);
+      const write = this.map.needSync(modify.offset, modify.length);
+      if (write) actions.push({ type: "map", write });
+      actions.push(...this.passIfIdle());
+    } else if (masked) {
+      // Copied from here as planned; if it was answered already (before a failed flush took its
+      // local leg), what that flush dropped is lost, and the next flush says so.
+      if (!out.ack) this.local_failure_unreported = true;
+      actions.push({ type: "log", level: "error", message: `${modify.kind} at ${modify.offset} failed here; the peer took it but lacks older changes of its extent that only this node has.` });
     }
+    // An unsent leg was marked at start; a sent one that failed is marked now (sharp edge 17).
+    const resync = !out.final.remote_ok && legs.remote_state !== "unsent";
+    if (resync) {
+      const write = this.map.needSync(modify.offset, modify.length);
+      if (write) actions.push({ type: "map", write });
+      // The peer lacks a change already answered (async, or memsync after "received"): the
+      // counters must say so, or a later failover could take the peer's older copy as newer.
+      actions.push(...this.noteDisconnectedChange());
+    }
+    if (out.final.local_ok) this.noteChange("local", first, last);
+    if ((out.final.local_ok || legs.local_written_maybe) && !out.final.remote_ok) {
+      // Started before its extent went stale here, and the peer missed it: this copy holds a
+      // change the peer lacks, so it is the one kept (what the failed flush dropped is lost).
+      for (let e = first; e <= last; e++) this.keepOwnCopy(e);
+    }
+    if (out.final.remote_ok) {
+      // Held dirty until a flush makes it durable on the peer (see `unflushed`).
+      this.noteChange("remote", first, last);
+      for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
+    } else {
+      const write = this.map.writeComplete(modify.offset, modify.length);
+      if (write) actions.push({ type: "map", write });
+    }
+    actions.push(...this.unblock());
+    if (resync && this.connected && !this.sync_running) actions.push(...this.startPass());
     return actions;
   }
 
@@ -688,8 +685,7 @@ export class PrimaryEngine {
     this.flushing.clear();
     for (const e of held.keys()) {
       this.keepOwnCopy(e);
-      const write = this.map.needSync(e * this.map.extentsize, this.map.extentLength(e));
-      if (write) actions.push({ type: "map", write });
+      actions.push(...this.needSyncExtent(e));
     }
     actions.push(...this.releaseHolds(held));
     if (this.sync_running) {
