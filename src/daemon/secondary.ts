@@ -112,11 +112,13 @@ export class SecondaryWorker {
       const ondisk = store.readMap(meta.mapsize);
       map.copyIn(ondisk);
       const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
+      const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
+        : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
       if (decision.adopt_resuid) {
         // A full copy is coming: the on-disk map says so first, so that a reply lost with this
         // connection still asks for it at the next one (the map is cleared only once the primary
         // has merged it), instead of a copy of the primary's dirty extents alone.
-        if (decision.map === "full") store.writeMap({ pieces: [{ offset: 0, bytes: allExtents(bitmap_bytes, map.nextents) }], flush: true, flush_before: false });
+        if (decision.map === "full") store.writeMap({ pieces: [{ offset: 0, bytes: bitmap }], flush: true, flush_before: false });
         meta.resuid = hello.resuid;
         meta.prevrole = "secondary";
         // Joining the primary's pair: this node's "copy my data whole at my first connect as
@@ -124,8 +126,6 @@ export class SecondaryWorker {
         meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
         store.write(meta);
       }
-      const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
-        : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
       link.send({
         kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
         localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin,
