@@ -37,6 +37,8 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #endif
 #ifdef __FreeBSD__
@@ -63,7 +65,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 8; }
+int hast_native_version(void) { return 9; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -167,6 +169,152 @@ int64_t hast_recv_ready(int fd, void *buf, uint64_t len, int32_t wait_us) {
 		if (errno == EINTR) continue;
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	}
+}
+
+/*
+ * Zero-copy bulk transfer between a local component and the peer socket (Linux; elsewhere
+ * -EOPNOTSUPP and the caller copies). A sync pass used to copy each chunk four times on its way
+ * (pread, send, recv, pwrite); with these the sender copies nothing and the receiver once.
+ */
+
+/*
+ * 1 when every page of [offset, offset+len) is in the page cache (cachestat(2), Linux 6.5+), 0
+ * when some is not, -ENOSYS/-EOPNOTSUPP when the system cannot tell. Lets a sender use sendfile
+ * only where it cannot block the event loop on the disk.
+ */
+#if defined(__linux__) && !defined(SYS_cachestat)
+#define SYS_cachestat 451 /* the same on every architecture; C libraries before 2023 lack the name */
+#endif
+int hast_range_cached(int fd, int64_t offset, uint64_t len) {
+	if (offset < 0 || len == 0 || len > (uint64_t)(INT64_MAX - offset)) return -EINVAL;
+#ifdef __linux__
+	struct { uint64_t off, len; } range = { (uint64_t)offset, len };
+	struct { uint64_t cache, dirty, writeback, evicted, recently_evicted; } cs;
+	if (syscall(SYS_cachestat, fd, &range, &cs, 0) < 0) return -errno;
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t first = (uint64_t)offset / (uint64_t)page;
+	uint64_t last = ((uint64_t)offset + len - 1) / (uint64_t)page;
+	return cs.cache >= last - first + 1 ? 1 : 0;
+#else
+	(void)fd;
+	return -EOPNOTSUPP;
+#endif
+}
+
+/*
+ * sendfile from fd at offset to a nonblocking stream socket: as much of len as the socket takes
+ * now. Returns the count (short when the socket is full), or -errno when nothing was sent.
+ */
+int64_t hast_sendfile(int sock, int fd, int64_t offset, uint64_t len) {
+	if (offset < 0 || len > (uint64_t)(INT64_MAX - offset)) return -EINVAL;
+#ifdef __linux__
+	uint64_t done = 0;
+	while (done < len) {
+		off_t at = (off_t)(offset + (int64_t)done);
+		uint64_t want = len - done < HAST_IO_CHUNK_BYTES ? len - done : HAST_IO_CHUNK_BYTES;
+		ssize_t n = sendfile(sock, fd, &at, (size_t)want);
+		if (n < 0) {
+			if (errno == EINTR) continue;
+			if (errno == EAGAIN || done > 0) break;
+			return -errno;
+		}
+		if (n == 0) break; /* end of file: the caller's range check makes this a short count */
+		done += (uint64_t)n;
+	}
+	return (int64_t)done;
+#else
+	(void)sock;
+	(void)fd;
+	return -EOPNOTSUPP;
+#endif
+}
+
+/* A pipe for hast_splice_in: nonblocking, close-on-exec, 1 MiB where the system allows it. */
+int hast_splice_pipe(int32_t *out) {
+	if (out == NULL) return -EINVAL;
+#ifdef __linux__
+	int p[2];
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) return -errno;
+	(void)fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* fewer splices per chunk; the default works too */
+	out[0] = p[0];
+	out[1] = p[1];
+	return 0;
+#else
+	return -EOPNOTSUPP;
+#endif
+}
+
+#ifdef __linux__
+/* Empties the pipe: into fd at *offset while fd >= 0 and writes succeed, else into a scratch
+ * buffer. Returns 0, or the positive errno of the first failed write. */
+static int hast_drain_pipe(int pipe_r, int fd, int64_t *offset, uint64_t held) {
+	int failed = 0;
+	unsigned char scratch[4096];
+	while (held > 0) {
+		ssize_t n;
+		if (fd >= 0 && !failed) {
+			loff_t at = (loff_t)*offset;
+			n = splice(pipe_r, NULL, fd, &at, (size_t)held, SPLICE_F_MOVE);
+			if (n < 0 && errno == EINTR) continue;
+			if (n <= 0) {
+				failed = n < 0 ? errno : EIO;
+				continue;
+			}
+			*offset += n;
+		} else {
+			n = read(pipe_r, scratch, held < sizeof scratch ? (size_t)held : sizeof scratch);
+			if (n < 0 && errno == EINTR) continue;
+			if (n <= 0) return failed ? failed : EIO; /* cannot happen: the bytes are in the pipe */
+		}
+		held -= (uint64_t)n;
+	}
+	return failed;
+}
+#endif
+
+/*
+ * Moves up to len bytes queued on a stream socket the event loop also reads into fd at offset
+ * (fd < 0: discards them), through an empty pipe from hast_splice_pipe; only what the kernel
+ * queued, after waiting at most wait_us for something when nothing is (as hast_recv_ready).
+ * io[0] gets the bytes taken from the socket, io[1] the positive errno of a failed file write
+ * (the bytes it concerned are taken all the same, and the rest is discarded). Returns 0,
+ * -EAGAIN when nothing came (end of stream included), or -errno of the socket.
+ */
+int hast_splice_in(int sock, int pipe_r, int pipe_w, int fd, int64_t offset, uint64_t len, int32_t wait_us, int64_t *io) {
+	if (io == NULL || offset < 0 || len > (uint64_t)(INT64_MAX - offset) || wait_us < 0 || wait_us >= 1000000) return -EINVAL;
+	io[0] = 0;
+	io[1] = 0;
+#ifdef __linux__
+	if (wait_us > 0) {
+		struct pollfd p = { .fd = sock, .events = POLLIN };
+		struct timespec limit = { .tv_sec = 0, .tv_nsec = (long)wait_us * 1000 };
+		int ready = ppoll(&p, 1, &limit, NULL);
+		if (ready < 0) return errno == EINTR ? -EAGAIN : -errno;
+		if (ready == 0) return -EAGAIN;
+	}
+	int64_t at = offset;
+	while ((uint64_t)io[0] < len) {
+		uint64_t want = len - (uint64_t)io[0];
+		if (want > (1u << 20)) want = 1u << 20;
+		ssize_t n = splice(sock, NULL, pipe_w, NULL, (size_t)want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n < 0 && errno == EINTR) continue;
+		if (n == 0) break; /* end of stream: the event loop sees it and closes the link */
+		if (n < 0) {
+			if (errno == EAGAIN) break;
+			return io[0] > 0 ? 0 : -errno;
+		}
+		io[0] += n;
+		int failed = hast_drain_pipe(pipe_r, io[1] ? -1 : fd, &at, (uint64_t)n);
+		if (failed && !io[1]) io[1] = failed;
+	}
+	return io[0] > 0 ? 0 : -EAGAIN;
+#else
+	(void)sock;
+	(void)pipe_r;
+	(void)pipe_w;
+	(void)fd;
+	return -EOPNOTSUPP;
+#endif
 }
 
 int hast_fdatasync(int fd) { return fdatasync(fd) < 0 ? -errno : 0; }

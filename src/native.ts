@@ -34,7 +34,7 @@ import { fdatasync as fsFdatasync, read as fsRead, readFileSync, statSync } from
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 8; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 9; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -45,6 +45,10 @@ const lib = dlopen(libPath, {
   hast_pread_cached: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
   hast_pwrite: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
   hast_recv_ready: { args: ["i32", "ptr", "u64", "i32"], returns: FFIType.i64_fast },
+  hast_range_cached: { args: ["i32", "i64", "u64"], returns: "i32" },
+  hast_sendfile: { args: ["i32", "i32", "i64", "u64"], returns: FFIType.i64_fast },
+  hast_splice_pipe: { args: ["ptr"], returns: "i32" },
+  hast_splice_in: { args: ["i32", "i32", "i32", "i32", "i64", "u64", "i32", "ptr"], returns: "i32" },
   hast_fdatasync: { args: ["i32"], returns: "i32" },
   hast_fsync: { args: ["i32"], returns: "i32" },
   hast_discard: { args: ["i32", "i64", "i64"], returns: "i32" },
@@ -362,6 +366,67 @@ function recvReady(fd: number, what: string, buf: Uint8Array, wait_us: number): 
   return rc === -ERRNO.EAGAIN ? -1 : check(rc, "recv", what, undefined, buf.length);
 }
 
+/** Whether the page cache holds every page of the range: false where some page is not, a fault
+ * rule awaits a read of the path, or the system cannot tell (before Linux 6.5: no cachestat). */
+function rangeCached(fd: number, path: string, offset: number, length: number): boolean {
+  assertByteCount("pread", path, "offset", offset);
+  if (length === 0 || liveFault("pread", path) !== undefined) return false;
+  return c.hast_range_cached(fd, offset, length) === 1;
+}
+
+/** errno values sendfile reports for the socket end. */
+const SOCKET_ERRNOS = new Set(["EPIPE", "ECONNRESET", "ENOTCONN", "ETIMEDOUT", "ENOTSOCK", "EHOSTUNREACH", "ENETUNREACH"]
+  .map(errnoValue).filter((v): v is number => v !== undefined));
+
+/** sendfile of up to `length` bytes of the file at `offset` to a nonblocking stream socket: the
+ * count the socket took now (fewer when it is full), or -1 where the system has no sendfile. A
+ * file read error is a NativeError naming the path; a socket's one names `what`. */
+function sendfile(sock: number, what: string, fd: number, path: string, offset: number, length: number): number {
+  assertByteCount("pread", path, "offset", offset);
+  const rc = Number(c.hast_sendfile(sock, fd, offset, length));
+  if (rc === -ERRNO.EOPNOTSUPP) return -1;
+  if (rc === -ERRNO.EAGAIN) return 0;
+  // sendfile does not say which end failed; errors of a socket are named for it.
+  if (rc < 0 && SOCKET_ERRNOS.has(-rc)) return check(rc, "sendfile", what, undefined, length);
+  return check(rc, "sendfile", path, offset, length);
+}
+
+/** A pipe for spliceIn ([read end, write end]), or null where the system has no splice. */
+function splicePipe(): [number, number] | null {
+  const fds = new Int32Array(2);
+  const rc = c.hast_splice_pipe(fds);
+  if (rc === -ERRNO.EOPNOTSUPP) return null;
+  check(rc, "pipe", "splice");
+  return [fds[0]!, fds[1]!];
+}
+
+export interface SpliceResult {
+  /** Bytes taken from the socket (0: none queued, even after the wait). */
+  taken: number;
+  /** The write of those bytes into the file failed (they are taken all the same). */
+  error: NativeError | null;
+}
+
+const spliceIo = new BigInt64Array(2);
+
+/** Moves up to `length` bytes queued on a stream socket the event loop also reads (as recvReady)
+ * into the file at `offset` through `pipe`, or discards them when fd < 0. A fault rule for a
+ * pwrite of the path fails the write (the bytes are then discarded). */
+function spliceIn(sock: number, what: string, pipe: [number, number], fd: number, path: string, offset: number, length: number, wait_us: number): SpliceResult {
+  assertByteCount("pwrite", path, "offset", offset);
+  const rule = fd >= 0 ? injectedFault("pwrite", path) : undefined;
+  if (rule !== undefined && rule.delay_ms > 0) Bun.sleepSync(rule.delay_ms);
+  const injected = rule !== undefined && rule.delay_ms === 0;
+  const rc = c.hast_splice_in(sock, pipe[0], pipe[1], injected ? -1 : fd, offset, length, wait_us, spliceIo);
+  if (rc === -ERRNO.EAGAIN) return { taken: 0, error: null };
+  check(rc, "splice", what, undefined, length);
+  const taken = Number(spliceIo[0]);
+  const errno = Number(spliceIo[1]);
+  const error = injected ? injectedError(rule, "pwrite", path, offset, taken)
+    : errno !== 0 ? new NativeError({ op: "pwrite", path, errno, where: at(offset, taken) }) : null;
+  return { taken, error };
+}
+
 function fdatasync(fd: number, path: string): void {
   maybeFail("fdatasync", path);
   check(c.hast_fdatasync(fd), "fdatasync", path);
@@ -624,6 +689,10 @@ export const native = {
   preadAsync,
   pwrite,
   recvReady,
+  rangeCached,
+  sendfile,
+  splicePipe,
+  spliceIn,
   fdatasync,
   fdatasyncAsync,
   fsync,

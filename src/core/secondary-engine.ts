@@ -129,6 +129,11 @@ export class SecondaryEngine {
     return actions;
   }
 
+  /** Whether request() would carry `r` out rather than reject it. */
+  accepts(r: SecondaryRequest): boolean {
+    return this.validate(r) === null;
+  }
+
   private validate(r: SecondaryRequest): string | null {
     if (r.seq === 0) return "sequence number 0";
     if (r.kind === "flush") return r.offset === 0 && r.length === 0 ? null : "flush with a range";

@@ -17,6 +17,7 @@ import { batchMapWrites, HeldMapWrites } from "../core/map-batch.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import type { LocalDisk } from "../io/disk.ts";
+import { native } from "../native.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
@@ -42,6 +43,8 @@ const ENGINE_REQUESTS_MAX = REQUESTS_MAX / 2;
 /** Sync chunks read from the local disk reuse buffers (fresh memory costs a page fault per page). */
 const SYNC_POOL_MIN_BYTES = 64 * 1024;
 const SYNC_POOL_BYTES_MAX = 16 * 1024 * 1024;
+/** The first bytes of a sync chunk read to tell a chunk of zeroes (sent as a hole) from data. */
+const SYNC_PROBE_BYTES = 4096;
 /** Zero writes are sent as WRITE frames of at most this many zero bytes (hole-compressed on the wire). */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 
@@ -90,6 +93,7 @@ export class PrimaryIo implements BlockBackend {
   private link: PeerLink | null = null;
   private zero: Uint8Array | null = null;
   private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
+  private readonly sync_probe = new Uint8Array(SYNC_PROBE_BYTES);
   /** Local flushes and sync reads on their helper thread, until answered (flushLocal, syncCopy). */
   private readonly local_async = new InFlight();
 
@@ -497,11 +501,47 @@ export class PrimaryIo implements BlockBackend {
     return err ?? (this.o.engine.syncChunkLive(chunk) ? null : "stale");
   }
 
+  /**
+   * A chunk the page cache holds whole leaves by sendfile, never copied into memory here (the
+   * range lock keeps it unchanged until answered, as sendWriteFromFile requires); null where it
+   * cannot (a chunk on the disk only, a link that must see the data, a busy send queue). A chunk
+   * of zeroes goes the usual way too, which sends it as a hole: its first sectors tell, as data
+   * seldom starts with SYNC_PROBE_BYTES of zeroes (a chunk that does is copied, as before).
+   */
+  private sendChunkFromCache(chunk: SyncChunk, seq: number, at: number): Promise<boolean> | null {
+    const link = this.link;
+    const disk = this.o.disk;
+    if (link === null || chunk.length < SYNC_PROBE_BYTES || !disk.cached(at, chunk.length)) return null;
+    const probe = this.sync_probe;
+    if (disk.readCached(probe, at) !== probe.length || native.isZero(probe)) return null;
+    let rest: Uint8Array | null = null;
+    let answered!: (reply: Extract<Frame, { kind: "reply" }>) => void;
+    const reply = new Promise<Extract<Frame, { kind: "reply" }>>((resolve) => (answered = resolve));
+    this.remotes.set(seq, { sync: answered, sent_ms: Date.now() });
+    const frame = { kind: "write" as const, seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true };
+    const sent = link.sendWriteFromFile(frame, disk, at, (from) => {
+      // The socket was full: the rest is read (from the page cache) and queued.
+      rest = this.sync_pool.take(chunk.length - from);
+      disk.read(rest, at + from);
+      return rest;
+    });
+    if (!sent) {
+      this.remotes.delete(seq);
+      return null;
+    }
+    return reply.then((r) => {
+      if (rest !== null) this.sync_pool.give(rest);
+      return r.error === "OK";
+    });
+  }
+
   /** One chunk from the sync source to the other side; false on any failure (the extent stays dirty). */
   private async syncCopy(chunk: SyncChunk, from: "primary" | "secondary"): Promise<boolean> {
     const seq = this.next_id++;
     const at = this.localoff + chunk.offset;
     if (from === "primary") {
+      const direct = this.sendChunkFromCache(chunk, seq, at);
+      if (direct !== null) return direct;
       const buf = this.sync_pool.take(chunk.length);
       let err: Error | "stale" | null;
       try {

@@ -22,12 +22,13 @@ import { BufferPool } from "../gate/buffer-pool.ts";
 import { adoptFd } from "../io/byte-stream.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { InFlight } from "../io/in-flight.ts";
+import type { Landing } from "../io/landing.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
   bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode,
-  type Frame, type Handshake, type PeerErrorName, type ReplyErrorName,
+  type Frame, type Handshake, type PeerErrorName, type ReplyErrorName, type WriteHead,
 } from "../wire/peer/index.ts";
 import type { HookEvent, WorkerStatus } from "./ipc.ts";
 import type { Logger } from "./log.ts";
@@ -52,6 +53,8 @@ const PAYLOAD_POOL_BYTES_MAX = 16 * 1024 * 1024;
 export class SecondaryWorker {
   private readonly stats = newStatistics();
   private readonly pending = new Map<number, Request>();
+  /** The synchronization WRITE whose payload is going straight onto the disk (landingFor). */
+  private landing: { seq: number; sink: Landing } | null = null;
   /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
   /** FLUSHes on their helper thread, until answered (flushLocal). */
@@ -74,8 +77,12 @@ export class SecondaryWorker {
 
   static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
     const pool = new BufferPool(PAYLOAD_POOL_MIN_BYTES, PAYLOAD_POOL_BYTES_MAX);
+    let worker: SecondaryWorker | null = null;
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
-      { checksum: resource.checksum, compression: resource.compression }, { payload_alloc: (n) => pool.take(n), copy_payloads: true, cork_bytes: CORK_REPLIES_BYTES, pull_streams: true });
+      { checksum: resource.checksum, compression: resource.compression }, {
+        payload_alloc: (n) => pool.take(n), copy_payloads: true, cork_bytes: CORK_REPLIES_BYTES, pull_streams: true,
+        sink_for: (write) => worker?.landingFor(write) ?? null,
+      });
     const refuse = (code: PeerErrorName, message: string, exit_code: number): never => {
       link.send({ kind: "error", code, busy: false, message });
       link.close(message);
@@ -134,12 +141,13 @@ export class SecondaryWorker {
       for (const frame of bitmapFrames(bitmap)) link.send(frame);
       log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);
       const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES });
-      const worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit);
+      worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit);
       emit("connect");
-      link.start((frame) => worker.onFrame(frame), (reason) => worker.lost(reason), () => worker.carryOut());
+      const started = worker;
+      link.start((frame) => started.onFrame(frame), (reason) => started.lost(reason), () => started.carryOut());
       const keepalive_ms = reconnectIntervalMs(resource.timeout_s);
       link.startTimers({ keepalive_ms: 0, idle_receive_ms: 2 * keepalive_ms });
-      return worker;
+      return started;
     } catch (err) {
       disk.close();
       throw err;
@@ -177,7 +185,39 @@ export class SecondaryWorker {
     });
   }
 
+  /**
+   * Where a large synchronization WRITE's payload goes as it arrives (the decoder's sink_for):
+   * straight onto the disk (Landing), once the requests decoded before it are carried out and its
+   * extent is marked in the map, the order carryOut keeps. null, a buffer as usual, for the rest:
+   * application writes (memsync answers them on receipt, before the disk write) and any request
+   * the engine would reject.
+   */
+  landingFor(write: WriteHead): Landing | null {
+    if (this.ending || this.landing !== null || !write.sync || write.memsync || this.pending.has(write.seq)) return null;
+    const r: SecondaryRequest = { seq: write.seq, kind: "write", offset: write.offset, length: write.length, memsync: false, sync: true };
+    if (!this.engine.accepts(r)) return null;
+    const sink = this.link.landingTo(this.disk, this.meta.localoff + write.offset);
+    if (sink === null) return null;
+    this.carryOut();
+    this.stats.writes++;
+    this.pending.set(write.seq, { ...write, kind: "write", data: new Uint8Array(0), landed: true });
+    this.landing = { seq: write.seq, sink };
+    this.run(this.engine.request(r)); // its map mark; its local write is the landing (run skips it)
+    return sink;
+  }
+
+  /** The landing's payload is all on the disk (or its write failed): answered at once. */
+  private landed(seq: number): void {
+    const landing = this.landing;
+    assert(landing !== null && landing.seq === seq, () => `landed WRITE ${seq} was not landing`);
+    this.landing = null;
+    const error = landing.sink.error === null ? null : this.localFailed("write", landing.sink.error);
+    this.run(this.engine.localDone(seq, error));
+    this.link.flush();
+  }
+
   private onFrame(frame: Frame): void {
+    if (frame.kind === "write" && frame.landed === true) return this.landed(frame.seq);
     switch (frame.kind) {
       case "keepalive":
         return;
@@ -248,6 +288,7 @@ export class SecondaryWorker {
           this.reply(a.seq, a.error, a.received);
           break;
         case "local":
+          if (a.seq === this.landing?.seq) break; // the write is the landing itself (landingFor)
           if (a.kind === "flush" && !map_failed) this.flushLocal(a.seq);
           else this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(a.seq)));
           break;
@@ -306,7 +347,7 @@ export class SecondaryWorker {
       const r = this.pending.get(seq);
       this.pending.delete(seq);
       this.read_data.delete(seq);
-      if (r?.kind === "write") this.pool.give(r.data);
+      if (r?.kind === "write" && r.landed !== true) this.pool.give(r.data);
     }
     this.link.send({ kind: "reply", seq, error: (error ?? "OK") as ReplyErrorName, received, data: error ? new Uint8Array(0) : data });
   }

@@ -24,7 +24,7 @@ import {
 } from "../wire/nbd-transmission.ts";
 import type { BlockBackend } from "./block-backend.ts";
 import { ReceiveBuffer, type QueuedRead } from "../wire/receive-buffer.ts";
-import { queuedRead } from "../io/queued-read.ts";
+import { queuedRead, socketFd } from "../io/queued-read.ts";
 import { NativeError } from "../native.ts";
 
 /** Requests started but not yet fully replied to, per connection. */
@@ -113,7 +113,8 @@ export class NbdConnection {
     private readonly ctx: ExportContext,
     readonly label: string,
   ) {
-    this.read_queued = queuedRead(socket, label);
+    const fd = socketFd(socket);
+    this.read_queued = fd === undefined ? undefined : queuedRead(fd, label);
   }
 
   open(): void {

@@ -9,7 +9,7 @@
 import net from "node:net";
 import type { Socket } from "bun";
 import type { QueuedRead } from "../wire/receive-buffer.ts";
-import { queuedRead } from "./queued-read.ts";
+import { queuedRead, socketFd } from "./queued-read.ts";
 
 export interface StreamHandlers {
   data(chunk: Uint8Array): void;
@@ -25,6 +25,10 @@ export interface ByteStream {
   /** Reads bytes queued behind the delivered ones; only from inside the data handler, and only
    * where the socket API delivers every read at once (Bun's own sockets, not node:net). */
   readonly read_queued?: QueuedRead;
+  /** The socket's descriptor, for moving bulk data straight between it and a file (sendfile,
+   * splice) by the rules of src/io/queued-read.ts: writes only while nothing is queued here,
+   * reads only from inside the data handler. Bun's own sockets only. */
+  readonly fd?: number;
   readonly remote: string;
   close(): void;
 }
@@ -130,6 +134,7 @@ class BunStream implements ByteStream {
   private socket: Socket<undefined> | null = null;
   remote = "";
   read_queued: QueuedRead | undefined;
+  fd: number | undefined;
 
   constructor(private readonly handlers: StreamHandlers) {}
 
@@ -148,7 +153,8 @@ class BunStream implements ByteStream {
     this.socket = socket;
     socket.setNoDelay(true);
     this.remote = `${socket.remoteAddress}`;
-    this.read_queued = queuedRead(socket as Socket<unknown>, `peer ${this.remote}`);
+    this.fd = socketFd(socket as Socket<unknown>);
+    this.read_queued = this.fd === undefined ? undefined : queuedRead(this.fd, `peer ${this.remote}`);
     return this;
   }
 

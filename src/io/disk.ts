@@ -5,7 +5,7 @@
 // Invariants checked on every call: offsets and lengths are whole, non-negative and inside
 // the component (size_bytes is fixed when it is opened); writes need a writable open.
 
-import { native, NativeError } from "../native.ts";
+import { native, NativeError, type SpliceResult } from "../native.ts";
 
 export interface LocalDiskOptions {
   write: boolean;
@@ -103,6 +103,27 @@ export class LocalDisk {
       throw new NativeError({ op: "pread", path: this.path, errno: native.errno.EIO, code: "EIO",
         where: ` at offset ${offset} (${buf.length} bytes)`, reason: `short read, got ${got} bytes` });
     }
+  }
+
+  /** Whether the page cache holds all of the range (false where the system cannot tell). */
+  cached(offset: number, length: number): boolean {
+    this.#checkRange("pread", offset, length);
+    return native.rangeCached(this.#fd, this.path, offset, length);
+  }
+
+  /** sendfile of the range to a nonblocking stream socket (`what` names it in errors): the bytes
+   * the socket took now, from the start; -1 where the system has no sendfile. A range the page
+   * cache does not hold would block on the disk (check cached() first). */
+  sendTo(socket: number, what: string, offset: number, length: number): number {
+    this.#checkRange("pread", offset, length);
+    return native.sendfile(socket, what, this.#fd, this.path, offset, length);
+  }
+
+  /** Up to `length` bytes queued on a socket, written at `offset` straight from it (splice
+   * through `pipe`, see native spliceIn); a failed write is reported in the result. */
+  receive(socket: number, what: string, pipe: [number, number], offset: number, length: number, wait_us: number): SpliceResult {
+    this.#checkWritable("pwrite", offset, length);
+    return native.spliceIn(socket, what, pipe, this.#fd, this.path, offset, length, wait_us);
   }
 
   write(buf: Uint8Array, offset: number): void {

@@ -11,10 +11,12 @@
 // that many bytes are gathered: the secondary answers a burst of QD32 requests with one syscall
 // instead of one per reply. Bulk data is never copied: its header is written, then the data as it
 // is.
-import { FrameDecoder, FrameEncoder, type DecodeResult, type Frame, type PayloadEncoding, type PeerPrimitives } from "../wire/peer/index.ts";
-import { NativeError } from "../native.ts";
+import { FrameDecoder, FrameEncoder, type DecodeResult, type DecoderOptions, type Frame, type PayloadEncoding, type PeerPrimitives, type WriteHead } from "../wire/peer/index.ts";
+import { native, NativeError } from "../native.ts";
 import { QUEUED_WAIT_US } from "../wire/receive-buffer.ts";
 import type { ByteStream, StreamHandlers } from "./byte-stream.ts";
+import type { LocalDisk } from "./disk.ts";
+import { Landing } from "./landing.ts";
 
 export interface LinkTimers {
   /** Send KEEPALIVE after this long without sending anything (primary); 0 = never. */
@@ -40,10 +42,7 @@ export const CORK_REQUESTS_BYTES = 48 * 1024;
  * event loop takes over. */
 const PULL_FRAMES_MAX = 16;
 
-export interface PeerLinkOptions {
-  /** The frame decoder's options (see FrameDecoder). */
-  payload_alloc?: (n: number) => Uint8Array;
-  copy_payloads?: boolean;
+export interface PeerLinkOptions extends DecoderOptions {
   /** Gather small frames until the end of the tick, writing them out whenever this many bytes are
    * gathered (at least COPY_BYTES_MAX); absent, each frame is written at once. */
   cork_bytes?: number;
@@ -67,6 +66,8 @@ export class PeerLink {
   private cork_flush_scheduled = false;
   private readonly defer: boolean;
   private readonly pull_streams: boolean;
+  /** The pipe Landings go through, made at the first one (null: the system has no splice). */
+  private pipe: [number, number] | null | undefined;
   private onFrame: (frame: Frame) => void = () => {};
   private onClose: (reason: string) => void = () => {};
   private onIdle: () => void = () => {};
@@ -190,6 +191,42 @@ export class PeerLink {
     this.last_sent_ms = Date.now();
   }
 
+  /**
+   * A WRITE whose data the kernel sends straight from `disk`'s page cache at `at` (sendfile): no
+   * copy here, and on loopback none in the kernel. Only where the link's encoding need not see
+   * the data (no checksum, no zstd) and nothing waits in the send queue; else it sends nothing
+   * and returns false. What the socket does not take at once is sent from `rest(from)`, bytes
+   * the caller keeps unchanged until answered. The range must stay unwritten until answered too
+   * (a sync chunk's range lock): on loopback the peer copies from these very pages. A failure
+   * once the header is out closes the link: the stream cannot be put back in step.
+   */
+  sendWriteFromFile(frame: WriteHead, disk: LocalDisk, at: number, rest: (from: number) => Uint8Array): boolean {
+    const fd = this.stream.fd;
+    if (this.closed || fd === undefined) return false;
+    const head = this.encoder.plainWriteHead(frame);
+    if (head === null) return false;
+    this.flushCork();
+    if (this.stream.queued_bytes > 0) return false;
+    this.stream.write(head);
+    try {
+      const sent = this.stream.queued_bytes > 0 ? 0 : Math.max(0, disk.sendTo(fd, this.remote, at, frame.length));
+      if (sent < frame.length) this.stream.write(rest(sent), true);
+    } catch (err) {
+      this.close(`sending WRITE ${frame.seq} from ${disk.path} failed: ${(err as Error).message}`);
+    }
+    this.last_sent_ms = Date.now();
+    return true;
+  }
+
+  /** A sink for a payload arriving on this link (FrameDecoder sink_for) that moves it into
+   * `disk` from `offset` on straight from the socket (splice); null where that cannot be. */
+  landingTo(disk: LocalDisk, offset: number): Landing | null {
+    const fd = this.stream.fd;
+    if (this.closed || fd === undefined) return null;
+    if (this.pipe === undefined) this.pipe = native.splicePipe();
+    return this.pipe === null ? null : new Landing(fd, this.remote, this.pipe, disk, offset);
+  }
+
   private corkIn(bytes: Uint8Array): void {
     if (bytes.length === 0) return;
     if (this.cork_used + bytes.length > this.cork.byteLength) this.flushCork();
@@ -241,6 +278,14 @@ export class PeerLink {
     this.closed_reason = reason;
     if (this.timer) clearInterval(this.timer);
     this.stream.close();
+    for (const fd of this.pipe ?? []) {
+      try {
+        native.close(fd, "splice pipe");
+      } catch {
+        // Nothing was written through it that a close could lose.
+      }
+    }
+    this.pipe = null;
     this.onClose(reason);
   }
 }

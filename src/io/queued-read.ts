@@ -7,11 +7,15 @@ import type { Socket } from "bun";
 import { native } from "../native.ts";
 import type { QueuedRead } from "../wire/receive-buffer.ts";
 
-/** A QueuedRead for `socket`, or undefined when its descriptor is not exposed. Throws a
- * NativeError naming `what` when the socket failed (e.g. ECONNRESET). */
-export function queuedRead(socket: Socket<unknown>, what: string): QueuedRead | undefined {
+/** A socket's descriptor, or undefined when Bun does not expose it. */
+export function socketFd(socket: Socket<unknown>): number | undefined {
   // Bun exposes `fd` on its sockets at run time; bun-types does not declare it.
   const fd = (socket as unknown as { fd?: unknown }).fd;
-  if (typeof fd !== "number" || !Number.isInteger(fd) || fd < 0) return undefined;
+  return typeof fd === "number" && Number.isInteger(fd) && fd >= 0 ? fd : undefined;
+}
+
+/** A QueuedRead for a socket's descriptor. Throws a NativeError naming `what` when the socket
+ * failed (e.g. ECONNRESET). */
+export function queuedRead(fd: number, what: string): QueuedRead {
   return (into, wait_us) => Math.max(0, native.recvReady(fd, what, into, wait_us));
 }

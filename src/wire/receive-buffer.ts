@@ -21,6 +21,18 @@
  * first waits that long at most for bytes to arrive (the thread blocks meanwhile). */
 export type QueuedRead = (into: Uint8Array, wait_us: number) => number;
 
+/**
+ * Where a large message may go instead of a buffer: the secondary's disk, for synchronization
+ * data, which the socket's owner then moves there without a copy through memory (splice).
+ */
+export interface MessageSink {
+  /** Bytes of the message that came through the event loop, at `at` within it; not kept. */
+  write(bytes: Uint8Array, at: number): void;
+  /** Takes up to `max` bytes queued on the socket behind the delivered ones, for `at` on (waiting
+   * at most `wait_us` when none are): the count, 0 when none came. */
+  take(at: number, max: number, wait_us: number): number;
+}
+
 /** Messages smaller than this wait for the event loop: a syscall costs more than the copy it saves. */
 export const QUEUED_READ_MIN_BYTES = 64 * 1024;
 /**
@@ -50,8 +62,8 @@ export class ReceiveBuffer {
   bytes = 0;
   /** Consumed chunks smaller than this are left to the collector (free_consumed). */
   private readonly free_min_bytes: number;
-  /** A message being filled in its final buffer (takeMessage). */
-  private partial: { buf: Uint8Array; filled: number; waits: { left: number } } | null = null;
+  /** A message being filled in its final buffer (takeMessage) or handed to a sink (sinkMessage). */
+  private partial: { to: Uint8Array | MessageSink; n: number; filled: number; waits: { left: number } } | null = null;
 
   /**
    * free_consumed: pushed chunks are fresh buffers nothing else refers to (Bun's socket reads);
@@ -119,14 +131,52 @@ export class ReceiveBuffer {
     if (this.partial === null) {
       if (this.bytes >= n) return this.opts.copy_messages ? this.copyMessage(n, alloc) : this.take(n, alloc);
       if (read === undefined || n < QUEUED_READ_MIN_BYTES) return null;
-      this.partial = { buf: alloc(n), filled: 0, waits: { left: QUEUED_WAITS_MAX } };
+      this.partial = { to: alloc(n), n, filled: 0, waits: { left: QUEUED_WAITS_MAX } };
     }
     const p = this.partial;
-    if (p.buf.byteLength !== n) throw new Error(`receive buffer: message of ${n} bytes asked while one of ${p.buf.byteLength} is being filled`);
-    p.filled = this.fill(p.buf, p.filled, read, p.waits);
+    if (!(p.to instanceof Uint8Array) || p.n !== n) throw new Error(`receive buffer: message of ${n} bytes asked while another is being filled`);
+    p.filled = this.fill(p.to, p.filled, read, p.waits);
     if (p.filled < n) return null;
     this.partial = null;
-    return p.buf;
+    return p.to;
+  }
+
+  /**
+   * Hands the next message of `n` bytes to `sink` as it arrives: held bytes at once, then, with
+   * `direct` (the socket may be read now, as for a QueuedRead), what is queued on the socket,
+   * waiting for the rest as takeMessage does. True once all of it went there; else ask again,
+   * with the same sink, after the next push.
+   */
+  sinkMessage(n: number, sink: MessageSink, direct: boolean): boolean {
+    this.partial ??= { to: sink, n, filled: 0, waits: { left: QUEUED_WAITS_MAX } };
+    const p = this.partial;
+    if (p.to !== sink || p.n !== n) throw new Error(`receive buffer: message of ${n} bytes sunk while another is being filled`);
+    p.filled += this.drainTo(sink, p.filled, Math.min(this.bytes, n - p.filled));
+    while (direct && p.filled < n) {
+      let got = sink.take(p.filled, n - p.filled, 0);
+      if (got <= 0 && p.waits.left > 0) {
+        p.waits.left--;
+        got = sink.take(p.filled, n - p.filled, QUEUED_WAIT_US);
+        if (got <= 0) p.waits.left = 0;
+      }
+      if (got <= 0) break;
+      p.filled += got;
+    }
+    if (p.filled < n) return false;
+    this.partial = null;
+    return true;
+  }
+
+  /** Writes the first `n` held bytes to `sink` (as views of the chunks) and consumes them. */
+  private drainTo(sink: MessageSink, at: number, n: number): number {
+    for (let i = this.first, done = 0; done < n; i++) {
+      const chunk = this.chunks[i]!;
+      const start = i === this.first ? this.head_offset : 0;
+      const part = Math.min(chunk.byteLength - start, n - done);
+      sink.write(chunk.subarray(start, start + part), at + done);
+      done += part;
+    }
+    return this.discard(n);
   }
 
   private copyMessage(n: number, alloc: (n: number) => Uint8Array): Uint8Array {

@@ -3,13 +3,14 @@
 // caller ends the connection logging `reason`. A payload is allocated only once all of its
 // bytes have arrived, or, given a QueuedRead, once a large one starts to arrive (it is then
 // filled straight from the socket); memory per connection stays within one bounded frame plus
-// one chunk.
-import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type QueuedRead } from "../receive-buffer.ts";
-import { HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES } from "./constants.ts";
+// one chunk. A large WRITE of plain data (no checksum, no compression) may instead go to a sink
+// the consumer gives for it (landedWrite): the secondary's disk, for synchronization data.
+import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type MessageSink, type QueuedRead } from "../receive-buffer.ts";
+import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES, PAYLOAD_FLAGS } from "./constants.ts";
 import { DecodeFailure } from "./errors.ts";
-import { decodeFrameBody } from "./frame.ts";
+import { decodeFrameBody, landedWrite, writeHeadOf } from "./frame.ts";
 import { decodeHeader, type Header } from "./header.ts";
-import type { DecodeResult, PeerPrimitives } from "./types.ts";
+import type { DecodeResult, PeerPrimitives, WriteHead } from "./types.ts";
 
 const NEED_MORE: DecodeResult = { kind: "need-more" };
 
@@ -23,16 +24,23 @@ export class FrameDecoder {
   #streaming = false;
   readonly #header_scratch = new Uint8Array(HEADER_BYTES);
   readonly #payload_alloc: (n: number) => Uint8Array;
+  readonly #sink_for: ((write: WriteHead) => MessageSink | null) | undefined;
+  /** Where the current frame's payload goes, when its consumer gave a sink for it. */
+  #sink: MessageSink | null = null;
 
   /**
    * payload_alloc: where a payload that spans chunks is assembled (default: a new array each time),
    * e.g. a pool the consumer gives buffers back to once it is done with a frame. copy_payloads:
    * every payload is copied there, none is a view of a pushed chunk, and each chunk is freed once
    * consumed (ReceiveBuffer copy_messages): for chunks that are fresh socket reads, ours alone.
+   * sink_for: asked, when the header of a WRITE of plain data of QUEUED_READ_MIN_BYTES or more
+   * arrives and the socket may be read directly, where its payload goes; null: a buffer as
+   * usual. Such a frame is then returned as landedWrite, once all of its payload went there.
    */
-  constructor(prims: PeerPrimitives, opts: { payload_alloc?: (n: number) => Uint8Array; copy_payloads?: boolean } = {}) {
+  constructor(prims: PeerPrimitives, opts: DecoderOptions = {}) {
     this.#prims = prims;
     this.#payload_alloc = opts.payload_alloc ?? newArray;
+    this.#sink_for = opts.sink_for;
     const copy = opts.copy_payloads === true;
     this.#rx = new ReceiveBuffer({ free_consumed: copy, copy_messages: copy });
   }
@@ -86,6 +94,11 @@ export class FrameDecoder {
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
     }
     const header = this.#header;
+    if (this.#sink !== null) return this.#sinkPayload(header, this.#sink, read !== undefined);
+    if (read !== undefined && this.#sink_for !== undefined && plainWrite(header)) {
+      this.#sink = this.#sink_for(writeHeadOf(header));
+      if (this.#sink !== null) return this.#sinkPayload(header, this.#sink, true);
+    }
     // A payload inside one chunk is a view of it (zero copy; copied with copy_payloads); one that
     // spans chunks is copied once, or, when large and still arriving, filled straight from the socket.
     const payload = this.#rx.takeMessage(header.payload_bytes, this.#payload_alloc, read);
@@ -95,10 +108,29 @@ export class FrameDecoder {
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
   }
 
+  #sinkPayload(header: Header, sink: MessageSink, direct: boolean): DecodeResult {
+    if (!this.#rx.sinkMessage(header.payload_bytes, sink, direct)) return NEED_MORE;
+    this.#header = null;
+    this.#sink = null;
+    this.#streaming = true;
+    return { kind: "frame", frame: landedWrite(header) };
+  }
+
   #needed_bytes(): number {
     if (this.#header === null) return HEADER_BYTES;
     return this.#header.payload_bytes - this.#rx.partial_bytes;
   }
+}
+
+export interface DecoderOptions {
+  payload_alloc?: (n: number) => Uint8Array;
+  copy_payloads?: boolean;
+  sink_for?: (write: WriteHead) => MessageSink | null;
+}
+
+/** A WRITE whose payload is its data as is, large enough to be worth a sink. */
+function plainWrite(header: Header): boolean {
+  return header.type === FrameType.WRITE && (header.flags & PAYLOAD_FLAGS) === 0 && header.payload_bytes >= QUEUED_READ_MIN_BYTES;
 }
 
 function newArray(n: number): Uint8Array {

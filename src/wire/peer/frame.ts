@@ -5,6 +5,7 @@ import {
   FrameType,
   HEADER_BYTES,
   MAX_DATA_BYTES,
+  PAYLOAD_FLAGS,
   ReplyErrorCode,
 } from "./constants.ts";
 import { crc32c } from "../../core/crc32c.ts";
@@ -26,7 +27,7 @@ import {
 import { encodeHeaderInto, typeName, validateHeader, type Header } from "./header.ts";
 import { getU32, putU32 } from "./little-endian.ts";
 import { decodePayload, encodePayload } from "./payload.ts";
-import type { Frame, FrameParts, PayloadEncoding, PeerPrimitives } from "./types.ts";
+import type { Frame, FrameParts, PayloadEncoding, PeerPrimitives, WriteHead } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
 
@@ -78,6 +79,19 @@ export class FrameEncoder {
     }
   }
 
+  /**
+   * The head of a WRITE whose data the caller sends itself, as it is (sendfile); null when this
+   * link's encoding needs to see the data (a checksum, zstd). Valid whatever the data: under
+   * `hole` compression a chunk of zeroes then travels whole rather than as a hole.
+   */
+  plainWriteHead(frame: WriteHead): Uint8Array | null {
+    if (this.encoding.checksum !== "none" || this.encoding.compression === "zstd") return null;
+    if (frame.length > MAX_DATA_BYTES) throw new Error(`WRITE: ${frame.length} data bytes exceed ${MAX_DATA_BYTES}`);
+    const flags = (frame.memsync ? Flag.MEMSYNC : 0) | (frame.sync ? Flag.SYNC : 0);
+    const header = { ...blank(FrameType.WRITE), seq: frame.seq, offset: frame.offset, length: frame.length, payload_bytes: frame.length, flags };
+    return headerOnly(header).head;
+  }
+
   #withData(header: Header, data: Uint8Array): FrameParts {
     if (data.length > MAX_DATA_BYTES) throw new Error(`${typeName(header.type)}: ${data.length} data bytes exceed ${MAX_DATA_BYTES}`);
     const payload = encodePayload(data, this.encoding, this.prims);
@@ -104,6 +118,26 @@ export function frameBytes(parts: FrameParts): Uint8Array {
   return out;
 }
 
+/** A WRITE header's fields. */
+export function writeHeadOf(header: Header): WriteHead & { kind: "write" } {
+  return {
+    kind: "write" as const,
+    seq: header.seq,
+    offset: header.offset,
+    length: header.length,
+    memsync: (header.flags & Flag.MEMSYNC) !== 0,
+    sync: (header.flags & Flag.SYNC) !== 0,
+  };
+}
+
+/** A WRITE of plain data whose payload the receiver's sink took (FrameDecoder sink_for). */
+export function landedWrite(header: Header): Frame {
+  if (header.type !== FrameType.WRITE || (header.flags & PAYLOAD_FLAGS) !== 0 || header.payload_bytes !== header.length) {
+    throw new Error(`landedWrite: not a WRITE of plain data (type ${header.type}, flags 0x${header.flags.toString(16)})`);
+  }
+  return { ...writeHeadOf(header), data: EMPTY, landed: true };
+}
+
 /** Decodes a complete payload for a validated header; throws DecodeFailure. */
 export function decodeFrameBody(header: Header, payload: Uint8Array, prims: PeerPrimitives): Frame {
   switch (header.type) {
@@ -124,14 +158,7 @@ export function decodeFrameBody(header: Header, payload: Uint8Array, prims: Peer
     case FrameType.READ:
       return { kind: "read", seq: header.seq, offset: header.offset, length: header.length, sync: (header.flags & Flag.SYNC) !== 0 };
     case FrameType.WRITE: {
-      const write = {
-        kind: "write" as const,
-        seq: header.seq,
-        offset: header.offset,
-        length: header.length,
-        memsync: (header.flags & Flag.MEMSYNC) !== 0,
-        sync: (header.flags & Flag.SYNC) !== 0,
-      };
+      const write = writeHeadOf(header);
       // A resync of never-written extents is mostly holes: no megabyte of zeroes made for each.
       if ((header.flags & Flag.HOLE) !== 0) return { ...write, data: EMPTY, hole: true };
       return { ...write, data: decodePayload(`WRITE seq ${header.seq}`, header.flags, header.length, payload, prims) };

@@ -13,7 +13,7 @@ export {
   type ReplyErrorName,
 } from "./constants.ts";
 export type * from "./types.ts";
-export { FrameDecoder } from "./decoder.ts";
+export { FrameDecoder, type DecoderOptions } from "./decoder.ts";
 export { FrameEncoder, frameBytes } from "./frame.ts";
 export { negotiateVersion, expectedBitmapBytes } from "./handshake.ts";
 export {

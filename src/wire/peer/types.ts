@@ -86,7 +86,8 @@ export type Frame =
   | { kind: "read"; seq: number; offset: number; length: number; sync: boolean }
   /** hole (decoded frames): the data is all zeroes and was not sent (compression), `data` is empty
    * and the receiver zeroes `length` bytes; no buffer of zeroes is made. */
-  | { kind: "write"; seq: number; offset: number; length: number; memsync: boolean; sync: boolean; data: Uint8Array; hole?: true }
+  /** landed: the data went where the receiver's sink put it (FrameDecoder sink_for); `data` is empty. */
+  | { kind: "write"; seq: number; offset: number; length: number; memsync: boolean; sync: boolean; data: Uint8Array; hole?: true; landed?: true }
   | { kind: "delete"; seq: number; offset: number; length: number }
   | { kind: "flush"; seq: number }
   | { kind: "keepalive" }
@@ -94,6 +95,9 @@ export type Frame =
   | { kind: "reply"; seq: number; error: ReplyErrorName; received: boolean; data: Uint8Array };
 
 export type FrameKind = Frame["kind"];
+
+/** A WRITE's fields but its data. */
+export type WriteHead = Omit<Extract<Frame, { kind: "write" }>, "data" | "hole" | "landed">;
 
 /** An encoded frame: write head then body (body is the caller's data, or its compressed form; may be empty). */
 export interface FrameParts {
