@@ -54,7 +54,7 @@ export class SecondaryWorker {
   private readonly stats = newStatistics();
   private readonly pending = new Map<number, Request>();
   /** The synchronization WRITE whose payload is going straight onto the disk (landingFor). */
-  private landing: { seq: number; sink: Landing } | null = null;
+  private landing: { seq: number; sink: Landing; unmarked: boolean } | null = null;
   /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
   /** FLUSHes on their helper thread, until answered (flushLocal). */
@@ -201,8 +201,11 @@ export class SecondaryWorker {
     this.carryOut();
     this.stats.writes++;
     this.pending.set(write.seq, { ...write, kind: "write", data: new Uint8Array(0), landed: true });
-    this.landing = { seq: write.seq, sink };
+    const landing = { seq: write.seq, sink, unmarked: false };
+    this.landing = landing;
     this.run(this.engine.request(r)); // its map mark; its local write is the landing (run skips it)
+    // A map mark that failed fails the write, as in run(): the payload is then taken and dropped.
+    if (landing.unmarked) sink.drop();
     return sink;
   }
 
@@ -211,7 +214,7 @@ export class SecondaryWorker {
     const landing = this.landing;
     assert(landing !== null && landing.seq === seq, () => `landed WRITE ${seq} was not landing`);
     this.landing = null;
-    const error = landing.sink.error === null ? null : this.localFailed("write", landing.sink.error);
+    const error = landing.unmarked ? "EIO" : landing.sink.error === null ? null : this.localFailed("write", landing.sink.error);
     this.run(this.engine.localDone(seq, error));
     this.link.flush();
   }
@@ -288,7 +291,11 @@ export class SecondaryWorker {
           this.reply(a.seq, a.error, a.received);
           break;
         case "local":
-          if (a.seq === this.landing?.seq) break; // the write is the landing itself (landingFor)
+          if (a.seq === this.landing?.seq) {
+            // The write is the landing itself (landingFor); without its map mark it must not happen.
+            if (map_failed) this.landing.unmarked = true;
+            break;
+          }
           if (a.kind === "flush" && !map_failed) this.flushLocal(a.seq);
           else this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(a.seq)));
           break;

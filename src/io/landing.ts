@@ -9,11 +9,12 @@ import type { LocalDisk } from "./disk.ts";
 /**
  * One WRITE's payload, written into `disk` from `base` on as it arrives: bytes the event loop
  * already delivered with pwrite, bytes still queued on the socket with splice. After a failed
- * write the rest of the payload is still taken off the socket, so the stream stays in step, and
- * dropped; `error` says what failed, for the answer.
+ * write (or drop()) the rest of the payload is still taken off the socket, so the stream stays in
+ * step, and dropped; `error` says what failed, for the answer.
  */
 export class Landing implements MessageSink {
   error: Error | null = null;
+  private dropping = false;
 
   constructor(
     private readonly socket: number,
@@ -23,8 +24,13 @@ export class Landing implements MessageSink {
     private readonly base: number,
   ) {}
 
+  /** Takes the rest of the payload off the socket without writing it (the write must not happen). */
+  drop(): void {
+    this.dropping = true;
+  }
+
   write(bytes: Uint8Array, at: number): void {
-    if (this.error !== null) return;
+    if (this.error !== null || this.dropping) return;
     try {
       this.disk.write(bytes, this.base + at);
     } catch (err) {
@@ -33,7 +39,7 @@ export class Landing implements MessageSink {
   }
 
   take(at: number, max: number, wait_us: number): number {
-    const r = this.error !== null
+    const r = this.error !== null || this.dropping
       ? native.spliceIn(this.socket, this.what, this.pipe, -1, this.disk.path, 0, max, wait_us)
       : this.disk.receive(this.socket, this.what, this.pipe, this.base + at, max, wait_us);
     this.error ??= r.error;
