@@ -383,6 +383,7 @@ const SOCKET_ERRNOS = new Set(["EPIPE", "ECONNRESET", "ENOTCONN", "ETIMEDOUT", "
  * file read error is a NativeError naming the path; a socket's one names `what`. */
 function sendfile(sock: number, what: string, fd: number, path: string, offset: number, length: number): number {
   assertByteCount("pread", path, "offset", offset);
+  assertByteCount("sendfile", path, "length", length);
   const rc = Number(c.hast_sendfile(sock, fd, offset, length));
   if (rc === -ERRNO.EOPNOTSUPP) return -1;
   if (rc === -ERRNO.EAGAIN) return 0;
@@ -414,14 +415,20 @@ const spliceIo = new BigInt64Array(2);
  * pwrite of the path fails the write (the bytes are then discarded). */
 function spliceIn(sock: number, what: string, pipe: [number, number], fd: number, path: string, offset: number, length: number, wait_us: number): SpliceResult {
   assertByteCount("pwrite", path, "offset", offset);
-  const rule = fd >= 0 ? injectedFault("pwrite", path) : undefined;
-  if (rule !== undefined && rule.delay_ms > 0) Bun.sleepSync(rule.delay_ms);
+  assertByteCount("splice", what, "length", length);
+  // A rule fires only for a call that moved bytes (as a pwrite, which always has some): calls
+  // that find nothing queued yet are part of the same write.
+  const rule = fd >= 0 ? liveFault("pwrite", path) : undefined;
   const injected = rule !== undefined && rule.delay_ms === 0;
   const rc = c.hast_splice_in(sock, pipe[0], pipe[1], injected ? -1 : fd, offset, length, wait_us, spliceIo);
   if (rc === -ERRNO.EAGAIN) return { taken: 0, error: null };
   check(rc, "splice", what, undefined, length);
   const taken = Number(spliceIo[0]);
   const errno = Number(spliceIo[1]);
+  if (rule !== undefined) {
+    rule.remaining -= 1;
+    if (rule.delay_ms > 0) Bun.sleepSync(rule.delay_ms);
+  }
   const error = injected ? injectedError(rule, "pwrite", path, offset, taken)
     : errno !== 0 ? new NativeError({ op: "pwrite", path, errno, where: at(offset, taken) }) : null;
   return { taken, error };

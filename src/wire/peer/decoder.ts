@@ -25,8 +25,9 @@ export class FrameDecoder {
   readonly #header_scratch = new Uint8Array(HEADER_BYTES);
   readonly #payload_alloc: (n: number) => Uint8Array;
   readonly #sink_for: ((write: WriteHead) => MessageSink | null) | undefined;
-  /** Where the current frame's payload goes, when its consumer gave a sink for it. */
-  #sink: MessageSink | null = null;
+  /** Where the current frame's payload goes: a sink its consumer gave, null for a buffer,
+   * undefined until decided (sink_for is asked once per frame). */
+  #sink: MessageSink | null | undefined = undefined;
 
   /**
    * payload_alloc: where a payload that spans chunks is assembled (default: a new array each time),
@@ -94,16 +95,16 @@ export class FrameDecoder {
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
     }
     const header = this.#header;
-    if (this.#sink !== null) return this.#sinkPayload(header, this.#sink, read !== undefined);
-    if (read !== undefined && this.#sink_for !== undefined && plainWrite(header)) {
+    if (this.#sink === undefined && read !== undefined && this.#sink_for !== undefined && plainWrite(header) && this.#rx.partial_bytes === 0) {
       this.#sink = this.#sink_for(writeHeadOf(header));
-      if (this.#sink !== null) return this.#sinkPayload(header, this.#sink, true);
     }
+    if (this.#sink) return this.#sinkPayload(header, this.#sink, read !== undefined);
     // A payload inside one chunk is a view of it (zero copy; copied with copy_payloads); one that
     // spans chunks is copied once, or, when large and still arriving, filled straight from the socket.
     const payload = this.#rx.takeMessage(header.payload_bytes, this.#payload_alloc, read);
     if (payload === null) return NEED_MORE;
     this.#header = null;
+    this.#sink = undefined;
     this.#streaming = payload.byteLength >= QUEUED_READ_MIN_BYTES;
     return { kind: "frame", frame: decodeFrameBody(header, payload, this.#prims) };
   }
@@ -111,7 +112,7 @@ export class FrameDecoder {
   #sinkPayload(header: Header, sink: MessageSink, direct: boolean): DecodeResult {
     if (!this.#rx.sinkMessage(header.payload_bytes, sink, direct)) return NEED_MORE;
     this.#header = null;
-    this.#sink = null;
+    this.#sink = undefined;
     this.#streaming = true;
     return { kind: "frame", frame: landedWrite(header) };
   }

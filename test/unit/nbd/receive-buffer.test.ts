@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { QUEUED_READ_MIN_BYTES, QUEUED_WAIT_US, QUEUED_WAITS_MAX, ReceiveBuffer } from "../../../src/wire/receive-buffer.ts";
+import { QUEUED_READ_MIN_BYTES, QUEUED_WAIT_US, QUEUED_WAITS_MAX, ReceiveBuffer, type MessageSink } from "../../../src/wire/receive-buffer.ts";
 
 describe("ReceiveBuffer", () => {
   test("a message inside one chunk is a view, not a copy", () => {
@@ -227,5 +227,114 @@ describe("ReceiveBuffer", () => {
     quiet.push(new Uint8Array(10));
     expect(quiet.takeMessage(n, (k) => new Uint8Array(k), silent)).toBeNull();
     expect(waits).toBe(2);
+  });
+});
+
+describe("ReceiveBuffer.sinkMessage", () => {
+  type Call = ["write", number, number[]] | ["take", number, number, number];
+  /** A sink that logs every call; take answers with `take` (default: a bug to call it). */
+  function logged(rx: ReceiveBuffer, take: (at: number, max: number, wait_us: number) => number = () => { throw new Error("take called"); }) {
+    const calls: Call[] = [];
+    const buffers: ArrayBufferLike[] = [];
+    const sink: MessageSink = {
+      write: (bytes, at) => {
+        calls.push(["write", at, [...bytes]]);
+        buffers.push(bytes.buffer);
+      },
+      take: (at, max, wait_us) => {
+        expect(rx.bytes).toBe(0); // the socket is read only once nothing is held (stream order)
+        calls.push(["take", at, max, wait_us]);
+        return take(at, max, wait_us);
+      },
+    };
+    return { sink, calls, buffers };
+  }
+
+  test("held bytes across chunks go to the sink in order, as views at their offsets; the next message's bytes stay held", () => {
+    const rx = new ReceiveBuffer();
+    const chunks = [new Uint8Array([0, 1, 2, 3]), new Uint8Array([4, 5, 6, 7]), new Uint8Array([8, 9, 10, 11, 12])];
+    for (const c of chunks) rx.push(c);
+    rx.take(1); // the message starts inside the first chunk
+    const { sink, calls, buffers } = logged(rx);
+    expect(rx.sinkMessage(10, sink, true)).toBe(true); // all held: no take, even with direct
+    expect(calls).toEqual([["write", 0, [1, 2, 3]], ["write", 3, [4, 5, 6, 7]], ["write", 7, [8, 9, 10]]]);
+    expect(buffers).toEqual(chunks.map((c) => c.buffer)); // views, not copies
+    expect(rx.partial_bytes).toBe(0);
+    expect(rx.bytes).toBe(2);
+    expect([...rx.take(2)]).toEqual([11, 12]);
+  });
+
+  test("direct: takes the rest from the socket, waits once when nothing is queued, gives up after an empty wait; a later push completes it", () => {
+    const rx = new ReceiveBuffer();
+    rx.push(new Uint8Array([1, 2, 3]));
+    const answers = [2, 0, 0]; // 2 bytes queued, then none, then a wait that brings none
+    const { sink, calls } = logged(rx, () => answers.shift()!);
+    expect(rx.sinkMessage(10, sink, true)).toBe(false);
+    expect(calls).toEqual([["write", 0, [1, 2, 3]], ["take", 3, 7, 0], ["take", 5, 5, 0], ["take", 5, 5, QUEUED_WAIT_US]]);
+    expect(rx.partial_bytes).toBe(5);
+    // The empty wait spent the message's budget: asked again, one look without waiting.
+    calls.length = 0;
+    answers.push(0);
+    expect(rx.sinkMessage(10, sink, true)).toBe(false);
+    expect(calls).toEqual([["take", 5, 5, 0]]);
+    // The event loop delivers the rest and the next message's first byte.
+    calls.length = 0;
+    rx.push(new Uint8Array([6, 7, 8, 9, 10, 99]));
+    expect(rx.sinkMessage(10, sink, true)).toBe(true);
+    expect(calls).toEqual([["write", 5, [6, 7, 8, 9, 10]]]);
+    expect(rx.partial_bytes).toBe(0);
+    expect([...rx.take(1)]).toEqual([99]);
+  });
+
+  test("direct: waits that bring bytes go on, at most QUEUED_WAITS_MAX per message", () => {
+    const rx = new ReceiveBuffer();
+    // Nothing is ever queued at once; each wait brings one byte (a sender refilling slowly).
+    const { sink, calls } = logged(rx, (_at, _max, wait_us) => (wait_us > 0 ? 1 : 0));
+    expect(rx.sinkMessage(100, sink, true)).toBe(false);
+    const expected: Call[] = [];
+    for (let i = 0; i < QUEUED_WAITS_MAX; i++) expected.push(["take", i, 100 - i, 0], ["take", i, 100 - i, QUEUED_WAIT_US]);
+    expected.push(["take", QUEUED_WAITS_MAX, 100 - QUEUED_WAITS_MAX, 0]);
+    expect(calls).toEqual(expected);
+    expect(rx.partial_bytes).toBe(QUEUED_WAITS_MAX);
+  });
+
+  test("without direct the socket is never read", () => {
+    const rx = new ReceiveBuffer();
+    rx.push(new Uint8Array([1, 2]));
+    const { sink, calls } = logged(rx); // take throws
+    expect(rx.sinkMessage(5, sink, false)).toBe(false);
+    expect(rx.sinkMessage(5, sink, false)).toBe(false); // nothing new: nothing written
+    rx.push(new Uint8Array([3]));
+    expect(rx.sinkMessage(5, sink, false)).toBe(false);
+    rx.push(new Uint8Array([4, 5]));
+    expect(rx.sinkMessage(5, sink, false)).toBe(true);
+    expect(calls).toEqual([["write", 0, [1, 2]], ["write", 2, [3]], ["write", 3, [4, 5]]]);
+  });
+
+  test("another sink, another size, or takeMessage while a message is being sunk throws", () => {
+    const rx = new ReceiveBuffer();
+    rx.push(new Uint8Array([1, 2]));
+    const { sink } = logged(rx);
+    expect(rx.sinkMessage(5, sink, false)).toBe(false);
+    expect(() => rx.sinkMessage(5, logged(rx).sink, false)).toThrow("sunk while another is being filled");
+    expect(() => rx.sinkMessage(6, sink, false)).toThrow("sunk while another is being filled");
+    expect(() => rx.takeMessage(5, (k) => new Uint8Array(k))).toThrow("asked while another is being filled");
+    rx.push(new Uint8Array([3, 4, 5, 6]));
+    expect(rx.sinkMessage(5, sink, false)).toBe(true);
+    // Done: the next message may go to any sink.
+    const other = logged(rx);
+    expect(rx.sinkMessage(1, other.sink, false)).toBe(true);
+    expect(other.calls).toEqual([["write", 0, [6]]]);
+  });
+
+  test("bytes pushed while a message is being sunk go first, and only then is the socket read", () => {
+    const rx = new ReceiveBuffer();
+    rx.push(new Uint8Array([1]));
+    const { sink, calls } = logged(rx, (_at, max) => Math.min(max, 3)); // take checks rx.bytes === 0
+    expect(rx.sinkMessage(8, sink, false)).toBe(false);
+    rx.push(new Uint8Array([2, 3]));
+    rx.push(new Uint8Array([4]));
+    expect(rx.sinkMessage(8, sink, true)).toBe(true);
+    expect(calls).toEqual([["write", 0, [1]], ["write", 1, [2, 3]], ["write", 3, [4]], ["take", 4, 4, 0], ["take", 7, 1, 0]]);
   });
 });
