@@ -1,12 +1,17 @@
-// Zero-copy resync primitives (src/native.ts rangeCached, sendfile, splicePipe, spliceIn) and
-// Landing (src/io/landing.ts), on a raw AF_UNIX stream pair: no event loop reads the bytes first.
+// Zero-copy resync primitives (src/native.ts rangeCached, sendfile, splicePipe, spliceIn),
+// Landing (src/io/landing.ts) and PeerLink.sendWriteFromFile, on a raw AF_UNIX stream pair: no
+// event loop reads the bytes first.
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { dlopen } from "bun:ffi";
 import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalDisk } from "../../../src/io/disk.ts";
+import type { ByteStream } from "../../../src/io/byte-stream.ts";
 import { Landing } from "../../../src/io/landing.ts";
+import { PeerLink } from "../../../src/io/peer-link.ts";
+import { HEADER_BYTES } from "../../../src/wire/peer/constants.ts";
+import { decodeAll, prims, RAW } from "../peer/helpers.ts";
 import { native, NativeError, setFaultInjection } from "../../../src/native.ts";
 
 const linux = process.platform === "linux";
@@ -308,5 +313,83 @@ describe.skipIf(!linux)("Landing", () => {
     expect(drain(b).length).toBe(0);
     expect(l.error).toBeNull();
     expectFile(path, size, pattern(1000, 14), base);
+  });
+});
+
+describe.skipIf(!linux)("PeerLink.sendWriteFromFile", () => {
+  const size = 8 << 20;
+
+  /** A link over a stream that writes to `fd` itself (as Bun's does when nothing is queued) and
+   * records what it was given; `queued` stands for bytes waiting in its queue. */
+  async function linkOver(fd: number | undefined, encoding = RAW, queued = 0) {
+    const given: { bytes: Uint8Array; stable: boolean }[] = [];
+    const stream: ByteStream = {
+      write: (bytes, stable = false) => {
+        given.push({ bytes, stable });
+        if (fd !== undefined && bytes.length <= 4096) writeSync(fd, bytes); // heads only: the rest is the test's to check
+      },
+      queued_bytes: queued,
+      fd,
+      remote: "test",
+      close: () => {},
+    };
+    const link = await PeerLink.over(async () => stream, prims, encoding);
+    link.start(() => {}, () => {});
+    return { link, given };
+  }
+
+  const head = (length: number) => ({ kind: "write" as const, seq: 9, offset: 1 << 20, length, memsync: false, sync: true });
+  const noRest = () => {
+    throw new Error("rest() asked although the socket took everything");
+  };
+
+  test("the head goes through the stream, the data straight from the file; the peer decodes the WRITE", async () => {
+    const [a, b] = pair();
+    const data = pattern(256 * 1024, 21);
+    const path = tempFile(size);
+    const disk = LocalDisk.open(path, { write: true });
+    disks.push(disk);
+    disk.write(data, 4096);
+    const { link, given } = await linkOver(a);
+    expect(link.sendWriteFromFile(head(data.length), disk, 4096, noRest)).toBe(true);
+    expect(given.map((g) => g.bytes.length)).toEqual([HEADER_BYTES]);
+    const got = decodeAll(drain(b));
+    expect(got).toEqual([{ kind: "frame", frame: { ...head(data.length), data } }]);
+  });
+
+  test("nothing is sent where it cannot be: no descriptor, a checksum, zstd, bytes queued ahead", async () => {
+    const path = tempFile(size);
+    const disk = LocalDisk.open(path, { write: true });
+    disks.push(disk);
+    const [a] = pair();
+    for (const { fd, encoding, queued } of [
+      { fd: undefined, encoding: RAW, queued: 0 },
+      { fd: a, encoding: { checksum: "crc32", compression: "none" } as const, queued: 0 },
+      { fd: a, encoding: { checksum: "none", compression: "zstd" } as const, queued: 0 },
+      { fd: a, encoding: RAW, queued: 1 },
+    ]) {
+      const { link, given } = await linkOver(fd, encoding, queued);
+      expect(link.sendWriteFromFile(head(64 * 1024), disk, 0, noRest)).toBe(false);
+      expect(given).toEqual([]);
+    }
+  });
+
+  test("what a full socket does not take comes from rest(from), queued as it is", async () => {
+    const [a, b] = pair();
+    const data = pattern(size - 4096, 22);
+    const path = tempFile(size);
+    const disk = LocalDisk.open(path, { write: true });
+    disks.push(disk);
+    disk.write(data, 4096);
+    const { link, given } = await linkOver(a);
+    let from = -1;
+    const rest = new Uint8Array(1);
+    expect(link.sendWriteFromFile(head(data.length), disk, 4096, (f) => ((from = f), rest))).toBe(true);
+    expect(from).toBeGreaterThan(0); // nobody reads b: the socket fills before the end
+    expect(from).toBeLessThan(data.length);
+    expect(given.map((g) => [g.bytes.length, g.stable])).toEqual([[HEADER_BYTES, false], [1, true]]);
+    expect(given[1]!.bytes).toBe(rest); // the caller's buffer, not a copy
+    const sent = drain(b);
+    expectBytes(sent.subarray(HEADER_BYTES), data.subarray(0, from));
   });
 });
