@@ -22,6 +22,7 @@ import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
 import { MAX_DATA_BYTES, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
+import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
 import type { ResourceStatistics } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
@@ -45,6 +46,8 @@ const SYNC_POOL_MIN_BYTES = 64 * 1024;
 const SYNC_POOL_BYTES_MAX = 16 * 1024 * 1024;
 /** The first bytes of a sync chunk read to tell a chunk of zeroes (sent as a hole) from data. */
 const SYNC_PROBE_BYTES = 4096;
+/** Chunks smaller than this are sent from memory: a sendfile costs more than the copy it saves. */
+const FILE_SEND_MIN_BYTES = QUEUED_READ_MIN_BYTES;
 /** Zero writes are sent as WRITE frames of at most this many zero bytes (hole-compressed on the wire). */
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 
@@ -511,15 +514,15 @@ export class PrimaryIo implements BlockBackend {
   private sendChunkFromCache(chunk: SyncChunk, seq: number, at: number): Promise<boolean> | null {
     const link = this.link;
     const disk = this.o.disk;
-    if (link === null || chunk.length < SYNC_PROBE_BYTES || !disk.cached(at, chunk.length)) return null;
     const probe = this.sync_probe;
-    if (disk.readCached(probe, at) !== probe.length || native.isZero(probe)) return null;
+    if (link === null || chunk.length < FILE_SEND_MIN_BYTES || disk.readCached(probe, at) !== probe.length ||
+      native.isZero(probe) || !disk.cached(at, chunk.length)) return null;
     let rest: Uint8Array | null = null;
     let answered!: (reply: Extract<Frame, { kind: "reply" }>) => void;
     const reply = new Promise<Extract<Frame, { kind: "reply" }>>((resolve) => (answered = resolve));
     this.remotes.set(seq, { sync: answered, sent_ms: Date.now() });
-    const frame = { kind: "write" as const, seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true };
-    const sent = link.sendWriteFromFile(frame, disk, at, (from) => {
+    const head = { kind: "write" as const, seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true };
+    const sent = link.sendWriteFromFile(head, disk, at, (from) => {
       // The socket was full: the rest is read (from the page cache) and queued.
       rest = this.sync_pool.take(chunk.length - from);
       disk.read(rest, at + from);

@@ -10,7 +10,10 @@
 // would hold them behind the disk writes of the requests decoded before them. The link follows a
 // stream of large frames on the socket only after each batch (pull_streams), answers out. A FLUSH
 // is the one request not carried out in place: its fdatasync runs on a helper thread and is
-// answered when done, while the requests behind it go on.
+// answered when done, while the requests behind it go on. A WRITE of 64 KiB or more of plain data
+// (no checksum, no zstd) is carried out as it arrives instead: the requests before it first, then
+// its payload is moved from the socket onto the disk by the kernel (landingFor), one copy instead
+// of two, and it is answered once there.
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { assert } from "../core/assert.ts";
@@ -54,7 +57,7 @@ export class SecondaryWorker {
   private readonly stats = newStatistics();
   private readonly pending = new Map<number, Request>();
   /** The synchronization WRITE whose payload is going straight onto the disk (landingFor). */
-  private landing: { seq: number; sink: Landing; unmarked: boolean } | null = null;
+  private landing: { seq: number; sink: Landing; unmarked: boolean; r: SecondaryRequest } | null = null;
   /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
   /** FLUSHes on their helper thread, until answered (flushLocal). */
@@ -186,22 +189,23 @@ export class SecondaryWorker {
   }
 
   /**
-   * Where a large synchronization WRITE's payload goes as it arrives (the decoder's sink_for):
-   * straight onto the disk (Landing), once the requests decoded before it are carried out and its
-   * extent is marked in the map, the order carryOut keeps. null, a buffer as usual, for the rest:
-   * application writes (memsync answers them on receipt, before the disk write) and any request
-   * the engine would reject.
+   * Where a large WRITE's payload goes as it arrives (the decoder's sink_for): straight onto the
+   * disk (Landing), once the requests decoded before it are carried out and, for synchronization
+   * data, its extent is marked in the map: the order carryOut keeps. memsync's "received" then
+   * leaves with the final answer, the data being on the disk by then (it is due once all of it is
+   * here; a buffer would hold it only a copy earlier). null, a buffer as usual, for a request the
+   * engine would reject.
    */
   landingFor(write: WriteHead): Landing | null {
-    if (this.ending || this.landing !== null || !write.sync || write.memsync || this.pending.has(write.seq)) return null;
-    const r: SecondaryRequest = { seq: write.seq, kind: "write", offset: write.offset, length: write.length, memsync: false, sync: true };
+    if (this.ending || this.landing !== null || this.pending.has(write.seq)) return null;
+    const r: SecondaryRequest = { seq: write.seq, kind: "write", offset: write.offset, length: write.length, memsync: write.memsync, sync: write.sync };
     if (!this.engine.accepts(r)) return null;
     const sink = this.link.landingTo(this.disk, this.meta.localoff + write.offset);
     if (sink === null) return null;
     this.carryOut();
     this.stats.writes++;
     this.pending.set(write.seq, { ...write, kind: "write", data: new Uint8Array(0), landed: true });
-    const landing = { seq: write.seq, sink, unmarked: false };
+    const landing = { seq: write.seq, sink, unmarked: false, r };
     this.landing = landing;
     this.run(this.engine.request(r)); // its map mark; its local write is the landing (run skips it)
     // A map mark that failed fails the write, as in run(): the payload is then taken and dropped.
@@ -215,6 +219,7 @@ export class SecondaryWorker {
     assert(landing !== null && landing.seq === seq, () => `landed WRITE ${seq} was not landing`);
     this.landing = null;
     const error = landing.unmarked ? "EIO" : landing.sink.error === null ? null : this.localFailed("write", landing.sink.error);
+    this.run(this.engine.receive(landing.r)); // memsync's "received", due now that it is all here
     this.run(this.engine.localDone(seq, error));
     this.link.flush();
   }
