@@ -56,8 +56,9 @@ const PAYLOAD_POOL_BYTES_MAX = 16 * 1024 * 1024;
 export class SecondaryWorker {
   private readonly stats = newStatistics();
   private readonly pending = new Map<number, Request>();
-  /** The synchronization WRITE whose payload is going straight onto the disk (landingFor). */
-  private landing: { seq: number; sink: Landing; unmarked: boolean; r: SecondaryRequest } | null = null;
+  /** The WRITE whose payload is going straight onto the disk (landingFor); `unmarked` when its
+   * map mark failed. */
+  private landing: { r: SecondaryRequest; sink: Landing; unmarked: boolean } | null = null;
   /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
   /** FLUSHes on their helper thread, until answered (flushLocal). */
@@ -205,7 +206,7 @@ export class SecondaryWorker {
     this.carryOut();
     this.stats.writes++;
     this.pending.set(write.seq, { ...write, kind: "write", data: new Uint8Array(0), landed: true });
-    const landing = { seq: write.seq, sink, unmarked: false, r };
+    const landing = { r, sink, unmarked: false };
     this.landing = landing;
     this.run(this.engine.request(r)); // its map mark; its local write is the landing (run skips it)
     // A map mark that failed fails the write, as in run(): the payload is then taken and dropped.
@@ -216,7 +217,7 @@ export class SecondaryWorker {
   /** The landing's payload is all on the disk (or its write failed): answered at once. */
   private landed(seq: number): void {
     const landing = this.landing;
-    assert(landing !== null && landing.seq === seq, () => `landed WRITE ${seq} was not landing`);
+    assert(landing !== null && landing.r.seq === seq, () => `landed WRITE ${seq} was not landing`);
     this.landing = null;
     const error = landing.unmarked ? "EIO" : landing.sink.error === null ? null : this.localFailed("write", landing.sink.error);
     this.run(this.engine.receive(landing.r)); // memsync's "received", due now that it is all here
@@ -296,7 +297,7 @@ export class SecondaryWorker {
           this.reply(a.seq, a.error, a.received);
           break;
         case "local":
-          if (a.seq === this.landing?.seq) {
+          if (a.seq === this.landing?.r.seq) {
             // The write is the landing itself (landingFor); without its map mark it must not happen.
             if (map_failed) this.landing.unmarked = true;
             break;
