@@ -154,14 +154,21 @@ int64_t hast_pwrite(int fd, const void *buf, uint64_t len, int64_t offset) {
  * (ppoll: no busy loop). Returns the count (0 at end of stream), -EAGAIN when nothing came in
  * time (or a signal interrupted the wait), or -errno.
  */
+/* Waits at most wait_us (< 1 s) for fd to be readable: 0, -EAGAIN when it did not become so in
+ * time (or a signal interrupted the wait), or -errno. */
+static int hast_wait_readable(int fd, int32_t wait_us) {
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct timespec limit = { .tv_sec = 0, .tv_nsec = (long)wait_us * 1000 };
+	int ready = ppoll(&p, 1, &limit, NULL);
+	if (ready < 0) return errno == EINTR ? -EAGAIN : -errno;
+	return ready == 0 ? -EAGAIN : 0;
+}
+
 int64_t hast_recv_ready(int fd, void *buf, uint64_t len, int32_t wait_us) {
 	if (wait_us < 0 || wait_us >= 1000000) return -EINVAL;
 	if (wait_us > 0) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		struct timespec limit = { .tv_sec = 0, .tv_nsec = (long)wait_us * 1000 };
-		int ready = ppoll(&p, 1, &limit, NULL);
-		if (ready < 0) return errno == EINTR ? -EAGAIN : -errno;
-		if (ready == 0) return -EAGAIN;
+		int waited = hast_wait_readable(fd, wait_us);
+		if (waited < 0) return waited;
 	}
 	for (;;) {
 		ssize_t n = recv(fd, buf, (size_t)len, MSG_DONTWAIT);
@@ -286,11 +293,8 @@ int hast_splice_in(int sock, int pipe_r, int pipe_w, int fd, int64_t offset, uin
 	io[1] = 0;
 #ifdef __linux__
 	if (wait_us > 0) {
-		struct pollfd p = { .fd = sock, .events = POLLIN };
-		struct timespec limit = { .tv_sec = 0, .tv_nsec = (long)wait_us * 1000 };
-		int ready = ppoll(&p, 1, &limit, NULL);
-		if (ready < 0) return errno == EINTR ? -EAGAIN : -errno;
-		if (ready == 0) return -EAGAIN;
+		int waited = hast_wait_readable(sock, wait_us);
+		if (waited < 0) return waited;
 	}
 	int64_t at = offset;
 	while ((uint64_t)io[0] < len) {

@@ -153,12 +153,7 @@ export class ReceiveBuffer {
     if (p.to !== sink || p.n !== n) throw new Error(`receive buffer: message of ${n} bytes sunk while another is being filled`);
     p.filled += this.drainTo(sink, p.filled, Math.min(this.bytes, n - p.filled));
     while (direct && p.filled < n) {
-      let got = sink.take(p.filled, n - p.filled, 0);
-      if (got <= 0 && p.waits.left > 0) {
-        p.waits.left--;
-        got = sink.take(p.filled, n - p.filled, QUEUED_WAIT_US);
-        if (got <= 0) p.waits.left = 0;
-      }
+      const got = readOrWait((wait_us) => sink.take(p.filled, n - p.filled, wait_us), p.waits);
       if (got <= 0) break;
       p.filled += got;
     }
@@ -213,12 +208,7 @@ export class ReceiveBuffer {
     at += this.discard(take);
     while (read !== undefined && at < out.byteLength) {
       if (this.bytes !== 0) throw new Error("receive buffer: queued read with bytes still held");
-      let got = read(out.subarray(at), 0);
-      if (got <= 0 && waits.left > 0) {
-        waits.left--;
-        got = read(out.subarray(at), QUEUED_WAIT_US);
-        if (got <= 0) waits.left = 0;
-      }
+      const got = readOrWait((wait_us) => read(out.subarray(at), wait_us), waits);
       if (got <= 0) break;
       at += got;
     }
@@ -284,6 +274,17 @@ export class ReceiveBuffer {
     this.head_offset = 0;
     this.bytes = 0;
   }
+}
+
+/** One read of what is queued; when it brings nothing and `waits` allows, one bounded wait for
+ * more (a wait that brings nothing ends the waiting for this message). */
+function readOrWait(read: (wait_us: number) => number, waits: { left: number }): number {
+  const got = read(0);
+  if (got > 0 || waits.left === 0) return got;
+  waits.left--;
+  const waited = read(QUEUED_WAIT_US);
+  if (waited <= 0) waits.left = 0;
+  return waited;
 }
 
 const EMPTY = new Uint8Array(0);

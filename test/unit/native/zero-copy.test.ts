@@ -48,6 +48,12 @@ function pair(): [number, number] {
   return [a, b];
 }
 
+function openDisk(path: string): LocalDisk {
+  const disk = LocalDisk.open(path, { write: true });
+  disks.push(disk);
+  return disk;
+}
+
 function splicePipe(): [number, number] {
   const p = native.splicePipe();
   if (p === null) throw new Error("splicePipe: null on Linux");
@@ -261,8 +267,7 @@ describe.skipIf(!linux)("Landing", () => {
 
   function landing(path: string): { landing: Landing; a: number; b: number } {
     const [a, b] = pair();
-    const disk = LocalDisk.open(path, { write: true });
-    disks.push(disk);
+    const disk = openDisk(path);
     return { landing: new Landing(b, "peer", splicePipe(), disk, base), a, b };
   }
 
@@ -347,8 +352,7 @@ describe.skipIf(!linux)("PeerLink.sendWriteFromFile", () => {
     const [a, b] = pair();
     const data = pattern(256 * 1024, 21);
     const path = tempFile(size);
-    const disk = LocalDisk.open(path, { write: true });
-    disks.push(disk);
+    const disk = openDisk(path);
     disk.write(data, 4096);
     const { link, given } = await linkOver(a);
     expect(link.sendWriteFromFile(head(data.length), disk, 4096, noRest)).toBe(true);
@@ -359,8 +363,7 @@ describe.skipIf(!linux)("PeerLink.sendWriteFromFile", () => {
 
   test("nothing is sent where it cannot be: no descriptor, a checksum, zstd, bytes queued ahead", async () => {
     const path = tempFile(size);
-    const disk = LocalDisk.open(path, { write: true });
-    disks.push(disk);
+    const disk = openDisk(path);
     const [a] = pair();
     for (const { fd, encoding, queued } of [
       { fd: undefined, encoding: RAW, queued: 0 },
@@ -378,8 +381,7 @@ describe.skipIf(!linux)("PeerLink.sendWriteFromFile", () => {
     const [a, b] = pair();
     const data = pattern(size - 4096, 22);
     const path = tempFile(size);
-    const disk = LocalDisk.open(path, { write: true });
-    disks.push(disk);
+    const disk = openDisk(path);
     disk.write(data, 4096);
     const { link, given } = await linkOver(a);
     let from = -1;
