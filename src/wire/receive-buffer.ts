@@ -164,14 +164,13 @@ export class ReceiveBuffer {
 
   /** Writes the first `n` held bytes to `sink` (as views of the chunks) and consumes them. */
   private drainTo(sink: MessageSink, at: number, n: number): number {
-    for (let i = this.first, done = 0; done < n; i++) {
-      const chunk = this.chunks[i]!;
-      const start = i === this.first ? this.head_offset : 0;
-      const part = Math.min(chunk.byteLength - start, n - done);
-      sink.write(chunk.subarray(start, start + part), at + done);
-      done += part;
+    let done = 0;
+    while (done < n) {
+      const part = Math.min(this.headBytes(), n - done);
+      sink.write(this.head!.subarray(this.head_offset, this.head_offset + part), at + done);
+      done += this.discard(part);
     }
-    return this.discard(n);
+    return done;
   }
 
   private copyMessage(n: number, alloc: (n: number) => Uint8Array): Uint8Array {
