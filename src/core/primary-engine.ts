@@ -133,6 +133,12 @@ export class PrimaryEngine {
   /** A flush whose answer nobody sees failed here since the last answer to one somebody does. */
   private local_failure_unreported = false;
   /**
+   * Application flushes that succeeded on both nodes while extents of this node's copy were still
+   * to be copied back from the peer: answered once a pass has copied them back and flushed them
+   * here (syncFlushDone), failed should the link or the pass end first (answerHeldFlushes).
+   */
+  private held_flushes: number[] = [];
+  /**
    * Extents of replicated changes the secondary answered but may still hold in its disk cache:
    * their dirty hold (one writeStart each) is kept until a flush sent to the peer after they
    * finished succeeds, so a power loss of the secondary cannot lose them unnoticed. Per extent:
@@ -373,13 +379,31 @@ export class PrimaryEngine {
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
       } else if (ok && this.local_stale.size > 0) {
         // Until they are copied back, the good copy of those extents is the peer's alone, and a
-        // crash here would lose which copy is good: nothing may be called durable yet.
+        // crash here would lose which copy is good: nothing may be called durable yet. Connected,
+        // the copy back is a pass away (milliseconds): the answer waits for it rather than fail
+        // an application that may not survive a failed flush.
+        this.local_failure_unreported = false;
+        if (this.connected) {
+          this.held_flushes.push(flush.id);
+          actions.push({ type: "log", level: "warn", message: `Flush ${flush.id} waits until the ${this.local_stale.size} extents of this node's copy still to be copied back from the peer are.` });
+          return [...actions, ...this.passIfIdle()];
+        }
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: ${this.local_stale.size} extents of this node's copy are still to be copied back from the peer.` });
       }
       this.local_failure_unreported = false;
     }
     actions.push({ type: "reply", id: flush.id, ok });
+    return actions;
+  }
+
+  /** Answers the held flushes: ok once every extent is copied back and flushed here, else failed. */
+  private answerHeldFlushes(ok: boolean, why: string): PrimaryAction[] {
+    if (this.held_flushes.length === 0) return [];
+    const ids = this.held_flushes;
+    this.held_flushes = [];
+    const actions: PrimaryAction[] = ids.map((id) => ({ type: "reply", id, ok }));
+    if (!ok) actions.unshift({ type: "log", level: "error", message: `Flush ${ids.join(", ")} failed: ${why}.` });
     return actions;
   }
 
@@ -674,7 +698,7 @@ export class PrimaryEngine {
   disconnect(): PrimaryAction[] {
     if (!this.connected) return [];
     this.connected = false;
-    const actions: PrimaryAction[] = [];
+    const actions: PrimaryAction[] = this.answerHeldFlushes(false, "the peer left before this node's copy was copied back from it");
     // The peer's flushes are over: what it kept is its own business now (its map marks synchronized
     // changes until a flush made them durable; regular ones are held here).
     this.changed.remote.clear();
@@ -795,7 +819,8 @@ export class PrimaryEngine {
   private retryPass(what: string): PrimaryAction[] {
     if (this.pass_retries >= PASS_RETRIES_MAX) {
       this.sync_gave_up = true;
-      return [{ type: "log", level: "error", message: `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync; trying again in ${SYNC_RESUME_S} s.` }];
+      return [{ type: "log", level: "error", message: `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync; trying again in ${SYNC_RESUME_S} s.` },
+        ...this.answerHeldFlushes(false, "the copy back from the peer did not complete")];
     }
     this.pass_retries++;
     this.map.syncRewind();
@@ -821,9 +846,12 @@ export class PrimaryEngine {
     // A failure on either side starts a pass over what it may have dropped.
     const released = [...this.flushDone(-pass, local_ok, remote_ok), ...this.flushEnded(-pass, local_ok && remote_ok && this.connected)];
     if (pass !== this.sync_pass || !this.connected || this.sync_running) return released;
+    if (!local_ok) released.push(...this.answerHeldFlushes(false, "the flush after the copy back failed here"));
     if (!local_ok || !remote_ok) return [...released, ...this.retryPass("Unable to flush the synchronized data")];
     this.pass_retries = 0;
     const actions: PrimaryAction[] = [...released];
+    // Stale extents left now were marked during the pass; their copy back is not flushed yet.
+    actions.push(...this.answerHeldFlushes(this.local_stale.size === 0, `${this.local_stale.size} extents of this node's copy are still to be copied back from the peer`));
     if (this.sync_done_bytes > 0) {
       actions.push({ type: "log", level: "info", message: `Synchronization complete. ${this.sync_done_bytes} bytes synchronized.` });
       actions.push({ type: "event", event: "syncdone" });

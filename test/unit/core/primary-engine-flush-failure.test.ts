@@ -97,13 +97,29 @@ describe("a failed flush of this node's disk", () => {
     expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(true);
   });
 
-  test("flushes fail until the extents stale here are copied back (a crash would lose which copy is good)", () => {
+  test("a flush waits until the extents stale here are copied back and flushed (a crash would lose which copy is good)", () => {
     const d = inSync();
     write(d, 2);
     flush(d, false, true);
-    expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(false); // extent 2 still to copy back
-    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    const held = flush(d, true, true); // extent 2 still to copy back
+    expect(d.replies.has(held.id)).toBe(false);
+    expect(held.actions).toContainEqual(expect.objectContaining({ type: "log", message: expect.stringContaining(`Flush ${held.id} waits until the 1 extents`) }));
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true); // the pass ends with a flush of both nodes
+    expect(d.replies.get(held.id)?.ok).toBe(true);
     expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(true);
+  });
+
+  test("a held flush fails when the peer leaves before the copy back; disconnected, such a flush fails at once", () => {
+    const d = inSync();
+    write(d, 2);
+    flush(d, false, true);
+    const held = flush(d, true, true);
+    const left = d.disconnect();
+    expect(d.replies.get(held.id)?.ok).toBe(false);
+    expect(left).toContainEqual(expect.objectContaining({ type: "log", message: expect.stringContaining("the peer left before this node's copy was copied back") }));
+    const { id } = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.replies.get(id)?.ok).toBe(false);
   });
 
   test("writes to an extent stale here need the peer: refused while it is gone", () => {
