@@ -47,6 +47,7 @@ export function formatList(resources: ResourceStatus[]): string {
       out.push(`    deletes: ${s.deletes}`);
       out.push(`    flushes: ${s.flushes}`);
       out.push(`    activemap updates: ${s.activemap_updates}`);
+      out.push(`    direct transfers: ${sized(s.direct_bytes)}`);
       const e = s.local_errors;
       out.push(`    local errors: read: ${e.read}, write: ${e.write}, delete: ${e.delete}, flush: ${e.flush}`);
     }

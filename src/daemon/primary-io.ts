@@ -522,8 +522,10 @@ export class PrimaryIo implements BlockBackend {
     const reply = new Promise<Extract<Frame, { kind: "reply" }>>((resolve) => (answered = resolve));
     this.remotes.set(seq, { sync: answered, sent_ms: Date.now() });
     const head = { kind: "write" as const, seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true };
+    let direct = chunk.length;
     const sent = link.sendWriteFromFile(head, disk, at, (from) => {
       // The socket was full: the rest is read (from the page cache) and queued.
+      direct = from;
       rest = this.sync_pool.take(chunk.length - from);
       disk.read(rest, at + from);
       return rest;
@@ -532,6 +534,7 @@ export class PrimaryIo implements BlockBackend {
       this.remotes.delete(seq);
       return null;
     }
+    this.o.stats.direct_bytes += direct;
     return reply.then((r) => {
       if (rest !== null) this.sync_pool.give(rest);
       return r.error === "OK";

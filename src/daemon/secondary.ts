@@ -219,6 +219,7 @@ export class SecondaryWorker {
     const landing = this.landing;
     assert(landing !== null && landing.r.seq === seq, () => `landed WRITE ${seq} was not landing`);
     this.landing = null;
+    this.stats.direct_bytes += landing.sink.spliced;
     const error = landing.unmarked ? "EIO" : landing.sink.error === null ? null : this.localFailed("write", landing.sink.error);
     this.run(this.engine.receive(landing.r)); // memsync's "received", due now that it is all here
     this.run(this.engine.localDone(seq, error));

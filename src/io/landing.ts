@@ -14,6 +14,8 @@ import type { LocalDisk } from "./disk.ts";
  */
 export class Landing implements MessageSink {
   error: Error | null = null;
+  /** Bytes written straight from the socket (splice), not through memory. */
+  spliced = 0;
   private dropping = false;
 
   constructor(
@@ -39,10 +41,10 @@ export class Landing implements MessageSink {
   }
 
   take(at: number, max: number, wait_us: number): number {
-    const r = this.error !== null || this.dropping
-      ? native.spliceIn(this.socket, this.what, this.pipe, -1, this.disk.path, 0, max, wait_us)
-      : this.disk.receive(this.socket, this.what, this.pipe, this.base + at, max, wait_us);
-    this.error ??= r.error;
+    if (this.error !== null || this.dropping) return native.spliceIn(this.socket, this.what, this.pipe, -1, this.disk.path, 0, max, wait_us).taken;
+    const r = this.disk.receive(this.socket, this.what, this.pipe, this.base + at, max, wait_us);
+    this.error = r.error;
+    if (r.error === null) this.spliced += r.taken;
     return r.taken;
   }
 }

@@ -25,6 +25,9 @@ export interface ResourceStatistics {
   deletes: number;
   flushes: number;
   activemap_updates: number;
+  /** Bytes moved between the local disk and the peer socket by the kernel (sendfile, splice),
+   * never through the worker's memory: synchronization and large writes on Linux. */
+  direct_bytes: number;
   local_errors: { read: number; write: number; delete: number; flush: number };
 }
 

@@ -7,6 +7,10 @@
 // gets resynchronized when it comes back.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { native } from "../../src/native.ts";
 import { nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { Harness, MiB, Pair, waitFor } from "./harness.ts";
 
@@ -24,6 +28,19 @@ afterAll(async () => {
 const DATA_BYTES = 128 * MiB;
 const EXTENT_BYTES = 2 * MiB;
 const WRITE_BYTES = 256 * 1024;
+
+/** Whether this kernel tells what the page cache holds (what the primary's sendfile needs). */
+function cachestatWorks(): boolean {
+  const path = join(tmpdir(), `hast-cachestat-${process.pid}`);
+  writeFileSync(path, new Uint8Array(8192).fill(1));
+  const fd = native.open(path, { write: false });
+  try {
+    return native.rangeCached(fd, path, 0, 8192);
+  } finally {
+    native.close(fd, path);
+    rmSync(path, { force: true });
+  }
+}
 
 async function nbdClient(socket: string): Promise<RawNbdClient> {
   const client = await RawNbdClient.connect({ unix: socket });
@@ -89,6 +106,19 @@ describe("outages", () => {
       expect(resynced).toBeLessThanOrEqual(dirty + b_dirty_bytes);
       expect(resynced).toBeLessThanOrEqual(bound);
       expect(pair.daemon(b).log).toContain("decision row 5");
+      // The resync's data went by the kernel: sendfile from the primary's page cache, splice onto
+      // the secondary's disk (docs/performance.md, twelfth round), where the system has them.
+      const direct_a = (await pair.status(a)).statistics.direct_bytes;
+      const direct_b = (await pair.status(b)).statistics.direct_bytes;
+      if (process.platform !== "linux") {
+        console.log(`direct transfers not checked: sendfile and splice are used on Linux only (${process.platform})`);
+      } else {
+        expect(direct_b).toBeGreaterThan(0);
+        expect(direct_b).toBeLessThanOrEqual(resynced!);
+        if (cachestatWorks()) expect(direct_a).toBeGreaterThan(0);
+        else console.log("primary's direct transfers not checked: no cachestat(2) (Linux before 6.5), so sync chunks are copied");
+        expect(direct_a).toBeLessThanOrEqual(resynced!);
+      }
     } finally {
       client.close();
     }
