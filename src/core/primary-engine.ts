@@ -23,6 +23,10 @@ export const REQUESTS_MAX = 4096;
 /** Sync chunks copied in parallel by default (HAST: 1). Four keep the link busy while the secondary
  * writes; eight measured slower on loopback (docs/performance.md). */
 export const SYNC_CHUNKS_MAX = 4;
+/** An application flush waits for the copy back of extents stale here only while the pass has at
+ * most this much left to copy (well under a second on a gigabit link); beyond, it fails at once
+ * rather than hang for a long resync. */
+export const HELD_FLUSH_SYNC_BYTES_MAX = 64 * 1024 * 1024;
 /** Failed passes run again at once this many times, then wait for resumeSync (or a reconnect). */
 export const PASS_RETRIES_MAX = 3;
 /** How often the worker calls resumeSync: a pass given up after errors starts again this late. */
@@ -104,6 +108,7 @@ export class PrimaryEngine {
   private readonly blocked: { id: number; kind: "write" | "delete"; offset: number; length: number; mode: ReplicationMode }[] = [];
 
   private readonly sync_chunks_max: number;
+  private readonly held_flush_sync_bytes_max: number;
   private readonly sync_locks: RangeLock;
   /** Sync chunks in flight: their range lock and the side they are read from. */
   private readonly sync_inflight = new Map<SyncChunk, { token: number; from: SyncSource }>();
@@ -156,9 +161,10 @@ export class PrimaryEngine {
     private readonly map: ActiveMap,
     generation: PrimaryGeneration,
     mode: ReplicationMode,
-    opts: { sync_chunks_max?: number } = {},
+    opts: { sync_chunks_max?: number; held_flush_sync_bytes_max?: number } = {},
   ) {
     this.sync_chunks_max = opts.sync_chunks_max ?? SYNC_CHUNKS_MAX;
+    this.held_flush_sync_bytes_max = opts.held_flush_sync_bytes_max ?? HELD_FLUSH_SYNC_BYTES_MAX;
     assert(Number.isSafeInteger(this.sync_chunks_max) && this.sync_chunks_max >= 1, () => `sync_chunks_max ${this.sync_chunks_max}`);
     this.sync_locks = new RangeLock(this.sync_chunks_max + 1);
     this.gen = { ...generation };
@@ -380,10 +386,10 @@ export class PrimaryEngine {
       } else if (ok && this.local_stale.size > 0) {
         // Until they are copied back, the good copy of those extents is the peer's alone, and a
         // crash here would lose which copy is good: nothing may be called durable yet. Connected,
-        // the copy back is a pass away (milliseconds): the answer waits for it rather than fail
-        // an application that may not survive a failed flush.
+        // with little left to copy, the copy back is a pass away (milliseconds): the answer waits
+        // for it rather than fail an application that may not survive a failed flush.
         this.local_failure_unreported = false;
-        if (this.connected) {
+        if (this.connected && this.map.syncPendingBytes() <= this.held_flush_sync_bytes_max) {
           this.held_flushes.push(flush.id);
           actions.push({ type: "log", level: "warn", message: `Flush ${flush.id} waits until the ${this.local_stale.size} extents of this node's copy still to be copied back from the peer are.` });
           return [...actions, ...this.passIfIdle()];

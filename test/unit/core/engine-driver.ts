@@ -35,6 +35,7 @@ export interface DriverOptions {
   chunk_bytes: number;
   mode: ReplicationMode;
   generation?: PrimaryGeneration;
+  held_flush_sync_bytes_max?: number;
 }
 
 export interface Request {
@@ -107,7 +108,7 @@ export class EngineDriver {
     this.map_image = new Uint8Array(this.map.mapsize);
     this.mode = options.mode;
     const generation = options.generation ?? { resuid: 1n, localcnt: 0n, remotecnt: 0n, flags: 0 };
-    this.engine = new PrimaryEngine(this.map, generation, options.mode, { sync_chunks_max: DRIVER_SYNC_CHUNKS });
+    this.engine = new PrimaryEngine(this.map, generation, options.mode, { sync_chunks_max: DRIVER_SYNC_CHUNKS, held_flush_sync_bytes_max: options.held_flush_sync_bytes_max });
     this.local = new Uint32Array(options.datasize / options.sector_bytes);
     this.remote = new Uint32Array(options.datasize / options.sector_bytes);
   }

@@ -9,10 +9,10 @@ import { EngineDriver, type IoOp } from "./engine-driver.ts";
 const EXTENT = 4096;
 const SECTOR = 512;
 
-function inSync(mode: "fullsync" | "memsync" | "async" = "fullsync"): EngineDriver {
+function inSync(mode: "fullsync" | "memsync" | "async" = "fullsync", held_flush_sync_bytes_max?: number): EngineDriver {
   const d = new EngineDriver({
     datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode,
-    generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+    generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 }, held_flush_sync_bytes_max,
   });
   d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false });
   return d;
@@ -120,6 +120,15 @@ describe("a failed flush of this node's disk", () => {
     const { id } = d.submit("flush", 0, 0);
     d.completeLocal(op(d.pending_local, id), true);
     expect(d.replies.get(id)?.ok).toBe(false);
+  });
+
+  test("a flush fails at once rather than wait for a pass with more than the bound left to copy", () => {
+    const d = inSync("fullsync", EXTENT - 1); // the one stale extent is already more than that
+    write(d, 2);
+    flush(d, false, true);
+    const f = flush(d, true, true);
+    expect(d.replies.get(f.id)?.ok).toBe(false);
+    expect(f.actions).toContainEqual(expect.objectContaining({ type: "log", message: expect.stringContaining("still to be copied back from the peer") }));
   });
 
   test("writes to an extent stale here need the peer: refused while it is gone", () => {
