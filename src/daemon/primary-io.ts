@@ -515,8 +515,13 @@ export class PrimaryIo implements BlockBackend {
     const link = this.link;
     const disk = this.o.disk;
     const probe = this.sync_probe;
-    if (link === null || chunk.length < FILE_SEND_MIN_BYTES || disk.readCached(probe, at) !== probe.length ||
-      native.isZero(probe) || !disk.cached(at, chunk.length)) return null;
+    if (link === null || chunk.length < FILE_SEND_MIN_BYTES || !disk.cached(at, chunk.length)) return null;
+    try {
+      disk.read(probe, at); // from the page cache: no wait for the disk
+    } catch {
+      return null; // the usual path reads the chunk again and reports the error
+    }
+    if (native.isZero(probe)) return null;
     let rest: Uint8Array | null = null;
     let answered!: (reply: Extract<Frame, { kind: "reply" }>) => void;
     const reply = new Promise<Extract<Frame, { kind: "reply" }>>((resolve) => (answered = resolve));
