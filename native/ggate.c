@@ -148,12 +148,6 @@ int64_t hast_pwrite(int fd, const void *buf, uint64_t len, int64_t offset) {
 	return (int64_t)done;
 }
 
-/*
- * Receive of up to len bytes from a stream socket the event loop also reads: only what is
- * queued in the kernel; with wait_us > 0, first waits at most that long for something to be
- * (ppoll: no busy loop). Returns the count (0 at end of stream), -EAGAIN when nothing came in
- * time (or a signal interrupted the wait), or -errno.
- */
 /* Waits at most wait_us (< 1 s) for fd to be readable: 0, -EAGAIN when it did not become so in
  * time (or a signal interrupted the wait), or -errno. */
 static int hast_wait_readable(int fd, int32_t wait_us) {
@@ -164,6 +158,12 @@ static int hast_wait_readable(int fd, int32_t wait_us) {
 	return ready == 0 ? -EAGAIN : 0;
 }
 
+/*
+ * Receive of up to len bytes from a stream socket the event loop also reads: only what is
+ * queued in the kernel; with wait_us > 0, first waits at most that long for something to be
+ * (ppoll: no busy loop). Returns the count (0 at end of stream), -EAGAIN when nothing came in
+ * time (or a signal interrupted the wait), or -errno.
+ */
 int64_t hast_recv_ready(int fd, void *buf, uint64_t len, int32_t wait_us) {
 	if (wait_us < 0 || wait_us >= 1000000) return -EINVAL;
 	if (wait_us > 0) {

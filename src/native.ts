@@ -417,21 +417,19 @@ function spliceIn(sock: number, what: string, pipe: [number, number], fd: number
   assertByteCount("pwrite", path, "offset", offset);
   assertByteCount("splice", what, "length", length);
   // A rule fires only for a call that moved bytes (as a pwrite, which always has some): calls
-  // that find nothing queued yet are part of the same write.
-  const rule = fd >= 0 ? liveFault("pwrite", path) : undefined;
-  const injected = rule !== undefined && rule.delay_ms === 0;
+  // that find nothing queued yet are part of the same write. An errno rule's bytes are discarded.
+  const injected = fd >= 0 && liveFault("pwrite", path)?.delay_ms === 0;
   const rc = c.hast_splice_in(sock, pipe[0], pipe[1], injected ? -1 : fd, offset, length, wait_us, spliceIo);
   if (rc === -ERRNO.EAGAIN) return { taken: 0, error: null };
   check(rc, "splice", what, undefined, length);
   const taken = Number(spliceIo[0]);
   const errno = Number(spliceIo[1]);
-  if (rule !== undefined) {
-    rule.remaining -= 1;
-    if (rule.delay_ms > 0) Bun.sleepSync(rule.delay_ms);
+  try {
+    if (fd >= 0) maybeFail("pwrite", path, offset, taken);
+  } catch (err) {
+    return { taken, error: err as NativeError };
   }
-  const error = injected ? injectedError(rule, "pwrite", path, offset, taken)
-    : errno !== 0 ? new NativeError({ op: "pwrite", path, errno, where: at(offset, taken) }) : null;
-  return { taken, error };
+  return { taken, error: errno !== 0 ? new NativeError({ op: "pwrite", path, errno, where: at(offset, taken) }) : null };
 }
 
 function fdatasync(fd: number, path: string): void {

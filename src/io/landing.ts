@@ -1,4 +1,4 @@
-// Synchronization data straight from the peer socket to the local disk: the secondary's half of
+// A large WRITE's data straight from the peer socket to the local disk: the secondary's half of
 // the zero-copy resync (the primary's is sendfile, PeerLink.sendWriteFromFile). The kernel moves
 // the socket's pages into a pipe and from there into the disk's page cache, one copy in all,
 // where a read into memory and a pwrite make two (docs/performance.md, twelfth round).

@@ -22,8 +22,8 @@
 export type QueuedRead = (into: Uint8Array, wait_us: number) => number;
 
 /**
- * Where a large message may go instead of a buffer: the secondary's disk, for synchronization
- * data, which the socket's owner then moves there without a copy through memory (splice).
+ * Where a large message may go instead of a buffer: the secondary's disk, for a large WRITE,
+ * which the socket's owner then moves there without a copy through memory (splice).
  */
 export interface MessageSink {
   /** Bytes of the message that came through the event loop, at `at` within it; not kept. */

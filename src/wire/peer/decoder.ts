@@ -4,11 +4,11 @@
 // bytes have arrived, or, given a QueuedRead, once a large one starts to arrive (it is then
 // filled straight from the socket); memory per connection stays within one bounded frame plus
 // one chunk. A large WRITE of plain data (no checksum, no compression) may instead go to a sink
-// the consumer gives for it (landedWrite): the secondary's disk, for synchronization data.
+// the consumer gives for it (landedWrite): the secondary's disk.
 import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type MessageSink, type QueuedRead } from "../receive-buffer.ts";
-import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES, PAYLOAD_FLAGS } from "./constants.ts";
+import { HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES } from "./constants.ts";
 import { DecodeFailure } from "./errors.ts";
-import { decodeFrameBody, landedWrite, writeHeadOf } from "./frame.ts";
+import { decodeFrameBody, isPlainWrite, landedWrite, writeHeadOf } from "./frame.ts";
 import { decodeHeader, type Header } from "./header.ts";
 import type { DecodeResult, PeerPrimitives, WriteHead } from "./types.ts";
 
@@ -95,7 +95,7 @@ export class FrameDecoder {
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
     }
     const header = this.#header;
-    if (this.#sink === undefined && read !== undefined && this.#sink_for !== undefined && plainWrite(header) && this.#rx.partial_bytes === 0) {
+    if (this.#sink === undefined && read !== undefined && this.#sink_for !== undefined && sinkable(header) && this.#rx.partial_bytes === 0) {
       this.#sink = this.#sink_for(writeHeadOf(header));
     }
     if (this.#sink) return this.#sinkPayload(header, this.#sink, read !== undefined);
@@ -129,9 +129,9 @@ export interface DecoderOptions {
   sink_for?: (write: WriteHead) => MessageSink | null;
 }
 
-/** A WRITE whose payload is its data as is, large enough to be worth a sink. */
-function plainWrite(header: Header): boolean {
-  return header.type === FrameType.WRITE && (header.flags & PAYLOAD_FLAGS) === 0 && header.payload_bytes >= QUEUED_READ_MIN_BYTES;
+/** A WRITE whose payload is its data as it is, large enough to be worth a sink. */
+function sinkable(header: Header): boolean {
+  return isPlainWrite(header) && header.payload_bytes >= QUEUED_READ_MIN_BYTES;
 }
 
 function newArray(n: number): Uint8Array {

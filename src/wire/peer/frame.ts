@@ -130,9 +130,14 @@ export function writeHeadOf(header: Header): WriteHead & { kind: "write" } {
   };
 }
 
+/** A WRITE whose payload is its data as it is: no checksum, no compression, not a hole. */
+export function isPlainWrite(header: Header): boolean {
+  return header.type === FrameType.WRITE && (header.flags & PAYLOAD_FLAGS) === 0 && header.payload_bytes === header.length;
+}
+
 /** A WRITE of plain data whose payload the receiver's sink took (FrameDecoder sink_for). */
 export function landedWrite(header: Header): Frame {
-  if (header.type !== FrameType.WRITE || (header.flags & PAYLOAD_FLAGS) !== 0 || header.payload_bytes !== header.length) {
+  if (!isPlainWrite(header)) {
     throw new Error(`landedWrite: not a WRITE of plain data (type ${header.type}, flags 0x${header.flags.toString(16)})`);
   }
   return { ...writeHeadOf(header), data: EMPTY, landed: true };
