@@ -380,7 +380,9 @@ export class PrimaryEngine {
     actions.push(...this.flushEnded(flush.id, remote_ok));
     let ok = local_ok;
     if (!flush.internal) {
-      if (ok && this.local_failure_unreported) {
+      const unreported = this.local_failure_unreported;
+      this.local_failure_unreported = false; // reported now, whatever this answer is
+      if (ok && unreported) {
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
       } else if (ok && this.local_stale.size > 0) {
@@ -388,7 +390,6 @@ export class PrimaryEngine {
         // crash here would lose which copy is good: nothing may be called durable yet. Connected,
         // with little left to copy, the copy back is a pass away (milliseconds): the answer waits
         // for it rather than fail an application that may not survive a failed flush.
-        this.local_failure_unreported = false;
         if (this.connected && this.map.syncPendingBytes() <= this.held_flush_sync_bytes_max) {
           this.held_flushes.push(flush.id);
           actions.push({ type: "log", level: "warn", message: `Flush ${flush.id} waits until the ${this.local_stale.size} extents of this node's copy still to be copied back from the peer are.` });
@@ -397,7 +398,6 @@ export class PrimaryEngine {
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: ${this.local_stale.size} extents of this node's copy are still to be copied back from the peer.` });
       }
-      this.local_failure_unreported = false;
     }
     actions.push({ type: "reply", id: flush.id, ok });
     return actions;
