@@ -24,6 +24,7 @@
 
 import { assert } from "./assert.ts";
 import { Bitmap } from "./bitmap.ts";
+import { ExtentLru } from "./extent-lru.ts";
 import { extentCount, isPowerOfTwo, MAP_BLOCK_BYTES, mapBytesFor, MAX_SECTOR_BYTES } from "./layout.ts";
 
 /** memtab reservation held by an extent while it is in the sync set (HAST used its chunk count). */
@@ -107,8 +108,9 @@ export class ActiveMap {
   private readonly memmap: Bitmap;
   private readonly syncmap: Bitmap;
   private readonly disk: Bitmap;
-  /** Insertion order = recency: the first element is the least recently written. */
-  private readonly lru = new Set<number>();
+  private readonly lru: ExtentLru;
+  /** persist's list of extents whose disk bit changed (reused: persist runs on every write). */
+  private readonly changed_scratch: number[] = [];
   private metaflush: boolean;
   private seq = 0;
 
@@ -146,6 +148,7 @@ export class ActiveMap {
     this.syncmap = new Bitmap(this.nextents);
     this.todo = new Bitmap(this.nextents);
     this.disk = new Bitmap(this.mapsize * 8);
+    this.lru = new ExtentLru(this.nextents, keepdirty);
   }
 
   /** seq of the newest MapWrite handed out (0 before the first). */
@@ -164,16 +167,16 @@ export class ActiveMap {
    * (null when every touched extent is already dirty on disk).
    */
   writeStart(offset: number, length: number): MapWrite | null {
-    const [first, last] = this.extentRange(offset, length);
-    const touched: number[] = [];
+    const first = this.firstExtent(offset, length);
+    const last = this.lastExtent(offset, length);
+    let evicted: number[] | null = null;
     for (let e = first; e <= last; e++) {
       assert(this.memtab[e]! < MEMTAB_MAX, () => `extent ${e}: too many writes in flight`);
       if (this.memtab[e]!++ === 0) this.memmap.set(e);
-      touched.push(e);
-      const evicted = this.lruTouch(e);
-      if (evicted !== null) touched.push(evicted);
+      const out = this.lru.touch(e);
+      if (out !== null) (evicted ??= []).push(out);
     }
-    return this.persist(touched);
+    return this.persist(first, last, evicted);
   }
 
   /**
@@ -182,14 +185,13 @@ export class ActiveMap {
    * the returned map write need not be awaited, only applied in order.
    */
   writeComplete(offset: number, length: number): MapWrite | null {
-    const [first, last] = this.extentRange(offset, length);
-    const touched: number[] = [];
+    const first = this.firstExtent(offset, length);
+    const last = this.lastExtent(offset, length);
     for (let e = first; e <= last; e++) {
       assert(this.memtab[e]! > 0, () => `extent ${e}: write complete without write start`);
       if (--this.memtab[e]! === 0) this.memmap.clear(e);
-      touched.push(e);
     }
-    return this.persist(touched);
+    return this.persist(first, last, null);
   }
 
   /**
@@ -197,10 +199,9 @@ export class ActiveMap {
    * and stay dirty until a sync pass copies them.
    */
   needSync(offset: number, length: number): MapWrite | null {
-    const [first, last] = this.extentRange(offset, length);
-    const touched: number[] = [];
+    const first = this.firstExtent(offset, length);
+    const last = this.lastExtent(offset, length);
     for (let e = first; e <= last; e++) {
-      touched.push(e);
       if (this.syncmap.test(e)) {
         // Chunks of an extent being synced may already have been copied before this
         // write: copy the extent again in this pass.
@@ -210,7 +211,7 @@ export class ActiveMap {
       }
       this.addToSyncSet(e);
     }
-    return this.persist(touched);
+    return this.persist(first, last, null);
   }
 
   /** The remote leg failed after the write was sent (error reply or lost connection). */
@@ -250,7 +251,7 @@ export class ActiveMap {
       touched.push(e);
     }
     this.syncRewind();
-    return this.persist(touched);
+    return this.persistEach(touched);
   }
 
   /**
@@ -266,7 +267,7 @@ export class ActiveMap {
     this.memmap.clearAll();
     this.syncmap.clearAll();
     this.disk.clearAll();
-    this.lru.clear();
+    this.lru.drain();
     this.syncRewind();
     return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush, flush_before: this.metaflush, sets: false };
   }
@@ -277,9 +278,7 @@ export class ActiveMap {
    * (the secondary after a flush).
    */
   forgetKeepdirty(): MapWrite | null {
-    const extents = [...this.lru];
-    this.lru.clear();
-    return this.persist(extents);
+    return this.persistEach(this.lru.drain());
   }
 
   /** Starts the sync pass over: the next chunk comes from the first extent of the sync set. */
@@ -349,7 +348,7 @@ export class ActiveMap {
     this.syncmap.clear(e);
     this.memtab[e]! -= SYNC_HOLD;
     if (this.memtab[e] === 0) this.memmap.clear(e);
-    return this.persist([e]);
+    return this.persist(e, e, null);
   }
 
   /** True when the pass has nothing left to hand out and nothing in flight. */
@@ -423,40 +422,51 @@ export class ActiveMap {
     this.todo_hint = Math.min(this.todo_hint, e);
   }
 
-  /** Moves e to the most recent end; returns the extent evicted to make room, if any. */
-  private lruTouch(e: number): number | null {
-    if (this.lru.delete(e)) {
-      this.lru.add(e);
-      return null;
-    }
-    this.lru.add(e);
-    if (this.lru.size <= this.keepdirty) return null;
-    const oldest = this.lru.values().next().value!;
-    this.lru.delete(oldest);
-    return oldest;
+  /**
+   * Brings the disk image of extents first..last and `evicted` to memmap ∪ LRU; returns the
+   * changed blocks. Allocates only when a bit changes: most writes land in extents already dirty
+   * on disk.
+   */
+  private persist(first: number, last: number, evicted: number[] | null): MapWrite | null {
+    const changed = this.changed_scratch;
+    changed.length = 0;
+    for (let e = first; e <= last; e++) if (this.persistExtent(e)) changed.push(e);
+    if (evicted !== null) for (const e of evicted) if (this.persistExtent(e)) changed.push(e);
+    return this.mapWriteOf(changed);
   }
 
-  /** Brings the disk image of `extents` to memmap ∪ LRU; returns the changed blocks. */
-  private persist(extents: number[]): MapWrite | null {
-    const blocks = new Set<number>();
-    let clears = false;
-    let sets = false;
-    for (const e of extents) {
-      const wanted = this.memmap.test(e) || this.lru.has(e);
-      if (wanted !== this.disk.test(e)) {
-        if (wanted) {
-          this.disk.set(e);
-          sets = true;
-        } else {
-          this.disk.clear(e);
-          clears = true;
-        }
-        blocks.add(Math.floor(e / 8 / MAP_BLOCK_BYTES));
-      }
-      this.checkExtent(e);
+  /** persist for extents that are not one range. */
+  private persistEach(extents: number[]): MapWrite | null {
+    const changed = this.changed_scratch;
+    changed.length = 0;
+    for (const e of extents) if (this.persistExtent(e)) changed.push(e);
+    return this.mapWriteOf(changed);
+  }
+
+  /** Brings e's disk bit to memmap ∪ LRU; true when it changed. */
+  private persistExtent(e: number): boolean {
+    const wanted = this.memmap.test(e) || this.lru.has(e);
+    const changed = wanted !== this.disk.test(e);
+    if (changed) {
+      if (wanted) this.disk.set(e);
+      else this.disk.clear(e);
     }
+    this.checkExtent(e);
+    return changed;
+  }
+
+  /** The map write carrying the blocks of extents whose disk bits just changed. */
+  private mapWriteOf(changed: readonly number[]): MapWrite | null {
     assert(this.lru.size <= this.keepdirty, "LRU over keepdirty");
-    if (blocks.size === 0) return null;
+    if (changed.length === 0) return null;
+    const blocks = new Set<number>();
+    let sets = false;
+    let clears = false;
+    for (const e of changed) {
+      if (this.disk.test(e)) sets = true;
+      else clears = true;
+      blocks.add(Math.floor(e / 8 / MAP_BLOCK_BYTES));
+    }
     const sorted = [...blocks].sort((a, b) => a - b);
     const pieces: MapPiece[] = [];
     let run_start = sorted[0]!;
@@ -486,12 +496,18 @@ export class ActiveMap {
     assert(this.disk.test(e) === (dirty || this.lru.has(e)), () => `extent ${e}: disk image differs from memmap ∪ LRU`);
   }
 
-  private extentRange(offset: number, length: number): [number, number] {
+  /** The first extent of a range, which is checked to lie within the data. */
+  private firstExtent(offset: number, length: number): number {
     assert(
       Number.isSafeInteger(length) && length > 0 && Number.isSafeInteger(offset) && offset >= 0 && offset + length <= this.datasize,
       () => `range ${offset}+${length} outside data of ${this.datasize} bytes`,
     );
-    return [Math.floor(offset / this.extentsize), Math.floor((offset + length - 1) / this.extentsize)];
+    return Math.floor(offset / this.extentsize);
+  }
+
+  /** The last extent of a range firstExtent checked. */
+  private lastExtent(offset: number, length: number): number {
+    return Math.floor((offset + length - 1) / this.extentsize);
   }
 
   private bytesOf(map: Bitmap): number {

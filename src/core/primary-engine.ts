@@ -256,8 +256,8 @@ export class PrimaryEngine {
     const read = this.reads.get(id);
     if (read) return this.readLocalDone(read, ok);
     // A failed flush may have dropped pages already: marked now, before a read or another flush.
-    const dropped = !ok && this.flushes.has(id) ? this.localFlushFailed() : [];
-    return [...dropped, ...this.legOutcome(id, (legs) => legs.localDone(ok))];
+    if (!ok && this.flushes.has(id)) return [...this.localFlushFailed(), ...this.legOutcome(id, (legs) => legs.localDone(ok))];
+    return this.legOutcome(id, (legs) => legs.localDone(ok));
   }
 
   remoteReceived(id: number): PrimaryAction[] {
@@ -492,7 +492,11 @@ export class PrimaryEngine {
   /** Extents just joined the sync set: a pass copies them now unless one is running (it picks them
    * up itself). */
   private passIfIdle(): PrimaryAction[] {
-    return this.connected && !this.sync_running ? [...this.unblock(), ...this.startPass()] : [];
+    if (!this.connected || this.sync_running) return [];
+    const actions: PrimaryAction[] = [];
+    this.unblock(actions);
+    actions.push(...this.startPass());
+    return actions;
   }
 
   /** Extent `e`, stale here after a failed local flush, got a change the peer's copy may lack: this
@@ -573,7 +577,7 @@ export class PrimaryEngine {
       // happens before this write finishes copies it before the counters are mirrored.
       const sync = this.map.needSync(offset, length);
       if (sync) actions.push({ type: "map", write: sync });
-      actions.push(...this.noteDisconnectedChange());
+      this.noteDisconnectedChange(actions);
     }
     // DELETE behaves like fullsync in every mode (spec 9).
     const legs = new RequestLegs(kind === "delete" || from_peer ? "fullsync" : mode, this.connected, from_peer);
@@ -586,10 +590,10 @@ export class PrimaryEngine {
   }
 
   /** Spec 4.4: the first change the peer cannot see bumps localcnt, durably, before the data. */
-  private noteDisconnectedChange(): PrimaryAction[] {
-    if (this.gen.localcnt !== this.peer_remotecnt) return [];
+  private noteDisconnectedChange(actions: PrimaryAction[]): void {
+    if (this.gen.localcnt !== this.peer_remotecnt) return;
     this.gen.localcnt += 1n;
-    return [{ type: "metadata", generation: this.generation }];
+    actions.push({ type: "metadata", generation: this.generation });
   }
 
   private legOutcome(id: number, step: (legs: RequestLegs) => LegOutcome): PrimaryAction[] {
@@ -612,7 +616,7 @@ export class PrimaryEngine {
       const ok = out.ack.ok && peer_whole;
       // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
       // (a write sent while connected whose remote leg failed with the link).
-      if (ok && !this.connected) actions.push(...this.noteDisconnectedChange());
+      if (ok && !this.connected) this.noteDisconnectedChange(actions);
       actions.push({ type: "reply", id, ok });
     }
     if (!out.final) return actions;
@@ -638,7 +642,7 @@ export class PrimaryEngine {
       if (write) actions.push({ type: "map", write });
       // The peer lacks a change already answered (async, or memsync after "received"): the
       // counters must say so, or a later failover could take the peer's older copy as newer.
-      actions.push(...this.noteDisconnectedChange());
+      this.noteDisconnectedChange(actions);
     }
     if (out.final.local_ok) this.noteChange("local", first, last);
     if ((out.final.local_ok || legs.local_written_maybe) && !out.final.remote_ok) {
@@ -654,7 +658,7 @@ export class PrimaryEngine {
       const write = this.map.writeComplete(modify.offset, modify.length);
       if (write) actions.push({ type: "map", write });
     }
-    actions.push(...this.unblock());
+    this.unblock(actions);
     if (resync && this.connected && !this.sync_running) actions.push(...this.startPass());
     return actions;
   }
@@ -733,7 +737,7 @@ export class PrimaryEngine {
       const legs = (this.modifies.get(id) ?? this.flushes.get(id))!.legs;
       if (legs.remote_state === "pending" || legs.remote_state === "received") actions.push(...this.remoteDone(id, false));
     }
-    actions.push(...this.unblock());
+    this.unblock(actions);
     return actions;
   }
 
@@ -768,7 +772,7 @@ export class PrimaryEngine {
     const write = this.map.syncChunkDone(chunk, ok);
     if (write) actions.push({ type: "map", write });
     if (!this.map.extentState(chunk.extent).in_sync_set) this.local_stale.delete(chunk.extent);
-    actions.push(...this.unblock());
+    this.unblock(actions);
     actions.push(...this.pumpSync());
     return actions;
   }
@@ -889,16 +893,15 @@ export class PrimaryEngine {
     return false;
   }
 
-  /** Starts blocked writes whose range is free again, in order; a still-blocked one keeps the rest waiting. */
-  private unblock(): PrimaryAction[] {
-    const actions: PrimaryAction[] = [];
+  /** Starts blocked writes whose range is free again, in order; a still-blocked one keeps the rest
+   * waiting. Their actions are appended to `actions`. */
+  private unblock(actions: PrimaryAction[]): void {
     while (this.blocked.length > 0 && !this.overlapsSync(this.blocked[0]!.offset, this.blocked[0]!.length) &&
       !this.overlapsWaitingChunk(this.blocked[0]!.offset, this.blocked[0]!.length)) {
       const b = this.blocked.shift()!;
       actions.push(...this.startModify(b.id, b.kind, b.offset, b.length, b.mode));
     }
     if (this.sync_waiting && !this.overlapsModify(this.sync_waiting.offset, this.sync_waiting.length)) actions.push(...this.pumpSync());
-    return actions;
   }
 }
 

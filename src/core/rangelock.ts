@@ -40,6 +40,7 @@ export class RangeLock {
   /** True when any byte of [offset, offset + length) is locked. */
   isLocked(offset: number, length: number): boolean {
     checkRange(offset, length);
+    if (this.held.size === 0) return false;
     const end = offset + length;
     for (const range of this.held.values()) {
       if (range.start < end && offset < range.end) return true;

@@ -57,6 +57,8 @@ interface AppRequest {
   length: number;
   /** Read target, or write source. */
   buf: Uint8Array | null;
+  /** A flush of the daemon's own (submit). */
+  internal: boolean;
   local_error: Error | null;
   remote_error: ReplyErrorName | null;
   resolve: () => void;
@@ -88,7 +90,7 @@ export class PrimaryIo implements BlockBackend {
   private readonly queue: PrimaryAction[] = [];
   private running = false;
   /** Requests waiting for the engine to have room (ENGINE_REQUESTS_MAX), in arrival order. */
-  private readonly waiting: (() => void)[] = [];
+  private readonly waiting: AppRequest[] = [];
   private admitting = false;
   private readonly held_maps = new HeldMapWrites();
   /** Actions of requests submitted in this tick, held until its end (runSubmitted). */
@@ -160,14 +162,16 @@ export class PrimaryIo implements BlockBackend {
   /** `internal`: a flush of the daemon's own, whose failure the next application flush reports. */
   private submit(kind: RequestKind, offset: number, length: number, buf: Uint8Array | null, internal = false): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const start = () => {
-        const id = this.next_id++;
-        this.apps.set(id, { kind, offset, length, buf, local_error: null, remote_error: null, resolve, reject });
-        this.runSubmitted(this.o.engine.submit(id, kind, offset, length, internal));
-      };
-      if (this.waiting.length === 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) start();
-      else this.waiting.push(start);
+      const app: AppRequest = { kind, offset, length, buf, internal, local_error: null, remote_error: null, resolve, reject };
+      if (this.waiting.length === 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) this.start(app);
+      else this.waiting.push(app);
     });
+  }
+
+  private start(app: AppRequest): void {
+    const id = this.next_id++;
+    this.apps.set(id, app);
+    this.runSubmitted(this.o.engine.submit(id, app.kind, app.offset, app.length, app.internal));
   }
 
   /**
@@ -189,7 +193,7 @@ export class PrimaryIo implements BlockBackend {
     if (this.admitting) return; // a start() below runs run(), which calls back here
     this.admitting = true;
     try {
-      while (this.waiting.length > 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) this.waiting.shift()!();
+      while (this.waiting.length > 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) this.start(this.waiting.shift()!);
     } finally {
       this.admitting = false;
     }
