@@ -16,3 +16,27 @@ describe("crc32c", () => {
     expect(crc32c(padded, 5, 5)).toBe(0);
   });
 });
+
+describe("crc32c, sliced by 8", () => {
+  /** The plain bytewise algorithm, as reference. */
+  function reference(bytes: Uint8Array, start: number, end: number): number {
+    let crc = 0xffffffff;
+    for (let i = start; i < end; i++) {
+      crc ^= bytes[i]!;
+      for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0x82f63b78 : crc >>> 1;
+    }
+    return (crc ^ 0xffffffff) >>> 0;
+  }
+
+  test("agrees with the bytewise algorithm on every start and end within 64 random bytes", () => {
+    const bytes = new Uint8Array(64);
+    let x = 0x9e3779b9;
+    for (let i = 0; i < bytes.length; i++) {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      bytes[i] = x >>> 24;
+    }
+    for (let start = 0; start <= bytes.length; start++) {
+      for (let end = start; end <= bytes.length; end++) expect(crc32c(bytes, start, end)).toBe(reference(bytes, start, end));
+    }
+  });
+});
