@@ -17,7 +17,7 @@ import { Processes } from "./lib/procs.ts";
 import { type BenchResults, checkGoals, computeRatios, consoleTables, markdownTables, type MediumResults, round } from "./lib/report.ts";
 import { ratioChart } from "./lib/svg.ts";
 import {
-  ALL_TARGETS, DEVICE_BYTES, LARGE_DEVICE_BYTES, makeBackingFile, measureInitialSync, measureResync, measureTarget, measureWorkerRss, type TargetName,
+  ALL_TARGETS, DEVICE_BYTES, LARGE_DEVICE_BYTES, makeBackingFile, measureInitialSync, measureResync, measureTarget, measureWorkerRssGrowth, type TargetName,
 } from "./lib/suite.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -53,6 +53,8 @@ async function main(): Promise<void> {
   const log = (msg: string) => console.log(msg);
   const media: MediumResults[] = [];
   const rss: Record<string, number> = {};
+  /** Every sparse-device run's worker peak (rss.worker_max_mib counts them all). */
+  const sparse_peaks: number[] = [];
   let loopback: LoopbackResult | undefined;
   let interrupted = false;
   const onSignal = () => {
@@ -86,9 +88,11 @@ async function main(): Promise<void> {
       m.resync = await measureResync(ctx, dir, file);
       m.initial_sync = await measureInitialSync(ctx, dir);
       if (medium.name === "tmpfs") {
-        rss.worker_1g_mib = round(await measureWorkerRss(ctx, dir, DEVICE_BYTES), 1);
-        rss.worker_16g_mib = round(await measureWorkerRss(ctx, dir, LARGE_DEVICE_BYTES), 1);
-        rss.worker_growth_16g_vs_1g_mib = round(rss.worker_16g_mib - rss.worker_1g_mib, 1);
+        const growth = await measureWorkerRssGrowth(ctx, dir, DEVICE_BYTES, LARGE_DEVICE_BYTES);
+        rss.worker_1g_mib = round(growth.small_mib, 1);
+        rss.worker_16g_mib = round(growth.large_mib, 1);
+        rss.worker_growth_16g_vs_1g_mib = round(growth.large_mib - growth.small_mib, 1);
+        sparse_peaks.push(...growth.small_runs, ...growth.large_runs);
       }
       rmSync(dir, { recursive: true, force: true });
     }
@@ -96,7 +100,7 @@ async function main(): Promise<void> {
     await procs.stopAll();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
-  Object.assign(rss, peakRss(media, [rss.worker_1g_mib, rss.worker_16g_mib]));
+  Object.assign(rss, peakRss(media, sparse_peaks));
   const ratios = computeRatios(media, loopback);
   const flat: Record<string, number> = {};
   for (const [k, v] of Object.entries(ratios)) flat[`ratios.${k}`] = v;
@@ -120,8 +124,8 @@ async function main(): Promise<void> {
 }
 
 /** Largest peak RSS seen per process kind over every workload, the resync and the sparse-device runs included. */
-function peakRss(media: MediumResults[], sparse_workers: (number | undefined)[]): Record<string, number> {
-  let worker = Math.max(0, ...sparse_workers.filter((v) => v !== undefined));
+function peakRss(media: MediumResults[], sparse_workers: number[]): Record<string, number> {
+  let worker = Math.max(0, ...sparse_workers);
   let main = 0;
   for (const m of media) {
     const samples = [...Object.values(m.targets).flatMap((t) => Object.values(t.rss)), ...(m.resync ? [m.resync.rss] : [])];

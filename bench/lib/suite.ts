@@ -191,6 +191,30 @@ export async function measureInitialSync(ctx: Context, dir: string): Promise<Ini
   }
 }
 
+/** Rounds of the device-size RSS check: a single pair of runs moved ±3 MiB on its own. */
+export const RSS_GROWTH_ROUNDS = 3;
+
+/**
+ * Worker peak RSS on a small and a large sparse device, measured alternately RSS_GROWTH_ROUNDS
+ * times: the median of each size, and the runs themselves.
+ */
+export async function measureWorkerRssGrowth(ctx: Context, dir: string, small_bytes: number, large_bytes: number):
+  Promise<{ small_mib: number; large_mib: number; small_runs: number[]; large_runs: number[] }> {
+  const small_runs: number[] = [];
+  const large_runs: number[] = [];
+  for (let round = 0; round < RSS_GROWTH_ROUNDS; round++) {
+    small_runs.push(await measureWorkerRss(ctx, dir, small_bytes));
+    large_runs.push(await measureWorkerRss(ctx, dir, large_bytes));
+  }
+  return { small_mib: median(small_runs), large_mib: median(large_runs), small_runs, large_runs };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 /** Worker peak RSS under 4 KiB random writes spread over a sparse device of `bytes`. */
 export async function measureWorkerRss(ctx: Context, dir: string, bytes: number): Promise<number> {
   const hast_dir = join(dir, `hast-rss-${bytes}`);
