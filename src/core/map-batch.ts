@@ -8,11 +8,12 @@
 //   - an update only sets bits of extents its request writes, or clears bits of extents with no
 //     write in flight (keepdirty evictions) whose data was durable when the update was made; its
 //     flush_before still runs first, so writing it earlier vouches for nothing new;
-//   - pieces keep their order, so each 4 KiB map block ends with its newest image.
+//   - pieces keep their order, so each 4 KiB map block ends with its newest image; a piece that a
+//     later one of the same range overwrites is dropped (nothing is written between them).
 // The executor runs a pending batch before anything made after it, so map writes keep seq order.
 // Updates made by completions are never moved earlier (a clean bit must not overtake the flush
 // that made its data durable); HeldMapWrites only moves those that clear bits later.
-import type { MapWrite } from "./activemap.ts";
+import type { MapPiece, MapWrite } from "./activemap.ts";
 import { assert } from "./assert.ts";
 import type { PrimaryAction } from "./primary-engine.ts";
 
@@ -30,7 +31,11 @@ export function batchMapWrites(actions: readonly PrimaryAction[]): PrimaryAction
   return out;
 }
 
-/** One MapWrite doing what `writes` (in seq order) do: every piece in order, each flush once. */
+/**
+ * One MapWrite doing what `writes` (in seq order) do: their pieces in order, each flush once. A
+ * piece whose range a later piece rewrites whole is left out: the block ends the same, with one
+ * write instead of one per request (a burst of first writes to new extents of one map block).
+ */
 export function mergeMapWrites(writes: readonly MapWrite[]): MapWrite {
   assert(writes.length > 0, "no map writes to merge");
   for (let i = 1; i < writes.length; i++) {
@@ -38,11 +43,26 @@ export function mergeMapWrites(writes: readonly MapWrite[]): MapWrite {
   }
   return {
     seq: writes[writes.length - 1]!.seq,
-    pieces: writes.flatMap((w) => w.pieces),
+    pieces: lastOfEachRange(writes.flatMap((w) => w.pieces)),
     flush: writes.some((w) => w.flush),
     flush_before: writes.some((w) => w.flush_before),
     sets: writes.some((w) => w.sets),
   };
+}
+
+/** `pieces` in order without those a later piece of the same offset and length rewrites. */
+function lastOfEachRange(pieces: MapPiece[]): MapPiece[] {
+  const later = new Map<number, number[]>(); // offset -> lengths written after
+  const kept: MapPiece[] = [];
+  for (let i = pieces.length - 1; i >= 0; i--) {
+    const p = pieces[i]!;
+    const lengths = later.get(p.offset);
+    if (lengths?.includes(p.bytes.length)) continue;
+    if (lengths) lengths.push(p.bytes.length);
+    else later.set(p.offset, [p.bytes.length]);
+    kept.push(p);
+  }
+  return kept.reverse();
 }
 
 /**
