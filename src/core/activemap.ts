@@ -423,24 +423,21 @@ export class ActiveMap {
   }
 
   /**
-   * Brings the disk image of extents first..last and `evicted` to memmap ∪ LRU; returns the
+   * Brings the disk image of extents first..last and `more` to memmap ∪ LRU; returns the
    * changed blocks. Allocates only when a bit changes: most writes land in extents already dirty
    * on disk.
    */
-  private persist(first: number, last: number, evicted: number[] | null): MapWrite | null {
+  private persist(first: number, last: number, more: readonly number[] | null): MapWrite | null {
     const changed = this.changed_scratch;
     changed.length = 0;
     for (let e = first; e <= last; e++) if (this.persistExtent(e)) changed.push(e);
-    if (evicted !== null) for (const e of evicted) if (this.persistExtent(e)) changed.push(e);
+    if (more !== null) for (const e of more) if (this.persistExtent(e)) changed.push(e);
     return this.mapWriteOf(changed);
   }
 
-  /** persist for extents that are not one range. */
-  private persistEach(extents: number[]): MapWrite | null {
-    const changed = this.changed_scratch;
-    changed.length = 0;
-    for (const e of extents) if (this.persistExtent(e)) changed.push(e);
-    return this.mapWriteOf(changed);
+  /** persist for extents that are not one range (no range, only `extents`). */
+  private persistEach(extents: readonly number[]): MapWrite | null {
+    return this.persist(0, -1, extents);
   }
 
   /** Brings e's disk bit to memmap ∪ LRU; true when it changed. */
