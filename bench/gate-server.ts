@@ -17,9 +17,10 @@ class FileBackend implements BlockBackend {
     this.block_bytes = disk.sector_bytes;
   }
 
+  /** As hastd's primary reads (PrimaryIo.local): the page cache's part at once, the rest on a helper thread. */
   read(offset: number, into: Uint8Array): Promise<void> {
-    this.disk.read(into, offset);
-    return Promise.resolve();
+    const cached = this.disk.readCached(into, offset);
+    return cached < into.length ? this.disk.readAsync(into.subarray(cached), offset + cached) : Promise.resolve();
   }
 
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {

@@ -2,7 +2,7 @@
 // target: a file (psync / io_uring engines) or an NBD URI (fio's libnbd engine).
 import { runOk } from "./procs.ts";
 
-export type WorkloadName = "randwrite_qd1" | "randwrite_qd32" | "randwrite_flush_qd32" | "randread_qd32" | "seqwrite_1m" | "seqread_1m";
+export type WorkloadName = "randwrite_qd1" | "randwrite_qd32" | "randwrite_flush_qd32" | "randread_qd32" | "randread_cold_qd32" | "seqwrite_1m" | "seqread_1m";
 
 export interface Workload {
   name: WorkloadName;
@@ -11,6 +11,9 @@ export interface Workload {
   iodepth: number;
   /** fio --fsync: a flush (NBD_CMD_FLUSH, fsync on files) after every this many writes. */
   fsync_every?: number;
+  /** The backing file's pages are dropped from the page cache first, so reads wait for the disk
+   * (and the cache warms as the run goes on, alike for every target). Media with a disk only. */
+  cold?: boolean;
 }
 
 export const WORKLOADS: Workload[] = [
@@ -19,6 +22,7 @@ export const WORKLOADS: Workload[] = [
   // Flush-heavy, as a database or a journaling filesystem is.
   { name: "randwrite_flush_qd32", rw: "randwrite", block_bytes: 4096, iodepth: 32, fsync_every: 32 },
   { name: "randread_qd32", rw: "randread", block_bytes: 4096, iodepth: 32 },
+  { name: "randread_cold_qd32", rw: "randread", block_bytes: 4096, iodepth: 32, cold: true },
   { name: "seqwrite_1m", rw: "write", block_bytes: 1 << 20, iodepth: 8 },
   { name: "seqread_1m", rw: "read", block_bytes: 1 << 20, iodepth: 8 },
 ];
@@ -65,6 +69,12 @@ export function parseFioJson(text: string, w: Workload): FioResult {
     clat_p50_us: (pct["50.000000"] ?? 0) / 1000,
     clat_p99_us: (pct["99.000000"] ?? 0) / 1000,
   };
+}
+
+/** Drops a file's pages from the page cache (written out first: dirty pages would stay). GNU dd's
+ * `nocache` is posix_fadvise(POSIX_FADV_DONTNEED), which needs no privilege. */
+export async function evictFromPageCache(path: string): Promise<void> {
+  await runOk(["dd", `of=${path}`, "oflag=nocache", "conv=notrunc,fdatasync", "count=0", "status=none"]);
 }
 
 /** Sequential write of `bytes` from offset 0 through NBD, as fast as the target takes it (resync setup). */

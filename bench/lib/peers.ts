@@ -3,6 +3,7 @@
 // for a plain file, with multi-connection allowed as our server allows it).
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { workerEnv } from "../../src/daemon/worker-handle.ts";
 import { type Processes, type Started, waitFor } from "./procs.ts";
 
 const START_WAIT_MS = 15_000;
@@ -33,7 +34,9 @@ export async function startGate(procs: Processes, dir: string, file: string, pro
   const sock = join(dir, "gate.sock");
   const entry = new URL("../gate-server.ts", import.meta.url).pathname;
   const prof = profile_dir ? ["--cpu-prof-md", `--cpu-prof-dir=${profile_dir}`] : [];
-  const started = procs.start("gate", [process.execPath, ...prof, entry, file, sock], { log_path: join(dir, "gate.log") });
+  // The runtime settings a hastd worker gets (its heap, allocator and disk threads).
+  const env = workerEnv({}) as Record<string, string>;
+  const started = procs.start("gate", [process.execPath, ...prof, entry, file, sock], { env, log_path: join(dir, "gate.log") });
   await waitFor("the gate server to listen", () => existsSync(sock), START_WAIT_MS);
   return { uri: `nbd+unix:///gate?socket=${sock}`, started };
 }

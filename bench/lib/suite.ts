@@ -2,7 +2,7 @@
 // and the worker's peak RSS on a small and a large sparse device.
 import { mkdirSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type FioResult, type FioTarget, fillViaNbd, runFio, type Workload, WORKLOADS } from "./fio.ts";
+import { evictFromPageCache, type FioResult, type FioTarget, fillViaNbd, runFio, type Workload, WORKLOADS } from "./fio.ts";
 import { HastDeployment, type Replication } from "./hast.ts";
 import { startGate, startNbdkit, startQemuNbd } from "./peers.ts";
 import { type Processes, runOk, waitFor } from "./procs.ts";
@@ -45,7 +45,7 @@ export async function measureTarget(ctx: Context, target: TargetName, dir: strin
   const result: TargetResult = { workloads: {}, rss: {} };
   if (target === "raw_psync" || target === "raw_io_uring") {
     const fio: FioTarget = { kind: "file", path: file, engine: target === "raw_psync" ? "psync" : "io_uring", size_bytes: DEVICE_BYTES };
-    for (const w of workloads) result.workloads[w.name] = await runWorkload(ctx, target, fio, w, dir);
+    for (const w of workloads) result.workloads[w.name] = await runWorkload(ctx, target, fio, w, dir, file);
     return result;
   }
   if (target === "nbdkit" || target === "qemu_nbd" || target === "gate") {
@@ -53,7 +53,7 @@ export async function measureTarget(ctx: Context, target: TargetName, dir: strin
       : target === "qemu_nbd" ? await startQemuNbd(ctx.procs, dir, file)
       : await startGate(ctx.procs, dir, file, ctx.profile_dir);
     try {
-      for (const w of workloads) result.workloads[w.name] = await runWorkload(ctx, target, { kind: "nbd", uri: server.uri }, w, dir);
+      for (const w of workloads) result.workloads[w.name] = await runWorkload(ctx, target, { kind: "nbd", uri: server.uri }, w, dir, file);
     } finally {
       await ctx.procs.stop(server.started);
     }
@@ -70,7 +70,7 @@ export async function measureTarget(ctx: Context, target: TargetName, dir: strin
     for (const w of workloads) {
       const pids = await hast.pids();
       for (const p of pids) for (const pid of [p.main, p.worker]) if (pid > 0) resetPeakRss(pid);
-      result.workloads[w.name] = await runWorkload(ctx, target, { kind: "nbd", uri: hast.uri }, w, dir);
+      result.workloads[w.name] = await runWorkload(ctx, target, { kind: "nbd", uri: hast.uri }, w, dir, file);
       const sample: RssSample = {};
       for (const p of pids) {
         sample[`${p.node}_main`] = peakRssMiB(p.main);
@@ -86,7 +86,8 @@ export async function measureTarget(ctx: Context, target: TargetName, dir: strin
   return result;
 }
 
-async function runWorkload(ctx: Context, target: TargetName, fio: FioTarget, w: Workload, dir: string): Promise<FioResult> {
+async function runWorkload(ctx: Context, target: TargetName, fio: FioTarget, w: Workload, dir: string, file: string): Promise<FioResult> {
+  if (w.cold === true) await evictFromPageCache(file);
   const r = await runFio(fio, w, ctx.runtime_s, dir);
   const figure = w.block_bytes >= 1 << 20 ? `${r.mib_s.toFixed(0)} MiB/s` : `${r.iops.toFixed(0)} IOPS`;
   ctx.log(`  ${target.padEnd(12)} ${w.name.padEnd(15)} ${figure.padStart(12)}  p50 ${r.clat_p50_us.toFixed(0)} us  p99 ${r.clat_p99_us.toFixed(0)} us`);

@@ -6,9 +6,10 @@
 //
 // Local I/O is synchronous, so actions run one at a time in the order the engine returned them,
 // which is exactly its ordering contract (map and metadata writes are durable before the next).
-// The exception is a FLUSH's fdatasync, which runs on a helper thread and is answered later (the
-// engine takes completions in any order): on a real disk it takes milliseconds, which the event
-// loop would otherwise spend blocked while the replies and requests behind it wait.
+// The exceptions wait for the disk on a helper thread and are answered later (the engine takes
+// completions in any order): a FLUSH's fdatasync, and the part of a READ the page cache does not
+// hold. On a real disk they take milliseconds, or tens of microseconds each, which the event loop
+// would otherwise spend blocked while the replies and requests behind them wait.
 import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
 import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
@@ -99,7 +100,7 @@ export class PrimaryIo implements BlockBackend {
   private zero: Uint8Array | null = null;
   private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
   private readonly sync_probe = new Uint8Array(SYNC_PROBE_BYTES);
-  /** Local flushes and sync reads on their helper thread, until answered (flushLocal, syncCopy). */
+  /** Local flushes and reads on their helper thread, until answered (settleLocal, readRest). */
   private readonly local_async = new InFlight();
 
   constructor(o: PrimaryIoOptions) {
@@ -370,18 +371,19 @@ export class PrimaryIo implements BlockBackend {
 
   private local(id: number, kind: RequestKind, offset: number): void {
     const app = this.apps.get(id)!;
-    if (kind === "flush") {
-      return this.flushLocal((err) => {
-        if (err) this.localFailed(app, kind, err);
-        this.run(this.o.engine.localDone(id, app.local_error === null));
-      });
-    }
     const disk = this.o.disk;
+    if (kind === "flush") return this.localOnHelper(id, app, disk.flushAsync());
     try {
       switch (kind) {
-        case "read":
-          disk.read(app.buf!, this.localoff + offset);
+        case "read": {
+          // What the page cache holds is copied at once; the rest waits for the disk on a helper
+          // thread, so reads of a cold disk overlap (nbdkit's threads do the same) and the event
+          // loop serves other requests meanwhile.
+          const at = this.localoff + offset;
+          const cached = disk.readCached(app.buf!, at);
+          if (cached < app.length) return this.localOnHelper(id, app, disk.readAsync(app.buf!.subarray(cached), at + cached));
           break;
+        }
         case "write":
           disk.write(app.buf!, this.localoff + offset);
           break;
@@ -401,10 +403,18 @@ export class PrimaryIo implements BlockBackend {
     this.o.log.error(`Local ${kind} failed: ${err.message}`);
   }
 
-  /** fdatasync on a helper thread (a disk takes milliseconds to write its cache out, and requests
-   * go on meanwhile), then `then` with its error, or null. */
-  private flushLocal(then: (err: Error | null) => void): void {
-    this.local_async.track(this.o.disk.flushAsync().then(() => null, (err: Error) => err).then(then));
+  /** A request's local leg carried out on a helper thread (`io`): the engine takes its completion
+   * whenever it comes, in any order with the others. */
+  private localOnHelper(id: number, app: AppRequest, io: Promise<void>): void {
+    this.settleLocal(io, (err) => {
+      if (err) this.localFailed(app, app.kind, err);
+      this.run(this.o.engine.localDone(id, app.local_error === null));
+    });
+  }
+
+  /** Tracks helper-thread I/O until it settles, then `then` with its error, or null. */
+  private settleLocal(io: Promise<void>, then: (err: Error | null) => void): void {
+    this.local_async.track(io.then(() => null, (err: Error) => err).then(then));
   }
 
   /** Resolves once every local flush and sync read started has been answered (an orderly stop
@@ -442,7 +452,7 @@ export class PrimaryIo implements BlockBackend {
 
   /** Local and remote cache flush outside any application request (end of a sync pass, background). */
   private async flushBoth(): Promise<{ local_ok: boolean; remote_ok: boolean }> {
-    const local = new Promise<Error | null>((resolve) => this.flushLocal((err) => {
+    const local = new Promise<Error | null>((resolve) => this.settleLocal(this.o.disk.flushAsync(), (err) => {
       if (err) this.run(this.o.engine.localFlushFailed());
       resolve(err);
     }));

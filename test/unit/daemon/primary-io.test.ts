@@ -1,5 +1,6 @@
 // PrimaryIo without a peer: requests the engine answers within submit() (the common case of an
-// unreplicated write) and those that wait for a map update resolve and reject alike.
+// unreplicated write) and those that wait for a map update resolve and reject alike; reads the
+// page cache cannot answer wait for the disk on a helper thread, not on the event loop.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,6 +15,7 @@ import { newStatistics } from "../../../src/daemon/statistics.ts";
 import { BackendError } from "../../../src/gate/block-backend.ts";
 import { LocalDisk } from "../../../src/io/disk.ts";
 import { MetadataStore } from "../../../src/io/metadata-store.ts";
+import { setFaultInjection } from "../../../src/native.ts";
 
 const MIB = 1 << 20;
 let dir: string;
@@ -24,6 +26,7 @@ beforeEach(() => {
 });
 
 afterEach(() => {
+  setFaultInjection(undefined);
   for (const d of opened.splice(0)) d.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -86,5 +89,39 @@ describe("PrimaryIo without a peer", () => {
     const into = new Uint8Array(4096).fill(1);
     await io.read(0, into);
     expect(into).toEqual(new Uint8Array(4096));
+  });
+
+  test("a read that waits for the disk does not hold up the requests behind it", async () => {
+    const { io } = primaryIo();
+    await io.write(0, new Uint8Array(4096).fill(7), false);
+    await io.write(MIB, new Uint8Array(4096).fill(8), false);
+    // The next read of the component waits 200 ms for its (slow) disk; the page cache cannot
+    // tell, so the read goes to a helper thread (a synchronous read would sleep here, in submit).
+    setFaultInjection("pread:component.img:delay=200:1");
+    const order: string[] = [];
+    const slow = new Uint8Array(4096);
+    const fast = new Uint8Array(4096);
+    const reads = [
+      io.read(0, slow).then(() => order.push("slow read")),
+      io.read(MIB, fast).then(() => order.push("fast read")),
+      io.write(2 * MIB, new Uint8Array(4096).fill(9), false).then(() => order.push("write")),
+    ];
+    await Promise.all(reads);
+    expect(order).toEqual(["fast read", "write", "slow read"]);
+    expect(slow).toEqual(new Uint8Array(4096).fill(7));
+    expect(fast).toEqual(new Uint8Array(4096).fill(8));
+    await io.localIoSettled();
+  });
+
+  test("a read that fails on its helper thread rejects with the disk's error, and the next one answers", async () => {
+    const { io } = primaryIo();
+    await io.write(0, new Uint8Array(4096).fill(3), false);
+    setFaultInjection("pread:component.img:EIO:1");
+    const err = await io.read(0, new Uint8Array(4096)).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(BackendError);
+    expect((err as BackendError).code).toBe("EIO");
+    const into = new Uint8Array(4096);
+    await io.read(0, into);
+    expect(into).toEqual(new Uint8Array(4096).fill(3));
   });
 });
