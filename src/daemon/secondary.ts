@@ -9,8 +9,8 @@
 // answers before this node's disk writes, as HAST sends them; answering each request in turn
 // would hold them behind the disk writes of the requests decoded before them. The link follows a
 // stream of large frames on the socket only after each batch (pull_streams), answers out. A FLUSH
-// is the one request not carried out in place: its fdatasync runs on a helper thread and is
-// answered when done, while the requests behind it go on. A WRITE of 64 KiB or more of plain data
+// and the part of a READ the page cache does not hold are not carried out in place: they wait for
+// the disk on a helper thread and are answered when done, while the requests behind them go on. A WRITE of 64 KiB or more of plain data
 // (no checksum, no zstd) is carried out as it arrives instead: the requests before it first, then
 // its payload is moved from the socket onto the disk by the kernel (landingFor), one copy instead
 // of two, and it is answered once there.
@@ -61,9 +61,9 @@ export class SecondaryWorker {
   private landing: { r: SecondaryRequest; sink: Landing; unmarked: boolean } | null = null;
   /** Requests decoded since the link was last idle, not yet carried out (see the top). */
   private batch: SecondaryRequest[] = [];
-  /** FLUSHes on their helper thread, until answered (flushLocal). */
-  private readonly flushes = new InFlight();
-  /** The link is gone: lost() waits for the flushes in flight, then flushes and closes. */
+  /** FLUSHes and reads on their helper thread, until answered (onHelper). */
+  private readonly local_async = new InFlight();
+  /** The link is gone: lost() waits for the helper threads' work in flight, then flushes and closes. */
   private ending = false;
   private ended!: (code: number) => void;
   readonly done = new Promise<number>((resolve) => (this.ended = resolve));
@@ -174,7 +174,7 @@ export class SecondaryWorker {
     this.carryOut();
     this.ending = true;
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
-    void this.flushes.settled().then(() => {
+    void this.local_async.settled().then(() => {
       try {
         // Nothing is in flight now: once this flush succeeds every change is durable, and the map
         // says so (FLUSHes still unanswered included), so the next connect copies nothing needlessly.
@@ -303,26 +303,21 @@ export class SecondaryWorker {
             if (map_failed) this.landing.unmarked = true;
             break;
           }
-          if (a.kind === "flush" && !map_failed) this.flushLocal(a.seq);
-          else this.run(this.engine.localDone(a.seq, map_failed && a.kind !== "read" ? "EIO" : this.local(a.seq)));
+          if (a.kind === "flush" && !map_failed) this.onHelper(a.seq, "flush", this.disk.flushAsync());
+          else if (a.kind === "read") this.readLocal(a.seq);
+          else this.run(this.engine.localDone(a.seq, map_failed ? "EIO" : this.local(a.seq)));
           break;
       }
     }
   }
 
-  /** Reads, writes and trims hit the page cache and run here, in order (FLUSHes: flushLocal). */
+  /** Writes and trims hit the page cache and run here, in order (FLUSHes and reads: onHelper). */
   private local(seq: number): SecondaryError | null {
     const r = this.pending.get(seq)!;
-    assert(r.kind !== "flush", "a FLUSH carried out on the event loop");
+    assert(r.kind === "write" || r.kind === "delete", `a ${r.kind} carried out as a write`);
     const at = this.meta.localoff;
     try {
       switch (r.kind) {
-        case "read": {
-          const buf = new Uint8Array(r.length);
-          this.disk.read(buf, at + r.offset);
-          this.read_data.set(seq, buf);
-          break;
-        }
         case "write":
           if (r.hole) this.disk.writeZeroes(at + r.offset, r.length);
           else this.disk.write(r.data, at + r.offset);
@@ -337,11 +332,32 @@ export class SecondaryWorker {
     }
   }
 
-  /** A FLUSH's fdatasync runs on a helper thread (milliseconds on a real disk) while the requests
-   * behind it go on; it covers the writes done before it, which is all the engine counts on. Once
-   * the link is lost, lost() flushes everything and answers for it. */
-  private flushLocal(seq: number): void {
-    this.flushes.track(this.disk.flushAsync().then(() => null, (err: Error) => this.localFailed("flush", err))
+  /** A read copies what the page cache holds at once; the rest waits for the disk on a helper
+   * thread (onHelper), as the primary's own reads do. */
+  private readLocal(seq: number): void {
+    const r = this.pending.get(seq)!;
+    assert(r.kind === "read", `a ${r.kind} carried out as a read`);
+    const buf = new Uint8Array(r.length);
+    const at = this.meta.localoff + r.offset;
+    let cached: number;
+    try {
+      cached = this.disk.readCached(buf, at);
+    } catch (err) {
+      return this.run(this.engine.localDone(seq, this.localFailed("read", err as Error)));
+    }
+    this.read_data.set(seq, buf);
+    if (cached === r.length) return this.run(this.engine.localDone(seq, null));
+    this.onHelper(seq, "read", this.disk.readAsync(buf.subarray(cached), at + cached));
+  }
+
+  /**
+   * A request carried out on a helper thread, answered when done while the requests behind it go
+   * on: a FLUSH's fdatasync (milliseconds on a real disk; it covers the writes done before it, which
+   * is all the engine counts on) or what a read needs from the disk. Once the link is lost, lost()
+   * waits for them, flushes everything and answers for it.
+   */
+  private onHelper(seq: number, kind: "flush" | "read", io: Promise<void>): void {
+    this.local_async.track(io.then(() => null, (err: Error) => this.localFailed(kind, err))
       .then((error) => {
         if (!this.ending) this.run(this.engine.localDone(seq, error));
       }));

@@ -228,6 +228,44 @@ describe("disk errors on the secondary's component", () => {
   }, 60_000 + SYNC_RESUME_S * 1000);
 });
 
+describe("a slow disk read holds up nothing behind it", () => {
+  // A read the page cache cannot answer waits for the disk on a helper thread, on both nodes. The
+  // delay rule slows the next read of one component (under a live rule the page cache "holds
+  // nothing", as a cold disk); a write sent after the READ must be answered first. A read on the
+  // event loop answers the READ first: the primary's loop, or the secondary's (memsync's write
+  // waits for its "received"), is blocked until the read is done.
+  const SLOW_READ_MS = 1500;
+  for (const side of ["primary", "secondary"] as const) {
+    test(`on the ${side}: a write sent after a READ is answered while the READ waits for the disk`, async () => {
+      const { pair, a, b, client, faults, prefill } = await faultyPair();
+      // On the secondary: the primary's own read fails, so the read goes to the peer (the extent is
+      // clean, copied by the initial sync) and waits there.
+      if (side === "primary") faults(a, `pread:${a.name}.img:delay=${SLOW_READ_MS}:1`);
+      else {
+        faults(a, `pread:${a.name}.img:EIO:1`);
+        faults(b, `pread:${b.name}.img:delay=${SLOW_READ_MS}:1`);
+      }
+      const data = randomBytes(BLOCK_BYTES);
+      const started = performance.now();
+      const read = client.send({ command: NBD_CMD.READ, offset: PREFILL_OFFSET, length: BLOCK_BYTES });
+      await Bun.sleep(SLOW_READ_MS / 5); // the READ is at the disk when the write arrives
+      const write = client.send({ command: NBD_CMD.WRITE, offset: OFFSET }, data);
+      const first = await client.reply();
+      const second = await client.reply();
+      const read_ms = performance.now() - started;
+      expect([first.cookie, first.error]).toEqual([write, 0]);
+      expect([second.cookie, second.error]).toEqual([read, 0]);
+      expect(sha256(second.data!)).toBe(sha256(prefill.subarray(0, BLOCK_BYTES)));
+      expect(read_ms).toBeGreaterThanOrEqual(SLOW_READ_MS - 100); // the delay did fall on that READ
+      faults(a, null);
+      faults(b, null);
+      expect((await pair.status(b)).statistics.reads).toBe(side === "primary" ? 0 : 1);
+      expect(await blockSha(pair, a)).toBe(sha256(data));
+      expect(await blockSha(pair, b)).toBe(sha256(data));
+    }, 60_000);
+  }
+});
+
 describe("a slow disk flush holds up nothing behind it", () => {
   // A FLUSH waits for the disk (milliseconds on real disks), on a helper thread on both nodes. The
   // delay rule slows the next fdatasync on one component; the write sent after the FLUSH must be
