@@ -5,6 +5,7 @@ import { EX_SOFTWARE, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import create from "../ctl/create.ts";
 import dump from "../ctl/dump.ts";
 import list from "../ctl/list.ts";
+import metrics from "../ctl/metrics.ts";
 import role from "../ctl/role.ts";
 import status from "../ctl/status.ts";
 import pkg from "../../package.json" with { type: "json" };
@@ -15,11 +16,12 @@ const USAGE = `usage: hastctl create [-d] [-c config] [-e extentsize] [-k keepdi
        hastctl list [-d] [-c config] [--json] [all | name ...]
        hastctl status [-d] [-c config] [--json] [all | name ...]
        hastctl dump [-d] [-c config] [--json] [all | name ...]
+       hastctl metrics [-d] [-c config] [--json] [all | name ...]
        hastctl --version
 Sizes accept the suffixes k, M, G, T (binary). The configuration defaults to /etc/hast.conf;
 a path ending in .toml is read as TOML. HASTD_NODE=<name> selects this node's blocks.`;
 
-const subCommands = { create, role, list, status, dump };
+const subCommands = { create, role, list, status, dump, metrics };
 
 async function run(argv: string[]): Promise<number> {
   const first = argv[0];

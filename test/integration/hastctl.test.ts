@@ -1,7 +1,9 @@
 // hastctl against real files, loop devices and a running hastd: create/dump (spec 2.1, 2.4,
-// docs/format.md) and the exit codes of spec 2.5.
+// docs/format.md), metrics, and the exit codes of spec 2.5.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
+import { nbdFlush, nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
+import { parseExposition, sampleValue } from "../unit/ctl/exposition.ts";
 import {
   Harness, MiB, run, runOk, singleResource, skipReason,
   type ConfigSpec, type NodeInfo, type RunResult,
@@ -209,6 +211,44 @@ describe("hastctl create and dump", () => {
   });
 });
 
+describe("hastctl metrics", () => {
+  test("a running primary's requests and roles, in the text format; an unknown name is down and exits 1", async () => {
+    const conf = h.writeConfig(twoResources());
+    await h.hastctlOk(a, conf, ["create", "all"]);
+    await h.startDaemon(a, conf);
+    await h.hastctlOk(a, conf, ["role", "primary", "r1"]);
+    const client = await RawNbdClient.connect({ unix: h.path("r1.nbd") });
+    h.onCleanup(() => client.close());
+    await client.handshake({ export_name: "r1" });
+    for (let i = 0; i < 3; i++) await nbdWrite(client, i * 4096, new Uint8Array(4096).fill(i + 1));
+    await nbdRead(client, 0, 4096);
+    await nbdFlush(client);
+
+    const f = parseExposition(await h.hastctlOk(a, conf, ["metrics"]));
+    const r0 = { resource: "r0" };
+    const r1 = { resource: "r1" };
+    expect(sampleValue(f, "hast_up", r0)).toBe(1);
+    expect(sampleValue(f, "hast_role", { ...r0, role: "init" })).toBe(1);
+    expect(sampleValue(f, "hast_worker_running", r0)).toBe(0);
+    expect(sampleValue(f, "hast_role", { ...r1, role: "primary" })).toBe(1);
+    expect(sampleValue(f, "hast_worker_running", r1)).toBe(1);
+    expect(sampleValue(f, "hast_connected", r1)).toBe(0); // remote none: degraded
+    expect(sampleValue(f, "hast_writes_total", r1)).toBe(3);
+    expect(sampleValue(f, "hast_reads_total", r1)).toBe(1);
+    expect(sampleValue(f, "hast_flushes_total", r1)).toBe(1);
+    expect(sampleValue(f, "hast_local_errors_total", { ...r1, op: "write" })).toBe(0);
+    expect(sampleValue(f, "hast_extent_bytes", r1)).toBeGreaterThan(0);
+
+    const one = await h.hastctl(a, conf, ["metrics", "nosuch", "r1"]);
+    expect(one.code).toBe(1);
+    expect(one.stderr).toContain("nosuch: no such resource");
+    const g = parseExposition(one.stdout);
+    expect(sampleValue(g, "hast_up", { resource: "nosuch" })).toBe(0);
+    expect(sampleValue(g, "hast_up", r1)).toBe(1);
+    expect(sampleValue(g, "hast_up", r0)).toBeUndefined();
+  });
+});
+
 describe("hastctl exit codes (spec 2.5)", () => {
   test("usage errors exit 64 with the usage text", async () => {
     const conf = h.writeConfig(singleResource(a, { local: h.sparseFile("disk0", DISK_BYTES) }));
@@ -254,7 +294,7 @@ describe("hastctl exit codes (spec 2.5)", () => {
 
   test("status with no hastd running exits 71: hastd is not running", async () => {
     const conf = h.writeConfig(singleResource(a, { local: h.sparseFile("disk0", DISK_BYTES) }));
-    for (const cmd of [["status"], ["list"], ["role", "primary", "r0"]]) {
+    for (const cmd of [["status"], ["list"], ["metrics"], ["role", "primary", "r0"]]) {
       const r = await h.hastctl(a, conf, cmd);
       expect(r.code).toBe(71);
       expect(r.stderr).toContain("hastd is not running");
