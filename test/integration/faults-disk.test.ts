@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:tes
 import { randomBytes } from "node:crypto";
 import { closeSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { SYNC_RESUME_S } from "../../src/core/primary-engine.ts";
-import { nbdFlush, nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
+import { nbdFlush, nbdRead, nbdWrite, RawNbdClient, type Reply } from "../../src/io/nbd-client.ts";
 import { NBD_CMD } from "../../src/wire/nbd.ts";
 import { Harness, MiB, Pair, sha256FileRange, waitFor, type NodeInfo } from "./harness.ts";
 
@@ -228,6 +228,23 @@ describe("disk errors on the secondary's component", () => {
   }, 60_000 + SYNC_RESUME_S * 1000);
 });
 
+/**
+ * `slow` was just sent, and a delay rule of `slow_ms` holds it at the disk: a WRITE of `data` at
+ * OFFSET sent once it waits there (not in its batch) must be answered first, and `slow` after
+ * the delay. Returns `slow`'s reply.
+ */
+async function overtakenBy(client: RawNbdClient, slow: bigint, slow_ms: number, data: Uint8Array): Promise<Reply> {
+  const started = performance.now();
+  await Bun.sleep(slow_ms / 5);
+  const write = client.send({ command: NBD_CMD.WRITE, offset: OFFSET }, data);
+  const first = await client.reply();
+  const second = await client.reply();
+  expect([first.cookie, first.error]).toEqual([write, 0]);
+  expect([second.cookie, second.error]).toEqual([slow, 0]);
+  expect(performance.now() - started).toBeGreaterThanOrEqual(slow_ms - 100); // the delay did fall on `slow`
+  return second;
+}
+
 describe("a slow disk read holds up nothing behind it", () => {
   // A read the page cache cannot answer waits for the disk on a helper thread, on both nodes. The
   // delay rule slows the next read of one component (under a live rule the page cache "holds
@@ -246,17 +263,9 @@ describe("a slow disk read holds up nothing behind it", () => {
         faults(b, `pread:${b.name}.img:delay=${SLOW_READ_MS}:1`);
       }
       const data = randomBytes(BLOCK_BYTES);
-      const started = performance.now();
       const read = client.send({ command: NBD_CMD.READ, offset: PREFILL_OFFSET, length: BLOCK_BYTES });
-      await Bun.sleep(SLOW_READ_MS / 5); // the READ is at the disk when the write arrives
-      const write = client.send({ command: NBD_CMD.WRITE, offset: OFFSET }, data);
-      const first = await client.reply();
-      const second = await client.reply();
-      const read_ms = performance.now() - started;
-      expect([first.cookie, first.error]).toEqual([write, 0]);
-      expect([second.cookie, second.error]).toEqual([read, 0]);
-      expect(sha256(second.data!)).toBe(sha256(prefill.subarray(0, BLOCK_BYTES)));
-      expect(read_ms).toBeGreaterThanOrEqual(SLOW_READ_MS - 100); // the delay did fall on that READ
+      const reply = await overtakenBy(client, read, SLOW_READ_MS, data);
+      expect(sha256(reply.data!)).toBe(sha256(prefill.subarray(0, BLOCK_BYTES)));
       faults(a, null);
       faults(b, null);
       expect((await pair.status(b)).statistics.reads).toBe(side === "primary" ? 0 : 1);
@@ -264,6 +273,28 @@ describe("a slow disk read holds up nothing behind it", () => {
       expect(await blockSha(pair, b)).toBe(sha256(data));
     }, 60_000);
   }
+
+  test("the secondary leaving while a READ waits for its disk waits for it, then closes", async () => {
+    const { pair, a, b, client, faults } = await faultyPair();
+    faults(a, `pread:${a.name}.img:EIO:1`);
+    faults(b, `pread:${b.name}.img:delay=${SLOW_READ_MS}:1`);
+    const read = client.send({ command: NBD_CMD.READ, offset: PREFILL_OFFSET, length: BLOCK_BYTES });
+    await Bun.sleep(SLOW_READ_MS / 5);
+    await pair.role(b, "init"); // the worker stops with that READ still at the disk
+    // Neither copy answered it: the read fails rather than return nothing or stale bytes.
+    const reply = await client.reply();
+    expect(reply.cookie).toBe(read);
+    expect(reply.error).not.toBe(0);
+    faults(a, null);
+    faults(b, null);
+    await pair.role(b, "secondary");
+    await pair.waitSynced(a);
+    // Closing the component under a read in flight, or answering it after the end, would have
+    // thrown in the worker (its stderr is in this log).
+    expect(pair.daemon(b).log).not.toContain("still in flight");
+    expect(pair.daemon(b).log).not.toMatch(/assertion failed|Flush at disconnect failed|error:/i);
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 60_000);
 });
 
 describe("a slow disk flush holds up nothing behind it", () => {
@@ -280,16 +311,7 @@ describe("a slow disk flush holds up nothing behind it", () => {
       await nbdFlush(client); // nothing held: no background flush can take the delay instead
       faults(node, `fdatasync:${node.name}.img:delay=${SLOW_FLUSH_MS}:1`);
       const data = randomBytes(BLOCK_BYTES);
-      const started = performance.now();
-      const flush = client.send({ command: NBD_CMD.FLUSH });
-      await Bun.sleep(SLOW_FLUSH_MS / 5); // the FLUSH is at the disk when the write arrives (not in its batch)
-      const write = client.send({ command: NBD_CMD.WRITE, offset: OFFSET }, data);
-      const first = await client.reply();
-      const second = await client.reply();
-      const flush_ms = performance.now() - started;
-      expect([first.cookie, first.error]).toEqual([write, 0]);
-      expect([second.cookie, second.error]).toEqual([flush, 0]);
-      expect(flush_ms).toBeGreaterThanOrEqual(SLOW_FLUSH_MS - 100); // the delay did fall on that FLUSH
+      await overtakenBy(client, client.send({ command: NBD_CMD.FLUSH }), SLOW_FLUSH_MS, data);
       faults(node, null);
       expect(await blockSha(pair, a)).toBe(sha256(data));
       expect(await blockSha(pair, b)).toBe(sha256(data));
