@@ -95,6 +95,10 @@ async function main(): Promise<void> {
         rss.worker_1g_mib = round(growth.small_mib, 1);
         rss.worker_16g_mib = round(growth.large_mib, 1);
         rss.worker_growth_16g_vs_1g_mib = round(growth.large_mib - growth.small_mib, 1);
+        // No goal: what stays after the load, next to the peak above.
+        rss.worker_1g_settled_mib = round(growth.small_settled_mib, 1);
+        rss.worker_16g_settled_mib = round(growth.large_settled_mib, 1);
+        rss.worker_growth_settled_16g_vs_1g_mib = round(growth.large_settled_mib - growth.small_settled_mib, 1);
         sparse_peaks.push(...growth.small_runs, ...growth.large_runs);
       }
       rmSync(dir, { recursive: true, force: true });

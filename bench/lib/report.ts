@@ -137,7 +137,7 @@ export function markdownTables(results: BenchResults): string {
   }
   lines.push("### Targets", "", "| figure | goal | measured | met |", "|---|---|--:|---|");
   for (const t of results.targets) lines.push(`| \`${t.key}\` | ${t.goal} | ${t.value} | ${t.met ? "yes" : "**no**"} |`);
-  lines.push("", "### Peak RSS (MiB, VmHWM)", "", "| figure | MiB |", "|---|--:|");
+  lines.push("", "### RSS (MiB: peaks are VmHWM; `_settled_` is VmRSS 2 s after the load)", "", "| figure | MiB |", "|---|--:|");
   for (const [k, v] of Object.entries(results.rss)) lines.push(`| \`rss.${k}\` | ${v} |`);
   return lines.join("\n");
 }

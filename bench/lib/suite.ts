@@ -6,7 +6,7 @@ import { evictFromPageCache, type FioResult, type FioTarget, fillViaNbd, runFio,
 import { HastDeployment, type Replication } from "./hast.ts";
 import { startGate, startNbdkit, startQemuNbd } from "./peers.ts";
 import { type Processes, runOk, waitFor } from "./procs.ts";
-import { peakRssMiB, resetPeakRss } from "./rss.ts";
+import { peakRssMiB, resetPeakRss, rssMiB } from "./rss.ts";
 
 export const DEVICE_BYTES = 1 << 30;
 export const LARGE_DEVICE_BYTES = 16 * 2 ** 30;
@@ -196,18 +196,37 @@ export async function measureInitialSync(ctx: Context, dir: string): Promise<Ini
 export const RSS_GROWTH_ROUNDS = 3;
 
 /**
- * Worker peak RSS on a small and a large sparse device, measured alternately RSS_GROWTH_ROUNDS
- * times: the median of each size, and the runs themselves.
+ * What the worker holds once a load has ended: the allocator's purge delay (WORKER_PURGE_DELAY_MS,
+ * 250 ms) and a collection or two have passed. The peak during the load includes garbage not yet
+ * collected; this is what stays.
  */
-export async function measureWorkerRssGrowth(ctx: Context, dir: string, small_bytes: number, large_bytes: number):
-  Promise<{ small_mib: number; large_mib: number; small_runs: number[]; large_runs: number[] }> {
-  const small_runs: number[] = [];
-  const large_runs: number[] = [];
+const SETTLE_MS = 2_000;
+
+/** The worker's RSS on a small and a large sparse device, measured alternately RSS_GROWTH_ROUNDS
+ * times: the median of each size, and the peaks themselves. */
+export interface RssGrowth {
+  /** Medians of the worker's peak (VmHWM) during the load. */
+  small_mib: number;
+  large_mib: number;
+  small_runs: number[];
+  large_runs: number[];
+  /** Medians of its resident memory SETTLE_MS after the load (VmRSS): what stays. */
+  small_settled_mib: number;
+  large_settled_mib: number;
+}
+
+export async function measureWorkerRssGrowth(ctx: Context, dir: string, small_bytes: number, large_bytes: number): Promise<RssGrowth> {
+  const small: WorkerRss[] = [];
+  const large: WorkerRss[] = [];
   for (let round = 0; round < RSS_GROWTH_ROUNDS; round++) {
-    small_runs.push(await measureWorkerRss(ctx, dir, small_bytes));
-    large_runs.push(await measureWorkerRss(ctx, dir, large_bytes));
+    small.push(await measureWorkerRss(ctx, dir, small_bytes));
+    large.push(await measureWorkerRss(ctx, dir, large_bytes));
   }
-  return { small_mib: median(small_runs), large_mib: median(large_runs), small_runs, large_runs };
+  return {
+    small_mib: median(small.map((r) => r.peak_mib)), large_mib: median(large.map((r) => r.peak_mib)),
+    small_runs: small.map((r) => r.peak_mib), large_runs: large.map((r) => r.peak_mib),
+    small_settled_mib: median(small.map((r) => r.settled_mib)), large_settled_mib: median(large.map((r) => r.settled_mib)),
+  };
 }
 
 function median(values: number[]): number {
@@ -216,8 +235,14 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-/** Worker peak RSS under 4 KiB random writes spread over a sparse device of `bytes`. */
-export async function measureWorkerRss(ctx: Context, dir: string, bytes: number): Promise<number> {
+interface WorkerRss {
+  peak_mib: number;
+  settled_mib: number;
+}
+
+/** Worker RSS under 4 KiB random writes spread over a sparse device of `bytes`: its peak during
+ * the load, and what it holds SETTLE_MS after it. */
+export async function measureWorkerRss(ctx: Context, dir: string, bytes: number): Promise<WorkerRss> {
   const hast_dir = join(dir, `hast-rss-${bytes}`);
   mkdirSync(hast_dir);
   const file = join(dir, `sparse-${bytes}.img`);
@@ -228,9 +253,11 @@ export async function measureWorkerRss(ctx: Context, dir: string, bytes: number)
     const worker = (await hast.pids())[0]!.worker;
     resetPeakRss(worker);
     await runFio({ kind: "nbd", uri: hast.uri }, WORKLOADS.find((w) => w.name === "randwrite_qd32")!, ctx.runtime_s, dir);
-    const mib = peakRssMiB(worker);
-    ctx.log(`  worker peak RSS on a ${bytes / 2 ** 30} GiB sparse device: ${mib.toFixed(1)} MiB`);
-    return mib;
+    const peak_mib = peakRssMiB(worker);
+    await Bun.sleep(SETTLE_MS);
+    const settled_mib = rssMiB(worker);
+    ctx.log(`  worker RSS on a ${bytes / 2 ** 30} GiB sparse device: peak ${peak_mib.toFixed(1)} MiB, ${settled_mib.toFixed(1)} MiB ${SETTLE_MS / 1000} s after`);
+    return { peak_mib, settled_mib };
   } finally {
     await hast.stop();
     rmSync(hast_dir, { recursive: true, force: true });
