@@ -54,6 +54,13 @@ describe("ExtentLru", () => {
     }
   });
 
+  test("its memory follows its capacity, not the device: 2^33 extents (16 PiB of 2 MiB)", () => {
+    const nextents = 2 ** 33;
+    const lru = new ExtentLru(nextents, 2);
+    expect([lru.touch(nextents - 1), lru.touch(0), lru.touch(2 ** 32 + 5)]).toEqual([null, null, nextents - 1]);
+    expect(lru.drain()).toEqual([0, 2 ** 32 + 5]);
+  });
+
   test("refuses an extent outside its range", () => {
     expect(() => new ExtentLru(4, 2).touch(4)).toThrow("extent 4 outside the LRU");
   });
