@@ -417,8 +417,8 @@ export class PrimaryIo implements BlockBackend {
     this.local_async.track(io.then(() => null, (err: Error) => err).then(then));
   }
 
-  /** Resolves once every local flush and sync read started has been answered (an orderly stop
-   * closes the disk next). */
+  /** Resolves once every local flush and read started on a helper thread has been answered (an
+   * orderly stop closes the disk next). */
   localIoSettled(): Promise<void> {
     return this.local_async.settled();
   }

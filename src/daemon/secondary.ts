@@ -10,10 +10,10 @@
 // would hold them behind the disk writes of the requests decoded before them. The link follows a
 // stream of large frames on the socket only after each batch (pull_streams), answers out. A FLUSH
 // and the part of a READ the page cache does not hold are not carried out in place: they wait for
-// the disk on a helper thread and are answered when done, while the requests behind them go on. A WRITE of 64 KiB or more of plain data
-// (no checksum, no zstd) is carried out as it arrives instead: the requests before it first, then
-// its payload is moved from the socket onto the disk by the kernel (landingFor), one copy instead
-// of two, and it is answered once there.
+// the disk on a helper thread and are answered when done, while the requests behind them go on. A
+// WRITE of 64 KiB or more of plain data (no checksum, no zstd) is carried out as it arrives
+// instead: the requests before it first, then its payload is moved from the socket onto the disk
+// by the kernel (landingFor), one copy instead of two, and it is answered once there.
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { assert } from "../core/assert.ts";
