@@ -19,8 +19,7 @@ class FileBackend implements BlockBackend {
 
   /** As hastd's primary reads (PrimaryIo.local): the page cache's part at once, the rest on a helper thread. */
   read(offset: number, into: Uint8Array): Promise<void> {
-    const cached = this.disk.readCached(into, offset);
-    return cached < into.length ? this.disk.readAsync(into.subarray(cached), offset + cached) : Promise.resolve();
+    return this.disk.readSoon(into, offset) ?? Promise.resolve();
   }
 
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {

@@ -379,9 +379,8 @@ export class PrimaryIo implements BlockBackend {
           // What the page cache holds is copied at once; the rest waits for the disk on a helper
           // thread, so reads of a cold disk overlap (nbdkit's threads do the same) and the event
           // loop serves other requests meanwhile.
-          const at = this.localoff + offset;
-          const cached = disk.readCached(app.buf!, at);
-          if (cached < app.length) return this.localOnHelper(id, app, disk.readAsync(app.buf!.subarray(cached), at + cached));
+          const rest = disk.readSoon(app.buf!, this.localoff + offset);
+          if (rest !== null) return this.localOnHelper(id, app, rest);
           break;
         }
         case "write":
@@ -507,14 +506,12 @@ export class PrimaryIo implements BlockBackend {
   }
 
   /**
-   * The part of a chunk past its first `from` bytes, read on a helper thread. "stale" when the link
+   * The part of a chunk read on a helper thread (`rest`, from readSoon). "stale" when the link
    * went away meanwhile: the chunk's range lock went with it, so what was read may predate a write
    * since, and must not reach a secondary.
    */
-  private async readRest(buf: Uint8Array, at: number, from: number, chunk: SyncChunk): Promise<Error | "stale" | null> {
-    const read = this.o.disk.readAsync(buf.subarray(from), at + from).then(() => null, (err: Error) => err);
-    this.local_async.track(read);
-    const err = await read;
+  private async readRest(rest: Promise<void>, chunk: SyncChunk): Promise<Error | "stale" | null> {
+    const err = await new Promise<Error | null>((resolve) => this.settleLocal(rest, resolve));
     return err ?? (this.o.engine.syncChunkLive(chunk) ? null : "stale");
   }
 
@@ -573,8 +570,8 @@ export class PrimaryIo implements BlockBackend {
         // What the page cache holds is copied at once, and the chunk then leaves in this tick (an
         // await here would hold it until the tick's other chunks were read); the rest is read on a
         // helper thread while requests go on.
-        const cached = this.o.disk.readCached(buf, at);
-        err = cached === buf.length ? null : await this.readRest(buf, at, cached, chunk);
+        const rest = this.o.disk.readSoon(buf, at);
+        err = rest === null ? null : await this.readRest(rest, chunk);
       } catch (e) {
         err = e as Error;
       }

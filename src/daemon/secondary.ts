@@ -333,21 +333,20 @@ export class SecondaryWorker {
   }
 
   /** A read copies what the page cache holds at once; the rest waits for the disk on a helper
-   * thread (onHelper), as the primary's own reads do. */
+   * thread (readSoon, onHelper), as the primary's own reads do. */
   private readLocal(seq: number): void {
     const r = this.pending.get(seq)!;
     assert(r.kind === "read", `a ${r.kind} carried out as a read`);
     const buf = new Uint8Array(r.length);
-    const at = this.meta.localoff + r.offset;
-    let cached: number;
+    let rest: Promise<void> | null;
     try {
-      cached = this.disk.readCached(buf, at);
+      rest = this.disk.readSoon(buf, this.meta.localoff + r.offset);
     } catch (err) {
       return this.run(this.engine.localDone(seq, this.localFailed("read", err as Error)));
     }
     this.read_data.set(seq, buf);
-    if (cached === r.length) return this.run(this.engine.localDone(seq, null));
-    this.onHelper(seq, "read", this.disk.readAsync(buf.subarray(cached), at + cached));
+    if (rest === null) return this.run(this.engine.localDone(seq, null));
+    this.onHelper(seq, "read", rest);
   }
 
   /**

@@ -76,10 +76,20 @@ export class LocalDisk {
   }
 
   /** The bytes of buf's range the page cache holds, copied at once: how many (from the start;
-   * 0 when the system cannot tell). A sync pass reads the rest with readAsync. */
+   * 0 when the system cannot tell). readSoon reads the rest with readAsync. */
   readCached(buf: Uint8Array, offset: number): number {
     this.#checkRange("pread", offset, buf.length);
     return native.preadCached(this.#fd, this.path, buf, offset);
+  }
+
+  /**
+   * Fills buf from offset without blocking on the disk: what the page cache holds is copied at
+   * once (null when that was all of it, the common case, with no promise made), the rest is read
+   * by readAsync, on its terms. A failure of the first part throws here.
+   */
+  readSoon(buf: Uint8Array, offset: number): Promise<void> | null {
+    const cached = this.readCached(buf, offset);
+    return cached === buf.length ? null : this.readAsync(buf.subarray(cached), offset + cached);
   }
 
   /**

@@ -328,6 +328,29 @@ describe("LocalDisk.readAsync", () => {
     }
   });
 
+  test("readSoon: null when the page cache held it all; else the rest on a helper thread", async () => {
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: true });
+    try {
+      disk.write(new Uint8Array(4096).fill(6), 4096);
+      const back = new Uint8Array(4096);
+      expect(disk.readSoon(back, 4096)).toBeNull();
+      expect(back.every((b) => b === 6)).toBe(true);
+      setFaultInjection(`pread:${path}:delay=20:1`); // the page cache "holds nothing" under a rule
+      const again = new Uint8Array(4096);
+      const rest = disk.readSoon(again, 4096);
+      expect(rest).not.toBeNull();
+      expect(again.every((b) => b === 0)).toBe(true); // not read yet
+      await rest;
+      expect(again.every((b) => b === 6)).toBe(true);
+      setFaultInjection(`pread:${path}:EIO:1`);
+      expect((await rejected(disk.readSoon(back, 4096)!)).code).toBe("EIO");
+      expect(() => disk.readSoon(back, 8192 - 512)).toThrow(RangeError);
+    } finally {
+      disk.close();
+    }
+  });
+
   test("an error from the helper thread becomes a NativeError naming the call", async () => {
     const err = await rejected(native.preadAsync(1 << 20, "nothing", new Uint8Array(16), 0));
     expect(err.message).toBe("pread nothing at offset 0 (16 bytes): Bad file descriptor (EBADF)");
