@@ -27,6 +27,13 @@ export const SYNC_CHUNKS_MAX = 4;
  * most this much left to copy (well under a second on a gigabit link); beyond, it fails at once
  * rather than hang for a long resync. */
 export const HELD_FLUSH_SYNC_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * Extents the change lists (`changed`, `unflushed`) may name before the engine asks for a flush
+ * of its own, which lets go of what it made durable. Without it a primary nobody flushes (no peer,
+ * an application that never flushes) lists every extent it writes: ~13 bytes an extent, 100 MiB
+ * at 16 TiB. 65536 is about 1 MiB, and a flush every 128 GiB of 2 MiB extents written.
+ */
+export const CHANGES_LISTED_MAX = 65_536;
 /** Failed passes run again at once this many times, then wait for resumeSync (or a reconnect). */
 export const PASS_RETRIES_MAX = 3;
 /** How often the worker calls resumeSync: a pass given up after errors starts again this late. */
@@ -49,6 +56,8 @@ export type PrimaryAction =
   /** End of a pass: flush both components (the secondary releases what a flush made durable), then
    * report syncFlushDone(pass, ok); the pass only counts as complete once that succeeded. */
   | { type: "sync-flush"; pass: number }
+  /** Start a flush of the daemon's own (submit with `internal`): the change lists are full. */
+  | { type: "flush" }
   | { type: "event"; event: HookEvent }
   | { type: "log"; level: "info" | "warn" | "error"; message: string };
 
@@ -135,6 +144,9 @@ export class PrimaryEngine {
   private change_seq = 0;
   /** change_seq when each flush in flight started (by request id, or -pass). */
   private readonly flush_started = new Map<number, number>();
+  private readonly changes_listed_max: number;
+  /** A "flush" action went out and no flush has started since. */
+  private flush_asked = false;
   /** A flush whose answer nobody sees failed here since the last answer to one somebody does. */
   private local_failure_unreported = false;
   /**
@@ -161,9 +173,11 @@ export class PrimaryEngine {
     private readonly map: ActiveMap,
     generation: PrimaryGeneration,
     mode: ReplicationMode,
-    opts: { sync_chunks_max?: number; held_flush_sync_bytes_max?: number } = {},
+    opts: { sync_chunks_max?: number; held_flush_sync_bytes_max?: number; changes_listed_max?: number } = {},
   ) {
     this.sync_chunks_max = opts.sync_chunks_max ?? SYNC_CHUNKS_MAX;
+    this.changes_listed_max = opts.changes_listed_max ?? CHANGES_LISTED_MAX;
+    assert(Number.isSafeInteger(this.changes_listed_max) && this.changes_listed_max >= 1, () => `changes_listed_max ${this.changes_listed_max}`);
     this.held_flush_sync_bytes_max = opts.held_flush_sync_bytes_max ?? HELD_FLUSH_SYNC_BYTES_MAX;
     assert(Number.isSafeInteger(this.sync_chunks_max) && this.sync_chunks_max >= 1, () => `sync_chunks_max ${this.sync_chunks_max}`);
     this.sync_locks = new RangeLock(this.sync_chunks_max + 1);
@@ -352,6 +366,7 @@ export class PrimaryEngine {
     const legs = new RequestLegs("fullsync", this.connected);
     this.flushes.set(id, { id, legs, internal });
     this.flush_started.set(id, this.change_seq);
+    this.flush_asked = false; // this one covers every change listed
     const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];
     if (this.connected) {
       this.coverUnflushed(id);
@@ -416,6 +431,16 @@ export class PrimaryEngine {
   private noteChange(side: "local" | "remote", first: number, last: number): void {
     const seq = ++this.change_seq;
     for (let e = first; e <= last; e++) this.changed[side].set(e, seq);
+  }
+
+  /** Asks for a flush once a change list is full and none is running (its end forgets what it
+   * covered; a failed one marks and forgets it): the lists stay near changes_listed_max. */
+  private boundChangeLists(actions: PrimaryAction[]): void {
+    if (this.flush_asked || this.flushes.size > 0) return;
+    const listed = Math.max(this.changed.local.size, this.changed.remote.size, this.unflushed.size);
+    if (listed <= this.changes_listed_max) return;
+    this.flush_asked = true;
+    actions.push({ type: "flush" });
   }
 
   /** Changes made durable by the flush `key` are forgotten; a failure on either side marks what it
@@ -658,6 +683,7 @@ export class PrimaryEngine {
       const write = this.map.writeComplete(modify.offset, modify.length);
       if (write) actions.push({ type: "map", write });
     }
+    this.boundChangeLists(actions);
     this.unblock(actions);
     if (resync && this.connected && !this.sync_running) actions.push(...this.startPass());
     return actions;
@@ -765,6 +791,7 @@ export class PrimaryEngine {
     if (ok) {
       this.sync_done_bytes += chunk.length;
       this.noteChange(sync.from === "secondary" ? "local" : "remote", chunk.extent, chunk.extent);
+      this.boundChangeLists(actions);
     }
     else {
       actions.push({ type: "log", level: "error", message: `Unable to synchronize ${chunk.length} bytes at offset ${chunk.offset}; the extent stays dirty.` });

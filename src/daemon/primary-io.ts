@@ -323,6 +323,8 @@ export class PrimaryIo implements BlockBackend {
       case "sync-flush":
         void this.flushBoth().then((r) => this.run(this.o.engine.syncFlushDone(a.pass, r.local_ok, r.remote_ok)));
         return;
+      case "flush":
+        return this.ownFlush("A flush to empty the change lists");
       case "event":
         return this.o.emit(a.event);
       case "log":
@@ -485,7 +487,12 @@ export class PrimaryIo implements BlockBackend {
    */
   backgroundFlush(): void {
     if (!this.link || !this.o.engine.awaits_flush) return;
-    this.submit("flush", 0, 0, null, true).catch((err: Error) => this.o.log.debug(`Background flush failed: ${err.message}`));
+    this.ownFlush("A background flush");
+  }
+
+  /** A flush nobody waits for; its failure is logged here and reported by the next application flush. */
+  private ownFlush(what: string): void {
+    this.submit("flush", 0, 0, null, true).catch((err: Error) => this.o.log.debug(`${what} failed: ${err.message}`));
   }
 
   /** A sync pass given up after errors starts again (the connector's timer, every SYNC_RESUME_S). */

@@ -79,7 +79,8 @@ export class PrimaryProc {
       mapsize: meta.mapsize, chunk_bytes: cfg.chunk_bytes,
     });
     this.map.copyIn(host.readMap(meta.mapsize));
-    this.engine = new PrimaryEngine(this.map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, cfg.mode);
+    this.engine = new PrimaryEngine(this.map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, cfg.mode,
+      { changes_listed_max: cfg.changes_listed_max });
   }
 
   /** Worker start (src/daemon/primary.ts): metadata, counters reset while resuid is 0, map copy-in. */
@@ -403,6 +404,9 @@ export class PrimaryProc {
         return this.syncCopy(a.chunk, a.from);
       case "sync-flush":
         return this.syncFlush(a.pass);
+      case "flush": // primary-io.ts ownFlush
+        this.ctx.count("own_flushes");
+        return this.submit("flush", 0, 0, null, () => {}, true);
       case "event":
         return this.ctx.trace(`${this.host.name}: event ${a.event}`);
       case "log":

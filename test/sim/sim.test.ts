@@ -1,6 +1,7 @@
 // CI run of the deterministic simulator (docs/testing.md): a range of seeds must hold every
 // invariant, a seed must replay to the same trace, and each planted bug must be caught.
 import { expect, test } from "bun:test";
+import { CHANGES_LISTED_MAX } from "../../src/core/primary-engine.ts";
 import { PLANTS, type Plant } from "./context.ts";
 import { DEFAULT_STEPS, runSimulation, type RunResult } from "./simulation.ts";
 
@@ -30,7 +31,7 @@ test(`seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1} hold every invariant`, () =
   }
   console.log(`sim: seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1} passed in ${((performance.now() - started_ms) / 1000).toFixed(1)} s: ${JSON.stringify(totals)}`);
   // The runs must actually have gone through the faults they claim to cover.
-  for (const k of ["crashes", "failovers", "split_brains", "swaps", "resets", "partitions", "map_batches"]) expect(totals[k]).toBeGreaterThan(10);
+  for (const k of ["crashes", "failovers", "split_brains", "swaps", "resets", "partitions", "map_batches", "own_flushes"]) expect(totals[k]).toBeGreaterThan(10);
 }, 180_000);
 
 /** Seeds outside the CI range that once failed (docs/testing.md, "Wider sweeps"). */
@@ -38,7 +39,7 @@ const REGRESSION_SEEDS = [608, 9044, 14513, 23117, 25511, 25629, 38157, 39927, 1
 
 test(`regression seeds ${REGRESSION_SEEDS.join(", ")} hold every invariant`, () => {
   for (const seed of REGRESSION_SEEDS) {
-    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null });
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, changes_listed_max: CHANGES_LISTED_MAX });
     if (!r.ok) throw new Error(explain(r));
   }
 }, 60_000);
@@ -47,7 +48,7 @@ test(`regression seeds ${REGRESSION_SEEDS.join(", ")} hold every invariant`, () 
 const LINUX_FLUSH_SEEDS = [324, 408, 677, 1429, 1660, 3518, 3649, 5412];
 
 test(`--linux-flush seeds ${LINUX_FLUSH_SEEDS.join(", ")} hold every invariant, and drops happen`, () => {
-  const runs = LINUX_FLUSH_SEEDS.map((seed) => runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, linux_flush: true }));
+  const runs = LINUX_FLUSH_SEEDS.map((seed) => runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, linux_flush: true, changes_listed_max: CHANGES_LISTED_MAX }));
   for (const r of runs) if (!r.ok) throw new Error(explain(r));
   // The option does something: some run of these drops cached sectors.
   expect(runs.some((r) => r.trace_tail.some((line) => line.includes("a failed flush dropped")))).toBe(true);

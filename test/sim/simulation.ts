@@ -4,7 +4,7 @@
 // decides everything; a failure reports the seed, the step and the tail of the trace.
 import { mapBytesFor } from "../../src/core/layout.ts";
 import type { Metadata } from "../../src/core/metadata.ts";
-import type { RequestKind } from "../../src/core/primary-engine.ts";
+import { CHANGES_LISTED_MAX, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { checkMapCoversDifferences, checkReplicasIdentical, isInSync, passMirrored } from "./checkers.ts";
 import type { Observer, Plant, SimConfig, SimContext } from "./context.ts";
@@ -24,6 +24,9 @@ export interface RunOptions {
   /** A failed flush may drop cached sectors, as Linux does on a write-back error. Off by default:
    * the engine does not handle it yet (docs/operations.md, "A local flush error on the primary"). */
   linux_flush?: boolean;
+  /** PrimaryEngine's changes_listed_max; absent, the run picks it. Replays of seeds recorded before
+   * the engine flushed on its own pin CHANGES_LISTED_MAX, and so make the runs they recorded. */
+  changes_listed_max?: number;
 }
 
 export interface RunResult {
@@ -108,7 +111,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0,
   };
 
   constructor(private readonly options: RunOptions) {
@@ -116,7 +119,7 @@ class Simulation implements SimContext, Observer {
     this.plant = options.plant;
     this.linux_flush = options.linux_flush === true;
     this.net = new Network(this.clock, this.rng);
-    this.cfg = makeConfig(this.rng);
+    this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max);
     this.mode = this.cfg.mode;
     this.net.latency_ms_max = this.rng.between(0, 3);
     const mapsize = mapBytesFor(this.cfg.nextents);
@@ -149,7 +152,7 @@ class Simulation implements SimContext, Observer {
 
   // ---- SimContext ----
 
-  count(stat: "map_batches"): void {
+  count(stat: "map_batches" | "own_flushes"): void {
     this.stats[stat]!++;
   }
 
@@ -624,7 +627,11 @@ class Simulation implements SimContext, Observer {
   }
 }
 
-function makeConfig(rng: Rng): SimConfig {
+/** Choices added after seeds were recorded come from a stream of their own, so a recorded seed
+ * (CI's replays) still makes the run it made. */
+const LATER_KNOBS_SALT = 0x5eed_c0de;
+
+function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined): SimConfig {
   const sector_bytes = 512, extent_bytes = 4096;
   const nextents = rng.between(16, 64);
   const datasize = nextents * extent_bytes - (rng.chance(0.3) ? sector_bytes * rng.between(1, 7) : 0);
@@ -634,5 +641,8 @@ function makeConfig(rng: Rng): SimConfig {
     keepdirty: rng.between(1, 4), chunk_bytes: rng.pick([1024, 2048, 4096]), mode: rng.pick(MODES),
     checksum: rng.pick(["none", "crc32", "sha256"] as const), compression: rng.pick(["none", "hole", "hole", "zstd"] as const),
     timeout_ms, keepalive_ms: Math.floor(timeout_ms / 2), reconnect_ms: rng.between(200, 1000), meta_latency_ms_max: rng.between(1, 6),
+    // Half the runs hold the change lists to a few extents: flushes of the engine's own then come
+    // among the faults (the default never fills on the simulator's small disks).
+    changes_listed_max: changes_listed_max ?? (later.chance(0.5) ? later.between(1, 8) : CHANGES_LISTED_MAX),
   };
 }

@@ -36,6 +36,7 @@ export interface DriverOptions {
   mode: ReplicationMode;
   generation?: PrimaryGeneration;
   held_flush_sync_bytes_max?: number;
+  changes_listed_max?: number;
 }
 
 export interface Request {
@@ -108,7 +109,9 @@ export class EngineDriver {
     this.map_image = new Uint8Array(this.map.mapsize);
     this.mode = options.mode;
     const generation = options.generation ?? { resuid: 1n, localcnt: 0n, remotecnt: 0n, flags: 0 };
-    this.engine = new PrimaryEngine(this.map, generation, options.mode, { sync_chunks_max: DRIVER_SYNC_CHUNKS, held_flush_sync_bytes_max: options.held_flush_sync_bytes_max });
+    this.engine = new PrimaryEngine(this.map, generation, options.mode, {
+      sync_chunks_max: DRIVER_SYNC_CHUNKS, held_flush_sync_bytes_max: options.held_flush_sync_bytes_max, changes_listed_max: options.changes_listed_max,
+    });
     this.local = new Uint32Array(options.datasize / options.sector_bytes);
     this.remote = new Uint32Array(options.datasize / options.sector_bytes);
   }
@@ -127,10 +130,16 @@ export class EngineDriver {
 
   /** `internal`: a flush of the daemon's own (background, orderly stop). */
   submit(kind: RequestKind, offset: number, length: number, internal = false): { id: number; actions: PrimaryAction[] } {
+    const { id, actions } = this.begin(kind, offset, length, internal);
+    return { id, actions: this.run(actions) };
+  }
+
+  /** A new request and the engine's actions for it, not yet run. */
+  private begin(kind: RequestKind, offset: number, length: number, internal: boolean): { id: number; actions: PrimaryAction[] } {
     const id = this.next_id++;
     const version = MODIFY_KINDS.has(kind) ? this.next_version++ : 0;
     this.requests.set(id, { id, kind, offset, length, version, mode: this.mode });
-    return { id, actions: this.run(this.engine.submit(id, kind, offset, length, internal)) };
+    return { id, actions: this.engine.submit(id, kind, offset, length, internal) };
   }
 
   completeLocal(op: IoOp, ok: boolean): PrimaryAction[] {
@@ -288,6 +297,8 @@ export class EngineDriver {
       }
       case "sync-flush":
         return this.engine.syncFlushDone(action.pass, true, this.link_up);
+      case "flush": // as primary-io: a flush of the daemon's own
+        return this.begin("flush", 0, 0, true).actions;
       case "sync-copy":
         if (!this.link_up) throw new Error(`sync copy at ${action.chunk.offset} while the link is down`);
         this.pending_sync.push({ chunk: action.chunk, from: action.from });

@@ -33,7 +33,7 @@ afterEach(() => {
 
 /** A primary with no peer over a fresh 16 MiB component; `writable: false` opens it read-only,
  * so every data write fails locally. */
-function primaryIo(writable = true): { io: PrimaryIo; disk: LocalDisk; meta: Metadata; stats: ReturnType<typeof newStatistics> } {
+function primaryIo(writable = true, changes_listed_max?: number): { io: PrimaryIo; disk: LocalDisk; meta: Metadata; stats: ReturnType<typeof newStatistics> } {
   const file = join(dir, "component.img");
   writeFileSync(file, "");
   truncateSync(file, 16 * MIB);
@@ -52,7 +52,7 @@ function primaryIo(writable = true): { io: PrimaryIo; disk: LocalDisk; meta: Met
   map.copyIn(store.readMap(meta.mapsize));
   // Mark every extent dirty up front, as a long-running primary without a peer has them: no
   // write then needs a map update, so each is answered within submit().
-  const engine = new PrimaryEngine(map, { resuid: 0n, localcnt: 1n, remotecnt: 0n, flags: 0 }, "memsync");
+  const engine = new PrimaryEngine(map, { resuid: 0n, localcnt: 1n, remotecnt: 0n, flags: 0 }, "memsync", { changes_listed_max });
   const stats = newStatistics();
   const io = new PrimaryIo({ disk, store, meta, engine, stats, log: new Logger({ write() {} }, 0), emit() {} });
   return { io, disk, meta, stats };
@@ -111,6 +111,23 @@ describe("PrimaryIo without a peer", () => {
     expect(slow).toEqual(new Uint8Array(4096).fill(7));
     expect(fast).toEqual(new Uint8Array(4096).fill(8));
     await io.localIoSettled();
+  });
+
+  test("past the change lists' bound the primary flushes on its own, and a failure of that flush reaches the next application flush", async () => {
+    const outcome = async (changes_listed_max?: number) => {
+      const { io } = primaryIo(true, changes_listed_max);
+      const writeThree = async () => {
+        for (let e = 0; e < 3; e++) await io.write(e * 2 * MIB, new Uint8Array(4096).fill(e + 1), false);
+        await io.localIoSettled(); // a flush the engine asked for runs on a helper thread
+      };
+      await writeThree(); // the extents' map updates (each flushed) are behind us
+      setFaultInjection("fdatasync:component.img:EIO:1");
+      await writeThree();
+      setFaultInjection(undefined);
+      return io.flush().then(() => "ok", () => "failed");
+    };
+    expect(await outcome()).toBe("ok"); // the default bound: nothing flushed the disk in between
+    expect(await outcome(1)).toBe("failed");
   });
 
   test("a read that fails on its helper thread rejects with the disk's error, and the next one answers", async () => {
