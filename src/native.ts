@@ -366,12 +366,14 @@ function recvReady(fd: number, what: string, buf: Uint8Array, wait_us: number): 
   return rc === -ERRNO.EAGAIN ? -1 : check(rc, "recv", what, undefined, buf.length);
 }
 
-/** Whether the page cache holds every page of the range: false where some page is not, a fault
- * rule awaits a read of the path, or the system cannot tell (before Linux 6.5: no cachestat). */
-function rangeCached(fd: number, path: string, offset: number, length: number): boolean {
+/** Whether the page cache holds every page of the range: false where some page is not or a fault
+ * rule awaits a read of the path, undefined where the system cannot tell (before Linux 6.5: no
+ * cachestat). Asks without starting any I/O. */
+function rangeCached(fd: number, path: string, offset: number, length: number): boolean | undefined {
   assertByteCount("pread", path, "offset", offset);
   if (length === 0 || liveFault("pread", path) !== undefined) return false;
-  return c.hast_range_cached(fd, offset, length) === 1;
+  const rc = c.hast_range_cached(fd, offset, length);
+  return rc === 1 ? true : rc === 0 ? false : undefined;
 }
 
 /** errno values sendfile reports for the socket end. */

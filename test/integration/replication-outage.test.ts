@@ -35,7 +35,7 @@ function cachestatWorks(): boolean {
   writeFileSync(path, new Uint8Array(8192).fill(1));
   const fd = native.open(path, { write: false });
   try {
-    return native.rangeCached(fd, path, 0, 8192);
+    return native.rangeCached(fd, path, 0, 8192) === true;
   } finally {
     native.close(fd, path);
     rmSync(path, { force: true });

@@ -4,7 +4,7 @@ import { ptr } from "bun:ffi";
 import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { LocalDisk } from "../../../src/io/disk.ts";
+import { LocalDisk, PROBE_READS } from "../../../src/io/disk.ts";
 import { native, NativeError, setFaultInjection } from "../../../src/native.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "hast-disk-"));
@@ -347,6 +347,36 @@ describe("LocalDisk.readAsync", () => {
       expect((await rejected(disk.readSoon(back, 4096)!)).code).toBe("EIO");
       expect(() => disk.readSoon(back, 8192 - 512)).toThrow(RangeError);
     } finally {
+      disk.close();
+    }
+  });
+
+  test("readSoon: after a miss, reads the page cache does not hold go to the helper thread without trying it first", async () => {
+    // A read with RWF_NOWAIT that misses starts the disk read on the calling thread (the event
+    // loop); after one miss, readSoon asks the page cache (cachestat) first, until PROBE_READS hit.
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: true });
+    const real = { preadCached: native.preadCached, rangeCached: native.rangeCached };
+    const spied = native as typeof real; // its entries are read-only to the code, not to a spy
+    const calls: string[] = [];
+    let cache_holds = false;
+    spied.preadCached = (...a) => (calls.push("try"), cache_holds ? real.preadCached(...a) : 0);
+    spied.rangeCached = () => (calls.push("ask"), cache_holds);
+    try {
+      disk.write(new Uint8Array(4096).fill(4), 0);
+      const buf = new Uint8Array(4096);
+      await disk.readSoon(buf, 0); // the first miss: tried at once
+      expect(calls.splice(0)).toEqual(["try"]);
+      await disk.readSoon(buf, 0); // known not cached: straight to the helper thread
+      expect(calls.splice(0)).toEqual(["ask"]);
+      expect(buf.every((b) => b === 4)).toBe(true);
+      cache_holds = true;
+      for (let i = 0; i < PROBE_READS; i++) expect(disk.readSoon(buf, 0)).toBeNull();
+      expect(calls.splice(0).filter((c) => c === "ask")).toHaveLength(PROBE_READS);
+      expect(disk.readSoon(buf, 0)).toBeNull(); // PROBE_READS hits since the last miss: tried at once again
+      expect(calls.splice(0)).toEqual(["try"]);
+    } finally {
+      Object.assign(native, real);
       disk.close();
     }
   });
