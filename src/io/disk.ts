@@ -99,6 +99,7 @@ export class LocalDisk {
   readSoon(buf: Uint8Array, offset: number): Promise<void> | null {
     if (this.#probe_reads > 0) {
       this.#probe_reads--;
+      this.#checkRange("pread", offset, buf.length); // thrown here, as readCached throws it
       if (native.rangeCached(this.#fd, this.path, offset, buf.length) === false) return this.#missed(buf, offset);
     }
     const cached = this.readCached(buf, offset);

@@ -375,6 +375,9 @@ describe("LocalDisk.readAsync", () => {
       expect(calls.splice(0).filter((c) => c === "ask")).toHaveLength(PROBE_READS);
       expect(disk.readSoon(buf, 0)).toBeNull(); // PROBE_READS hits since the last miss: tried at once again
       expect(calls.splice(0)).toEqual(["try"]);
+      cache_holds = false;
+      await disk.readSoon(buf, 0);
+      expect(() => disk.readSoon(buf, 8192 - 512)).toThrow(RangeError); // while asking first, too
     } finally {
       Object.assign(native, real);
       disk.close();
