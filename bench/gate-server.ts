@@ -22,9 +22,9 @@ class FileBackend implements BlockBackend {
     return this.disk.readSoon(into, offset) ?? Promise.resolve();
   }
 
-  write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+  write(offset: number, data: Uint8Array, fua: boolean): Promise<void> | null {
     this.disk.write(data, offset);
-    return fua ? this.disk.flushAsync() : Promise.resolve();
+    return fua ? this.disk.flushAsync() : null;
   }
 
   /** Off the event loop, as hastd's workers flush. */

@@ -170,13 +170,19 @@ export class ActiveMap {
     const first = this.firstExtent(offset, length);
     const last = this.lastExtent(offset, length);
     let evicted: number[] | null = null;
+    let fresh = false;
     for (let e = first; e <= last; e++) {
       assert(this.memtab[e]! < MEMTAB_MAX, () => `extent ${e}: too many writes in flight`);
-      if (this.memtab[e]!++ === 0) this.memmap.set(e);
+      if (this.memtab[e]!++ === 0) {
+        this.memmap.set(e);
+        fresh ||= !this.lru.has(e);
+      }
       const out = this.lru.touch(e);
       if (out !== null) (evicted ??= []).push(out);
     }
-    return this.persist(first, last, evicted);
+    // An extent already held, or kept dirty by the LRU, is dirty on disk already: only a fresh
+    // one, or one the LRU let go, can change the disk image.
+    return fresh || evicted !== null ? this.persist(first, last, evicted) : null;
   }
 
   /**
@@ -187,11 +193,16 @@ export class ActiveMap {
   writeComplete(offset: number, length: number): MapWrite | null {
     const first = this.firstExtent(offset, length);
     const last = this.lastExtent(offset, length);
+    let released = false;
     for (let e = first; e <= last; e++) {
       assert(this.memtab[e]! > 0, () => `extent ${e}: write complete without write start`);
-      if (--this.memtab[e]! === 0) this.memmap.clear(e);
+      if (--this.memtab[e]! === 0) {
+        this.memmap.clear(e);
+        released = true;
+      }
     }
-    return this.persist(first, last, null);
+    // An extent still held stays dirty: only a released one can change the disk image.
+    return released ? this.persist(first, last, null) : null;
   }
 
   /**
@@ -201,6 +212,7 @@ export class ActiveMap {
   needSync(offset: number, length: number): MapWrite | null {
     const first = this.firstExtent(offset, length);
     const last = this.lastExtent(offset, length);
+    let added = false;
     for (let e = first; e <= last; e++) {
       if (this.syncmap.test(e)) {
         // Chunks of an extent being synced may already have been copied before this
@@ -210,8 +222,10 @@ export class ActiveMap {
         continue;
       }
       this.addToSyncSet(e);
+      added = true;
     }
-    return this.persist(first, last, null);
+    // Extents already in the sync set are held dirty: only an added one can change the disk image.
+    return added ? this.persist(first, last, null) : null;
   }
 
   /** The remote leg failed after the write was sent (error reply or lost connection). */

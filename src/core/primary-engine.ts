@@ -270,12 +270,13 @@ export class PrimaryEngine {
     const read = this.reads.get(id);
     if (read) return this.readLocalDone(read, ok);
     // A failed flush may have dropped pages already: marked now, before a read or another flush.
-    if (!ok && this.flushes.has(id)) return [...this.localFlushFailed(), ...this.legOutcome(id, (legs) => legs.localDone(ok))];
-    return this.legOutcome(id, (legs) => legs.localDone(ok));
+    const flush_failed = !ok && this.flushes.has(id) ? this.localFlushFailed() : null;
+    const actions = this.legOutcome(id, this.legsOf(id).localDone(ok));
+    return flush_failed === null ? actions : [...flush_failed, ...actions];
   }
 
   remoteReceived(id: number): PrimaryAction[] {
-    return this.legOutcome(id, (legs) => legs.remoteReceived());
+    return this.legOutcome(id, this.legsOf(id).remoteReceived());
   }
 
   remoteDone(id: number, ok: boolean): PrimaryAction[] {
@@ -284,7 +285,7 @@ export class PrimaryEngine {
       this.reads.delete(id);
       return [{ type: "reply", id, ok, source: "remote" }];
     }
-    return this.legOutcome(id, (legs) => legs.remoteDone(ok));
+    return this.legOutcome(id, this.legsOf(id).remoteDone(ok));
   }
 
   private startRead(id: number, offset: number, length: number): PrimaryAction[] {
@@ -621,15 +622,18 @@ export class PrimaryEngine {
     actions.push({ type: "metadata", generation: this.generation });
   }
 
-  private legOutcome(id: number, step: (legs: RequestLegs) => LegOutcome): PrimaryAction[] {
+  /** The legs of a write, trim or flush in flight. */
+  private legsOf(id: number): RequestLegs {
+    const legs = this.modifies.get(id)?.legs ?? this.flushes.get(id)?.legs;
+    assert(legs !== undefined, () => `no request ${id} in flight`);
+    return legs;
+  }
+
+  /** What a leg's completion (`out`, from legsOf(id)) does to its request. */
+  private legOutcome(id: number, out: LegOutcome): PrimaryAction[] {
     const modify = this.modifies.get(id);
-    if (!modify) {
-      const flush = this.flushes.get(id);
-      assert(flush !== undefined, () => `no request ${id} in flight`);
-      return this.flushOutcome(flush, step(flush.legs));
-    }
+    if (!modify) return this.flushOutcome(this.flushes.get(id)!, out);
     const legs = modify.legs;
-    const out = step(legs);
     const actions: PrimaryAction[] = [];
     // Local leg failed, the peer's succeeded (spec 6.8): answered from the peer's copy, unless the
     // peer's copy of the extent lacks older changes only this node has (neither copy is whole).

@@ -62,8 +62,11 @@ interface AppRequest {
   internal: boolean;
   local_error: Error | null;
   remote_error: ReplyErrorName | null;
-  resolve: () => void;
-  reject: (err: Error) => void;
+  /** The answer, when it came while the request was being submitted (no promise made yet). */
+  outcome: "ok" | BackendError | null;
+  /** The promise's, once submit() made one. */
+  resolve: (() => void) | null;
+  reject: ((err: Error) => void) | null;
 }
 
 type RemoteWaiter =
@@ -114,12 +117,12 @@ export class PrimaryIo implements BlockBackend {
 
   read(offset: number, into: Uint8Array): Promise<void> {
     this.o.stats.reads++;
-    return this.submit("read", offset, into.length, into);
+    return promised(this.submit("read", offset, into.length, into));
   }
 
-  write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
+  write(offset: number, data: Uint8Array, fua: boolean): Promise<void> | null {
     this.o.stats.writes++;
-    // The common case in one promise: a write that fits one frame, room to send it, no FUA.
+    // The common case in one submit: a write that fits one frame, room to send it, no FUA.
     if (!fua && data.length <= MAX_DATA_BYTES && !this.sendQueueFull()) return this.submit("write", offset, data.length, data);
     return this.writeInParts(offset, data, fua);
   }
@@ -139,12 +142,12 @@ export class PrimaryIo implements BlockBackend {
 
   trim(offset: number, length: number): Promise<void> {
     this.o.stats.deletes++;
-    return this.submit("delete", offset, length, null);
+    return promised(this.submit("delete", offset, length, null));
   }
 
   flush(): Promise<void> {
     this.o.stats.flushes++;
-    return this.submit("flush", 0, 0, null);
+    return promised(this.submit("flush", 0, 0, null));
   }
 
   private async submitWrite(offset: number, data: Uint8Array): Promise<void> {
@@ -160,12 +163,22 @@ export class PrimaryIo implements BlockBackend {
     return this.link !== null && this.link.queued_bytes > SEND_QUEUE_MAX_BYTES;
   }
 
-  /** `internal`: a flush of the daemon's own, whose failure the next application flush reports. */
-  private submit(kind: RequestKind, offset: number, length: number, buf: Uint8Array | null, internal = false): Promise<void> {
+  /**
+   * null when the request succeeded before this returns (an unreplicated write: the local write is
+   * all it waits for), else a promise of its answer. `internal`: a flush of the daemon's own, whose
+   * failure the next application flush reports.
+   */
+  private submit(kind: RequestKind, offset: number, length: number, buf: Uint8Array | null, internal = false): Promise<void> | null {
+    const app: AppRequest = {
+      kind, offset, length, buf, internal, local_error: null, remote_error: null, outcome: null, resolve: null, reject: null,
+    };
+    if (this.waiting.length === 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) this.start(app);
+    else this.waiting.push(app);
+    if (app.outcome === "ok") return null;
+    if (app.outcome !== null) return Promise.reject(app.outcome);
     return new Promise<void>((resolve, reject) => {
-      const app: AppRequest = { kind, offset, length, buf, internal, local_error: null, remote_error: null, resolve, reject };
-      if (this.waiting.length === 0 && this.o.engine.inflight() < ENGINE_REQUESTS_MAX) this.start(app);
-      else this.waiting.push(app);
+      app.resolve = resolve;
+      app.reject = reject;
     });
   }
 
@@ -182,7 +195,7 @@ export class PrimaryIo implements BlockBackend {
    */
   private runSubmitted(actions: PrimaryAction[]): void {
     if (this.batch === null) {
-      if (this.running || !actions.some((a) => a.type === "map")) return this.run(actions);
+      if (this.running || !hasMapWrite(actions)) return this.run(actions);
       this.batch = [];
       queueMicrotask(() => this.run([]));
     }
@@ -441,12 +454,18 @@ export class PrimaryIo implements BlockBackend {
   private reply(id: number, ok: boolean, source: "local" | "remote" | undefined): void {
     const app = this.apps.get(id)!;
     this.apps.delete(id);
-    if (ok) return app.resolve();
-    const why = source === "remote"
-      ? `remote ${app.kind} failed: ${app.remote_error ?? "peer not connected"}`
-      : app.local_error?.message ?? `${app.kind} failed`;
-    const code = source === "remote" ? "EIO" : ((app.local_error as { code?: string } | null)?.code ?? "EIO");
-    app.reject(new BackendError(code, why));
+    let failure: BackendError | null = null;
+    if (!ok) {
+      const why = source === "remote"
+        ? `remote ${app.kind} failed: ${app.remote_error ?? "peer not connected"}`
+        : app.local_error?.message ?? `${app.kind} failed`;
+      const code = source === "remote" ? "EIO" : ((app.local_error as { code?: string } | null)?.code ?? "EIO");
+      failure = new BackendError(code, why);
+    }
+    // Answered within submit(): it returns the outcome itself.
+    if (app.resolve === null) app.outcome = failure ?? "ok";
+    else if (failure === null) app.resolve();
+    else app.reject!(failure);
   }
 
   // ---- synchronization ----
@@ -492,7 +511,7 @@ export class PrimaryIo implements BlockBackend {
 
   /** A flush nobody waits for; its failure is logged here and reported by the next application flush. */
   private ownFlush(what: string): void {
-    this.submit("flush", 0, 0, null, true).catch((err: Error) => this.o.log.debug(`${what} failed: ${err.message}`));
+    promised(this.submit("flush", 0, 0, null, true)).catch((err: Error) => this.o.log.debug(`${what} failed: ${err.message}`));
   }
 
   /** A sync pass given up after errors starts again (the connector's timer, every SYNC_RESUME_S). */
@@ -607,4 +626,15 @@ export class PrimaryIo implements BlockBackend {
       return false;
     }
   }
+}
+
+/** Whether a request's actions include an activemap update (a loop: no closure per request). */
+function hasMapWrite(actions: PrimaryAction[]): boolean {
+  for (const a of actions) if (a.type === "map") return true;
+  return false;
+}
+
+/** submit()'s answer as a promise, for callers that take one. */
+function promised(answer: Promise<void> | null): Promise<void> {
+  return answer ?? Promise.resolve();
 }

@@ -8,9 +8,11 @@ export interface BlockBackend {
   readonly block_bytes: number;
   /** Fills `into` fully from `offset`, or throws. */
   read(offset: number, into: Uint8Array): Promise<void>;
-  /** With `fua` the data is on stable storage when the promise resolves. `data` belongs to the
-   * caller again once the promise settles (the NBD server reuses it): keep a copy, not `data`. */
-  write(offset: number, data: Uint8Array, fua: boolean): Promise<void>;
+  /** With `fua` the data is on stable storage when the promise resolves. null: the write already
+   * succeeded (done within the call; the hot path of a local write, without a promise to settle).
+   * `data` belongs to the caller again once it returned null or its promise settled (the NBD
+   * server reuses it): keep a copy, not `data`. */
+  write(offset: number, data: Uint8Array, fua: boolean): Promise<void> | null;
   /** Every write that completed before this call is on stable storage when it resolves. */
   flush(): Promise<void>;
   /** The range is unused; its contents are undefined afterwards. */

@@ -121,7 +121,7 @@ export async function serveGgateRequest(backend: BlockBackend, req: GgateRequest
   return await outcome(req.cmd === BIO.READ ? backend.read(req.offset, span) : backend.write(req.offset, span, false));
 }
 
-async function outcome(op: Promise<void>): Promise<string | null> {
+async function outcome(op: Promise<void> | null): Promise<string | null> {
   try {
     await op;
     return null;

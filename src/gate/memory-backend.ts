@@ -7,7 +7,9 @@ export type BackendOp = "read" | "write" | "flush" | "trim" | "writeZeroes";
 export interface MemoryBackendOptions {
   size_bytes: number;
   block_bytes?: number;
-  /** Milliseconds to wait before completing an operation (0 = complete on the next microtask). */
+  /** Milliseconds to wait before completing an operation (0 = complete on the next microtask; a
+   * plain write without a failure queued for it completes within the call, as hastd's unreplicated
+   * writes do). */
   delay_ms?: (op: BackendOp, offset: number) => number;
 }
 
@@ -43,8 +45,16 @@ export class MemoryBackend implements BlockBackend {
     into.set(this.bytes.subarray(offset, offset + into.byteLength));
   }
 
-  async write(offset: number, data: Uint8Array, fua: boolean): Promise<void> {
-    await this.enter("write", offset, data.byteLength);
+  write(offset: number, data: Uint8Array, fua: boolean): Promise<void> | null {
+    const delay_ms = this.delayOf("write", offset);
+    if (fua || delay_ms > 0 || this.failures.some((f) => f.op === "write")) return this.writeLater(offset, data, fua, delay_ms);
+    this.admit("write", offset, data.byteLength);
+    this.bytes.set(data, offset);
+    return null;
+  }
+
+  private async writeLater(offset: number, data: Uint8Array, fua: boolean, delay_ms: number): Promise<void> {
+    await this.enter("write", offset, data.byteLength, delay_ms);
     this.bytes.set(data, offset);
     if (fua) this.counts.fua_writes++;
   }
@@ -64,12 +74,20 @@ export class MemoryBackend implements BlockBackend {
     if (may_trim) this.counts.may_trim_zeroes++;
   }
 
-  private async enter(op: BackendOp, offset: number, length: number): Promise<void> {
+  private delayOf(op: BackendOp, offset: number): number {
+    return this.delay_ms?.(op, offset) ?? 0;
+  }
+
+  /** Checks the range and counts the operation. */
+  private admit(op: BackendOp, offset: number, length: number): void {
     if (offset < 0 || length < 0 || offset + length > this.size_bytes) {
       throw new BackendError("EINVAL", `memory backend: ${op} offset ${offset} length ${length} outside ${this.size_bytes} bytes`);
     }
     this.counts[op]++;
-    const delay_ms = this.delay_ms?.(op, offset) ?? 0;
+  }
+
+  private async enter(op: BackendOp, offset: number, length: number, delay_ms = this.delayOf(op, offset)): Promise<void> {
+    this.admit(op, offset, length);
     if (delay_ms > 0) await Bun.sleep(delay_ms);
     const failure = this.failures.findIndex((f) => f.op === op);
     if (failure >= 0) {

@@ -378,6 +378,19 @@ export class NbdConnection {
 
   private startRequest(request: NbdRequest, payload: Uint8Array | undefined): void {
     this.executing++;
+    // The common request, a plain WRITE, without the async frames of execute(): two fewer
+    // promises and microtask turns per write (docs/performance.md, sixteenth round).
+    if (request.command === NBD_CMD.WRITE && request.flags === 0 && payload !== undefined && payload.byteLength === request.length) {
+      let done: Promise<void> | null;
+      try {
+        done = this.ctx.backend.write(request.offset, payload, false);
+      } catch (err) {
+        return this.settled_request(request, payload, this.failedReply(request, err));
+      }
+      if (done === null) return this.settled_request(request, payload, null);
+      done.then(() => this.settled_request(request, payload, null), (err) => this.settled_request(request, payload, this.failedReply(request, err)));
+      return;
+    }
     void this.execute(request, payload);
   }
 
@@ -387,12 +400,21 @@ export class NbdConnection {
     try {
       reply = await this.perform(request, payload);
     } catch (err) {
-      const code = (err as { code?: unknown } | null)?.code;
-      const error = nbdErrorForErrnoName(code);
-      const what = `${commandName(request.command)} offset ${request.offset} length ${request.length}`;
-      this.ctx.log("error", `${this.label}: ${what} failed: ${(err as Error)?.message ?? String(err)} → ${error}`);
-      reply = this.errorReply(request, error, `${what} failed with ${error}`);
+      reply = this.failedReply(request, err);
     }
+    this.settled_request(request, payload, reply);
+  }
+
+  private failedReply(request: NbdRequest, err: unknown): Uint8Array {
+    const code = (err as { code?: unknown } | null)?.code;
+    const error = nbdErrorForErrnoName(code);
+    const what = `${commandName(request.command)} offset ${request.offset} length ${request.length}`;
+    this.ctx.log("error", `${this.label}: ${what} failed: ${(err as Error)?.message ?? String(err)} → ${error}`);
+    return this.errorReply(request, error, `${what} failed with ${error}`);
+  }
+
+  /** The backend is done with a request: its reply (null for a plain success) is queued. */
+  private settled_request(request: NbdRequest, payload: Uint8Array | undefined, reply: Uint8Array | null): void {
     // The backend is done with the payload once its promise settled (BlockBackend.write).
     if (payload !== undefined) this.pool.give(payload);
     if (--this.executing === 0 && this.settle_waiters.length > 0) {
