@@ -176,6 +176,8 @@ export class NbdConnection {
     } finally {
       this.pumping = false;
     }
+    // Replies of requests answered while they were read leave together (flushSoon).
+    if (this.cork_bytes > 0) this.flushSoon();
     this.updateReading();
   }
 
@@ -517,6 +519,9 @@ export class NbdConnection {
   /** Sends the corked replies once nothing else can complete in this tick: at once when no backend
    * call is pending (the common QD1 case, and the last reply of a burst), else on the next turn. */
   private flushSoon(): void {
+    // Requests the backend answers within the call (BlockBackend.write's null) finish while
+    // their batch is still being read: pump() flushes once it has read all it can.
+    if (this.pumping) return;
     if (this.executing === 0) return this.flush();
     if (this.flush_scheduled) return;
     this.flush_scheduled = true;
