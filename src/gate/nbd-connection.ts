@@ -387,10 +387,10 @@ export class NbdConnection {
       try {
         done = this.ctx.backend.write(request.offset, payload, false);
       } catch (err) {
-        return this.settled_request(request, payload, this.failedReply(request, err));
+        return this.requestDone(request, payload, this.failedReply(request, err));
       }
-      if (done === null) return this.settled_request(request, payload, null);
-      done.then(() => this.settled_request(request, payload, null), (err) => this.settled_request(request, payload, this.failedReply(request, err)));
+      if (done === null) return this.requestDone(request, payload, null);
+      done.then(() => this.requestDone(request, payload, null), (err) => this.requestDone(request, payload, this.failedReply(request, err)));
       return;
     }
     void this.execute(request, payload);
@@ -404,7 +404,7 @@ export class NbdConnection {
     } catch (err) {
       reply = this.failedReply(request, err);
     }
-    this.settled_request(request, payload, reply);
+    this.requestDone(request, payload, reply);
   }
 
   private failedReply(request: NbdRequest, err: unknown): Uint8Array {
@@ -416,7 +416,7 @@ export class NbdConnection {
   }
 
   /** The backend is done with a request: its reply (null for a plain success) is queued. */
-  private settled_request(request: NbdRequest, payload: Uint8Array | undefined, reply: Uint8Array | null): void {
+  private requestDone(request: NbdRequest, payload: Uint8Array | undefined, reply: Uint8Array | null): void {
     // The backend is done with the payload once its promise settled (BlockBackend.write).
     if (payload !== undefined) this.pool.give(payload);
     if (--this.executing === 0 && this.settle_waiters.length > 0) {
