@@ -35,8 +35,8 @@ export interface Context {
   profile_dir?: string;
 }
 
-/** A fully allocated file (zeroes written), so no target pays for first-touch allocation. */
-/** A file of zeroes, none of it left in the page cache (see runWorkload). */
+/** A fully allocated file (zeroes written), so no target pays for first-touch allocation, and none
+ * of it left in the page cache (see runWorkload). */
 export async function makeBackingFile(path: string, bytes: number): Promise<void> {
   writeFileSync(path, "");
   await runOk(["dd", "if=/dev/zero", `of=${path}`, "bs=1M", `count=${bytes >> 20}`, "conv=notrunc", "status=none"]);

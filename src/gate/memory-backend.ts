@@ -48,7 +48,11 @@ export class MemoryBackend implements BlockBackend {
   write(offset: number, data: Uint8Array, fua: boolean): Promise<void> | null {
     const delay_ms = this.delayOf("write", offset);
     if (fua || delay_ms > 0 || this.failures.some((f) => f.op === "write")) return this.writeLater(offset, data, fua, delay_ms);
-    this.admit("write", offset, data.byteLength);
+    try {
+      this.admit("write", offset, data.byteLength);
+    } catch (err) {
+      return Promise.reject(err); // a backend's failures come as rejections, not throws
+    }
     this.bytes.set(data, offset);
     return null;
   }
