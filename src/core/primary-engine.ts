@@ -69,6 +69,12 @@ export interface Connection {
   peer_map: Uint8Array;
   /** The secondary adopted our resuid just now (decision row 1). */
   virgin: boolean;
+  /**
+   * The secondary's disk cache epoch, or null when it cannot tell. Equal at two connections: its
+   * cache lasted between them (no reboot) and it flushed it before answering, so every change it
+   * answered on the earlier connection is on its disk.
+   */
+  peer_cache_epoch: string | null;
 }
 
 interface Modify {
@@ -85,6 +91,9 @@ interface Read {
   length: number;
   /** Which leg is reading now. */
   at: "local" | "remote";
+  /** A failed local flush made part of the range stale while the local read ran: what it read may
+   * be what the flush dropped, so it is read again. */
+  suspect?: boolean;
 }
 
 interface Flush {
@@ -149,6 +158,9 @@ export class PrimaryEngine {
   private flush_asked = false;
   /** A flush whose answer nobody sees failed here since the last answer to one somebody does. */
   private local_failure_unreported = false;
+  /** An application flush that failed here and may have dropped changes only this node had that
+   * finished after it started: its error does not cover those, so the next flush reports them. */
+  private late_loss_flush: number | null = null;
   /**
    * Application flushes that succeeded on both nodes while extents of this node's copy were still
    * to be copied back from the peer: answered once a pass has copied them back and flushed them
@@ -163,6 +175,10 @@ export class PrimaryEngine {
    */
   private unflushed = new Map<number, number>();
   private readonly flushing = new Map<number, Map<number, number>>();
+  /** Extents the peer held unflushed changes of when the link last went down (see `unflushed`). */
+  private readonly peer_unconfirmed = new Set<number>();
+  /** The cache epoch the peer reported at the last connect. */
+  private peer_epoch: string | null = null;
   /** Consecutive passes that failed on this connection. */
   private pass_retries = 0;
   /** The last pass failed PASS_RETRIES_MAX times over; its extents wait for resumeSync. */
@@ -270,7 +286,7 @@ export class PrimaryEngine {
     const read = this.reads.get(id);
     if (read) return this.readLocalDone(read, ok);
     // A failed flush may have dropped pages already: marked now, before a read or another flush.
-    const flush_failed = !ok && this.flushes.has(id) ? this.localFlushFailed() : null;
+    const flush_failed = !ok && this.flushes.has(id) ? this.localFlushFailed(id) : null;
     const actions = this.legOutcome(id, this.legsOf(id).localDone(ok));
     return flush_failed === null ? actions : [...flush_failed, ...actions];
   }
@@ -348,6 +364,10 @@ export class PrimaryEngine {
   }
 
   private readLocalDone(read: Read, ok: boolean): PrimaryAction[] {
+    if (read.suspect === true) {
+      this.reads.delete(read.id);
+      return this.startRead(read.id, read.offset, read.length);
+    }
     if (ok) {
       this.reads.delete(read.id);
       return [{ type: "reply", id: read.id, ok: true, source: "local" }];
@@ -397,7 +417,9 @@ export class PrimaryEngine {
     let ok = local_ok;
     if (!flush.internal) {
       const unreported = this.local_failure_unreported;
-      this.local_failure_unreported = false; // reported now, whatever this answer is
+      // Reported now, whatever this answer is; but not the loss of changes made after it started.
+      this.local_failure_unreported = this.late_loss_flush === flush.id;
+      if (this.late_loss_flush === flush.id) this.late_loss_flush = null;
       if (ok && unreported) {
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
@@ -473,12 +495,17 @@ export class PrimaryEngine {
    * This node's flush failed: what was written here since its last good flush may be gone from its
    * disk. Where the peer holds all of it, the extent is stale here and copied back from the peer;
    * elsewhere (changes only this node had) it is copied from here, and the loss reported. Called
-   * as soon as the flush failed (the caller does, for the end-of-pass flush).
+   * as soon as the flush failed (the caller does, for the end-of-pass flush). `flush_id`: the
+   * application's flush that failed, if it was one.
    */
-  localFlushFailed(): PrimaryAction[] {
+  localFlushFailed(flush_id?: number): PrimaryAction[] {
     for (const m of this.modifies.values()) m.legs.localLost();
     const extents = this.extentsInFlight("local");
-    for (const e of this.changed.local.keys()) extents.add(e);
+    const started = flush_id === undefined ? undefined : this.flush_started.get(flush_id);
+    for (const [e, seq] of this.changed.local) {
+      extents.add(e);
+      if (started !== undefined && seq > started && !this.peerHasAll(e)) this.late_loss_flush = flush_id!;
+    }
     this.changed.local.clear();
     this.local_failure_unreported = true;
     const stale: number[] = [];
@@ -494,6 +521,7 @@ export class PrimaryEngine {
         `${extents.size - stale.length} hold changes only this node had.` });
     }
     actions.push(...this.markLocalStale(stale));
+    for (const read of this.reads.values()) if (read.at === "local" && this.touchesLocalStale(read.offset, read.length)) read.suspect = true;
     if (extents.size > 0) actions.push(...this.passIfIdle());
     return actions;
   }
@@ -708,9 +736,15 @@ export class PrimaryEngine {
     // secondary answered (its answer asking for the full copy may have been lost with an earlier
     // connection). The map carries that from here on, so a later reconnect resumes the copy.
     const full = (this.gen.flags & FLAG_SYNC_FULL_ON_CONNECT) !== 0;
-    // An extent the peer hands back (it may not have made its last changes durable) cannot be
-    // copied back from it: this node's copy of it is kept.
-    for (const [e, why] of this.local_stale) if (why === "dropped" && mapHas(c.peer_map, e)) this.keepOwnCopy(e);
+    // A stale extent whose changes the peer had not made durable (held here when the link went
+    // down, or handed back by its map) is copied back from it only if its cache lasted since:
+    // otherwise those changes may be gone there too, and this node's copy is kept.
+    const peer_cache_lasted = c.peer_cache_epoch !== null && c.peer_cache_epoch === this.peer_epoch;
+    for (const [e, why] of this.local_stale) {
+      if (why === "dropped" && !peer_cache_lasted && (this.peer_unconfirmed.has(e) || mapHas(c.peer_map, e))) this.keepOwnCopy(e);
+    }
+    this.peer_unconfirmed.clear();
+    this.peer_epoch = c.peer_cache_epoch;
     const merged = this.map.mergeRemote(full ? allExtents(this.map.nextents, c.peer_map.length) : c.peer_map);
     if (merged) actions.push({ type: "map", write: merged });
     if (full) {
@@ -742,13 +776,14 @@ export class PrimaryEngine {
     // The peer's flushes are over: what it kept is its own business now (its map marks synchronized
     // changes until a flush made them durable; regular ones are held here).
     this.changed.remote.clear();
-    // Changes the peer answered but never confirmed durable: copied again at the next connect.
+    // Changes the peer answered but never confirmed durable.
     const held = this.unflushed;
     this.unflushed = new Map();
     for (const covered of this.flushing.values()) for (const [e, n] of covered) held.set(e, (held.get(e) ?? 0) + n);
     this.flushing.clear();
+    // Copied again at the next connect: to the peer, or back from it where stale here (connect()).
     for (const e of held.keys()) {
-      this.keepOwnCopy(e);
+      this.peer_unconfirmed.add(e);
       actions.push(...this.needSyncExtent(e));
     }
     actions.push(...this.releaseHolds(held));

@@ -16,6 +16,8 @@ export type ToWorker =
       type: "init"; resource: ResourceConfig; node: string; log: LogSetup;
       /** A secondary starts with the primary's HANDSHAKE (the main process checked everything before it). */
       role: Exclude<Role, "init">; handshake?: Handshake;
+      /** The peer protocol version the listener negotiated with that primary. */
+      protocol_version?: number;
     }
   | { type: "status"; id: number }
   | { type: "reload"; resource: ResourceConfig };

@@ -24,6 +24,8 @@ export interface Admission {
   handshake: Handshake;
   fd: number;
   remote: string;
+  /** The protocol version negotiated with the primary. */
+  version: number;
 }
 
 export interface ListenerDeps {
@@ -41,6 +43,7 @@ interface Conn {
   resource: ResourceConfig | null;
   client_nonce: Uint8Array;
   server_nonce: Uint8Array;
+  version: number;
   timer: ReturnType<typeof setTimeout>;
 }
 
@@ -130,7 +133,7 @@ export class PeerListener {
     this.pending++;
     socket.data = {
       decoder: new FrameDecoder(bunPeerPrimitives), state: "hello", remote, resource: null,
-      client_nonce: new Uint8Array(0), server_nonce: new Uint8Array(0),
+      client_nonce: new Uint8Array(0), server_nonce: new Uint8Array(0), version: 0,
       timer: setTimeout(() => this.reject(socket, null, `no handshake within ${HANDSHAKE_TIMEOUT_MS / 1000} s`), HANDSHAKE_TIMEOUT_MS),
     };
     socket.pause();
@@ -208,6 +211,7 @@ export class PeerListener {
       this.warned_no_secret.add(resource.name);
       this.deps.log.warn(`[${resource.name}] No secret configured: the primary is accepted on its address alone (set 'secret' or 'secret_file').`);
     }
+    c.version = version;
     c.client_nonce = hello.client_nonce;
     c.server_nonce = bunPeerPrimitives.randomBytes(NONCE_BYTES);
     c.state = "auth";
@@ -242,7 +246,7 @@ export class PeerListener {
     const fd = (socket as unknown as { fd: number }).fd;
     const { kind: _kind, ...hello } = handshake;
     try {
-      await this.deps.admit({ resource: c.resource!, handshake: hello, fd, remote: c.remote });
+      await this.deps.admit({ resource: c.resource!, handshake: hello, fd, remote: c.remote, version: c.version });
     } finally {
       // The worker holds its own copy of the descriptor; dropping ours sends nothing to the peer.
       socket.end();

@@ -80,7 +80,7 @@ export class Hastd {
     if (!state || state.role !== "secondary") return;
     if (state.worker) this.log.info(`[${state.config.name}] New connection from the primary at ${a.remote}; replacing the secondary worker.`);
     await this.stopWorker(state);
-    this.startWorker(state, "secondary", { fds: [a.fd], handshake: a.handshake });
+    this.startWorker(state, "secondary", { fds: [a.fd], handshake: a.handshake, protocol_version: a.version });
   }
 
   get log(): Logger {
@@ -135,8 +135,11 @@ export class Hastd {
   }
 
   /** Returns the worker; its `ready` settles once it serves (or has exited). */
-  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: { fds: number[]; handshake: Handshake }): WorkerHandle {
-    const init = { resource: state.config, role, node: this.config.node, log: this.opts.log_setup, ...(peer ? { handshake: peer.handshake } : {}) };
+  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: { fds: number[]; handshake: Handshake; protocol_version: number }): WorkerHandle {
+    const init = {
+      resource: state.config, role, node: this.config.node, log: this.opts.log_setup,
+      ...(peer ? { handshake: peer.handshake, protocol_version: peer.protocol_version } : {}),
+    };
     const worker = WorkerHandle.spawn(init, {
       onEvent: (event: HookEvent, args: string[]) => {
         if (event === "split-brain") state.split_brain = true;

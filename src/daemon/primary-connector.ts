@@ -142,6 +142,7 @@ export class PrimaryConnector {
     }
     actions.push(...engine.connect({
       syncsrc: reply.syncsrc, peer_localcnt: reply.localcnt, peer_remotecnt: reply.remotecnt, peer_map, virgin: reply.virgin,
+      peer_cache_epoch: reply.cache_epoch === null ? null : Buffer.from(reply.cache_epoch).toString("hex"),
     }));
     this.o.log.info(`Connected to ${resource.remote_text} (${link.remote}), sync source: ${reply.syncsrc}.`);
     this.o.emit("connect");

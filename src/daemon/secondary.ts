@@ -23,6 +23,7 @@ import { SecondaryEngine, type SecondaryAction, type SecondaryError, type Second
 import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { adoptFd } from "../io/byte-stream.ts";
+import { cacheEpoch } from "../io/cache-epoch.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { Landing } from "../io/landing.ts";
@@ -30,7 +31,7 @@ import { MetadataStore } from "../io/metadata-store.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
-  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode,
+  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_CACHE_EPOCH,
   type Frame, type Handshake, type PeerErrorName, type ReplyErrorName, type WriteHead,
 } from "../wire/peer/index.ts";
 import type { HookEvent, WorkerStatus } from "./ipc.ts";
@@ -79,7 +80,7 @@ export class SecondaryWorker {
     private emit: (event: HookEvent) => void,
   ) {}
 
-  static async start(resource: ResourceConfig, hello: Handshake, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
+  static async start(resource: ResourceConfig, hello: Handshake, version: number, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
     const pool = new BufferPool(PAYLOAD_POOL_MIN_BYTES, PAYLOAD_POOL_BYTES_MAX);
     let worker: SecondaryWorker | null = null;
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
@@ -137,10 +138,16 @@ export class SecondaryWorker {
         meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
         store.write(meta);
       }
+      let cache_epoch: Uint8Array | null = null;
+      if (version >= VERSION_CACHE_EPOCH) {
+        const e = cacheEpoch(disk);
+        if (e.flush_error !== null) log.warn(`Flush before the handshake reply failed (${e.flush_error}): the primary counts the changes this node had not confirmed durable as lost.`);
+        cache_epoch = e.epoch;
+      }
       link.send({
         kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
         localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin,
-        bitmap_bytes: bitmap.length,
+        bitmap_bytes: bitmap.length, cache_epoch,
       });
       for (const frame of bitmapFrames(bitmap)) link.send(frame);
       log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);

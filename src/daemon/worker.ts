@@ -42,7 +42,7 @@ export async function runWorker(): Promise<number> {
   const emit = (event: HookEvent) => send({ type: "event", event });
   try {
     if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, log, emit);
-    else if (init.handshake) worker = await SecondaryWorker.start(init.resource, init.handshake, log, emit);
+    else if (init.handshake) worker = await SecondaryWorker.start(init.resource, init.handshake, init.protocol_version ?? 1, log, emit);
     else throw new ExitError("secondary worker started without a handshake", EX_SOFTWARE);
   } catch (err) {
     log.error((err as Error).message);

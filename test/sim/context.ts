@@ -53,7 +53,7 @@ export interface Observer {
   /** The secondary refused a primary with a split-brain. */
   splitBrain(primary: Host, secondary: Host): void;
   /** The secondary could not make a replicated write or trim (value 0) of sectors first+count. */
-  secondaryModifyFailed(first: number, count: number, value: number): void;
+  secondaryModifyFailed(host: Host, first: number, count: number, value: number): void;
 }
 
 export interface SimContext {

@@ -116,8 +116,8 @@ export class SimDisk {
 
   /** Whether a failed flush may drop cached sectors (simulation option `linux_flush`). */
   drops_on_eio = false;
-  /** Told which data sectors a failed flush dropped. */
-  on_drop: ((sectors: number[]) => void) | null = null;
+  /** Told which data sectors a failed flush dropped, and the value each held in the cache. */
+  on_drop: ((sectors: number[], values: number[]) => void) | null = null;
 
   /** Linux's write-back error: each cached sector is written back or dropped (the page is marked
    * clean and evicted: reads return what is on stable storage), and a later flush succeeds. */
@@ -128,15 +128,17 @@ export class SimDisk {
       else for (let i = 0; i < entry.versions.length; i++) touched.add(entry.first + i);
     }
     const dropped: number[] = [];
+    const values: number[] = [];
     for (const s of touched) {
       if (this.rng.chance(0.5)) this.data_durable[s] = this.data[s]!;
       else if (this.data[s] !== this.data_durable[s]) {
+        values.push(this.data[s]!);
         this.data[s] = this.data_durable[s]!;
         dropped.push(s);
       }
     }
     this.cache = [];
-    if (dropped.length > 0) this.on_drop?.(dropped);
+    if (dropped.length > 0) this.on_drop?.(dropped, values);
   }
 
   /**

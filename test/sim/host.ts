@@ -20,6 +20,8 @@ export class Host {
   role: Role = "init";
   up = true;
   epoch = 0;
+  /** Power losses and re-creations so far: the disk cache's lifetime (cacheEpoch). */
+  boots = 0;
   busy = false;
   primary: PrimaryProc | null = null;
   secondary: SecondaryProc | null = null;
@@ -37,6 +39,14 @@ export class Host {
     readonly disk: SimDisk,
     private readonly clock: Scheduler,
   ) {}
+
+  /** This host's cache epoch as the secondary reports it (src/io/cache-epoch.ts: the boot id). */
+  cacheEpoch(): Uint8Array {
+    const epoch = new Uint8Array(16);
+    epoch[0] = this.name.charCodeAt(0);
+    new DataView(epoch.buffer).setUint32(4, this.boots, true);
+    return epoch;
+  }
 
   /** Wraps a callback of the current process: dropped after a crash, queued while blocked. */
   guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => void {
@@ -105,6 +115,13 @@ export class Host {
       if (write.flush) this.disk.flushNow();
       then();
     });
+  }
+
+  /** The same update from a process on its way out: not a moment it can lose power in. */
+  writeMapNow(write: MapWrite): void {
+    if (write.flush_before) this.disk.flushNow();
+    for (const piece of write.pieces) this.disk.writeControl(ACTIVEMAP_OFFSET + piece.offset, piece.bytes);
+    if (write.flush) this.disk.flushNow();
   }
 
   readMap(mapsize: number): Uint8Array {

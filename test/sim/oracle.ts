@@ -21,6 +21,9 @@ export interface WriteRecord {
   flushed: boolean;
   /** The secondary reported that its write or trim of this record failed. */
   peer_failed: boolean;
+  /** Still unanswered when a failed flush dropped one of its sectors, and answered without being
+   * on the peer: it may be gone from the device. */
+  dropped_unacked: boolean;
 }
 
 export class Oracle {
@@ -40,7 +43,7 @@ export class Oracle {
   }
 
   submitModify(first: number, count: number, value: number): WriteRecord {
-    const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false };
+    const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false, dropped_unacked: false };
     for (let s = first; s < first + count; s++) this.history[s]!.push(rec);
     return rec;
   }
@@ -48,9 +51,13 @@ export class Oracle {
   acked(rec: WriteRecord, ok: boolean, promised_on_peer: boolean): void {
     if (!ok) return;
     rec.acked = true;
-    for (let s = rec.first; s < rec.first + rec.count; s++) this.floor[s] = this.history[s]!.lastIndexOf(rec);
+    const promised = promised_on_peer && !rec.peer_failed;
+    // Answered after a drop took part of it, and not on the peer: the device may have lost it, and
+    // no flush may call it durable (flushAcked).
+    rec.dropped_unacked &&= !promised; // else copied back from the peer
+    if (!rec.dropped_unacked) for (let s = rec.first; s < rec.first + rec.count; s++) this.floor[s] = this.history[s]!.lastIndexOf(rec);
     this.unflushed.add(rec);
-    if (promised_on_peer && !rec.peer_failed) rec.replicated = true;
+    if (promised) rec.replicated = true;
     else this.unreplicated.add(rec);
   }
 
@@ -63,8 +70,13 @@ export class Oracle {
   flushAcked(covered: WriteRecord[], ok: boolean): string | null {
     const unreported = this.drop_unreported;
     this.drop_unreported = false;
-    if (!ok) return null;
+    if (!ok) {
+      for (const rec of covered) rec.dropped_unacked = false; // its possible loss is reported now
+      return null;
+    }
     if (unreported) return "a flush answered ok after the primary's disk dropped a write-back, which no flush has reported";
+    const dropped = covered.find((rec) => rec.dropped_unacked);
+    if (dropped) return `a flush answered ok covering write ${dropped.value}, which the primary's disk dropped before it was answered`;
     for (const rec of covered) {
       rec.flushed = true;
       this.unflushed.delete(rec);
@@ -94,14 +106,17 @@ export class Oracle {
 
   /** The primary's disk dropped these sectors' cached writes: those not promised to the peer (which
    * the primary copies back from it) are lost, and all unflushed ones while the peer is incomplete. */
-  dropped(sectors: number[]): void {
+  dropped(sectors: number[], values: number[]): void {
     this.drop_unreported = true;
     const lost = new Set<WriteRecord>();
-    for (const s of sectors) {
+    for (const [k, s] of sectors.entries()) {
       const h = this.history[s]!;
       let i = this.floor[s]!;
       for (; i >= 0 && !(h[i]!.acked && ((h[i]!.replicated && !this.peer_incomplete) || h[i]!.flushed)); i--) if (h[i]!.acked) lost.add(h[i]!);
       this.floor[s] = i;
+      // A write whose data was dropped before it was answered (the newest with that value).
+      const unanswered = h.findLast((rec) => rec.value === values[k] && !rec.acked && !lost.has(rec));
+      if (unanswered) unanswered.dropped_unacked = true;
     }
     this.forget(lost);
   }
@@ -111,7 +126,7 @@ export class Oracle {
    * found by its unique value; a trim (value 0) is the newest trim of that range, as the primary
    * answers a trim only after the peer did and the workload never overlaps requests in flight.
    */
-  peerModifyFailed(first: number, count: number, value: number): void {
+  peerModifyFailed(first: number, count: number, value: number, peer_serves_now: boolean): void {
     const rec = this.history[first]!.findLast((r) => r.value === value && r.first === first && r.count === count);
     if (!rec) return;
     rec.peer_failed = true;
@@ -119,12 +134,18 @@ export class Oracle {
       rec.replicated = false;
       this.unreplicated.add(rec);
     }
+    // The peer failed over to (memsync answers on receipt) before its write failed: lost.
+    if (peer_serves_now && rec.acked) this.lowerFloor((r) => r !== rec);
   }
 
   /** The pair is in sync and idle: everything acknowledged is on both nodes. */
   inSync(): void {
     this.peer_incomplete = false;
-    for (const rec of this.unreplicated) if (rec.acked) rec.replicated = true;
+    for (const rec of this.unreplicated) {
+      if (!rec.acked) continue;
+      rec.replicated = true;
+      rec.dropped_unacked = false; // on both nodes: the drop was repaired
+    }
     this.unreplicated.clear();
   }
 

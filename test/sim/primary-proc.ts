@@ -271,6 +271,7 @@ export class PrimaryProc {
     merged.set(peer_map.subarray(0, merged.length));
     actions.push(...this.engine.connect({
       syncsrc: reply.syncsrc, peer_localcnt: reply.localcnt, peer_remotecnt: reply.remotecnt, peer_map: merged, virgin: reply.virgin,
+      peer_cache_epoch: reply.cache_epoch === null ? null : Buffer.from(reply.cache_epoch).toString("hex"),
     }));
     this.ctx.trace(`${this.host.name}: connected, sync source ${reply.syncsrc}, peer localcnt=${reply.localcnt} remotecnt=${reply.remotecnt}`);
     this.ctx.observer.connected(this.host, this.ctx.other(this.host));

@@ -46,10 +46,16 @@ export class SecondaryProc {
     this.tick();
   }
 
-  /** Role change or shutdown: the link closes, the disk is flushed. */
+  /** Role change or shutdown: the link closes; as secondary.ts's lost(), what the worker has queued
+   * is carried out (answers are lost with the link, a map update is not waited for); then the disk
+   * is flushed. */
   stop(reason: string): void {
     if (this.ended) return;
     this.ctx.net.close(this.conn, 1, reason);
+    for (const a of this.queue.splice(0)) {
+      if (a.type === "map") this.host.writeMapNow(a.write);
+      else if (a.type === "local") this.local(a.seq);
+    }
     this.end(reason);
   }
 
@@ -134,7 +140,13 @@ export class SecondaryProc {
     });
   }
 
+  /** secondary.ts: the disk cache is flushed before the reply names its epoch (null if that failed). */
   private accept(meta: Metadata, decision: Extract<ConnectDecision, { kind: "accept" }>): void {
+    if (this.ended) return;
+    this.host.disk.flush(this.host.guard((ok: boolean) => this.answerHandshake(meta, decision, ok ? this.host.cacheEpoch() : null)));
+  }
+
+  private answerHandshake(meta: Metadata, decision: Extract<ConnectDecision, { kind: "accept" }>, cache_epoch: Uint8Array | null): void {
     if (this.ended) return;
     const map = new ActiveMap({
       datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty, sectorsize: meta.sectorsize, mapsize: meta.mapsize,
@@ -147,6 +159,7 @@ export class SecondaryProc {
     this.send({
       kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
       localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin, bitmap_bytes: bitmap.length,
+      cache_epoch,
     });
     for (const frame of bitmapFrames(bitmap)) this.send(frame);
     this.engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: meta.sectorsize, max_request_bytes: MAX_DATA_BYTES });
@@ -206,10 +219,12 @@ export class SecondaryProc {
       case "write":
       case "delete": {
         const versions = r.kind === "write" && !r.hole ? bytesToSectors(r.data, sb) : new Uint32Array(r.length / sb);
-        return disk.write(r.offset / sb, versions, true, this.host.guard((ok: boolean) => {
-          if (!ok && !(r.kind === "write" && r.sync)) this.ctx.observer.secondaryModifyFailed(r.offset / sb, versions.length, versions[0]!);
-          done(ok ? null : "EIO");
-        }));
+        const answer = this.host.guard((ok: boolean) => done(ok ? null : "EIO"));
+        return disk.write(r.offset / sb, versions, true, (ok: boolean) => {
+          // A fact about this disk, told even when the worker has ended meanwhile (a failover).
+          if (!ok && !(r.kind === "write" && r.sync)) this.ctx.observer.secondaryModifyFailed(this.host, r.offset / sb, versions.length, versions[0]!);
+          answer(ok);
+        });
       }
       case "flush":
         return disk.flush(this.host.guard((ok: boolean) => done(ok ? null : "EIO")));

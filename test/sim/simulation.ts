@@ -218,8 +218,8 @@ class Simulation implements SimContext, Observer {
     }
   }
 
-  secondaryModifyFailed(first: number, count: number, value: number): void {
-    this.oracle.peerModifyFailed(first, count, value);
+  secondaryModifyFailed(host: Host, first: number, count: number, value: number): void {
+    this.oracle.peerModifyFailed(first, count, value, host === this.official);
   }
 
   // ---- the run ----
@@ -285,9 +285,9 @@ class Simulation implements SimContext, Observer {
       : { latency_ms_max: this.rng.between(0, 4), eio_read: 0, eio_write: 0, eio_flush: 0 };
     const host = new Host(name, disk, this.clock);
     disk.drops_on_eio = this.linux_flush;
-    disk.on_drop = (sectors) => {
+    disk.on_drop = (sectors, values) => {
       this.trace(`${name}: a failed flush dropped ${sectors.length} cached sectors (${sectors.slice(0, 40).join(", ")}${sectors.length > 40 ? ", …" : ""})`);
-      if (host === this.official && host.primary !== null) this.oracle.dropped(sectors);
+      if (host === this.official && host.primary !== null) this.oracle.dropped(sectors, values);
     };
     host.create(this.freshMetadata(mapsize));
     return host;
@@ -324,7 +324,10 @@ class Simulation implements SimContext, Observer {
       if (kind === "power") proc.vanish();
       else proc.kill();
     }
-    if (kind === "power") host.disk.powerLoss();
+    if (kind === "power") {
+      host.disk.powerLoss();
+      host.boots++;
+    }
     // What the secondary held unflushed (a power loss), or had received and not yet written (any
     // crash), is gone: the primary's copy is the only one left.
     if (host !== this.official) this.oracle.peerLostCache();

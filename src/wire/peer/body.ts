@@ -119,6 +119,10 @@ export class BodyReader {
     return value;
   }
 
+  get remaining(): number {
+    return this.#bytes.length - this.#at;
+  }
+
   end(): void {
     if (this.#at !== this.#bytes.length) {
       fail("BAD_BODY", `${this.#what}: ${this.#bytes.length - this.#at} trailing bytes`);

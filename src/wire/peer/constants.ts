@@ -8,7 +8,10 @@ export const HEADER_BYTES = 44;
 
 /** Protocol versions this build speaks (message set and semantics), negotiated by HELLO/CHALLENGE. */
 export const PROTOCOL_VERSION_MIN = 1;
-export const PROTOCOL_VERSION_MAX = 1;
+export const PROTOCOL_VERSION_MAX = 2;
+/** The first version whose HANDSHAKE_REPLY may carry the secondary's cache epoch. */
+export const VERSION_CACHE_EPOCH = 2;
+export const CACHE_EPOCH_BYTES = 16;
 
 export const NONCE_BYTES = 32;
 export const PROOF_BYTES = 32;

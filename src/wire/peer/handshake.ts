@@ -2,6 +2,7 @@
 // HANDSHAKE, HANDSHAKE_REPLY, ERROR), version negotiation and the bitmap size rule.
 import {
   AuthState,
+  CACHE_EPOCH_BYTES,
   MAX_BITMAP_BYTES,
   MAX_CONTROL_PAYLOAD_BYTES,
   MAX_ERROR_MESSAGE_BYTES,
@@ -124,6 +125,10 @@ export function encodeHandshakeReplyBody(h: HandshakeReply): Uint8Array {
   w.u8(SyncSourceCode[h.syncsrc]);
   w.u8(h.virgin ? 1 : 0);
   w.u32(h.bitmap_bytes);
+  if (h.cache_epoch !== null) {
+    if (h.cache_epoch.length !== CACHE_EPOCH_BYTES) throw problem(`cache_epoch is ${h.cache_epoch.length} bytes, not ${CACHE_EPOCH_BYTES}`);
+    w.raw(h.cache_epoch);
+  }
   return w.bytes.subarray(0, w.length);
 }
 
@@ -139,8 +144,10 @@ export function decodeHandshakeReplyBody(body: Uint8Array): Frame {
   const virgin = r.bool("virgin");
   const bitmap_bytes = r.u32();
   checkBitmapBytes(bitmap_bytes, datasize_bytes, extentsize_bytes, problem);
+  // Optional since VERSION_CACHE_EPOCH: a version 1 secondary ends the body here.
+  const cache_epoch = r.remaining === 0 ? null : r.raw(CACHE_EPOCH_BYTES, "cache_epoch").slice();
   r.end();
-  return { kind: "handshake-reply", datasize_bytes, extentsize_bytes, localcnt, remotecnt, syncsrc, virgin, bitmap_bytes };
+  return { kind: "handshake-reply", datasize_bytes, extentsize_bytes, localcnt, remotecnt, syncsrc, virgin, bitmap_bytes, cache_epoch };
 }
 
 /**

@@ -1,6 +1,7 @@
 // Public surface of the peer protocol codec (docs/protocol.md).
 export {
   BITMAP_CHUNK_BYTES,
+  CACHE_EPOCH_BYTES,
   HEADER_BYTES,
   MAX_BITMAP_BYTES,
   MAX_DATA_BYTES,
@@ -9,6 +10,7 @@ export {
   NONCE_BYTES,
   PROTOCOL_VERSION_MAX,
   PROTOCOL_VERSION_MIN,
+  VERSION_CACHE_EPOCH,
   type PeerErrorName,
   type ReplyErrorName,
 } from "./constants.ts";

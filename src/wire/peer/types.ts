@@ -66,6 +66,9 @@ export interface HandshakeReply {
   syncsrc: SyncSource;
   virgin: boolean;
   bitmap_bytes: number;
+  /** CACHE_EPOCH_BYTES naming the secondary's disk cache lifetime, after it flushed that cache;
+   * null when it cannot tell (and always below VERSION_CACHE_EPOCH). */
+  cache_epoch: Uint8Array | null;
 }
 
 export interface PeerError {

@@ -14,7 +14,7 @@ function inSync(mode: "fullsync" | "memsync" | "async" = "fullsync", held_flush_
     datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode,
     generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 }, held_flush_sync_bytes_max,
   });
-  d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false });
+  d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
   return d;
 }
 
@@ -151,6 +151,53 @@ describe("a failed flush of this node's disk", () => {
     const r = d.submit("read", 3 * EXTENT - SECTOR, 2 * SECTOR);
     expect(r.actions.map((a) => a.type)).toEqual(["log", "reply"]);
     expect(d.replies.get(r.id)?.ok).toBe(false);
+  });
+
+  test("a read running here when the flush fails is read again from the peer (it may have read what the flush dropped)", () => {
+    const d = inSync();
+    write(d, 3);
+    const r = d.submit("read", 3 * EXTENT, SECTOR);
+    expect(r.actions.map((a) => a.type)).toEqual(["local"]);
+    flush(d, false, true); // extent 3 goes stale here while the read runs
+    const again = d.completeLocal(op(d.pending_local, r.id), true);
+    expect(d.replies.has(r.id)).toBe(false);
+    expect(again).toContainEqual(expect.objectContaining({ type: "remote", id: r.id, kind: "read" }));
+    d.completeRemote(op(d.pending_remote, r.id), true);
+    expect(d.replies.get(r.id)).toEqual(expect.objectContaining({ ok: true, source: "remote" }));
+  });
+
+  // The link drops between the failed flush and the copy back, with the peer's flush of the write
+  // never answered: the peer may still hold the write only in its disk cache.
+  function staleAcrossReconnect(epoch_then: string | null, epoch_now: string | null): { d: EngineDriver; reconnect: PrimaryAction[] } {
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+    });
+    const peer_map = new Uint8Array(d.map.mapsize);
+    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map, virgin: false, peer_cache_epoch: epoch_then });
+    write(d, 3);
+    const { id } = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, id), false); // extent 3 stale here; the peer's flush still out
+    d.disconnect();
+    // Stale while the peer is away: reads cannot be answered from this node's copy.
+    const r = d.submit("read", 3 * EXTENT, SECTOR);
+    expect(d.replies.get(r.id)?.ok).toBe(false);
+    const reconnect = d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 0n, peer_map, virgin: false, peer_cache_epoch: epoch_now });
+    return { d, reconnect };
+  }
+
+  test("after a reconnect, a stale extent the peer held unflushed is copied back from it if its disk cache lasted", () => {
+    const { d, reconnect } = staleAcrossReconnect("boot-1", "boot-1");
+    expect(copiesFrom(reconnect).get(3)).toBe("secondary");
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    expect(d.local[3 * EXTENT / SECTOR]).toBe(d.remote[3 * EXTENT / SECTOR]);
+  });
+
+  test("after a reconnect, this node's copy of such an extent is kept if the peer rebooted or cannot tell", () => {
+    for (const [then, now] of [["boot-1", "boot-2"], ["boot-1", null], [null, null]] as const) {
+      const { reconnect } = staleAcrossReconnect(then, now);
+      expect(copiesFrom(reconnect).get(3)).toBe("primary");
+    }
   });
 });
 

@@ -17,7 +17,7 @@ function driver(): EngineDriver {
 function fromPeer(d: EngineDriver, extents: number[]): void {
   const peer_map = new Uint8Array(d.map.mapsize);
   for (const e of extents) peer_map[e >> 3]! |= 1 << (e & 7);
-  d.connect({ syncsrc: "secondary", peer_localcnt: 2n, peer_remotecnt: 1n, peer_map, virgin: false });
+  d.connect({ syncsrc: "secondary", peer_localcnt: 2n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null });
 }
 
 describe("RequestLegs with remote_required", () => {
@@ -63,7 +63,7 @@ describe("a local write error masked by the peer", () => {
       datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
       generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
     });
-    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false });
+    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
     while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
     const { id } = d.submit("write", 2 * EXTENT, 512);
     d.completeLocal(d.pending_local.find((o) => o.request.id === id)!, false);
@@ -83,7 +83,7 @@ describe("orderly stop", () => {
       datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
       generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
     });
-    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false });
+    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
     while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
     const w = d.submit("write", 3 * EXTENT, 512);
     d.completeLocal(d.pending_local.find((o) => o.request.id === w.id)!, true);

@@ -20,12 +20,12 @@ function driver(mode: ReplicationMode = "fullsync", localcnt = 0n, remotecnt = 0
   });
 }
 
-function connection(d: EngineDriver, o: { syncsrc?: SyncSource; extents?: number[]; peer_localcnt?: bigint; peer_remotecnt?: bigint; virgin?: boolean } = {}): Connection {
+function connection(d: EngineDriver, o: { syncsrc?: SyncSource; extents?: number[]; peer_localcnt?: bigint; peer_remotecnt?: bigint; virgin?: boolean; epoch?: string | null } = {}): Connection {
   const peer_map = new Uint8Array(d.map.mapsize);
   for (const e of o.extents ?? []) peer_map[e >> 3]! |= 1 << (e & 7);
   return {
     syncsrc: o.syncsrc ?? "primary", peer_localcnt: o.peer_localcnt ?? 0n, peer_remotecnt: o.peer_remotecnt ?? 0n,
-    peer_map, virgin: o.virgin ?? false,
+    peer_map, virgin: o.virgin ?? false, peer_cache_epoch: o.epoch ?? null,
   };
 }
 
@@ -747,7 +747,7 @@ class Run {
     this.secondary_wrote_this_gap = false;
     d.connect({
       syncsrc: decision.syncsrc, peer_localcnt: this.secondary.localcnt, peer_remotecnt: this.secondary.remotecnt,
-      peer_map, virgin: decision.virgin,
+      peer_map, virgin: decision.virgin, peer_cache_epoch: null,
     });
   }
 
@@ -856,7 +856,7 @@ describe("end of a pass", () => {
       new ActiveMap({ datasize: 8 * 4096, extentsize: 4096, keepdirty: 2, sectorsize: 512, chunk_bytes: 1024 }),
       { resuid: 7n, localcnt: 3n, remotecnt: 2n, flags: 0 }, "fullsync",
     );
-    const actions = e.connect({ syncsrc: "primary", peer_localcnt: 2n, peer_remotecnt: 3n, peer_map: new Uint8Array(1), virgin: false });
+    const actions = e.connect({ syncsrc: "primary", peer_localcnt: 2n, peer_remotecnt: 3n, peer_map: new Uint8Array(1), virgin: false, peer_cache_epoch: null });
     const flush = actions.find((a) => a.type === "sync-flush");
     expect(flush).toBeDefined();
     expect(actions.some((a) => a.type === "metadata")).toBe(false);

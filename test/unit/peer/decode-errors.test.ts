@@ -25,6 +25,7 @@ const REPLY: Frame = {
   syncsrc: "primary",
   virgin: false,
   bitmap_bytes: 64,
+  cache_epoch: null,
 };
 const READ: Frame = { kind: "read", seq: 1, offset: 0, length: 4096, sync: false };
 const data = patterned(4096);
@@ -137,6 +138,19 @@ describe("control body errors", () => {
     const body = bodyOf(encode(REPLY));
     new DataView(body.buffer).setUint32(30, 65, true);
     expectError(withBody(encode(REPLY), body), "BAD_BODY", "expected 0 or 64");
+  });
+  test("HANDSHAKE_REPLY cache epoch: absent (version 1) or exactly 16 bytes", () => {
+    const v1 = bodyOf(encode(REPLY));
+    expect(v1.length).toBe(34);
+    const epoch = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+    const v2 = bodyOf(encode({ ...REPLY, cache_epoch: epoch } as Frame));
+    expect(v2.subarray(34)).toEqual(epoch);
+    const decoded = decodeOne(withBody(encode(REPLY), v2));
+    expect(decoded.kind === "frame" && decoded.frame.kind === "handshake-reply" && decoded.frame.cache_epoch).toEqual(epoch);
+    expectError(withBody(encode(REPLY), v2.subarray(0, 40)), "BAD_BODY", "truncated at cache_epoch");
+    const longer = new Uint8Array(51);
+    longer.set(v2);
+    expectError(withBody(encode(REPLY), longer), "BAD_BODY", "1 trailing bytes");
   });
   test("unknown syncsrc and replication", () => {
     const reply = bodyOf(encode(REPLY));
