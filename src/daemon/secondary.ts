@@ -141,7 +141,7 @@ export class SecondaryWorker {
       let cache_epoch: Uint8Array | null = null;
       if (version >= VERSION_CACHE_EPOCH) {
         const e = cacheEpoch(disk);
-        if (e.flush_error !== null) log.warn(`Flush before the handshake reply failed (${e.flush_error}): the primary counts the changes this node had not confirmed durable as lost.`);
+        if (e.flush_error !== null) log.warn(`Flush before the handshake reply failed (${e.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
         cache_epoch = e.epoch;
       }
       link.send({
