@@ -83,6 +83,11 @@ interface Modify {
   offset: number;
   length: number;
   legs: RequestLegs;
+  /** The link went down after the peer had it in memory (memsync "received"): the peer carries it
+   * out all the same, so its copy of the range is as good as its cache (see peer_unconfirmed). */
+  received_at_loss?: boolean;
+  /** The application was told it succeeded. */
+  answered_ok?: boolean;
 }
 
 interface Read {
@@ -101,6 +106,8 @@ interface Flush {
   legs: RequestLegs;
   /** Started by the daemon itself (background flush, orderly stop): nobody sees its answer. */
   internal: boolean;
+  /** Flushes started before it, this one included (flushes_started then). */
+  no: number;
 }
 
 export interface SyncProgress {
@@ -158,9 +165,13 @@ export class PrimaryEngine {
   private flush_asked = false;
   /** A flush whose answer nobody sees failed here since the last answer to one somebody does. */
   private local_failure_unreported = false;
-  /** An application flush that failed here and may have dropped changes only this node had that
-   * finished after it started: its error does not cover those, so the next flush reports them. */
-  private late_loss_flush: number | null = null;
+  private flushes_started = 0;
+  /**
+   * A failed flush may have dropped changes only this node had that finished after it started:
+   * the error of a flush started before the failure does not cover those for the application, so
+   * flushes fail until one started after it (flushes_started then) reports them.
+   */
+  private late_loss_before: number | null = null;
   /**
    * Application flushes that succeeded on both nodes while extents of this node's copy were still
    * to be copied back from the peer: answered once a pass has copied them back and flushed them
@@ -385,7 +396,7 @@ export class PrimaryEngine {
 
   private startFlush(id: number, internal: boolean): PrimaryAction[] {
     const legs = new RequestLegs("fullsync", this.connected);
-    this.flushes.set(id, { id, legs, internal });
+    this.flushes.set(id, { id, legs, internal, no: ++this.flushes_started });
     this.flush_started.set(id, this.change_seq);
     this.flush_asked = false; // this one covers every change listed
     const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];
@@ -416,10 +427,9 @@ export class PrimaryEngine {
     actions.push(...this.flushEnded(flush.id, remote_ok));
     let ok = local_ok;
     if (!flush.internal) {
-      const unreported = this.local_failure_unreported;
-      // Reported now, whatever this answer is; but not the loss of changes made after it started.
-      this.local_failure_unreported = this.late_loss_flush === flush.id;
-      if (this.late_loss_flush === flush.id) this.late_loss_flush = null;
+      const unreported = this.local_failure_unreported || this.late_loss_before !== null;
+      this.local_failure_unreported = false; // reported now, whatever this answer is
+      if (this.late_loss_before !== null && flush.no > this.late_loss_before) this.late_loss_before = null;
       if (ok && unreported) {
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
@@ -504,7 +514,7 @@ export class PrimaryEngine {
     const started = flush_id === undefined ? undefined : this.flush_started.get(flush_id);
     for (const [e, seq] of this.changed.local) {
       extents.add(e);
-      if (started !== undefined && seq > started && !this.peerHasAll(e)) this.late_loss_flush = flush_id!;
+      if (started !== undefined && seq > started && !this.peerHasAll(e)) this.late_loss_before = this.flushes_started;
     }
     this.changed.local.clear();
     this.local_failure_unreported = true;
@@ -674,6 +684,7 @@ export class PrimaryEngine {
       // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
       // (a write sent while connected whose remote leg failed with the link).
       if (ok && !this.connected) this.noteDisconnectedChange(actions);
+      modify.answered_ok = ok;
       actions.push({ type: "reply", id, ok });
     }
     if (!out.final) return actions;
@@ -702,9 +713,12 @@ export class PrimaryEngine {
       this.noteDisconnectedChange(actions);
     }
     if (out.final.local_ok) this.noteChange("local", first, last);
-    if ((out.final.local_ok || legs.local_written_maybe) && !out.final.remote_ok) {
-      // Started before its extent went stale here, and the peer missed it: this copy holds a
-      // change the peer lacks, so it is the one kept (what the failed flush dropped is lost).
+    if (modify.received_at_loss === true) {
+      for (let e = first; e <= last; e++) this.peer_unconfirmed.add(e);
+    } else if (modify.answered_ok === true && (out.final.local_ok || legs.local_written_maybe) && !out.final.remote_ok) {
+      // Answered ok, started before its extent went stale here, and the peer missed it: this copy
+      // holds a change the peer lacks, so it is the one kept (what the failed flush dropped is
+      // lost). One answered with an error is owed nothing: the peer's copy stands.
       for (let e = first; e <= last; e++) this.keepOwnCopy(e);
     }
     if (out.final.remote_ok) {
@@ -736,12 +750,14 @@ export class PrimaryEngine {
     // secondary answered (its answer asking for the full copy may have been lost with an earlier
     // connection). The map carries that from here on, so a later reconnect resumes the copy.
     const full = (this.gen.flags & FLAG_SYNC_FULL_ON_CONNECT) !== 0;
-    // A stale extent whose changes the peer had not made durable (held here when the link went
-    // down, or handed back by its map) is copied back from it only if its cache lasted since:
-    // otherwise those changes may be gone there too, and this node's copy is kept.
+    // A stale extent the peer hands back cannot be copied back from it: its map marks what a flush
+    // there failed to make durable, or a copy it has yet to receive whole (a re-created secondary).
+    // One whose changes the peer answered but had not confirmed durable when the link went down is
+    // copied back only if the peer's cache lasted since; otherwise they may be gone there too.
+    // Either way this node's copy is kept.
     const peer_cache_lasted = c.peer_cache_epoch !== null && c.peer_cache_epoch === this.peer_epoch;
     for (const [e, why] of this.local_stale) {
-      if (why === "dropped" && !peer_cache_lasted && (this.peer_unconfirmed.has(e) || mapHas(c.peer_map, e))) this.keepOwnCopy(e);
+      if (why === "dropped" && (mapHas(c.peer_map, e) || (!peer_cache_lasted && this.peer_unconfirmed.has(e)))) this.keepOwnCopy(e);
     }
     this.peer_unconfirmed.clear();
     this.peer_epoch = c.peer_cache_epoch;
@@ -799,7 +815,9 @@ export class PrimaryEngine {
       if (read.at === "remote") actions.push(...this.remoteDone(read.id, false));
     }
     for (const id of [...this.modifies.keys(), ...this.flushes.keys()]) {
-      const legs = (this.modifies.get(id) ?? this.flushes.get(id))!.legs;
+      const modify = this.modifies.get(id);
+      const legs = (modify ?? this.flushes.get(id))!.legs;
+      if (modify && legs.remote_state === "received") modify.received_at_loss = true;
       if (legs.remote_state === "pending" || legs.remote_state === "received") actions.push(...this.remoteDone(id, false));
     }
     this.unblock(actions);

@@ -75,7 +75,8 @@ export class Oracle {
       return null;
     }
     if (unreported) return "a flush answered ok after the primary's disk dropped a write-back, which no flush has reported";
-    const dropped = covered.find((rec) => rec.dropped_unacked);
+    // Write values are unique; a dropped zero may be a copy's or another trim's, so trims are not held to it.
+    const dropped = covered.find((rec) => rec.dropped_unacked && rec.value !== 0);
     if (dropped) return `a flush answered ok covering write ${dropped.value}, which the primary's disk dropped before it was answered`;
     for (const rec of covered) {
       rec.flushed = true;

@@ -88,6 +88,28 @@ describe("a failed flush of this node's disk", () => {
     expect(d.local[6 * EXTENT / SECTOR]).toBe(d.requests.get(id)!.version); // copied from here
   });
 
+  test("a write finished while a flush was failing is reported by a flush started after the failure", () => {
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "async",
+      generation: { resuid: 7n, localcnt: 1n, remotecnt: 0n, flags: 0 },
+    }); // no peer: every change is this node's alone
+    const failing = d.submit("flush", 0, 0);
+    const running = d.submit("flush", 0, 0);
+    const w = d.submit("write", 2 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    expect(d.replies.get(w.id)?.ok).toBe(true);
+    d.completeLocal(op(d.pending_local, failing.id), false); // the write's pages may be gone too
+    expect(d.replies.get(failing.id)?.ok).toBe(false);
+    d.completeLocal(op(d.pending_local, running.id), true); // started before the write was answered
+    expect(d.replies.get(running.id)?.ok).toBe(false);
+    const after = d.submit("flush", 0, 0); // the first to cover the write
+    d.completeLocal(op(d.pending_local, after.id), true);
+    expect(d.replies.get(after.id)?.ok).toBe(false);
+    const next = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, next.id), true);
+    expect(d.replies.get(next.id)?.ok).toBe(true);
+  });
+
   test("a flush nobody saw fails here: the next application flush reports it, once", () => {
     const d = inSync();
     flush(d, false, true, true); // background flush; nothing was written, so nothing goes stale
@@ -198,6 +220,59 @@ describe("a failed flush of this node's disk", () => {
       const { reconnect } = staleAcrossReconnect(then, now);
       expect(copiesFrom(reconnect).get(3)).toBe("primary");
     }
+  });
+
+  test("after a reconnect, a stale extent the peer hands back is never copied back from it (its copy may be incomplete)", () => {
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+    });
+    const none = new Uint8Array(d.map.mapsize);
+    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: none, virgin: false, peer_cache_epoch: "boot-1" });
+    write(d, 3);
+    flush(d, false, true); // extent 3 stale here, the peer's copy confirmed durable
+    d.disconnect();
+    const handed_back = new Uint8Array(d.map.mapsize).fill(0xff); // e.g. a re-created secondary whose first reply was lost
+    d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 0n, peer_map: handed_back, virgin: false, peer_cache_epoch: "boot-1" });
+    const from = new Map<number, string>();
+    while (d.pending_sync.length > 0) {
+      const chunk = d.pending_sync[0]!;
+      from.set(chunk.chunk.extent, chunk.from);
+      d.completeSync(chunk, true);
+    }
+    expect(from.get(3)).toBe("primary");
+  });
+
+  test("a memsync write the peer had received when the link went down counts as on the peer's cache", () => {
+    const { d, id } = (() => {
+      const d = new EngineDriver({
+        datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "memsync",
+        generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+      });
+      d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: "boot-1" });
+      const { id } = d.submit("write", 3 * EXTENT, SECTOR);
+      d.completeLocal(op(d.pending_local, id), true);
+      d.receiveRemote(op(d.pending_remote, id));
+      return { d, id };
+    })();
+    expect(d.replies.get(id)?.ok).toBe(true); // answered on "received"
+    const f = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, f.id), false); // extent 3 stale here; its write still out on the peer
+    d.disconnect(); // the peer carries out what it received
+    const reconnect = d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: "boot-1" });
+    expect(copiesFrom(reconnect).get(3)).toBe("secondary");
+  });
+
+  test("a write answered with an error is owed nothing: its extent stays stale and is copied back from the peer", () => {
+    const d = inSync();
+    write(d, 3);
+    flush(d, false, true); // extent 3 stale here
+    const { id } = d.submit("write", 3 * EXTENT, SECTOR); // needs the peer now; waits for the copy back
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, false); // which fails: still stale
+    d.completeLocal(op(d.pending_local, id), true);
+    d.completeRemote(op(d.pending_remote, id), false);
+    expect(d.replies.get(id)?.ok).toBe(false);
+    expect(d.submit("read", 3 * EXTENT, SECTOR).actions.map((a) => a.type)).toEqual(["remote"]); // still stale
   });
 });
 
