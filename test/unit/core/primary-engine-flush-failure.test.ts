@@ -9,12 +9,19 @@ import { EngineDriver, type IoOp } from "./engine-driver.ts";
 const EXTENT = 4096;
 const SECTOR = 512;
 
-function inSync(mode: "fullsync" | "memsync" | "async" = "fullsync", held_flush_sync_bytes_max?: number): EngineDriver {
-  const d = new EngineDriver({
+type Mode = "fullsync" | "memsync" | "async";
+
+/** A primary over 8 extents, not connected yet. */
+function primary(mode: Mode = "fullsync", o: { held_flush_sync_bytes_max?: number; localcnt?: bigint } = {}): EngineDriver {
+  return new EngineDriver({
     datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode,
-    generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 }, held_flush_sync_bytes_max,
+    generation: { resuid: 7n, localcnt: o.localcnt ?? 0n, remotecnt: 0n, flags: 0 }, held_flush_sync_bytes_max: o.held_flush_sync_bytes_max,
   });
-  d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
+}
+
+function inSync(mode: Mode = "fullsync", held_flush_sync_bytes_max?: number, peer_cache_epoch: string | null = null): EngineDriver {
+  const d = primary(mode, { held_flush_sync_bytes_max });
+  d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch });
   return d;
 }
 
@@ -89,10 +96,7 @@ describe("a failed flush of this node's disk", () => {
   });
 
   test("a write finished while a flush was failing is reported by a flush started after the failure", () => {
-    const d = new EngineDriver({
-      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "async",
-      generation: { resuid: 7n, localcnt: 1n, remotecnt: 0n, flags: 0 },
-    }); // no peer: every change is this node's alone
+    const d = primary("async", { localcnt: 1n }); // no peer: every change is this node's alone
     const failing = d.submit("flush", 0, 0);
     const running = d.submit("flush", 0, 0);
     const w = d.submit("write", 2 * EXTENT, SECTOR);
@@ -191,12 +195,8 @@ describe("a failed flush of this node's disk", () => {
   // The link drops between the failed flush and the copy back, with the peer's flush of the write
   // never answered: the peer may still hold the write only in its disk cache.
   function staleAcrossReconnect(epoch_then: string | null, epoch_now: string | null): { d: EngineDriver; reconnect: PrimaryAction[] } {
-    const d = new EngineDriver({
-      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
-      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
-    });
+    const d = inSync("fullsync", undefined, epoch_then);
     const peer_map = new Uint8Array(d.map.mapsize);
-    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map, virgin: false, peer_cache_epoch: epoch_then });
     write(d, 3);
     const { id } = d.submit("flush", 0, 0);
     d.completeLocal(op(d.pending_local, id), false); // extent 3 stale here; the peer's flush still out
@@ -223,12 +223,7 @@ describe("a failed flush of this node's disk", () => {
   });
 
   test("after a reconnect, a stale extent the peer hands back is never copied back from it (its copy may be incomplete)", () => {
-    const d = new EngineDriver({
-      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
-      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
-    });
-    const none = new Uint8Array(d.map.mapsize);
-    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: none, virgin: false, peer_cache_epoch: "boot-1" });
+    const d = inSync("fullsync", undefined, "boot-1");
     write(d, 3);
     flush(d, false, true); // extent 3 stale here, the peer's copy confirmed durable
     d.disconnect();
@@ -244,17 +239,10 @@ describe("a failed flush of this node's disk", () => {
   });
 
   test("a memsync write the peer had received when the link went down counts as on the peer's cache", () => {
-    const { d, id } = (() => {
-      const d = new EngineDriver({
-        datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "memsync",
-        generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
-      });
-      d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: "boot-1" });
-      const { id } = d.submit("write", 3 * EXTENT, SECTOR);
-      d.completeLocal(op(d.pending_local, id), true);
-      d.receiveRemote(op(d.pending_remote, id));
-      return { d, id };
-    })();
+    const d = inSync("memsync", undefined, "boot-1");
+    const { id } = d.submit("write", 3 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, id), true);
+    d.receiveRemote(op(d.pending_remote, id));
     expect(d.replies.get(id)?.ok).toBe(true); // answered on "received"
     const f = d.submit("flush", 0, 0);
     d.completeLocal(op(d.pending_local, f.id), false); // extent 3 stale here; its write still out on the peer
