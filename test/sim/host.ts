@@ -20,7 +20,7 @@ export class Host {
   role: Role = "init";
   up = true;
   epoch = 0;
-  /** Power losses and re-creations so far: the disk cache's lifetime (cacheEpoch). */
+  /** Power losses so far: the disk cache's lifetime (cacheEpoch; a re-created disk keeps it, as `hastctl create` keeps the boot id). */
   boots = 0;
   busy = false;
   primary: PrimaryProc | null = null;
