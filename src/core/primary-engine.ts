@@ -106,8 +106,6 @@ interface Flush {
   legs: RequestLegs;
   /** Started by the daemon itself (background flush, orderly stop): nobody sees its answer. */
   internal: boolean;
-  /** Flushes started before it, this one included (flushes_started then). */
-  no: number;
 }
 
 export interface SyncProgress {
@@ -165,13 +163,12 @@ export class PrimaryEngine {
   private flush_asked = false;
   /** A flush whose answer nobody sees failed here since the last answer to one somebody does. */
   private local_failure_unreported = false;
-  private flushes_started = 0;
   /**
    * A failed flush may have dropped changes only this node had that finished after it started:
-   * the error of a flush started before the failure does not cover those for the application, so
-   * flushes fail until one started after it (flushes_started then) reports them.
+   * its error does not cover those for the application, so flushes fail until one that covers
+   * them (started at this change_seq or later, see flush_started) reports them.
    */
-  private late_loss_before: number | null = null;
+  private late_loss_upto: number | null = null;
   /**
    * Application flushes that succeeded on both nodes while extents of this node's copy were still
    * to be copied back from the peer: answered once a pass has copied them back and flushed them
@@ -396,7 +393,7 @@ export class PrimaryEngine {
 
   private startFlush(id: number, internal: boolean): PrimaryAction[] {
     const legs = new RequestLegs("fullsync", this.connected);
-    this.flushes.set(id, { id, legs, internal, no: ++this.flushes_started });
+    this.flushes.set(id, { id, legs, internal });
     this.flush_started.set(id, this.change_seq);
     this.flush_asked = false; // this one covers every change listed
     const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];
@@ -420,6 +417,8 @@ export class PrimaryEngine {
     if (!out.final) return [];
     const { local_ok, remote_ok } = out.final;
     this.flushes.delete(flush.id);
+    const started = this.flush_started.get(flush.id); // flushDone forgets it
+    assert(started !== undefined, () => `flush ${flush.id} ended without a start`);
     const actions = this.flushDone(flush.id, local_ok, remote_ok);
     if (!local_ok && remote_ok && !flush.internal) {
       actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed here; answered with an error although the peer's flush succeeded (what it covers may not be on this node's disk).` });
@@ -427,9 +426,9 @@ export class PrimaryEngine {
     actions.push(...this.flushEnded(flush.id, remote_ok));
     let ok = local_ok;
     if (!flush.internal) {
-      const unreported = this.local_failure_unreported || this.late_loss_before !== null;
+      const unreported = this.local_failure_unreported || this.late_loss_upto !== null;
       this.local_failure_unreported = false; // reported now, whatever this answer is
-      if (this.late_loss_before !== null && flush.no > this.late_loss_before) this.late_loss_before = null;
+      if (this.late_loss_upto !== null && started >= this.late_loss_upto) this.late_loss_upto = null;
       if (ok && unreported) {
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
@@ -514,7 +513,7 @@ export class PrimaryEngine {
     const started = flush_id === undefined ? undefined : this.flush_started.get(flush_id);
     for (const [e, seq] of this.changed.local) {
       extents.add(e);
-      if (started !== undefined && seq > started && !this.peerHasAll(e)) this.late_loss_before = this.flushes_started;
+      if (started !== undefined && seq > started && !this.peerHasAll(e)) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, seq);
     }
     this.changed.local.clear();
     this.local_failure_unreported = true;
