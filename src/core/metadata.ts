@@ -26,7 +26,11 @@ export const FLAG_SYNC_FULL_ON_CONNECT = 1 << 0;
 /** The resuid was drawn by this node as a fresh primary and no secondary has confirmed it yet: it is
  * written before the first handshake so a restarted worker offers the same one. */
 export const FLAG_RESUID_UNCONFIRMED = 1 << 1;
-export const KNOWN_FLAGS = FLAG_SYNC_FULL_ON_CONNECT | FLAG_RESUID_UNCONFIRMED;
+/** This node's copy lacks changes its peer has: a synchronization toward it has not completed, or
+ * a write or flush failed here since. Set by a secondary, cleared by the primary's IN_SYNC; a node
+ * with it refuses to become primary unless forced. */
+export const FLAG_COPY_INCOMPLETE = 1 << 2;
+export const KNOWN_FLAGS = FLAG_SYNC_FULL_ON_CONNECT | FLAG_RESUID_UNCONFIRMED | FLAG_COPY_INCOMPLETE;
 
 export type Role = "init" | "primary" | "secondary";
 /** HAST's numeric role codes (undef 0 is never stored). */

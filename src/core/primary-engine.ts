@@ -58,6 +58,9 @@ export type PrimaryAction =
   | { type: "sync-flush"; pass: number }
   /** Start a flush of the daemon's own (submit with `internal`): the change lists are full. */
   | { type: "flush" }
+  /** A pass completed while connected: the peer's copy holds every change this node had copied or
+   * sent it, flushed; tell it (IN_SYNC), so that it may be promoted again. */
+  | { type: "in-sync" }
   | { type: "event"; event: HookEvent }
   | { type: "log"; level: "info" | "warn" | "error"; message: string };
 
@@ -953,7 +956,7 @@ export class PrimaryEngine {
     this.gen.localcnt = this.peer_remotecnt;
     this.gen.remotecnt = this.peer_localcnt;
     this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
-    actions.push({ type: "metadata", generation: this.generation });
+    actions.push({ type: "metadata", generation: this.generation }, { type: "in-sync" });
     return actions;
   }
 

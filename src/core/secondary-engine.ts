@@ -9,6 +9,11 @@
 // power loss of the secondary would drop copied data still in its disk cache with no map covering
 // it; with it, the next handshake hands those extents back. Regular writes need no such marking:
 // the primary holds their extents dirty itself until a flush reached the secondary.
+//
+// It also keeps whether this node's copy is whole (FLAG_COPY_INCOMPLETE, which promotion checks):
+// a write, trim or flush that fails here makes it incomplete before the failure is answered; the
+// primary's IN_SYNC makes it whole again once the requests in flight when it came are done, but
+// only if the primary had received every error reply sent (else it has yet to copy what they lost).
 import type { ActiveMap, MapWrite } from "./activemap.ts";
 import type { RequestKind } from "./primary-engine.ts";
 
@@ -28,6 +33,8 @@ export type SecondaryAction =
   | { type: "map"; write: MapWrite }
   | { type: "local"; seq: number; kind: RequestKind; offset: number; length: number }
   | { type: "reply"; seq: number; error: SecondaryError | null; received: boolean }
+  /** Persist whether this node's copy is whole (FLAG_COPY_INCOMPLETE), before any later action. */
+  | { type: "copy"; complete: boolean }
   | { type: "log"; level: "warn" | "error"; message: string };
 
 export interface SecondaryLimits {
@@ -43,11 +50,21 @@ export class SecondaryEngine {
   private unflushed = new Map<number, number>();
   /** What each FLUSH in flight will make durable when it succeeds. */
   private readonly flushing = new Map<number, Map<number, number>>();
+  /** Error replies sent on this connection, of every kind (the primary counts what it received). */
+  private replies_failed = 0;
+  /** An IN_SYNC waiting for the changes and flushes in flight when it came. */
+  private in_sync_wait: Set<number> | null = null;
 
   constructor(
     private readonly map: ActiveMap,
     private readonly limits: SecondaryLimits,
+    /** The copy's state on disk at the start of this connection. */
+    private copy_complete: boolean,
   ) {}
+
+  get complete(): boolean {
+    return this.copy_complete;
+  }
 
   /**
    * memsync's early answer (spec 9): due as soon as a valid WRITE flagged memsync is off the
@@ -63,6 +80,7 @@ export class SecondaryEngine {
     if (invalid) {
       return [
         { type: "log", level: "warn", message: `Rejected ${r.kind} request ${r.seq}: ${invalid}.` },
+        ...this.failed(r.kind),
         { type: "reply", seq: r.seq, error: "EINVAL", received: false },
       ];
     }
@@ -94,12 +112,43 @@ export class SecondaryEngine {
     } else if (r && r.kind === "flush") {
       const covered = this.flushing.get(seq)!;
       this.flushing.delete(seq);
-      // A failed flush may have dropped what it covered (Linux's write-back error), and a later one
-      // succeeds regardless: those extents stay marked, for the next handshake to hand back.
       if (!error) actions.push(...this.release(covered));
+      else this.keepMarked();
     }
+    if (error) actions.push(...this.failed(r?.kind ?? "write"));
     actions.push({ type: "reply", seq, error, received: false });
+    if (!error && this.in_sync_wait?.delete(seq) === true) actions.push(...this.inSyncReached());
     return actions;
+  }
+
+  /**
+   * The primary's IN_SYNC: a pass completed with every extent copied here and flushed, after it had
+   * received `replies_failed` error replies. When that is all this node sent, its copy is whole once
+   * the changes and flushes already in flight succeed (a failure among them makes it incomplete again).
+   */
+  inSync(replies_failed: number): SecondaryAction[] {
+    if (this.copy_complete || replies_failed !== this.replies_failed) return [];
+    this.in_sync_wait = new Set();
+    for (const [seq, r] of this.inflight) if (r.kind !== "read") this.in_sync_wait.add(seq);
+    return this.inSyncReached();
+  }
+
+  private inSyncReached(): SecondaryAction[] {
+    if (this.in_sync_wait === null || this.in_sync_wait.size > 0) return [];
+    this.in_sync_wait = null;
+    this.copy_complete = true;
+    return [{ type: "copy", complete: true }];
+  }
+
+  /** A request failed here (answered with an error): a change or flush that failed leaves the copy
+   * without something the primary has. */
+  private failed(kind: RequestKind): SecondaryAction[] {
+    this.replies_failed++;
+    if (kind === "read") return [];
+    this.in_sync_wait = null;
+    if (!this.copy_complete) return [];
+    this.copy_complete = false;
+    return [{ type: "copy", complete: false }];
   }
 
   /**
@@ -111,7 +160,20 @@ export class SecondaryEngine {
     for (const covered of this.flushing.values()) for (const [e, n] of covered) all.set(e, (all.get(e) ?? 0) + n);
     this.unflushed = new Map();
     this.flushing.clear();
-    return this.release(all);
+    // An IN_SYNC waiting for requests in flight: they are done, and durable.
+    this.in_sync_wait?.clear();
+    return [...this.release(all), ...this.inSyncReached()];
+  }
+
+  /**
+   * A flush failed. Linux's write-back error drops whatever the page cache held unwritten when it
+   * struck: the writes that flush covered, and those done since it was issued, which the other
+   * flushes in flight or the next one cover. A later flush succeeds regardless. So no flush
+   * releases any of them: they stay marked, for the next handshake to hand back.
+   */
+  private keepMarked(): void {
+    this.unflushed = new Map();
+    for (const seq of this.flushing.keys()) this.flushing.set(seq, new Map());
   }
 
   /** Releases the extents whose changes a flush made durable, and the keepdirty LRU with them. */

@@ -9,6 +9,7 @@ export const EX_OSERR = 71;
 export const EX_OSFILE = 72;
 export const EX_IOERR = 74;
 export const EX_TEMPFAIL = 75;
+export const EX_NOPERM = 77;
 export const EX_CONFIG = 78;
 
 /** An error that ends a program with a specific exit code and a one-line message. */

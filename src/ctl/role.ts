@@ -1,5 +1,5 @@
 // hastctl role init|primary|secondary all|name ... (spec 2.2): ask hastd to change roles.
-import { defineCommand } from "citty";
+import { defineCommand, type ArgsDef } from "citty";
 import type { Role } from "../config/index.ts";
 import { EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { checkOptions, commonArgs, loadCtlConfig } from "./common.ts";
@@ -7,16 +7,23 @@ import { requestAndReport } from "./request.ts";
 
 const ROLES = ["init", "primary", "secondary"];
 
+const roleArgs = {
+  ...commonArgs,
+  force: { type: "boolean", description: "primary: promote even a node whose copy is incomplete, keeping its data as it is" },
+} as const satisfies ArgsDef;
+
 export default defineCommand({
   meta: { name: "role", description: "change the role of resources" },
-  args: commonArgs,
+  args: roleArgs,
   async run({ args: a }) {
-    checkOptions(a, commonArgs);
+    checkOptions(a, roleArgs);
     const [role, ...names] = a._;
     if (!role || !ROLES.includes(role)) throw new ExitError("role must be init, primary or secondary", EX_USAGE);
     if (names.length === 0) throw new ExitError("role needs 'all' or at least one resource name", EX_USAGE);
+    if (a.force && role !== "primary") throw new ExitError("--force applies to role primary only", EX_USAGE);
     const config = loadCtlConfig(a.c);
-    return await requestAndReport(config, { cmd: "role", role: role as Role, resources: names }, (reply) => {
+    const request = { cmd: "role" as const, role: role as Role, resources: names, ...(a.force ? { force: true } : {}) };
+    return await requestAndReport(config, request, (reply) => {
       if (a.json) console.log(JSON.stringify(reply.resources, null, 2));
     });
   },

@@ -18,13 +18,15 @@ export type ToWorker =
       role: Exclude<Role, "init">; handshake?: Handshake;
       /** The peer protocol version the listener negotiated with that primary. */
       protocol_version?: number;
+      /** A primary promoted with `hastctl role --force`. */
+      force?: boolean;
     }
   | { type: "status"; id: number }
   | { type: "reload"; resource: ResourceConfig };
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
 export type WorkerStatus = Pick<ResourceStatus,
-  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain">;
+  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain" | "copy_incomplete">;
 
 export type FromWorker =
   | { type: "ready" }
@@ -33,3 +35,5 @@ export type FromWorker =
 
 /** Exit code a worker uses to ask for a restart (spec 3.7: killed by a signal or EX_TEMPFAIL). */
 export { EX_TEMPFAIL as WORKER_EXIT_RESTART } from "../core/sysexits.ts";
+/** Exit code of a primary worker that refused to serve this node's copy (it is incomplete). */
+export { EX_NOPERM as WORKER_EXIT_REFUSED } from "../core/sysexits.ts";

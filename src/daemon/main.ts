@@ -7,7 +7,7 @@ import { ControlServer } from "./control-server.ts";
 import { HookRunner } from "./hooks.ts";
 import { PeerListener, type Admission } from "./listener.ts";
 import type { HookEvent, LogSetup } from "./ipc.ts";
-import { WORKER_EXIT_RESTART } from "./ipc.ts";
+import { WORKER_EXIT_REFUSED, WORKER_EXIT_RESTART } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
@@ -17,6 +17,7 @@ import type { Handshake } from "../wire/peer/index.ts";
 export const WORKER_RESTART_DELAY_MS = 1_000;
 /** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
 export const WORKER_START_WAIT_MS = 60_000;
+const INCOMPLETE_COPY = "this node's copy is incomplete (a synchronization from the primary did not finish, or a write or flush failed here since)";
 
 interface ResourceState {
   config: ResourceConfig;
@@ -97,8 +98,11 @@ export class Hastd {
         continue;
       }
       if (request.cmd === "role") {
-        replies.push({ name, role: state.role, previous_role: state.role });
-        await this.setRole(state, request.role);
+        const reply: ResourceStatus = { name, role: state.role, previous_role: state.role };
+        if (!(await this.setRole(state, request.role, request.force === true))) {
+          Object.assign(reply, { error: ControlError.REFUSED, message: `not promoted: ${INCOMPLETE_COPY}; see the log` });
+        }
+        replies.push(reply);
       } else {
         replies.push(await this.status(state));
       }
@@ -122,23 +126,34 @@ export class Hastd {
     return { ...base, ...live, ...(state.split_brain ? { split_brain: true } : {}) };
   }
 
-  private async setRole(state: ResourceState, role: Role): Promise<void> {
+  /** false when the new primary worker refused this node's copy (incomplete): the role stays `old`. */
+  private async setRole(state: ResourceState, role: Role, force = false): Promise<boolean> {
     const old = state.role;
-    if (old === role) return;
+    if (old === role) return true;
     const name = state.config.name;
     this.log.info(`[${name}] Role changed to ${role}.`);
     state.role = role;
     state.split_brain = false;
     await this.stopWorker(state);
-    if (role === "primary") await Promise.race([this.startWorker(state, "primary").ready, Bun.sleep(WORKER_START_WAIT_MS)]);
+    if (role === "primary") {
+      const worker = this.startWorker(state, "primary", undefined, force);
+      await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
+      if (worker.exit?.code === WORKER_EXIT_REFUSED) {
+        this.log.error(`[${name}] Not promoted: ${INCOMPLETE_COPY}. Role changed back to ${old}.`);
+        state.role = old;
+        return false;
+      }
+    }
     this.hooks.run(state.config.exec, "role", name, [old, role]);
+    return true;
   }
 
   /** Returns the worker; its `ready` settles once it serves (or has exited). */
-  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: { fds: number[]; handshake: Handshake; protocol_version: number }): WorkerHandle {
+  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: { fds: number[]; handshake: Handshake; protocol_version: number }, force = false): WorkerHandle {
     const init = {
       resource: state.config, role, node: this.config.node, log: this.opts.log_setup,
       ...(peer ? { handshake: peer.handshake, protocol_version: peer.protocol_version } : {}),
+      ...(force ? { force } : {}),
     };
     const worker = WorkerHandle.spawn(init, {
       onEvent: (event: HookEvent, args: string[]) => {
@@ -174,6 +189,7 @@ export class Hastd {
       this.log.info(`[${name}] Secondary worker (pid=${worker.pid}) ${how}.`);
       return;
     }
+    if (exit.code === WORKER_EXIT_REFUSED) return; // setRole reports it and restores the role
     if (exit.signal || exit.code === WORKER_EXIT_RESTART) {
       this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}; restarting in ${WORKER_RESTART_DELAY_MS / 1000} s.`);
       state.restart = setTimeout(() => {

@@ -147,7 +147,7 @@ export class PrimaryConnector {
     this.o.log.info(`Connected to ${resource.remote_text} (${link.remote}), sync source: ${reply.syncsrc}.`);
     this.o.emit("connect");
     link.startTimers({ keepalive_ms: reconnectIntervalMs(resource.timeout_s), idle_receive_ms: 0 });
-    this.o.io.attach(link, actions);
+    this.o.io.attach(link, outcome.version, actions);
   }
 
   /** Spec 6.6: a request without a reply for `timeout` seconds drops the connection. */

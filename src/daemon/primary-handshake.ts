@@ -22,7 +22,8 @@ export interface PrimaryHandshakeInput {
 }
 
 export type HandshakeOutcome =
-  | { kind: "connected"; link: PeerLink; reply: HandshakeReply; bitmap: Uint8Array }
+  /** version: the peer protocol version the secondary chose. */
+  | { kind: "connected"; link: PeerLink; reply: HandshakeReply; bitmap: Uint8Array; version: number }
   | { kind: "refused"; error: PeerError }
   | { kind: "failed"; reason: string };
 
@@ -91,5 +92,5 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
       }
     }
   }
-  return { kind: "connected", link, reply, bitmap };
+  return { kind: "connected", link, reply, bitmap, version: challenge.version };
 }

@@ -22,7 +22,7 @@ import { native } from "../native.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
-import { MAX_DATA_BYTES, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
+import { MAX_DATA_BYTES, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
 import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
 import type { ResourceStatistics } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
@@ -100,6 +100,10 @@ export class PrimaryIo implements BlockBackend {
   /** Actions of requests submitted in this tick, held until its end (runSubmitted). */
   private batch: PrimaryAction[] | null = null;
   private link: PeerLink | null = null;
+  /** The link's peer protocol version. */
+  private link_version = 0;
+  /** Error replies received on this link, of every kind (IN_SYNC carries the count). */
+  private replies_failed = 0;
   private zero: Uint8Array | null = null;
   private readonly sync_pool = new BufferPool(SYNC_POOL_MIN_BYTES, SYNC_POOL_BYTES_MAX);
   private readonly sync_probe = new Uint8Array(SYNC_PROBE_BYTES);
@@ -216,8 +220,10 @@ export class PrimaryIo implements BlockBackend {
   // ---- the peer ----
 
   /** A handshake succeeded: requests now go to the peer too. */
-  attach(link: PeerLink, actions: PrimaryAction[]): void {
+  attach(link: PeerLink, version: number, actions: PrimaryAction[]): void {
     this.link = link;
+    this.link_version = version;
+    this.replies_failed = 0;
     link.start((frame) => this.onFrame(frame), (reason) => this.detach(reason));
     this.run(actions);
   }
@@ -259,6 +265,7 @@ export class PrimaryIo implements BlockBackend {
       this.closeLink(`reply for unknown request ${frame.seq}`);
       return;
     }
+    if (frame.error !== "OK") this.replies_failed++;
     if ("sync" in waiter) {
       this.remotes.delete(frame.seq);
       waiter.sync(frame);
@@ -338,6 +345,9 @@ export class PrimaryIo implements BlockBackend {
         return;
       case "flush":
         return this.ownFlush("A flush to empty the change lists");
+      case "in-sync":
+        if (this.link !== null && this.link_version >= VERSION_IN_SYNC) this.link.send({ kind: "in-sync", replies_failed: this.replies_failed });
+        return;
       case "event":
         return this.o.emit(a.event);
       case "log":

@@ -6,12 +6,13 @@ import type { ResourceConfig } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { PrimaryEngine } from "../core/primary-engine.ts";
-import type { Metadata } from "../core/metadata.ts";
+import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
+import { ExitError } from "../core/sysexits.ts";
 import { cleanupStaleDevice, createDevice, devdir, type DeviceGate } from "../gate/device.ts";
 import { NbdServer } from "../gate/nbd-server.ts";
 import type { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
-import type { HookEvent, WorkerStatus } from "./ipc.ts";
+import { WORKER_EXIT_REFUSED, type HookEvent, type WorkerStatus } from "./ipc.ts";
 import { PrimaryConnector } from "./primary-connector.ts";
 import { SyncRate } from "./sync-rate.ts";
 import type { Logger } from "./log.ts";
@@ -40,11 +41,13 @@ export interface PrimaryParts {
 export class PrimaryWorker {
   private constructor(private p: PrimaryParts, private readonly rate: SyncRate) {}
 
-  static async start(resource: ResourceConfig, node: string, log: Logger, emit: (event: HookEvent) => void): Promise<PrimaryWorker> {
+  /** `force`: take this node's copy as the good one even if it is incomplete (acceptIncomplete). */
+  static async start(resource: ResourceConfig, node: string, force: boolean, log: Logger, emit: (event: HookEvent) => void): Promise<PrimaryWorker> {
     const disk = openComponent(resource);
     try {
       const store = new MetadataStore(disk);
       const meta = readMetadata(store, resource);
+      if ((meta.flags & FLAG_COPY_INCOMPLETE) !== 0) acceptIncomplete(store, meta, force, log);
       if (meta.resuid === 0n && (meta.localcnt !== 0n || meta.remotecnt !== 0n)) {
         meta.localcnt = 0n;
         meta.remotecnt = 0n;
@@ -135,4 +138,20 @@ export class PrimaryWorker {
     p.disk.close();
     p.log.debug(`Worker for ${p.resource.name} stopped.`);
   }
+}
+
+/**
+ * This node was a secondary whose copy lacks changes the primary has (a synchronization toward it
+ * did not finish, or a write or flush failed here since): serving it would mix old and new data.
+ * Refused unless forced; forced, this copy becomes the good one and the next secondary gets all of
+ * it, so the two nodes cannot stay different where this one is behind.
+ */
+function acceptIncomplete(store: MetadataStore, meta: Metadata, force: boolean, log: Logger): void {
+  const why = "this node's copy is incomplete: a synchronization from the primary did not finish, or a write or flush failed here since";
+  if (!force) {
+    throw new ExitError(`Not promoted: ${why}. Bring the other node back as primary, or promote this one with hastctl role --force primary to keep its data as it is.`, WORKER_EXIT_REFUSED);
+  }
+  log.warn(`Promoted by force although ${why}: its data is kept as it is, and the next secondary gets a full copy of it.`);
+  meta.flags = (meta.flags & ~FLAG_COPY_INCOMPLETE) | FLAG_SYNC_FULL_ON_CONNECT;
+  store.write(meta);
 }

@@ -18,7 +18,7 @@ import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { assert } from "../core/assert.ts";
 import { decideConnect } from "../core/connect-decision.ts";
-import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
+import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../core/secondary-engine.ts";
 import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
@@ -31,7 +31,7 @@ import { MetadataStore } from "../io/metadata-store.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
-  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_CACHE_EPOCH,
+  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_CACHE_EPOCH, VERSION_IN_SYNC,
   type Frame, type Handshake, type PeerErrorName, type ReplyErrorName, type WriteHead,
 } from "../wire/peer/index.ts";
 import type { HookEvent, WorkerStatus } from "./ipc.ts";
@@ -66,6 +66,8 @@ export class SecondaryWorker {
   private readonly local_async = new InFlight();
   /** The link is gone: lost() waits for the helper threads' work in flight, then flushes and closes. */
   private ending = false;
+  /** A FLUSH on a helper thread failed after the link was lost (its answer is not sent). */
+  private failed_after_loss = false;
   private ended!: (code: number) => void;
   readonly done = new Promise<number>((resolve) => (this.ended = resolve));
 
@@ -139,10 +141,20 @@ export class SecondaryWorker {
         store.write(meta);
       }
       let cache_epoch: Uint8Array | null = null;
+      let flush_failed = false;
       if (version >= VERSION_CACHE_EPOCH) {
         const e = cacheEpoch(disk);
         if (e.flush_error !== null) log.warn(`Flush before the handshake reply failed (${e.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
         cache_epoch = e.epoch;
+        flush_failed = e.flush_error !== null;
+      }
+      // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
+      // ends), or its flush just failed: it is incomplete until the primary says otherwise.
+      if ((version >= VERSION_IN_SYNC && decision.syncsrc === "primary") || flush_failed) {
+        if ((meta.flags & FLAG_COPY_INCOMPLETE) === 0) {
+          meta.flags |= FLAG_COPY_INCOMPLETE;
+          store.write(meta);
+        }
       }
       link.send({
         kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
@@ -151,7 +163,8 @@ export class SecondaryWorker {
       });
       for (const frame of bitmapFrames(bitmap)) link.send(frame);
       log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);
-      const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES });
+      const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES },
+        (meta.flags & FLAG_COPY_INCOMPLETE) === 0);
       worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit);
       emit("connect");
       const started = worker;
@@ -166,7 +179,10 @@ export class SecondaryWorker {
   }
 
   status(): WorkerStatus {
-    return { status: "complete", extentsize: this.meta.extentsize, keepdirty: 0, dirty: 0, statistics: this.stats, device: null };
+    return {
+      status: "complete", extentsize: this.meta.extentsize, keepdirty: 0, dirty: 0, statistics: this.stats, device: null,
+      ...(this.engine.complete ? {} : { copy_incomplete: true }),
+    };
   }
 
   async stop(): Promise<void> {
@@ -185,10 +201,12 @@ export class SecondaryWorker {
       try {
         // Nothing is in flight now: once this flush succeeds every change is durable, and the map
         // says so (FLUSHes still unanswered included), so the next connect copies nothing needlessly.
+        if (this.failed_after_loss) throw new Error("a flush failed after the link was lost");
         this.disk.flush();
         this.run(this.engine.allDurable());
       } catch (err) {
         this.log.error(`Flush at disconnect failed; unflushed changes stay marked: ${(err as Error).message}`);
+        this.setCopyComplete(false);
       } finally {
         this.disk.close();
       }
@@ -238,6 +256,10 @@ export class SecondaryWorker {
     switch (frame.kind) {
       case "keepalive":
         return;
+      case "in-sync":
+        // After the requests sent before it: the engine waits for those in flight.
+        this.carryOut();
+        return this.run(this.engine.inSync(frame.replies_failed));
       case "read":
       case "write":
       case "delete":
@@ -300,6 +322,9 @@ export class SecondaryWorker {
           break;
         case "log":
           this.log[a.level](a.message);
+          break;
+        case "copy":
+          this.setCopyComplete(a.complete);
           break;
         case "reply":
           this.reply(a.seq, a.error, a.received);
@@ -366,7 +391,24 @@ export class SecondaryWorker {
     this.local_async.track(io.then(() => null, (err: Error) => this.localFailed(kind, err))
       .then((error) => {
         if (!this.ending) this.run(this.engine.localDone(seq, error));
+        else if (error !== null && kind === "flush") this.failed_after_loss = true;
       }));
+  }
+
+  /** FLAG_COPY_INCOMPLETE on disk (and in `meta`); a failure to write it is logged, the flag stays
+   * as it was on disk. */
+  private setCopyComplete(complete: boolean): void {
+    const flags = complete ? this.meta.flags & ~FLAG_COPY_INCOMPLETE : this.meta.flags | FLAG_COPY_INCOMPLETE;
+    if (flags === this.meta.flags) return;
+    try {
+      this.store.write({ ...this.meta, flags });
+      this.meta.flags = flags;
+      if (complete) this.log.info("This node's copy is complete: the primary finished synchronizing it.");
+      else this.log.warn("This node's copy is incomplete until the primary has copied to it again: it cannot be promoted meanwhile.");
+    } catch (err) {
+      this.stats.local_errors.write++;
+      this.log.error(`Unable to write metadata (copy ${complete ? "complete" : "incomplete"}): ${(err as Error).message}`);
+    }
   }
 
   private localFailed(kind: Request["kind"], err: Error): SecondaryError {

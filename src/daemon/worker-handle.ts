@@ -97,6 +97,11 @@ export class WorkerHandle {
     return this.proc.pid;
   }
 
+  /** How the process ended; null while it runs. */
+  get exit(): WorkerExit | null {
+    return this.exited;
+  }
+
   get running(): boolean {
     return this.exited === null;
   }

@@ -41,7 +41,7 @@ export async function runWorker(): Promise<number> {
   const log = loggerFor(init.log, `[${init.resource.name}] (${init.role})`);
   const emit = (event: HookEvent) => send({ type: "event", event });
   try {
-    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, log, emit);
+    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, log, emit);
     else if (init.handshake) worker = await SecondaryWorker.start(init.resource, init.handshake, init.protocol_version ?? 1, log, emit);
     else throw new ExitError("secondary worker started without a handshake", EX_SOFTWARE);
   } catch (err) {

@@ -13,10 +13,13 @@ export const ControlError = {
   NOMEMORY: 3,
   UNIMPLEMENTED: 4,
   BUSY: 5,
+  /** The role change was refused for the resource's data (a copy incomplete here): see `message`. */
+  REFUSED: 6,
 } as const;
 
 export type ControlRequest =
-  | { cmd: "role"; role: Role; resources: string[] }
+  /** force: promote even a node whose copy is incomplete (its data then counts as the good one). */
+  | { cmd: "role"; role: Role; resources: string[]; force?: boolean }
   | { cmd: "status"; resources: string[] };
 
 export interface ResourceStatistics {
@@ -71,6 +74,8 @@ export interface ResourceStatus {
   sync?: SyncProgress;
   last_sync?: LastSync;
   split_brain?: boolean;
+  /** A secondary whose copy lacks changes the primary has (FLAG_COPY_INCOMPLETE): not promotable. */
+  copy_incomplete?: boolean;
 }
 
 export interface ControlReply {
@@ -105,7 +110,8 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
       return { ok: true, value: { cmd: "status", resources: names } };
     case "role": {
       if (!ROLES.includes(obj.role as Role)) return { ok: false, error: "'role' must be init, primary or secondary" };
-      return { ok: true, value: { cmd: "role", role: obj.role as Role, resources: names } };
+      if (obj.force !== undefined && typeof obj.force !== "boolean") return { ok: false, error: "'force' must be true or false" };
+      return { ok: true, value: { cmd: "role", role: obj.role as Role, resources: names, ...(obj.force === true ? { force: true } : {}) } };
     }
     case undefined:
       return { ok: false, error: "request has no 'cmd'" };

@@ -3,7 +3,7 @@
 // (same action execution, same frame handling, same reconnect and timeout rules), so the
 // simulator exercises the production state machine and codec, only the I/O is simulated.
 import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
-import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
+import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { batchMapWrites, HeldMapWrites } from "../../src/core/map-batch.ts";
 import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
@@ -60,6 +60,8 @@ export class PrimaryProc {
   private batch: PrimaryAction[] | null = null;
   private readonly held_maps = new HeldMapWrites();
   private link: Link | null = null;
+  /** Error replies received on the link, as primary-io.ts counts them for IN_SYNC. */
+  private replies_failed = 0;
   private dialing: Dialing | null = null;
   private next_id = 1;
   private last_dial_ms = -Infinity;
@@ -84,8 +86,13 @@ export class PrimaryProc {
   }
 
   /** Worker start (src/daemon/primary.ts): metadata, counters reset while resuid is 0, map copy-in. */
-  static start(host: Host, ctx: SimContext): PrimaryProc {
+  /** null: refused, as PrimaryWorker.start refuses a copy marked incomplete (the sim never forces). */
+  static start(host: Host, ctx: SimContext): PrimaryProc | null {
     const meta = host.readMetadata();
+    if ((meta.flags & FLAG_COPY_INCOMPLETE) !== 0) {
+      ctx.trace(`${host.name}: not promoted: its copy is incomplete`);
+      return null;
+    }
     const proc = new PrimaryProc(host, ctx, meta);
     ctx.trace(`${host.name}: primary starts (resuid=${meta.resuid} localcnt=${meta.localcnt} remotecnt=${meta.remotecnt}, ${proc.map.syncExtentCount()} extents dirty)`);
     if (meta.resuid === 0n && (meta.localcnt !== 0n || meta.remotecnt !== 0n)) {
@@ -264,6 +271,7 @@ export class PrimaryProc {
     this.dialing = null;
     if (reply.syncsrc === "none") throw new Error("secondary sent no sync direction");
     this.link = { conn: d.conn, encoder: d.encoder, decoder: d.decoder, last_send_ms: d.last_send_ms };
+    this.replies_failed = 0;
     this.peer_counters = { localcnt: reply.localcnt, remotecnt: reply.remotecnt };
     const actions = d.fresh ? this.engine.setResuid(d.resuid) : [];
     // The engine's map is extent-sized; the wire bitmap may be shorter than mapsize.
@@ -301,6 +309,7 @@ export class PrimaryProc {
     if (frame.kind !== "reply") throw new Error(`${this.host.name}: unexpected ${frame.kind} frame from the secondary`);
     const waiter = this.remotes.get(frame.seq);
     if (!waiter) throw new Error(`${this.host.name}: reply for unknown request ${frame.seq}`);
+    if (frame.error !== "OK") this.replies_failed++;
     if ("sync" in waiter) {
       this.remotes.delete(frame.seq);
       waiter.sync(frame);
@@ -408,6 +417,8 @@ export class PrimaryProc {
       case "flush": // primary-io.ts ownFlush
         this.ctx.count("own_flushes");
         return this.submit("flush", 0, 0, null, () => {}, true);
+      case "in-sync":
+        return this.send({ kind: "in-sync", replies_failed: this.replies_failed });
       case "event":
         return this.ctx.trace(`${this.host.name}: event ${a.event}`);
       case "log":

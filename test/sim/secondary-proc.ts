@@ -7,7 +7,7 @@
 import { ActiveMap } from "../../src/core/activemap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
-import type { Metadata } from "../../src/core/metadata.ts";
+import { FLAG_COPY_INCOMPLETE, type Metadata } from "../../src/core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../../src/core/secondary-engine.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
@@ -54,6 +54,7 @@ export class SecondaryProc {
     this.ctx.net.close(this.conn, 1, reason);
     for (const a of this.queue.splice(0)) {
       if (a.type === "map") this.host.writeMapNow(a.write);
+      else if (a.type === "copy") this.writeCopy(a.complete);
       else if (a.type === "local") this.local(a.seq);
     }
     this.end(reason);
@@ -87,6 +88,8 @@ export class SecondaryProc {
     this.ended = true;
     this.ctx.trace(`${this.host.name}: secondary worker ends: ${reason}`);
     this.host.disk.flushNow();
+    // secondary.ts lost(): with everything durable, an IN_SYNC still waiting counts.
+    for (const a of this.engine?.allDurable() ?? []) if (a.type === "copy") this.writeCopy(a.complete);
   }
 
   private onData(chunk: Uint8Array): void {
@@ -140,10 +143,35 @@ export class SecondaryProc {
     });
   }
 
-  /** secondary.ts: the disk cache is flushed before the reply names its epoch (null if that failed). */
+  /** secondary.ts: the disk cache is flushed before the reply names its epoch (null if that failed);
+   * the copy is marked incomplete first when a copy toward this node starts or that flush failed. */
   private accept(meta: Metadata, decision: Extract<ConnectDecision, { kind: "accept" }>): void {
     if (this.ended) return;
-    this.host.disk.flush(this.host.guard((ok: boolean) => this.answerHandshake(meta, decision, ok ? this.host.cacheEpoch() : null)));
+    this.host.disk.flush(this.host.guard((ok: boolean) => {
+      const answer = () => this.answerHandshake(meta, decision, ok ? this.host.cacheEpoch() : null);
+      if ((decision.syncsrc !== "primary" && ok) || (meta.flags & FLAG_COPY_INCOMPLETE) !== 0) return answer();
+      meta.flags |= FLAG_COPY_INCOMPLETE;
+      this.host.writeMetadataSlot(meta);
+      this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {
+        this.host.disk.flushNow();
+        answer();
+      });
+    }));
+  }
+
+  /** FLAG_COPY_INCOMPLETE from a process on its way out (stop), or after a failure it cannot answer. */
+  private writeCopy(complete: boolean): void {
+    if (this.writeCopySlot(complete)) this.host.disk.flushNow();
+  }
+
+  /** Writes the metadata slot with FLAG_COPY_INCOMPLETE as `complete` says; false if already so. */
+  private writeCopySlot(complete: boolean): boolean {
+    const meta = this.host.readMetadata();
+    const flags = complete ? meta.flags & ~FLAG_COPY_INCOMPLETE : meta.flags | FLAG_COPY_INCOMPLETE;
+    if (flags === meta.flags) return false;
+    this.host.writeMetadataSlot({ ...meta, flags });
+    this.ctx.trace(`${this.host.name}: copy ${complete ? "complete" : "incomplete"}`);
+    return true;
   }
 
   private answerHandshake(meta: Metadata, decision: Extract<ConnectDecision, { kind: "accept" }>, cache_epoch: Uint8Array | null): void {
@@ -162,12 +190,14 @@ export class SecondaryProc {
       cache_epoch,
     });
     for (const frame of bitmapFrames(bitmap)) this.send(frame);
-    this.engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: meta.sectorsize, max_request_bytes: MAX_DATA_BYTES });
+    this.engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: meta.sectorsize, max_request_bytes: MAX_DATA_BYTES },
+      (meta.flags & FLAG_COPY_INCOMPLETE) === 0);
   }
 
   private onFrame(frame: Frame): void {
     if (frame.kind === "keepalive") return;
     if (frame.kind === "handshake" && this.engine === null) return this.handshake(frame);
+    if (frame.kind === "in-sync" && this.engine !== null) return this.run(this.engine.inSync(frame.replies_failed));
     if (this.engine === null || !(frame.kind === "read" || frame.kind === "write" || frame.kind === "delete" || frame.kind === "flush")) {
       throw new Error(`${this.host.name}: unexpected ${frame.kind} frame from the primary`);
     }
@@ -194,6 +224,14 @@ export class SecondaryProc {
           break;
         case "reply":
           this.reply(a.seq, a.error, a.received);
+          break;
+        case "copy":
+          // secondary.ts setCopyComplete: a synchronous metadata write.
+          if (!this.writeCopySlot(a.complete)) break;
+          this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {
+            this.host.disk.flushNow();
+            this.run([]);
+          });
           break;
         case "local":
           this.local(a.seq);
@@ -227,7 +265,11 @@ export class SecondaryProc {
         });
       }
       case "flush":
-        return disk.flush(this.host.guard((ok: boolean) => done(ok ? null : "EIO")));
+        return disk.flush(this.host.guard((ok: boolean) => {
+          // secondary.ts: a flush failing after the link was lost fails the flush at the end.
+          if (!ok && this.ended) this.writeCopy(false);
+          done(ok ? null : "EIO");
+        }));
     }
   }
 

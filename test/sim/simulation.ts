@@ -3,7 +3,7 @@
 // faults and changes roles, and the checkers (test/sim/checkers.ts) after every tick. The seed
 // decides everything; a failure reports the seed, the step and the tail of the trace.
 import { mapBytesFor } from "../../src/core/layout.ts";
-import type { Metadata } from "../../src/core/metadata.ts";
+import { FLAG_COPY_INCOMPLETE, type Metadata } from "../../src/core/metadata.ts";
 import { CHANGES_LISTED_MAX, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { checkMapCoversDifferences, checkReplicasIdentical, isInSync, passMirrored } from "./checkers.ts";
@@ -111,7 +111,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, promotions_refused: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0,
   };
 
   constructor(private readonly options: RunOptions) {
@@ -301,18 +301,32 @@ class Simulation implements SimContext, Observer {
     };
   }
 
-  private setRole(host: Host, role: Role): void {
+  /** Returns false when a promotion was refused (the copy is incomplete): the role stays as it was.
+   * Only the callers that pass `may_refuse` expect that; for the others it is a failure. */
+  private setRole(host: Host, role: Role, may_refuse = false): boolean {
     this.trace(`operator: ${host.name} role ${role}`);
     host.primary?.stop();
     host.secondary?.stop(`role changed to ${role}`);
     host.primary = null;
     host.secondary = null;
     host.endProcess();
+    const old = host.role;
     host.role = role;
-    if (role === "primary") {
-      host.primary = PrimaryProc.start(host, this);
-      host.primary.setMode(this.mode);
+    if (role !== "primary") return true;
+    const proc = PrimaryProc.start(host, this);
+    if (proc === null) {
+      if (!may_refuse) this.fail(`${host.name} refused to become primary: its copy is marked incomplete`);
+      this.stats.promotions_refused!++;
+      host.role = old;
+      return false;
     }
+    host.primary = proc;
+    proc.setMode(this.mode);
+    return true;
+  }
+
+  private copyIncomplete(host: Host): boolean {
+    return (host.readMetadata().flags & FLAG_COPY_INCOMPLETE) !== 0;
   }
 
   private crash(host: Host, kind: "kill" | "power"): void {
@@ -397,12 +411,15 @@ class Simulation implements SimContext, Observer {
       const p = this.official.primary;
       if (!p || this.scenario || this.power_trap || this.awaiting_reconnect || this.official.busy || !isInSync(p) || this.outstanding.size > 0) return;
       const next = this.other(this.official);
+      // As an operator checks `hastctl status` there first: the secondary's copy is complete.
+      if (next.busy || this.copyIncomplete(next)) return;
       this.onInSync();
       this.stats.swaps!++;
       this.trace(`operator: planned switch-over to ${next.name}`);
-      this.setRole(this.official, "secondary");
+      const previous = this.official;
+      this.setRole(previous, "secondary");
+      if (!this.setRole(next, "primary", true)) return void this.setRole(previous, "primary");
       this.official = next;
-      this.setRole(next, "primary");
     }
   }
 
@@ -413,12 +430,13 @@ class Simulation implements SimContext, Observer {
     this.crash(victim, kind);
     if (victim !== official) return this.restartLater(victim, "secondary");
     this.oracle.primaryCrashed();
-    if (survivor.role === "secondary" && this.rng.chance(0.5)) {
-      // Failover: what the peer was promised to hold is what survives.
+    // Failover, unless the survivor refuses (its copy is incomplete): the operator then brings the
+    // crashed primary back instead.
+    if (survivor.role === "secondary" && this.rng.chance(0.5) && this.setRole(survivor, "primary", true)) {
+      // What the peer was promised to hold is what survives.
       this.stats.failovers!++;
       this.oracle.lowerFloor((rec) => rec.replicated);
       this.official = survivor;
-      this.setRole(survivor, "primary");
       return this.restartLater(victim, "secondary");
     }
     if (kind === "power") this.oracle.lowerFloor((rec) => rec.flushed);
@@ -465,7 +483,12 @@ class Simulation implements SimContext, Observer {
         }
         // Promote only once the primary noticed the partition and changed data the peer cannot see.
         if (official.primary?.connected !== false || this.unseen.get(official) !== "yes") return;
-        this.setRole(s.rogue, "primary");
+        if (!this.setRole(s.rogue, "primary", true)) {
+          this.trace("split-brain scenario abandoned: the promotion was refused");
+          this.scenario = null;
+          this.net.heal();
+          return;
+        }
         this.scenario = { phase: "rogue", rogue: s.rogue, writes_left: this.rng.between(1, 3), writing: false };
         return;
       case "rogue": {

@@ -8,9 +8,11 @@ export const HEADER_BYTES = 44;
 
 /** Protocol versions this build speaks (message set and semantics), negotiated by HELLO/CHALLENGE. */
 export const PROTOCOL_VERSION_MIN = 1;
-export const PROTOCOL_VERSION_MAX = 2;
+export const PROTOCOL_VERSION_MAX = 3;
 /** The first version whose HANDSHAKE_REPLY may carry the secondary's cache epoch. */
 export const VERSION_CACHE_EPOCH = 2;
+/** The first version with IN_SYNC: the primary tells the secondary its copy is whole again. */
+export const VERSION_IN_SYNC = 3;
 export const CACHE_EPOCH_BYTES = 16;
 
 export const NONCE_BYTES = 32;
@@ -60,6 +62,7 @@ export const FrameType = {
   DELETE: 18,
   FLUSH: 19,
   KEEPALIVE: 20,
+  IN_SYNC: 21,
   REPLY: 32,
 } as const;
 export type FrameTypeNumber = (typeof FrameType)[keyof typeof FrameType];

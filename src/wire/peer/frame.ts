@@ -72,6 +72,8 @@ export class FrameEncoder {
         return headerOnly(header(FrameType.FLUSH, { seq: frame.seq }));
       case "keepalive":
         return headerOnly(header(FrameType.KEEPALIVE, {}));
+      case "in-sync":
+        return headerOnly(header(FrameType.IN_SYNC, { offset: frame.replies_failed }));
       case "reply": {
         const reply = header(FrameType.REPLY, { seq: frame.seq, error: ReplyErrorCode[frame.error], flags: frame.received ? Flag.RECEIVED : 0 });
         return frame.data.length === 0 ? headerOnly(reply) : this.#withData(reply, frame.data);
@@ -171,6 +173,8 @@ export function decodeFrameBody(header: Header, payload: Uint8Array, prims: Peer
       return { kind: "flush", seq: header.seq };
     case FrameType.KEEPALIVE:
       return { kind: "keepalive" };
+    case FrameType.IN_SYNC:
+      return { kind: "in-sync", replies_failed: header.offset };
     case FrameType.REPLY:
       return {
         kind: "reply",

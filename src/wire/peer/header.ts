@@ -119,6 +119,9 @@ export function validateHeader(h: Header): void {
     case FrameType.KEEPALIVE:
       expect(name, h, { seq: "zero", offset: "zero", length: "zero", flags: 0 });
       return expectNoPayload(name, h);
+    case FrameType.IN_SYNC:
+      expect(name, h, { seq: "zero", offset: "any", length: "zero", flags: 0 });
+      return expectNoPayload(name, h);
     case FrameType.REPLY:
       return validateReply(name, h);
   }

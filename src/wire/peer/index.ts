@@ -11,6 +11,7 @@ export {
   PROTOCOL_VERSION_MAX,
   PROTOCOL_VERSION_MIN,
   VERSION_CACHE_EPOCH,
+  VERSION_IN_SYNC,
   type PeerErrorName,
   type ReplyErrorName,
 } from "./constants.ts";

@@ -94,6 +94,9 @@ export type Frame =
   | { kind: "delete"; seq: number; offset: number; length: number }
   | { kind: "flush"; seq: number }
   | { kind: "keepalive" }
+  /** A pass completed: the secondary's copy is whole, given `replies_failed` (the error replies the
+   * primary had received on this connection) is every error it sent. Carried in the offset field. */
+  | { kind: "in-sync"; replies_failed: number }
   /** data is empty unless this answers a READ successfully. */
   | { kind: "reply"; seq: number; error: ReplyErrorName; received: boolean; data: Uint8Array };
 

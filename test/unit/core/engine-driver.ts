@@ -85,6 +85,8 @@ export class EngineDriver {
   /** Every metadata action, in order. */
   readonly metadata: PrimaryGeneration[] = [];
   readonly events: HookEvent[] = [];
+  /** IN_SYNC messages the engine asked to send. */
+  in_syncs = 0;
   readonly requests = new Map<number, Request>();
   readonly replies = new Map<number, Reply>();
   pending_local: IoOp[] = [];
@@ -305,6 +307,9 @@ export class EngineDriver {
         return [];
       case "event":
         this.events.push(action.event);
+        return [];
+      case "in-sync":
+        this.in_syncs++;
         return [];
       case "log":
         return [];

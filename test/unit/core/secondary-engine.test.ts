@@ -2,19 +2,19 @@
 // first request after a handshake.
 import { describe, expect, test } from "bun:test";
 import { ActiveMap } from "../../../src/core/activemap.ts";
-import { SecondaryEngine, type SecondaryRequest } from "../../../src/core/secondary-engine.ts";
+import { SecondaryEngine, type SecondaryAction, type SecondaryRequest } from "../../../src/core/secondary-engine.ts";
 
 const SECTOR = 512;
 const EXTENT = 4096;
 const DATASIZE = 16 * EXTENT;
 const MAX_REQUEST = 8192;
 
-function engine(dirty: number[] = []): { e: SecondaryEngine; map: ActiveMap } {
+function engine(dirty: number[] = [], copy_complete = true): { e: SecondaryEngine; map: ActiveMap } {
   const map = new ActiveMap({ datasize: DATASIZE, extentsize: EXTENT, keepdirty: 4, sectorsize: SECTOR });
   const image = new Uint8Array(map.mapsize);
   for (const x of dirty) image[x >> 3]! |= 1 << (x & 7);
   map.copyIn(image);
-  return { e: new SecondaryEngine(map, { datasize: DATASIZE, sector_bytes: SECTOR, max_request_bytes: MAX_REQUEST }), map };
+  return { e: new SecondaryEngine(map, { datasize: DATASIZE, sector_bytes: SECTOR, max_request_bytes: MAX_REQUEST }, copy_complete), map };
 }
 
 function req(r: Partial<SecondaryRequest>): SecondaryRequest {
@@ -37,7 +37,7 @@ describe("SecondaryEngine", () => {
 
   test("an invalid first request does not clear the map", () => {
     const { e, map } = engine([3]);
-    expect(e.request(req({ seq: 0 })).map((a) => a.type)).toEqual(["log", "reply"]);
+    expect(e.request(req({ seq: 0 })).map((a) => a.type)).toEqual(["log", "copy", "reply"]);
     expect(map.dirtyExtentCount()).toBe(1);
     expect(e.request(req({ seq: 1, kind: "flush", offset: 0, length: 0 })).map((a) => a.type)).toEqual(["map", "local"]);
   });
@@ -50,7 +50,7 @@ describe("SecondaryEngine", () => {
     expect(actions.map((a) => a.type)).toEqual(["map", "map", "local"]);
     expect(actions.at(-1)).toEqual({ type: "local", seq: 9, kind: "write", offset: 0, length: SECTOR });
     expect(e.localDone(9, null)).toEqual([{ type: "reply", seq: 9, error: null, received: false }]);
-    expect(e.localDone(10, "EIO")).toEqual([{ type: "reply", seq: 10, error: "EIO", received: false }]);
+    expect(e.localDone(10, "EIO")).toEqual([{ type: "copy", complete: false }, { type: "reply", seq: 10, error: "EIO", received: false }]);
     // Without the flag, nothing is answered on receipt.
     expect(e.receive(req({ seq: 11 }))).toEqual([]);
   });
@@ -83,6 +83,7 @@ describe("SecondaryEngine", () => {
       expect(e.receive(full)).toEqual([]); // no early answer for what will be refused
       expect(e.request(full)).toEqual([
         { type: "log", level: "warn", message: `Rejected ${full.kind} request ${full.seq}: ${why}.` },
+        { type: "copy", complete: false },
         { type: "reply", seq: full.seq, error: "EINVAL", received: false },
       ]);
     });
@@ -126,6 +127,22 @@ describe("SecondaryEngine keeps unflushed changes in its map", () => {
     expect(map.extentState(2).on_disk).toBe(true);
   });
 
+  test("a failed flush keeps marked what was written before it failed, though later flushes cover it", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 2, offset: 3 * EXTENT })); // after flush 1 was issued, before it failed
+    e.localDone(2, null);
+    e.request(req({ seq: 3, kind: "flush", offset: 0, length: 0 })); // covers extent 3
+    e.request(req({ seq: 4, offset: 5 * EXTENT }));
+    e.localDone(4, null);
+    e.localDone(1, "EIO"); // the write-back error may have dropped extents 3 and 5 too
+    e.localDone(3, null);
+    e.request(req({ seq: 5, kind: "flush", offset: 0, length: 0 }));
+    e.localDone(5, null);
+    expect(map.extentState(3)).toMatchObject({ dirty: true, on_disk: true });
+    expect(map.extentState(5)).toMatchObject({ dirty: true, on_disk: true });
+  });
+
   test("a write that completes after a flush was issued is not released by it", () => {
     const { e, map } = engine();
     e.request(req({ seq: 1, offset: 5 * EXTENT }));
@@ -159,5 +176,75 @@ describe("SecondaryEngine marks only synchronization writes", () => {
     expect(e.request(req({ seq: 2, offset: 3 * EXTENT, sync: false })).map((a) => a.type)).toEqual(["local"]);
     e.localDone(2, null);
     expect(map.extentState(3).dirty).toBe(false);
+  });
+});
+
+describe("SecondaryEngine keeps whether this node's copy is whole", () => {
+  const copies = (actions: SecondaryAction[]) => actions.filter((a) => a.type === "copy");
+
+  test("a failed write, trim or flush makes it incomplete before the error is answered; a failed read does not", () => {
+    for (const kind of ["write", "delete", "flush"] as const) {
+      const { e } = engine();
+      e.request(req({ seq: 1, kind, offset: 0, length: kind === "flush" ? 0 : SECTOR, sync: false }));
+      const done = e.localDone(1, "EIO");
+      expect(done.map((a) => a.type).slice(-2)).toEqual(["copy", "reply"]);
+      expect(copies(done)).toEqual([{ type: "copy", complete: false }]);
+      expect(e.complete).toBe(false);
+    }
+    const { e } = engine();
+    e.request(req({ seq: 1, kind: "read", sync: false }));
+    expect(copies(e.localDone(1, "EIO"))).toEqual([]);
+    expect(e.complete).toBe(true);
+  });
+
+  test("a rejected change counts as failed too", () => {
+    const { e } = engine();
+    const actions = e.request(req({ seq: 1, offset: DATASIZE }));
+    expect(actions.map((a) => a.type)).toEqual(["log", "copy", "reply"]);
+    expect(e.complete).toBe(false);
+  });
+
+  test("IN_SYNC makes it whole only when the primary had received every error reply sent", () => {
+    const { e } = engine([], false);
+    e.request(req({ seq: 1, kind: "read", sync: false }));
+    e.localDone(1, "EIO"); // one error reply sent
+    expect(e.inSync(0)).toEqual([]); // sent before the primary saw it
+    expect(e.complete).toBe(false);
+    expect(e.inSync(1)).toEqual([{ type: "copy", complete: true }]);
+    expect(e.complete).toBe(true);
+    expect(e.inSync(1)).toEqual([]); // already whole
+  });
+
+  test("IN_SYNC waits for the changes in flight when it came; a failure among them cancels it", () => {
+    const { e } = engine([], false);
+    e.request(req({ seq: 1, sync: false }));
+    e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 3, kind: "read", sync: false }));
+    expect(e.inSync(0)).toEqual([]);
+    expect(copies(e.localDone(1, null))).toEqual([]);
+    expect(copies(e.localDone(3, null))).toEqual([]); // reads are not waited for
+    expect(copies(e.localDone(2, null))).toEqual([{ type: "copy", complete: true }]);
+
+    const { e: f } = engine([], false);
+    f.request(req({ seq: 1, kind: "flush", offset: 0, length: 0 }));
+    f.inSync(0);
+    expect(copies(f.localDone(1, "EIO"))).toEqual([]); // incomplete already; the wait is off
+    expect(f.complete).toBe(false);
+    expect(f.inSync(0)).toEqual([]); // the primary had not seen that error
+    expect(f.inSync(1)).toEqual([{ type: "copy", complete: true }]);
+  });
+
+  test("a change arriving after IN_SYNC is not waited for, but its failure makes the copy incomplete again", () => {
+    const { e } = engine([], false);
+    expect(e.inSync(0)).toEqual([{ type: "copy", complete: true }]);
+    e.request(req({ seq: 4, sync: false }));
+    expect(copies(e.localDone(4, "EIO"))).toEqual([{ type: "copy", complete: false }]);
+  });
+
+  test("allDurable ends a wait for requests whose answers the lost link did not carry", () => {
+    const { e } = engine([], false);
+    e.request(req({ seq: 1, kind: "flush", offset: 0, length: 0 }));
+    expect(e.inSync(0)).toEqual([]);
+    expect(copies(e.allDurable())).toEqual([{ type: "copy", complete: true }]);
   });
 });

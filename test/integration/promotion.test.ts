@@ -1,0 +1,86 @@
+// Promotion of a secondary whose copy is incomplete (docs/operations.md, "A secondary whose copy is
+// incomplete"): the secondary marks its copy incomplete while the primary synchronizes it and
+// complete once the primary's IN_SYNC says the pass is done. The primary dies mid-resync: `hastctl
+// role primary` there is refused (the node stays secondary), `--force` takes the copy as it is and
+// owes the next secondary a full copy, and the old primary rejoining brings back every byte it had.
+import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
+import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT } from "../../src/core/metadata.ts";
+import { Harness, MiB, Pair, waitFor } from "./harness.ts";
+import { TcpProxy } from "./tcp-proxy.ts";
+
+let h: Harness;
+beforeEach(async () => {
+  h = await Harness.create("promotion");
+});
+afterEach(async () => {
+  await h.cleanup();
+});
+afterAll(async () => {
+  await Harness.cleanupAll();
+});
+
+const DATA_BYTES = 32 * MiB;
+const DEGRADED_BYTES = 12 * MiB;
+/** Slow enough that the resync of DEGRADED_BYTES lasts seconds. */
+const LINK_BYTES_PER_S = 2 * MiB;
+
+describe("promotion of an incomplete copy", () => {
+  test("refused mid-resync, forced on request; the old primary rejoining restores every byte", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: b.port });
+    h.onCleanup(() => proxy.stop());
+    pair.reconfigure({ remote: { [a.name]: proxy.address } });
+    await pair.up();
+    await pair.waitSynced(a);
+    // The first pass's IN_SYNC reaches the secondary: its copy is complete.
+    await waitFor("b's copy complete", async () => (await pair.status(b)).copy_incomplete === undefined, 10_000);
+    expect((await pair.dump(b)).flags & FLAG_COPY_INCOMPLETE).toBe(0);
+
+    await pair.kill(b);
+    const client = await RawNbdClient.connect({ unix: pair.nbd(a) });
+    await client.handshake({ export_name: pair.name });
+    for (let done = 0; done < DEGRADED_BYTES; done += MiB) await nbdWrite(client, 2 * done, randomBytes(MiB));
+    client.close();
+    const primary_data = await pair.dataSha256(a);
+
+    proxy.throttle(LINK_BYTES_PER_S);
+    const passes = () => pair.daemon(a).log.split("Synchronization started.").length;
+    const before = passes();
+    await pair.start(b);
+    await pair.role(b, "secondary");
+    await waitFor("the resync to start", () => passes() > before, 15_000);
+    expect((await pair.status(b)).copy_incomplete).toBe(true);
+    await pair.kill(a);
+    await pair.daemon(b).waitLog("Disconnected from the primary", 15_000);
+
+    // Refused: the node stays secondary, hastctl names why and exits non-zero.
+    const refused = await h.hastctl(b, pair.confOf(b), ["role", "primary", pair.name]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain("not promoted: this node's copy is incomplete");
+    await pair.daemon(b).waitLog(/Not promoted: this node's copy is incomplete .* Role changed back to secondary\./);
+    expect((await pair.status(b)).role).toBe("secondary");
+    expect((await pair.dump(b)).flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
+    expect(await pair.dataSha256(b)).not.toBe(primary_data); // what the refusal protected
+
+    // Forced: served as it is; the next secondary is owed the whole device.
+    await pair.h.hastctlOk(b, pair.confOf(b), ["role", "--force", "primary", pair.name]);
+    await pair.daemon(b).waitLog("Promoted by force although this node's copy is incomplete");
+    expect((await pair.status(b)).role).toBe("primary");
+    const flags = (await pair.dump(b)).flags;
+    expect(flags & FLAG_COPY_INCOMPLETE).toBe(0);
+    expect(flags & FLAG_SYNC_FULL_ON_CONNECT).toBe(FLAG_SYNC_FULL_ON_CONNECT);
+
+    // The old primary rejoins as secondary. Nothing was written on b since, so a's copy is the
+    // newer one (decision row 3) and comes back whole: all of it, as the flag asks.
+    proxy.throttle(0);
+    await pair.start(a);
+    await pair.role(a, "secondary");
+    await pair.daemon(b).waitLog(`Synchronization started. ${DATA_BYTES} bytes to go.`, 15_000);
+    await pair.waitSynced(b);
+    expect(await pair.dataSha256(b)).toBe(primary_data);
+    expect(await pair.dataSha256(a)).toBe(primary_data);
+  }, 120_000);
+});
