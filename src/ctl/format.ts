@@ -33,6 +33,7 @@ export function formatList(resources: ResourceStatus[]): string {
     if (r.sourceaddr) out.push(`  sourceaddr: ${r.sourceaddr}`);
     out.push(`  replication: ${r.replication}`);
     if (r.status) out.push(`  status: ${r.status}${r.split_brain ? " (split-brain)" : ""}`);
+    if (r.copy_incomplete) out.push("  copy: incomplete (the primary has yet to finish synchronizing it: not promotable)");
     if (r.workerpid) out.push(`  workerpid: ${r.workerpid}`);
     out.push(`  dirty: ${sized(r.dirty ?? 0)}`);
     if (r.sync) out.push(`  synchronization: ${formatSyncProgress(r.sync)}`);
@@ -65,6 +66,7 @@ export function formatStatus(resources: ResourceStatus[]): string {
     const status = r.split_brain ? "split-brain" : (r.status ?? "-");
     let line = `${r.name}\t${status.padEnd(9)}${(r.role ?? "unknown").padEnd(15)}${r.localpath}\t${r.remoteaddr}`;
     if (r.sync) line += `\t${formatSyncProgress(r.sync)}`;
+    if (r.copy_incomplete) line += "\tcopy incomplete";
     out.push(line);
   }
   return `${out.join("\n")}\n`;

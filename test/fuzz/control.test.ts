@@ -30,6 +30,7 @@ const VALID: string[] = [
   `{"cmd":"role","role":"primary","resources":["r0"]}`,
   `{"cmd":"role","role":"secondary","resources":["a","b"]}`,
   `{"cmd":"role","role":"init","resources":["all"]}`,
+  `{"cmd":"role","role":"primary","resources":["r0"],"force":true}`,
 ];
 const TOKENS = ["{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "false", "0", "-1", "1e999", "\"cmd\"", "\"role\"",
   "\"resources\"", "\"status\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
@@ -72,6 +73,7 @@ function generator(random: () => number) {
     const obj: Record<string, unknown> = {};
     if (int(5) !== 0) obj.cmd = int(3) === 0 ? value(1) : pick(["status", "role"]);
     if (int(3) !== 0) obj.role = int(3) === 0 ? value(1) : pick(["init", "primary", "secondary"]);
+    if (int(4) === 0) obj.force = int(3) === 0 ? value(1) : int(2) === 0;
     if (int(6) !== 0) obj.resources = int(3) === 0 ? value(1) : [randomText(1 + int(300))];
     return JSON.stringify(obj);
   };
@@ -96,7 +98,7 @@ function checkResult(line: string, result: ReturnType<typeof parseControlRequest
     return;
   }
   const r: ControlRequest = result.value;
-  const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role))) &&
+  const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role) && [undefined, true].includes(r.force))) &&
     Array.isArray(r.resources) && r.resources.length > 0 && r.resources.length <= CONTROL_RESOURCES_MAX &&
     r.resources.every((n) => typeof n === "string" && n.length > 0 && n.length <= 255);
   if (!wellFormed) throw new Error(`malformed request accepted from ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(r).slice(0, 200)}`);

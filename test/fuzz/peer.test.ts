@@ -172,6 +172,7 @@ function validFrames(int: (n: number) => number): Uint8Array[] {
     { kind: "delete", seq: 4, offset: 0, length: 1 << 30 },
     { kind: "flush", seq: 5 },
     { kind: "keepalive" },
+    { kind: "in-sync", replies_failed: 3 },
     { kind: "reply", seq: 6, error: "OK", received: false, data: small(false) },
     { kind: "reply", seq: 7, error: "OK", received: true, data: new Uint8Array(0) },
     { kind: "reply", seq: 8, error: "EROFS", received: false, data: new Uint8Array(0) },

@@ -53,6 +53,8 @@ describe("promotion of an incomplete copy", () => {
     await pair.role(b, "secondary");
     await waitFor("the resync to start", () => passes() > before, 15_000);
     expect((await pair.status(b)).copy_incomplete).toBe(true);
+    expect(await pair.h.hastctlOk(b, pair.confOf(b), ["list", pair.name])).toContain("copy: incomplete");
+    expect(await pair.h.hastctlOk(b, pair.confOf(b), ["metrics", pair.name])).toContain(`hast_copy_incomplete{resource="${pair.name}"} 1`);
     await pair.kill(a);
     await pair.daemon(b).waitLog("Disconnected from the primary", 15_000);
 

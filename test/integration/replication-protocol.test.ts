@@ -1,11 +1,14 @@
 // Peer protocol versions against a real secondary: a primary that speaks version 1 only is served
 // version 1 frames (no cache epoch in HANDSHAKE_REPLY), one that speaks 2 gets the secondary's
-// cache epoch, its boot id, after the secondary flushed its component (docs/protocol.md).
+// cache epoch, its boot id, after the secondary flushed its component (docs/protocol.md). At
+// version 3 the secondary marks its copy incomplete at the handshake and clears the mark on an
+// IN_SYNC that counts every error reply it sent.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import type { Socket } from "bun";
 import { bootId } from "../../src/io/cache-epoch.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
+import { FLAG_COPY_INCOMPLETE } from "../../src/core/metadata.ts";
 import { type Frame, FrameDecoder, FrameEncoder } from "../../src/wire/peer/index.ts";
 import { Harness, MiB, Pair } from "./harness.ts";
 
@@ -91,5 +94,44 @@ describe("peer protocol versions", () => {
       }
       await pair.daemon(pair.b).waitLog("Disconnected from the primary");
     }
+  }, 60_000);
+
+  test("version 3: the copy is incomplete from the handshake until an IN_SYNC counting every error reply", async () => {
+    const pair = Pair.create(h, { data_bytes: 4 * MiB });
+    await pair.createOn(pair.b);
+    await pair.start(pair.b);
+    await pair.role(pair.b, "secondary");
+    const meta = await pair.dump(pair.b);
+    const incomplete = async () => ((await pair.dump(pair.b)).flags & FLAG_COPY_INCOMPLETE) !== 0;
+    expect(await incomplete()).toBe(false);
+    const p = await rawPrimary(pair.b.port);
+    try {
+      p.send({ kind: "hello", version_min: 1, version_max: 3, client_nonce: randomBytes(32), resource: pair.name, node: pair.a.name });
+      expect(await p.next("challenge")).toMatchObject({ version: 3 });
+      p.send({ kind: "auth", auth: { state: "no-secret" } });
+      p.send({
+        kind: "handshake", resuid: 77n, localcnt: 1n, remotecnt: 0n, virgin: false,
+        datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize, replication: "fullsync",
+      });
+      expect(await p.next("handshake-reply")).toMatchObject({ syncsrc: "primary" });
+      await p.next("bitmap"); // a re-created secondary asks for everything
+      expect(await incomplete()).toBe(true);
+      // One good write, one the secondary refuses (past the end): one error reply.
+      p.send({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: true, data: randomBytes(4096) });
+      expect(await p.next("reply")).toMatchObject({ seq: 1, error: "OK" });
+      p.send({ kind: "write", seq: 2, offset: meta.datasize, length: 4096, memsync: false, sync: false, data: randomBytes(4096) });
+      expect(await p.next("reply")).toMatchObject({ seq: 2, error: "EINVAL" });
+      // An IN_SYNC that missed that error changes nothing; one that counts it completes the copy.
+      // The FLUSH behind each is answered after the IN_SYNC was taken.
+      for (const [replies_failed, seq, still] of [[0, 3, true], [1, 4, false]] as const) {
+        p.send({ kind: "in-sync", replies_failed });
+        p.send({ kind: "flush", seq });
+        expect(await p.next("reply")).toMatchObject({ seq, error: "OK" });
+        expect(await incomplete()).toBe(still);
+      }
+    } finally {
+      p.close();
+    }
+    await pair.daemon(pair.b).waitLog("This node's copy is complete: the primary finished synchronizing it.");
   }, 60_000);
 });

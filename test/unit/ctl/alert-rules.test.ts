@@ -16,8 +16,11 @@ const everything: ResourceStatus = {
   sync: { done: 1, total: 2, rate: 1, eta: 1 }, last_sync: { bytes: 1, seconds: 1, finished: "2026-11-27T00:00:00Z" },
 };
 
+/** The families only a secondary prints. */
+const secondary: ResourceStatus = { ...everything, name: "r1", role: "secondary", copy_incomplete: true };
+
 test("every hast_ metric and label the alerting rules use is one hastctl metrics prints", () => {
-  const families = parseExposition(formatPrometheus([everything]));
+  const families = parseExposition(formatPrometheus([everything, secondary]));
   const labels = new Map(families.map((f) => [f.name, new Set(f.samples.flatMap((s) => Object.keys(s.labels)))]));
   const doc = Bun.YAML.parse(readFileSync(RULES, "utf8")) as { groups: { rules: { alert: string; expr: string }[] }[] };
   const rules = doc.groups.flatMap((g) => g.rules);

@@ -70,6 +70,16 @@ describe("hastctl metrics output", () => {
     expect(f.find((x) => x.name === "hast_up")?.samples.map((s) => s.labels.resource)).toEqual(["r1", "r2"]);
   });
 
+  test("a connected secondary says whether its copy is complete; a primary says nothing of it", () => {
+    const secondary: ResourceStatus = { ...primary, name: "r3", role: "secondary", copy_incomplete: true };
+    delete secondary.sync;
+    const complete: ResourceStatus = { ...secondary, name: "r4", copy_incomplete: undefined };
+    const f = parseExposition(formatPrometheus([primary, secondary, complete, stopped]));
+    expect(sampleValue(f, "hast_copy_incomplete", { resource: "r3" })).toBe(1);
+    expect(sampleValue(f, "hast_copy_incomplete", { resource: "r4" })).toBe(0);
+    expect(f.find((x) => x.name === "hast_copy_incomplete")?.samples.map((s) => s.labels.resource)).toEqual(["r3", "r4"]);
+  });
+
   test("a resource hastd reported an error for is down, with nothing else", () => {
     const f = parseExposition(formatPrometheus([{ name: "nosuch", error: 1, message: "no such resource" }]));
     expect(f.map((x) => x.name)).toEqual(["hast_up"]);

@@ -68,6 +68,12 @@ describe("header errors", () => {
   test("payload length disagreeing with the data length", () => {
     expectError(editHeader(encode(WRITE), (v) => v.setUint32(OFF.payload, 4095, true)), "BAD_HEADER", "expected 4096");
   });
+  test("IN_SYNC with a seq, a length or a flag", () => {
+    const in_sync = encode({ kind: "in-sync", replies_failed: 1 });
+    expectError(editHeader(in_sync, (v) => v.setUint32(OFF.seq, 1, true)), "BAD_HEADER", "seq must be zero");
+    expectError(editHeader(in_sync, (v) => v.setUint32(OFF.length, 1, true)), "BAD_HEADER", "length must be zero");
+    expectError(editHeader(in_sync, (v) => v.setUint16(OFF.flags, Flag.SYNC, true)), "BAD_HEADER", "flags");
+  });
   test("seq 0 on a request", () => expectError(editHeader(encode(READ), (v) => v.setUint32(OFF.seq, 0, true)), "BAD_HEADER", "seq must be non-zero"));
   test("flag not allowed for the type", () => expectError(editHeader(encode(READ), (v) => v.setUint16(OFF.flags, Flag.MEMSYNC, true)), "BAD_HEADER", "flags"));
   test("two checksums announced", () => {

@@ -14,7 +14,7 @@ describe("peer frames round trip", () => {
       test(`every frame kind, checksum=${checksum} compression=${compression}`, () => {
         const frames = sampleFrames();
         const kinds = new Set(frames.map((f) => f.kind));
-        expect(kinds.size).toBe(13);
+        expect(kinds.size).toBe(14);
         for (const frame of frames) {
           const result = decodeOne(encode(frame, { checksum, compression }));
           expect(result).toEqual({ kind: "frame", frame });

@@ -107,6 +107,8 @@ export function sampleFrames(): Frame[] {
     { kind: "delete", seq: 10, offset: 2 ** 40, length: 2 ** 40 },
     { kind: "flush", seq: 11 },
     { kind: "keepalive" },
+    { kind: "in-sync", replies_failed: 0 },
+    { kind: "in-sync", replies_failed: 2 ** 53 - 1 },
     { kind: "reply", seq: 7, error: "OK", received: false, data: patterned(65536, 9) },
     { kind: "reply", seq: 8, error: "OK", received: true, data: new Uint8Array(0) },
     { kind: "reply", seq: 8, error: "OK", received: false, data: new Uint8Array(0) },
