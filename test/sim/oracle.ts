@@ -154,9 +154,10 @@ export class Oracle {
    * A crash: the floor drops to the newest acknowledged write that `survives`; the acknowledged
    * writes above it are lost (from now on they are values the device may or may not hold).
    */
-  /** The primary crashed: the application sees that, not a dropped write-back from before it (a
-   * new process does not inherit the error, as a file opened after a write-back error does not). */
-  primaryCrashed(): void {
+  /** The primary's process ended, in a crash or a planned switch-over (made in sync: any drop was
+   * repaired): the application sees that, not a dropped write-back from before it (a new process
+   * does not inherit the error, as a file opened after a write-back error does not). */
+  primaryEnded(): void {
     this.drop_unreported = false;
   }
 

@@ -419,6 +419,7 @@ class Simulation implements SimContext, Observer {
       const previous = this.official;
       this.setRole(previous, "secondary");
       if (!this.setRole(next, "primary", true)) return void this.setRole(previous, "primary");
+      this.oracle.primaryEnded();
       this.official = next;
     }
   }
@@ -429,7 +430,7 @@ class Simulation implements SimContext, Observer {
     const survivor = this.other(victim);
     this.crash(victim, kind);
     if (victim !== official) return this.restartLater(victim, "secondary");
-    this.oracle.primaryCrashed();
+    this.oracle.primaryEnded();
     // Failover, unless the survivor refuses (its copy is incomplete): the operator then brings the
     // crashed primary back instead.
     if (survivor.role === "secondary" && this.rng.chance(0.5) && this.setRole(survivor, "primary", true)) {
