@@ -17,7 +17,6 @@ import type { Handshake } from "../wire/peer/index.ts";
 export const WORKER_RESTART_DELAY_MS = 1_000;
 /** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
 export const WORKER_START_WAIT_MS = 60_000;
-const INCOMPLETE_COPY = "this node's copy is incomplete (a synchronization from the primary did not finish, or a write or flush failed here since)";
 
 interface ResourceState {
   config: ResourceConfig;
@@ -100,7 +99,7 @@ export class Hastd {
       if (request.cmd === "role") {
         const reply: ResourceStatus = { name, role: state.role, previous_role: state.role };
         if (!(await this.setRole(state, request.role, request.force === true))) {
-          Object.assign(reply, { error: ControlError.REFUSED, message: `not promoted: ${INCOMPLETE_COPY}; see the log` });
+          Object.assign(reply, { error: ControlError.REFUSED, message: "not promoted: this node's copy is incomplete (the log says why and what to do)" });
         }
         replies.push(reply);
       } else {
@@ -139,7 +138,7 @@ export class Hastd {
       const worker = this.startWorker(state, "primary", undefined, force);
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
       if (worker.exit?.code === WORKER_EXIT_REFUSED) {
-        this.log.error(`[${name}] Not promoted: ${INCOMPLETE_COPY}. Role changed back to ${old}.`);
+        this.log.error(`[${name}] The primary worker refused this node's copy. Role changed back to ${old}.`);
         state.role = old;
         return false;
       }

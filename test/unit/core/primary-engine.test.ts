@@ -184,6 +184,7 @@ describe("connect and sync", () => {
     const d = driver("fullsync", 3n, 1n);
     const actions = d.connect(connection(d, { extents: [1, 4, 6], peer_localcnt: 1n, peer_remotecnt: 2n }));
     expect(types(actions)).toEqual(["map", "event:syncstart", ...Array(DRIVER_SYNC_CHUNKS).fill("sync-copy")]);
+    expect(d.in_syncs).toBe(0);
     for (const e of [1, 4, 6]) expect(d.onDiskExtents()).toContain(e);
     expect(actions.filter((a) => a.type === "sync-copy").map((a) => (a.type === "sync-copy" ? [a.chunk.offset, a.from] : null)))
       .toEqual([[EXTENT, "primary"], [EXTENT + CHUNK, "primary"], [EXTENT + 2 * CHUNK, "primary"], [EXTENT + 3 * CHUNK, "primary"]]);
@@ -194,6 +195,7 @@ describe("connect and sync", () => {
       copies++;
     }
     expect(copies).toBe(12);
+    expect(d.in_syncs).toBe(1); // the secondary is told once the pass and its flushes are done
     expect(d.events).toEqual(["syncstart", "syncdone"]);
     expect(d.metadata).toEqual([{ resuid: 7n, localcnt: 2n, remotecnt: 1n, flags: 0 }]);
     expect(d.engine.syncProgress()).toEqual({ done_bytes: 3 * EXTENT, pending_bytes: 0, active: false });
@@ -214,7 +216,7 @@ describe("connect and sync", () => {
   test("virgin reply: localcnt 0 → 1 written after the merged map, then mirrored at the end of the empty pass", () => {
     const d = driver();
     const actions = d.connect(connection(d, { virgin: true }));
-    expect(types(actions)).toEqual(["metadata", "sync-flush", "metadata"]);
+    expect(types(actions)).toEqual(["metadata", "sync-flush", "metadata", "in-sync"]);
     expect(d.metadata.map((g) => g.localcnt)).toEqual([1n, 0n]);
     expect(d.events).toEqual([]); // "Nodes are in sync.": no event
   });
@@ -867,7 +869,7 @@ describe("end of a pass", () => {
     expect(e.generation.localcnt).toBe(3n);
     expect(e.syncFlushDone(pass, true, true)).toEqual([]); // the earlier pass is stale now
     const next = (retry.find((a) => a.type === "sync-flush") as { pass: number }).pass;
-    expect(e.syncFlushDone(next, true, true).map((a) => a.type)).toEqual(["metadata"]);
+    expect(e.syncFlushDone(next, true, true).map((a) => a.type)).toEqual(["metadata", "in-sync"]);
     expect(e.generation).toMatchObject({ localcnt: 3n, remotecnt: 2n });
   });
 });
