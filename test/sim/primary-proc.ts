@@ -300,6 +300,8 @@ export class PrimaryProc {
     const waiting = [...this.remotes.values()];
     this.remotes.clear();
     for (const w of waiting) if ("app" in w && !w.ghost) this.remoteModifyFailed(w.kind);
+    // A change whose remote leg was not sent yet (queued behind a map write) fails with the link too.
+    for (const app of this.apps.values()) this.remoteModifyFailed(app.kind);
     for (const w of waiting) if ("sync" in w) w.sync({ kind: "reply", seq: 0, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
     this.run(this.engine.disconnect());
   }
