@@ -254,7 +254,7 @@ describe("hastctl exit codes (spec 2.5)", () => {
     const conf = h.writeConfig(singleResource(a, { local: h.sparseFile("disk0", DISK_BYTES) }));
     const cases: string[][] = [
       ["bogus"], [], ["create"], ["create", "-e", "lots", "r0"], ["role"], ["role", "boss", "r0"], ["role", "primary"],
-      ["list", "-x"],
+      ["role", "--force", "secondary", "r0"], ["list", "-x"], ["status", "--force"],
     ];
     for (const args of cases) {
       const r = await h.hastctl(a, conf, args);
