@@ -2,7 +2,9 @@
 // while hastd runs. A damaged metadata area is reported as such, never as garbage values.
 import { defineCommand } from "citty";
 import { humanizeBytes } from "../core/humanize.ts";
-import { MetadataError, type MetadataRead, type SlotState } from "../core/metadata.ts";
+import {
+  FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, MetadataError, type MetadataRead, type SlotState,
+} from "../core/metadata.ts";
 import { EX_DATAERR, EX_NOINPUT } from "../core/sysexits.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
 import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, openComponents, warn } from "./common.ts";
@@ -11,6 +13,17 @@ function popcount(bytes: Uint8Array): number {
   let n = 0;
   for (let b of bytes) for (; b; b &= b - 1) n++;
   return n;
+}
+
+const FLAG_NAMES: [number, string][] = [
+  [FLAG_SYNC_FULL_ON_CONNECT, "full sync at the next connect"],
+  [FLAG_RESUID_UNCONFIRMED, "resuid unconfirmed"],
+  [FLAG_COPY_INCOMPLETE, "copy incomplete (not promotable)"],
+];
+
+function flagNames(flags: number): string {
+  const names = FLAG_NAMES.filter(([bit]) => (flags & bit) !== 0).map(([, name]) => name);
+  return names.length === 0 ? "none" : names.join(", ");
 }
 
 function u64(v: bigint): number | string {
@@ -60,6 +73,7 @@ export default defineCommand({
         console.log(`    localcnt: ${d.localcnt}`);
         console.log(`    remotecnt: ${d.remotecnt}`);
         console.log(`    prevrole: ${d.prevrole}`);
+        console.log(`    flags: ${flagNames(d.flags)}`);
         console.log(`    dirty extents: ${d.dirty_extents}`);
         console.log(`    metadata generation: ${d.generation} (slot ${read.slot})`);
       } catch (err) {

@@ -66,6 +66,7 @@ describe("promotion of an incomplete copy", () => {
     await pair.daemon(b).waitLog("The primary worker refused this node's copy. Role changed back to secondary.");
     expect((await pair.status(b)).role).toBe("secondary");
     expect((await pair.dump(b)).flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
+    expect(await pair.h.hastctlOk(b, pair.confOf(b), ["dump", pair.name])).toContain("flags: copy incomplete (not promotable)");
     expect(await pair.dataSha256(b)).not.toBe(primary_data); // what the refusal protected
 
     // Forced: served as it is; the next secondary is owed the whole device.
