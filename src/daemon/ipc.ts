@@ -26,12 +26,14 @@ export type ToWorker =
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
 export type WorkerStatus = Pick<ResourceStatus,
-  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain" | "copy_incomplete">;
+  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain">;
 
 export type FromWorker =
   | { type: "ready" }
   | { type: "status"; id: number; status: WorkerStatus }
-  | { type: "event"; event: HookEvent; args?: string[] };
+  | { type: "event"; event: HookEvent; args?: string[] }
+  /** A secondary's copy state (FLAG_COPY_INCOMPLETE), at its start and at each change. */
+  | { type: "copy"; complete: boolean };
 
 /** Exit code a worker uses to ask for a restart (spec 3.7: killed by a signal or EX_TEMPFAIL). */
 export { EX_TEMPFAIL as WORKER_EXIT_RESTART } from "../core/sysexits.ts";

@@ -25,6 +25,9 @@ interface ResourceState {
   restart: ReturnType<typeof setTimeout> | null;
   /** The last connection attempt ended in split-brain (cleared by a connect or a role change). */
   split_brain: boolean;
+  /** A secondary's copy state as its worker last reported it, kept after the worker ends (the
+   * primary died): null when unknown (no worker since the last role change). */
+  copy_incomplete: boolean | null;
 }
 
 export interface MainOptions {
@@ -48,7 +51,7 @@ export class Hastd {
   ) {
     this.hooks = new HookRunner(opts.log, opts.foreground ? "inherit" : "ignore");
     this.listener = this.newListener();
-    for (const r of config.resources) this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false });
+    for (const r of config.resources) this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null });
   }
 
   /** Starts the control socket; the config was already loaded (errors reported by the caller). */
@@ -118,6 +121,7 @@ export class Hastd {
       workerpid: state.worker?.running ? state.worker.pid : 0, extentsize: 0, keepdirty: 0, dirty: 0,
       nbd: formatAddress(c.nbd),
       ...(state.split_brain ? { split_brain: true } : {}),
+      ...(state.copy_incomplete !== null ? { copy_incomplete: state.copy_incomplete } : {}),
     };
     if (!state.worker?.running) return base;
     const live = await state.worker.status();
@@ -134,12 +138,14 @@ export class Hastd {
     state.role = role;
     state.split_brain = false;
     await this.stopWorker(state);
+    state.copy_incomplete = null;
     if (role === "primary") {
       const worker = this.startWorker(state, "primary", undefined, force);
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
       if (worker.exit?.code === WORKER_EXIT_REFUSED) {
         this.log.error(`[${name}] The primary worker refused this node's copy. Role changed back to ${old}.`);
         state.role = old;
+        state.copy_incomplete = true;
         return false;
       }
     }
@@ -159,6 +165,9 @@ export class Hastd {
         if (event === "split-brain") state.split_brain = true;
         if (event === "connect") state.split_brain = false;
         this.hooks.run(state.config.exec, event, state.config.name, args);
+      },
+      onCopy: (complete: boolean) => {
+        if (state.worker === worker) state.copy_incomplete = !complete;
       },
       onExit: (exit) => this.workerExited(state, worker, exit),
     }, peer?.fds ?? []);
@@ -233,7 +242,7 @@ export class Hastd {
       const state = this.resources.get(r.name);
       if (!state) {
         this.log.info(`[${r.name}] Resource added to the configuration.`);
-        this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false });
+        this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null });
         continue;
       }
       if (!resourceChanged(state.config, r)) continue;

@@ -80,9 +80,14 @@ export class SecondaryWorker {
     private pool: BufferPool,
     private log: Logger,
     private emit: (event: HookEvent) => void,
+    private report: (complete: boolean) => void,
   ) {}
 
-  static async start(resource: ResourceConfig, hello: Handshake, version: number, log: Logger, emit: (event: HookEvent) => void): Promise<SecondaryWorker> {
+  /** `report`: tells the main process whether this node's copy is complete, now and at each change. */
+  static async start(
+    resource: ResourceConfig, hello: Handshake, version: number, log: Logger, emit: (event: HookEvent) => void,
+    report: (complete: boolean) => void,
+  ): Promise<SecondaryWorker> {
     const pool = new BufferPool(PAYLOAD_POOL_MIN_BYTES, PAYLOAD_POOL_BYTES_MAX);
     let worker: SecondaryWorker | null = null;
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
@@ -165,7 +170,8 @@ export class SecondaryWorker {
       log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);
       const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES },
         (meta.flags & FLAG_COPY_INCOMPLETE) === 0);
-      worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit);
+      worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit, report);
+      report(engine.complete);
       emit("connect");
       const started = worker;
       link.start((frame) => started.onFrame(frame), (reason) => started.lost(reason), () => started.carryOut());
@@ -179,10 +185,7 @@ export class SecondaryWorker {
   }
 
   status(): WorkerStatus {
-    return {
-      status: "complete", extentsize: this.meta.extentsize, keepdirty: 0, dirty: 0, statistics: this.stats, device: null,
-      ...(this.engine.complete ? {} : { copy_incomplete: true }),
-    };
+    return { status: "complete", extentsize: this.meta.extentsize, keepdirty: 0, dirty: 0, statistics: this.stats, device: null };
   }
 
   async stop(): Promise<void> {
@@ -403,6 +406,7 @@ export class SecondaryWorker {
     try {
       this.store.write({ ...this.meta, flags });
       this.meta.flags = flags;
+      this.report(complete);
       if (complete) this.log.info("This node's copy is complete: the primary finished synchronizing it.");
       else this.log.warn("This node's copy is incomplete until the primary has copied to it again: it cannot be promoted meanwhile.");
     } catch (err) {

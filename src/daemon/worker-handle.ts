@@ -48,6 +48,7 @@ export interface WorkerExit {
 
 export interface WorkerCallbacks {
   onEvent(event: HookEvent, args: string[]): void;
+  onCopy(complete: boolean): void;
   onExit(exit: WorkerExit): void;
 }
 
@@ -151,6 +152,9 @@ export class WorkerHandle {
       }
       case "event":
         callbacks.onEvent(message.event, message.args ?? []);
+        return;
+      case "copy":
+        callbacks.onCopy(message.complete);
         return;
     }
   }

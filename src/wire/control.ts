@@ -74,7 +74,8 @@ export interface ResourceStatus {
   sync?: SyncProgress;
   last_sync?: LastSync;
   split_brain?: boolean;
-  /** A secondary whose copy lacks changes the primary has (FLAG_COPY_INCOMPLETE): not promotable. */
+  /** Whether this secondary's copy lacks changes the primary has (FLAG_COPY_INCOMPLETE: not
+   * promotable), as its worker last reported; absent when no worker reported since the last role change. */
   copy_incomplete?: boolean;
 }
 

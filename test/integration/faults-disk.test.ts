@@ -208,7 +208,7 @@ describe("disk errors on the secondary's component", () => {
     // Meanwhile the secondary's copy was marked incomplete (not promotable), and complete again
     // once the primary's IN_SYNC counted the failure.
     await pair.daemon(b).waitLog("This node's copy is incomplete until the primary has copied to it again");
-    await waitFor("b's copy complete again", async () => (await pair.status(b)).copy_incomplete === undefined, 10_000);
+    await waitFor("b's copy complete again", async () => (await pair.status(b)).copy_incomplete === false, 10_000);
     expect(pair.daemon(b).log.indexOf("This node's copy is complete", pair.daemon(b).log.indexOf("This node's copy is incomplete"))).toBeGreaterThan(0);
 
     // A lasting fault: the passes fail too and leave the extent dirty; once the fault is gone the

@@ -36,7 +36,7 @@ describe("promotion of an incomplete copy", () => {
     await pair.up();
     await pair.waitSynced(a);
     // The first pass's IN_SYNC reaches the secondary: its copy is complete.
-    await waitFor("b's copy complete", async () => (await pair.status(b)).copy_incomplete === undefined, 10_000);
+    await waitFor("b's copy complete", async () => (await pair.status(b)).copy_incomplete === false, 10_000);
     expect((await pair.dump(b)).flags & FLAG_COPY_INCOMPLETE).toBe(0);
 
     await pair.kill(b);
@@ -57,6 +57,10 @@ describe("promotion of an incomplete copy", () => {
     expect(await pair.h.hastctlOk(b, pair.confOf(b), ["metrics", pair.name])).toContain(`hast_copy_incomplete{resource="${pair.name}"} 1`);
     await pair.kill(a);
     await pair.daemon(b).waitLog("Disconnected from the primary", 15_000);
+    // The secondary's worker has ended with the link; hastd still says what it last reported.
+    await waitFor("b's secondary worker to end", async () => (await pair.status(b)).workerpid === 0, 10_000);
+    expect((await pair.status(b)).copy_incomplete).toBe(true);
+    expect(await pair.h.hastctlOk(b, pair.confOf(b), ["metrics", pair.name])).toContain(`hast_copy_incomplete{resource="${pair.name}"} 1`);
 
     // Refused: the node stays secondary, hastctl names why and exits non-zero.
     const refused = await h.hastctl(b, pair.confOf(b), ["role", "primary", pair.name]);

@@ -70,10 +70,10 @@ describe("hastctl metrics output", () => {
     expect(f.find((x) => x.name === "hast_up")?.samples.map((s) => s.labels.resource)).toEqual(["r1", "r2"]);
   });
 
-  test("a connected secondary says whether its copy is complete; a primary says nothing of it", () => {
+  test("a secondary says whether its copy is complete once a worker told; a primary says nothing of it", () => {
     const secondary: ResourceStatus = { ...primary, name: "r3", role: "secondary", copy_incomplete: true };
     delete secondary.sync;
-    const complete: ResourceStatus = { ...secondary, name: "r4", copy_incomplete: undefined };
+    const complete: ResourceStatus = { ...secondary, name: "r4", copy_incomplete: false };
     const f = parseExposition(formatPrometheus([primary, secondary, complete, stopped]));
     expect(sampleValue(f, "hast_copy_incomplete", { resource: "r3" })).toBe(1);
     expect(sampleValue(f, "hast_copy_incomplete", { resource: "r4" })).toBe(0);
