@@ -14,15 +14,20 @@ export interface LogSetup {
 export type ToWorker =
   | {
       type: "init"; resource: ResourceConfig; node: string; log: LogSetup;
-      /** A secondary starts with the primary's HANDSHAKE (the main process checked everything before it). */
-      role: Exclude<Role, "init">; handshake?: Handshake;
-      /** The peer protocol version the listener negotiated with that primary. */
-      protocol_version?: number;
+      role: Exclude<Role, "init">;
+      /** A secondary starts with the primary's HANDSHAKE (the main process checked everything before
+       * it) and the peer protocol version the listener negotiated with that primary. */
+      peer?: SecondaryPeer;
       /** A primary promoted with `hastctl role --force`. */
       force?: boolean;
     }
   | { type: "status"; id: number }
   | { type: "reload"; resource: ResourceConfig };
+
+export interface SecondaryPeer {
+  handshake: Handshake;
+  protocol_version: number;
+}
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
 export type WorkerStatus = Pick<ResourceStatus,

@@ -6,13 +6,12 @@ import { ControlError, type ControlReply, type ControlRequest, type ResourceStat
 import { ControlServer } from "./control-server.ts";
 import { HookRunner } from "./hooks.ts";
 import { PeerListener, type Admission } from "./listener.ts";
-import type { HookEvent, LogSetup } from "./ipc.ts";
+import type { HookEvent, LogSetup, SecondaryPeer } from "./ipc.ts";
 import { WORKER_EXIT_REFUSED, WORKER_EXIT_RESTART } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 import { EX_OSERR, ExitError } from "../core/sysexits.ts";
-import type { Handshake } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
 /** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
@@ -83,7 +82,7 @@ export class Hastd {
     if (!state || state.role !== "secondary") return;
     if (state.worker) this.log.info(`[${state.config.name}] New connection from the primary at ${a.remote}; replacing the secondary worker.`);
     await this.stopWorker(state);
-    this.startWorker(state, "secondary", { fds: [a.fd], handshake: a.handshake, protocol_version: a.version });
+    this.startWorker(state, "secondary", { fd: a.fd, handshake: a.handshake, protocol_version: a.version });
   }
 
   get log(): Logger {
@@ -154,10 +153,11 @@ export class Hastd {
   }
 
   /** Returns the worker; its `ready` settles once it serves (or has exited). */
-  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: { fds: number[]; handshake: Handshake; protocol_version: number }, force = false): WorkerHandle {
+  /** `peer`: a secondary's accepted connection (its fd becomes the worker's PEER_FD). */
+  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: SecondaryPeer & { fd: number }, force = false): WorkerHandle {
     const init = {
       resource: state.config, role, node: this.config.node, log: this.opts.log_setup,
-      ...(peer ? { handshake: peer.handshake, protocol_version: peer.protocol_version } : {}),
+      ...(peer ? { peer: { handshake: peer.handshake, protocol_version: peer.protocol_version } } : {}),
       ...(force ? { force } : {}),
     };
     const worker = WorkerHandle.spawn(init, {
@@ -170,7 +170,7 @@ export class Hastd {
         if (state.worker === worker) state.copy_incomplete = !complete;
       },
       onExit: (exit) => this.workerExited(state, worker, exit),
-    }, peer?.fds ?? []);
+    }, peer ? [peer.fd] : []);
     state.worker = worker;
     this.log.debug(`[${state.config.name}] ${role} worker started (pid=${worker.pid}).`);
     return worker;

@@ -6,7 +6,7 @@ import type { Metadata } from "../core/metadata.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT } from "../core/metadata.ts";
 import { SYNC_RESUME_S, type PrimaryEngine } from "../core/primary-engine.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
-import { expectedBitmapBytes } from "../wire/peer/index.ts";
+import { cacheEpochKey, expectedBitmapBytes } from "../wire/peer/index.ts";
 import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { primaryHandshake } from "./primary-handshake.ts";
@@ -142,7 +142,7 @@ export class PrimaryConnector {
     }
     actions.push(...engine.connect({
       syncsrc: reply.syncsrc, peer_localcnt: reply.localcnt, peer_remotecnt: reply.remotecnt, peer_map, virgin: reply.virgin,
-      peer_cache_epoch: reply.cache_epoch === null ? null : Buffer.from(reply.cache_epoch).toString("hex"),
+      peer_cache_epoch: cacheEpochKey(reply.cache_epoch),
     }));
     this.o.log.info(`Connected to ${resource.remote_text} (${link.remote}), sync source: ${reply.syncsrc}.`);
     this.o.emit("connect");

@@ -42,9 +42,9 @@ export async function runWorker(): Promise<number> {
   const emit = (event: HookEvent) => send({ type: "event", event });
   try {
     if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, log, emit);
-    else if (init.handshake) {
+    else if (init.peer) {
       const report = (complete: boolean) => send({ type: "copy", complete });
-      worker = await SecondaryWorker.start(init.resource, init.handshake, init.protocol_version ?? 1, log, emit, report);
+      worker = await SecondaryWorker.start(init.resource, init.peer.handshake, init.peer.protocol_version, log, emit, report);
     }
     else throw new ExitError("secondary worker started without a handshake", EX_SOFTWARE);
   } catch (err) {

@@ -9,7 +9,7 @@ import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } fr
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
-  BitmapAssembler, expectedBitmapBytes, FrameDecoder, FrameEncoder, type Frame, type HandshakeReply,
+  BitmapAssembler, cacheEpochKey, expectedBitmapBytes, FrameDecoder, FrameEncoder, type Frame, type HandshakeReply,
 } from "../../src/wire/peer/index.ts";
 import type { SimContext } from "./context.ts";
 import type { Host } from "./host.ts";
@@ -279,7 +279,7 @@ export class PrimaryProc {
     merged.set(peer_map.subarray(0, merged.length));
     actions.push(...this.engine.connect({
       syncsrc: reply.syncsrc, peer_localcnt: reply.localcnt, peer_remotecnt: reply.remotecnt, peer_map: merged, virgin: reply.virgin,
-      peer_cache_epoch: reply.cache_epoch === null ? null : Buffer.from(reply.cache_epoch).toString("hex"),
+      peer_cache_epoch: cacheEpochKey(reply.cache_epoch),
     }));
     this.ctx.trace(`${this.host.name}: connected, sync source ${reply.syncsrc}, peer localcnt=${reply.localcnt} remotecnt=${reply.remotecnt}`);
     this.ctx.observer.connected(this.host, this.ctx.other(this.host));
