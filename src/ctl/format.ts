@@ -33,7 +33,7 @@ export function formatList(resources: ResourceStatus[]): string {
     if (r.sourceaddr) out.push(`  sourceaddr: ${r.sourceaddr}`);
     out.push(`  replication: ${r.replication}`);
     if (r.status) out.push(`  status: ${r.status}${r.split_brain ? " (split-brain)" : ""}`);
-    if (r.copy_incomplete) out.push("  copy: incomplete (the primary has yet to finish synchronizing it: not promotable)");
+    if (r.copy_incomplete) out.push("  copy: incomplete (the primary has yet to copy to it what it lacks: not promotable)");
     if (r.workerpid) out.push(`  workerpid: ${r.workerpid}`);
     out.push(`  dirty: ${sized(r.dirty ?? 0)}`);
     if (r.sync) out.push(`  synchronization: ${formatSyncProgress(r.sync)}`);
