@@ -547,7 +547,6 @@ export class PrimaryEngine {
     const actions: PrimaryAction[] = extents.size === 0 ? [] :
       [{ type: "log", level: "warn", message: `The peer's flush failed: ${extents.size} extents will be copied to it again.` }];
     for (const e of extents) {
-      if (this.local_stale.get(e) === "missed") continue; // the peer's copy is the only one
       this.keepOwnCopy(e);
       actions.push(...this.needSyncExtent(e));
     }
@@ -565,10 +564,12 @@ export class PrimaryEngine {
     return actions;
   }
 
-  /** Extent `e`, stale here after a failed local flush, got a change the peer's copy may lack: this
-   * node's copy is the one kept, without what the flush dropped (reported to the application). */
+  /** Extent `e`, stale here, got a change the peer's copy may lack (or the peer's copy may have lost
+   * one): neither copy holds everything, and this node's is the one kept, without what it lacks
+   * (the change a local write missed, or what a failed flush dropped), which the next flush reports.
+   * The peer's copy could lose other changes, silently. */
   private keepOwnCopy(e: number): void {
-    if (this.local_stale.get(e) !== "dropped") return;
+    if (!this.local_stale.has(e)) return;
     this.local_stale.delete(e);
     this.local_failure_unreported = true;
   }
@@ -758,8 +759,8 @@ export class PrimaryEngine {
     // copied back only if the peer's cache lasted since; otherwise they may be gone there too.
     // Either way this node's copy is kept.
     const peer_cache_lasted = c.peer_cache_epoch !== null && c.peer_cache_epoch === this.peer_epoch;
-    for (const [e, why] of this.local_stale) {
-      if (why === "dropped" && (mapHas(c.peer_map, e) || (!peer_cache_lasted && this.peer_unconfirmed.has(e)))) this.keepOwnCopy(e);
+    for (const e of [...this.local_stale.keys()]) {
+      if (mapHas(c.peer_map, e) || (!peer_cache_lasted && this.peer_unconfirmed.has(e))) this.keepOwnCopy(e);
     }
     this.peer_unconfirmed.clear();
     this.peer_epoch = c.peer_cache_epoch;

@@ -51,6 +51,17 @@ function copiesFrom(actions: PrimaryAction[]): Map<number, string> {
   return from;
 }
 
+/** Completes every sync chunk, those it leads to included; the side each extent was last copied from. */
+function drainSync(d: EngineDriver): Map<number, string> {
+  const from = new Map<number, string>();
+  for (let n = 0; d.pending_sync.length > 0 && n < 10_000; n++) {
+    const chunk = d.pending_sync[0]!;
+    from.set(chunk.chunk.extent, chunk.from);
+    d.completeSync(chunk, true);
+  }
+  return from;
+}
+
 describe("a failed flush of this node's disk", () => {
   test("copies back from the peer what the peer also holds; reads go to the peer meanwhile", () => {
     const d = inSync();
@@ -236,6 +247,29 @@ describe("a failed flush of this node's disk", () => {
       d.completeSync(chunk, true);
     }
     expect(from.get(3)).toBe("primary");
+  });
+
+  test("a write this node missed is not copied back from a peer that hands its extent back: this copy is kept and the loss reported", () => {
+    const d = inSync("fullsync", undefined, "boot-1");
+    const missed = write(d, 3, false, true); // the local write failed, the peer made it: extent 3 stale here ("missed")
+    expect(d.replies.get(missed)?.ok).toBe(true);
+    d.disconnect();
+    const handed_back = new Uint8Array(d.map.mapsize).fill(0xff); // e.g. a re-created secondary whose first reply was lost
+    d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 0n, peer_map: handed_back, virgin: false, peer_cache_epoch: "boot-1" });
+    expect(drainSync(d).get(3)).toBe("primary");
+    expect(d.remote[3 * EXTENT / SECTOR]).toBe(d.local[3 * EXTENT / SECTOR]);
+    expect(flush(d, true, true).actions).toContainEqual({ type: "reply", id: expect.any(Number), ok: false });
+  });
+
+  test("a write this node missed is not copied back from a peer whose flush failed: this copy is kept and the loss reported", () => {
+    const d = inSync();
+    write(d, 3, false, true); // extent 3 stale here ("missed")
+    // The peer's flush fails: what it covered may be gone there, the missed write too. That flush
+    // reports the loss of the missed write (it succeeded here, but this copy lacks the write).
+    const f = flush(d, true, false);
+    expect(d.replies.get(f.id)?.ok).toBe(false);
+    expect(drainSync(d).get(3)).toBe("primary");
+    expect(d.remote[3 * EXTENT / SECTOR]).toBe(d.local[3 * EXTENT / SECTOR]);
   });
 
   test("a memsync write the peer had received when the link went down counts as on the peer's cache", () => {
