@@ -1,5 +1,7 @@
 // End-to-end failover (issue 5): two network namespaces behind a switch namespace, in each a
 // compiled hastd and ucarp calling ops/ucarp/vip-up.sh / vip-down.sh → ops/switch/hast-switch.
+// A third case crashes A while it resynchronizes B: B's promotion is refused, and the
+// docs/operations.md §8 runbook brings A back.
 // Node A is master and primary with ext4 mounted on its /dev/hast/r0; files are written and
 // fsynced. Then A fails — crashed (SIGKILL) in one case, cut off the network in the other — and
 // ucarp on B takes the address, hast-switch promotes B, fsck passes, the file system mounts and
@@ -31,6 +33,8 @@ const CASE_TIMEOUT_MS = 180_000;
 const FAILOVER_WAIT_MS = 60_000;
 const SYNC_WAIT_MS = 60_000;
 const SWITCH_WAIT_MS = 30_000;
+/** Slow enough that B's resync of FIRST_FILES lasts while A crashes (seconds), not long after. */
+const RESYNC_LINK_BITS_PER_S = 4_000_000;
 
 let bin: Binaries;
 
@@ -219,6 +223,55 @@ describe.skipIf(!!reason)("failover with ucarp and hast-switch between two netwo
       expect(await pair.net.hasVip(a.net)).toBe(false);
       expect(pair.switchRuns(a).length).toBe(3);
       expect(await pair.status(a)).toMatchObject({ role: "secondary", status: "complete" });
+      timeline.print();
+    } finally {
+      await h.cleanup();
+    }
+  }, CASE_TIMEOUT_MS);
+
+  test("A crashes while resynchronizing B: B refuses to be promoted; A back as primary finishes the copy and takes the address back", async () => {
+    const { h, pair } = await setUp();
+    try {
+      const { a, b } = pair;
+      const timeline = new Timeline("crash mid-resync");
+      await bringUp(pair);
+      // B leaves for a while (role init), A writes, then B comes back over a slow link.
+      await pair.hastctlOk(b, ["role", "init", "r0"]);
+      await waitStatus(pair, a, "A degraded", (s) => s.status === "degraded", SWITCH_WAIT_MS);
+      const files = writeFsynced(a.mnt, FIRST_FILES);
+      await pair.net.throttle(RESYNC_LINK_BITS_PER_S);
+      await pair.hastctlOk(b, ["role", "secondary", "r0"]);
+      await waitStatus(pair, b, "B's copy marked incomplete", (s) => s.copy_incomplete === true, SWITCH_WAIT_MS);
+      expect((await pair.status(a)).sync).toBeDefined(); // the resync is under way
+      timeline.mark("bring-up, outage, resync started");
+
+      await pair.crash(a);
+      // ucarp makes B master; hast-switch primary stops at the refusal: no mount, B stays secondary.
+      expect(await pair.waitSwitchRuns(b, 2, FAILOVER_WAIT_MS), pair.report(b)).toEqual({ action: "primary", code: 1 });
+      expect(pair.switchLogText(b)).toContain("r0: hastctl role primary failed");
+      expect(pair.switchLogText(b)).toContain("not promoted: this node's copy is incomplete");
+      expect(pair.isMounted(b)).toBe(false);
+      expect(await pair.status(b)).toMatchObject({ role: "secondary", copy_incomplete: true });
+      expect(await pair.net.hasVip(b.net)).toBe(true); // ucarp has no notion of a node that must not be master
+      timeline.mark("failover refused");
+
+      // The runbook (operations.md §8, "A refused promotion"): A back, made primary by hand, finishes
+      // the copy; then the address moves to A by stopping B's ucarp.
+      await pair.net.throttle(null);
+      await pair.rebootCleanup(a);
+      await pair.startHastd(a);
+      pair.startUcarp(a);
+      expect(await pair.waitSwitchRuns(a, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+      await pair.hastctlOk(a, ["role", "primary", "r0"]);
+      await waitStatus(pair, a, "B's copy finished", inSync, SYNC_WAIT_MS);
+      await waitStatus(pair, b, "B's copy complete", (s) => s.copy_incomplete === false, SWITCH_WAIT_MS);
+      timeline.mark("A primary again, copy finished");
+      await pair.stopUcarp(b);
+      expect(await pair.waitSwitchRuns(a, 4, FAILOVER_WAIT_MS), pair.report(a)).toEqual({ action: "primary", code: 0 });
+      expect(pair.isMounted(a)).toBe(true);
+      await expectFiles(a.mnt, files);
+      await expectIdentical(pair, a);
+      timeline.mark("address back on A");
       timeline.print();
     } finally {
       await h.cleanup();

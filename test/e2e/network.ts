@@ -87,6 +87,13 @@ export class TestNetwork {
     await ip("-n", this.sw, "link", "set", "trunkA", "up");
   }
 
+  /** Limits what flows from A's side to B's (a slow link for a resync A → B); null lifts it. */
+  async throttle(bits_per_s: number | null): Promise<void> {
+    const tc = ["tc", "-n", this.sw, "qdisc", bits_per_s === null ? "del" : "replace", "dev", "trunkA", "root"];
+    const args = bits_per_s === null ? tc : [...tc, "tbf", "rate", `${bits_per_s}bit`, "burst", "32kbit", "latency", "400ms"];
+    await runOk(args, { timeout_ms: IP_TIMEOUT_MS });
+  }
+
   /** IPv4 addresses on the node's interface. */
   async addresses(node: NodeNet): Promise<string[]> {
     const out = await runOk(["ip", "-n", node.ns, "-4", "-o", "addr", "show", "dev", node.iface], { timeout_ms: IP_TIMEOUT_MS });

@@ -257,6 +257,15 @@ export class FailoverPair {
     ]);
   }
 
+  /** ucarp's orderly stop (SIGTERM): with --shutdown, a master runs its down script first. */
+  async stopUcarp(node: E2eNode): Promise<void> {
+    const ucarp = node.ucarp;
+    if (!ucarp) throw new Error(`${node.name}'s ucarp is not running`);
+    ucarp.proc.kill("SIGTERM");
+    if (!(await ucarp.exited(STOP_WAIT_MS))) throw new Error(`${node.name}'s ucarp did not exit within ${STOP_WAIT_MS} ms of SIGTERM`);
+    node.ucarp = null;
+  }
+
   /** Pids of the node's hastd workers titled "hastd: r0 (<role>)". */
   workers(node: E2eNode, role: "primary" | "secondary"): number[] {
     if (!node.hastd?.running) return [];
