@@ -81,6 +81,8 @@ export class SecondaryWorker {
     private log: Logger,
     private emit: (event: HookEvent) => void,
     private report: (complete: boolean) => void,
+    /** The peer protocol version negotiated with this primary. */
+    private readonly version: number,
   ) {}
 
   /** `report`: tells the main process whether this node's copy is complete, now and at each change. */
@@ -170,7 +172,7 @@ export class SecondaryWorker {
       log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);
       const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES },
         (meta.flags & FLAG_COPY_INCOMPLETE) === 0);
-      worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit, report);
+      worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit, report, version);
       report(engine.complete);
       emit("connect");
       const started = worker;
@@ -260,6 +262,7 @@ export class SecondaryWorker {
       case "keepalive":
         return;
       case "in-sync":
+        if (this.version < VERSION_IN_SYNC) return this.link.close(`IN_SYNC at protocol version ${this.version}`);
         // After the requests sent before it: the engine waits for those in flight.
         this.carryOut();
         return this.run(this.engine.inSync(frame.replies_failed));

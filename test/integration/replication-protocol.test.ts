@@ -68,7 +68,7 @@ async function rawPrimary(port: number): Promise<{ send(f: Frame): void; next(ki
 }
 
 describe("peer protocol versions", () => {
-  test("a version 1 primary gets no cache epoch; a version 2 primary gets the boot id", async () => {
+  test("a version 1 primary gets no cache epoch; a version 2 primary gets the boot id, and may not send IN_SYNC", async () => {
     const pair = Pair.create(h, { data_bytes: 4 * MiB });
     await pair.createOn(pair.b);
     await pair.start(pair.b);
@@ -89,7 +89,10 @@ describe("peer protocol versions", () => {
         const reply = await p.next("handshake-reply");
         if (reply.kind !== "handshake-reply") throw new Error("unreachable");
         expect(reply.cache_epoch).toEqual(version_max === 1 ? null : bootId());
+        // A frame the negotiated version does not define ends the connection (protocol.md §9).
+        if (version_max === 2) p.send({ kind: "in-sync", replies_failed: 0 });
       } finally {
+        if (version_max === 2) await pair.daemon(pair.b).waitLog("Disconnected from the primary: IN_SYNC at protocol version 2");
         p.close();
       }
       await pair.daemon(pair.b).waitLog("Disconnected from the primary");
