@@ -9,7 +9,7 @@
 //     answered while the link was down) and everything acknowledged before an in-sync point;
 //   - a process kill or a secondary crash: nothing acknowledged may be lost;
 //   - a failed flush of the primary's disk that dropped cached sectors (Linux's write-back error):
-//     writes to those sectors not promised to the peer; the application's next flush must fail.
+//     writes to those sectors not promised to the peer; the next flush submitted after it must fail.
 // A trim is modelled as zeroing its range on both nodes.
 
 export interface WriteRecord {
@@ -26,13 +26,22 @@ export interface WriteRecord {
   dropped_unacked: boolean;
 }
 
+/** What a flush covers, taken at its submission. */
+export interface FlushToken {
+  covered: WriteRecord[];
+  drops: number;
+}
+
 export class Oracle {
   private readonly history: WriteRecord[][];
   private readonly floor: Int32Array;
   private readonly unflushed = new Set<WriteRecord>();
   private readonly unreplicated = new Set<WriteRecord>();
-  /** The primary's disk dropped sectors and no flush answered since: the next one must fail. */
-  private drop_unreported = false;
+  /** Drops of the primary's cached sectors so far. */
+  private drops = 0;
+  /** The drop (its number in `drops`) no flush has reported yet: the next flush submitted after it
+   * must fail. Null when every drop was reported. */
+  private unreported_drop: number | null = null;
   /** The secondary crashed or was re-created since the pair was last in sync: its copy may lack
    * changes the primary still has to copy to it, so a drop on the primary is a second fault. */
   private peer_incomplete = false;
@@ -61,20 +70,23 @@ export class Oracle {
     else this.unreplicated.add(rec);
   }
 
-  /** A flush was submitted: it covers every write acknowledged so far. */
-  flushSubmitted(): WriteRecord[] {
-    return [...this.unflushed];
+  /** A flush was submitted: it covers every write acknowledged so far, and the drops so far. */
+  flushSubmitted(): FlushToken {
+    return { covered: [...this.unflushed], drops: this.drops };
   }
 
   /** Returns an error when the flush says data is durable that a dropped write-back lost. */
-  flushAcked(covered: WriteRecord[], ok: boolean): string | null {
-    const unreported = this.drop_unreported;
-    this.drop_unreported = false;
+  flushAcked({ covered, drops }: FlushToken, ok: boolean): string | null {
     if (!ok) {
+      this.unreported_drop = null;
       for (const rec of covered) rec.dropped_unacked = false; // its possible loss is reported now
       return null;
     }
-    if (unreported) return "a flush answered ok after the primary's disk dropped a write-back, which no flush has reported";
+    // One submitted before the drop need not report it (it does not cover what was dropped), as an
+    // fsync whose write-back was done before the error struck.
+    if (this.unreported_drop !== null && drops >= this.unreported_drop) {
+      return "a flush answered ok after the primary's disk dropped a write-back, which no flush has reported";
+    }
     // Write values are unique; a dropped zero may be a copy's or another trim's, so trims are not held to it.
     const dropped = covered.find((rec) => rec.dropped_unacked && rec.value !== 0);
     if (dropped) return `a flush answered ok covering write ${dropped.value}, which the primary's disk dropped before it was answered`;
@@ -108,7 +120,8 @@ export class Oracle {
   /** The primary's disk dropped these sectors' cached writes: those not promised to the peer (which
    * the primary copies back from it) are lost, and all unflushed ones while the peer is incomplete. */
   dropped(sectors: number[], values: number[]): void {
-    this.drop_unreported = true;
+    this.drops++;
+    this.unreported_drop ??= this.drops;
     const lost = new Set<WriteRecord>();
     for (const [k, s] of sectors.entries()) {
       const h = this.history[s]!;
@@ -158,7 +171,7 @@ export class Oracle {
    * repaired): the application sees that, not a dropped write-back from before it (a new process
    * does not inherit the error, as a file opened after a write-back error does not). */
   primaryEnded(): void {
-    this.drop_unreported = false;
+    this.unreported_drop = null;
   }
 
   lowerFloor(survives: (rec: WriteRecord) => boolean): void {

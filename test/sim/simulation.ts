@@ -11,7 +11,7 @@ import type { Observer, Plant, SimConfig, SimContext } from "./context.ts";
 import { SimDisk } from "./disk.ts";
 import { Host, type ControlWrite, type Role } from "./host.ts";
 import { Network, type Connection } from "./network.ts";
-import { Oracle, type WriteRecord } from "./oracle.ts";
+import { Oracle, type FlushToken, type WriteRecord } from "./oracle.ts";
 import { PrimaryProc } from "./primary-proc.ts";
 import { Rng } from "./random.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -562,13 +562,13 @@ class Simulation implements SimContext, Observer {
     const link_epoch = p.link_epoch;
     let rec: WriteRecord | null = null;
     let data: Uint32Array | null = null;
-    let covered: WriteRecord[] = [];
+    let flush: FlushToken | null = null;
     let floors: Int32Array | null = null;
     if (o.kind === "write" || o.kind === "delete") {
       const value = o.kind === "write" ? this.next_value++ : 0;
       rec = this.oracle.submitModify(o.first, o.count, value);
       data = new Uint32Array(o.count).fill(value);
-    } else if (o.kind === "flush") covered = this.oracle.flushSubmitted();
+    } else if (o.kind === "flush") flush = this.oracle.flushSubmitted();
     else floors = this.oracle.floorsOf(o.first, o.count);
     p.submit(o.kind, o.first * sb, o.count * sb, data, (id, ok, read) => {
       this.outstanding.delete(o);
@@ -579,7 +579,7 @@ class Simulation implements SimContext, Observer {
         const promised = ok && (o.kind === "delete" || mode !== "async") && connected && p.connected && p.link_epoch === link_epoch;
         this.oracle.acked(rec, ok, promised);
       } else if (o.kind === "flush") {
-        const lie = this.oracle.flushAcked(covered, ok);
+        const lie = this.oracle.flushAcked(flush!, ok);
         if (lie) this.fail(lie);
       }
       else if (ok) {
