@@ -178,6 +178,15 @@ async function expectPromoted(pair: FailoverPair, node: E2eNode, runs: number, d
   await expectFiles(node.mnt, digests);
 }
 
+/** A crashed node reboots: nothing of its runtime state is left; hastd starts, and ucarp, backup
+ * beside the master, demotes it at start (its third hast-switch run, after bringUp's two). */
+async function rebootAsBackup(pair: FailoverPair, node: E2eNode): Promise<void> {
+  await pair.rebootCleanup(node);
+  await pair.startHastd(node);
+  pair.startUcarp(node);
+  expect(await pair.waitSwitchRuns(node, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+}
+
 /** Freezes the primary's file system and checks both data areas are byte-identical. */
 async function expectIdentical(pair: FailoverPair, primary: E2eNode): Promise<void> {
   await runOk(["fsfreeze", "-f", primary.mnt]);
@@ -206,11 +215,7 @@ describe.skipIf(!!reason)("failover with ucarp and hast-switch between two netwo
       timeline.mark("failover to B");
       const later = writeFsynced(b.mnt, { "after-failover.bin": 2 * MiB });
 
-      // A reboots: nothing of its runtime state is left; hastd starts, ucarp demotes it at start.
-      await pair.rebootCleanup(a);
-      await pair.startHastd(a);
-      pair.startUcarp(a);
-      expect(await pair.waitSwitchRuns(a, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+      await rebootAsBackup(pair, a);
       await waitStatus(pair, b, "A resynchronized", inSync, SYNC_WAIT_MS);
       timeline.mark("A back and resynchronized");
       expect(await pair.status(a)).toMatchObject({ role: "secondary", status: "complete", dirty: 0 });
@@ -258,10 +263,7 @@ describe.skipIf(!!reason)("failover with ucarp and hast-switch between two netwo
       // The runbook (operations.md §8, "A refused promotion"): A back, made primary by hand, finishes
       // the copy; then the address moves to A by stopping B's ucarp.
       await pair.net.throttle(null);
-      await pair.rebootCleanup(a);
-      await pair.startHastd(a);
-      pair.startUcarp(a);
-      expect(await pair.waitSwitchRuns(a, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+      await rebootAsBackup(pair, a);
       await pair.hastctlOk(a, ["role", "primary", "r0"]);
       await waitStatus(pair, a, "B's copy finished", inSync, SYNC_WAIT_MS);
       await waitStatus(pair, b, "B's copy complete", (s) => s.copy_incomplete === false, SWITCH_WAIT_MS);

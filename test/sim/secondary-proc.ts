@@ -149,9 +149,8 @@ export class SecondaryProc {
     if (this.ended) return;
     this.host.disk.flush(this.host.guard((ok: boolean) => {
       const answer = () => this.answerHandshake(meta, decision, ok ? this.host.cacheEpoch() : null);
-      if ((decision.syncsrc !== "primary" && ok) || (meta.flags & FLAG_COPY_INCOMPLETE) !== 0) return answer();
+      if ((decision.syncsrc !== "primary" && ok) || !this.writeCopySlot(false)) return answer();
       meta.flags |= FLAG_COPY_INCOMPLETE;
-      this.host.writeMetadataSlot(meta);
       this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {
         this.host.disk.flushNow();
         answer();
