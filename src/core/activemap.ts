@@ -237,11 +237,14 @@ export class ActiveMap {
    * Worker start: loads the on-disk map. Every extent dirty on disk, including those
    * kept dirty by the LRU, joins the sync set. Bits past the last extent are ignored.
    */
-  copyIn(ondisk: Uint8Array): void {
+  copyIn(ondisk: Uint8Array, stale: readonly number[] = []): void {
     assert(this.memmap.count === 0 && this.lru.size === 0, "copyIn on an activemap already in use");
     assert(ondisk.length >= this.memmap.bytes.length, () => `on-disk map has ${ondisk.length} bytes`);
     this.memmap.load(ondisk);
-    this.syncmap.load(ondisk);
+    // A primary's stale extents (Metadata.stale) are dirty whatever the map says: the map write
+    // that set them precedes the metadata that lists them, but may have failed.
+    for (const e of stale) this.memmap.set(e);
+    this.syncmap.load(this.memmap.bytes);
     this.disk.clearAll();
     for (let e = this.memmap.findNextSet(0); e >= 0; e = this.memmap.findNextSet(e + 1)) {
       this.memtab[e] = SYNC_HOLD;

@@ -35,7 +35,9 @@ export type ConnectDecision =
   | { kind: "split-brain"; row: 6; message: string }
   | { kind: "resuid-mismatch"; row: 2; message: string };
 
-export function decideConnect(secondary: Generation, primary: PrimaryHello): ConnectDecision {
+/** `secondary_incomplete`: the secondary's copy lacks changes its peer has (Metadata copyIncomplete):
+ * it is never the sync source, even where its counters say its data is newer. */
+export function decideConnect(secondary: Generation, primary: PrimaryHello, secondary_incomplete = false): ConnectDecision {
   if (secondary.resuid === 0n) {
     const full = !primary.virgin || primary.initial_full_sync;
     return { kind: "accept", row: 1, syncsrc: "primary", map: full ? "full" : "none", adopt_resuid: true, virgin: true };
@@ -49,7 +51,13 @@ export function decideConnect(secondary: Generation, primary: PrimaryHello): Con
   const S = secondary, P = primary;
   const accept = (row: number, syncsrc: SyncSource, map: "own" | "full", warning?: string): ConnectDecision =>
     ({ kind: "accept", row, syncsrc, map, adopt_resuid: false, virgin: false, ...(warning ? { warning } : {}) });
-  if (S.localcnt > P.remotecnt && S.remotecnt === P.localcnt) return accept(3, "secondary", "own");
+  // Its copy would go over the primary's whole, stale parts included: the primary's copy is taken
+  // instead, over the extents the secondary changed (its map), and those changes are dropped.
+  const dropped = "This node's copy is incomplete, so the primary's copy is taken although this node changed data since: " +
+    "those changes are dropped (the primary copies its own over them).";
+  if (S.localcnt > P.remotecnt && S.remotecnt === P.localcnt) {
+    return secondary_incomplete ? accept(3, "primary", "own", dropped) : accept(3, "secondary", "own");
+  }
   if (S.localcnt === P.remotecnt && S.remotecnt === P.localcnt) return accept(4, "primary", "own");
   if (S.localcnt === P.remotecnt && S.remotecnt < P.localcnt) return accept(5, "primary", "own");
   if (S.localcnt > P.remotecnt && P.localcnt > S.remotecnt) {
@@ -57,5 +65,5 @@ export function decideConnect(secondary: Generation, primary: PrimaryHello): Con
   }
   const warning = `Generation counters disagree (primary localcnt=${P.localcnt} remotecnt=${P.remotecnt}, ` +
     `secondary localcnt=${S.localcnt} remotecnt=${S.remotecnt}); doing a full synchronization.`;
-  return accept(7, S.localcnt > P.remotecnt ? "secondary" : "primary", "full", warning);
+  return accept(7, S.localcnt > P.remotecnt && !secondary_incomplete ? "secondary" : "primary", "full", warning);
 }

@@ -19,6 +19,9 @@ import {
 /** "HASTBUN\0" */
 export const METADATA_MAGIC = new Uint8Array([0x48, 0x41, 0x53, 0x54, 0x42, 0x55, 0x4e, 0x00]);
 export const METADATA_VERSION = 1;
+/** A slot that carries a primary's stale extents (Metadata.stale). Written only then, so a build that
+ * predates it refuses such a slot (bad-version) rather than read the older slot, and reads any other. */
+export const METADATA_VERSION_STALE = 2;
 export const MAX_RESOURCE_NAME_BYTES = 255;
 
 /** Flag bit 0: the next connect must copy the whole device to the peer (forced initial sync). */
@@ -57,6 +60,28 @@ const OFF_NAME_BYTES = 82;
 const OFF_NAME = 84;
 /** The CRC-32C of bytes [0, OFF_CRC) sits in the last 4 bytes of the slot. */
 export const OFF_CRC = METADATA_SLOT_BYTES - 4;
+// The stale section of a version-2 slot, after the longest name.
+const OFF_STALE_COUNT = 344;
+const OFF_STALE_HAS_EPOCH = 348;
+const OFF_STALE_EPOCH = 352;
+const STALE_EPOCH_BYTES = 16;
+const OFF_STALE_EXTENTS = OFF_STALE_EPOCH + STALE_EPOCH_BYTES;
+/** Extent numbers a slot can list as stale; a primary with more stale extents marks its copy
+ * incomplete instead (FLAG_COPY_INCOMPLETE: a restart is refused). */
+export const STALE_EXTENTS_MAX = (OFF_CRC - OFF_STALE_EXTENTS) / 4;
+
+/**
+ * Extents of a primary's copy whose newest changes only the peer holds (a local write or flush
+ * failed there, the peer's succeeded): a restarted primary copies them back from the peer before
+ * it trusts them, as the process that knew them would have.
+ */
+export interface StaleExtents {
+  /** Extent numbers, ascending, 1 to STALE_EXTENTS_MAX of them. */
+  extents: readonly number[];
+  /** The peer's disk cache epoch (hex) when they were listed, or null: the copy back trusts the
+   * peer's copy only if the peer reports the same epoch again (it did not reboot since). */
+  peer_epoch: string | null;
+}
 
 export interface Metadata {
   /** Resource name, 1..255 bytes of UTF-8. */
@@ -83,6 +108,13 @@ export interface Metadata {
   prevrole: Role;
   /** FLAG_* bits. */
   flags: number;
+  /** A primary's stale extents, if it has any (a version-2 slot). */
+  stale?: StaleExtents;
+}
+
+/** This node's copy lacks changes its peer has: marked incomplete, or stale in listed extents. */
+export function copyIncomplete(meta: Pick<Metadata, "flags" | "stale">): boolean {
+  return (meta.flags & FLAG_COPY_INCOMPLETE) !== 0 || meta.stale !== undefined;
 }
 
 export type MetadataErrorReason =
@@ -140,7 +172,7 @@ export function encodeMetadataSlot(meta: Metadata, generation: bigint): SlotWrit
   const bytes = new Uint8Array(METADATA_SLOT_BYTES);
   const view = new DataView(bytes.buffer);
   bytes.set(METADATA_MAGIC, OFF_MAGIC);
-  view.setUint16(OFF_VERSION, METADATA_VERSION, true);
+  view.setUint16(OFF_VERSION, meta.stale ? METADATA_VERSION_STALE : METADATA_VERSION, true);
   view.setUint16(OFF_HEADER_BYTES, OFF_NAME + name.length, true);
   view.setUint32(OFF_FLAGS, meta.flags, true);
   view.setBigUint64(OFF_GENERATION, generation, true);
@@ -156,6 +188,7 @@ export function encodeMetadataSlot(meta: Metadata, generation: bigint): SlotWrit
   view.setUint8(OFF_PREVROLE, ROLE_CODES[meta.prevrole]);
   view.setUint16(OFF_NAME_BYTES, name.length, true);
   bytes.set(name, OFF_NAME);
+  if (meta.stale) encodeStale(meta.stale, bytes, view);
   view.setUint32(OFF_CRC, crc32c(bytes.subarray(0, OFF_CRC)), true);
   return { offset: slotForGeneration(generation) * METADATA_SLOT_BYTES, bytes, generation };
 }
@@ -210,10 +243,10 @@ function parseSlot(bytes: Uint8Array, slot: SlotIndex): { meta: Metadata; genera
     throw new MetadataError("bad-magic", `bad magic in slot ${slot} (not a hast component?)`);
   }
   const version = view.getUint16(OFF_VERSION, true);
-  if (version !== METADATA_VERSION) {
+  if (version !== METADATA_VERSION && version !== METADATA_VERSION_STALE) {
     throw new MetadataError(
       "bad-version",
-      `unsupported format version ${version} in slot ${slot} (this hastd reads version ${METADATA_VERSION})`,
+      `unsupported format version ${version} in slot ${slot} (this hastd reads versions ${METADATA_VERSION} and ${METADATA_VERSION_STALE})`,
     );
   }
   if (view.getUint32(OFF_CRC, true) !== crc32c(bytes.subarray(0, OFF_CRC))) {
@@ -224,7 +257,11 @@ function parseSlot(bytes: Uint8Array, slot: SlotIndex): { meta: Metadata; genera
   const header_bytes = view.getUint16(OFF_HEADER_BYTES, true);
   if (name_bytes > MAX_RESOURCE_NAME_BYTES) throw bad(`resource name length ${name_bytes} exceeds ${MAX_RESOURCE_NAME_BYTES}`);
   if (header_bytes !== OFF_NAME + name_bytes) throw bad(`header length ${header_bytes} does not match name length ${name_bytes}`);
-  if (bytes[OFF_RESERVED] !== 0 || !bytes.subarray(header_bytes, OFF_CRC).every((b) => b === 0)) {
+  const stale = version === METADATA_VERSION_STALE ? decodeStale(bytes, view, bad) : undefined;
+  const defined_end = stale ? OFF_STALE_COUNT : OFF_CRC;
+  const unused_from = stale ? OFF_STALE_EXTENTS + 4 * stale.extents.length : OFF_CRC;
+  if (bytes[OFF_RESERVED] !== 0 || !bytes.subarray(header_bytes, defined_end).every((b) => b === 0) ||
+    !bytes.subarray(unused_from, OFF_CRC).every((b) => b === 0)) {
     throw bad("reserved bytes are not zero");
   }
   const generation = view.getBigUint64(OFF_GENERATION, true);
@@ -252,6 +289,7 @@ function parseSlot(bytes: Uint8Array, slot: SlotIndex): { meta: Metadata; genera
     remotecnt: view.getBigUint64(OFF_REMOTECNT, true),
     prevrole: role[0] as Role,
     flags: view.getUint32(OFF_FLAGS, true),
+    ...(stale ? { stale } : {}),
   };
   try {
     checkFields(meta, "decode");
@@ -260,6 +298,31 @@ function parseSlot(bytes: Uint8Array, slot: SlotIndex): { meta: Metadata; genera
     throw error;
   }
   return { meta, generation };
+}
+
+function encodeStale(stale: StaleExtents, bytes: Uint8Array, view: DataView): void {
+  view.setUint32(OFF_STALE_COUNT, stale.extents.length, true);
+  if (stale.peer_epoch !== null) {
+    bytes[OFF_STALE_HAS_EPOCH] = 1;
+    for (let i = 0; i < STALE_EPOCH_BYTES; i++) bytes[OFF_STALE_EPOCH + i] = Number.parseInt(stale.peer_epoch.slice(2 * i, 2 * i + 2), 16);
+  }
+  stale.extents.forEach((e, i) => view.setUint32(OFF_STALE_EXTENTS + 4 * i, e, true));
+}
+
+/** The section's shape; checkFields checks the extent numbers against the layout. */
+function decodeStale(bytes: Uint8Array, view: DataView, bad: (what: string) => MetadataError): StaleExtents {
+  const count = view.getUint32(OFF_STALE_COUNT, true);
+  if (count < 1 || count > STALE_EXTENTS_MAX) throw bad(`stale extent count ${count} must be 1 to ${STALE_EXTENTS_MAX}`);
+  const has_epoch = bytes[OFF_STALE_HAS_EPOCH]!;
+  const epoch = bytes.subarray(OFF_STALE_EPOCH, OFF_STALE_EXTENTS);
+  if (has_epoch > 1 || bytes[OFF_STALE_HAS_EPOCH + 1] !== 0 || view.getUint16(OFF_STALE_HAS_EPOCH + 2, true) !== 0 ||
+    (has_epoch === 0 && !epoch.every((b) => b === 0))) {
+    throw bad("stale section's epoch fields are not 0 or 1 and a boot id");
+  }
+  const extents: number[] = [];
+  for (let i = 0; i < count; i++) extents.push(view.getUint32(OFF_STALE_EXTENTS + 4 * i, true));
+  const peer_epoch = has_epoch === 1 ? Array.from(epoch, (b) => b.toString(16).padStart(2, "0")).join("") : null;
+  return { extents, peer_epoch };
 }
 
 function safeNumber(value: bigint, field: string, bad: (what: string) => MetadataError): number {
@@ -305,7 +368,20 @@ function checkFields(meta: Metadata, direction: "encode" | "decode"): Uint8Array
   if (!isCount(meta.flags, 0, 0xffffffff) || (meta.flags & ~KNOWN_FLAGS) !== 0) {
     throw fail(`flags 0x${meta.flags.toString(16)} has unknown bits`);
   }
+  if (meta.stale) checkStale(meta.stale, extentCount(meta.datasize, meta.extentsize), fail);
   return name;
+}
+
+function checkStale(stale: StaleExtents, nextents: number, fail: (what: string) => MetadataError): void {
+  const { extents, peer_epoch } = stale;
+  if (extents.length < 1 || extents.length > STALE_EXTENTS_MAX) throw fail(`${extents.length} stale extents: must be 1 to ${STALE_EXTENTS_MAX}`);
+  extents.forEach((e, i) => {
+    if (!isCount(e, 0, nextents - 1)) throw fail(`stale extent ${e} is not an extent of the ${nextents}`);
+    if (i > 0 && e <= extents[i - 1]!) throw fail(`stale extents are not in ascending order at ${e}`);
+  });
+  if (peer_epoch !== null && !new RegExp(`^[0-9a-f]{${2 * STALE_EPOCH_BYTES}}$`).test(peer_epoch)) {
+    throw fail(`stale extents' peer epoch ${peer_epoch} is not ${STALE_EPOCH_BYTES} bytes of lowercase hex`);
+  }
 }
 
 function isCount(value: number, min: number, max: number): boolean {

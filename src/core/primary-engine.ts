@@ -11,7 +11,7 @@
 import type { ActiveMap, MapWrite, SyncChunk } from "./activemap.ts";
 import { assert } from "./assert.ts";
 import type { Generation, SyncSource } from "./connect-decision.ts";
-import { FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT } from "./metadata.ts";
+import { FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, STALE_EXTENTS_MAX, type StaleExtents } from "./metadata.ts";
 import { RangeLock } from "./rangelock.ts";
 import { RequestLegs, type LegOutcome, type ReplicationMode } from "./request-legs.ts";
 
@@ -41,6 +41,8 @@ export const SYNC_RESUME_S = 30;
 
 export interface PrimaryGeneration extends Generation {
   flags: number;
+  /** The extents stale here, when there are some and they fit a slot (Metadata.stale). */
+  stale?: StaleExtents;
 }
 
 export type PrimaryAction =
@@ -151,6 +153,9 @@ export class PrimaryEngine {
    * dropped is lost, and the failed flush said so).
    */
   private readonly local_stale = new Map<number, "missed" | "dropped">();
+  /** staleKey() as the metadata last written says it (persistStale). */
+  private stale_on_disk = "";
+  private readonly stale_listed_max: number;
   /**
    * Per extent, the number of the last change finished on this node's disk (`local`) or the peer's
    * (`remote`): a flush there that started after it and succeeded made it durable. Linux may drop
@@ -200,7 +205,13 @@ export class PrimaryEngine {
     private readonly map: ActiveMap,
     generation: PrimaryGeneration,
     mode: ReplicationMode,
-    opts: { sync_chunks_max?: number; held_flush_sync_bytes_max?: number; changes_listed_max?: number } = {},
+    opts: {
+      sync_chunks_max?: number; held_flush_sync_bytes_max?: number; changes_listed_max?: number;
+      /** The stale extents the metadata lists (a restart): they must be in the map's sync set. */
+      stale?: StaleExtents;
+      /** At most this many are listed (tests use fewer); past it the copy is marked incomplete. */
+      stale_listed_max?: number;
+    } = {},
   ) {
     this.sync_chunks_max = opts.sync_chunks_max ?? SYNC_CHUNKS_MAX;
     this.changes_listed_max = opts.changes_listed_max ?? CHANGES_LISTED_MAX;
@@ -214,10 +225,75 @@ export class PrimaryEngine {
     // change made without the peer always bumps localcnt (else a restarted primary whose
     // localcnt is not 0 never bumps, and a later split-brain reads as "in sync").
     this.peer_remotecnt = generation.localcnt;
+    this.stale_listed_max = opts.stale_listed_max ?? STALE_EXTENTS_MAX;
+    assert(Number.isSafeInteger(this.stale_listed_max) && this.stale_listed_max >= 1 && this.stale_listed_max <= STALE_EXTENTS_MAX,
+      () => `stale_listed_max ${this.stale_listed_max}`);
+    assert((generation.flags & FLAG_COPY_INCOMPLETE) === 0, "a primary starts on a copy marked incomplete");
+    if (opts.stale) {
+      // What the process that listed them knew of the peer's copies is gone with it: each is taken
+      // as unconfirmed there, copied back only if the peer's cache lasted since (connect()).
+      for (const e of opts.stale.extents) {
+        assert(this.map.extentState(e).in_sync_set, () => `stale extent ${e} is not in the sync set`);
+        this.local_stale.set(e, "dropped");
+        this.peer_unconfirmed.add(e);
+      }
+      this.peer_epoch = opts.stale.peer_epoch;
+      this.stale_on_disk = this.staleKey();
+    }
   }
 
   get generation(): PrimaryGeneration {
     return { ...this.gen };
+  }
+
+  /** The metadata to write now: the counters and flags, and what local_stale says for a restart. */
+  private metadataAction(): PrimaryAction {
+    const generation: PrimaryGeneration = { ...this.gen };
+    const listed = this.listedStale();
+    if (this.local_stale.size > this.stale_listed_max) generation.flags |= FLAG_COPY_INCOMPLETE;
+    else if (listed.length > 0) generation.stale = { extents: listed, peer_epoch: this.peer_epoch };
+    this.stale_on_disk = this.staleKey(listed);
+    return { type: "metadata", generation };
+  }
+
+  /**
+   * The stale extents a restart may copy back: those the peer answered every change to. One with a
+   * change still on its way there is left out until the peer answers it; should this process end
+   * first, its own copy is kept, as this process keeps it when such a change fails there.
+   */
+  private listedStale(): number[] {
+    if (this.local_stale.size === 0) return [];
+    const unanswered = new Set<number>();
+    for (const m of this.modifies.values()) {
+      const remote = m.legs.remote_state;
+      if (remote !== "pending" && remote !== "received") continue;
+      const last = this.map.extentOf(m.offset + m.length - 1);
+      for (let e = this.map.extentOf(m.offset); e <= last; e++) unanswered.add(e);
+    }
+    return [...this.local_stale.keys()].filter((e) => !unanswered.has(e)).sort((a, b) => a - b);
+  }
+
+  /** What the metadata says of local_stale, as a comparable string ("" for nothing stale). */
+  private staleKey(listed = this.listedStale()): string {
+    if (this.local_stale.size > this.stale_listed_max) return "incomplete";
+    return listed.length === 0 ? "" : `${listed.join(",")}@${this.peer_epoch}`;
+  }
+
+  /**
+   * Extents of this node's copy are stale (local_stale) and only this process would know which: a
+   * restarted primary would take its copy as whole and copy it over the peer's good one. So the
+   * metadata lists them (Metadata.stale) from the moment one goes stale, before an answer relies
+   * on the peer's copy of it, until none is; a restart copies them back. Past what a slot holds it
+   * marks the copy incomplete instead, and a restart is refused (PrimaryWorker.start).
+   */
+  private persistStale(actions: PrimaryAction[]): void {
+    if (this.local_stale.size === 0 && this.stale_on_disk === "") return;
+    if (this.staleKey() !== this.stale_on_disk) actions.push(this.metadataAction());
+  }
+
+  /** Extents of this node's copy to be copied back from the peer (local_stale). */
+  get stale_extents(): number {
+    return this.local_stale.size;
   }
 
   get is_connected(): boolean {
@@ -233,7 +309,7 @@ export class PrimaryEngine {
     assert(this.gen.resuid === 0n && resuid !== 0n, "resuid is set once, to a non-zero value");
     this.gen.resuid = resuid;
     this.gen.flags |= FLAG_RESUID_UNCONFIRMED;
-    return [{ type: "metadata", generation: this.generation }];
+    return [this.metadataAction()];
   }
 
   /** A fresh primary's resuid is unconfirmed until a secondary accepted it in a handshake. */
@@ -244,7 +320,7 @@ export class PrimaryEngine {
   confirmResuid(): PrimaryAction[] {
     if ((this.gen.flags & FLAG_RESUID_UNCONFIRMED) === 0) return [];
     this.gen.flags &= ~FLAG_RESUID_UNCONFIRMED;
-    return [{ type: "metadata", generation: this.generation }];
+    return [this.metadataAction()];
   }
 
   /**
@@ -550,6 +626,7 @@ export class PrimaryEngine {
       this.keepOwnCopy(e);
       actions.push(...this.needSyncExtent(e));
     }
+    this.persistStale(actions);
     if (extents.size > 0) actions.push(...this.passIfIdle());
     return actions;
   }
@@ -592,6 +669,7 @@ export class PrimaryEngine {
       if (!this.local_stale.has(e)) this.local_stale.set(e, "dropped");
       actions.push(...this.needSyncExtent(e));
     }
+    this.persistStale(actions);
     return actions;
   }
 
@@ -660,7 +738,7 @@ export class PrimaryEngine {
   private noteDisconnectedChange(actions: PrimaryAction[]): void {
     if (this.gen.localcnt !== this.peer_remotecnt) return;
     this.gen.localcnt += 1n;
-    actions.push({ type: "metadata", generation: this.generation });
+    actions.push(this.metadataAction());
   }
 
   /** The legs of a write, trim or flush in flight. */
@@ -682,6 +760,16 @@ export class PrimaryEngine {
     const peer_whole = !masked || !this.touchesOwnOnly(modify.offset, modify.length);
     const first = this.map.extentOf(modify.offset);
     const last = this.map.extentOf(modify.offset + modify.length - 1);
+    if (masked && peer_whole) {
+      // The local copy is known to be older: reads of it go to the peer and the sync copies it
+      // back from there, and a restart knows it (persistStale) before the answer relies on the
+      // peer's copy. A local leg a failed flush took may still be on the disk: "dropped".
+      const why = legs.local_written_maybe ? "dropped" : "missed";
+      for (let e = first; e <= last; e++) if (this.local_stale.get(e) !== "missed") this.local_stale.set(e, why);
+      const write = this.map.needSync(modify.offset, modify.length);
+      if (write) actions.push({ type: "map", write });
+      this.persistStale(actions);
+    }
     if (out.ack) {
       const ok = out.ack.ok && peer_whole;
       // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
@@ -693,12 +781,6 @@ export class PrimaryEngine {
     if (!out.final) return actions;
     this.modifies.delete(id);
     if (masked && peer_whole) {
-      // The local copy is known to be older: reads of it go to the peer and the sync copies it
-      // back from there. A local leg a failed flush took may still be on the disk: "dropped".
-      const why = legs.local_written_maybe ? "dropped" : "missed";
-      for (let e = first; e <= last; e++) if (this.local_stale.get(e) !== "missed") this.local_stale.set(e, why);
-      const write = this.map.needSync(modify.offset, modify.length);
-      if (write) actions.push({ type: "map", write });
       actions.push(...this.passIfIdle());
     } else if (masked) {
       // Copied from here as planned; if it was answered already (before a failed flush took its
@@ -732,6 +814,8 @@ export class PrimaryEngine {
       const write = this.map.writeComplete(modify.offset, modify.length);
       if (write) actions.push({ type: "map", write });
     }
+    // Its own copy kept, or a change the peer has now answered: what a restart copies back changed.
+    this.persistStale(actions);
     this.boundChangeLists(actions);
     this.unblock(actions);
     if (resync && this.connected && !this.sync_running) actions.push(...this.startPass());
@@ -768,7 +852,7 @@ export class PrimaryEngine {
     if (merged) actions.push({ type: "map", write: merged });
     if (full) {
       this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
-      actions.push({ type: "metadata", generation: this.generation });
+      actions.push(this.metadataAction());
     }
     if (c.virgin && this.local_stale.size > 0) {
       // A re-created secondary holds none of what this node's stale extents missed: those changes
@@ -779,10 +863,11 @@ export class PrimaryEngine {
     }
     if (c.virgin && this.gen.localcnt === 0n) {
       this.gen.localcnt = 1n;
-      actions.push({ type: "metadata", generation: this.generation });
+      actions.push(this.metadataAction());
     }
     this.sync_inflight.clear();
     this.sync_waiting = null;
+    this.persistStale(actions);
     actions.push(...this.startPass());
     return actions;
   }
@@ -858,7 +943,7 @@ export class PrimaryEngine {
     }
     const write = this.map.syncChunkDone(chunk, ok);
     if (write) actions.push({ type: "map", write });
-    if (!this.map.extentState(chunk.extent).in_sync_set) this.local_stale.delete(chunk.extent);
+    if (!this.map.extentState(chunk.extent).in_sync_set && this.local_stale.delete(chunk.extent)) this.persistStale(actions);
     this.unblock(actions);
     actions.push(...this.pumpSync());
     return actions;
@@ -957,7 +1042,7 @@ export class PrimaryEngine {
     this.gen.localcnt = this.peer_remotecnt;
     this.gen.remotecnt = this.peer_localcnt;
     this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
-    actions.push({ type: "metadata", generation: this.generation }, { type: "in-sync" });
+    actions.push(this.metadataAction(), { type: "in-sync" });
     return actions;
   }
 

@@ -43,6 +43,7 @@ function describe(name: string, localpath: string, read: MetadataRead, dirty_ext
     localoff: m.localoff, mapsize: m.mapsize, sectorsize: m.sectorsize, resuid: m.resuid.toString(),
     localcnt: u64(m.localcnt), remotecnt: u64(m.remotecnt), prevrole: m.prevrole, flags: m.flags,
     dirty_extents, generation: u64(read.generation), slots: read.slots.map(slotSummary),
+    ...(m.stale ? { stale_extents: m.stale.extents, stale_peer_epoch: m.stale.peer_epoch } : {}),
   };
 }
 
@@ -75,6 +76,10 @@ export default defineCommand({
         console.log(`    prevrole: ${d.prevrole}`);
         console.log(`    flags: ${flagNames(d.flags)}`);
         console.log(`    dirty extents: ${d.dirty_extents}`);
+        if (d.stale_extents) {
+          console.log(`    stale extents: ${d.stale_extents.length} (${d.stale_extents.join(" ")}), to be copied back from the peer ` +
+            `(its cache epoch then: ${d.stale_peer_epoch ?? "unknown"})`);
+        }
         console.log(`    metadata generation: ${d.generation} (slot ${read.slot})`);
       } catch (err) {
         if (!(err instanceof MetadataError)) {

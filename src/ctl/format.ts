@@ -34,6 +34,7 @@ export function formatList(resources: ResourceStatus[]): string {
     out.push(`  replication: ${r.replication}`);
     if (r.status) out.push(`  status: ${r.status}${r.split_brain ? " (split-brain)" : ""}`);
     if (r.copy_incomplete) out.push("  copy: incomplete (the primary has yet to copy to it what it lacks: not promotable)");
+    if (r.stale_extents) out.push(`  stale: ${r.stale_extents} extents (a write or flush failed here that the secondary took; copied back from it)`);
     if (r.workerpid) out.push(`  workerpid: ${r.workerpid}`);
     out.push(`  dirty: ${sized(r.dirty ?? 0)}`);
     if (r.sync) out.push(`  synchronization: ${formatSyncProgress(r.sync)}`);
@@ -67,6 +68,7 @@ export function formatStatus(resources: ResourceStatus[]): string {
     let line = `${r.name}\t${status.padEnd(9)}${(r.role ?? "unknown").padEnd(15)}${r.localpath}\t${r.remoteaddr}`;
     if (r.sync) line += `\t${formatSyncProgress(r.sync)}`;
     if (r.copy_incomplete) line += "\tcopy incomplete";
+    if (r.stale_extents) line += `\t${r.stale_extents} extents stale`;
     out.push(line);
   }
   return `${out.join("\n")}\n`;

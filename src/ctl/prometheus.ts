@@ -52,6 +52,8 @@ function families(resources: ResourceStatus[]): Family[] {
     add("hast_split_brain", "gauge", "1 when the last connection attempt was refused as split-brain.", res, r.split_brain ? 1 : 0);
     add("hast_copy_incomplete", "gauge", "1 when this secondary's copy lacks changes the primary has yet to copy (not promotable), as its worker last said.", res,
       r.copy_incomplete === undefined ? undefined : r.copy_incomplete ? 1 : 0);
+    add("hast_stale_extents", "gauge", "On a primary: extents of its copy a failed write or flush left stale, still to be copied back from the secondary.", res,
+      r.role === "primary" && r.workerpid ? r.stale_extents ?? 0 : undefined);
     add("hast_dirty_bytes", "gauge", "Bytes in dirty extents (0 = in sync with the peer).", res, r.dirty);
     add("hast_extent_bytes", "gauge", "Bytes per activemap extent.", res, r.workerpid ? r.extentsize : undefined);
     const s = r.statistics;

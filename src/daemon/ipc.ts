@@ -31,7 +31,7 @@ export interface SecondaryPeer {
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
 export type WorkerStatus = Pick<ResourceStatus,
-  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain">;
+  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain" | "stale_extents">;
 
 export type FromWorker =
   | { type: "ready" }

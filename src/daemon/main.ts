@@ -197,12 +197,20 @@ export class Hastd {
       this.log.info(`[${name}] Secondary worker (pid=${worker.pid}) ${how}.`);
       return;
     }
+    if (exit.code === WORKER_EXIT_REFUSED && worker.restarted) {
+      // Its predecessor left the copy marked incomplete (more extents stale than the metadata
+      // lists): the other node holds what this one lacks.
+      this.log.error(`[${name}] The restarted primary worker refused this node's copy (the log says why). Changing resource role back to init.`);
+      state.role = "init";
+      state.copy_incomplete = true;
+      return;
+    }
     if (exit.code === WORKER_EXIT_REFUSED) return; // setRole reports it and restores the role
     if (exit.signal || exit.code === WORKER_EXIT_RESTART) {
       this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}; restarting in ${WORKER_RESTART_DELAY_MS / 1000} s.`);
       state.restart = setTimeout(() => {
         state.restart = null;
-        if (!this.stopping && state.role === "primary" && !state.worker) this.startWorker(state, "primary");
+        if (!this.stopping && state.role === "primary" && !state.worker) this.startWorker(state, "primary").restarted = true;
       }, WORKER_RESTART_DELAY_MS);
       return;
     }

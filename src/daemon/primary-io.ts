@@ -358,7 +358,10 @@ export class PrimaryIo implements BlockBackend {
   /** Memory follows the disk: the new counters are adopted only once they are durable. A failure is
    * counted as a local write error; the engine's next metadata action writes the whole state again. */
   private writeMetadata(g: PrimaryGeneration): void {
-    const next: Metadata = { ...this.o.meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary" };
+    const { stale: _, ...meta } = this.o.meta;
+    const next: Metadata = {
+      ...meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary", ...(g.stale ? { stale: g.stale } : {}),
+    };
     try {
       this.o.store.write(next);
     } catch (err) {
@@ -366,6 +369,7 @@ export class PrimaryIo implements BlockBackend {
       this.o.log.error(`Unable to write metadata (localcnt=${g.localcnt} remotecnt=${g.remotecnt}): ${(err as Error).message}`);
       return;
     }
+    if (!next.stale) delete this.o.meta.stale;
     Object.assign(this.o.meta, next);
     this.o.log.debug(`Metadata written: localcnt=${g.localcnt} remotecnt=${g.remotecnt}.`);
   }

@@ -57,9 +57,14 @@ export class PrimaryWorker {
         datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty,
         sectorsize: disk.sector_bytes, mapsize: meta.mapsize, metaflush: resource.metaflush,
       });
-      map.copyIn(store.readMap(meta.mapsize));
+      map.copyIn(store.readMap(meta.mapsize), meta.stale?.extents);
+      if (meta.stale) {
+        log.warn(`${meta.stale.extents.length} extents of this node's copy are stale (a write or flush failed here that the secondary took): ` +
+          "reads of them go to the secondary, and they are copied back from it once it connects.");
+      }
       const stats = newStatistics();
-      const engine = new PrimaryEngine(map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, resource.replication);
+      const engine = new PrimaryEngine(map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, resource.replication,
+        meta.stale ? { stale: meta.stale } : {});
       const rate = new SyncRate();
       const emitAndTime = (event: HookEvent) => {
         rate.onEvent(event, () => engine.syncProgress().done_bytes);
@@ -108,6 +113,7 @@ export class PrimaryWorker {
       device: p.device ? { path: p.device.path, mechanism: p.device.mechanism } : null,
       split_brain: p.connector.split_brain,
     };
+    if (p.engine.stale_extents > 0) status.stale_extents = p.engine.stale_extents;
     if (progress.active) status.sync = this.rate.progress(progress.done_bytes, progress.pending_bytes);
     if (this.rate.last) status.last_sync = this.rate.last;
     return status;
@@ -141,13 +147,14 @@ export class PrimaryWorker {
 }
 
 /**
- * This node was a secondary whose copy lacks changes the primary has (a synchronization toward it
- * did not finish, or a write or flush failed here since): serving it would mix old and new data.
- * Refused unless forced; forced, this copy becomes the good one and the next secondary gets all of
- * it, so the two nodes cannot stay different where this one is behind.
+ * This node's copy lacks changes the other node has (as a secondary, a synchronization toward it
+ * did not finish, or a write or flush failed here since; as a primary, more extents went stale
+ * than its metadata lists): serving it would mix old and new data. Refused unless forced; forced,
+ * this copy becomes the good one and the next secondary gets all of it, so the two nodes cannot
+ * stay different where this one is behind.
  */
 function acceptIncomplete(store: MetadataStore, meta: Metadata, force: boolean, log: Logger): void {
-  const why = "this node's copy is incomplete: a synchronization from the primary did not finish, or a write or flush failed here since";
+  const why = "this node's copy is incomplete: a synchronization toward it did not finish, or a write or flush failed here that the other node took";
   if (!force) {
     throw new ExitError(`Not promoted: ${why}. Bring the other node back as primary, or promote this one with hastctl role --force primary to keep its data as it is.`, WORKER_EXIT_REFUSED);
   }

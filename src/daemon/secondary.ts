@@ -18,7 +18,7 @@ import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { assert } from "../core/assert.ts";
 import { decideConnect } from "../core/connect-decision.ts";
-import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
+import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../core/secondary-engine.ts";
 import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
@@ -115,7 +115,7 @@ export class SecondaryWorker {
         refuse("SIZE_MISMATCH", `Data or extent size differs between nodes (primary ${hello.datasize_bytes}/${hello.extentsize_bytes}, ` +
           `secondary ${meta.datasize}/${meta.extentsize}): run hastctl create with the same -m and -e on both.`, EX_CONFIG);
       }
-      const decision = decideConnect(meta, { ...hello, initial_full_sync: false });
+      const decision = decideConnect(meta, { ...hello, initial_full_sync: false }, copyIncomplete(meta));
       if (decision.kind === "split-brain") {
         log.error(`Split-brain detected with the primary at ${link.remote}: both nodes changed data while apart. Recovery: docs/operations.md.`);
         emit("split-brain");
@@ -131,6 +131,12 @@ export class SecondaryWorker {
         sectorsize: disk.sector_bytes, mapsize: meta.mapsize, metaflush: resource.metaflush,
       });
       const ondisk = store.readMap(meta.mapsize);
+      if (meta.stale) {
+        // Its stale extents join the map the primary merges, on the disk first (the list goes
+        // below), so that the primary copies them here whatever an earlier map write left.
+        for (const e of meta.stale.extents) ondisk[e >> 3]! |= 1 << (e & 7);
+        store.writeMap({ pieces: [{ offset: 0, bytes: ondisk }], flush: true, flush_before: false });
+      }
       map.copyIn(ondisk);
       const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
       const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
@@ -156,9 +162,12 @@ export class SecondaryWorker {
         flush_failed = e.flush_error !== null;
       }
       // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
-      // ends), or its flush just failed: it is incomplete until the primary says otherwise.
-      if ((version >= VERSION_IN_SYNC && decision.syncsrc === "primary") || flush_failed) {
-        if ((meta.flags & FLAG_COPY_INCOMPLETE) === 0) {
+      // ends), or its flush just failed, or it was a primary whose copy was stale in the extents its
+      // metadata lists (its map holds them, so the primary copies them): it is incomplete until the
+      // primary says otherwise.
+      if ((version >= VERSION_IN_SYNC && decision.syncsrc === "primary") || flush_failed || meta.stale) {
+        if ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale) {
+          delete meta.stale;
           meta.flags |= FLAG_COPY_INCOMPLETE;
           store.write(meta);
         }

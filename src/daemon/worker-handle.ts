@@ -59,6 +59,8 @@ export class WorkerHandle {
   private exited: WorkerExit | null = null;
   private readyResolve!: () => void;
   readonly ready: Promise<void>;
+  /** Started by hastd after its predecessor died, not by a role change (nobody waits on its start). */
+  restarted = false;
 
   private constructor(
     readonly role: "primary" | "secondary",

@@ -77,6 +77,9 @@ export interface ResourceStatus {
   /** Whether this secondary's copy lacks changes the primary has (FLAG_COPY_INCOMPLETE: not
    * promotable), as its worker last reported; absent when no worker reported since the last role change. */
   copy_incomplete?: boolean;
+  /** On a primary: extents of its copy whose newest changes only the secondary holds (a write or
+   * flush failed here); reads of them go to the secondary, which they are copied back from. */
+  stale_extents?: number;
 }
 
 export interface ControlReply {

@@ -27,6 +27,8 @@ export interface SimConfig {
   meta_latency_ms_max: number;
   /** PrimaryEngine's changes_listed_max. */
   changes_listed_max: number;
+  /** PrimaryEngine's stale_listed_max. */
+  stale_listed_max: number;
 }
 
 export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early", "flush-not-sent"] as const;
@@ -65,7 +67,7 @@ export interface SimContext {
   readonly observer: Observer;
   trace(line: string): void;
   /** Counts an occurrence in the run's statistics (what the runs went through). */
-  count(stat: "map_batches" | "own_flushes"): void;
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts"): void;
   /** Opens a connection from `from` to the other node, or says why not. */
   dial(from: Host): { conn: Connection } | { refused: string };
   other(host: Host): Host;

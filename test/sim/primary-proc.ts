@@ -80,21 +80,27 @@ export class PrimaryProc {
       datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty, sectorsize: meta.sectorsize,
       mapsize: meta.mapsize, chunk_bytes: cfg.chunk_bytes,
     });
-    this.map.copyIn(host.readMap(meta.mapsize));
+    this.map.copyIn(host.readMap(meta.mapsize), meta.stale?.extents);
     this.engine = new PrimaryEngine(this.map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, cfg.mode,
-      { changes_listed_max: cfg.changes_listed_max });
+      { changes_listed_max: cfg.changes_listed_max, ...(meta.stale ? { stale: meta.stale } : {}), stale_listed_max: cfg.stale_listed_max });
   }
 
-  /** Worker start (src/daemon/primary.ts): metadata, counters reset while resuid is 0, map copy-in. */
-  /** null: refused, as PrimaryWorker.start refuses a copy marked incomplete (the sim never forces). */
-  static start(host: Host, ctx: SimContext): PrimaryProc | null {
+  /** Worker start (src/daemon/primary.ts): metadata, counters reset while resuid is 0, map copy-in.
+   * null: refused, as PrimaryWorker.start refuses a copy marked incomplete unless `force`d. */
+  static start(host: Host, ctx: SimContext, force = false): PrimaryProc | null {
     const meta = host.readMetadata();
     if ((meta.flags & FLAG_COPY_INCOMPLETE) !== 0) {
-      ctx.trace(`${host.name}: not promoted: its copy is incomplete`);
-      return null;
+      ctx.trace(`${host.name}: not promoted: its copy is incomplete${force ? "; forced" : ""}`);
+      if (!force) return null;
+      // acceptIncomplete: this copy becomes the good one, and the next secondary gets all of it.
+      meta.flags = (meta.flags & ~FLAG_COPY_INCOMPLETE) | FLAG_SYNC_FULL_ON_CONNECT;
+      host.writeMetadataSlot(meta);
+      host.disk.flushNow();
     }
     const proc = new PrimaryProc(host, ctx, meta);
-    ctx.trace(`${host.name}: primary starts (resuid=${meta.resuid} localcnt=${meta.localcnt} remotecnt=${meta.remotecnt}, ${proc.map.syncExtentCount()} extents dirty)`);
+    ctx.trace(`${host.name}: primary starts (resuid=${meta.resuid} localcnt=${meta.localcnt} remotecnt=${meta.remotecnt}, ${proc.map.syncExtentCount()} extents dirty` +
+      `${meta.stale ? `, ${meta.stale.extents.length} listed stale` : ""})`);
+    if (meta.stale) ctx.count("stale_restarts");
     if (meta.resuid === 0n && (meta.localcnt !== 0n || meta.remotecnt !== 0n)) {
       meta.localcnt = 0n;
       meta.remotecnt = 0n;
@@ -392,10 +398,13 @@ export class PrimaryProc {
         return;
       }
       case "metadata": {
-        const next: Metadata = { ...this.meta, resuid: a.generation.resuid, localcnt: a.generation.localcnt, remotecnt: a.generation.remotecnt, flags: a.generation.flags, prevrole: "primary" };
+        const { stale: _, ...meta } = this.meta;
+        const g = a.generation;
+        const next: Metadata = { ...meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary", ...(g.stale ? { stale: g.stale } : {}) };
         this.host.writeMetadataSlot(next);
         return this.host.block(this.metaLatency(), "metadata", () => {
           this.host.disk.flushNow();
+          if (!next.stale) delete this.meta.stale;
           Object.assign(this.meta, next);
           this.ctx.observer.metadataDurable(this.host);
           this.pump();

@@ -7,7 +7,7 @@
 import { ActiveMap } from "../../src/core/activemap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
-import { FLAG_COPY_INCOMPLETE, type Metadata } from "../../src/core/metadata.ts";
+import { copyIncomplete, FLAG_COPY_INCOMPLETE, type Metadata } from "../../src/core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../../src/core/secondary-engine.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
@@ -118,7 +118,7 @@ export class SecondaryProc {
 
   private handshake(hello: Handshake): void {
     const meta = this.host.readMetadata();
-    let decision: ConnectDecision = decideConnect(meta, { ...hello, initial_full_sync: false });
+    let decision: ConnectDecision = decideConnect(meta, { ...hello, initial_full_sync: false }, copyIncomplete(meta));
     this.ctx.trace(`${this.host.name}: decision row ${decision.row} ${decision.kind} (secondary localcnt=${meta.localcnt} remotecnt=${meta.remotecnt}; primary localcnt=${hello.localcnt} remotecnt=${hello.remotecnt})`);
     if (decision.kind === "split-brain" && this.ctx.plant === "merge-split-brain") {
       // Planted bug: a split-brain is "resolved" by a full sync from the primary.
@@ -149,7 +149,15 @@ export class SecondaryProc {
     if (this.ended) return;
     this.host.disk.flush(this.host.guard((ok: boolean) => {
       const answer = () => this.answerHandshake(meta, decision, ok ? this.host.cacheEpoch() : null);
-      if ((decision.syncsrc !== "primary" && ok) || !this.writeCopySlot(false)) return answer();
+      if (meta.stale) {
+        // secondary.ts: a primary's stale extents join the map on the disk, then the list goes.
+        const ondisk = this.host.readMap(meta.mapsize);
+        for (const e of meta.stale.extents) ondisk[e >> 3]! |= 1 << (e & 7);
+        this.host.disk.writeControl(ACTIVEMAP_OFFSET, ondisk);
+        this.host.disk.flushNow();
+      }
+      if ((decision.syncsrc !== "primary" && ok && !meta.stale) || !this.writeCopySlot(false)) return answer();
+      delete meta.stale;
       meta.flags |= FLAG_COPY_INCOMPLETE;
       this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {
         this.host.disk.flushNow();
@@ -165,9 +173,9 @@ export class SecondaryProc {
 
   /** Writes the metadata slot with FLAG_COPY_INCOMPLETE as `complete` says; false if already so. */
   private writeCopySlot(complete: boolean): boolean {
-    const meta = this.host.readMetadata();
+    const { stale, ...meta } = this.host.readMetadata();
     const flags = complete ? meta.flags & ~FLAG_COPY_INCOMPLETE : meta.flags | FLAG_COPY_INCOMPLETE;
-    if (flags === meta.flags) return false;
+    if (flags === meta.flags && !stale) return false;
     this.host.writeMetadataSlot({ ...meta, flags });
     this.ctx.trace(`${this.host.name}: copy ${complete ? "complete" : "incomplete"}`);
     return true;

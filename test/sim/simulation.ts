@@ -3,7 +3,7 @@
 // faults and changes roles, and the checkers (test/sim/checkers.ts) after every tick. The seed
 // decides everything; a failure reports the seed, the step and the tail of the trace.
 import { mapBytesFor } from "../../src/core/layout.ts";
-import { FLAG_COPY_INCOMPLETE, type Metadata } from "../../src/core/metadata.ts";
+import { FLAG_COPY_INCOMPLETE, type Metadata, STALE_EXTENTS_MAX } from "../../src/core/metadata.ts";
 import { CHANGES_LISTED_MAX, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { checkMapCoversDifferences, checkReplicasIdentical, isInSync, passMirrored } from "./checkers.ts";
@@ -111,7 +111,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, promotions_refused: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0,
   };
 
   constructor(private readonly options: RunOptions) {
@@ -152,7 +152,7 @@ class Simulation implements SimContext, Observer {
 
   // ---- SimContext ----
 
-  count(stat: "map_batches" | "own_flushes"): void {
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts"): void {
     this.stats[stat]!++;
   }
 
@@ -303,8 +303,8 @@ class Simulation implements SimContext, Observer {
 
   /** Returns false when a promotion was refused (the copy is incomplete): the role stays as it was.
    * Only the callers that pass `may_refuse` expect that; for the others it is a failure. */
-  private setRole(host: Host, role: Role, may_refuse = false): boolean {
-    this.trace(`operator: ${host.name} role ${role}`);
+  private setRole(host: Host, role: Role, may_refuse = false, force = false): boolean {
+    this.trace(`operator: ${host.name} role ${force ? "--force " : ""}${role}`);
     host.primary?.stop();
     host.secondary?.stop(`role changed to ${role}`);
     host.primary = null;
@@ -313,7 +313,7 @@ class Simulation implements SimContext, Observer {
     const old = host.role;
     host.role = role;
     if (role !== "primary") return true;
-    const proc = PrimaryProc.start(host, this);
+    const proc = PrimaryProc.start(host, this, force);
     if (proc === null) {
       if (!may_refuse) this.fail(`${host.name} refused to become primary: its copy is marked incomplete`);
       this.stats.promotions_refused!++;
@@ -356,8 +356,29 @@ class Simulation implements SimContext, Observer {
     this.clock.after(this.rng.between(50, 1500), () => {
       host.up = true;
       this.trace(`${host.name} boots`);
-      this.setRole(host, role);
+      if (this.setRole(host, role, role === "primary")) return;
+      // Refused: more extents of its copy were stale (a write or flush failed there that the peer
+      // took) than its metadata lists. The operator fails over to the peer, which holds them; if
+      // that copy is incomplete too, neither is whole, and the operator forces the peer's (what
+      // the crashed primary had not copied to it is lost, as in any failover).
+      this.stats.restarts_refused!++;
+      if (!this.failOver(host)) {
+        this.stats.forced!++;
+        if (!this.failOver(host, true)) this.fail(`${this.other(host).name} could not be forced to primary`);
+      }
+      this.setRole(host, "secondary");
     });
+  }
+
+  /** The secondary becomes primary in `from`'s place, unless it refuses (its copy is incomplete). */
+  private failOver(from: Host, force = false): boolean {
+    const to = this.other(from);
+    if (to.role !== "secondary" || !this.setRole(to, "primary", true, force)) return false;
+    // What the peer was promised to hold is what survives.
+    this.stats.failovers!++;
+    this.oracle.lowerFloor((rec) => rec.replicated);
+    this.official = to;
+    return true;
   }
 
   /** Split-brain recovery (spec 7.4): role init, hastctl create, role secondary. */
@@ -433,13 +454,7 @@ class Simulation implements SimContext, Observer {
     this.oracle.primaryEnded();
     // Failover, unless the survivor refuses (its copy is incomplete): the operator then brings the
     // crashed primary back instead.
-    if (survivor.role === "secondary" && this.rng.chance(0.5) && this.setRole(survivor, "primary", true)) {
-      // What the peer was promised to hold is what survives.
-      this.stats.failovers!++;
-      this.oracle.lowerFloor((rec) => rec.replicated);
-      this.official = survivor;
-      return this.restartLater(victim, "secondary");
-    }
+    if (survivor.role === "secondary" && this.rng.chance(0.5) && this.failOver(victim)) return this.restartLater(victim, "secondary");
     if (kind === "power") this.oracle.lowerFloor((rec) => rec.flushed);
     this.restartLater(victim, "primary");
   }
@@ -671,5 +686,8 @@ function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined
     // Half the runs hold the change lists to a few extents: flushes of the engine's own then come
     // among the faults (the default never fills on the simulator's small disks).
     changes_listed_max: changes_listed_max ?? (later.chance(0.5) ? later.between(1, 8) : CHANGES_LISTED_MAX),
+    // A quarter of the runs list at most one or two stale extents in the primary's metadata: past
+    // that its copy is marked incomplete, and a restart of it is refused.
+    stale_listed_max: later.chance(0.25) ? later.between(1, 2) : STALE_EXTENTS_MAX,
   };
 }

@@ -79,4 +79,19 @@ describe("decideConnect", () => {
     // check the bump after a restart): must never read as "in sync".
     expect(decideConnect(secondary(2n, 0n), hello(2n, 1n)).kind).toBe("split-brain");
   });
+
+  test("an incomplete secondary is never the sync source, even with newer counters: the primary's copy goes over its changes", () => {
+    const warning = "This node's copy is incomplete, so the primary's copy is taken although this node changed data since: " +
+      "those changes are dropped (the primary copies its own over them).";
+    expect(decideConnect(secondary(5n, 3n), hello(3n, 4n), true)).toEqual({
+      kind: "accept", row: 3, syncsrc: "primary", map: "own", adopt_resuid: false, virgin: false, warning,
+    });
+    const row7 = decideConnect(secondary(9n, 5n), hello(3n, 4n), true);
+    expect(row7.kind === "accept" && [row7.row, row7.syncsrc, row7.map]).toEqual([7, "primary", "full"]);
+    // Complete, the same counters make it the source.
+    const source = decideConnect(secondary(5n, 3n), hello(3n, 4n), false);
+    expect(source.kind === "accept" && source.syncsrc).toBe("secondary");
+    // Where the primary is the source anyway, nothing changes.
+    expect(decideConnect(secondary(3n, 3n), hello(3n, 3n), true)).toEqual(decideConnect(secondary(3n, 3n), hello(3n, 3n)));
+  });
 });

@@ -22,6 +22,7 @@ import {
   type PrimaryGeneration,
   type RequestKind,
 } from "../../../src/core/primary-engine.ts";
+import type { StaleExtents } from "../../../src/core/metadata.ts";
 import type { ReplicationMode } from "../../../src/core/request-legs.ts";
 
 /** More chunks in flight than the daemon's default, so overlaps between chunks and writes show. */
@@ -37,6 +38,9 @@ export interface DriverOptions {
   generation?: PrimaryGeneration;
   held_flush_sync_bytes_max?: number;
   changes_listed_max?: number;
+  /** A restart: the stale extents the metadata lists (the map is loaded with them dirty). */
+  stale?: StaleExtents;
+  stale_listed_max?: number;
 }
 
 export interface Request {
@@ -109,10 +113,15 @@ export class EngineDriver {
       sectorsize: options.sector_bytes, chunk_bytes: options.chunk_bytes,
     });
     this.map_image = new Uint8Array(this.map.mapsize);
+    if (options.stale) {
+      for (const e of options.stale.extents) this.map_image[e >> 3]! |= 1 << (e & 7);
+      this.map.copyIn(this.map_image);
+    }
     this.mode = options.mode;
     const generation = options.generation ?? { resuid: 1n, localcnt: 0n, remotecnt: 0n, flags: 0 };
     this.engine = new PrimaryEngine(this.map, generation, options.mode, {
       sync_chunks_max: DRIVER_SYNC_CHUNKS, held_flush_sync_bytes_max: options.held_flush_sync_bytes_max, changes_listed_max: options.changes_listed_max,
+      ...(options.stale ? { stale: options.stale } : {}), ...(options.stale_listed_max ? { stale_listed_max: options.stale_listed_max } : {}),
     });
     this.local = new Uint32Array(options.datasize / options.sector_bytes);
     this.remote = new Uint32Array(options.datasize / options.sector_bytes);

@@ -11,6 +11,8 @@ import {
   type MetadataErrorReason,
   OFF_CRC,
   type SlotWrite,
+  type StaleExtents,
+  STALE_EXTENTS_MAX,
 } from "../../../src/core/metadata.ts";
 
 const layout = computeLayout({ mediasize: 64 * 1024 * 1024, sectorsize: 512 });
@@ -142,8 +144,48 @@ describe("metadata codec", () => {
   test("unsupported format version wins over an older valid slot", () => {
     const area = freshArea();
     apply(area, encodeMetadataSlot(META, 2n));
-    area[METADATA_SLOT_BYTES + 8] = 2;
-    expectError(area, "bad-version", "unsupported format version 2 in slot 1 (this hastd reads version 1)");
+    area[METADATA_SLOT_BYTES + 8] = 3;
+    expectError(area, "bad-version", "unsupported format version 3 in slot 1 (this hastd reads versions 1 and 2)");
+  });
+
+  test("a primary's stale extents round-trip in a version-2 slot; without them the slot stays version 1", () => {
+    const stale: StaleExtents = { extents: [0, 5, 31], peer_epoch: "00112233445566778899aabbccddeeff" };
+    const plain = encodeMetadataSlot(META, 1n);
+    expect(plain.bytes[8]).toBe(1);
+    const listed = encodeMetadataSlot({ ...META, stale }, 1n);
+    expect(listed.bytes[8]).toBe(2);
+    expect(decodeMetadataArea(apply(new Uint8Array(METADATA_AREA_BYTES), listed)).meta).toEqual({ ...META, stale });
+    const full: StaleExtents = { extents: Array.from({ length: STALE_EXTENTS_MAX }, (_, i) => i), peer_epoch: null };
+    const big = { ...META, datasize: STALE_EXTENTS_MAX * META.extentsize };
+    expect(decodeMetadataArea(apply(new Uint8Array(METADATA_AREA_BYTES), encodeMetadataSlot({ ...big, stale: full }, 1n))).meta.stale).toEqual(full);
+    expect(STALE_EXTENTS_MAX).toBeGreaterThan(900);
+  });
+
+  test("a stale section that could not be read back is refused, written or read", () => {
+    const nextents = Math.ceil(META.datasize / META.extentsize);
+    const cases: [StaleExtents, string][] = [
+      [{ extents: [], peer_epoch: null }, "cannot write metadata: 0 stale extents: must be 1 to " + STALE_EXTENTS_MAX],
+      [{ extents: [3, 3], peer_epoch: null }, "cannot write metadata: stale extents are not in ascending order at 3"],
+      [{ extents: [nextents], peer_epoch: null }, `cannot write metadata: stale extent ${nextents} is not an extent of the ${nextents}`],
+      [{ extents: [1], peer_epoch: "abc" }, "cannot write metadata: stale extents' peer epoch abc is not 16 bytes of lowercase hex"],
+    ];
+    for (const [stale, message] of cases) expect(() => encodeMetadataSlot({ ...META, stale }, 1n)).toThrow(message);
+    // Read side: the same rules, and the section's own fields.
+    const slot = () => encodeMetadataSlot({ ...META, stale: { extents: [2, 4], peer_epoch: null } }, 1n).bytes;
+    const edits: [(b: Uint8Array) => void, string][] = [
+      [(b) => { b[344] = 0; }, "stale extent count 0 must be 1 to " + STALE_EXTENTS_MAX],
+      [(b) => { b[348] = 2; }, "stale section's epoch fields are not 0 or 1 and a boot id"],
+      [(b) => { b[352] = 9; }, "stale section's epoch fields are not 0 or 1 and a boot id"],
+      [(b) => { b[372] = 1; }, "stale extents are not in ascending order at 1"],
+      [(b) => { b[376] = 7; }, "reserved bytes are not zero"],
+      [(b) => { b[8] = 1; }, "reserved bytes are not zero"],
+    ];
+    for (const [edit, message] of edits) {
+      const b = slot();
+      edit(b);
+      const state = decodeMetadataSlot(reseal(b), 0);
+      expect(state.status === "invalid" && state.error.message).toBe(`invalid field in slot 0: ${message}`);
+    }
   });
 
   test("checksum mismatch: one flipped byte anywhere in the slot", () => {

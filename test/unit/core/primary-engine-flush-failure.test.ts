@@ -3,7 +3,8 @@
 // peer what the peer also holds, copies again to the peer what the peer may have dropped, and tells
 // the application at its next flush when a flush nobody saw failed here.
 import { describe, expect, test } from "bun:test";
-import type { PrimaryAction } from "../../../src/core/primary-engine.ts";
+import { FLAG_COPY_INCOMPLETE } from "../../../src/core/metadata.ts";
+import type { PrimaryAction, PrimaryGeneration } from "../../../src/core/primary-engine.ts";
 import { EngineDriver, type IoOp } from "./engine-driver.ts";
 
 const EXTENT = 4096;
@@ -318,5 +319,118 @@ describe("a failed flush of the peer's disk", () => {
     expect(d.engine.syncChunkLive(chunk.chunk)).toBe(true);
     d.completeRemote(op(d.pending_remote, id), false); // ...whose flush failed too: it may lack the write
     expect(d.engine.syncChunkLive(chunk.chunk)).toBe(false); // this node's copy is kept
+  });
+});
+
+describe("the stale extents a restart reads (Metadata.stale)", () => {
+  const listed = (g: PrimaryGeneration | undefined) => g?.stale?.extents ?? [];
+  const incomplete = (g: PrimaryGeneration | undefined) => g !== undefined && (g.flags & FLAG_COPY_INCOMPLETE) !== 0;
+  const kinds = (actions: PrimaryAction[]) => actions.map((a) => a.type === "metadata" ? (a.generation.stale ? "listed" : "metadata") : a.type);
+  const connection = (d: EngineDriver, peer_cache_epoch: string | null, peer_map = new Uint8Array(d.map.mapsize)) =>
+    ({ syncsrc: "primary" as const, peer_localcnt: 0n, peer_remotecnt: 0n, peer_map, virgin: false, peer_cache_epoch });
+  const EPOCH = "0123456789abcdef0123456789abcdef";
+
+  test("a write answered from the peer's copy alone is answered after the metadata lists its extent, which follows the map write keeping it dirty", () => {
+    const d = inSync("fullsync", undefined, EPOCH);
+    write(d, 2); // extent 2 dirty and kept: the masked write below needs no map write to start
+    const { id } = d.submit("write", 2 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, id), false);
+    const actions = d.completeRemote(op(d.pending_remote, id), true);
+    expect(d.replies.get(id)?.ok).toBe(true);
+    const order = kinds(actions);
+    expect(order.indexOf("listed")).toBeGreaterThan(order.indexOf("map"));
+    expect(order.indexOf("listed")).toBeLessThan(order.indexOf("reply"));
+    const first = d.metadata.find((g) => g.stale);
+    expect(first?.stale).toEqual({ extents: [2], peer_epoch: EPOCH });
+    expect(d.onDiskExtents()).toContain(2);
+    // Copied back: the metadata lists nothing any more.
+    expect(drainSync(d).get(2)).toBe("secondary");
+    expect(listed(d.metadata.at(-1))).toEqual([]);
+  });
+
+  test("a failed flush lists the extents it left stale; they stay listed while the peer is gone, and each leaves the list once copied back", () => {
+    const d = inSync();
+    write(d, 3);
+    write(d, 6);
+    flush(d, false, true);
+    d.disconnect();
+    expect(listed(d.metadata.at(-1))).toEqual([3, 6]);
+    d.connect(connection(d, null));
+    expect(listed(d.metadata.at(-1))).toEqual([3, 6]);
+    const chunk = d.pending_sync.find((s) => s.chunk.extent === 3)!;
+    for (let n = 0; n < 100 && d.map.extentState(3).in_sync_set; n++) d.completeSync(d.pending_sync.find((s) => s.chunk.extent === 3) ?? chunk, true);
+    expect(listed(d.metadata.at(-1))).toEqual([6]);
+    drainSync(d);
+    expect(listed(d.metadata.at(-1))).toEqual([]);
+    expect(d.metadata.some(incomplete)).toBe(false);
+  });
+
+  test("an extent with a change still on its way to the peer is listed only once the peer answered it; kept here if it failed there", () => {
+    for (const remote_ok of [true, false]) {
+      const d = inSync("async");
+      const { id } = d.submit("write", 3 * EXTENT, SECTOR);
+      d.completeLocal(op(d.pending_local, id), true); // async: answered; the peer's leg is in flight
+      expect(d.replies.get(id)?.ok).toBe(true);
+      flush(d, false, true); // extent 3 may have lost it here: stale, while the peer may have it
+      expect(d.metadata.some((g) => g.stale)).toBe(false);
+      d.completeRemote(op(d.pending_remote, id), remote_ok);
+      // Answered there: a restart copies it back. Failed there: this copy is the one kept.
+      expect(listed(d.metadata.at(-1))).toEqual(remote_ok ? [3] : []);
+    }
+  });
+
+  test("a failed flush with nothing the peer holds lists nothing (what it dropped is copied from here)", () => {
+    const d = primary();
+    d.submit("write", 4 * EXTENT, SECTOR); // no peer: the change is this node's alone
+    d.completeLocal(d.pending_local[0]!, true);
+    const { id } = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, id), false);
+    expect(d.replies.get(id)?.ok).toBe(false);
+    expect(d.metadata.some((g) => g.stale !== undefined || incomplete(g))).toBe(false);
+  });
+
+  test("more stale extents than a slot lists mark the copy incomplete instead (a restart is refused); fewer again, they are listed", () => {
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 }, stale_listed_max: 2,
+    });
+    d.connect(connection(d, null));
+    for (const e of [1, 4, 5]) write(d, e);
+    flush(d, false, true);
+    expect(incomplete(d.metadata.at(-1))).toBe(true);
+    expect(d.metadata.at(-1)?.stale).toBeUndefined();
+    const first = d.pending_sync[0]!;
+    for (let n = 0; n < 100 && d.map.extentState(first.chunk.extent).in_sync_set; n++) {
+      d.completeSync(d.pending_sync.find((s) => s.chunk.extent === first.chunk.extent)!, true);
+    }
+    expect(incomplete(d.metadata.at(-1))).toBe(false);
+    expect(listed(d.metadata.at(-1))).toHaveLength(2);
+  });
+
+  test("a restarted primary copies its listed extents back from a peer whose cache lasted; reads go to the peer meanwhile", () => {
+    const restarted = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 1n, remotecnt: 1n, flags: 0 }, stale: { extents: [2, 5], peer_epoch: EPOCH },
+    });
+    const read = restarted.submit("read", 2 * EXTENT, SECTOR);
+    expect(restarted.replies.get(read.id)?.ok).toBe(false); // no peer: it fails rather than return stale data
+    restarted.connect(connection(restarted, EPOCH));
+    const from = drainSync(restarted);
+    expect([from.get(2), from.get(5)]).toEqual(["secondary", "secondary"]);
+    expect(listed(restarted.metadata.at(-1))).toEqual([]);
+  });
+
+  test("a restarted primary keeps its own copy of listed extents when the peer rebooted since, and says so", () => {
+    const restarted = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 1n, remotecnt: 1n, flags: 0 }, stale: { extents: [2], peer_epoch: EPOCH },
+    });
+    restarted.connect(connection(restarted, "ffffffffffffffffffffffffffffffff"));
+    expect(listed(restarted.metadata.at(-1))).toEqual([]);
+    expect(drainSync(restarted).get(2)).toBe("primary");
+    const { id } = restarted.submit("flush", 0, 0);
+    restarted.completeLocal(op(restarted.pending_local, id), true);
+    restarted.completeRemote(op(restarted.pending_remote, id), true);
+    expect(restarted.replies.get(id)?.ok).toBe(false); // what the dropped extent lost is reported
   });
 });
