@@ -113,6 +113,65 @@ describe("disk errors on the primary's component", () => {
     expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
   }, 60_000);
 
+  test("a masked write's extent stays stale across a restart of the primary's worker, which copies it back from the secondary", async () => {
+    // Without the list in the metadata, the restarted worker would take its own copy (the write
+    // before) as the good one and copy it over the secondary's.
+    const { pair, a, b, client, faults } = await faultyPair();
+    const before = randomBytes(BLOCK_BYTES);
+    await nbdWrite(client, OFFSET, before);
+    await nbdFlush(client);
+    // The copy back's first read waits (its worker holds the component until it is done: the
+    // restarted primary's connections are refused until then).
+    faults(b, `pread:${b.name}.img:delay=6000:1`);
+    faults(a, `pwrite:${a.name}.img:EIO:1`);
+    const data = randomBytes(BLOCK_BYTES);
+    await nbdWrite(client, OFFSET, data);
+    const s = await pair.status(a);
+    expect(s.stale_extents).toBe(1);
+    expect(await h.hastctlOk(a, pair.confOf(a), ["status", pair.name])).toContain("\t1 extents stale\n");
+    expect(await h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain("stale: 1 extents (a write or flush failed here that the secondary took; copied back from it)");
+    // The metadata lists it (read while the worker runs: hastctl dump reads the slots as they are).
+    expect((await pair.dump(a)).stale_extents).toEqual([Math.floor(OFFSET / (2 * MiB))]);
+    process.kill(s.workerpid, "SIGKILL");
+    faults(b, null); // the read waits on; new workers there (each reads the rules afresh) must not
+    await pair.daemon(a).waitLog("(primary) warn: 1 extents of this node's copy are stale (a write or flush failed here that the secondary took): " +
+      "reads of them go to the secondary, and they are copied back from it once it connects.", 20_000);
+    await pair.waitSynced(a);
+    expect((await pair.status(a)).stale_extents).toBeUndefined();
+    expect(await blockSha(pair, a)).toBe(sha256(data));
+    expect(await blockSha(pair, b)).toBe(sha256(data));
+    expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
+  }, 90_000);
+
+  test("a primary demoted with stale extents comes back as a secondary whose copy is incomplete; the new primary copies them to it", async () => {
+    const { pair, a, b, client, faults } = await faultyPair();
+    await nbdWrite(client, OFFSET, randomBytes(BLOCK_BYTES));
+    await nbdFlush(client);
+    faults(b, `pread:${b.name}.img:delay=8000:1`); // holds up the copy back
+    faults(a, `pwrite:${a.name}.img:EIO:1`);
+    const data = randomBytes(BLOCK_BYTES);
+    await nbdWrite(client, OFFSET, data);
+    expect((await pair.status(a)).stale_extents).toBe(1);
+    await Bun.sleep(500); // the copy back's read has reached b's disk (it follows the write at once)
+    // That read waits on; the workers that follow (each reads the rules afresh) must meet no fault.
+    faults(b, null);
+    faults(a, null);
+    client.close();
+    await pair.role(a, "init");
+    expect((await pair.dump(a)).stale_extents).toEqual([Math.floor(OFFSET / (2 * MiB))]);
+    await pair.role(b, "primary"); // its copy is complete: it took the write
+    await pair.role(a, "secondary");
+    await pair.daemon(a).waitLog("(secondary) Connected to the primary");
+    await pair.waitSynced(b);
+    // The list became the incomplete mark at the handshake, and the new primary's IN_SYNC cleared it.
+    await waitFor("a's copy to be complete", async () => (await pair.status(a)).copy_incomplete === false, 20_000);
+    const dumped = await pair.dump(a);
+    expect(dumped.stale_extents).toBeUndefined();
+    expect(dumped.flags & 4).toBe(0);
+    expect(await blockSha(pair, a)).toBe(sha256(data));
+    expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
+  }, 90_000);
+
   test("EIO on pread falls back to the secondary; EIO on flush fails the flush though the peer's succeeded", async () => {
     const { pair, a, b, client, faults, prefill } = await faultyPair();
     const { localoff } = await pair.region(a);

@@ -80,6 +80,15 @@ describe("hastctl metrics output", () => {
     expect(f.find((x) => x.name === "hast_copy_incomplete")?.samples.map((s) => s.labels.resource)).toEqual(["r3", "r4"]);
   });
 
+  test("a primary with a worker says how many extents of its copy are stale (0 when none); nobody else does", () => {
+    const stale: ResourceStatus = { ...primary, name: "r5", stale_extents: 3 };
+    const secondary: ResourceStatus = { ...primary, name: "r6", role: "secondary" };
+    const f = parseExposition(formatPrometheus([primary, stale, secondary, stopped]));
+    expect(sampleValue(f, "hast_stale_extents", { resource: "r0" })).toBe(0);
+    expect(sampleValue(f, "hast_stale_extents", { resource: "r5" })).toBe(3);
+    expect(f.find((x) => x.name === "hast_stale_extents")?.samples.map((s) => s.labels.resource)).toEqual(["r0", "r5"]);
+  });
+
   test("a resource hastd reported an error for is down, with nothing else", () => {
     const f = parseExposition(formatPrometheus([{ name: "nosuch", error: 1, message: "no such resource" }]));
     expect(f.map((x) => x.name)).toEqual(["hast_up"]);
