@@ -66,7 +66,7 @@ describe("promotion of an incomplete copy", () => {
     const refused = await h.hastctl(b, pair.confOf(b), ["role", "primary", pair.name]);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain("not promoted: this node's copy is incomplete");
-    await pair.daemon(b).waitLog("Not promoted: this node's copy is incomplete: a synchronization from the primary did not finish");
+    await pair.daemon(b).waitLog("Not promoted: this node's copy is incomplete: a synchronization toward it did not finish");
     await pair.daemon(b).waitLog("The primary worker refused this node's copy. Role changed back to secondary.");
     expect((await pair.status(b)).role).toBe("secondary");
     expect((await pair.dump(b)).flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);

@@ -111,7 +111,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, drops: 0,
   };
 
   constructor(private readonly options: RunOptions) {
@@ -287,6 +287,7 @@ class Simulation implements SimContext, Observer {
     disk.drops_on_eio = this.linux_flush;
     disk.on_drop = (sectors, values) => {
       this.trace(`${name}: a failed flush dropped ${sectors.length} cached sectors (${sectors.slice(0, 40).join(", ")}${sectors.length > 40 ? ", …" : ""})`);
+      this.stats.drops!++;
       if (host === this.official && host.primary !== null) this.oracle.dropped(sectors, values);
     };
     host.create(this.freshMetadata(mapsize));
