@@ -47,7 +47,7 @@ export class PrimaryWorker {
     try {
       const store = new MetadataStore(disk);
       const meta = readMetadata(store, resource);
-      if ((meta.flags & FLAG_COPY_INCOMPLETE) !== 0) acceptIncomplete(store, meta, force, log);
+      acceptIncomplete(store, meta, force, log);
       if (meta.resuid === 0n && (meta.localcnt !== 0n || meta.remotecnt !== 0n)) {
         meta.localcnt = 0n;
         meta.remotecnt = 0n;
@@ -151,14 +151,20 @@ export class PrimaryWorker {
  * did not finish, or a write or flush failed here since; as a primary, more extents went stale
  * than its metadata lists): serving it would mix old and new data. Refused unless forced; forced,
  * this copy becomes the good one and the next secondary gets all of it, so the two nodes cannot
- * stay different where this one is behind.
+ * stay different where this one is behind. Forced, listed stale extents are taken as they are
+ * too (unforced, the worker copies them back from the secondary once it connects).
  */
 function acceptIncomplete(store: MetadataStore, meta: Metadata, force: boolean, log: Logger): void {
-  const why = "this node's copy is incomplete: a synchronization toward it did not finish, or a write or flush failed here that the other node took";
+  const incomplete = (meta.flags & FLAG_COPY_INCOMPLETE) !== 0;
+  if (!incomplete && !(force && meta.stale)) return;
+  const why = incomplete
+    ? "this node's copy is incomplete: a synchronization toward it did not finish, or a write or flush failed here that the other node took"
+    : `${meta.stale!.extents.length} extents of this node's copy are stale: a write or flush failed here that the other node took`;
   if (!force) {
     throw new ExitError(`Not promoted: ${why}. Bring the other node back as primary, or promote this one with hastctl role --force primary to keep its data as it is.`, WORKER_EXIT_REFUSED);
   }
   log.warn(`Promoted by force although ${why}: its data is kept as it is, and the next secondary gets a full copy of it.`);
   meta.flags = (meta.flags & ~FLAG_COPY_INCOMPLETE) | FLAG_SYNC_FULL_ON_CONNECT;
+  delete meta.stale;
   store.write(meta);
 }

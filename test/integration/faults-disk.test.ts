@@ -172,6 +172,29 @@ describe("disk errors on the primary's component", () => {
     expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
   }, 90_000);
 
+  test("role --force primary takes a copy with stale extents as it is: the list goes, the next secondary gets a full copy", async () => {
+    const { pair, a, b, client, faults } = await faultyPair();
+    const before = randomBytes(BLOCK_BYTES);
+    await nbdWrite(client, OFFSET, before);
+    await nbdFlush(client);
+    faults(b, `pread:${b.name}.img:delay=8000:1`); // holds up the copy back
+    faults(a, `pwrite:${a.name}.img:EIO:1`);
+    await nbdWrite(client, OFFSET, randomBytes(BLOCK_BYTES));
+    expect((await pair.status(a)).stale_extents).toBe(1);
+    faults(a, null);
+    client.close();
+    await pair.role(a, "init");
+    await h.hastctlOk(a, pair.confOf(a), ["role", "--force", "primary", pair.name]);
+    await pair.daemon(a).waitLog("Promoted by force although 1 extents of this node's copy are stale: a write or flush failed here that the other node took: " +
+      "its data is kept as it is, and the next secondary gets a full copy of it.");
+    expect((await pair.status(a)).stale_extents).toBeUndefined();
+    const dumped = await pair.dump(a);
+    expect(dumped.stale_extents).toBeUndefined();
+    expect(dumped.flags & 1).toBe(1); // SYNC_FULL_ON_CONNECT
+    expect(await blockSha(pair, a)).toBe(sha256(before)); // its own copy, as it was
+    faults(b, null);
+  }, 60_000);
+
   test("EIO on pread falls back to the secondary; EIO on flush fails the flush though the peer's succeeded", async () => {
     const { pair, a, b, client, faults, prefill } = await faultyPair();
     const { localoff } = await pair.region(a);
