@@ -1,7 +1,9 @@
 // End-to-end failover (issue 5): two network namespaces behind a switch namespace, in each a
 // compiled hastd and ucarp calling ops/ucarp/vip-up.sh / vip-down.sh → ops/switch/hast-switch.
 // A third case crashes A while it resynchronizes B: B's promotion is refused, and the
-// docs/operations.md §8 runbook brings A back.
+// docs/operations.md §8 runbook brings A back. A fourth runs that crash with keepalived instead,
+// `hast-switch check` as its track_script: B is held in FAULT (never master, no refused
+// promotion), and A, rebooted, takes the address back and finishes the copy by itself.
 // Node A is master and primary with ext4 mounted on its /dev/hast/r0; files are written and
 // fsynced. Then A fails — crashed (SIGKILL) in one case, cut off the network in the other — and
 // ucarp on B takes the address, hast-switch promotes B, fsck passes, the file system mounts and
@@ -19,11 +21,12 @@ import { randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { BUN, Harness, MiB, REPO_ROOT, run, runOk, sha256File, skipReason, waitFor } from "../integration/harness.ts";
-import { type Binaries, type E2eNode, FailoverPair } from "./pair.ts";
+import { type Binaries, type E2eNode, FailoverPair, type Manager, PEER_TIMEOUT_S, type SwitchRun } from "./pair.ts";
 import { TestNetwork } from "./network.ts";
 
 const TOOLS = ["ip", "nsenter", "ucarp", "nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "e2fsck", "fsfreeze", "umount"];
 const reason = skipReason("e2e failover (namespaces, ucarp, /dev/hast, ext4)", { root: true, tools: TOOLS, fuse: true });
+const keepalivedReason = reason ?? skipReason("e2e failover with keepalived", { root: true, tools: ["keepalived"] });
 
 const DATA_BYTES = 64 * MiB;
 const BUILD_TIMEOUT_MS = 120_000;
@@ -35,6 +38,7 @@ const SYNC_WAIT_MS = 60_000;
 const SWITCH_WAIT_MS = 30_000;
 /** Slow enough that B's resync of FIRST_FILES lasts while A crashes (seconds), not long after. */
 const RESYNC_LINK_BITS_PER_S = 4_000_000;
+const PEER_TIMEOUT_MS = PEER_TIMEOUT_S * 1000;
 
 let bin: Binaries;
 
@@ -111,11 +115,11 @@ class Timeline {
 // ---------------------------------------------------------------------------- steps
 
 /** Namespaces, both nodes and the harness, all undone by h.cleanup() (also from afterAll). */
-async function setUp(): Promise<{ h: Harness; pair: FailoverPair }> {
+async function setUp(manager: Manager = "ucarp"): Promise<{ h: Harness; pair: FailoverPair }> {
   const h = await Harness.create("e2e");
   const net = await TestNetwork.create(`hast-e2e-${randomBytes(3).toString("hex")}`);
   h.onCleanup(() => net.destroy());
-  const pair = new FailoverPair(h, bin, net, DATA_BYTES);
+  const pair = new FailoverPair(h, bin, net, DATA_BYTES, manager);
   h.onCleanup(() => pair.stopAll());
   return { h, pair };
 }
@@ -134,10 +138,24 @@ async function waitStatus(pair: FailoverPair, node: E2eNode, what: string, ok: (
 
 const inSync = (s: Record<string, any>) => s.role === "primary" && s.status === "complete" && s.dirty === 0 && s.sync === undefined;
 
+/** Waits until the node's last hast-switch run is `expected`, and `also` holds. */
+async function waitLastSwitch(pair: FailoverPair, node: E2eNode, expected: SwitchRun, also: () => Promise<boolean> | boolean, timeout_ms: number) {
+  try {
+    await waitFor(`${node.name}: last hast-switch run ${expected.action} exiting ${expected.code}`, async () => {
+      const last = pair.switchRuns(node).at(-1);
+      return last?.action === expected.action && last.code === expected.code && (await also());
+    }, timeout_ms);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n${pair.report(node)}`);
+  }
+}
+
 /**
  * A new pair set up by hand (docs/operations.md §1), ext4 made on A's /dev/hast/r0, then handed
- * to ucarp: A's ucarp first, so A (advskew 100) is master, then B's (advskew 0), which does not
- * preempt. A is primary with the file system mounted, B secondary and connected.
+ * to the failover manager: A's first, so A is master, then B's, which does not preempt. A is
+ * primary with the file system mounted, B secondary and connected. ucarp (advskew 100 on A, 0 on
+ * B) runs the down script at start, then the up script once master; keepalived (priority 100 on
+ * A, 200 on B) notifies BACKUP, possibly FAULT until its check has passed twice, then MASTER.
  */
 async function bringUp(pair: FailoverPair): Promise<void> {
   const { a, b } = pair;
@@ -150,15 +168,19 @@ async function bringUp(pair: FailoverPair): Promise<void> {
   await pair.hastctlOk(a, ["role", "secondary", "r0"]);
   await waitFor("B's secondary worker to exit after A's demotion", () => pair.workers(b, "secondary").length === 0, SWITCH_WAIT_MS);
 
-  pair.startUcarp(a);
-  // At start ucarp runs the down script (secondary), then the up script once master (primary).
-  expect(await pair.waitSwitchRuns(a, 2, SWITCH_WAIT_MS)).toEqual({ action: "primary", code: 0 });
-  expect(pair.switchRuns(a)[0]).toEqual({ action: "secondary", code: 0 });
+  pair.startManager(a);
+  if (pair.manager === "ucarp") {
+    expect(await pair.waitSwitchRuns(a, 2, SWITCH_WAIT_MS)).toEqual({ action: "primary", code: 0 });
+    expect(pair.switchRuns(a)[0]).toEqual({ action: "secondary", code: 0 });
+  } else {
+    await waitLastSwitch(pair, a, { action: "primary", code: 0 }, () => pair.isMounted(a), FAILOVER_WAIT_MS);
+  }
   expect(await pair.net.hasVip(a.net)).toBe(true);
   expect(pair.isMounted(a)).toBe(true);
 
-  pair.startUcarp(b);
-  expect(await pair.waitSwitchRuns(b, 1, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+  pair.startManager(b);
+  if (pair.manager === "ucarp") expect(await pair.waitSwitchRuns(b, 1, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
+  else await waitLastSwitch(pair, b, { action: "secondary", code: 0 }, () => true, SWITCH_WAIT_MS);
   await waitStatus(pair, a, "connected to B", inSync, SYNC_WAIT_MS);
   expect(pair.workers(b, "secondary").length).toBe(1);
   expect(await pair.net.hasVip(b.net)).toBe(false);
@@ -183,7 +205,7 @@ async function expectPromoted(pair: FailoverPair, node: E2eNode, runs: number, d
 async function rebootAsBackup(pair: FailoverPair, node: E2eNode): Promise<void> {
   await pair.rebootCleanup(node);
   await pair.startHastd(node);
-  pair.startUcarp(node);
+  pair.startManager(node);
   expect(await pair.waitSwitchRuns(node, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
 }
 
@@ -268,7 +290,7 @@ describe.skipIf(!!reason)("failover with ucarp and hast-switch between two netwo
       await waitStatus(pair, a, "B's copy finished", inSync, SYNC_WAIT_MS);
       await waitStatus(pair, b, "B's copy complete", (s) => s.copy_incomplete === false, SWITCH_WAIT_MS);
       timeline.mark("A primary again, copy finished");
-      await pair.stopUcarp(b);
+      await pair.stopManager(b);
       expect(await pair.waitSwitchRuns(a, 4, FAILOVER_WAIT_MS), pair.report(a)).toEqual({ action: "primary", code: 0 });
       expect(pair.isMounted(a)).toBe(true);
       await expectFiles(a.mnt, files);
@@ -336,3 +358,53 @@ describe.skipIf(!!reason)("failover with ucarp and hast-switch between two netwo
   }, CASE_TIMEOUT_MS);
 });
 
+describe.skipIf(!!keepalivedReason)("failover with keepalived, notify.sh and hast-switch check", () => {
+  test("A crashes while resynchronizing B: B's check keeps it off the address; A, rebooted, takes it back by itself and finishes the copy", async () => {
+    const { h, pair } = await setUp("keepalived");
+    try {
+      const { a, b } = pair;
+      const timeline = new Timeline("keepalived, crash mid-resync");
+      await bringUp(pair);
+      await pair.hastctlOk(b, ["role", "init", "r0"]);
+      await waitStatus(pair, a, "A degraded", (s) => s.status === "degraded", SWITCH_WAIT_MS);
+      const files = writeFsynced(a.mnt, FIRST_FILES);
+      await pair.net.throttle(RESYNC_LINK_BITS_PER_S);
+      const fault_from = b.manager!.output.length;
+      await pair.hastctlOk(b, ["role", "secondary", "r0"]);
+      await waitStatus(pair, b, "B's copy marked incomplete", (s) => s.copy_incomplete === true, SWITCH_WAIT_MS);
+      // `hast-switch check` fails on B now: keepalived holds it in FAULT.
+      await waitFor("B's keepalived to enter FAULT", () => /FAULT/.test(b.manager!.output.slice(fault_from)), SWITCH_WAIT_MS);
+      expect((await pair.status(a)).sync).toBeDefined(); // the resync is under way
+      timeline.mark("bring-up, outage, resync started, B in FAULT");
+
+      await pair.crash(a);
+      // Longer than a failover takes (3 missed adverts, the peer timeout): B neither takes the
+      // address nor tries a promotion that would be refused.
+      await Bun.sleep(3_000 + 2 * PEER_TIMEOUT_MS);
+      expect(await pair.net.hasVip(b.net)).toBe(false);
+      expect(pair.switchRuns(b).filter((r) => r.action === "primary"), pair.report(b)).toEqual([]);
+      expect(await pair.status(b)).toMatchObject({ role: "secondary", copy_incomplete: true });
+      timeline.mark("A crashed, B kept off the address");
+
+      // A reboots: nobody advertises, so its keepalived becomes master and promotes it; the copy to
+      // B finishes, B's check passes again and keepalived takes B back to BACKUP.
+      await pair.net.throttle(null);
+      await pair.rebootCleanup(a);
+      await pair.startHastd(a);
+      const backup_from = b.manager!.output.length;
+      pair.startManager(a);
+      await waitLastSwitch(pair, a, { action: "primary", code: 0 }, () => pair.isMounted(a), FAILOVER_WAIT_MS);
+      expect(await pair.net.hasVip(a.net)).toBe(true);
+      await waitStatus(pair, a, "B's copy finished", inSync, SYNC_WAIT_MS);
+      await waitStatus(pair, b, "B's copy complete", (s) => s.copy_incomplete === false, SWITCH_WAIT_MS);
+      await waitFor("B's keepalived back to BACKUP", () => /BACKUP/.test(b.manager!.output.slice(backup_from)), SWITCH_WAIT_MS);
+      timeline.mark("A back as master and primary, copy finished, B backup");
+      expect(await pair.net.hasVip(b.net)).toBe(false);
+      await expectFiles(a.mnt, files);
+      await expectIdentical(pair, a);
+      timeline.print();
+    } finally {
+      await h.cleanup();
+    }
+  }, CASE_TIMEOUT_MS);
+});

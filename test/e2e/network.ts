@@ -104,6 +104,11 @@ export class TestNetwork {
     return (await this.addresses(node)).includes(VIP);
   }
 
+  /** A reboot's loss of the address a killed manager left configured. */
+  async dropVip(node: NodeNet): Promise<void> {
+    if (await this.hasVip(node)) await ip("-n", node.ns, "addr", "del", `${VIP}/32`, "dev", node.iface);
+  }
+
   /** Removes the namespaces (their links go with them); call after their processes are gone. */
   async destroy(): Promise<void> {
     for (const ns of this.created.reverse()) await run(["ip", "netns", "del", ns], { timeout_ms: IP_TIMEOUT_MS });

@@ -1,6 +1,8 @@
 // Two hast nodes for the end-to-end failover test, each in its own network namespace: a
-// compiled hastd, ucarp with ops/ucarp/vip-up.sh and vip-down.sh, and ops/switch/hast-switch
-// configured the way an operator would (its own /etc/hast-switch.conf equivalent). Only the
+// compiled hastd, a failover manager (ucarp with ops/ucarp/vip-up.sh and vip-down.sh, or
+// keepalived with ops/keepalived/notify.sh and `hast-switch check` as its track_script), and
+// ops/switch/hast-switch configured the way an operator would (its own /etc/hast-switch.conf
+// equivalent). Only the
 // network is namespaced: both nodes share this host's mount table, /dev and PID namespace, so
 // each node gets its own devdir (HASTD_DEVDIR), mount point, NBD directory and switch lock dir.
 //
@@ -20,6 +22,7 @@ const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const SWITCH_SCRIPT = join(REPO_ROOT, "ops/switch/hast-switch");
 const VIP_UP = join(REPO_ROOT, "ops/ucarp/vip-up.sh");
 const VIP_DOWN = join(REPO_ROOT, "ops/ucarp/vip-down.sh");
+const KEEPALIVED_NOTIFY = join(REPO_ROOT, "ops/keepalived/notify.sh");
 const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 export const RESOURCE = "r0";
@@ -74,10 +77,13 @@ export class LoggedProcess {
   }
 }
 
+export type Manager = "ucarp" | "keepalived";
+
 export interface E2eNode {
   name: string;
   net: NodeNet;
-  /** ucarp --advskew: B is preferred (0) so that it stays master once it has taken over. */
+  /** ucarp --advskew: B is preferred (0) so that it stays master once it has taken over.
+   * keepalived priority: 200 - advskew. */
   advskew: number;
   dir: string;
   disk: string;
@@ -91,7 +97,7 @@ export interface E2eNode {
   switchWrapper: string;
   switchLog: string;
   hastd: LoggedProcess | null;
-  ucarp: LoggedProcess | null;
+  manager: LoggedProcess | null;
 }
 
 /** One finished hast-switch run, as the wrapper logged it. */
@@ -113,13 +119,17 @@ export class FailoverPair {
     private readonly bin: Binaries,
     readonly net: TestNetwork,
     data_bytes: number,
+    readonly manager: Manager = "ucarp",
   ) {
     this.tmp = h.path("tmp");
     mkdirSync(this.tmp);
     this.a = this.makeNode("nodea", net.a, 100, data_bytes);
     this.b = this.makeNode("nodeb", net.b, 0, data_bytes);
     this.conf = h.writeText("hast.conf", this.hastConf());
-    for (const node of this.nodes) this.writeSwitchFiles(node);
+    for (const node of this.nodes) {
+      this.writeSwitchFiles(node);
+      if (manager === "keepalived") this.writeKeepalivedFiles(node);
+    }
   }
 
   get nodes(): [E2eNode, E2eNode] {
@@ -139,7 +149,7 @@ export class FailoverPair {
       control: join(dir, "ctl.sock"), pidfile: join(dir, "hastd.pid"), devdir: join(dir, "dev"),
       nbddir: join(dir, "run"), mnt: join(dir, "mnt"),
       switchConf: join(dir, "hast-switch.conf"), switchWrapper: join(dir, "hast-switch"), switchLog: join(dir, "switch.log"),
-      hastd: null, ucarp: null,
+      hastd: null, manager: null,
     };
     mkdirSync(node.mnt);
     return node;
@@ -188,7 +198,43 @@ export class FailoverPair {
     chmodSync(node.switchWrapper, 0o755);
   }
 
-  /** What hastd, hastctl, ucarp and the scripts of this node see. */
+  /** keepalived.conf as ops/keepalived/keepalived.conf.sample has it, checking every second. Its
+   * scripts inherit keepalived's environment (env()), so notify.sh finds the logging wrapper. */
+  private writeKeepalivedFiles(node: E2eNode): void {
+    writeFileSync(join(node.dir, "keepalived.conf"), `global_defs {
+    script_user root
+    enable_script_security
+}
+vrrp_script chk_hast {
+    script "${SWITCH_SCRIPT} check"
+    interval 1
+    timeout 5
+    fall 1
+    rise 2
+}
+vrrp_instance HAST {
+    state BACKUP
+    nopreempt
+    interface ${node.net.iface}
+    virtual_router_id ${VHID}
+    priority ${200 - node.advskew}
+    advert_int 1
+    authentication {
+        auth_type PASS
+        auth_pass hast-e2e
+    }
+    virtual_ipaddress {
+        ${VIP}/32
+    }
+    track_script {
+        chk_hast
+    }
+    notify ${KEEPALIVED_NOTIFY}
+}
+`);
+  }
+
+  /** What hastd, hastctl, the failover manager and the scripts of this node see. */
   env(node: E2eNode): Record<string, string> {
     return {
       PATH: SYSTEM_PATH, HASTD_NODE: node.name, HASTD_DEVDIR: node.devdir, TMPDIR: this.tmp,
@@ -248,22 +294,29 @@ export class FailoverPair {
     }, CONTROL_WAIT_MS);
   }
 
-  /** ucarp as in docs/operations.md (--shutdown, no --preempt), the ops scripts as up/down. */
-  startUcarp(node: E2eNode): void {
-    node.ucarp = this.spawn(node, "ucarp", [
-      "ucarp", `--interface=${node.net.iface}`, `--srcip=${node.net.address}`, `--vhid=${VHID}`, "--pass=hast-e2e",
-      `--addr=${VIP}`, `--upscript=${VIP_UP}`, `--downscript=${VIP_DOWN}`, "--advbase=1", `--advskew=${node.advskew}`,
-      "--shutdown", `--xparam=${RESOURCE}`,
-    ]);
+  /** ucarp as in docs/operations.md (--shutdown, no --preempt), the ops scripts as up/down; or
+   * keepalived in the foreground, VRRP only, with the files writeKeepalivedFiles made. */
+  startManager(node: E2eNode): void {
+    node.manager = this.manager === "ucarp"
+      ? this.spawn(node, "manager", [
+        "ucarp", `--interface=${node.net.iface}`, `--srcip=${node.net.address}`, `--vhid=${VHID}`, "--pass=hast-e2e",
+        `--addr=${VIP}`, `--upscript=${VIP_UP}`, `--downscript=${VIP_DOWN}`, "--advbase=1", `--advskew=${node.advskew}`,
+        "--shutdown", `--xparam=${RESOURCE}`,
+      ])
+      : this.spawn(node, "manager", [
+        "keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp", "-f", join(node.dir, "keepalived.conf"),
+        "-p", join(node.dir, "keepalived.pid"), "-r", join(node.dir, "vrrp.pid"),
+      ]);
   }
 
-  /** ucarp's orderly stop (SIGTERM): with --shutdown, a master runs its down script first. */
-  async stopUcarp(node: E2eNode): Promise<void> {
-    const ucarp = node.ucarp;
-    if (!ucarp) throw new Error(`${node.name}'s ucarp is not running`);
-    ucarp.proc.kill("SIGTERM");
-    if (!(await ucarp.exited(STOP_WAIT_MS))) throw new Error(`${node.name}'s ucarp did not exit within ${STOP_WAIT_MS} ms of SIGTERM`);
-    node.ucarp = null;
+  /** The manager's orderly stop (SIGTERM): ucarp with --shutdown runs its down script first if
+   * master; keepalived runs its notify script with STOP. */
+  async stopManager(node: E2eNode): Promise<void> {
+    const manager = node.manager;
+    if (!manager) throw new Error(`${node.name}'s ${this.manager} is not running`);
+    manager.proc.kill("SIGTERM");
+    if (!(await manager.exited(STOP_WAIT_MS))) throw new Error(`${node.name}'s ${this.manager} did not exit within ${STOP_WAIT_MS} ms of SIGTERM`);
+    node.manager = null;
   }
 
   /** Pids of the node's hastd workers titled "hastd: r0 (<role>)". */
@@ -272,23 +325,27 @@ export class FailoverPair {
     return descendants([node.hastd.pid]).filter((pid) => processArgs(pid).startsWith(`hastd: ${RESOURCE} (${role})`));
   }
 
-  /** A crash: SIGKILL to ucarp and to hastd's main process and worker, nothing else. */
+  /** A crash: SIGKILL to the manager (keepalived's VRRP child too) and to hastd's main process
+   * and worker, nothing else. */
   async crash(node: E2eNode): Promise<void> {
     const hastd = node.hastd;
-    if (!hastd || !node.ucarp) throw new Error(`${node.name} is not running`);
-    const victims = [node.ucarp.pid, hastd.pid, ...descendants([hastd.pid]).filter((pid) => processArgs(pid).startsWith("hastd: "))];
+    const manager = node.manager;
+    if (!hastd || !manager) throw new Error(`${node.name} is not running`);
+    const victims = [manager.pid, ...descendants([manager.pid]).filter((pid) => processArgs(pid).startsWith("keepalived")),
+      hastd.pid, ...descendants([hastd.pid]).filter((pid) => processArgs(pid).startsWith("hastd: "))];
     for (const pid of victims) process.kill(pid, "SIGKILL");
-    await waitFor(`${node.name}'s hastd and ucarp to die`, () => victims.every((pid) => !processAlive(pid)), STOP_WAIT_MS);
+    await waitFor(`${node.name}'s hastd and ${this.manager} to die`, () => victims.every((pid) => !processAlive(pid)), STOP_WAIT_MS);
     node.hastd = null;
-    node.ucarp = null;
+    node.manager = null;
   }
 
   /**
    * What a reboot leaves of a crashed node: no mounts, no loop devices, no FUSE mount or nbdfuse,
-   * an empty /dev/hast and /var/run. Its disk and hastd's metadata are all that survive.
+   * an empty /dev/hast and /var/run, no service address. Its disk and hastd's metadata are all
+   * that survive.
    */
   async rebootCleanup(node: E2eNode): Promise<void> {
-    if (node.hastd?.running || node.ucarp?.running) throw new Error(`${node.name} is still running`);
+    if (node.hastd?.running || node.manager?.running) throw new Error(`${node.name} is still running`);
     for (const point of mountsUnder(node.mnt)) await runOk(["umount", "-l", point], { timeout_ms: COMMAND_TIMEOUT_MS });
     for (const [loop] of await loopsUnder(node.nbddir)) await runOk(["losetup", "-d", loop], { timeout_ms: COMMAND_TIMEOUT_MS });
     const pidfile = join(node.nbddir, `${RESOURCE}.nbdfuse.pid`);
@@ -300,13 +357,14 @@ export class FailoverPair {
     for (const path of [node.devdir, node.nbddir, join(node.dir, "switch-run"), node.pidfile, node.control]) {
       rmSync(path, { recursive: true, force: true });
     }
+    await this.net.dropVip(node.net);
   }
 
   /**
-   * Cleanup for afterAll/finally: ucarp first (no more scripts), then every hast-switch still
+   * Cleanup for afterAll/finally: the managers first (no more scripts), then every hast-switch still
    * running, then hastd (SIGTERM: it removes its own device), then whatever is left of ours.
    * Mounts, loop devices, FUSE and the temp dir are the harness's job afterwards.
-   * HAST_TEST_LOGS=1 prints each node's switch.log, ucarp and hastd output first.
+   * HAST_TEST_LOGS=1 prints each node's switch.log, manager and hastd output first.
    */
   async stopAll(): Promise<void> {
     if (process.env.HAST_TEST_LOGS) for (const node of this.nodes) console.error(this.report(node));
@@ -319,7 +377,8 @@ export class FailoverPair {
         }
       }
     };
-    kill(this.started.filter((p) => p.label.endsWith("ucarp") && p.running).map((p) => p.pid));
+    const managers = this.started.filter((p) => p.label.endsWith("manager") && p.running).map((p) => p.pid);
+    kill([...managers, ...descendants(managers)]);
     const switches = this.pidsMentioning(this.nodes.map((n) => n.switchWrapper));
     kill([...switches, ...descendants(switches)]);
     const daemons = this.started.filter((p) => p.label.endsWith("hastd") && p.running);
@@ -367,7 +426,7 @@ export class FailoverPair {
   report(node: E2eNode): string {
     return [
       `--- ${node.name} switch.log:\n${this.switchLogText(node)}`,
-      `--- ${node.name} ucarp:\n${node.ucarp?.output ?? "(not running)"}`,
+      `--- ${node.name} ${this.manager}:\n${node.manager?.output ?? "(not running)"}`,
       `--- ${node.name} hastd:\n${node.hastd?.output ?? "(not running)"}`,
     ].join("\n");
   }

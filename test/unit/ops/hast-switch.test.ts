@@ -13,7 +13,7 @@ const RUN_TIMEOUT_MS = 20_000;
 setDefaultTimeout(30_000);
 
 const FAKE_HASTCTL = `#!/bin/sh
-# fake hastctl: state in $FAKE/state/<res>.{role,split_brain}; role primary makes the device
+# fake hastctl: state in $FAKE/state/<res>.{role,split_brain,copy_incomplete}; role primary makes the device
 # (a symlink to /dev/null, a character device) appear in $HAST_DEVDIR.
 echo "hastctl $*" >>"$FAKE/calls.log"
 sub=$1; shift
@@ -27,9 +27,10 @@ status)
 	for r in "$@"; do
 		[ -f "$FAKE/state/$r.role" ] || { echo "hastctl: no resource $r" >&2; exit 69; }
 		sb=false; [ -f "$FAKE/state/$r.split_brain" ] && sb=true
+		ci=false; [ -f "$FAKE/state/$r.copy_incomplete" ] && ci=true
 		printf '%s  {\\n    "name": "%s",\\n    "role": "%s",\\n    "provname": "%s",\\n' "$sep" "$r" "$(cat "$FAKE/state/$r.role")" "prov-$r"
 		printf '    "statistics": {\\n      "reads": 0,\\n      "local_errors": { "read": 0, "write": 0 }\\n    },\\n'
-		printf '    "status": "degraded",\\n    "dirty": 4096,\\n    "device": null,\\n    "note": "a \\\\"quoted\\\\" {brace}",\\n    "split_brain": %s\\n  }' "$sb"
+		printf '    "status": "degraded",\\n    "dirty": 4096,\\n    "device": null,\\n    "note": "a \\\\"quoted\\\\" {brace}",\\n    "split_brain": %s,\\n    "copy_incomplete": %s\\n  }' "$sb" "$ci"
 		sep=",
 "
 	done
@@ -256,6 +257,36 @@ test("wait-complete gives up after COMPLETE_WAIT_S while the resource is degrade
   const r = await hastSwitch(["wait-complete", "r0"], { COMPLETE_WAIT_S: "1" });
   expect(r.code).toBe(1);
   expect(r.stderr).toContain("r0: not complete after 1 s (status degraded, dirty 4096)");
+});
+
+describe("hast-switch check (a failover manager's health check)", () => {
+  test("passes while every copy here is complete, or served here as primary", async () => {
+    const r = await hastSwitch(["check"]);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: "" });
+    writeFileSync(join(fake, "state", "r0.role"), "primary\n");
+    writeFileSync(join(fake, "state", "r0.copy_incomplete"), "");
+    expect((await hastSwitch(["check", "r0"])).code).toBe(0);
+    expect(calls()).toEqual([]); // read-only: no role change, no mount
+  });
+
+  test("fails while a copy here is incomplete and not served here; names the resource", async () => {
+    writeFileSync(join(fake, "state", "r1.copy_incomplete"), "");
+    const r = await hastSwitch(["check"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("hast-switch: check: r1: this node's copy is incomplete: it must not take over (docs/operations.md)\n");
+    expect((await hastSwitch(["check", "r0"])).code).toBe(0);
+    expect((await hastSwitch(["check"], { HAST_RESOURCES: "r0" })).code).toBe(0);
+    expect(role("r1")).toBe("secondary");
+  });
+
+  test("fails when hastd does not answer, or does not know the resource", async () => {
+    const gone = await hastSwitch(["check"], { PATH: `${join(fake, "absent")}:/usr/bin:/bin`, HASTCTL: join(fake, "absent", "hastctl") });
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain("hastctl status failed: is hastd running?");
+    const unknown = await hastSwitch(["check", "nosuch"]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain("hastctl status failed: is hastd running?");
+  });
 });
 
 test("usage errors exit 64", async () => {
