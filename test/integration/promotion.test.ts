@@ -7,6 +7,8 @@ import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:tes
 import { randomBytes } from "node:crypto";
 import { nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT } from "../../src/core/metadata.ts";
+import { LocalDisk } from "../../src/io/disk.ts";
+import { MetadataStore } from "../../src/io/metadata-store.ts";
 import { Harness, MiB, Pair, waitFor } from "./harness.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 
@@ -91,4 +93,27 @@ describe("promotion of an incomplete copy", () => {
     expect(await pair.dataSha256(b)).toBe(primary_data);
     expect(await pair.dataSha256(a)).toBe(primary_data);
   }, 120_000);
+
+  test("a primary worker hastd restarts on a copy marked incomplete is refused: the role goes back to init", async () => {
+    // The mark a primary writes when more extents are stale than its metadata lists (docs/format.md):
+    // set here behind the running worker, which is then killed.
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a } = pair;
+    await pair.up();
+    await pair.waitSynced(a);
+    const disk = LocalDisk.open(pair.disk(a), { write: true });
+    try {
+      const store = new MetadataStore(disk);
+      const { meta } = store.read();
+      store.write({ ...meta, flags: meta.flags | FLAG_COPY_INCOMPLETE });
+    } finally {
+      disk.close();
+    }
+    const worker = (await pair.status(a)).workerpid;
+    process.kill(worker, "SIGKILL");
+    await pair.daemon(a).waitLog("The restarted primary worker refused this node's copy (the log says why). Changing resource role back to init.", 15_000);
+    expect(pair.daemon(a).log).toContain("(primary) error: Not promoted: this node's copy is incomplete");
+    expect(await pair.status(a)).toMatchObject({ role: "init", workerpid: 0, copy_incomplete: true });
+    expect(await pair.h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain("copy: incomplete");
+  }, 60_000);
 });
