@@ -213,9 +213,15 @@ export class SecondaryWorker {
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
     void this.local_async.settled().then(() => {
       try {
+        if (this.failed_after_loss) {
+          // What that flush covered may be gone, and a flush now would succeed regardless (the
+          // kernel reports a write-back error once): nothing is taken as durable.
+          this.log.error("A flush failed after the link was lost; unflushed changes stay marked.");
+          this.setCopyComplete(false);
+          return;
+        }
         // Nothing is in flight now: once this flush succeeds every change is durable, and the map
         // says so (FLUSHes still unanswered included), so the next connect copies nothing needlessly.
-        if (this.failed_after_loss) throw new Error("a flush failed after the link was lost");
         this.disk.flush();
         this.run(this.engine.allDurable());
       } catch (err) {
@@ -223,8 +229,8 @@ export class SecondaryWorker {
         this.setCopyComplete(false);
       } finally {
         this.disk.close();
+        this.ended(EX_TEMPFAIL);
       }
-      this.ended(EX_TEMPFAIL);
     });
   }
 
