@@ -111,7 +111,7 @@ export class FailoverPair {
   readonly b: E2eNode;
   readonly conf: string;
   private readonly tmp: string;
-  /** Every hastd and ucarp ever started (killed at cleanup even after a restart). */
+  /** Every hastd and manager ever started (killed at cleanup even after a restart). */
   private started: LoggedProcess[] = [];
 
   constructor(

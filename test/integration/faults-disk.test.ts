@@ -69,6 +69,34 @@ async function faultyPair(): Promise<Faulty & { prefill: Uint8Array }> {
   return { pair, a, b, client, faults, prefill };
 }
 
+/** The extent of OFFSET, stale on the primary after staleExtent(). */
+const STALE_EXTENT = Math.floor(OFFSET / (2 * MiB));
+/** How long the copy back's first read waits on the secondary's disk: the extent stays stale that
+ * long (and the secondary's worker holds its component, refusing new connections, until then). */
+const COPY_BACK_HOLD_MS = 8_000;
+
+/**
+ * A masked write: EIO on the primary's pwrite, the secondary took it, so its extent is stale on the
+ * primary, and the copy back's first read waits on the secondary's disk (COPY_BACK_HOLD_MS). The
+ * primary's fault is over on return; the secondary's rule stays until the caller ends it (faults(b,
+ * null)) once that read has started, for every new worker there reads the rules afresh.
+ */
+async function staleExtent(): Promise<Faulty & { before: Uint8Array; data: Uint8Array }> {
+  const f = await faultyPair();
+  const before = randomBytes(BLOCK_BYTES);
+  await nbdWrite(f.client, OFFSET, before);
+  await nbdFlush(f.client);
+  f.faults(f.b, `pread:${f.b.name}.img:delay=${COPY_BACK_HOLD_MS}:1`);
+  f.faults(f.a, `pwrite:${f.a.name}.img:EIO:1`);
+  const data = randomBytes(BLOCK_BYTES);
+  await nbdWrite(f.client, OFFSET, data);
+  f.faults(f.a, null);
+  expect((await f.pair.status(f.a)).stale_extents).toBe(1);
+  await waitFor("the copy back to start", () => f.pair.daemon(f.a).log.includes(`Synchronization started. ${2 * MiB} bytes to go.`), 10_000);
+  await Bun.sleep(300); // its read has reached the secondary's disk (it follows at once)
+  return { ...f, before, data };
+}
+
 async function blockSha(pair: Pair, node: NodeInfo, offset = OFFSET): Promise<string> {
   const { localoff } = await pair.region(node);
   return await sha256FileRange(pair.disk(node), localoff + offset, BLOCK_BYTES);
@@ -116,24 +144,13 @@ describe("disk errors on the primary's component", () => {
   test("a masked write's extent stays stale across a restart of the primary's worker, which copies it back from the secondary", async () => {
     // Without the list in the metadata, the restarted worker would take its own copy (the write
     // before) as the good one and copy it over the secondary's.
-    const { pair, a, b, client, faults } = await faultyPair();
-    const before = randomBytes(BLOCK_BYTES);
-    await nbdWrite(client, OFFSET, before);
-    await nbdFlush(client);
-    // The copy back's first read waits (its worker holds the component until it is done: the
-    // restarted primary's connections are refused until then).
-    faults(b, `pread:${b.name}.img:delay=6000:1`);
-    faults(a, `pwrite:${a.name}.img:EIO:1`);
-    const data = randomBytes(BLOCK_BYTES);
-    await nbdWrite(client, OFFSET, data);
-    const s = await pair.status(a);
-    expect(s.stale_extents).toBe(1);
+    const { pair, a, b, faults, data } = await staleExtent();
     expect(await h.hastctlOk(a, pair.confOf(a), ["status", pair.name])).toContain("\t1 extents stale\n");
     expect(await h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain("stale: 1 extents (a write or flush failed here that the secondary took; copied back from it)");
     // The metadata lists it (read while the worker runs: hastctl dump reads the slots as they are).
-    expect((await pair.dump(a)).stale_extents).toEqual([Math.floor(OFFSET / (2 * MiB))]);
-    process.kill(s.workerpid, "SIGKILL");
-    faults(b, null); // the read waits on; new workers there (each reads the rules afresh) must not
+    expect((await pair.dump(a)).stale_extents).toEqual([STALE_EXTENT]);
+    process.kill((await pair.status(a)).workerpid, "SIGKILL");
+    faults(b, null);
     await pair.daemon(a).waitLog("(primary) warn: 1 extents of this node's copy are stale (a write or flush failed here that the secondary took): " +
       "reads of them go to the secondary, and they are copied back from it once it connects.", 20_000);
     await pair.waitSynced(a);
@@ -144,21 +161,11 @@ describe("disk errors on the primary's component", () => {
   }, 90_000);
 
   test("a primary demoted with stale extents comes back as a secondary whose copy is incomplete; the new primary copies them to it", async () => {
-    const { pair, a, b, client, faults } = await faultyPair();
-    await nbdWrite(client, OFFSET, randomBytes(BLOCK_BYTES));
-    await nbdFlush(client);
-    faults(b, `pread:${b.name}.img:delay=8000:1`); // holds up the copy back
-    faults(a, `pwrite:${a.name}.img:EIO:1`);
-    const data = randomBytes(BLOCK_BYTES);
-    await nbdWrite(client, OFFSET, data);
-    expect((await pair.status(a)).stale_extents).toBe(1);
-    await Bun.sleep(500); // the copy back's read has reached b's disk (it follows the write at once)
-    // That read waits on; the workers that follow (each reads the rules afresh) must meet no fault.
+    const { pair, a, b, client, faults, data } = await staleExtent();
     faults(b, null);
-    faults(a, null);
     client.close();
     await pair.role(a, "init");
-    expect((await pair.dump(a)).stale_extents).toEqual([Math.floor(OFFSET / (2 * MiB))]);
+    expect((await pair.dump(a)).stale_extents).toEqual([STALE_EXTENT]);
     await pair.role(b, "primary"); // its copy is complete: it took the write
     await pair.role(a, "secondary");
     await pair.daemon(a).waitLog("(secondary) Connected to the primary");
@@ -173,15 +180,7 @@ describe("disk errors on the primary's component", () => {
   }, 90_000);
 
   test("role --force primary takes a copy with stale extents as it is: the list goes, the next secondary gets a full copy", async () => {
-    const { pair, a, b, client, faults } = await faultyPair();
-    const before = randomBytes(BLOCK_BYTES);
-    await nbdWrite(client, OFFSET, before);
-    await nbdFlush(client);
-    faults(b, `pread:${b.name}.img:delay=8000:1`); // holds up the copy back
-    faults(a, `pwrite:${a.name}.img:EIO:1`);
-    await nbdWrite(client, OFFSET, randomBytes(BLOCK_BYTES));
-    expect((await pair.status(a)).stale_extents).toBe(1);
-    faults(a, null);
+    const { pair, a, client, before } = await staleExtent();
     client.close();
     await pair.role(a, "init");
     await h.hastctlOk(a, pair.confOf(a), ["role", "--force", "primary", pair.name]);
@@ -192,7 +191,6 @@ describe("disk errors on the primary's component", () => {
     expect(dumped.stale_extents).toBeUndefined();
     expect(dumped.flags & 1).toBe(1); // SYNC_FULL_ON_CONNECT
     expect(await blockSha(pair, a)).toBe(sha256(before)); // its own copy, as it was
-    faults(b, null);
   }, 60_000);
 
   test("EIO on pread falls back to the secondary; EIO on flush fails the flush though the peer's succeeded", async () => {
