@@ -93,6 +93,8 @@ interface Modify {
   received_at_loss?: boolean;
   /** The application was told it succeeded. */
   answered_ok?: boolean;
+  /** change_seq taken when it was answered ok: a flush that started before does not cover it. */
+  answered_seq?: number;
 }
 
 interface Read {
@@ -645,10 +647,11 @@ export class PrimaryEngine {
    * one): neither copy holds everything, and this node's is the one kept, without what it lacks
    * (the change a local write missed, or what a failed flush dropped), which the next flush reports.
    * The peer's copy could lose other changes, silently. */
-  private keepOwnCopy(e: number): void {
-    if (!this.local_stale.has(e)) return;
+  private keepOwnCopy(e: number): boolean {
+    if (!this.local_stale.has(e)) return false;
     this.local_stale.delete(e);
     this.local_failure_unreported = true;
+    return true;
   }
 
   /** The peer's copy of extent `e` holds every change made here: it is not waiting to be copied
@@ -776,6 +779,7 @@ export class PrimaryEngine {
       // (a write sent while connected whose remote leg failed with the link).
       if (ok && !this.connected) this.noteDisconnectedChange(actions);
       modify.answered_ok = ok;
+      if (ok) modify.answered_seq = ++this.change_seq;
       actions.push({ type: "reply", id, ok });
     }
     if (!out.final) return actions;
@@ -803,8 +807,12 @@ export class PrimaryEngine {
     } else if (modify.answered_ok === true && (out.final.local_ok || legs.local_written_maybe) && !out.final.remote_ok) {
       // Answered ok, started before its extent went stale here, and the peer missed it: this copy
       // holds a change the peer lacks, so it is the one kept (what the failed flush dropped is
-      // lost). One answered with an error is owed nothing: the peer's copy stands.
-      for (let e = first; e <= last; e++) this.keepOwnCopy(e);
+      // lost). One answered with an error is owed nothing: the peer's copy stands. A flush that
+      // started before this change finished does not cover it: flushes fail until one that does
+      // has reported the loss (late_loss_upto), not just the next one to end.
+      let kept = false;
+      for (let e = first; e <= last; e++) kept = this.keepOwnCopy(e) || kept;
+      if (kept) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, modify.answered_seq!);
     }
     if (out.final.remote_ok) {
       // Held dirty until a flush makes it durable on the peer (see `unflushed`).

@@ -56,6 +56,8 @@ export interface Observer {
   splitBrain(primary: Host, secondary: Host): void;
   /** The secondary could not make a replicated write or trim (value 0) of sectors first+count. */
   secondaryModifyFailed(host: Host, first: number, count: number, value: number): void;
+  /** The secondary made a replicated write or trim (value 0) of sectors first+count (in its cache). */
+  secondaryModifyLanded(host: Host, first: number, count: number, value: number): void;
 }
 
 export interface SimContext {

@@ -21,6 +21,8 @@ export interface WriteRecord {
   flushed: boolean;
   /** The secondary reported that its write or trim of this record failed. */
   peer_failed: boolean;
+  /** The secondary wrote it (to its cache), whatever the primary had answered by then. */
+  landed: boolean;
   /** Still unanswered when a failed flush dropped one of its sectors, and answered without being
    * on the peer: it may be gone from the device. */
   dropped_unacked: boolean;
@@ -52,7 +54,7 @@ export class Oracle {
   }
 
   submitModify(first: number, count: number, value: number): WriteRecord {
-    const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false, dropped_unacked: false };
+    const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false, landed: false, dropped_unacked: false };
     for (let s = first; s < first + count; s++) this.history[s]!.push(rec);
     return rec;
   }
@@ -60,7 +62,7 @@ export class Oracle {
   acked(rec: WriteRecord, ok: boolean, promised_on_peer: boolean): void {
     if (!ok) return;
     rec.acked = true;
-    const promised = promised_on_peer && !rec.peer_failed;
+    const promised = (promised_on_peer || rec.landed) && !rec.peer_failed;
     // Answered after a drop took part of it, and not on the peer: the device may have lost it, and
     // no flush may call it durable (flushAcked).
     rec.dropped_unacked &&= !promised; // else copied back from the peer
@@ -152,6 +154,21 @@ export class Oracle {
     if (peer_serves_now && rec.acked) this.lowerFloor((r) => r !== rec);
   }
 
+  /**
+   * The secondary wrote a replicated write or trim to its cache: it is on the peer, even one the
+   * primary answered before the peer had it (async), which is then as one promised there (a drop on
+   * the primary is repaired from the peer; a failover keeps it). Found as peerModifyFailed finds it.
+   */
+  peerModifyLanded(first: number, count: number, value: number): void {
+    const rec = this.history[first]!.findLast((r) => r.value === value && r.first === first && r.count === count);
+    if (!rec || rec.peer_failed) return;
+    rec.landed = true;
+    if (!rec.acked || rec.replicated) return;
+    rec.replicated = true;
+    rec.dropped_unacked = false;
+    this.unreplicated.delete(rec);
+  }
+
   /** The pair is in sync and idle: everything acknowledged is on both nodes. */
   inSync(): void {
     this.peer_incomplete = false;
@@ -172,6 +189,9 @@ export class Oracle {
    * does not inherit the error, as a file opened after a write-back error does not). */
   primaryEnded(): void {
     this.unreported_drop = null;
+    // Writes a drop took before they were answered, on the peer neither: values the device may or
+    // may not hold (their floor was never raised), which no later process's flush reports.
+    this.forget(new Set([...this.unflushed].filter((rec) => rec.dropped_unacked)));
   }
 
   lowerFloor(survives: (rec: WriteRecord) => boolean): void {

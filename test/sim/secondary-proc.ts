@@ -267,7 +267,10 @@ export class SecondaryProc {
         const answer = this.host.guard((ok: boolean) => done(ok ? null : "EIO"));
         return disk.write(r.offset / sb, versions, true, (ok: boolean) => {
           // A fact about this disk, told even when the worker has ended meanwhile (a failover).
-          if (!ok && !(r.kind === "write" && r.sync)) this.ctx.observer.secondaryModifyFailed(this.host, r.offset / sb, versions.length, versions[0]!);
+          if (!(r.kind === "write" && r.sync)) {
+            if (ok) this.ctx.observer.secondaryModifyLanded(this.host, r.offset / sb, versions.length, versions[0]!);
+            else this.ctx.observer.secondaryModifyFailed(this.host, r.offset / sb, versions.length, versions[0]!);
+          }
           answer(ok);
         });
       }

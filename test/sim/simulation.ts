@@ -222,6 +222,10 @@ class Simulation implements SimContext, Observer {
     this.oracle.peerModifyFailed(first, count, value, host === this.official);
   }
 
+  secondaryModifyLanded(host: Host, first: number, count: number, value: number): void {
+    if (host !== this.official) this.oracle.peerModifyLanded(first, count, value);
+  }
+
   // ---- the run ----
 
   private tick(): void {

@@ -322,6 +322,30 @@ describe("a failed flush of the peer's disk", () => {
   });
 });
 
+describe("a loss found when a change fails on the peer", () => {
+  test("is reported to a flush that covers the change, not only to the next flush to end (simulator seed 23198)", () => {
+    const d = inSync("async");
+    const early = d.submit("flush", 0, 0); // started before the write below finished: does not cover it
+    const failing = d.submit("flush", 0, 0);
+    const w = d.submit("write", 3 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    expect(d.replies.get(w.id)?.ok).toBe(true); // async: answered, its remote leg in flight
+    d.completeLocal(op(d.pending_local, failing.id), false); // extent 3 stale here: the peer will have it
+    d.completeRemote(op(d.pending_remote, failing.id), true);
+    expect(d.replies.get(failing.id)?.ok).toBe(false);
+    const covering = d.submit("flush", 0, 0); // after the write's answer: covers it
+    d.disconnect(); // the write's remote leg fails: this node's copy is kept, and the write is lost
+    d.completeLocal(op(d.pending_local, early.id), true);
+    d.completeLocal(op(d.pending_local, covering.id), true);
+    expect(d.replies.get(early.id)?.ok).toBe(false);
+    expect(d.replies.get(covering.id)?.ok).toBe(false);
+    // Reported: the next flush succeeds.
+    const next = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, next.id), true);
+    expect(d.replies.get(next.id)?.ok).toBe(true);
+  });
+});
+
 describe("the stale extents a restart reads (Metadata.stale)", () => {
   const listed = (g: PrimaryGeneration | undefined) => g?.stale?.extents ?? [];
   const incomplete = (g: PrimaryGeneration | undefined) => g !== undefined && (g.flags & FLAG_COPY_INCOMPLETE) !== 0;
