@@ -149,6 +149,8 @@ describe("disk errors on the primary's component", () => {
     expect(await h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain("stale: 1 extents (a write or flush failed here that the secondary took; copied back from it)");
     // The metadata lists it (read while the worker runs: hastctl dump reads the slots as they are).
     expect((await pair.dump(a)).stale_extents).toEqual([STALE_EXTENT]);
+    expect(await h.hastctlOk(a, pair.confOf(a), ["dump", pair.name])).toMatch(
+      new RegExp(`\\n    stale extents: 1 \\(${STALE_EXTENT}\\), to be copied back from the peer \\(its cache epoch then: [0-9a-f]{32}\\)\\n`));
     process.kill((await pair.status(a)).workerpid, "SIGKILL");
     faults(b, null);
     await pair.daemon(a).waitLog("(primary) warn: 1 extents of this node's copy are stale (a write or flush failed here that the secondary took): " +
