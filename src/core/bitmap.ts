@@ -4,6 +4,11 @@
 
 import { assert } from "./assert.ts";
 
+/** Sets these bits in a raw map image (an on-disk activemap region, a map sent to the peer). */
+export function setBits(bytes: Uint8Array, bits: Iterable<number>): void {
+  for (const bit of bits) bytes[bit >> 3]! |= 1 << (bit & 7);
+}
+
 export class Bitmap {
   readonly nbits: number;
   readonly bytes: Uint8Array;

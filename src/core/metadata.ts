@@ -70,6 +70,12 @@ const OFF_STALE_EXTENTS = OFF_STALE_EPOCH + STALE_EPOCH_BYTES;
  * incomplete instead (FLAG_COPY_INCOMPLETE: a restart is refused). */
 export const STALE_EXTENTS_MAX = (OFF_CRC - OFF_STALE_EXTENTS) / 4;
 
+/** A secondary's disk cache epoch (HANDSHAKE_REPLY `cache_epoch`) as the string two epochs compare
+ * equal by (lowercase hex), or null: the engine's peer_cache_epoch and StaleExtents.peer_epoch. */
+export function cacheEpochKey(epoch: Uint8Array | null): string | null {
+  return epoch === null ? null : Array.from(epoch, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /**
  * Extents of a primary's copy whose newest changes only the peer holds (a local write or flush
  * failed there, the peer's succeeded): a restarted primary copies them back from the peer before
@@ -321,7 +327,7 @@ function decodeStale(bytes: Uint8Array, view: DataView, bad: (what: string) => M
   }
   const extents: number[] = [];
   for (let i = 0; i < count; i++) extents.push(view.getUint32(OFF_STALE_EXTENTS + 4 * i, true));
-  const peer_epoch = has_epoch === 1 ? Array.from(epoch, (b) => b.toString(16).padStart(2, "0")).join("") : null;
+  const peer_epoch = cacheEpochKey(has_epoch === 1 ? epoch : null);
   return { extents, peer_epoch };
 }
 

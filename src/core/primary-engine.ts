@@ -249,9 +249,8 @@ export class PrimaryEngine {
   }
 
   /** The metadata to write now: the counters and flags, and what local_stale says for a restart. */
-  private metadataAction(): PrimaryAction {
+  private metadataAction(listed = this.listedStale()): PrimaryAction {
     const generation: PrimaryGeneration = { ...this.gen };
-    const listed = this.listedStale();
     if (this.local_stale.size > this.stale_listed_max) generation.flags |= FLAG_COPY_INCOMPLETE;
     else if (listed.length > 0) generation.stale = { extents: listed, peer_epoch: this.peer_epoch };
     this.stale_on_disk = this.staleKey(listed);
@@ -290,7 +289,8 @@ export class PrimaryEngine {
    */
   private persistStale(actions: PrimaryAction[]): void {
     if (this.local_stale.size === 0 && this.stale_on_disk === "") return;
-    if (this.staleKey() !== this.stale_on_disk) actions.push(this.metadataAction());
+    const listed = this.listedStale();
+    if (this.staleKey(listed) !== this.stale_on_disk) actions.push(this.metadataAction(listed));
   }
 
   /** Extents of this node's copy to be copied back from the peer (local_stale). */

@@ -3,10 +3,10 @@
 // changes (a split-brain is reported, and hooked, on every attempt, as HAST does).
 import type { ResourceConfig } from "../config/index.ts";
 import type { Metadata } from "../core/metadata.ts";
-import { FLAG_SYNC_FULL_ON_CONNECT } from "../core/metadata.ts";
+import { cacheEpochKey, FLAG_SYNC_FULL_ON_CONNECT } from "../core/metadata.ts";
 import { SYNC_RESUME_S, type PrimaryEngine } from "../core/primary-engine.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
-import { cacheEpochKey, expectedBitmapBytes } from "../wire/peer/index.ts";
+import { expectedBitmapBytes } from "../wire/peer/index.ts";
 import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { primaryHandshake } from "./primary-handshake.ts";

@@ -17,6 +17,7 @@
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { assert } from "../core/assert.ts";
+import { setBits } from "../core/bitmap.ts";
 import { decideConnect } from "../core/connect-decision.ts";
 import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../core/secondary-engine.ts";
@@ -134,7 +135,7 @@ export class SecondaryWorker {
       if (meta.stale) {
         // Its stale extents join the map the primary merges, on the disk first (the list goes
         // below), so that the primary copies them here whatever an earlier map write left.
-        for (const e of meta.stale.extents) ondisk[e >> 3]! |= 1 << (e & 7);
+        setBits(ondisk, meta.stale.extents);
         store.writeMap({ pieces: [{ offset: 0, bytes: ondisk }], flush: true, flush_before: false });
       }
       map.copyIn(ondisk);

@@ -3,13 +3,13 @@
 // (same action execution, same frame handling, same reconnect and timeout rules), so the
 // simulator exercises the production state machine and codec, only the I/O is simulated.
 import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
-import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
+import { cacheEpochKey, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { batchMapWrites, HeldMapWrites } from "../../src/core/map-batch.ts";
 import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
-  BitmapAssembler, cacheEpochKey, expectedBitmapBytes, FrameDecoder, FrameEncoder, type Frame, type HandshakeReply,
+  BitmapAssembler, expectedBitmapBytes, FrameDecoder, FrameEncoder, type Frame, type HandshakeReply,
 } from "../../src/wire/peer/index.ts";
 import type { SimContext } from "./context.ts";
 import type { Host } from "./host.ts";

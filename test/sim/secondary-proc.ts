@@ -5,6 +5,7 @@
 // dirty bit before a write or trim, clean bits once a FLUSH made them durable) is written and
 // flushed before anything after it, so a data write never reaches the disk ahead of its bit.
 import { ActiveMap } from "../../src/core/activemap.ts";
+import { setBits } from "../../src/core/bitmap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
 import { copyIncomplete, FLAG_COPY_INCOMPLETE, type Metadata } from "../../src/core/metadata.ts";
@@ -152,7 +153,7 @@ export class SecondaryProc {
       if (meta.stale) {
         // secondary.ts: a primary's stale extents join the map on the disk, then the list goes.
         const ondisk = this.host.readMap(meta.mapsize);
-        for (const e of meta.stale.extents) ondisk[e >> 3]! |= 1 << (e & 7);
+        setBits(ondisk, meta.stale.extents);
         this.host.disk.writeControl(ACTIVEMAP_OFFSET, ondisk);
         this.host.disk.flushNow();
       }

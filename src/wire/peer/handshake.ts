@@ -241,8 +241,3 @@ function truncateUtf8(text: string, max_bytes: number): Uint8Array {
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
   return bytes.subarray(0, end);
 }
-
-/** A HANDSHAKE_REPLY's cache epoch as a string two epochs compare equal by (hex), or null. */
-export function cacheEpochKey(epoch: Uint8Array | null): string | null {
-  return epoch === null ? null : Array.from(epoch, (b) => b.toString(16).padStart(2, "0")).join("");
-}

@@ -18,7 +18,7 @@ export {
 export type * from "./types.ts";
 export { FrameDecoder, type DecoderOptions } from "./decoder.ts";
 export { FrameEncoder, frameBytes } from "./frame.ts";
-export { cacheEpochKey, negotiateVersion, expectedBitmapBytes } from "./handshake.ts";
+export { negotiateVersion, expectedBitmapBytes } from "./handshake.ts";
 export {
   authReplyBlock,
   challengeAuthBlock,

@@ -13,6 +13,7 @@
 //   the peer's disk (`disconnect` asks the caller which), and none of them answers afterwards.
 import type { MapWrite } from "../../../src/core/activemap.ts";
 import { ActiveMap, type SyncChunk } from "../../../src/core/activemap.ts";
+import { setBits } from "../../../src/core/bitmap.ts";
 import type { SyncSource } from "../../../src/core/connect-decision.ts";
 import {
   PrimaryEngine,
@@ -114,7 +115,7 @@ export class EngineDriver {
     });
     this.map_image = new Uint8Array(this.map.mapsize);
     if (options.stale) {
-      for (const e of options.stale.extents) this.map_image[e >> 3]! |= 1 << (e & 7);
+      setBits(this.map_image, options.stale.extents);
       this.map.copyIn(this.map_image);
     }
     this.mode = options.mode;
