@@ -209,6 +209,20 @@ async function rebootAsBackup(pair: FailoverPair, node: E2eNode): Promise<void> 
   expect(await pair.waitSwitchRuns(node, 3, SWITCH_WAIT_MS)).toEqual({ action: "secondary", code: 0 });
 }
 
+/** B leaves for a while (role init), A writes FIRST_FILES, then B comes back over a slow link: A
+ * resynchronizes it, and B's copy is marked incomplete meanwhile. Returns the files' digests. */
+async function resyncUnderWay(pair: FailoverPair): Promise<Digests> {
+  const { a, b } = pair;
+  await pair.hastctlOk(b, ["role", "init", "r0"]);
+  await waitStatus(pair, a, "A degraded", (s) => s.status === "degraded", SWITCH_WAIT_MS);
+  const files = writeFsynced(a.mnt, FIRST_FILES);
+  await pair.net.throttle(RESYNC_LINK_BITS_PER_S);
+  await pair.hastctlOk(b, ["role", "secondary", "r0"]);
+  await waitStatus(pair, b, "B's copy marked incomplete", (s) => s.copy_incomplete === true, SWITCH_WAIT_MS);
+  expect((await pair.status(a)).sync).toBeDefined(); // the resync is under way
+  return files;
+}
+
 /** Freezes the primary's file system and checks both data areas are byte-identical. */
 async function expectIdentical(pair: FailoverPair, primary: E2eNode): Promise<void> {
   await runOk(["fsfreeze", "-f", primary.mnt]);
@@ -262,14 +276,7 @@ describe.skipIf(!!reason)("failover with ucarp and hast-switch between two netwo
       const { a, b } = pair;
       const timeline = new Timeline("crash mid-resync");
       await bringUp(pair);
-      // B leaves for a while (role init), A writes, then B comes back over a slow link.
-      await pair.hastctlOk(b, ["role", "init", "r0"]);
-      await waitStatus(pair, a, "A degraded", (s) => s.status === "degraded", SWITCH_WAIT_MS);
-      const files = writeFsynced(a.mnt, FIRST_FILES);
-      await pair.net.throttle(RESYNC_LINK_BITS_PER_S);
-      await pair.hastctlOk(b, ["role", "secondary", "r0"]);
-      await waitStatus(pair, b, "B's copy marked incomplete", (s) => s.copy_incomplete === true, SWITCH_WAIT_MS);
-      expect((await pair.status(a)).sync).toBeDefined(); // the resync is under way
+      const files = await resyncUnderWay(pair);
       timeline.mark("bring-up, outage, resync started");
 
       await pair.crash(a);
@@ -365,16 +372,10 @@ describe.skipIf(!!keepalivedReason)("failover with keepalived, notify.sh and has
       const { a, b } = pair;
       const timeline = new Timeline("keepalived, crash mid-resync");
       await bringUp(pair);
-      await pair.hastctlOk(b, ["role", "init", "r0"]);
-      await waitStatus(pair, a, "A degraded", (s) => s.status === "degraded", SWITCH_WAIT_MS);
-      const files = writeFsynced(a.mnt, FIRST_FILES);
-      await pair.net.throttle(RESYNC_LINK_BITS_PER_S);
       const fault_from = b.manager!.output.length;
-      await pair.hastctlOk(b, ["role", "secondary", "r0"]);
-      await waitStatus(pair, b, "B's copy marked incomplete", (s) => s.copy_incomplete === true, SWITCH_WAIT_MS);
+      const files = await resyncUnderWay(pair);
       // `hast-switch check` fails on B now: keepalived holds it in FAULT.
       await waitFor("B's keepalived to enter FAULT", () => /FAULT/.test(b.manager!.output.slice(fault_from)), SWITCH_WAIT_MS);
-      expect((await pair.status(a)).sync).toBeDefined(); // the resync is under way
       timeline.mark("bring-up, outage, resync started, B in FAULT");
 
       await pair.crash(a);
