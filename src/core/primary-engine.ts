@@ -14,6 +14,7 @@ import type { Generation, SyncSource } from "./connect-decision.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, STALE_EXTENTS_MAX, type StaleExtents } from "./metadata.ts";
 import { RangeLock } from "./rangelock.ts";
 import { RequestLegs, type LegOutcome, type ReplicationMode } from "./request-legs.ts";
+import { describeVerify, VerifyPass, type VerifyChunk, type VerifyCounts, type VerifyOutcome, type VerifyResult } from "./verify-pass.ts";
 
 export type RequestKind = "read" | "write" | "delete" | "flush";
 export type HookEvent = "syncstart" | "syncdone" | "syncintr";
@@ -23,6 +24,8 @@ export const REQUESTS_MAX = 4096;
 /** Sync chunks copied in parallel by default (HAST: 1). Four keep the link busy while the secondary
  * writes; eight measured slower on loopback (docs/performance.md). */
 export const SYNC_CHUNKS_MAX = 4;
+/** Verification chunks compared at once: one read here while the peer reads the next. */
+export const VERIFY_CHUNKS_MAX = 2;
 /** An application flush waits for the copy back of extents stale here only while the pass has at
  * most this much left to copy (well under a second on a gigabit link); beyond, it fails at once
  * rather than hang for a long resync. */
@@ -64,7 +67,11 @@ export type PrimaryAction =
    * sent it, flushed; tell it (IN_SYNC), so that it may be promoted again. */
   | { type: "in-sync" }
   | { type: "event"; event: HookEvent }
-  | { type: "log"; level: "info" | "warn" | "error"; message: string };
+  | { type: "log"; level: "info" | "warn" | "error"; message: string }
+  /** Compare the chunk's two copies and report verifyChunkDone (online verification). */
+  | { type: "verify"; chunk: VerifyChunk }
+  /** A verification ended (completed, or interrupted by the link's loss). */
+  | { type: "verified"; result: VerifyResult };
 
 export interface Connection {
   syncsrc: SyncSource;
@@ -202,6 +209,11 @@ export class PrimaryEngine {
   /** The last pass failed PASS_RETRIES_MAX times over; its extents wait for resumeSync. */
   private sync_gave_up = false;
   private sync_done_bytes = 0;
+  /** The online verification running, its chunks in flight (with their range lock) and the one
+   * waiting for overlapping changes to finish. */
+  private verify: VerifyPass | null = null;
+  private readonly verify_inflight = new Map<VerifyChunk, number>();
+  private verify_waiting: VerifyChunk | null = null;
 
   constructor(
     private readonly map: ActiveMap,
@@ -220,7 +232,7 @@ export class PrimaryEngine {
     assert(Number.isSafeInteger(this.changes_listed_max) && this.changes_listed_max >= 1, () => `changes_listed_max ${this.changes_listed_max}`);
     this.held_flush_sync_bytes_max = opts.held_flush_sync_bytes_max ?? HELD_FLUSH_SYNC_BYTES_MAX;
     assert(Number.isSafeInteger(this.sync_chunks_max) && this.sync_chunks_max >= 1, () => `sync_chunks_max ${this.sync_chunks_max}`);
-    this.sync_locks = new RangeLock(this.sync_chunks_max + 1);
+    this.sync_locks = new RangeLock(this.sync_chunks_max + VERIFY_CHUNKS_MAX + 1);
     this.gen = { ...generation };
     this.mode = mode;
     // Until a handshake says otherwise, assume the last sync mirrored the counters, so the first
@@ -907,6 +919,7 @@ export class PrimaryEngine {
     for (const sync of this.sync_inflight.values()) this.sync_locks.unlock(sync.token);
     this.sync_inflight.clear();
     this.sync_waiting = null;
+    if (this.verify) actions.push(...this.endVerify(true));
     for (const read of [...this.reads.values()]) {
       if (read.at === "remote") actions.push(...this.remoteDone(read.id, false));
     }
@@ -980,7 +993,8 @@ export class PrimaryEngine {
         if (this.sync_inflight.size === 0 && this.map.syncPassDone()) actions.push(...this.finishPass());
         break;
       }
-      if (this.overlapsModify(chunk.offset, chunk.length)) {
+      // A verification chunk may hold the range (sync chunks never overlap one another).
+      if (this.overlapsModify(chunk.offset, chunk.length) || this.overlapsVerify(chunk.offset, chunk.length)) {
         this.sync_waiting = chunk;
         break;
       }
@@ -1054,6 +1068,98 @@ export class PrimaryEngine {
     return actions;
   }
 
+  // ---- online verification ----
+
+  /** Why a verification cannot start now, or null. */
+  verifyRefusal(): string | null {
+    if (this.verify) return "a verification is already running";
+    if (!this.connected) return "the secondary is not connected";
+    if (this.syncsrc === "secondary") return "this node's copy is being synchronized from the secondary";
+    return null;
+  }
+
+  /** Compares every chunk of the device with the peer's copy; a chunk that differs is copied to
+   * the peer (this node's copy counts, as for any synchronization from the primary). */
+  startVerify(): PrimaryAction[] {
+    const refused = this.verifyRefusal();
+    assert(refused === null, () => `verification started although ${refused}`);
+    this.verify = new VerifyPass(this.map.datasize, this.map.extentsize, this.map.chunk_bytes);
+    return [{ type: "log", level: "info", message: `Verification started: ${this.map.datasize} bytes to compare with the peer's copy.` }, ...this.pumpVerify()];
+  }
+
+  /** The running verification's tally, or null. */
+  verifyProgress(): VerifyCounts | null {
+    return this.verify?.tally() ?? null;
+  }
+
+  /** False once the chunk's verification ended (the link went down: the range is no longer kept
+   * from writes, so what was read for it proves nothing). */
+  verifyChunkLive(chunk: VerifyChunk): boolean {
+    return this.verify_inflight.has(chunk);
+  }
+
+  verifyChunkDone(chunk: VerifyChunk, outcome: Exclude<VerifyOutcome, "skipped">): PrimaryAction[] {
+    const token = this.verify_inflight.get(chunk);
+    if (token === undefined) return []; // a verification the link's loss ended
+    this.verify_inflight.delete(chunk);
+    this.sync_locks.unlock(token);
+    this.verify!.ended(chunk, outcome);
+    const actions: PrimaryAction[] = [];
+    if (outcome === "differ") {
+      // No change of the range was in flight and its extent was not to be synchronized: the two
+      // copies should have been equal. The primary's copy is the one that counts.
+      actions.push({ type: "log", level: "warn", message: `Verification: ${chunk.length} bytes at offset ${chunk.offset} differ from the peer's copy; copying this node's copy to the peer.` });
+      actions.push(...this.needSyncExtent(chunk.extent));
+      actions.push(...this.passIfIdle());
+    }
+    this.unblock(actions);
+    actions.push(...this.pumpVerify());
+    return actions;
+  }
+
+  private pumpVerify(): PrimaryAction[] {
+    const actions: PrimaryAction[] = [];
+    const pass = this.verify;
+    while (pass !== null && this.verify_inflight.size < VERIFY_CHUNKS_MAX) {
+      const chunk = this.verify_waiting ?? pass.next();
+      this.verify_waiting = null;
+      if (chunk === null) {
+        if (this.verify_inflight.size === 0) actions.push(...this.endVerify(false));
+        break;
+      }
+      // Copies that differ by design: the sync copies the extent (from the peer, where stale here).
+      if (this.map.extentState(chunk.extent).in_sync_set || this.local_stale.has(chunk.extent)) {
+        pass.ended(chunk, "skipped");
+        continue;
+      }
+      const token = this.overlapsModify(chunk.offset, chunk.length) ? null : this.sync_locks.tryLock(chunk.offset, chunk.length);
+      if (token === null) {
+        this.verify_waiting = chunk; // a change or a sync chunk holds the range: unblock() retries
+        break;
+      }
+      this.verify_inflight.set(chunk, token);
+      actions.push({ type: "verify", chunk });
+    }
+    return actions;
+  }
+
+  private overlapsVerify(offset: number, length: number): boolean {
+    for (const chunk of this.verify_inflight.keys()) if (overlaps(chunk, offset, length)) return true;
+    return false;
+  }
+
+  private endVerify(interrupted: boolean): PrimaryAction[] {
+    for (const token of this.verify_inflight.values()) this.sync_locks.unlock(token);
+    this.verify_inflight.clear();
+    this.verify_waiting = null;
+    const result: VerifyResult = { ...this.verify!.tally(), interrupted };
+    this.verify = null;
+    const found = describeVerify(result);
+    const message = interrupted ? `Verification interrupted after ${result.done_bytes} of ${result.total_bytes} bytes: ${found}.`
+      : `Verification complete: ${found}.`;
+    return [{ type: "log", level: interrupted || result.differ_chunks > 0 || result.failed_bytes > 0 ? "warn" : "info", message }, { type: "verified", result }];
+  }
+
   // ---- range interplay between writes and sync chunks ----
 
   private overlapsSync(offset: number, length: number): boolean {
@@ -1062,8 +1168,7 @@ export class PrimaryEngine {
 
   /** A chunk waiting for writes to drain is not starved by newer writes to its range. */
   private overlapsWaitingChunk(offset: number, length: number): boolean {
-    const w = this.sync_waiting;
-    return w !== null && w.offset < offset + length && offset < w.offset + w.length;
+    return overlaps(this.sync_waiting, offset, length) || overlaps(this.verify_waiting, offset, length);
   }
 
   /** Started writes only: a blocked write may itself wait for this chunk (waiting on it would deadlock). */
@@ -1082,7 +1187,12 @@ export class PrimaryEngine {
       actions.push(...this.startModify(b.id, b.kind, b.offset, b.length, b.mode));
     }
     if (this.sync_waiting && !this.overlapsModify(this.sync_waiting.offset, this.sync_waiting.length)) actions.push(...this.pumpSync());
+    if (this.verify_waiting && !this.overlapsModify(this.verify_waiting.offset, this.verify_waiting.length)) actions.push(...this.pumpVerify());
   }
+}
+
+function overlaps(chunk: { offset: number; length: number } | null, offset: number, length: number): boolean {
+  return chunk !== null && chunk.offset < offset + length && offset < chunk.offset + chunk.length;
 }
 
 function allExtents(nextents: number, bytes: number): Uint8Array {

@@ -25,6 +25,7 @@ import {
 } from "../../../src/core/primary-engine.ts";
 import type { StaleExtents } from "../../../src/core/metadata.ts";
 import type { ReplicationMode } from "../../../src/core/request-legs.ts";
+import type { VerifyChunk, VerifyResult } from "../../../src/core/verify-pass.ts";
 
 /** More chunks in flight than the daemon's default, so overlaps between chunks and writes show. */
 export const DRIVER_SYNC_CHUNKS = 4;
@@ -97,6 +98,10 @@ export class EngineDriver {
   pending_local: IoOp[] = [];
   pending_remote: IoOp[] = [];
   pending_sync: SyncOp[] = [];
+  /** Verification chunks the engine asked to compare, not yet reported. */
+  pending_verify: VerifyChunk[] = [];
+  /** Every verification that ended, in order. */
+  readonly verified: VerifyResult[] = [];
   link_up = false;
   /** Called for each reply after it was recorded (checkers hook in here). */
   on_reply: ((request: Request, reply: Reply) => void) | null = null;
@@ -179,6 +184,20 @@ export class EngineDriver {
     return this.run(this.engine.syncCopyDone(op.chunk, ok));
   }
 
+  /** Compares the chunk's two copies as they are now (both reads happen at once), or fails it. */
+  completeVerify(chunk: VerifyChunk, ok = true): { outcome: "same" | "differ" | "failed"; actions: PrimaryAction[] } {
+    this.take(this.pending_verify, chunk);
+    const first = chunk.offset / this.sector_bytes;
+    const end = first + chunk.length / this.sector_bytes;
+    let outcome: "same" | "differ" | "failed" = ok ? "same" : "failed";
+    for (let s = first; ok && s < end; s++) if (this.local[s] !== this.remote[s]) outcome = "differ";
+    return { outcome, actions: this.run(this.engine.verifyChunkDone(chunk, outcome)) };
+  }
+
+  startVerify(): PrimaryAction[] {
+    return this.run(this.engine.startVerify());
+  }
+
   /** The worker's SYNC_RESUME_S timer. */
   resumeSync(): PrimaryAction[] {
     return this.run(this.engine.resumeSync());
@@ -197,6 +216,7 @@ export class EngineDriver {
     for (const op of this.pending_sync) if (reached(op)) this.copy(op);
     this.pending_remote = [];
     this.pending_sync = [];
+    this.pending_verify = [];
     return this.run(this.engine.disconnect());
   }
 
@@ -215,35 +235,37 @@ export class EngineDriver {
   }
 
   idle(): boolean {
-    return this.pending_local.length === 0 && this.pending_remote.length === 0 && this.pending_sync.length === 0;
+    return this.pending_local.length === 0 && this.pending_remote.length === 0 && this.pending_sync.length === 0 && this.pending_verify.length === 0;
   }
 
   // ---- checks ----
 
-  /** No write or trim executes on either disk at the same time as an overlapping sync copy. */
+  /** No write or trim executes on either disk at the same time as an overlapping sync copy or
+   * verification chunk, and no two of those overlap. */
   checkNoOverlap(): void {
-    const syncs = this.pending_sync;
-    for (let i = 0; i < syncs.length; i++) {
-      for (let j = i + 1; j < syncs.length; j++) {
-        if (overlaps(syncs[i]!.chunk, syncs[j]!.chunk)) throw new Error(`sync chunks at ${syncs[i]!.chunk.offset} and ${syncs[j]!.chunk.offset} overlap`);
+    const chunks = [...this.pending_sync.map((op) => ({ what: "sync chunk", ...op.chunk })), ...this.pending_verify.map((c) => ({ what: "verify chunk", ...c }))];
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i]!;
+      for (let j = i + 1; j < chunks.length; j++) {
+        if (overlaps(c, chunks[j]!)) throw new Error(`${c.what} at ${c.offset} and ${chunks[j]!.what} at ${chunks[j]!.offset} overlap`);
       }
       for (const op of [...this.pending_local, ...this.pending_remote]) {
-        if (MODIFY_KINDS.has(op.kind) && overlaps(syncs[i]!.chunk, op.request)) {
-          throw new Error(`${op.side} ${op.kind} ${op.request.id} at ${op.request.offset}+${op.request.length} overlaps sync chunk at ${syncs[i]!.chunk.offset}`);
+        if (MODIFY_KINDS.has(op.kind) && overlaps(c, op.request)) {
+          throw new Error(`${op.side} ${op.kind} ${op.request.id} at ${op.request.offset}+${op.request.length} overlaps ${c.what} at ${c.offset}`);
         }
       }
     }
   }
 
-  /** Extents whose content differs between the two disks. */
-  differingExtents(): number[] {
+  /** Extents whose content differs between the two disks (in sectors `ignore` does not exclude). */
+  differingExtents(ignore: (sector: number) => boolean = () => false): number[] {
     const per_extent = this.map.extentsize / this.sector_bytes;
     const out: number[] = [];
     for (let e = 0; e < this.map.nextents; e++) {
       const first = e * per_extent;
       const last = Math.min(first + per_extent, this.local.length);
       for (let s = first; s < last; s++) {
-        if (this.local[s] !== this.remote[s]) {
+        if (this.local[s] !== this.remote[s] && !ignore(s)) {
           out.push(e);
           break;
         }
@@ -252,9 +274,10 @@ export class EngineDriver {
     return out;
   }
 
-  /** Every extent that differs between the disks is set in the on-disk map (crash safety). */
-  checkMapCoversDifferences(): void {
-    for (const e of this.differingExtents()) {
+  /** Every extent that differs between the disks is set in the on-disk map (crash safety), but
+   * for differences in sectors `ignore` excludes (the engine cannot know of them). */
+  checkMapCoversDifferences(ignore?: (sector: number) => boolean): void {
+    for (const e of this.differingExtents(ignore)) {
       if (!mapBit(this.map_image, e)) throw new Error(`extent ${e} differs between the disks but is clean in the on-disk map`);
     }
   }
@@ -314,6 +337,13 @@ export class EngineDriver {
       case "sync-copy":
         if (!this.link_up) throw new Error(`sync copy at ${action.chunk.offset} while the link is down`);
         this.pending_sync.push({ chunk: action.chunk, from: action.from });
+        return [];
+      case "verify":
+        if (!this.link_up) throw new Error(`verify chunk at ${action.chunk.offset} while the link is down`);
+        this.pending_verify.push(action.chunk);
+        return [];
+      case "verified":
+        this.verified.push(action.result);
         return [];
       case "event":
         this.events.push(action.event);

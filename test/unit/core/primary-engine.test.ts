@@ -6,6 +6,7 @@ import { decideConnect, type Generation, type SyncSource } from "../../../src/co
 import { FLAG_SYNC_FULL_ON_CONNECT } from "../../../src/core/metadata.ts";
 import type { ReplicationMode } from "../../../src/core/request-legs.ts";
 import { prng } from "../../fuzz/prng.ts";
+import type { VerifyChunk } from "../../../src/core/verify-pass.ts";
 import { DRIVER_SYNC_CHUNKS, EngineDriver, type IoOp } from "./engine-driver.ts";
 
 const SECTOR = 512;
@@ -565,15 +566,19 @@ describe("the change lists stay bounded", () => {
 // Random interleavings of writes, trims, flushes and reads, completions in random order, remote
 // failures, link drops (in-flight remote operations may or may not reach the peer), reconnects
 // through decideConnect with a random peer map (sometimes after the secondary "wrote while
-// apart", scribbling its disk and bumping its localcnt), and sync chunk completions and failures.
+// apart", scribbling its disk and bumping its localcnt), sync chunk completions and failures, and
+// online verifications, with sectors of the secondary's disk changed behind the engine's back
+// (silent corruption) for them to find.
 // Checked after every step: no write overlaps a sync copy in flight; the on-disk map covers every
 // extent that differs between the disks; the activemap's invariants; each request answered at most
 // once; a fullsync write answered while the link is up and copied by the peer is on both disks;
 // split-brain is reported only when both sides changed data the other has not seen, and always
-// then unless a full sync (rows 1, 7) is still unfinished.
+// then unless a full sync (rows 1, 7) is still unfinished; a verification chunk found different
+// holds a corrupted sector, and every sector that differs in it is one.
 // At the end (link up, everything completed, sync passes until nothing is left): every request was
-// answered once, both disks are identical and hold every write that reached both, only keepdirty
-// extents remain on disk, and the counters mirror the secondary's.
+// answered once, both disks are identical (a verification started after the last corruption ran
+// to its end) and hold every write that reached both, only keepdirty extents remain on disk, and
+// the counters mirror the secondary's.
 
 const SEEDS = 600;
 const STEPS = 220;
@@ -599,6 +604,14 @@ class Run {
   /** False after a full-sync decision (rows 1, 7) until a pass mirrors the counters: until then the
    * table cannot tell a split-brain (a limitation of spec 7.2, not of the engine). */
   counters_consistent = true;
+  /** Sectors of the secondary's disk corrupted behind the engine's back, with the version it wrote
+   * there, and how many times that happened. */
+  readonly corrupted = new Map<number, number>();
+  corruptions = 0;
+  /** `corruptions` when the running verification started. */
+  private verify_started_at: number | null = null;
+  /** A verification that started after the last corruption ran to its end. */
+  verified_since_corruption = true;
 
   constructor(seed: number) {
     this.rand = prng(seed);
@@ -648,8 +661,9 @@ class Run {
       const op = this.pick(d.completableRemote());
       if (op) this.completeRemote(op, this.rand() < 0.9);
     } else if (r < 86) {
-      const op = this.pick(d.pending_sync);
-      if (op) d.completeSync(op, this.rand() < 0.95);
+      const i = this.int(d.pending_sync.length + d.pending_verify.length);
+      if (i < d.pending_sync.length) d.completeSync(d.pending_sync[i]!, this.rand() < 0.95);
+      else if (d.pending_verify.length > 0) this.completeVerify(d.pending_verify[i - d.pending_sync.length]!, this.rand() < 0.95);
     } else if (r < 90) {
       if (d.link_up) {
         for (const o of d.pending_remote) if (o.request.kind === "write" || o.request.kind === "delete") this.remoteFailed(o.request.id);
@@ -659,8 +673,54 @@ class Run {
       if (!d.link_up) this.reconnect(true);
     } else if (r < 96) {
       d.setMode(MODES[this.int(3)]!);
+    } else if (r < 98) {
+      this.startVerify();
+    } else if (r < 99) {
+      this.corrupt();
     }
     this.check();
+  }
+
+  startVerify(): void {
+    if (this.d.engine.verifyRefusal() !== null) return;
+    this.verify_started_at = this.corruptions;
+    this.d.startVerify();
+    this.noteVerified();
+  }
+
+  completeVerify(chunk: VerifyChunk, ok: boolean): void {
+    const { outcome } = this.d.completeVerify(chunk, ok);
+    if (outcome === "differ") {
+      const first = chunk.offset / P_SECTOR;
+      for (let s = first; s < first + chunk.length / P_SECTOR; s++) {
+        if (this.d.local[s] !== this.d.remote[s] && !this.isCorrupt(s)) throw new Error(`verify chunk at ${chunk.offset}: sector ${s} differs but was never corrupted`);
+      }
+    }
+    this.noteVerified();
+  }
+
+  private noteVerified(): void {
+    const last = this.d.verified.at(-1);
+    if (this.verify_started_at === null || this.d.engine.verifyProgress() !== null || last === undefined) return;
+    if (!last.interrupted && last.failed_bytes === 0 && this.verify_started_at === this.corruptions) this.verified_since_corruption = true;
+    this.verify_started_at = null;
+  }
+
+  /** The secondary's sector `s` still holds what a corruption wrote there. */
+  isCorrupt(s: number): boolean {
+    return this.corrupted.get(s) === this.d.remote[s];
+  }
+
+  /** A sector of the secondary's disk changes with nothing in flight to it (bit rot, a bug). */
+  corrupt(): void {
+    const d = this.d;
+    const s = this.int(P_SECTORS);
+    const busy = [...d.pending_local, ...d.pending_remote].some((op) => op.request.offset <= s * P_SECTOR && s * P_SECTOR < op.request.offset + op.request.length);
+    if (busy) return;
+    d.remote[s] = d.newVersion();
+    this.corrupted.set(s, d.remote[s]!);
+    this.corruptions++;
+    this.verified_since_corruption = false;
   }
 
   submit(): void {
@@ -759,7 +819,7 @@ class Run {
     // the secondary has not seen.
     if (d.pending_local.some((op) => !op.link_up && (op.kind === "write" || op.kind === "delete"))) this.primary_unsynced = true;
     d.checkNoOverlap();
-    d.checkMapCoversDifferences();
+    d.checkMapCoversDifferences((s) => this.isCorrupt(s));
     d.map.checkInvariants();
     const g = d.engine.generation;
     if (d.link_up && !d.engine.syncProgress().active && d.map.syncExtentCount() === 0 &&
@@ -773,7 +833,7 @@ class Run {
   /** Link up, everything completed, passes repeated until the sync set is empty. */
   quiesce(): void {
     const d = this.d;
-    for (let attempt = 0; attempt < 6; attempt++) {
+    for (let attempt = 0; attempt < 8; attempt++) {
       if (!d.link_up) this.reconnect(false);
       for (let round = 0; round < 10_000 && !d.idle(); round++) {
         const received = d.awaitingReceived()[0];
@@ -782,13 +842,18 @@ class Run {
         if (received) d.receiveRemote(received);
         else if (local) this.completeLocal(local);
         else if (remote) this.completeRemote(remote, true);
+        else if (d.pending_verify.length > 0) this.completeVerify(d.pending_verify[0]!, true);
         else d.completeSync(d.pending_sync[0]!, true);
         this.check();
       }
       if (!d.idle()) throw new Error("operations still pending after quiescing");
       // Nothing left to complete: anything the engine still holds is stuck.
-      if (d.engine.inflight() > 0 || d.engine.syncProgress().active) {
-        throw new Error(`stalled: ${d.engine.inflight()} requests held, sync active=${d.engine.syncProgress().active}`);
+      if (d.engine.inflight() > 0 || d.engine.syncProgress().active || d.engine.verifyProgress() !== null) {
+        throw new Error(`stalled: ${d.engine.inflight()} requests held, sync active=${d.engine.syncProgress().active}, verify running=${d.engine.verifyProgress() !== null}`);
+      }
+      if (!this.verified_since_corruption && d.engine.verifyRefusal() === null) {
+        this.startVerify(); // the next rounds complete it; what it finds joins the sync set
+        continue;
       }
       if (d.map.syncExtentCount() === 0 && !d.engine.syncProgress().active) {
         // Replicated changes stay held until a flush reaches the peer (the daemon flushes in the
