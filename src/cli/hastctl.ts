@@ -8,6 +8,7 @@ import list from "../ctl/list.ts";
 import metrics from "../ctl/metrics.ts";
 import role from "../ctl/role.ts";
 import status from "../ctl/status.ts";
+import verify from "../ctl/verify.ts";
 import pkg from "../../package.json" with { type: "json" };
 
 const USAGE = `usage: hastctl create [-d] [-c config] [-e extentsize] [-k keepdirty] [-m mediasize]
@@ -17,11 +18,12 @@ const USAGE = `usage: hastctl create [-d] [-c config] [-e extentsize] [-k keepdi
        hastctl status [-d] [-c config] [--json] [all | name ...]
        hastctl dump [-d] [-c config] [--json] [all | name ...]
        hastctl metrics [-d] [-c config] [--json] [all | name ...]
+       hastctl verify [-d] [-c config] [--json] [--stop] all | name ...
        hastctl --version
 Sizes accept the suffixes k, M, G, T (binary). The configuration defaults to /etc/hast.conf;
 a path ending in .toml is read as TOML. HASTD_NODE=<name> selects this node's blocks.`;
 
-const subCommands = { create, role, list, status, dump, metrics };
+const subCommands = { create, role, list, status, dump, metrics, verify };
 
 async function run(argv: string[]): Promise<number> {
   const first = argv[0];

@@ -919,7 +919,7 @@ export class PrimaryEngine {
     for (const sync of this.sync_inflight.values()) this.sync_locks.unlock(sync.token);
     this.sync_inflight.clear();
     this.sync_waiting = null;
-    if (this.verify) actions.push(...this.endVerify(true));
+    if (this.verify) actions.push(...this.endVerify("disconnected"));
     for (const read of [...this.reads.values()]) {
       if (read.at === "remote") actions.push(...this.remoteDone(read.id, false));
     }
@@ -1124,7 +1124,7 @@ export class PrimaryEngine {
       const chunk = this.verify_waiting ?? pass.next();
       this.verify_waiting = null;
       if (chunk === null) {
-        if (this.verify_inflight.size === 0) actions.push(...this.endVerify(false));
+        if (this.verify_inflight.size === 0) actions.push(...this.endVerify("complete"));
         break;
       }
       // Copies that differ by design: the sync copies the extent (from the peer, where stale here).
@@ -1148,16 +1148,26 @@ export class PrimaryEngine {
     return false;
   }
 
-  private endVerify(interrupted: boolean): PrimaryAction[] {
+  /** The operator ends the running verification (`hastctl verify --stop`); false if none runs. */
+  stopVerify(): PrimaryAction[] | null {
+    if (!this.verify) return null;
+    const actions = this.endVerify("stopped");
+    this.unblock(actions);
+    return actions;
+  }
+
+  /** Chunks still in flight are let go: their late reports are ignored (verifyChunkDone). */
+  private endVerify(ended: VerifyResult["ended"]): PrimaryAction[] {
     for (const token of this.verify_inflight.values()) this.sync_locks.unlock(token);
     this.verify_inflight.clear();
     this.verify_waiting = null;
-    const result: VerifyResult = { ...this.verify!.tally(), interrupted };
+    const result: VerifyResult = { ...this.verify!.tally(), ended };
     this.verify = null;
     const found = describeVerify(result);
-    const message = interrupted ? `Verification interrupted after ${result.done_bytes} of ${result.total_bytes} bytes: ${found}.`
-      : `Verification complete: ${found}.`;
-    return [{ type: "log", level: interrupted || result.differ_chunks > 0 || result.failed_bytes > 0 ? "warn" : "info", message }, { type: "verified", result }];
+    const message = ended === "complete" ? `Verification complete: ${found}.`
+      : `Verification ${ended === "stopped" ? "stopped by the operator" : "interrupted by the link's loss"} after ${result.done_bytes} of ${result.total_bytes} bytes: ${found}.`;
+    const level = ended !== "complete" || result.differ_chunks > 0 || result.failed_bytes > 0 ? "warn" : "info";
+    return [{ type: "log", level, message }, { type: "verified", result }];
   }
 
   // ---- range interplay between writes and sync chunks ----

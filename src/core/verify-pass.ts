@@ -26,8 +26,9 @@ export interface VerifyCounts {
 }
 
 export interface VerifyResult extends VerifyCounts {
-  /** Ended early: the link went down (the rest was not compared). */
-  interrupted: boolean;
+  /** Ran to its end, or ended early (the rest was not compared): the link went down, or the
+   * operator stopped it. */
+  ended: "complete" | "disconnected" | "stopped";
 }
 
 export class VerifyPass {

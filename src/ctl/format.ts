@@ -1,7 +1,7 @@
 // Text output of hastctl list / status, in FreeBSD hastctl's layout (spec 2.3) plus our
 // additions (frontend, synchronization progress, split-brain) appended where old parsers ignore them.
 import { humanizeBytes } from "../core/humanize.ts";
-import type { LastSync, ResourceStatus, SyncProgress } from "../wire/control.ts";
+import type { LastSync, LastVerify, ResourceStatus, SyncProgress, VerifyProgress } from "../wire/control.ts";
 
 const sized = (n: number) => `${n} (${humanizeBytes(n)})`;
 
@@ -14,6 +14,23 @@ export function formatSyncProgress(sync: SyncProgress): string {
 export function formatLastSync(last: LastSync): string {
   const rate = last.seconds > 0 ? `, ${humanizeBytes(Math.round(last.bytes / last.seconds))}/s` : "";
   return `${humanizeBytes(last.bytes)} in ${last.seconds.toFixed(1)}s${rate}, finished ${last.finished}`;
+}
+
+/** What a verification found so far: differences (copied to the secondary), and what it could not compare. */
+function verifyFindings(v: { differ_bytes: number; differ_chunks: number; skipped_bytes: number; failed_bytes: number }): string {
+  const parts = [`${v.differ_chunks} chunks (${humanizeBytes(v.differ_bytes)}) differed`];
+  if (v.skipped_bytes > 0) parts.push(`${humanizeBytes(v.skipped_bytes)} skipped (still to be synchronized)`);
+  if (v.failed_bytes > 0) parts.push(`${humanizeBytes(v.failed_bytes)} not compared (read errors)`);
+  return parts.join(", ");
+}
+
+export function formatVerifyProgress(v: VerifyProgress): string {
+  return `${formatSyncProgress(v)}; ${verifyFindings(v)}`;
+}
+
+export function formatLastVerify(last: LastVerify): string {
+  const how = last.ended === "complete" ? "complete" : last.ended === "stopped" ? "stopped by the operator" : "interrupted by the link's loss";
+  return `${how}, ${humanizeBytes(last.same_bytes + last.differ_bytes)} compared in ${last.seconds.toFixed(1)}s; ${verifyFindings(last)}; finished ${last.finished}`;
 }
 
 export function formatList(resources: ResourceStatus[]): string {
@@ -39,6 +56,8 @@ export function formatList(resources: ResourceStatus[]): string {
     out.push(`  dirty: ${sized(r.dirty ?? 0)}`);
     if (r.sync) out.push(`  synchronization: ${formatSyncProgress(r.sync)}`);
     if (r.last_sync) out.push(`  last synchronization: ${formatLastSync(r.last_sync)}`);
+    if (r.verify) out.push(`  verification: ${formatVerifyProgress(r.verify)}`);
+    if (r.last_verify) out.push(`  last verification: ${formatLastVerify(r.last_verify)}`);
     if (r.nbd && r.workerpid) out.push(`  nbd: ${r.nbd}`);
     if (r.device) out.push(`  device: ${r.device.path} (${r.device.mechanism})`);
     const s = r.statistics;
@@ -69,6 +88,7 @@ export function formatStatus(resources: ResourceStatus[]): string {
     if (r.sync) line += `\t${formatSyncProgress(r.sync)}`;
     if (r.copy_incomplete) line += "\tcopy incomplete";
     if (r.stale_extents) line += `\t${r.stale_extents} extents stale`;
+    if (r.verify) line += `\tverifying ${formatSyncProgress(r.verify)}`;
     out.push(line);
   }
   return `${out.join("\n")}\n`;

@@ -76,6 +76,23 @@ function families(resources: ResourceStatus[]): Family[] {
       add("hast_sync_rate_bytes_per_second", "gauge", "Current rate of the running synchronization pass.", res, sync.rate);
       add("hast_sync_eta_seconds", "gauge", "Estimated seconds until the running pass completes (absent until a rate is known).", res, sync.eta ?? undefined);
     }
+    const verify = r.verify;
+    add("hast_verify_running", "gauge", "1 while an online verification runs (primary).", res, r.role === "primary" && r.workerpid ? (verify ? 1 : 0) : undefined);
+    if (verify) {
+      add("hast_verify_done_bytes", "gauge", "Bytes the running verification has dealt with.", res, verify.done);
+      add("hast_verify_total_bytes", "gauge", "Bytes the running verification deals with in all (the device).", res, verify.total);
+      add("hast_verify_differ_bytes", "gauge", "Bytes the running verification found different so far (copied to the secondary).", res, verify.differ_bytes);
+      add("hast_verify_eta_seconds", "gauge", "Estimated seconds until the running verification completes (absent until a rate is known).", res, verify.eta ?? undefined);
+    }
+    const lv = r.last_verify;
+    if (lv) {
+      add("hast_last_verify_complete", "gauge", "1 when the last verification ran to its end, 0 when it was stopped or interrupted.", res, lv.ended === "complete" ? 1 : 0);
+      add("hast_last_verify_differ_bytes", "gauge", "Bytes the last verification found different (copied to the secondary).", res, lv.differ_bytes);
+      add("hast_last_verify_differ_chunks", "gauge", "Chunks the last verification found different.", res, lv.differ_chunks);
+      add("hast_last_verify_unchecked_bytes", "gauge", "Bytes the last verification did not compare (still to be synchronized, or read errors).", res,
+        lv.skipped_bytes + lv.failed_bytes);
+      add("hast_last_verify_finished_timestamp_seconds", "gauge", "When the last verification ended (Unix time).", res, Date.parse(lv.finished) / 1000);
+    }
     const last = r.last_sync;
     if (last) {
       add("hast_last_sync_bytes", "gauge", "Bytes the last completed synchronization pass copied.", res, last.bytes);

@@ -22,6 +22,8 @@ export type ToWorker =
       force?: boolean;
     }
   | { type: "status"; id: number }
+  /** Start (or, `stop`, end) an online verification; answered with a "verify" message. */
+  | { type: "verify"; id: number; stop: boolean }
   | { type: "reload"; resource: ResourceConfig };
 
 export interface SecondaryPeer {
@@ -31,11 +33,13 @@ export interface SecondaryPeer {
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
 export type WorkerStatus = Pick<ResourceStatus,
-  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain" | "stale_extents">;
+  "status" | "extentsize" | "keepdirty" | "dirty" | "statistics" | "device" | "sync" | "last_sync" | "split_brain" | "stale_extents" | "verify" | "last_verify">;
 
 export type FromWorker =
   | { type: "ready" }
   | { type: "status"; id: number; status: WorkerStatus }
+  /** `refused`: why the verification request was not carried out, or null. */
+  | { type: "verify"; id: number; refused: string | null }
   | { type: "event"; event: HookEvent; args?: string[] }
   /** A secondary's copy state (FLAG_COPY_INCOMPLETE), at its start and at each change. */
   | { type: "copy"; complete: boolean };

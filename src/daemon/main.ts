@@ -104,6 +104,8 @@ export class Hastd {
           Object.assign(reply, { error: ControlError.REFUSED, message: "not promoted: this node's copy is incomplete (the log says why and what to do)" });
         }
         replies.push(reply);
+      } else if (request.cmd === "verify") {
+        replies.push(await this.verify(state, request.stop === true));
       } else {
         replies.push(await this.status(state));
       }
@@ -126,6 +128,15 @@ export class Hastd {
     const live = await state.worker.status();
     if (!live) return { ...base, error: ControlError.BUSY, message: "worker is not answering" };
     return { ...base, ...live, ...(state.split_brain ? { split_brain: true } : {}) };
+  }
+
+  private async verify(state: ResourceState, stop: boolean): Promise<ResourceStatus> {
+    const reply: ResourceStatus = { name: state.config.name, role: state.role };
+    const what = stop ? "verification not stopped" : "verification not started";
+    if (state.role !== "primary") return { ...reply, error: ControlError.INVALID, message: `${what}: this node is not primary (verification runs on the primary)` };
+    const refused = state.worker?.running ? await state.worker.verify(stop) : "the worker is not running";
+    if (refused === undefined) return { ...reply, error: ControlError.BUSY, message: `${what}: the worker is not answering` };
+    return refused === null ? reply : { ...reply, error: ControlError.BUSY, message: `${what}: ${refused}` };
   }
 
   /** false when the new primary worker refused this node's copy (incomplete): the role stays `old`. */

@@ -14,6 +14,7 @@ import type { MapWrite } from "../core/activemap.ts";
 import type { Metadata } from "../core/metadata.ts";
 import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
 import type { SyncChunk } from "../core/activemap.ts";
+import type { VerifyChunk, VerifyResult } from "../core/verify-pass.ts";
 import { batchMapWrites, HeldMapWrites } from "../core/map-batch.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
@@ -81,6 +82,8 @@ export interface PrimaryIoOptions {
   stats: ResourceStatistics;
   log: Logger;
   emit: (event: HookEvent) => void;
+  /** An online verification ended. */
+  verified: (result: VerifyResult) => void;
 }
 
 export class PrimaryIo implements BlockBackend {
@@ -348,6 +351,11 @@ export class PrimaryIo implements BlockBackend {
       case "in-sync":
         if (this.link !== null && this.link_version >= VERSION_IN_SYNC) this.link.send({ kind: "in-sync", replies_failed: this.replies_failed });
         return;
+      case "verify":
+        void this.verifyChunk(a.chunk).then((outcome) => this.run(this.o.engine.verifyChunkDone(a.chunk, outcome)));
+        return;
+      case "verified":
+        return this.o.verified(a.result);
       case "event":
         return this.o.emit(a.event);
       case "log":
@@ -528,6 +536,20 @@ export class PrimaryIo implements BlockBackend {
     promised(this.submit("flush", 0, 0, null, true)).catch((err: Error) => this.o.log.debug(`${what} failed: ${err.message}`));
   }
 
+  /** `hastctl verify`: why it cannot start (or, `stop`, why there is none to stop), else null. */
+  verify(stop: boolean): string | null {
+    const engine = this.o.engine;
+    if (stop) {
+      const actions = engine.stopVerify();
+      if (actions === null) return "no verification is running";
+      this.run(actions);
+      return null;
+    }
+    const refused = engine.verifyRefusal();
+    if (refused === null) this.run(engine.startVerify());
+    return refused;
+  }
+
   /** A sync pass given up after errors starts again (the connector's timer, every SYNC_RESUME_S). */
   resumeSync(): void {
     this.run(this.o.engine.resumeSync());
@@ -550,9 +572,9 @@ export class PrimaryIo implements BlockBackend {
    * went away meanwhile: the chunk's range lock went with it, so what was read may predate a write
    * since, and must not reach a secondary.
    */
-  private async readRest(rest: Promise<void>, chunk: SyncChunk): Promise<Error | "stale" | null> {
+  private async readRest(rest: Promise<void>, live: () => boolean): Promise<Error | "stale" | null> {
     const err = await new Promise<Error | null>((resolve) => this.settleLocal(rest, resolve));
-    return err ?? (this.o.engine.syncChunkLive(chunk) ? null : "stale");
+    return err ?? (live() ? null : "stale");
   }
 
   /**
@@ -611,7 +633,7 @@ export class PrimaryIo implements BlockBackend {
         // await here would hold it until the tick's other chunks were read); the rest is read on a
         // helper thread while requests go on.
         const rest = this.o.disk.readSoon(buf, at);
-        err = rest === null ? null : await this.readRest(rest, chunk);
+        err = rest === null ? null : await this.readRest(rest, () => this.o.engine.syncChunkLive(chunk));
       } catch (e) {
         err = e as Error;
       }
@@ -640,6 +662,44 @@ export class PrimaryIo implements BlockBackend {
       return false;
     }
   }
+
+  /**
+   * One chunk of an online verification: the peer reads its copy (a sync READ, which any peer
+   * answers) while this node reads its own, and the two are compared. The engine holds the range
+   * from writes until verifyChunkDone, so a difference is not a change on its way.
+   */
+  private async verifyChunk(chunk: VerifyChunk): Promise<"same" | "differ" | "failed"> {
+    const remote = this.remoteSync({ kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true });
+    const buf = this.sync_pool.take(chunk.length);
+    try {
+      let err: Error | "stale" | null;
+      try {
+        const rest = this.o.disk.readSoon(buf, this.localoff + chunk.offset);
+        err = rest === null ? null : await this.readRest(rest, () => this.o.engine.verifyChunkLive(chunk));
+      } catch (e) {
+        err = e as Error;
+      }
+      const reply = await remote;
+      if (err === "stale") return "failed"; // the verification ended meanwhile: ignored
+      if (err !== null) {
+        this.o.stats.local_errors.read++;
+        this.o.log.error(`Verification: unable to read ${chunk.length} bytes at offset ${chunk.offset} here: ${err.message}`);
+        return "failed";
+      }
+      if (reply.error !== "OK" || reply.data.length !== chunk.length) {
+        if (this.link !== null) this.o.log.error(`Verification: the peer could not read ${chunk.length} bytes at offset ${chunk.offset}: ${reply.error}`);
+        return "failed";
+      }
+      return sameBytes(buf, reply.data) ? "same" : "differ";
+    } finally {
+      this.sync_pool.give(buf);
+    }
+  }
+}
+
+/** Whether two buffers hold the same bytes (memcmp, not a loop in JavaScript). */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
 }
 
 /** Whether a request's actions include an activemap update (a loop: no closure per request). */

@@ -15,6 +15,7 @@ import { MetadataStore } from "../io/metadata-store.ts";
 import { WORKER_EXIT_REFUSED, type HookEvent, type WorkerStatus } from "./ipc.ts";
 import { PrimaryConnector } from "./primary-connector.ts";
 import { SyncRate } from "./sync-rate.ts";
+import { VerifyLog } from "./verify-log.ts";
 import type { Logger } from "./log.ts";
 import { PrimaryIo } from "./primary-io.ts";
 import { newStatistics } from "./statistics.ts";
@@ -39,7 +40,7 @@ export interface PrimaryParts {
 }
 
 export class PrimaryWorker {
-  private constructor(private p: PrimaryParts, private readonly rate: SyncRate) {}
+  private constructor(private p: PrimaryParts, private readonly rate: SyncRate, private readonly verifies: VerifyLog) {}
 
   /** `force`: take this node's copy as the good one even if it is incomplete (acceptIncomplete). */
   static async start(resource: ResourceConfig, node: string, force: boolean, log: Logger, emit: (event: HookEvent) => void): Promise<PrimaryWorker> {
@@ -70,7 +71,8 @@ export class PrimaryWorker {
         rate.onEvent(event, () => engine.syncProgress().done_bytes);
         emit(event);
       };
-      const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit: emitAndTime });
+      const verifies = new VerifyLog();
+      const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit: emitAndTime, verified: (result) => verifies.ended(result) });
       const connector = new PrimaryConnector({ resource, node, meta, engine, io, log, emit: emitAndTime });
       // The default endpoint lives in /var/run/hast, which nothing else creates.
       if (resource.nbd.kind === "uds") mkdirSync(dirname(resource.nbd.path), { recursive: true, mode: 0o755 });
@@ -94,7 +96,7 @@ export class PrimaryWorker {
         }
       }
       connector.start();
-      return new PrimaryWorker({ resource, disk, meta, map, engine, io, connector, stats, nbd, device, log }, rate);
+      return new PrimaryWorker({ resource, disk, meta, map, engine, io, connector, stats, nbd, device, log }, rate, verifies);
     } catch (err) {
       disk.close();
       throw err;
@@ -116,7 +118,20 @@ export class PrimaryWorker {
     if (p.engine.stale_extents > 0) status.stale_extents = p.engine.stale_extents;
     if (progress.active) status.sync = this.rate.progress(progress.done_bytes, progress.pending_bytes);
     if (this.rate.last) status.last_sync = this.rate.last;
+    const verify = p.engine.verifyProgress();
+    if (verify) status.verify = this.verifies.progress(verify);
+    if (this.verifies.last) status.last_verify = this.verifies.last;
     return status;
+  }
+
+  /** `hastctl verify [--stop]`: null once done, else why not. */
+  verify(stop: boolean): string | null {
+    if (!stop) {
+      const refused = this.p.engine.verifyRefusal();
+      if (refused !== null) return refused;
+      this.verifies.started(); // before the start: a pass with nothing to compare ends within it
+    }
+    return this.p.io.verify(stop);
   }
 
   reload(resource: ResourceConfig): void {

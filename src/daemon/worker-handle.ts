@@ -54,7 +54,8 @@ export interface WorkerCallbacks {
 
 export class WorkerHandle {
   private nextId = 1;
-  private pending = new Map<number, (status: WorkerStatus | null) => void>();
+  /** Queries sent to the worker, by id, until it answers (the answer's message) or exits (null). */
+  private pending = new Map<number, (answer: FromWorker | null) => void>();
   private exitPromise: Promise<WorkerExit>;
   private exited: WorkerExit | null = null;
   private readyResolve!: () => void;
@@ -115,18 +116,30 @@ export class WorkerHandle {
 
   /** Live status, or null when the worker does not answer in time (it is then reported as sick). */
   async status(): Promise<WorkerStatus | null> {
+    const answer = await this.ask((id) => ({ type: "status", id }));
+    return answer?.type === "status" ? answer.status : null;
+  }
+
+  /** Starts (or `stop`s) an online verification: why the worker would not, null once it did, or
+   * undefined when it does not answer in time. */
+  async verify(stop: boolean): Promise<string | null | undefined> {
+    const answer = await this.ask((id) => ({ type: "verify", id, stop }));
+    return answer?.type === "verify" ? answer.refused : undefined;
+  }
+
+  private async ask(message: (id: number) => ToWorker): Promise<FromWorker | null> {
     if (!this.running) return null;
     const id = this.nextId++;
-    return await new Promise<WorkerStatus | null>((resolve) => {
+    return await new Promise<FromWorker | null>((resolve) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         resolve(null);
       }, WORKER_STATUS_TIMEOUT_MS);
-      this.pending.set(id, (status) => {
+      this.pending.set(id, (answer) => {
         clearTimeout(timer);
-        resolve(status);
+        resolve(answer);
       });
-      this.send({ type: "status", id });
+      this.send(message(id));
     });
   }
 
@@ -146,10 +159,11 @@ export class WorkerHandle {
       case "ready":
         this.readyResolve();
         return;
-      case "status": {
+      case "status":
+      case "verify": {
         const resolve = this.pending.get(message.id);
         this.pending.delete(message.id);
-        resolve?.(message.status);
+        resolve?.(message);
         return;
       }
       case "event":

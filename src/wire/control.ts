@@ -20,7 +20,9 @@ export const ControlError = {
 export type ControlRequest =
   /** force: promote even a node whose copy is incomplete (its data then counts as the good one). */
   | { cmd: "role"; role: Role; resources: string[]; force?: boolean }
-  | { cmd: "status"; resources: string[] };
+  | { cmd: "status"; resources: string[] }
+  /** Start an online verification on the primary (`stop`: end the one running). */
+  | { cmd: "verify"; resources: string[]; stop?: boolean };
 
 export interface ResourceStatistics {
   reads: number;
@@ -48,6 +50,31 @@ export interface LastSync {
   seconds: number;
   /** When it completed (ISO 8601). */
   finished: string;
+}
+
+/** The running online verification: `done`/`total` and the rate count bytes handed out and ended. */
+export interface VerifyProgress extends SyncProgress {
+  /** Bytes found different (copied to the secondary since), and in how many chunks. */
+  differ_bytes: number;
+  differ_chunks: number;
+  /** Bytes not compared: their extent was still to be synchronized, or a read failed. */
+  skipped_bytes: number;
+  failed_bytes: number;
+}
+
+/** The last online verification this worker ended. */
+export interface LastVerify {
+  /** When it ended (ISO 8601), and how long it ran. */
+  finished: string;
+  seconds: number;
+  /** "complete", or why it ended early. */
+  ended: "complete" | "disconnected" | "stopped";
+  total_bytes: number;
+  same_bytes: number;
+  differ_bytes: number;
+  differ_chunks: number;
+  skipped_bytes: number;
+  failed_bytes: number;
 }
 
 export interface ResourceStatus {
@@ -80,6 +107,8 @@ export interface ResourceStatus {
   /** On a primary: extents of its copy whose newest changes only the secondary holds (a write or
    * flush failed here); reads of them go to the secondary, which they are copied back from. */
   stale_extents?: number;
+  verify?: VerifyProgress;
+  last_verify?: LastVerify;
 }
 
 export interface ControlReply {
@@ -112,6 +141,9 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
   switch (obj.cmd) {
     case "status":
       return { ok: true, value: { cmd: "status", resources: names } };
+    case "verify":
+      if (obj.stop !== undefined && typeof obj.stop !== "boolean") return { ok: false, error: "'stop' must be true or false" };
+      return { ok: true, value: { cmd: "verify", resources: names, ...(obj.stop === true ? { stop: true } : {}) } };
     case "role": {
       if (!ROLES.includes(obj.role as Role)) return { ok: false, error: "'role' must be init, primary or secondary" };
       if (obj.force !== undefined && typeof obj.force !== "boolean") return { ok: false, error: "'force' must be true or false" };

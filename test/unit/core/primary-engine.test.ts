@@ -702,7 +702,7 @@ class Run {
   private noteVerified(): void {
     const last = this.d.verified.at(-1);
     if (this.verify_started_at === null || this.d.engine.verifyProgress() !== null || last === undefined) return;
-    if (!last.interrupted && last.failed_bytes === 0 && this.verify_started_at === this.corruptions) this.verified_since_corruption = true;
+    if (last.ended === "complete" && last.failed_bytes === 0 && this.verify_started_at === this.corruptions) this.verified_since_corruption = true;
     this.verify_started_at = null;
   }
 

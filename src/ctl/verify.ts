@@ -1,0 +1,25 @@
+// hastctl verify [--stop] all|name ...: start (or stop) an online verification on the primary,
+// which compares both copies chunk by chunk and copies what differs to the secondary. It runs in
+// the background; `hastctl status` and `list` show its progress and what the last one found.
+import { defineCommand, type ArgsDef } from "citty";
+import { EX_USAGE, ExitError } from "../core/sysexits.ts";
+import { checkOptions, commonArgs, loadCtlConfig } from "./common.ts";
+import { requestAndReport } from "./request.ts";
+
+const verifyArgs = {
+  ...commonArgs,
+  stop: { type: "boolean", description: "end the verification running (what it found so far stays reported)" },
+} as const satisfies ArgsDef;
+
+export default defineCommand({
+  meta: { name: "verify", description: "compare the primary's copy with the secondary's, online" },
+  args: verifyArgs,
+  async run({ args: a }) {
+    checkOptions(a, verifyArgs);
+    if (a._.length === 0) throw new ExitError("verify needs 'all' or at least one resource name", EX_USAGE);
+    const config = loadCtlConfig(a.c);
+    return await requestAndReport(config, { cmd: "verify", resources: a._, ...(a.stop ? { stop: true } : {}) }, (reply) => {
+      if (a.json) console.log(JSON.stringify(reply.resources, null, 2));
+    });
+  },
+});

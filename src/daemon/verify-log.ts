@@ -1,0 +1,32 @@
+// Online verification for hastctl: the running one's progress with a rate and an ETA, and what the
+// last one found, when it ended and how long it ran.
+import type { VerifyCounts, VerifyResult } from "../core/verify-pass.ts";
+import type { LastVerify, VerifyProgress } from "../wire/control.ts";
+import { SyncRate } from "./sync-rate.ts";
+
+export class VerifyLog {
+  private rate = new SyncRate();
+  private started_ms: number | null = null;
+  last: LastVerify | undefined;
+
+  started(): void {
+    this.rate = new SyncRate();
+    this.started_ms = performance.now();
+  }
+
+  progress(c: VerifyCounts): VerifyProgress {
+    const { done, total, rate, eta } = this.rate.progress(c.done_bytes, c.total_bytes - c.done_bytes);
+    return {
+      done, total, rate, eta, differ_bytes: c.differ_bytes, differ_chunks: c.differ_chunks, skipped_bytes: c.skipped_bytes, failed_bytes: c.failed_bytes,
+    };
+  }
+
+  ended(r: VerifyResult): void {
+    const seconds = this.started_ms === null ? 0 : (performance.now() - this.started_ms) / 1000;
+    this.started_ms = null;
+    this.last = {
+      finished: new Date().toISOString(), seconds: Math.round(seconds * 1000) / 1000, ended: r.ended, total_bytes: r.total_bytes,
+      same_bytes: r.same_bytes, differ_bytes: r.differ_bytes, differ_chunks: r.differ_chunks, skipped_bytes: r.skipped_bytes, failed_bytes: r.failed_bytes,
+    };
+  }
+}

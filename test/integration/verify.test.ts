@@ -1,0 +1,169 @@
+// Online verification (`hastctl verify`): two hastd on 127.0.0.1, random data replicated, then the
+// secondary's component changed behind hastd's back (bit rot, a bug, a restore gone wrong). The
+// verification must find exactly the chunks changed, copy the primary's data over them, and leave
+// both data areas identical (sha256 from the files); it must find nothing while the application
+// writes during it, and it refuses, stops and ends on a lost link with a clear word.
+import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { closeSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { Harness, MiB, nbdUpload, Pair, randomFile, skipReason, waitFor, type NodeInfo } from "./harness.ts";
+
+let h: Harness;
+beforeEach(async () => {
+  h = await Harness.create("verify");
+});
+afterEach(async () => {
+  await h.cleanup();
+});
+afterAll(async () => {
+  await Harness.cleanupAll();
+});
+
+const skip = skipReason("online verification", { tools: ["nbdcopy"] });
+
+const DATA_BYTES = 64 * MiB;
+/** Where the secondary's copy is damaged: three 1 MiB chunks, one of them twice. */
+const DAMAGE = [5 * MiB + 4096, 17 * MiB, 17 * MiB + 512 * 1024, 40 * MiB + 1 * MiB - 1];
+
+async function syncedPair(o: { faults?: boolean } = {}): Promise<{ pair: Pair; a: NodeInfo; b: NodeInfo; sha256: string; faults: (node: NodeInfo, rules: string | null) => void }> {
+  const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+  const rulesFile = (node: NodeInfo) => h.path(`faults-${node.name}`);
+  if (o.faults) pair.reconfigure({ env: Object.fromEntries(pair.nodes.map((n) => [n.name, { HAST_FAULT_INJECT_FILE: rulesFile(n) }])) });
+  const { a, b } = pair;
+  await pair.up({ create_args: ["--initial-sync", "none"] });
+  await pair.waitSynced(a);
+  const data = await randomFile(h, "data.bin", DATA_BYTES);
+  await nbdUpload(data.path, pair.uri(a));
+  await pair.waitSynced(a);
+  let serial = 0;
+  const faults = (node: NodeInfo, rules: string | null) => {
+    if (rules === null) return rmSync(rulesFile(node), { force: true });
+    const tmp = h.path(`faults-${node.name}.${serial++}`);
+    writeFileSync(tmp, rules);
+    renameSync(tmp, rulesFile(node));
+  };
+  return { pair, a, b, sha256: data.sha256, faults };
+}
+
+async function verify(pair: Pair, node: NodeInfo, args: string[] = []) {
+  return await h.hastctl(node, pair.confOf(node), ["verify", ...args, pair.name]);
+}
+
+/** The last verification's report once there is one newer than `after` (an ISO time). */
+async function lastVerify(pair: Pair, node: NodeInfo, after = "", timeout_ms = 60_000): Promise<Record<string, any>> {
+  return await waitFor("the verification to end", async () => {
+    const s = await pair.status(node);
+    return s.verify === undefined && s.last_verify && s.last_verify.finished > after ? s.last_verify : null;
+  }, timeout_ms);
+}
+
+/** Overwrites `length` bytes of the node's data area at `offset` with a pattern, behind hastd's back. */
+async function damage(pair: Pair, node: NodeInfo, offset: number, length = 1): Promise<void> {
+  const fd = openSync(pair.disk(node), "r+");
+  try {
+    writeSync(fd, Buffer.alloc(length, 0x5a), 0, length, (await pair.region(node)).localoff + offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+describe("hastctl verify", () => {
+  test.skipIf(skip !== null)("finds the chunks damaged on the secondary, copies the primary's data over them, and a second pass finds nothing", async () => {
+    const { pair, a, b, sha256 } = await syncedPair();
+    for (const offset of DAMAGE) await damage(pair, b, offset);
+    expect(await pair.dataSha256(b)).not.toBe(sha256);
+
+    const started = await verify(pair, a);
+    expect(started.code).toBe(0);
+    const last = await lastVerify(pair, a);
+    expect(last.ended).toBe("complete");
+    expect(last.total_bytes).toBe(DATA_BYTES);
+    expect(last.differ_chunks).toBe(3); // 1 MiB chunks: 5 MiB, 17 MiB (twice), 40 MiB
+    expect(last.differ_bytes).toBe(3 * MiB);
+    expect(last.same_bytes).toBe(DATA_BYTES - 3 * MiB);
+    expect(last.skipped_bytes + last.failed_bytes).toBe(0);
+    await pair.waitSynced(a);
+    expect(await pair.dataSha256(b)).toBe(sha256);
+    expect(await pair.dataSha256(a)).toBe(sha256);
+    const log = pair.daemon(a).log;
+    for (const chunk of [5, 17, 40]) expect(log).toContain(`bytes at offset ${chunk * MiB} differ from the peer's copy`);
+    expect(log).toContain("Verification complete: 67108864 bytes compared, 3 chunks (3145728 bytes) differed");
+
+    // Status and metrics while idle; then a second pass, which finds nothing.
+    const text = (await h.hastctlOk(a, pair.confOf(a), ["list", pair.name]));
+    expect(text).toMatch(/last verification: complete, 64MB compared in [\d.]+s; 3 chunks \(3\.0MB\) differed; finished /);
+    const metrics = await h.hastctlOk(a, pair.confOf(a), ["metrics", pair.name]);
+    expect(metrics).toContain(`hast_last_verify_differ_chunks{resource="${pair.name}"} 3`);
+    expect(metrics).toContain(`hast_verify_running{resource="${pair.name}"} 0`);
+    expect((await verify(pair, a)).code).toBe(0);
+    const again = await lastVerify(pair, a, last.finished);
+    expect([again.ended, again.differ_chunks, again.same_bytes]).toEqual(["complete", 0, DATA_BYTES]);
+  }, 180_000);
+
+  test.skipIf(skip !== null)("finds nothing while the application writes during it (changes in flight are never compared)", async () => {
+    const { pair, a, b, faults } = await syncedPair({ faults: true });
+    const fresh = await randomFile(h, "fresh.bin", DATA_BYTES);
+    // Two passes of the whole device while 64 MiB uploads through the primary follow one another;
+    // the secondary's first reads are slowed (30 ms each), so each pass lasts over a second.
+    let after = "";
+    for (let round = 0; round < 2; round++) {
+      let writing = true;
+      const writer = (async () => {
+        while (writing) await nbdUpload(fresh.path, pair.uri(a));
+      })();
+      faults(b, "pread:nodeb.img:delay=30:40");
+      expect((await verify(pair, a)).code).toBe(0);
+      // The primary's write count, polled while the verification runs, must move.
+      const writes: number[] = [];
+      const last = await waitFor("the verification to end", async () => {
+        const s = await pair.status(a);
+        if (s.verify !== undefined) writes.push(s.statistics.writes);
+        return s.verify === undefined && s.last_verify && s.last_verify.finished > after ? s.last_verify : null;
+      }, 60_000, 20);
+      writing = false;
+      await writer;
+      faults(b, null);
+      expect(writes.length).toBeGreaterThan(1);
+      expect(writes.at(-1)!).toBeGreaterThan(writes[0]!);
+      expect(last.ended).toBe("complete");
+      expect(last.differ_chunks).toBe(0);
+      expect(last.failed_bytes).toBe(0);
+      after = last.finished;
+    }
+    await pair.waitSynced(a);
+    expect(await pair.dataSha256(a)).toBe(fresh.sha256);
+    expect(await pair.dataSha256(b)).toBe(fresh.sha256);
+  }, 180_000);
+
+  test.skipIf(skip !== null)("refuses on a secondary, without a peer, and twice at once; --stop ends it; a lost link interrupts it", async () => {
+    const { pair, a, b, faults } = await syncedPair({ faults: true });
+    const onSecondary = await verify(pair, b);
+    expect(onSecondary.code).not.toBe(0);
+    expect(onSecondary.stderr).toContain("verification not started: this node is not primary");
+    expect((await verify(pair, a, ["--stop"])).stderr).toContain("no verification is running");
+
+    // The secondary's disk holds its reads 5 s: the verification stays on its first chunks.
+    faults(b, "pread:nodeb.img:delay=5000:2");
+    expect((await verify(pair, a)).code).toBe(0);
+    const twice = await verify(pair, a);
+    expect(twice.code).not.toBe(0);
+    expect(twice.stderr).toContain("verification not started: a verification is already running");
+    const running = await pair.status(a);
+    expect(running.verify.total).toBe(DATA_BYTES);
+    expect((await h.hastctlOk(a, pair.confOf(a), ["status", pair.name]))).toContain("verifying ");
+    expect((await verify(pair, a, ["--stop"])).code).toBe(0);
+    const stopped = await lastVerify(pair, a);
+    expect(stopped.ended).toBe("stopped");
+    expect(pair.daemon(a).log).toContain("Verification stopped by the operator after");
+
+    // Again, and the secondary goes away under it.
+    await waitFor("the secondary's delayed reads to pass", async () => ((await pair.status(a)).status === "complete" ? true : null), 30_000);
+    faults(b, "pread:nodeb.img:delay=5000:1");
+    expect((await verify(pair, a)).code).toBe(0);
+    await pair.kill(b);
+    const lost = await lastVerify(pair, a, stopped.finished);
+    expect(lost.ended).toBe("disconnected");
+    const degraded = await verify(pair, a);
+    expect(degraded.stderr).toContain("verification not started: the secondary is not connected");
+    faults(b, null);
+  }, 180_000);
+});
