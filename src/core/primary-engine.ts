@@ -214,6 +214,11 @@ export class PrimaryEngine {
   private verify: VerifyPass | null = null;
   private readonly verify_inflight = new Map<VerifyChunk, number>();
   private verify_waiting: VerifyChunk | null = null;
+  /** Chunks found different in an extent whose newest changes here no flush has confirmed yet,
+   * with the change_seq they wait for (see verifyChunkDone). */
+  private verify_recheck: { chunk: VerifyChunk; seq: number }[] = [];
+  /** change_seq at the start of the newest flush that succeeded here. */
+  private local_flushed_upto = 0;
 
   constructor(
     private readonly map: ActiveMap,
@@ -575,10 +580,14 @@ export class PrimaryEngine {
     this.flush_started.delete(key);
     if (started === undefined) return []; // a repeated end-of-pass report, ignored (syncFlushDone)
     const actions: PrimaryAction[] = [];
-    if (local_ok) forgetUpTo(this.changed.local, started);
+    if (local_ok) {
+      forgetUpTo(this.changed.local, started);
+      this.local_flushed_upto = Math.max(this.local_flushed_upto, started);
+    }
     if (remote_ok) forgetUpTo(this.changed.remote, started);
     // A flush the link took with it failed for the link: the disconnect marked what it must.
     else if (this.connected) actions.push(...this.remoteFlushFailed());
+    if (this.verify_recheck.length > 0) actions.push(...this.pumpVerify());
     return actions;
   }
 
@@ -1103,8 +1112,23 @@ export class PrimaryEngine {
     if (token === undefined) return []; // a verification the link's loss ended
     this.verify_inflight.delete(chunk);
     this.sync_locks.unlock(token);
-    this.verify!.ended(chunk, outcome);
     const actions: PrimaryAction[] = [];
+    const unconfirmed = this.changed.local.get(chunk.extent);
+    if (outcome === "differ" && unconfirmed !== undefined) {
+      // This node's copy holds changes no flush has confirmed: a failed flush (Linux reports a
+      // write-back error once, at the next flush) may yet say they were lost, and the peer's copy
+      // then counts. Compared again once a flush that started now succeeded, or the extent went
+      // to the sync (the flush failed).
+      this.verify_recheck.push({ chunk, seq: this.change_seq });
+      actions.push({ type: "log", level: "info", message: `Verification: ${chunk.length} bytes at offset ${chunk.offset} differ from the peer's copy while this node's changes there are not flushed yet; comparing again after a flush.` });
+      if (!this.flush_asked) {
+        this.flush_asked = true;
+        actions.push({ type: "flush" });
+      }
+      this.unblock(actions);
+      return actions;
+    }
+    this.verify!.ended(chunk, outcome);
     if (outcome === "differ") {
       // No change of the range was in flight and its extent was not to be synchronized: the two
       // copies should have been equal. The primary's copy is the one that counts.
@@ -1121,10 +1145,10 @@ export class PrimaryEngine {
     const actions: PrimaryAction[] = [];
     const pass = this.verify;
     while (pass !== null && this.verify_inflight.size < VERIFY_CHUNKS_MAX) {
-      const chunk = this.verify_waiting ?? pass.next();
+      const chunk = this.verify_waiting ?? this.takeRecheck() ?? pass.next();
       this.verify_waiting = null;
       if (chunk === null) {
-        if (this.verify_inflight.size === 0) actions.push(...this.endVerify("complete"));
+        if (this.verify_inflight.size === 0 && this.verify_recheck.length === 0) actions.push(...this.endVerify("complete"));
         break;
       }
       // Copies that differ by design: the sync copies the extent (from the peer, where stale here).
@@ -1141,6 +1165,12 @@ export class PrimaryEngine {
       actions.push({ type: "verify", chunk });
     }
     return actions;
+  }
+
+  /** A chunk to compare again: a flush confirmed this node's copy since, or the extent is to be synchronized. */
+  private takeRecheck(): VerifyChunk | null {
+    const i = this.verify_recheck.findIndex((r) => this.local_flushed_upto >= r.seq || this.map.extentState(r.chunk.extent).in_sync_set || this.local_stale.has(r.chunk.extent));
+    return i < 0 ? null : this.verify_recheck.splice(i, 1)[0]!.chunk;
   }
 
   private overlapsVerify(offset: number, length: number): boolean {
@@ -1161,6 +1191,7 @@ export class PrimaryEngine {
     for (const token of this.verify_inflight.values()) this.sync_locks.unlock(token);
     this.verify_inflight.clear();
     this.verify_waiting = null;
+    this.verify_recheck = [];
     const result: VerifyResult = { ...this.verify!.tally(), ended };
     this.verify = null;
     const found = describeVerify(result);

@@ -69,7 +69,7 @@ export interface SimContext {
   readonly observer: Observer;
   trace(line: string): void;
   /** Counts an occurrence in the run's statistics (what the runs went through). */
-  count(stat: "map_batches" | "own_flushes" | "stale_restarts"): void;
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "verifications" | "verify_differ_chunks"): void;
   /** Opens a connection from `from` to the other node, or says why not. */
   dial(from: Host): { conn: Connection } | { refused: string };
   other(host: Host): Host;

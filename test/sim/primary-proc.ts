@@ -6,6 +6,7 @@ import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
 import { cacheEpochKey, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { batchMapWrites, HeldMapWrites } from "../../src/core/map-batch.ts";
 import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
+import type { VerifyChunk } from "../../src/core/verify-pass.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
@@ -130,6 +131,11 @@ export class PrimaryProc {
 
   private last_background_flush_ms = 0;
   private last_sync_resume_ms = 0;
+
+  /** `hastctl verify` (primary-io.ts verify). */
+  verify(): void {
+    this.run(this.engine.startVerify());
+  }
 
   /** An application request (the NBD frontend's call into PrimaryIo). */
   submit(kind: RequestKind, offset: number, length: number, data: Uint32Array | null, reply: App["reply"], internal = false): void {
@@ -430,6 +436,12 @@ export class PrimaryProc {
         return this.submit("flush", 0, 0, null, () => {}, true);
       case "in-sync":
         return this.send({ kind: "in-sync", replies_failed: this.replies_failed });
+      case "verify":
+        return this.verifyChunk(a.chunk);
+      case "verified":
+        this.ctx.count("verifications");
+        for (let n = 0; n < a.result.differ_chunks; n++) this.ctx.count("verify_differ_chunks");
+        return this.ctx.trace(`${this.host.name}: verification ${a.result.ended}: ${JSON.stringify(a.result)}`);
       case "event":
         return this.ctx.trace(`${this.host.name}: event ${a.event}`);
       case "log":
@@ -527,6 +539,27 @@ export class PrimaryProc {
       if (!this.engine.syncChunkLive(chunk)) return done(false);
       this.host.disk.write(first, bytesToSectors(reply.data, sb), false, this.host.guard(done));
     });
+  }
+
+  /** As primary-io's verifyChunk: the peer's READ and this node's read at once, then compared. */
+  private verifyChunk(chunk: VerifyChunk): void {
+    const sb = this.ctx.cfg.sector_bytes;
+    let mine: Uint32Array | null | undefined;
+    let theirs: Uint32Array | null | undefined;
+    const both = () => {
+      if (mine === undefined || theirs === undefined) return;
+      const outcome = mine === null || theirs === null ? "failed" : mine.every((v, i) => v === theirs![i]) ? "same" : "differ";
+      if (outcome === "differ") this.ctx.trace(`${this.host.name}: verify chunk at ${chunk.offset} differs`);
+      this.ctx.clock.after(0, this.host.guard(() => this.run(this.engine.verifyChunkDone(chunk, outcome))));
+    };
+    this.remoteSync({ kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true }, (reply) => {
+      theirs = reply.error === "OK" && reply.data.length === chunk.length ? bytesToSectors(reply.data, sb) : null;
+      both();
+    });
+    this.host.disk.read(chunk.offset / sb, chunk.length / sb, this.host.guard((data: Uint32Array | null) => {
+      mine = data;
+      both();
+    }));
   }
 
   private chunkDiffers(first: number, count: number): boolean {

@@ -198,6 +198,11 @@ export class EngineDriver {
     return this.run(this.engine.startVerify());
   }
 
+  stopVerify(): PrimaryAction[] | null {
+    const actions = this.engine.stopVerify();
+    return actions && this.run(actions);
+  }
+
   /** The worker's SYNC_RESUME_S timer. */
   resumeSync(): PrimaryAction[] {
     return this.run(this.engine.resumeSync());
@@ -243,7 +248,9 @@ export class EngineDriver {
   /** No write or trim executes on either disk at the same time as an overlapping sync copy or
    * verification chunk, and no two of those overlap. */
   checkNoOverlap(): void {
-    const chunks = [...this.pending_sync.map((op) => ({ what: "sync chunk", ...op.chunk })), ...this.pending_verify.map((c) => ({ what: "verify chunk", ...c }))];
+    const chunks = [...this.pending_sync.map((op) => ({ what: "sync chunk", ...op.chunk })), 
+      // A chunk a stopped verification let go is still read, but nothing waits for its result.
+      ...this.pending_verify.filter((c) => this.engine.verifyChunkLive(c)).map((c) => ({ what: "verify chunk", ...c }))];
     for (let i = 0; i < chunks.length; i++) {
       const c = chunks[i]!;
       for (let j = i + 1; j < chunks.length; j++) {
@@ -384,6 +391,13 @@ export class EngineDriver {
     const first = op.chunk.offset / this.sector_bytes;
     target.set(source.subarray(first, first + op.chunk.length / this.sector_bytes), first);
   }
+}
+
+/** The pending operation of request `id` in `queue` (pending_local or pending_remote). */
+export function op(queue: IoOp[], id: number): IoOp {
+  const found = queue.find((o) => o.request.id === id);
+  if (!found) throw new Error(`no pending operation for request ${id}`);
+  return found;
 }
 
 function overlaps(a: { offset: number; length: number }, b: { offset: number; length: number }): boolean {

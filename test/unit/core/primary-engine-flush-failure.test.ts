@@ -5,7 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { FLAG_COPY_INCOMPLETE } from "../../../src/core/metadata.ts";
 import type { PrimaryAction, PrimaryGeneration } from "../../../src/core/primary-engine.ts";
-import { EngineDriver, type IoOp } from "./engine-driver.ts";
+import { EngineDriver, op } from "./engine-driver.ts";
 
 const EXTENT = 4096;
 const SECTOR = 512;
@@ -24,12 +24,6 @@ function inSync(mode: Mode = "fullsync", held_flush_sync_bytes_max?: number, pee
   const d = primary(mode, { held_flush_sync_bytes_max });
   d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch });
   return d;
-}
-
-function op(ops: IoOp[], id: number): IoOp {
-  const found = ops.find((o) => o.request.id === id);
-  if (!found) throw new Error(`no pending operation for request ${id}`);
-  return found;
 }
 
 function write(d: EngineDriver, extent: number, local_ok = true, remote_ok = true): number {

@@ -7,7 +7,7 @@ import { FLAG_SYNC_FULL_ON_CONNECT } from "../../../src/core/metadata.ts";
 import type { ReplicationMode } from "../../../src/core/request-legs.ts";
 import { prng } from "../../fuzz/prng.ts";
 import type { VerifyChunk } from "../../../src/core/verify-pass.ts";
-import { DRIVER_SYNC_CHUNKS, EngineDriver, type IoOp } from "./engine-driver.ts";
+import { DRIVER_SYNC_CHUNKS, EngineDriver, op, type IoOp } from "./engine-driver.ts";
 
 const SECTOR = 512;
 const EXTENT = 4096;
@@ -32,12 +32,6 @@ function connection(d: EngineDriver, o: { syncsrc?: SyncSource; extents?: number
 
 function types(actions: PrimaryAction[]): string[] {
   return actions.filter((a) => a.type !== "log").map((a) => (a.type === "event" ? `event:${a.event}` : a.type));
-}
-
-function op(queue: IoOp[], id: number): IoOp {
-  const found = queue.find((o) => o.request.id === id);
-  if (!found) throw new Error(`no pending operation for request ${id}`);
-  return found;
 }
 
 /** Completes everything successfully until nothing is pending (bounded). */
@@ -682,6 +676,11 @@ class Run {
   }
 
   startVerify(): void {
+    if (this.d.engine.verifyProgress() !== null && this.rand() < 0.25) {
+      this.d.stopVerify(); // hastctl verify --stop
+      this.noteVerified();
+      return;
+    }
     if (this.d.engine.verifyRefusal() !== null) return;
     this.verify_started_at = this.corruptions;
     this.d.startVerify();
@@ -689,8 +688,9 @@ class Run {
   }
 
   completeVerify(chunk: VerifyChunk, ok: boolean): void {
+    const live = this.d.engine.verifyChunkLive(chunk); // else a stopped verification let it go
     const { outcome } = this.d.completeVerify(chunk, ok);
-    if (outcome === "differ") {
+    if (outcome === "differ" && live) {
       const first = chunk.offset / P_SECTOR;
       for (let s = first; s < first + chunk.length / P_SECTOR; s++) {
         if (this.d.local[s] !== this.d.remote[s] && !this.isCorrupt(s)) throw new Error(`verify chunk at ${chunk.offset}: sector ${s} differs but was never corrupted`);

@@ -1,0 +1,197 @@
+// Online verification (hastctl verify) in the PrimaryEngine: the walk over the device, the chunks
+// kept apart from writes and sync chunks, a difference copied to the peer (or compared again after
+// a flush when this node's copy is not confirmed yet), and its end by completion, stop or link loss.
+import { describe, expect, test } from "bun:test";
+import type { PrimaryAction } from "../../../src/core/primary-engine.ts";
+import { describeVerify, VerifyPass } from "../../../src/core/verify-pass.ts";
+import { EngineDriver, op } from "./engine-driver.ts";
+
+const SECTOR = 512;
+const EXTENT = 4096;
+const CHUNK = 1024;
+const NEXTENTS = 4;
+const DATASIZE = NEXTENTS * EXTENT;
+
+function connected(o: { extents?: number[] } = {}): EngineDriver {
+  const d = new EngineDriver({
+    datasize: DATASIZE, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: CHUNK, mode: "fullsync",
+    generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+  });
+  const peer_map = new Uint8Array(d.map.mapsize);
+  for (const e of o.extents ?? []) peer_map[e >> 3]! |= 1 << (e & 7);
+  d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map, virgin: false, peer_cache_epoch: null });
+  return d;
+}
+
+/** Completes the sync pass the connect started, and a flush that lets its holds go. */
+function settle(d: EngineDriver): void {
+  for (let round = 0; round < 100 && d.pending_sync.length + d.pending_local.length + d.pending_remote.length > 0; round++) {
+    if (d.pending_sync[0]) d.completeSync(d.pending_sync[0], true);
+    else if (d.completableLocal()[0]) d.completeLocal(d.completableLocal()[0]!, true);
+    else d.completeRemote(d.completableRemote()[0]!, true);
+  }
+}
+
+/** Completes every verification chunk as it comes, comparing the two disks (bounded). */
+function finishVerify(d: EngineDriver): void {
+  for (let round = 0; round < 1000 && d.engine.verifyProgress() !== null; round++) {
+    if (d.pending_verify[0]) d.completeVerify(d.pending_verify[0]);
+    else if (d.pending_sync[0]) d.completeSync(d.pending_sync[0], true);
+    else if (d.completableLocal()[0]) d.completeLocal(d.completableLocal()[0]!, true);
+    else if (d.completableRemote()[0]) d.completeRemote(d.completableRemote()[0]!, true);
+    else throw new Error("verification stalled");
+  }
+}
+
+function logs(actions: PrimaryAction[]): string[] {
+  return actions.flatMap((a) => (a.type === "log" ? [a.message] : []));
+}
+
+describe("VerifyPass", () => {
+  test("walks the device in chunks that never cross an extent, the last extent short", () => {
+    const pass = new VerifyPass(10 * 512, 2048, 1536);
+    const chunks = [];
+    for (let c = pass.next(); c !== null; c = pass.next()) chunks.push([c.offset, c.length, c.extent]);
+    expect(chunks).toEqual([[0, 1536, 0], [1536, 512, 0], [2048, 1536, 1], [3584, 512, 1], [4096, 1024, 2]]);
+    expect(pass.exhausted).toBe(true);
+  });
+
+  test("tallies each outcome, and a chunk ended twice is an invariant violation", () => {
+    const pass = new VerifyPass(4096, 4096, 1024);
+    const [a, b, c, e] = [pass.next()!, pass.next()!, pass.next()!, pass.next()!];
+    pass.ended(a, "same");
+    pass.ended(b, "differ");
+    pass.ended(c, "skipped");
+    pass.ended(e, "failed");
+    expect(pass.tally()).toEqual({ done_bytes: 4096, total_bytes: 4096, same_bytes: 1024, differ_bytes: 1024, differ_chunks: 1, skipped_bytes: 1024, failed_bytes: 1024 });
+    expect(() => pass.ended(e, "same")).toThrow("ended twice");
+    expect(describeVerify({ ...pass.tally(), ended: "complete" }))
+      .toBe("2048 bytes compared, 1 chunks (1024 bytes) differed, 1024 bytes not compared (still to be synchronized), 1024 bytes not compared (read errors)");
+  });
+});
+
+describe("online verification", () => {
+  test("is refused without a peer, while one runs, and while this node is synchronized from the secondary", () => {
+    const alone = new EngineDriver({
+      datasize: DATASIZE, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: CHUNK, mode: "fullsync",
+    });
+    expect(alone.engine.verifyRefusal()).toBe("the secondary is not connected");
+    const d = connected();
+    settle(d);
+    expect(d.engine.verifyRefusal()).toBeNull();
+    d.startVerify();
+    expect(d.engine.verifyRefusal()).toBe("a verification is already running");
+    const from_peer = new EngineDriver({ datasize: DATASIZE, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: CHUNK, mode: "fullsync" });
+    const peer_map = new Uint8Array(from_peer.map.mapsize);
+    peer_map[0] = 1; // extent 0 to copy from the secondary: the pass runs
+    from_peer.connect({ syncsrc: "secondary", peer_localcnt: 1n, peer_remotecnt: 0n, peer_map, virgin: false, peer_cache_epoch: null });
+    expect(from_peer.engine.verifyRefusal()).toBe("this node's copy is being synchronized from the secondary");
+  });
+
+  test("equal copies: every chunk compared, nothing copied, one report at the end", () => {
+    const d = connected();
+    settle(d);
+    d.startVerify();
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([0, CHUNK]); // VERIFY_CHUNKS_MAX at once
+    finishVerify(d);
+    expect(d.verified).toEqual([{ done_bytes: DATASIZE, total_bytes: DATASIZE, same_bytes: DATASIZE, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 0, failed_bytes: 0, ended: "complete" }]);
+    expect(d.map.syncExtentCount()).toBe(0);
+  });
+
+  test("a chunk damaged on the peer is copied there from this node; extents still to be synchronized are skipped", () => {
+    const d = connected({ extents: [3] });
+    // Extent 3 stays in the sync set: its chunks are held in flight (never completed here).
+    d.remote[2 * (EXTENT / SECTOR) + 1] = d.newVersion(); // extent 2, chunk 0: bit rot on the peer
+    d.startVerify();
+    const actions: PrimaryAction[] = [];
+    for (let round = 0; round < 100 && d.engine.verifyProgress() !== null; round++) {
+      const chunk = d.pending_verify[0];
+      if (!chunk) break;
+      actions.push(...d.completeVerify(chunk).actions);
+    }
+    // Extent 2's chunk 1 was in flight already; its chunks 2 and 3 are skipped once it is to be synchronized.
+    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 1, differ_bytes: CHUNK, skipped_bytes: EXTENT + 2 * CHUNK, same_bytes: 2 * EXTENT + CHUNK });
+    expect(logs(actions)).toContain(`Verification: ${CHUNK} bytes at offset ${2 * EXTENT} differ from the peer's copy; copying this node's copy to the peer.`);
+    expect(d.map.extentState(2).in_sync_set).toBe(true);
+    settle(d);
+    expect(d.remote).toEqual(d.local);
+  });
+
+  test("writes wait for a chunk being compared, and a chunk waits for writes in flight over it", () => {
+    const d = connected();
+    settle(d);
+    const w = d.submit("write", CHUNK + 512, 512); // in flight over chunk 1
+    d.startVerify();
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([0]); // chunk 1 waits for the write
+    const held = d.submit("write", 256, 512); // over chunk 0: held until it is compared
+    expect(held.actions).toEqual([]);
+    d.checkNoOverlap();
+    d.completeLocal(op(d.pending_local, w.id), true);
+    d.completeRemote(op(d.pending_remote, w.id), true);
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([0, CHUNK]);
+    d.completeVerify(d.pending_verify[0]!);
+    expect(d.pending_local.map((o) => o.request.id)).toContain(held.id);
+    d.checkNoOverlap();
+    finishVerify(d);
+    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 0, same_bytes: DATASIZE });
+  });
+
+  test("a difference where this node's newest change is not flushed yet is compared again after a flush, then copied", () => {
+    const d = connected();
+    settle(d);
+    const w = d.submit("write", 0, 512);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    d.completeRemote(op(d.pending_remote, w.id), true);
+    d.remote[1] = d.newVersion(); // the peer's copy of chunk 0 damaged
+    d.startVerify();
+    const first = d.completeVerify(d.pending_verify.find((c) => c.offset === 0)!);
+    expect(first.outcome).toBe("differ");
+    expect(first.actions.some((a) => a.type === "flush")).toBe(true);
+    expect(d.map.extentState(0).in_sync_set).toBe(false); // nothing copied yet
+    // The flush succeeds on both nodes: chunk 0 is compared again, still differs, and is copied.
+    finishVerify(d);
+    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 1 });
+    settle(d);
+    expect(d.remote).toEqual(d.local);
+  });
+
+  test("... and when that flush fails here, the extent is copied back from the peer, not compared again", () => {
+    const d = connected();
+    settle(d);
+    const w = d.submit("write", 0, 512);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    d.completeRemote(op(d.pending_remote, w.id), true);
+    const good = d.local[0]!;
+    d.local[0] = 0; // what a write-back error dropped here (the failed flush will say so)
+    d.startVerify();
+    d.completeVerify(d.pending_verify.find((c) => c.offset === 0)!);
+    const flush = d.pending_local.find((o) => o.kind === "flush")!;
+    d.completeLocal(flush, false);
+    d.completeRemote(op(d.pending_remote, flush.request.id), true);
+    expect(d.engine.stale_extents).toBe(1);
+    finishVerify(d);
+    // Chunk 1 was compared before the flush failed; chunks 0 (again), 2 and 3 are skipped.
+    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 0, skipped_bytes: 3 * CHUNK, same_bytes: DATASIZE - 3 * CHUNK });
+    settle(d);
+    expect(d.local[0]).toBe(good);
+    expect(d.remote).toEqual(d.local);
+  });
+
+  test("--stop ends it and lets held writes go; the link's loss ends it too", () => {
+    const d = connected();
+    settle(d);
+    d.startVerify();
+    const held = d.submit("write", 0, 512);
+    expect(held.actions).toEqual([]);
+    const stop = d.stopVerify()!;
+    expect(logs(stop)[0]).toMatch(/^Verification stopped by the operator after 0 of 16384 bytes/);
+    expect(stop.map((a) => a.type)).toContain("local"); // the held write starts
+    expect(d.stopVerify()).toBeNull();
+    const chunk = d.pending_verify[0]!;
+    expect(d.completeVerify(chunk).actions).toEqual([]); // a late report of a chunk it let go
+    d.startVerify();
+    d.disconnect();
+    expect(d.verified.map((r) => r.ended)).toEqual(["stopped", "disconnected"]);
+    expect(d.engine.verifyProgress()).toBeNull();
+  });
+});
