@@ -31,6 +31,8 @@ const VALID: string[] = [
   `{"cmd":"role","role":"secondary","resources":["a","b"]}`,
   `{"cmd":"role","role":"init","resources":["all"]}`,
   `{"cmd":"role","role":"primary","resources":["r0"],"force":true}`,
+  `{"cmd":"verify","resources":["r0"]}`,
+  `{"cmd":"verify","resources":["all"],"stop":true}`,
 ];
 const TOKENS = ["{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "false", "0", "-1", "1e999", "\"cmd\"", "\"role\"",
   "\"resources\"", "\"status\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
@@ -64,14 +66,15 @@ function generator(random: () => number) {
         case 1: return int(2) === 0;
         case 2: return pick([0, -1, 1.5, 2 ** 53, Number.MAX_VALUE]);
         case 3: return randomText(int(300));
-        case 4: return pick(["status", "role", "primary", "secondary", "init", ""]);
+        case 4: return pick(["status", "role", "verify", "primary", "secondary", "init", ""]);
         case 5: return Array.from({ length: int(6) }, () => value(depth + 1));
         case 6: return Object.fromEntries(Array.from({ length: int(4) }, () => [pick(["cmd", "role", "resources", "x", "__proto__"]), value(depth + 1)]));
         default: return Array.from({ length: int(200) === 0 ? CONTROL_RESOURCES_MAX + int(3) - 1 : int(5) }, () => randomText(1 + int(4)));
       }
     };
     const obj: Record<string, unknown> = {};
-    if (int(5) !== 0) obj.cmd = int(3) === 0 ? value(1) : pick(["status", "role"]);
+    if (int(5) !== 0) obj.cmd = int(3) === 0 ? value(1) : pick(["status", "role", "verify"]);
+    if (int(4) === 0) obj.stop = int(2) === 0 ? value(1) : true;
     if (int(3) !== 0) obj.role = int(3) === 0 ? value(1) : pick(["init", "primary", "secondary"]);
     if (int(4) === 0) obj.force = int(3) === 0 ? value(1) : int(2) === 0;
     if (int(6) !== 0) obj.resources = int(3) === 0 ? value(1) : [randomText(1 + int(300))];
@@ -98,7 +101,8 @@ function checkResult(line: string, result: ReturnType<typeof parseControlRequest
     return;
   }
   const r: ControlRequest = result.value;
-  const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role) && [undefined, true].includes(r.force))) &&
+  const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role) && [undefined, true].includes(r.force)) ||
+    (r.cmd === "verify" && [undefined, true].includes(r.stop))) &&
     Array.isArray(r.resources) && r.resources.length > 0 && r.resources.length <= CONTROL_RESOURCES_MAX &&
     r.resources.every((n) => typeof n === "string" && n.length > 0 && n.length <= 255);
   if (!wellFormed) throw new Error(`malformed request accepted from ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(r).slice(0, 200)}`);

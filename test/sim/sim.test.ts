@@ -16,9 +16,10 @@ const PLANT_SEEDS_MAX: Record<Plant, number> = {
   "ack-before-map": 40, "skip-resync-extent": 40, "merge-split-brain": 40, "ack-fullsync-early": 100, "flush-not-sent": 100,
 };
 
-function explain(r: RunResult): string {
+/** `flags`: the run's options as main.ts takes them (e.g. " --verify"), for the replay command. */
+function explain(r: RunResult, flags = ""): string {
   return `seed ${r.seed} failed at step ${r.failed_step}: ${r.error}\n` +
-    `replay: bun test/sim/main.ts --seed ${r.seed} --steps ${r.steps}\n${r.trace_tail.slice(-25).join("\n")}`;
+    `replay: bun test/sim/main.ts --seed ${r.seed} --steps ${r.steps}${flags}\n${r.trace_tail.slice(-25).join("\n")}`;
 }
 
 test(`seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1} hold every invariant`, () => {
@@ -51,9 +52,23 @@ const LINUX_FLUSH_SEEDS = [324, 408, 677, 1429, 1660, 3518, 3649, 5412];
 
 test(`--linux-flush seeds ${LINUX_FLUSH_SEEDS.join(", ")} hold every invariant, and drops happen`, () => {
   const runs = LINUX_FLUSH_SEEDS.map((seed) => runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, linux_flush: true, changes_listed_max: CHANGES_LISTED_MAX }));
-  for (const r of runs) if (!r.ok) throw new Error(explain(r));
+  for (const r of runs) if (!r.ok) throw new Error(explain(r, ` --linux-flush --changes-listed-max ${CHANGES_LISTED_MAX}`));
   // The option does something: these runs drop cached sectors.
   expect(runs.filter((r) => r.stats.drops! > 0).length).toBeGreaterThan(LINUX_FLUSH_SEEDS.length / 2);
+}, 60_000);
+
+const VERIFY_SEEDS = 200;
+
+test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults) hold every invariant`, () => {
+  let verifications = 0;
+  for (let seed = 1; seed <= VERIFY_SEEDS; seed++) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, verify: true });
+    if (!r.ok) throw new Error(explain(r, " --verify"));
+    verifications += r.stats.verifications!;
+    // No change of this simulator's disks escapes the engine: a difference found is a bug.
+    expect({ seed, verify_differ_chunks: r.stats.verify_differ_chunks }).toEqual({ seed, verify_differ_chunks: 0 });
+  }
+  expect(verifications).toBeGreaterThan(VERIFY_SEEDS / 2);
 }, 60_000);
 
 /** A primary restarted with stale extents (Metadata.stale): listed, and copied back (390, 973); more

@@ -89,6 +89,27 @@ describe("hastctl metrics output", () => {
     expect(f.find((x) => x.name === "hast_stale_extents")?.samples.map((s) => s.labels.resource)).toEqual(["r0", "r5"]);
   });
 
+  test("a primary says whether a verification runs, its progress, and what the last one found; a secondary says nothing of it", () => {
+    const running: ResourceStatus = {
+      ...primary, name: "r7", verify: { done: 2048, total: 8192, rate: 1024, eta: 6, differ_bytes: 1024, differ_chunks: 1, skipped_bytes: 0, failed_bytes: 0 },
+      last_verify: { finished: "2026-11-28T03:00:00.000Z", seconds: 12.5, ended: "stopped", total_bytes: 8192, same_bytes: 4096, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 1024, failed_bytes: 512 },
+    };
+    const secondary: ResourceStatus = { ...primary, name: "r8", role: "secondary" };
+    const f = parseExposition(formatPrometheus([primary, running, secondary]));
+    expect(sampleValue(f, "hast_verify_running", { resource: "r0" })).toBe(0);
+    expect(sampleValue(f, "hast_verify_running", { resource: "r7" })).toBe(1);
+    expect(f.find((x) => x.name === "hast_verify_running")?.samples.map((s) => s.labels.resource)).toEqual(["r0", "r7"]);
+    expect(sampleValue(f, "hast_verify_done_bytes", { resource: "r7" })).toBe(2048);
+    expect(sampleValue(f, "hast_verify_total_bytes", { resource: "r7" })).toBe(8192);
+    expect(sampleValue(f, "hast_verify_differ_bytes", { resource: "r7" })).toBe(1024);
+    expect(sampleValue(f, "hast_verify_eta_seconds", { resource: "r7" })).toBe(6);
+    expect(sampleValue(f, "hast_last_verify_complete", { resource: "r7" })).toBe(0);
+    expect(sampleValue(f, "hast_last_verify_differ_bytes", { resource: "r7" })).toBe(0);
+    expect(sampleValue(f, "hast_last_verify_differ_chunks", { resource: "r7" })).toBe(0);
+    expect(sampleValue(f, "hast_last_verify_unchecked_bytes", { resource: "r7" })).toBe(1536);
+    expect(sampleValue(f, "hast_last_verify_finished_timestamp_seconds", { resource: "r7" })).toBe(Date.UTC(2026, 10, 28, 3) / 1000);
+  });
+
   test("a resource hastd reported an error for is down, with nothing else", () => {
     const f = parseExposition(formatPrometheus([{ name: "nosuch", error: 1, message: "no such resource" }]));
     expect(f.map((x) => x.name)).toEqual(["hast_up"]);

@@ -1,8 +1,9 @@
-// How a synchronization pass is reported: the worker times it from its syncstart to its syncdone
-// event, and hastctl list prints it.
+// How a synchronization pass and an online verification are reported: the worker times them, and
+// hastctl list and status print them.
 import { expect, test } from "bun:test";
-import { formatLastSync } from "../../../src/ctl/format.ts";
+import { formatLastSync, formatLastVerify, formatStatus, formatVerifyProgress } from "../../../src/ctl/format.ts";
 import { SyncRate } from "../../../src/daemon/sync-rate.ts";
+import { VerifyLog } from "../../../src/daemon/verify-log.ts";
 
 test("a pass is timed from syncstart to syncdone; an interrupted one is not reported", async () => {
   const rate = new SyncRate();
@@ -23,4 +24,28 @@ test("a pass is timed from syncstart to syncdone; an interrupted one is not repo
 test("hastctl list prints bytes, duration, rate and when", () => {
   const line = formatLastSync({ bytes: 256 << 20, seconds: 2, finished: "2026-11-25T20:00:00.000Z" });
   expect(line).toBe("256MB in 2.0s, 128MB/s, finished 2026-11-25T20:00:00.000Z");
+});
+
+test("a verification's progress and its last result, as hastctl list and status print them", () => {
+  const v = { done: 32 << 20, total: 64 << 20, rate: 16 << 20, eta: 2, differ_bytes: 1 << 20, differ_chunks: 1, skipped_bytes: 2 << 20, failed_bytes: 0 };
+  expect(formatVerifyProgress(v)).toBe("32MB/64MB (50%), 16MB/s, ETA 2s; 1 chunks (1.0MB) differed, 2.0MB skipped (still to be synchronized)");
+  const last = { finished: "2026-11-28T03:00:00.000Z", seconds: 4, ended: "disconnected" as const, total_bytes: 64 << 20, same_bytes: 30 << 20,
+    differ_bytes: 2 << 20, differ_chunks: 2, skipped_bytes: 0, failed_bytes: 1 << 20 };
+  expect(formatLastVerify(last)).toBe("interrupted by the link's loss, 32MB compared in 4.0s; 2 chunks (2.0MB) differed, 1.0MB not compared (read errors); finished 2026-11-28T03:00:00.000Z");
+  const row = formatStatus([{ name: "r0", role: "primary", status: "complete", localpath: "/dev/da0", remoteaddr: "tcp://b", verify: v }]);
+  expect(row.split("\n")[1]).toBe("r0\tcomplete primary        /dev/da0\ttcp://b\tverifying 32MB/64MB (50%), 16MB/s, ETA 2s");
+});
+
+test("a verification is timed from its start; its progress has a rate once two samples are apart", async () => {
+  const log = new VerifyLog();
+  log.started();
+  const counts = { done_bytes: 0, total_bytes: 1 << 20, same_bytes: 0, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 0, failed_bytes: 0 };
+  expect(log.progress(counts)).toMatchObject({ done: 0, total: 1 << 20, rate: 0, eta: null });
+  await Bun.sleep(20);
+  const later = log.progress({ ...counts, done_bytes: 1 << 19, same_bytes: 1 << 19 });
+  expect(later.rate).toBeGreaterThan(0);
+  expect(later.eta).toBeGreaterThan(0);
+  log.ended({ ...counts, done_bytes: 1 << 20, same_bytes: 1 << 20, ended: "complete" });
+  expect(log.last).toMatchObject({ ended: "complete", total_bytes: 1 << 20, same_bytes: 1 << 20 });
+  expect(log.last!.seconds).toBeGreaterThanOrEqual(0.015);
 });
