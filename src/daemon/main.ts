@@ -90,7 +90,8 @@ export class Hastd {
   }
 
   async handle(request: ControlRequest): Promise<ControlReply> {
-    const names = request.resources[0] === "all" ? [...this.resources.keys()] : request.resources;
+    const all = request.resources[0] === "all";
+    const names = all ? [...this.resources.keys()] : request.resources;
     const replies: ResourceStatus[] = [];
     for (const name of names) {
       const state = this.resources.get(name);
@@ -105,7 +106,7 @@ export class Hastd {
         }
         replies.push(reply);
       } else if (request.cmd === "verify") {
-        replies.push(await this.verify(state, request.stop === true));
+        replies.push(await this.verify(state, request.stop === true, all));
       } else {
         replies.push(await this.status(state));
       }
@@ -130,10 +131,15 @@ export class Hastd {
     return { ...base, ...live, ...(state.split_brain ? { split_brain: true } : {}) };
   }
 
-  private async verify(state: ResourceState, stop: boolean): Promise<ResourceStatus> {
+  /** `all`: the resources this node is primary of (others are passed over, without an error, so
+   * one periodic `hastctl verify all` serves both nodes). */
+  private async verify(state: ResourceState, stop: boolean, all: boolean): Promise<ResourceStatus> {
     const reply: ResourceStatus = { name: state.config.name, role: state.role };
     const what = stop ? "verification not stopped" : "verification not started";
-    if (state.role !== "primary") return { ...reply, error: ControlError.INVALID, message: `${what}: this node is not primary (verification runs on the primary)` };
+    if (state.role !== "primary") {
+      const message = `${what}: this node is not primary (verification runs on the primary)`;
+      return all ? { ...reply, message } : { ...reply, error: ControlError.INVALID, message };
+    }
     const refused = state.worker?.running ? await state.worker.verify(stop) : "the worker is not running";
     if (refused === undefined) return { ...reply, error: ControlError.BUSY, message: `${what}: the worker is not answering` };
     return refused === null ? reply : { ...reply, error: ControlError.BUSY, message: `${what}: ${refused}` };

@@ -139,6 +139,10 @@ describe("hastctl verify", () => {
     const onSecondary = await verify(pair, b);
     expect(onSecondary.code).not.toBe(0);
     expect(onSecondary.stderr).toContain("verification not started: this node is not primary");
+    // `all` means the resources this node is primary of: one timer serves both nodes.
+    const allOnSecondary = await h.hastctl(b, pair.confOf(b), ["verify", "--json", "all"]);
+    expect(allOnSecondary.code).toBe(0);
+    expect(JSON.parse(allOnSecondary.stdout)[0].message).toContain("this node is not primary");
     expect((await verify(pair, a, ["--stop"])).stderr).toContain("no verification is running");
 
     // The secondary's disk holds its reads 5 s: the verification stays on its first chunks.
