@@ -1084,6 +1084,8 @@ export class PrimaryEngine {
     if (this.verify) return "a verification is already running";
     if (!this.connected) return "the secondary is not connected";
     if (this.syncsrc === "secondary") return "this node's copy is being synchronized from the secondary";
+    // As DRBD: the copies are compared once they are meant to be equal.
+    if (this.sync_running || this.map.syncExtentCount() > 0) return "a synchronization is running or pending; verify once the nodes are in sync";
     return null;
   }
 
@@ -1125,20 +1127,22 @@ export class PrimaryEngine {
         this.flush_asked = true;
         actions.push({ type: "flush" });
       }
-      this.unblock(actions);
-      return actions;
-    }
-    this.verify!.ended(chunk, outcome);
-    if (outcome === "differ") {
-      // No change of the range was in flight and its extent was not to be synchronized: the two
-      // copies should have been equal. The primary's copy is the one that counts.
-      actions.push({ type: "log", level: "warn", message: `Verification: ${chunk.length} bytes at offset ${chunk.offset} differ from the peer's copy; copying this node's copy to the peer.` });
-      actions.push(...this.needSyncExtent(chunk.extent));
-      actions.push(...this.passIfIdle());
+    } else {
+      this.verifyEnded(chunk, outcome, actions);
     }
     this.unblock(actions);
     actions.push(...this.pumpVerify());
     return actions;
+  }
+
+  private verifyEnded(chunk: VerifyChunk, outcome: Exclude<VerifyOutcome, "skipped">, actions: PrimaryAction[]): void {
+    this.verify!.ended(chunk, outcome);
+    if (outcome !== "differ") return;
+    // No change of the range was in flight and its extent was not to be synchronized: the two
+    // copies should have been equal. The primary's copy is the one that counts.
+    actions.push({ type: "log", level: "warn", message: `Verification: ${chunk.length} bytes at offset ${chunk.offset} differ from the peer's copy; copying this node's copy to the peer.` });
+    actions.push(...this.needSyncExtent(chunk.extent));
+    actions.push(...this.passIfIdle());
   }
 
   private pumpVerify(): PrimaryAction[] {
@@ -1152,8 +1156,9 @@ export class PrimaryEngine {
         break;
       }
       // Copies that differ by design: the sync copies the extent (from the peer, where stale here).
+      // The rest of the extent goes with the chunk: one step per extent, not per chunk.
       if (this.map.extentState(chunk.extent).in_sync_set || this.local_stale.has(chunk.extent)) {
-        pass.ended(chunk, "skipped");
+        pass.skipExtent(chunk);
         continue;
       }
       const token = this.overlapsModify(chunk.offset, chunk.length) ? null : this.sync_locks.tryLock(chunk.offset, chunk.length);

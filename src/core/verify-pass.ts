@@ -64,6 +64,14 @@ export class VerifyPass {
     else c.failed_bytes += chunk.length;
   }
 
+  /** Ends `chunk` as skipped and, when it is the last handed out, the rest of its extent too. */
+  skipExtent(chunk: VerifyChunk): void {
+    if (chunk.offset + chunk.length !== this.next_offset) return this.ended(chunk, "skipped");
+    const extent_end = Math.min(this.datasize, (chunk.extent + 1) * this.extentsize);
+    this.next_offset = extent_end;
+    this.ended({ ...chunk, length: extent_end - chunk.offset }, "skipped");
+  }
+
   /** Every chunk was handed out; done() once the ones in flight ended too. */
   get exhausted(): boolean {
     return this.next_offset >= this.datasize;

@@ -1,7 +1,7 @@
 // Text output of hastctl list / status, in FreeBSD hastctl's layout (spec 2.3) plus our
 // additions (frontend, synchronization progress, split-brain) appended where old parsers ignore them.
 import { humanizeBytes } from "../core/humanize.ts";
-import type { LastSync, LastVerify, ResourceStatus, SyncProgress, VerifyProgress } from "../wire/control.ts";
+import type { LastSync, LastVerify, ResourceStatus, SyncProgress, VerifyFindings, VerifyProgress } from "../wire/control.ts";
 
 const sized = (n: number) => `${n} (${humanizeBytes(n)})`;
 
@@ -17,7 +17,7 @@ export function formatLastSync(last: LastSync): string {
 }
 
 /** What a verification found so far: differences (copied to the secondary), and what it could not compare. */
-function verifyFindings(v: { differ_bytes: number; differ_chunks: number; skipped_bytes: number; failed_bytes: number }): string {
+function verifyFindings(v: VerifyFindings): string {
   const parts = [`${v.differ_chunks} chunks (${humanizeBytes(v.differ_bytes)}) differed`];
   if (v.skipped_bytes > 0) parts.push(`${humanizeBytes(v.skipped_bytes)} skipped (still to be synchronized)`);
   if (v.failed_bytes > 0) parts.push(`${humanizeBytes(v.failed_bytes)} not compared (read errors)`);

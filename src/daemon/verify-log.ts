@@ -24,9 +24,7 @@ export class VerifyLog {
   ended(r: VerifyResult): void {
     const seconds = this.started_ms === null ? 0 : (performance.now() - this.started_ms) / 1000;
     this.started_ms = null;
-    this.last = {
-      finished: new Date().toISOString(), seconds: Math.round(seconds * 1000) / 1000, ended: r.ended, total_bytes: r.total_bytes,
-      same_bytes: r.same_bytes, differ_bytes: r.differ_bytes, differ_chunks: r.differ_chunks, skipped_bytes: r.skipped_bytes, failed_bytes: r.failed_bytes,
-    };
+    const { done_bytes: _, ...found } = r;
+    this.last = { finished: new Date().toISOString(), seconds: Math.round(seconds * 1000) / 1000, ...found };
   }
 }

@@ -1,6 +1,7 @@
 // Control protocol between hastctl and hastd: one JSON object per line over the control socket
 // (see docs/control.md). Parsing is pure and total: any input yields a request or a one-line error.
 import type { Role } from "../config/index.ts";
+import type { VerifyCounts, VerifyResult } from "../core/verify-pass.ts";
 
 export const CONTROL_LINE_MAX_BYTES = 64 * 1024;
 export const CONTROL_RESOURCES_MAX = 4096;
@@ -52,29 +53,19 @@ export interface LastSync {
   finished: string;
 }
 
-/** The running online verification: `done`/`total` and the rate count bytes handed out and ended. */
-export interface VerifyProgress extends SyncProgress {
-  /** Bytes found different (copied to the secondary since), and in how many chunks. */
-  differ_bytes: number;
-  differ_chunks: number;
-  /** Bytes not compared: their extent was still to be synchronized, or a read failed. */
-  skipped_bytes: number;
-  failed_bytes: number;
-}
+/** What a verification found so far (VerifyCounts): bytes found different (copied to the
+ * secondary since) and in how many chunks, bytes not compared (their extent was still to be
+ * synchronized, or a read failed). */
+export type VerifyFindings = Pick<VerifyCounts, "differ_bytes" | "differ_chunks" | "skipped_bytes" | "failed_bytes">;
 
-/** The last online verification this worker ended. */
-export interface LastVerify {
+/** The running online verification: `done`/`total` and the rate count bytes handed out and ended. */
+export interface VerifyProgress extends SyncProgress, VerifyFindings {}
+
+/** The last online verification this worker ended ("complete", or why it ended early). */
+export interface LastVerify extends Omit<VerifyResult, "done_bytes"> {
   /** When it ended (ISO 8601), and how long it ran. */
   finished: string;
   seconds: number;
-  /** "complete", or why it ended early. */
-  ended: "complete" | "disconnected" | "stopped";
-  total_bytes: number;
-  same_bytes: number;
-  differ_bytes: number;
-  differ_chunks: number;
-  skipped_bytes: number;
-  failed_bytes: number;
 }
 
 export interface ResourceStatus {

@@ -71,12 +71,13 @@ describe("VerifyPass", () => {
 });
 
 describe("online verification", () => {
-  test("is refused without a peer, while one runs, and while this node is synchronized from the secondary", () => {
+  test("is refused without a peer, while one runs, while a synchronization is pending, and while this node is synchronized from the secondary", () => {
     const alone = new EngineDriver({
       datasize: DATASIZE, extentsize: EXTENT, sector_bytes: SECTOR, keepdirty: 2, chunk_bytes: CHUNK, mode: "fullsync",
     });
     expect(alone.engine.verifyRefusal()).toBe("the secondary is not connected");
-    const d = connected();
+    const d = connected({ extents: [1] });
+    expect(d.engine.verifyRefusal()).toBe("a synchronization is running or pending; verify once the nodes are in sync");
     settle(d);
     expect(d.engine.verifyRefusal()).toBeNull();
     d.startVerify();
@@ -99,10 +100,15 @@ describe("online verification", () => {
   });
 
   test("a chunk damaged on the peer is copied there from this node; extents still to be synchronized are skipped", () => {
-    const d = connected({ extents: [3] });
-    // Extent 3 stays in the sync set: its chunks are held in flight (never completed here).
+    const d = connected();
+    settle(d);
     d.remote[2 * (EXTENT / SECTOR) + 1] = d.newVersion(); // extent 2, chunk 0: bit rot on the peer
     d.startVerify();
+    // Extent 3 joins the sync set (a write the peer failed); its sync chunks stay in flight.
+    const w = d.submit("write", 3 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    d.completeRemote(op(d.pending_remote, w.id), false);
+    expect(d.map.extentState(3).in_sync_set).toBe(true);
     const actions: PrimaryAction[] = [];
     for (let round = 0; round < 100 && d.engine.verifyProgress() !== null; round++) {
       const chunk = d.pending_verify[0];
@@ -170,8 +176,8 @@ describe("online verification", () => {
     d.completeRemote(op(d.pending_remote, flush.request.id), true);
     expect(d.engine.stale_extents).toBe(1);
     finishVerify(d);
-    // Chunk 1 was compared before the flush failed; chunks 0 (again), 2 and 3 are skipped.
-    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 0, skipped_bytes: 3 * CHUNK, same_bytes: DATASIZE - 3 * CHUNK });
+    // Chunks 1 and 2 were compared before the flush failed; chunks 0 (again) and 3 are skipped.
+    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 0, skipped_bytes: 2 * CHUNK, same_bytes: DATASIZE - 2 * CHUNK });
     settle(d);
     expect(d.local[0]).toBe(good);
     expect(d.remote).toEqual(d.local);
