@@ -145,8 +145,9 @@ describe("hastctl verify", () => {
     expect(JSON.parse(allOnSecondary.stdout)[0].message).toContain("this node is not primary");
     expect((await verify(pair, a, ["--stop"])).stderr).toContain("no verification is running");
 
-    // The secondary's disk holds its reads 5 s: the verification stays on its first chunks.
-    faults(b, "pread:nodeb.img:delay=5000:2");
+    // The secondary's disk holds its next read 3 s (under the 4 s request timeout): the
+    // verification stays on its first chunks meanwhile.
+    faults(b, "pread:nodeb.img:delay=3000:1");
     expect((await verify(pair, a)).code).toBe(0);
     const twice = await verify(pair, a);
     expect(twice.code).not.toBe(0);
