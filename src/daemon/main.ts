@@ -140,6 +140,7 @@ export class Hastd {
       const message = `${what}: this node is not primary (verification runs on the primary)`;
       return all ? { ...reply, message } : { ...reply, error: ControlError.INVALID, message };
     }
+    if (state.config.remote === null) return { ...reply, error: ControlError.INVALID, message: `${what}: this resource has no secondary (remote none)` };
     const refused = state.worker?.running ? await state.worker.verify(stop) : "the worker is not running";
     if (refused === undefined) return { ...reply, error: ControlError.BUSY, message: `${what}: the worker is not answering` };
     return refused === null ? reply : { ...reply, error: ControlError.BUSY, message: `${what}: ${refused}` };

@@ -331,6 +331,11 @@ describe("list and status", () => {
     const st = (await h.hastctlOk(a, conf, ["status"])).split("\n");
     expect(st[0]).toBe("Name\tStatus\t Role\t\tComponents");
     expect(st[1]).toBe(`r0\tdegraded primary        ${disk}\tnone`);
+
+    // Nothing to verify against: a clear word and exit status 2 (the per-resource error, spec 2.5).
+    const verify = await h.hastctl(a, conf, ["verify", "r0"]);
+    expect(verify.code).toBe(2);
+    expect(verify.stderr).toContain("r0: verification not started: this resource has no secondary (remote none)");
   });
 
   const qemuSkip = skipReason("statistics after qemu-io writes", { tools: ["qemu-io"] });
