@@ -43,6 +43,16 @@ function finishVerify(d: EngineDriver): void {
   }
 }
 
+/** In sync, then a write to sector 0 done on both nodes that no flush has covered yet. */
+function writtenNotFlushed(): EngineDriver {
+  const d = connected();
+  settle(d);
+  const w = d.submit("write", 0, SECTOR);
+  d.completeLocal(op(d.pending_local, w.id), true);
+  d.completeRemote(op(d.pending_remote, w.id), true);
+  return d;
+}
+
 function logs(actions: PrimaryAction[]): string[] {
   return actions.flatMap((a) => (a.type === "log" ? [a.message] : []));
 }
@@ -143,11 +153,7 @@ describe("online verification", () => {
   });
 
   test("a difference where this node's newest change is not flushed yet is compared again after a flush, then copied", () => {
-    const d = connected();
-    settle(d);
-    const w = d.submit("write", 0, 512);
-    d.completeLocal(op(d.pending_local, w.id), true);
-    d.completeRemote(op(d.pending_remote, w.id), true);
+    const d = writtenNotFlushed();
     d.remote[1] = d.newVersion(); // the peer's copy of chunk 0 damaged
     d.startVerify();
     const first = d.completeVerify(d.pending_verify.find((c) => c.offset === 0)!);
@@ -162,11 +168,7 @@ describe("online verification", () => {
   });
 
   test("... and when that flush fails here, the extent is copied back from the peer, not compared again", () => {
-    const d = connected();
-    settle(d);
-    const w = d.submit("write", 0, 512);
-    d.completeLocal(op(d.pending_local, w.id), true);
-    d.completeRemote(op(d.pending_remote, w.id), true);
+    const d = writtenNotFlushed();
     const good = d.local[0]!;
     d.local[0] = 0; // what a write-back error dropped here (the failed flush will say so)
     d.startVerify();
