@@ -1103,20 +1103,19 @@ export class PrimaryEngine {
     return this.verify?.tally() ?? null;
   }
 
-  /** False once the chunk's verification ended (the link went down: the range is no longer kept
-   * from writes, so what was read for it proves nothing). */
+  /** False once the chunk's verification ended (the link went down, or --stop): the range is no
+   * longer kept from writes, so what was read for it proves nothing. */
   verifyChunkLive(chunk: VerifyChunk): boolean {
     return this.verify_inflight.has(chunk);
   }
 
   verifyChunkDone(chunk: VerifyChunk, outcome: Exclude<VerifyOutcome, "skipped">): PrimaryAction[] {
     const token = this.verify_inflight.get(chunk);
-    if (token === undefined) return []; // a verification the link's loss ended
+    if (token === undefined) return []; // of a verification that ended (the link's loss, --stop)
     this.verify_inflight.delete(chunk);
     this.sync_locks.unlock(token);
     const actions: PrimaryAction[] = [];
-    const unconfirmed = this.changed.local.get(chunk.extent);
-    if (outcome === "differ" && unconfirmed !== undefined) {
+    if (outcome === "differ" && this.changed.local.has(chunk.extent)) {
       // This node's copy holds changes no flush has confirmed: a failed flush (Linux reports a
       // write-back error once, at the next flush) may yet say they were lost, and the peer's copy
       // then counts. Compared again once a flush that started now succeeded, or the extent went
