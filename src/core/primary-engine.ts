@@ -1002,7 +1002,7 @@ export class PrimaryEngine {
         if (this.sync_inflight.size === 0 && this.map.syncPassDone()) actions.push(...this.finishPass());
         break;
       }
-      // A verification chunk may hold the range (sync chunks never overlap one another).
+      // A verification chunk may hold the range (sync chunks never overlap one another: asserted).
       if (this.overlapsModify(chunk.offset, chunk.length) || this.overlapsVerify(chunk.offset, chunk.length)) {
         this.sync_waiting = chunk;
         break;
@@ -1177,6 +1177,7 @@ export class PrimaryEngine {
     return i < 0 ? null : this.verify_recheck.splice(i, 1)[0]!.chunk;
   }
 
+  /** Only verification chunks: a sync chunk overlapping another stays an invariant violation. */
   private overlapsVerify(offset: number, length: number): boolean {
     for (const chunk of this.verify_inflight.keys()) if (overlaps(chunk, offset, length)) return true;
     return false;

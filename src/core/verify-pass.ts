@@ -72,11 +72,6 @@ export class VerifyPass {
     this.ended({ ...chunk, length: extent_end - chunk.offset }, "skipped");
   }
 
-  /** Every chunk was handed out; done() once the ones in flight ended too. */
-  get exhausted(): boolean {
-    return this.next_offset >= this.datasize;
-  }
-
   tally(): VerifyCounts {
     return { ...this.counts };
   }

@@ -536,18 +536,17 @@ export class PrimaryIo implements BlockBackend {
     promised(this.submit("flush", 0, 0, null, true)).catch((err: Error) => this.o.log.debug(`${what} failed: ${err.message}`));
   }
 
-  /** `hastctl verify`: why it cannot start (or, `stop`, why there is none to stop), else null. */
-  verify(stop: boolean): string | null {
-    const engine = this.o.engine;
-    if (stop) {
-      const actions = engine.stopVerify();
-      if (actions === null) return "no verification is running";
-      this.run(actions);
-      return null;
-    }
-    const refused = engine.verifyRefusal();
-    if (refused === null) this.run(engine.startVerify());
-    return refused;
+  /** `hastctl verify`, once the engine's verifyRefusal() said nothing against it. */
+  startVerify(): void {
+    this.run(this.o.engine.startVerify());
+  }
+
+  /** `hastctl verify --stop`: false when none runs. */
+  stopVerify(): boolean {
+    const actions = this.o.engine.stopVerify();
+    if (actions === null) return false;
+    this.run(actions);
+    return true;
   }
 
   /** A sync pass given up after errors starts again (the connector's timer, every SYNC_RESUME_S). */

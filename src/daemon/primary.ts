@@ -126,12 +126,12 @@ export class PrimaryWorker {
 
   /** `hastctl verify [--stop]`: null once done, else why not. */
   verify(stop: boolean): string | null {
-    if (!stop) {
-      const refused = this.p.engine.verifyRefusal();
-      if (refused !== null) return refused;
-      this.verifies.started(); // before the start: a pass with nothing to compare ends within it
-    }
-    return this.p.io.verify(stop);
+    if (stop) return this.p.io.stopVerify() ? null : "no verification is running";
+    const refused = this.p.engine.verifyRefusal();
+    if (refused !== null) return refused;
+    this.verifies.started(); // before the start: a pass with nothing to compare ends within it
+    this.p.io.startVerify();
+    return null;
   }
 
   reload(resource: ResourceConfig): void {

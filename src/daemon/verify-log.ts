@@ -15,10 +15,8 @@ export class VerifyLog {
   }
 
   progress(c: VerifyCounts): VerifyProgress {
-    const { done, total, rate, eta } = this.rate.progress(c.done_bytes, c.total_bytes - c.done_bytes);
-    return {
-      done, total, rate, eta, differ_bytes: c.differ_bytes, differ_chunks: c.differ_chunks, skipped_bytes: c.skipped_bytes, failed_bytes: c.failed_bytes,
-    };
+    const { done_bytes, total_bytes, same_bytes: _, ...found } = c;
+    return { ...this.rate.progress(done_bytes, total_bytes - done_bytes), ...found };
   }
 
   ended(r: VerifyResult): void {
