@@ -10,6 +10,7 @@ import { Hastd } from "../daemon/main.ts";
 import { fileSink, Logger, stderrSink, syslogSink } from "../daemon/log.ts";
 import type { LogSetup } from "../daemon/ipc.ts";
 import { Pidfile } from "../daemon/pidfile.ts";
+import { describeVersions, protocolVersions, type ProtocolVersions } from "../daemon/protocol-versions.ts";
 import { selfArgv } from "../io/self.ts";
 import { runWorker } from "../daemon/worker.ts";
 import { getopt, GetoptError } from "./getopt.ts";
@@ -115,8 +116,10 @@ async function main(argv: string[]): Promise<number> {
 
   let pidfile: Pidfile | null = null;
   let hastd: Hastd;
+  let versions: ProtocolVersions;
   try {
     const pidPath = flags.pidfile ?? (flags.foreground ? null : config.pidfile);
+    versions = protocolVersions();
     if (pidPath) pidfile = Pidfile.acquire(pidPath);
     hastd = await Hastd.start(config, { config_path: flags.config_path, log, log_setup, foreground: flags.foreground });
   } catch (err) {
@@ -127,7 +130,7 @@ async function main(argv: string[]): Promise<number> {
     return code;
   }
   pidfile?.writePid(process.pid);
-  log.info(`Started successfully, running protocol version 1 (hast on Bun ${pkg.version}).`);
+  log.info(`Started successfully, running peer protocol versions ${describeVersions(versions)} (hast on Bun ${pkg.version}).`);
   reportStartup(flags, EX_OK, "");
 
   return await new Promise<number>((done) => {

@@ -1,7 +1,7 @@
 // Text output of hastctl list / status, in FreeBSD hastctl's layout (spec 2.3) plus our
 // additions (frontend, synchronization progress, split-brain) appended where old parsers ignore them.
 import { humanizeBytes } from "../core/humanize.ts";
-import type { LastSync, LastVerify, ResourceStatus, SyncProgress, VerifyFindings, VerifyProgress } from "../wire/control.ts";
+import type { LastSync, LastVerify, ResourceStatus, SyncProgress, VerifyCompare, VerifyFindings, VerifyProgress } from "../wire/control.ts";
 
 const sized = (n: number) => `${n} (${humanizeBytes(n)})`;
 
@@ -24,13 +24,18 @@ function verifyFindings(v: VerifyFindings): string {
   return parts.join(", ");
 }
 
+/** How the copies are compared: the peer sends digests (protocol version 4) or its data. */
+function compareHow(c: VerifyCompare): string {
+  return c === "sha256" ? "by SHA-256" : "by the peer's data";
+}
+
 export function formatVerifyProgress(v: VerifyProgress): string {
-  return `${formatSyncProgress(v)}; ${verifyFindings(v)}`;
+  return `${formatSyncProgress(v)}, ${compareHow(v.compare)}; ${verifyFindings(v)}`;
 }
 
 export function formatLastVerify(last: LastVerify): string {
   const how = last.ended === "complete" ? "complete" : last.ended === "stopped" ? "stopped by the operator" : "interrupted by the link's loss";
-  return `${how}, ${humanizeBytes(last.same_bytes + last.differ_bytes)} compared in ${last.seconds.toFixed(1)}s; ${verifyFindings(last)}; finished ${last.finished}`;
+  return `${how}, ${humanizeBytes(last.same_bytes + last.differ_bytes)} compared ${compareHow(last.compare)} in ${last.seconds.toFixed(1)}s; ${verifyFindings(last)}; finished ${last.finished}`;
 }
 
 export function formatList(resources: ResourceStatus[]): string {

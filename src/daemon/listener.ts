@@ -9,9 +9,10 @@ import { formatAddress } from "../config/index.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
   challengeAuthBlock, checkAuthReply, FrameDecoder, FrameEncoder, negotiateVersion, NONCE_BYTES,
-  PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN, type Frame, type Handshake, type PeerErrorName,
+  type Frame, type Handshake, type PeerErrorName,
 } from "../wire/peer/index.ts";
 import type { Logger } from "./log.ts";
+import { protocolVersions } from "./protocol-versions.ts";
 
 /** Spec 6.6: handshake sockets on the secondary side get a fixed 20 s. */
 export const HANDSHAKE_TIMEOUT_MS = 20_000;
@@ -203,9 +204,10 @@ export class PeerListener {
     if (role !== "secondary") {
       return this.reject(socket, "NOT_SECONDARY", `Remote node acts as ${role} for the resource and not as secondary.`, role === "primary");
     }
-    const version = negotiateVersion(hello.version_min, hello.version_max, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MAX);
+    const here = protocolVersions();
+    const version = negotiateVersion(hello.version_min, hello.version_max, here.min, here.max);
     if (version === null) {
-      return this.reject(socket, "VERSION_MISMATCH", `no common protocol version (peer ${hello.version_min}-${hello.version_max}, here ${PROTOCOL_VERSION_MIN}-${PROTOCOL_VERSION_MAX})`);
+      return this.reject(socket, "VERSION_MISMATCH", `no common protocol version (peer ${hello.version_min}-${hello.version_max}, here ${here.min}-${here.max})`);
     }
     if (resource.secret === null && !this.warned_no_secret.has(resource.name)) {
       this.warned_no_secret.add(resource.name);

@@ -6,8 +6,9 @@ import type { Generation } from "../core/connect-decision.ts";
 import { connectTcp } from "../io/byte-stream.ts";
 import { FrameWaiter } from "../io/frame-waiter.ts";
 import { CORK_REQUESTS_BYTES, PeerLink } from "../io/peer-link.ts";
+import { protocolVersions } from "./protocol-versions.ts";
 import {
-  authReplyBlock, BitmapAssembler, checkChallengeAuth, NONCE_BYTES, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+  authReplyBlock, BitmapAssembler, checkChallengeAuth, NONCE_BYTES, negotiateVersion,
   type Frame, type HandshakeReply, type PeerError, type PeerPrimitives,
 } from "../wire/peer/index.ts";
 
@@ -63,9 +64,13 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
   };
 
   const client_nonce = prims.randomBytes(NONCE_BYTES);
-  link.send({ kind: "hello", version_min: PROTOCOL_VERSION_MIN, version_max: PROTOCOL_VERSION_MAX, client_nonce, resource: resource.name, node: input.node });
+  const here = protocolVersions();
+  link.send({ kind: "hello", version_min: here.min, version_max: here.max, client_nonce, resource: resource.name, node: input.node });
   const challenge = await expect("challenge");
   if (!("auth" in challenge) || challenge.kind !== "challenge") return challenge as HandshakeOutcome;
+  if (negotiateVersion(challenge.version, challenge.version, here.min, here.max) === null) {
+    return fail(`${link.remote} chose protocol version ${challenge.version}, outside the ${here.min}-${here.max} offered`);
+  }
   const ctx = { secret: resource.secret === null ? null : new TextEncoder().encode(resource.secret), resource: resource.name, client_nonce, server_nonce: challenge.server_nonce };
   const check = checkChallengeAuth(ctx, challenge.auth, prims);
   link.send({ kind: "auth", auth: authReplyBlock(ctx, check, prims) });

@@ -18,14 +18,15 @@ import type { VerifyChunk, VerifyResult } from "../core/verify-pass.ts";
 import { batchMapWrites, HeldMapWrites } from "../core/map-batch.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
+import { chunkDigest } from "../io/digest.ts";
 import type { LocalDisk } from "../io/disk.ts";
 import { native } from "../native.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
-import { MAX_DATA_BYTES, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
+import { MAX_DATA_BYTES, VERSION_DIGEST, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
 import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
-import type { ResourceStatistics } from "../wire/control.ts";
+import type { ResourceStatistics, VerifyCompare } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 
@@ -662,19 +663,30 @@ export class PrimaryIo implements BlockBackend {
     }
   }
 
+  /** How verifications compare the copies on this link: by digest from protocol version 4, else
+   * the peer sends the chunks themselves. */
+  get verifyCompare(): VerifyCompare {
+    return this.link_version >= VERSION_DIGEST ? "sha256" : "data";
+  }
+
   /**
-   * One chunk of an online verification: the peer reads its copy (a sync READ, which any peer
-   * answers) while this node reads its own, and the two are compared. The engine holds the range
-   * from writes until verifyChunkDone, so a difference is not a change on its way.
+   * One chunk of an online verification: the peer reads its copy while this node reads its own,
+   * and the two are compared, by their SHA-256 (a DIGEST READ) or, with a peer older than
+   * protocol version 4, the peer's data itself (a sync READ). The engine holds the range from
+   * writes until verifyChunkDone, so a difference is not a change on its way.
    */
   private async verifyChunk(chunk: VerifyChunk): Promise<"same" | "differ" | "failed"> {
-    const remote = this.remoteSync({ kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true });
+    const by_digest = this.verifyCompare === "sha256";
+    const read = { kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true } as const;
+    const remote = this.remoteSync(by_digest ? { ...read, digest: true } : read);
     const buf = this.sync_pool.take(chunk.length);
     try {
       let err: Error | "stale" | null;
+      let mine: Uint8Array = buf;
       try {
         const rest = this.o.disk.readSoon(buf, this.localoff + chunk.offset);
         err = rest === null ? null : await this.readRest(rest, () => this.o.engine.verifyChunkLive(chunk));
+        if (err === null && by_digest) mine = await chunkDigest(buf);
       } catch (e) {
         err = e as Error;
       }
@@ -685,11 +697,15 @@ export class PrimaryIo implements BlockBackend {
         this.o.log.error(`Verification: unable to read ${chunk.length} bytes at offset ${chunk.offset} here: ${err.message}`);
         return "failed";
       }
-      if (reply.error !== "OK" || reply.data.length !== chunk.length) {
+      if (reply.error !== "OK") {
         if (this.link !== null) this.o.log.error(`Verification: the peer could not read ${chunk.length} bytes at offset ${chunk.offset}: ${reply.error}`);
         return "failed";
       }
-      return sameBytes(buf, reply.data) ? "same" : "differ";
+      if (reply.data.length !== mine.length) {
+        this.closeLink(`verification reply of ${reply.data.length} bytes for ${chunk.length} bytes at offset ${chunk.offset}, expected ${mine.length}`);
+        return "failed";
+      }
+      return sameBytes(mine, reply.data) ? "same" : "differ";
     } finally {
       this.sync_pool.give(buf);
     }

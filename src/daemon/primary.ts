@@ -129,7 +129,7 @@ export class PrimaryWorker {
     if (stop) return this.p.io.stopVerify() ? null : "no verification is running";
     const refused = this.p.engine.verifyRefusal();
     if (refused !== null) return refused;
-    this.verifies.started(); // before the start: a pass with nothing to compare ends within it
+    this.verifies.started(this.p.io.verifyCompare); // before the start: a pass with nothing to compare ends within it
     this.p.io.startVerify();
     return null;
   }

@@ -25,6 +25,7 @@ import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { adoptFd } from "../io/byte-stream.ts";
 import { cacheEpoch } from "../io/cache-epoch.ts";
+import { chunkDigest } from "../io/digest.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { Landing } from "../io/landing.ts";
@@ -32,7 +33,7 @@ import { MetadataStore } from "../io/metadata-store.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
-  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_CACHE_EPOCH, VERSION_IN_SYNC,
+  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_CACHE_EPOCH, VERSION_DIGEST, VERSION_IN_SYNC,
   type Frame, type Handshake, type PeerErrorName, type ReplyErrorName, type WriteHead,
 } from "../wire/peer/index.ts";
 import type { HookEvent, WorkerStatus } from "./ipc.ts";
@@ -286,6 +287,9 @@ export class SecondaryWorker {
       case "write":
       case "delete":
       case "flush": {
+        if (frame.kind === "read" && frame.digest === true && this.version < VERSION_DIGEST) {
+          return this.link.close(`DIGEST READ at protocol version ${this.version}`);
+        }
         this.count(frame);
         const seq = frame.seq;
         if (this.pending.has(seq)) return this.link.close(`request ${seq} reused while in flight`);
@@ -397,6 +401,11 @@ export class SecondaryWorker {
       rest = this.disk.readSoon(buf, this.meta.localoff + r.offset);
     } catch (err) {
       return this.run(this.engine.localDone(seq, this.localFailed("read", err as Error)));
+    }
+    if (r.digest === true) {
+      // Answered with the range's digest (a verification), hashed on a helper thread.
+      const hashed = (rest ?? Promise.resolve()).then(async () => void this.read_data.set(seq, await chunkDigest(buf)));
+      return this.onHelper(seq, "read", hashed);
     }
     this.read_data.set(seq, buf);
     if (rest === null) return this.run(this.engine.localDone(seq, null));

@@ -1,28 +1,30 @@
 // Online verification for hastctl: the running one's progress with a rate and an ETA, and what the
 // last one found, when it ended and how long it ran.
 import type { VerifyCounts, VerifyResult } from "../core/verify-pass.ts";
-import type { LastVerify, VerifyProgress } from "../wire/control.ts";
+import type { LastVerify, VerifyCompare, VerifyProgress } from "../wire/control.ts";
 import { SyncRate } from "./sync-rate.ts";
 
 export class VerifyLog {
   private rate = new SyncRate();
   private started_ms: number | null = null;
+  private compare: VerifyCompare = "sha256";
   last: LastVerify | undefined;
 
-  started(): void {
+  started(compare: VerifyCompare): void {
     this.rate = new SyncRate();
     this.started_ms = performance.now();
+    this.compare = compare;
   }
 
   progress(c: VerifyCounts): VerifyProgress {
     const { done_bytes, total_bytes, same_bytes: _, ...found } = c;
-    return { ...this.rate.progress(done_bytes, total_bytes - done_bytes), ...found };
+    return { ...this.rate.progress(done_bytes, total_bytes - done_bytes), ...found, compare: this.compare };
   }
 
   ended(r: VerifyResult): void {
     const seconds = this.started_ms === null ? 0 : (performance.now() - this.started_ms) / 1000;
     this.started_ms = null;
     const { done_bytes: _, ...found } = r;
-    this.last = { finished: new Date().toISOString(), seconds: Math.round(seconds * 1000) / 1000, ...found };
+    this.last = { finished: new Date().toISOString(), seconds: Math.round(seconds * 1000) / 1000, ...found, compare: this.compare };
   }
 }

@@ -58,11 +58,18 @@ export interface LastSync {
  * synchronized, or a read failed). */
 export type VerifyFindings = Pick<VerifyCounts, "differ_bytes" | "differ_chunks" | "skipped_bytes" | "failed_bytes">;
 
+/** How a verification compares the copies: by their SHA-256 (the peer sends 32 bytes a chunk), or,
+ * with a peer older than protocol version 4, by the peer's data itself. */
+export type VerifyCompare = "sha256" | "data";
+
 /** The running online verification: `done`/`total` and the rate count bytes handed out and ended. */
-export interface VerifyProgress extends SyncProgress, VerifyFindings {}
+export interface VerifyProgress extends SyncProgress, VerifyFindings {
+  compare: VerifyCompare;
+}
 
 /** The last online verification this worker ended ("complete", or why it ended early). */
 export interface LastVerify extends Omit<VerifyResult, "done_bytes"> {
+  compare: VerifyCompare;
   /** When it ended (ISO 8601), and how long it ran. */
   finished: string;
   seconds: number;

@@ -24,11 +24,16 @@ const DATA_BYTES = 64 * MiB;
 /** Where the secondary's copy is damaged: three 1 MiB chunks, one of them twice. */
 const DAMAGE = [5 * MiB + 4096, 17 * MiB, 17 * MiB + 512 * 1024, 40 * MiB + 1 * MiB - 1];
 
-async function syncedPair(o: { faults?: boolean } = {}): Promise<{ pair: Pair; a: NodeInfo; b: NodeInfo; sha256: string; faults: (node: NodeInfo, rules: string | null) => void }> {
+/** `secondary_env`: the secondary's hastd environment (an older protocol version). */
+async function syncedPair(o: { faults?: boolean; secondary_env?: Record<string, string> } = {}): Promise<{ pair: Pair; a: NodeInfo; b: NodeInfo; sha256: string; faults: (node: NodeInfo, rules: string | null) => void }> {
   const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
   const rulesFile = (node: NodeInfo) => h.path(`faults-${node.name}`);
-  if (o.faults) pair.reconfigure({ env: Object.fromEntries(pair.nodes.map((n) => [n.name, { HAST_FAULT_INJECT_FILE: rulesFile(n) }])) });
   const { a, b } = pair;
+  pair.reconfigure({
+    env: Object.fromEntries(pair.nodes.map((n) => [n.name, {
+      ...(o.faults ? { HAST_FAULT_INJECT_FILE: rulesFile(n) } : {}), ...(n === b ? o.secondary_env : {}),
+    }])),
+  });
   await pair.up({ create_args: ["--initial-sync", "none"] });
   await pair.waitSynced(a);
   const data = await randomFile(h, "data.bin", DATA_BYTES);
@@ -56,6 +61,14 @@ async function lastVerify(pair: Pair, node: NodeInfo, after = "", timeout_ms = 6
   }, timeout_ms);
 }
 
+/** Bytes sent from the established TCP connection whose local port is `port` (ss's bytes_sent). */
+function bytesSentFrom(port: number): number {
+  const ss = Bun.spawnSync(["ss", "-Htin", "state", "established", `( sport = :${port} )`]);
+  const found = [...ss.stdout.toString().matchAll(/bytes_sent:(\d+)/g)];
+  if (ss.exitCode !== 0 || found.length !== 1) throw new Error(`ss: no single connection from port ${port}: ${ss.stdout}${ss.stderr}`);
+  return Number(found[0]![1]);
+}
+
 /** Overwrites `length` bytes of the node's data area at `offset` with a pattern, behind hastd's back. */
 async function damage(pair: Pair, node: NodeInfo, offset: number, length = 1): Promise<void> {
   const fd = openSync(pair.disk(node), "r+");
@@ -67,15 +80,28 @@ async function damage(pair: Pair, node: NodeInfo, offset: number, length = 1): P
 }
 
 describe("hastctl verify", () => {
-  test.skipIf(skip !== null)("finds the chunks damaged on the secondary, copies the primary's data over them, and a second pass finds nothing", async () => {
-    const { pair, a, b, sha256 } = await syncedPair();
+  // A secondary of this build answers each chunk's SHA-256; one that speaks protocol version 3 at
+  // most (an older build, mid-upgrade) sends its chunks themselves.
+  test.skipIf(skip !== null).each([
+    ["sha256", "by SHA-256", {}],
+    ["data", "by the peer's data", { HASTD_PROTOCOL_VERSION_MAX: "3" }],
+  ] as const)("compared %s: finds the chunks damaged on the secondary, copies the primary's data over them, and a second pass finds nothing", async (compare, how, secondary_env) => {
+    const { pair, a, b, sha256 } = await syncedPair({ secondary_env });
+    expect(pair.daemon(b).log).toContain(`running peer protocol versions 1 to ${compare === "data" ? 3 : 4}`);
     for (const offset of DAMAGE) await damage(pair, b, offset);
     expect(await pair.dataSha256(b)).not.toBe(sha256);
 
+    // What the secondary sent on the replication link during the pass (the kernel's count for the
+    // connection): 32 bytes a chunk, or the chunks themselves.
+    const sent_before = bytesSentFrom(b.port);
     const started = await verify(pair, a);
     expect(started.code).toBe(0);
     const last = await lastVerify(pair, a);
+    const sent = bytesSentFrom(b.port) - sent_before;
+    if (compare === "sha256") expect(sent).toBeLessThan(MiB);
+    else expect(sent).toBeGreaterThan(DATA_BYTES);
     expect(last.ended).toBe("complete");
+    expect(last.compare).toBe(compare);
     expect(last.total_bytes).toBe(DATA_BYTES);
     expect(last.differ_chunks).toBe(3); // 1 MiB chunks: 5 MiB, 17 MiB (twice), 40 MiB
     expect(last.differ_bytes).toBe(3 * MiB);
@@ -90,7 +116,8 @@ describe("hastctl verify", () => {
 
     // Status and metrics while idle; then a second pass, which finds nothing.
     const text = (await h.hastctlOk(a, pair.confOf(a), ["list", pair.name]));
-    expect(text).toMatch(/last verification: complete, 64MB compared in [\d.]+s; 3 chunks \(3\.0MB\) differed; finished /);
+    expect(text).toContain(`last verification: complete, 64MB compared ${how} in `);
+    expect(text).toMatch(/ in [\d.]+s; 3 chunks \(3\.0MB\) differed; finished /);
     const metrics = await h.hastctlOk(a, pair.confOf(a), ["metrics", pair.name]);
     expect(metrics).toContain(`hast_last_verify_differ_chunks{resource="${pair.name}"} 3`);
     expect(metrics).toContain(`hast_verify_running{resource="${pair.name}"} 0`);

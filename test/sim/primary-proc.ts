@@ -10,7 +10,7 @@ import type { VerifyChunk } from "../../src/core/verify-pass.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
-  BitmapAssembler, expectedBitmapBytes, FrameDecoder, FrameEncoder, type Frame, type HandshakeReply,
+  BitmapAssembler, DIGEST_BYTES, expectedBitmapBytes, FrameDecoder, FrameEncoder, type Frame, type HandshakeReply,
 } from "../../src/wire/peer/index.ts";
 import type { SimContext } from "./context.ts";
 import type { Host } from "./host.ts";
@@ -542,22 +542,24 @@ export class PrimaryProc {
   }
 
   /** As primary-io's verifyChunk: the peer's READ and this node's read at once, then compared. */
+  /** As primary-io.ts does with a version 4 peer: the secondary answers the chunk's SHA-256. */
   private verifyChunk(chunk: VerifyChunk): void {
     const sb = this.ctx.cfg.sector_bytes;
-    let mine: Uint32Array | null | undefined;
-    let theirs: Uint32Array | null | undefined;
+    let mine: Uint8Array | null | undefined;
+    let theirs: Uint8Array | null | undefined;
     const both = () => {
       if (mine === undefined || theirs === undefined) return;
-      const outcome = mine === null || theirs === null ? "failed" : mine.every((v, i) => v === theirs![i]) ? "same" : "differ";
+      const outcome = mine === null || theirs === null ? "failed" : Buffer.compare(mine, theirs) === 0 ? "same" : "differ";
       if (outcome === "differ") this.ctx.trace(`${this.host.name}: verify chunk at ${chunk.offset} differs`);
       this.ctx.clock.after(0, this.host.guard(() => this.run(this.engine.verifyChunkDone(chunk, outcome))));
     };
-    this.remoteSync({ kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true }, (reply) => {
-      theirs = reply.error === "OK" && reply.data.length === chunk.length ? bytesToSectors(reply.data, sb) : null;
+    const read = { kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true, digest: true } as const;
+    this.remoteSync(read, (reply) => {
+      theirs = reply.error === "OK" && reply.data.length === DIGEST_BYTES ? reply.data : null;
       both();
     });
     this.host.disk.read(chunk.offset / sb, chunk.length / sb, this.host.guard((data: Uint32Array | null) => {
-      mine = data;
+      mine = data === null ? null : bunPeerPrimitives.sha256(sectorsToBytes(data, sb));
       both();
     }));
   }

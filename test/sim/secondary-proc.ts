@@ -259,7 +259,8 @@ export class SecondaryProc {
     switch (r.kind) {
       case "read":
         return disk.read(r.offset / sb, r.length / sb, this.host.guard((data: Uint32Array | null) => {
-          if (data) this.read_data.set(seq, sectorsToBytes(data, sb));
+          // A DIGEST READ (a verification) is answered with the range's SHA-256, as secondary.ts does.
+          if (data) this.read_data.set(seq, r.digest === true ? bunPeerPrimitives.sha256(sectorsToBytes(data, sb)) : sectorsToBytes(data, sb));
           done(data ? null : "EIO");
         }));
       case "write":

@@ -8,11 +8,13 @@ export const HEADER_BYTES = 44;
 
 /** Protocol versions this build speaks (message set and semantics), negotiated by HELLO/CHALLENGE. */
 export const PROTOCOL_VERSION_MIN = 1;
-export const PROTOCOL_VERSION_MAX = 3;
+export const PROTOCOL_VERSION_MAX = 4;
 /** The first version whose HANDSHAKE_REPLY may carry the secondary's cache epoch. */
 export const VERSION_CACHE_EPOCH = 2;
 /** The first version with IN_SYNC: the primary tells the secondary its copy is whole again. */
 export const VERSION_IN_SYNC = 3;
+/** The first version with READ's DIGEST flag: the secondary answers a digest of the range. */
+export const VERSION_DIGEST = 4;
 export const CACHE_EPOCH_BYTES = 16;
 
 export const NONCE_BYTES = 32;
@@ -24,6 +26,8 @@ export const CLIENT_PROOF_LABEL = "hast-client-v1";
 export const MAX_DATA_BYTES = 32 * 1024 * 1024;
 export const CRC32_BYTES = 4;
 export const SHA256_BYTES = 32;
+/** A DIGEST READ's answer: the SHA-256 of the range. */
+export const DIGEST_BYTES = SHA256_BYTES;
 /** Largest payload of any frame: the decoder never buffers more than this plus one header. */
 export const MAX_DATA_PAYLOAD_BYTES = MAX_DATA_BYTES + SHA256_BYTES;
 /** Resource and node names: u8 length prefix. */
@@ -74,6 +78,8 @@ export const Flag = {
   SYNC: 0x0002,
   /** REPLY: memsync early acknowledgement; a final reply follows. */
   RECEIVED: 0x0004,
+  /** READ (version >= 4): answer the SHA-256 of the range (DIGEST_BYTES) instead of its data. */
+  DIGEST: 0x0008,
   /** Data is all zero bytes; no data bytes are sent. */
   HOLE: 0x0010,
   /** Data bytes are one zstd frame. */

@@ -56,7 +56,10 @@ export class FrameEncoder {
       case "bitmap":
         return this.#withData(header(FrameType.BITMAP, { offset: frame.offset }), frame.data);
       case "read":
-        return headerOnly(header(FrameType.READ, { seq: frame.seq, offset: frame.offset, length: frame.length, flags: frame.sync ? Flag.SYNC : 0 }));
+        return headerOnly(header(FrameType.READ, {
+          seq: frame.seq, offset: frame.offset, length: frame.length,
+          flags: (frame.sync ? Flag.SYNC : 0) | (frame.digest === true ? Flag.DIGEST : 0),
+        }));
       case "write": {
         const flags = (frame.memsync ? Flag.MEMSYNC : 0) | (frame.sync ? Flag.SYNC : 0);
         if (frame.hole === true) {
@@ -159,8 +162,10 @@ export function decodeFrameBody(header: Header, payload: Uint8Array, prims: Peer
       return decodeErrorBody(checkedBody("ERROR", payload));
     case FrameType.BITMAP:
       return { kind: "bitmap", offset: header.offset, data: decodePayload("BITMAP", header.flags, header.length, payload, prims) };
-    case FrameType.READ:
-      return { kind: "read", seq: header.seq, offset: header.offset, length: header.length, sync: (header.flags & Flag.SYNC) !== 0 };
+    case FrameType.READ: {
+      const read = { kind: "read" as const, seq: header.seq, offset: header.offset, length: header.length, sync: (header.flags & Flag.SYNC) !== 0 };
+      return (header.flags & Flag.DIGEST) !== 0 ? { ...read, digest: true } : read;
+    }
     case FrameType.WRITE: {
       const write = writeHeadOf(header);
       // A resync of never-written extents is mostly holes: no megabyte of zeroes made for each.

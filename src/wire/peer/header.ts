@@ -102,7 +102,7 @@ export function validateHeader(h: Header): void {
       if (h.offset + h.length > MAX_BITMAP_BYTES) fail("TOO_LARGE", `${name}: chunk ends beyond ${MAX_BITMAP_BYTES} bytes`);
       return validatePipeline(name, h);
     case FrameType.READ:
-      expect(name, h, { seq: "non-zero", offset: "any", length: "non-zero", flags: Flag.SYNC });
+      expect(name, h, { seq: "non-zero", offset: "any", length: "non-zero", flags: Flag.SYNC | Flag.DIGEST });
       boundData(name, h);
       return expectNoPayload(name, h);
     case FrameType.WRITE:

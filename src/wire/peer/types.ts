@@ -86,7 +86,8 @@ export type Frame =
   | ({ kind: "handshake-reply" } & HandshakeReply)
   | { kind: "bitmap"; offset: number; data: Uint8Array }
   | ({ kind: "error" } & PeerError)
-  | { kind: "read"; seq: number; offset: number; length: number; sync: boolean }
+  /** digest: answered with the SHA-256 of the range (DIGEST_BYTES), not the range (version >= 4). */
+  | { kind: "read"; seq: number; offset: number; length: number; sync: boolean; digest?: true }
   /** hole (decoded frames): the data is all zeroes and was not sent (compression), `data` is empty
    * and the receiver zeroes `length` bytes; no buffer of zeroes is made. */
   /** landed: the data went where the receiver's sink put it (FrameDecoder sink_for); `data` is empty. */

@@ -76,6 +76,11 @@ describe("header errors", () => {
   });
   test("seq 0 on a request", () => expectError(editHeader(encode(READ), (v) => v.setUint32(OFF.seq, 0, true)), "BAD_HEADER", "seq must be non-zero"));
   test("flag not allowed for the type", () => expectError(editHeader(encode(READ), (v) => v.setUint16(OFF.flags, Flag.MEMSYNC, true)), "BAD_HEADER", "flags"));
+  test("DIGEST is a READ's flag only", () => {
+    expectError(editHeader(encode(WRITE), (v) => v.setUint16(OFF.flags, Flag.DIGEST, true)), "BAD_HEADER", "flags");
+    const reply = encode({ kind: "reply", seq: 1, error: "OK", received: false, data: new Uint8Array(32) });
+    expectError(editHeader(reply, (v) => v.setUint16(OFF.flags, Flag.DIGEST, true)), "BAD_HEADER", "flags");
+  });
   test("two checksums announced", () => {
     const bytes = encode(WRITE, { checksum: "crc32", compression: "none" });
     expectError(editHeader(bytes, (v) => v.setUint16(OFF.flags, Flag.CRC32 | Flag.SHA256, true)), "BAD_HEADER", "both CRC32 and SHA256");

@@ -102,6 +102,7 @@ export function sampleFrames(): Frame[] {
     { kind: "error", code: "SPLIT_BRAIN", busy: false, message: "Split-brain condition! ✓" },
     { kind: "read", seq: 7, offset: 4096, length: 65536, sync: false },
     { kind: "read", seq: 2 ** 53 - 1, offset: 0, length: 512, sync: true },
+    { kind: "read", seq: 12, offset: 1 << 20, length: 1 << 20, sync: true, digest: true },
     { kind: "write", seq: 8, offset: 8192, length: 4096, memsync: true, sync: false, data: patterned(4096) },
     { kind: "write", seq: 9, offset: 0, length: 1024, memsync: false, sync: true, data: repetitive(1024) },
     { kind: "delete", seq: 10, offset: 2 ** 40, length: 2 ** 40 },
@@ -111,6 +112,7 @@ export function sampleFrames(): Frame[] {
     { kind: "in-sync", replies_failed: 2 ** 53 - 1 },
     { kind: "reply", seq: 7, error: "OK", received: false, data: patterned(65536, 9) },
     { kind: "reply", seq: 8, error: "OK", received: true, data: new Uint8Array(0) },
+    { kind: "reply", seq: 12, error: "OK", received: false, data: patterned(32, 3) },
     { kind: "reply", seq: 8, error: "OK", received: false, data: new Uint8Array(0) },
     { kind: "reply", seq: 10, error: "ENOSPC", received: false, data: new Uint8Array(0) },
   ];
