@@ -2,9 +2,10 @@
 // version 1 frames (no cache epoch in HANDSHAKE_REPLY), one that speaks 2 gets the secondary's
 // cache epoch, its boot id, after the secondary flushed its component (docs/protocol.md). At
 // version 3 the secondary marks its copy incomplete at the handshake and clears the mark on an
-// IN_SYNC that counts every error reply it sent.
+// IN_SYNC that counts every error reply it sent. At version 4 it answers a DIGEST READ with the
+// range's SHA-256. A primary refuses a CHALLENGE naming a version it did not offer.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "bun";
 import { bootId } from "../../src/io/cache-epoch.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
@@ -96,6 +97,70 @@ describe("peer protocol versions", () => {
         p.close();
       }
       await pair.daemon(pair.b).waitLog("Disconnected from the primary");
+    }
+  }, 60_000);
+
+  test("version 4: a DIGEST READ is answered with the range's SHA-256; at version 3 it ends the connection", async () => {
+    const pair = Pair.create(h, { data_bytes: 4 * MiB });
+    await pair.createOn(pair.b);
+    await pair.start(pair.b);
+    await pair.role(pair.b, "secondary");
+    const meta = await pair.dump(pair.b);
+    const data = randomBytes(MiB);
+    for (const version of [4, 3]) {
+      const p = await rawPrimary(pair.b.port);
+      try {
+        p.send({ kind: "hello", version_min: 1, version_max: version, client_nonce: randomBytes(32), resource: pair.name, node: pair.a.name });
+        expect(await p.next("challenge")).toMatchObject({ version });
+        p.send({ kind: "auth", auth: { state: "no-secret" } });
+        p.send({
+          kind: "handshake", resuid: 77n, localcnt: 1n, remotecnt: 0n, virgin: false,
+          datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize, replication: "fullsync",
+        });
+        const handshake = await p.next("handshake-reply");
+        if (handshake.kind === "handshake-reply" && handshake.bitmap_bytes > 0) await p.next("bitmap"); // one frame for 4 MiB
+        p.send({ kind: "write", seq: 1, offset: MiB, length: MiB, memsync: false, sync: true, data });
+        expect(await p.next("reply")).toMatchObject({ seq: 1, error: "OK" });
+        p.send({ kind: "read", seq: 2, offset: MiB, length: MiB, sync: true, digest: true });
+        if (version === 3) continue;
+        const reply = await p.next("reply");
+        expect(reply).toMatchObject({ seq: 2, error: "OK" });
+        expect(Buffer.from((reply as Extract<Frame, { kind: "reply" }>).data).toString("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+      } finally {
+        if (version === 3) await pair.daemon(pair.b).waitLog("Disconnected from the primary: DIGEST READ at protocol version 3");
+        p.close();
+      }
+      await pair.daemon(pair.b).waitLog("Disconnected from the primary");
+    }
+  }, 60_000);
+
+  test("a primary refuses a CHALLENGE naming a version it did not offer", async () => {
+    const pair = Pair.create(h, { data_bytes: 4 * MiB });
+    const decoder = new FrameDecoder(bunPeerPrimitives);
+    const encoder = new FrameEncoder(bunPeerPrimitives, { checksum: "none", compression: "none" });
+    const offered: number[] = [];
+    const fake = Bun.listen({
+      hostname: "127.0.0.1", port: pair.b.port,
+      socket: {
+        data(socket, chunk) {
+          decoder.push(chunk);
+          for (let r = decoder.next(); r.kind === "frame"; r = decoder.next()) {
+            if (r.frame.kind !== "hello") continue;
+            offered.push(r.frame.version_max);
+            const parts = encoder.encode({ kind: "challenge", version: r.frame.version_max + 1, server_nonce: randomBytes(32), auth: { state: "no-secret" } });
+            socket.write(parts.head);
+          }
+        },
+      },
+    });
+    try {
+      await pair.createOn(pair.a);
+      await pair.start(pair.a);
+      await pair.role(pair.a, "primary");
+      await pair.daemon(pair.a).waitLog("chose protocol version 5, outside the 1-4 offered");
+      expect(offered[0]).toBe(4);
+    } finally {
+      fake.stop(true);
     }
   }, 60_000);
 
