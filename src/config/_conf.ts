@@ -13,7 +13,7 @@ const RESERVED = new Set([
   "memsync", "async", "none", "crc32", "sha256", "hole", "lzf",
 ]);
 /** Our statements are keywords only where a statement may start, so they never break a name. */
-const EXTENSION_STATEMENTS = new Set(["nbd", "device", "secret", "secret_file", "logfile"]);
+const EXTENSION_STATEMENTS = new Set(["nbd", "device", "secret", "secret_file", "logfile", "verify_rate"]);
 
 type TokenKind = "{" | "}" | "number" | "string" | "keyword" | "eof";
 interface Token { readonly kind: TokenKind; readonly text: string; readonly line: number }
@@ -170,6 +170,9 @@ class ConfParser {
       case "onoff":
         if (tok.kind !== "keyword" || (tok.text !== "on" && tok.text !== "off")) this.syntax(tok, "expected on or off");
         return tok.text === "on";
+      case "rate":
+        if (tok.kind === "number" || tok.kind === "string" || (tok.kind === "keyword" && tok.text === "none")) return tok.text;
+        return this.syntax(tok, "expected bytes per second (a size such as 100M) or none");
       case "choice": {
         const choices = spec.choices ?? [];
         // zstd is not a FreeBSD reserved word, so it arrives as a string.

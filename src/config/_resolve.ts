@@ -79,6 +79,7 @@ function resolveResource(
   const metaflush = last([global, r], "metaflush", mine);
   const device = last([global, r], "device", mine);
   const timeout = last([global, r], "timeout");
+  const verify_rate = last([global, r], "verify_rate");
   const config: ResourceConfig = {
     name: r.name,
     provname: name === undefined ? r.name : check.provname(name),
@@ -95,6 +96,7 @@ function resolveResource(
     metaflush: metaflush === undefined ? DEFAULTS.metaflush : check.onoff(metaflush),
     nbd: check.address(nbd ?? { key: "nbd", value: `uds://${DEFAULTS.nbd_dir}/${r.name}.nbd`, line: r.line }),
     device: device === undefined ? DEFAULTS.device : check.onoff(device),
+    verify_rate: verify_rate === undefined ? null : check.rate(verify_rate),
     secret: secret?.value ?? null,
     secret_source: secret?.source ?? null,
     line: r.line,

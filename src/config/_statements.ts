@@ -1,16 +1,17 @@
 // The statement table shared by both syntaxes: where each statement may appear (spec 1.2 plus
-// our nbd/device/secret/secret_file/logfile), what value it takes, and how that value is checked.
+// our nbd/device/secret/secret_file/logfile/verify_rate), what value it takes, and how that value is checked.
 import { AddressError, parseAddress, type Address } from "./address.ts";
 import { ConfigError } from "./errors.ts";
+import { parseSize } from "./size.ts";
 
 export type Context = "global" | "node" | "resource" | "resource_node";
 
 export type Statement =
   | "control" | "pidfile" | "listen" | "logfile"
   | "replication" | "checksum" | "compression" | "timeout" | "exec" | "secret" | "secret_file"
-  | "metaflush" | "device" | "nbd" | "name" | "local" | "remote" | "source";
+  | "metaflush" | "device" | "nbd" | "name" | "local" | "remote" | "source" | "verify_rate";
 
-type ValueKind = "address" | "path" | "provname" | "choice" | "seconds" | "onoff" | "secret";
+type ValueKind = "address" | "path" | "provname" | "choice" | "seconds" | "onoff" | "secret" | "rate";
 
 interface StatementSpec {
   readonly contexts: readonly Context[];
@@ -38,6 +39,7 @@ export const STATEMENTS: Readonly<Record<Statement, StatementSpec>> = {
   local: { contexts: ["resource", "resource_node"], kind: "path" },
   remote: { contexts: ["resource_node"], kind: "address" },
   source: { contexts: ["resource_node"], kind: "address" },
+  verify_rate: { contexts: ["global", "resource"], kind: "rate" },
 };
 
 export function isStatement(word: string): word is Statement {
@@ -103,6 +105,7 @@ export class Checker {
       case "seconds": this.seconds(s); return;
       case "onoff": this.onoff(s); return;
       case "secret": this.secret(s); return;
+      case "rate": this.rate(s); return;
     }
   }
 
@@ -168,6 +171,20 @@ export class Checker {
   onoff(s: Setting): boolean {
     if (typeof s.value !== "boolean") this.fail(s.line, `${s.key} must be on or off`);
     return s.value;
+  }
+
+  /** Bytes per second (a size: 100M), or null for `none` (no limit). */
+  rate(s: Setting): number | null {
+    const text = this.text(s);
+    if (text === "none") return null;
+    let bytes: number;
+    try {
+      bytes = parseSize(text);
+    } catch (err) {
+      return this.fail(s.line, `${s.key} must be bytes per second (a size such as 100M) or none: ${(err as Error).message}`);
+    }
+    if (bytes === 0) this.fail(s.line, `${s.key} must be more than 0 bytes per second (none: no limit)`);
+    return bytes;
   }
 
   secret(s: Setting): string {

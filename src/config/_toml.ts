@@ -117,6 +117,10 @@ class TomlReader {
       case "seconds":
         if (typeof value !== "number") this.fail(at, `${key} must be a positive number of seconds`);
         return value;
+      case "rate":
+        if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return String(value);
+        if (typeof value !== "string") this.fail(at, `${key} must be bytes per second (an integer, or a string such as "100M") or "none"`);
+        return value;
       case "onoff":
         if (typeof value === "boolean") return value;
         if (value === "on" || value === "off") return value === "on";

@@ -26,6 +26,8 @@ export interface ResourceConfig {
   nbd: Address;
   /** Create /dev/hast/<provname> on the primary. */
   device: boolean;
+  /** Bytes per second an online verification reads at most; null = no limit. */
+  verify_rate: number | null;
   /** Shared secret for peer authentication; null = none. */
   secret: string | null;
   /** Where the secret came from, for logs (never the secret): "hast.conf:7" or "/etc/hast.key (hast.conf:7)". */

@@ -214,6 +214,9 @@ export class PrimaryEngine {
   private verify: VerifyPass | null = null;
   private readonly verify_inflight = new Map<VerifyChunk, number>();
   private verify_waiting: VerifyChunk | null = null;
+  /** verify_rate's pacing: bytes of chunks that may still start (each takes its length off;
+   * allowVerify adds). Infinity: not paced. */
+  private verify_allowance = Infinity;
   /** Chunks found different in an extent whose newest changes here no flush has confirmed yet,
    * with the change_seq they wait for (see verifyChunkDone). */
   private verify_recheck: { chunk: VerifyChunk; seq: number }[] = [];
@@ -1098,6 +1101,17 @@ export class PrimaryEngine {
     return [{ type: "log", level: "info", message: `Verification started: ${this.map.datasize} bytes to compare with the peer's copy.` }, ...this.pumpVerify()];
   }
 
+  /**
+   * The daemon paces verifications (verify_rate) by adding `bytes` to what chunks may start, the
+   * allowance held at most at `cap`; a chunk starts while the allowance is positive and takes its
+   * length off (so it may go below zero). Infinity for both: not paced.
+   */
+  allowVerify(bytes: number, cap: number): PrimaryAction[] {
+    assert(bytes >= 0 && cap > 0, () => `verification allowance of ${bytes} bytes capped at ${cap}`);
+    this.verify_allowance = Math.min(cap, this.verify_allowance + bytes);
+    return this.pumpVerify();
+  }
+
   /** The running verification's tally, or null. */
   verifyProgress(): VerifyCounts | null {
     return this.verify?.tally() ?? null;
@@ -1147,7 +1161,7 @@ export class PrimaryEngine {
   private pumpVerify(): PrimaryAction[] {
     const actions: PrimaryAction[] = [];
     const pass = this.verify;
-    while (pass !== null && this.verify_inflight.size < VERIFY_CHUNKS_MAX) {
+    while (pass !== null && this.verify_inflight.size < VERIFY_CHUNKS_MAX && this.verify_allowance > 0) {
       const chunk = this.verify_waiting ?? this.takeRecheck() ?? pass.next();
       this.verify_waiting = null;
       if (chunk === null) {
@@ -1166,6 +1180,7 @@ export class PrimaryEngine {
         break;
       }
       this.verify_inflight.set(chunk, token);
+      this.verify_allowance -= chunk.length;
       actions.push({ type: "verify", chunk });
     }
     return actions;

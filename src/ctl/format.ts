@@ -54,6 +54,7 @@ export function formatList(resources: ResourceStatus[]): string {
     out.push(`  remoteaddr: ${r.remoteaddr}`);
     if (r.sourceaddr) out.push(`  sourceaddr: ${r.sourceaddr}`);
     out.push(`  replication: ${r.replication}`);
+    if (r.verify_rate !== undefined) out.push(`  verify_rate: ${humanizeBytes(r.verify_rate)}/s`);
     if (r.status) out.push(`  status: ${r.status}${r.split_brain ? " (split-brain)" : ""}`);
     if (r.copy_incomplete) out.push("  copy: incomplete (the primary has yet to copy to it what it lacks: not promotable)");
     if (r.stale_extents) out.push(`  stale: ${r.stale_extents} extents (a write or flush failed here that the secondary took; copied back from it)`);

@@ -29,6 +29,7 @@ import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
 import type { ResourceStatistics, VerifyCompare } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
+import { VerifyPacer } from "./verify-pacer.ts";
 
 /**
  * Bytes of frames waiting for the socket before new writes wait for room: what async mode may run
@@ -85,6 +86,8 @@ export interface PrimaryIoOptions {
   emit: (event: HookEvent) => void;
   /** An online verification ended. */
   verified: (result: VerifyResult) => void;
+  /** verify_rate: bytes per second a verification reads at most; null = no limit. */
+  verify_rate: number | null;
 }
 
 export class PrimaryIo implements BlockBackend {
@@ -97,6 +100,7 @@ export class PrimaryIo implements BlockBackend {
   private readonly remotes = new Map<number, RemoteWaiter>();
   private readonly queue: PrimaryAction[] = [];
   private running = false;
+  private readonly verify_pacer: VerifyPacer;
   /** Requests waiting for the engine to have room (ENGINE_REQUESTS_MAX), in arrival order. */
   private readonly waiting: AppRequest[] = [];
   private admitting = false;
@@ -119,6 +123,7 @@ export class PrimaryIo implements BlockBackend {
     this.size_bytes = o.meta.datasize;
     this.block_bytes = o.disk.sector_bytes;
     this.localoff = o.meta.localoff;
+    this.verify_pacer = new VerifyPacer(o.verify_rate, (bytes, cap) => this.run(o.engine.allowVerify(bytes, cap)));
   }
 
   // ---- BlockBackend (the frontend's view) ----
@@ -356,6 +361,7 @@ export class PrimaryIo implements BlockBackend {
         void this.verifyChunk(a.chunk).then((outcome) => this.run(this.o.engine.verifyChunkDone(a.chunk, outcome)));
         return;
       case "verified":
+        this.verify_pacer.stop();
         return this.o.verified(a.result);
       case "event":
         return this.o.emit(a.event);
@@ -539,7 +545,13 @@ export class PrimaryIo implements BlockBackend {
 
   /** `hastctl verify`, once the engine's verifyRefusal() said nothing against it. */
   startVerify(): void {
+    this.verify_pacer.start();
     this.run(this.o.engine.startVerify());
+  }
+
+  /** A reload's verify_rate, for the running verification too. */
+  setVerifyRate(rate: number | null): void {
+    this.verify_pacer.setRate(rate);
   }
 
   /** `hastctl verify --stop`: false when none runs. */

@@ -72,7 +72,9 @@ export class PrimaryWorker {
         emit(event);
       };
       const verifies = new VerifyLog();
-      const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit: emitAndTime, verified: (result) => verifies.ended(result) });
+      const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit: emitAndTime, verified: (result) => verifies.ended(result),
+        verify_rate: resource.verify_rate,
+      });
       const connector = new PrimaryConnector({ resource, node, meta, engine, io, log, emit: emitAndTime });
       // The default endpoint lives in /var/run/hast, which nothing else creates.
       if (resource.nbd.kind === "uds") mkdirSync(dirname(resource.nbd.path), { recursive: true, mode: 0o755 });
@@ -139,6 +141,7 @@ export class PrimaryWorker {
     p.resource = resource;
     p.map.setMetaflush(resource.metaflush);
     p.engine.setMode(resource.replication);
+    p.io.setVerifyRate(resource.verify_rate);
     p.connector.reconfigure(resource);
     p.log.info("Configuration reloaded.");
   }

@@ -24,9 +24,10 @@ const DATA_BYTES = 64 * MiB;
 /** Where the secondary's copy is damaged: three 1 MiB chunks, one of them twice. */
 const DAMAGE = [5 * MiB + 4096, 17 * MiB, 17 * MiB + 512 * 1024, 40 * MiB + 1 * MiB - 1];
 
-/** `secondary_env`: the secondary's hastd environment (an older protocol version). */
-async function syncedPair(o: { faults?: boolean; secondary_env?: Record<string, string> } = {}): Promise<{ pair: Pair; a: NodeInfo; b: NodeInfo; sha256: string; faults: (node: NodeInfo, rules: string | null) => void }> {
-  const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+/** `secondary_env`: the secondary's hastd environment (an older protocol version); `settings`:
+ * more of the resource's statements. */
+async function syncedPair(o: { faults?: boolean; secondary_env?: Record<string, string>; settings?: Record<string, string> } = {}): Promise<{ pair: Pair; a: NodeInfo; b: NodeInfo; sha256: string; faults: (node: NodeInfo, rules: string | null) => void }> {
+  const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4, ...o.settings } });
   const rulesFile = (node: NodeInfo) => h.path(`faults-${node.name}`);
   const { a, b } = pair;
   pair.reconfigure({
@@ -160,6 +161,32 @@ describe("hastctl verify", () => {
     expect(await pair.dataSha256(a)).toBe(fresh.sha256);
     expect(await pair.dataSha256(b)).toBe(fresh.sha256);
   }, 180_000);
+
+  test.skipIf(skip !== null)("verify_rate paces it; a reload lifts the limit from the one running", async () => {
+    const { pair, a } = await syncedPair({ settings: { verify_rate: "16M" } });
+    expect(await h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain("  verify_rate: 16MB/s\n");
+    // 64 MiB at 16 MiB/s: about 4 s (a quarter of a second's worth may start at once); unpaced,
+    // the same pass takes about 0.1 s here.
+    expect((await verify(pair, a)).code).toBe(0);
+    const paced = await lastVerify(pair, a);
+    expect([paced.ended, paced.same_bytes]).toEqual(["complete", DATA_BYTES]);
+    expect(paced.seconds).toBeGreaterThan(3);
+    // At 1 MiB/s the next would take a minute: a reload without the limit lets it finish at once.
+    pair.reconfigure({ settings: { timeout: 4, verify_rate: "1M" } });
+    pair.daemon(a).signal("SIGHUP");
+    await pair.daemon(a).waitLog("Configuration reloaded.");
+    expect((await verify(pair, a)).code).toBe(0);
+    const slow = await waitFor("the verification to be under way", async () => {
+      const s = await pair.status(a);
+      return s.verify && s.verify.done > 0 ? s.verify : null;
+    });
+    expect(slow.done).toBeLessThan(8 * MiB);
+    pair.reconfigure({ settings: { timeout: 4 } });
+    pair.daemon(a).signal("SIGHUP");
+    const lifted = await lastVerify(pair, a, paced.finished, 20_000);
+    expect([lifted.ended, lifted.same_bytes]).toEqual(["complete", DATA_BYTES]);
+    expect(lifted.seconds).toBeLessThan(30);
+  }, 120_000);
 
   test.skipIf(skip !== null)("refuses on a secondary, without a peer, and twice at once; --stop ends it; a lost link interrupts it", async () => {
     const { pair, a, b, faults } = await syncedPair({ faults: true });

@@ -20,7 +20,7 @@ describe("defaults", () => {
         name: "r0", provname: "r0", localpath: "/dev/sdb",
         remote: { kind: "tcp", family: 4, host: "10.0.0.2", port: 8457 }, remote_text: "10.0.0.2",
         source: null, replication: "memsync", checksum: "none", compression: "hole", timeout_s: 20,
-        exec: "", metaflush: true, nbd: { kind: "uds", path: "/var/run/hast/r0.nbd" }, device: true,
+        exec: "", metaflush: true, nbd: { kind: "uds", path: "/var/run/hast/r0.nbd" }, device: true, verify_rate: null,
         secret: null, secret_source: null, line: 1,
       }],
     });
@@ -54,6 +54,16 @@ describe("inheritance", () => {
     const tglobal = 'replication = "fullsync"\nchecksum = "sha256"\ncompression = "none"\ntimeout = 7\nexec = "/g"\n';
     const c = toml(tglobal + tres('replication = "async"\ntimeout = 9')).resources[0];
     expect([c?.replication, c?.checksum, c?.compression, c?.timeout_s, c?.exec]).toEqual(["async", "sha256", "none", 9, "/g"]);
+  });
+
+  test("verify_rate: bytes per second, resource > global > none (no limit)", () => {
+    expect(conf(res("")).resources[0]?.verify_rate).toBeNull();
+    expect(conf("verify_rate 100M\n" + res("")).resources[0]?.verify_rate).toBe(100 * 2 ** 20);
+    expect(conf("verify_rate 100M\n" + res("verify_rate 1048576")).resources[0]?.verify_rate).toBe(2 ** 20);
+    expect(conf("verify_rate 100M\n" + res("verify_rate none")).resources[0]?.verify_rate).toBeNull();
+    expect(toml('verify_rate = "2G"\n' + tres("")).resources[0]?.verify_rate).toBe(2 * 2 ** 30);
+    expect(toml('verify_rate = "2G"\n' + tres("verify_rate = 4096")).resources[0]?.verify_rate).toBe(4096);
+    expect(toml('verify_rate = "2G"\n' + tres('verify_rate = "none"')).resources[0]?.verify_rate).toBeNull();
   });
 
   test("later statements overwrite earlier ones at the same level", () => {

@@ -47,6 +47,22 @@ describe("value validation", () => {
     confError("timeout -1\n", 1, "syntax error near '-1': expected a number of seconds");
   });
 
+  test("verify_rate must be a size per second above 0, or none", () => {
+    confError("# x\nverify_rate 0\n", 2, "verify_rate must be more than 0 bytes per second (none: no limit)");
+    confError("resource r0 {\n verify_rate 10X\n}", 2,
+      "verify_rate must be bytes per second (a size such as 100M) or none: invalid size '10X': expected digits with an optional k, M, G, T, P or E suffix");
+    confError("verify_rate on\n", 1, "syntax error near 'on': expected bytes per second (a size such as 100M) or none");
+    confError("verify_rate {\n", 1, "syntax error near '{': expected bytes per second (a size such as 100M) or none");
+    tomlError('\nverify_rate = 0\n', 2, "verify_rate must be more than 0 bytes per second (none: no limit)");
+    for (const bad of ["-1", "1.5", "true", "[1]"]) {
+      tomlError(`verify_rate = ${bad}\n`, 1, 'verify_rate must be bytes per second (an integer, or a string such as "100M") or "none"');
+    }
+    tomlError('verify_rate = "fast"\n', 1,
+      "verify_rate must be bytes per second (a size such as 100M) or none: invalid size 'fast': expected digits with an optional k, M, G, T, P or E suffix");
+    confError("resource r0 {\n local /d\n on alpha {\n  remote none\n  verify_rate 1M\n }\n}\n", 5,
+      "syntax error near 'verify_rate': 'verify_rate' is not allowed in an 'on <node>' block inside a resource (allowed at global level, in a 'resource' block)");
+  });
+
   test("compression lzf is parsed but not supported", () => {
     confError("# x\ncompression lzf\n", 2, "compression lzf is not supported, use zstd or hole");
     tomlError('[resource.r0]\ncompression = "lzf"\n', 2, "compression lzf is not supported, use zstd or hole");

@@ -198,6 +198,11 @@ export class EngineDriver {
     return this.run(this.engine.startVerify());
   }
 
+  /** The daemon's verify_rate timer. */
+  allowVerify(bytes: number, cap: number): PrimaryAction[] {
+    return this.run(this.engine.allowVerify(bytes, cap));
+  }
+
   stopVerify(): PrimaryAction[] | null {
     const actions = this.engine.stopVerify();
     return actions && this.run(actions);

@@ -185,6 +185,30 @@ describe("online verification", () => {
     expect(d.remote).toEqual(d.local);
   });
 
+  test("paced (verify_rate): chunks start while the allowance is positive, each taking its length off; unpaced again, every chunk at once", () => {
+    const d = connected();
+    settle(d);
+    d.allowVerify(0, CHUNK / 2); // from unpaced to paced: the allowance is the cap
+    d.startVerify();
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([0]); // half a chunk allowed: one starts
+    d.completeVerify(d.pending_verify[0]!);
+    expect(d.pending_verify).toEqual([]); // allowance -CHUNK/2
+    d.allowVerify(CHUNK / 2, CHUNK / 2);
+    expect(d.pending_verify).toEqual([]); // 0: still none
+    d.allowVerify(10 * CHUNK, 3 * CHUNK / 2); // capped: two chunks may start, and two do
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([CHUNK, 2 * CHUNK]);
+    const ended = () => d.verified.length;
+    for (let round = 0; round < 100 && ended() === 0; round++) {
+      for (const c of [...d.pending_verify]) d.completeVerify(c);
+      if (ended() === 0) d.allowVerify(CHUNK, CHUNK);
+    }
+    expect(d.verified.map((r) => [r.ended, r.same_bytes])).toEqual([["complete", DATASIZE]]);
+    d.allowVerify(Infinity, Infinity); // unpaced again: every chunk at once
+    d.startVerify();
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([0, CHUNK]);
+    expect(() => d.allowVerify(-1, CHUNK)).toThrow("verification allowance of -1 bytes capped at 1024");
+  });
+
   test("--stop ends it and lets held writes go; the link's loss ends it too", () => {
     const d = connected();
     settle(d);

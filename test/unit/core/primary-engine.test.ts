@@ -604,6 +604,10 @@ class Run {
   corruptions = 0;
   /** `corruptions` when the running verification started. */
   private verify_started_at: number | null = null;
+  /** The running verification is paced: step() hands it allowance now and then. */
+  private paced = false;
+  /** Whether verifications may be paced (not while quiescing). */
+  private pacing = true;
   /** A verification that started after the last corruption ran to its end. */
   verified_since_corruption = true;
 
@@ -671,6 +675,8 @@ class Run {
       this.startVerify();
     } else if (r < 99) {
       this.corrupt();
+    } else if (this.paced) {
+      d.allowVerify(this.int(2048), 512 + this.int(1536)); // the verify_rate timer
     }
     this.check();
   }
@@ -683,6 +689,10 @@ class Run {
     }
     if (this.d.engine.verifyRefusal() !== null) return;
     this.verify_started_at = this.corruptions;
+    // Half of them paced (verify_rate): chunks start only as step() hands out allowance.
+    this.paced = this.pacing && this.rand() < 0.5;
+    if (this.paced) this.d.allowVerify(0, 512 + this.int(1536));
+    else this.d.allowVerify(Infinity, Infinity);
     this.d.startVerify();
     this.noteVerified();
   }
@@ -833,6 +843,9 @@ class Run {
   /** Link up, everything completed, passes repeated until the sync set is empty. */
   quiesce(): void {
     const d = this.d;
+    // The operator lifts verify_rate (a reload): what runs, and what quiescing starts, is not paced.
+    this.paced = this.pacing = false;
+    d.allowVerify(Infinity, Infinity);
     for (let attempt = 0; attempt < 8; attempt++) {
       if (!d.link_up) this.reconnect(false);
       for (let round = 0; round < 10_000 && !d.idle(); round++) {
