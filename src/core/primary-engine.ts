@@ -1093,12 +1093,14 @@ export class PrimaryEngine {
   }
 
   /** Compares every chunk of the device with the peer's copy; a chunk that differs is copied to
-   * the peer (this node's copy counts, as for any synchronization from the primary). */
-  startVerify(): PrimaryAction[] {
+   * the peer (this node's copy counts, as for any synchronization from the primary). `from`: where
+   * an earlier verification ended early (its resume_offset: `hastctl verify --resume`), or 0. */
+  startVerify(from = 0): PrimaryAction[] {
     const refused = this.verifyRefusal();
     assert(refused === null, () => `verification started although ${refused}`);
-    this.verify = new VerifyPass(this.map.datasize, this.map.extentsize, this.map.chunk_bytes);
-    return [{ type: "log", level: "info", message: `Verification started: ${this.map.datasize} bytes to compare with the peer's copy.` }, ...this.pumpVerify()];
+    this.verify = new VerifyPass(this.map.datasize, this.map.extentsize, this.map.chunk_bytes, from);
+    const what = from === 0 ? `${this.map.datasize} bytes` : `${this.map.datasize - from} bytes from offset ${from}`;
+    return [{ type: "log", level: "info", message: `Verification started: ${what} to compare with the peer's copy.` }, ...this.pumpVerify()];
   }
 
   /**
@@ -1208,11 +1210,15 @@ export class PrimaryEngine {
 
   /** Chunks still in flight are let go: their late reports are ignored (verifyChunkDone). */
   private endVerify(ended: VerifyResult["ended"]): PrimaryAction[] {
+    // The first chunk not compared: one let go in flight, waiting, or to compare again, or the rest.
+    let resume_offset = this.verify!.position;
+    const unfinished = [...this.verify_inflight.keys(), ...this.verify_recheck.map((r) => r.chunk), ...(this.verify_waiting ? [this.verify_waiting] : [])];
+    for (const chunk of unfinished) resume_offset = Math.min(resume_offset, chunk.offset);
     for (const token of this.verify_inflight.values()) this.sync_locks.unlock(token);
     this.verify_inflight.clear();
     this.verify_waiting = null;
     this.verify_recheck = [];
-    const result: VerifyResult = { ...this.verify!.tally(), ended };
+    const result: VerifyResult = { ...this.verify!.tally(), ended, resume_offset };
     this.verify = null;
     const found = describeVerify(result);
     const message = ended === "complete" ? `Verification complete: ${found}.`

@@ -14,7 +14,9 @@ export interface VerifyChunk {
 export type VerifyOutcome = "same" | "differ" | "skipped" | "failed";
 
 export interface VerifyCounts {
-  /** Bytes handed out and ended, whatever the outcome; total_bytes is the device. */
+  /** Where the walk began: 0, or where an earlier one ended early (hastctl verify --resume). */
+  from_offset: number;
+  /** Bytes handed out and ended, whatever the outcome; total_bytes is the device from from_offset. */
   done_bytes: number;
   total_bytes: number;
   same_bytes: number;
@@ -29,16 +31,29 @@ export interface VerifyResult extends VerifyCounts {
   /** Ran to its end, or ended early (the rest was not compared): the link went down, or the
    * operator stopped it. */
   ended: "complete" | "disconnected" | "stopped";
+  /** Where a walk that goes on from this one begins: the first byte not compared from there on
+   * (the device's size once complete). */
+  resume_offset: number;
 }
 
 export class VerifyPass {
-  private next_offset = 0;
+  private next_offset: number;
   private readonly counts: VerifyCounts;
 
-  constructor(private readonly datasize: number, private readonly extentsize: number, private readonly chunk_bytes: number) {
+  /** `from`: a chunk's offset where an earlier walk ended early (its resume_offset), or 0. */
+  constructor(private readonly datasize: number, private readonly extentsize: number, private readonly chunk_bytes: number, from = 0) {
     assert(Number.isSafeInteger(datasize) && datasize > 0, () => `datasize ${datasize}`);
     assert(Number.isSafeInteger(chunk_bytes) && chunk_bytes > 0, () => `chunk_bytes ${chunk_bytes}`);
-    this.counts = { done_bytes: 0, total_bytes: datasize, same_bytes: 0, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 0, failed_bytes: 0 };
+    assert(Number.isSafeInteger(from) && from >= 0 && from < datasize, () => `verification from ${from} of ${datasize} bytes`);
+    this.next_offset = from;
+    this.counts = {
+      from_offset: from, done_bytes: 0, total_bytes: datasize - from, same_bytes: 0, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 0, failed_bytes: 0,
+    };
+  }
+
+  /** The first byte not yet handed out. */
+  get position(): number {
+    return this.next_offset;
   }
 
   /** The next range to compare, in device order, or null once every byte was handed out. */
@@ -55,7 +70,7 @@ export class VerifyPass {
   ended(chunk: VerifyChunk, outcome: VerifyOutcome): void {
     const c = this.counts;
     c.done_bytes += chunk.length;
-    assert(c.done_bytes <= this.next_offset, () => `verify chunk at ${chunk.offset} ended twice`);
+    assert(c.done_bytes <= this.next_offset - c.from_offset, () => `verify chunk at ${chunk.offset} ended twice`);
     if (outcome === "same") c.same_bytes += chunk.length;
     else if (outcome === "differ") {
       c.differ_bytes += chunk.length;

@@ -30,12 +30,15 @@ function compareHow(c: VerifyCompare): string {
 }
 
 export function formatVerifyProgress(v: VerifyProgress): string {
-  return `${formatSyncProgress(v)}, ${compareHow(v.compare)}; ${verifyFindings(v)}`;
+  const from = v.from_offset > 0 ? `, from offset ${humanizeBytes(v.from_offset)}` : "";
+  return `${formatSyncProgress(v)}${from}, ${compareHow(v.compare)}; ${verifyFindings(v)}`;
 }
 
 export function formatLastVerify(last: LastVerify): string {
   const how = last.ended === "complete" ? "complete" : last.ended === "stopped" ? "stopped by the operator" : "interrupted by the link's loss";
-  return `${how}, ${humanizeBytes(last.same_bytes + last.differ_bytes)} compared ${compareHow(last.compare)} in ${last.seconds.toFixed(1)}s; ${verifyFindings(last)}; finished ${last.finished}`;
+  const from = last.from_offset > 0 ? ` from offset ${humanizeBytes(last.from_offset)}` : "";
+  const resume = last.ended === "complete" ? "" : `; hastctl verify --resume goes on from offset ${humanizeBytes(last.resume_offset)}`;
+  return `${how}, ${humanizeBytes(last.same_bytes + last.differ_bytes)} compared${from} ${compareHow(last.compare)} in ${last.seconds.toFixed(1)}s; ${verifyFindings(last)}; finished ${last.finished}${resume}`;
 }
 
 export function formatList(resources: ResourceStatus[]): string {

@@ -1,6 +1,7 @@
-// hastctl verify [--stop] all|name ...: start (or stop) an online verification on the primary,
-// which compares both copies chunk by chunk and copies what differs to the secondary. It runs in
-// the background; `hastctl status` and `list` show its progress and what the last one found.
+// hastctl verify [--stop | --resume] all|name ...: start (stop, or go on with) an online
+// verification on the primary, which compares both copies chunk by chunk and copies what differs
+// to the secondary. It runs in the background; `hastctl status` and `list` show its progress and
+// what the last one found.
 import { defineCommand, type ArgsDef } from "citty";
 import { EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { checkOptions, commonArgs, loadCtlConfig } from "./common.ts";
@@ -9,6 +10,7 @@ import { requestAndReport } from "./request.ts";
 const verifyArgs = {
   ...commonArgs,
   stop: { type: "boolean", description: "end the verification running (what it found so far stays reported)" },
+  resume: { type: "boolean", description: "go on from where the last verification ended early (stopped, or the link lost)" },
 } as const satisfies ArgsDef;
 
 export default defineCommand({
@@ -17,8 +19,10 @@ export default defineCommand({
   async run({ args: a }) {
     checkOptions(a, verifyArgs);
     if (a._.length === 0) throw new ExitError("verify needs 'all' or at least one resource name", EX_USAGE);
+    if (a.stop && a.resume) throw new ExitError("verify: --stop and --resume exclude each other", EX_USAGE);
     const config = loadCtlConfig(a.c);
-    return await requestAndReport(config, { cmd: "verify", resources: a._, ...(a.stop ? { stop: true } : {}) }, (reply) => {
+    const request = { cmd: "verify" as const, resources: a._, ...(a.stop ? { stop: true } : {}), ...(a.resume ? { resume: true } : {}) };
+    return await requestAndReport(config, request, (reply) => {
       if (a.json) console.log(JSON.stringify(reply.resources, null, 2));
     });
   },

@@ -22,9 +22,12 @@ export type ToWorker =
       force?: boolean;
     }
   | { type: "status"; id: number }
-  /** Start (or, `stop`, end) an online verification; answered with a "verify" message. */
-  | { type: "verify"; id: number; stop: boolean }
+  /** Start, end, or go on with an online verification; answered with a "verify" message. */
+  | { type: "verify"; id: number; action: VerifyAction }
   | { type: "reload"; resource: ResourceConfig };
+
+/** `hastctl verify` (start), `--stop`, `--resume`. */
+export type VerifyAction = "start" | "stop" | "resume";
 
 export interface SecondaryPeer {
   handshake: Handshake;

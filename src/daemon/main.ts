@@ -6,7 +6,7 @@ import { ControlError, type ControlReply, type ControlRequest, type ResourceStat
 import { ControlServer } from "./control-server.ts";
 import { HookRunner } from "./hooks.ts";
 import { PeerListener, type Admission } from "./listener.ts";
-import type { HookEvent, LogSetup, SecondaryPeer } from "./ipc.ts";
+import type { HookEvent, LogSetup, SecondaryPeer, VerifyAction } from "./ipc.ts";
 import { WORKER_EXIT_REFUSED, WORKER_EXIT_RESTART } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
@@ -106,7 +106,7 @@ export class Hastd {
         }
         replies.push(reply);
       } else if (request.cmd === "verify") {
-        replies.push(await this.verify(state, request.stop === true, all));
+        replies.push(await this.verify(state, request.stop === true ? "stop" : request.resume === true ? "resume" : "start", all));
       } else {
         replies.push(await this.status(state));
       }
@@ -134,15 +134,15 @@ export class Hastd {
 
   /** `all`: the resources this node is primary of (others are passed over, without an error, so
    * one periodic `hastctl verify all` serves both nodes). */
-  private async verify(state: ResourceState, stop: boolean, all: boolean): Promise<ResourceStatus> {
+  private async verify(state: ResourceState, action: VerifyAction, all: boolean): Promise<ResourceStatus> {
     const reply: ResourceStatus = { name: state.config.name, role: state.role };
-    const what = stop ? "verification not stopped" : "verification not started";
+    const what = action === "stop" ? "verification not stopped" : "verification not started";
     if (state.role !== "primary") {
       const message = `${what}: this node is not primary (verification runs on the primary)`;
       return all ? { ...reply, message } : { ...reply, error: ControlError.INVALID, message };
     }
     if (state.config.remote === null) return { ...reply, error: ControlError.INVALID, message: `${what}: this resource has no secondary (remote none)` };
-    const refused = state.worker?.running ? await state.worker.verify(stop) : "the worker is not running";
+    const refused = state.worker?.running ? await state.worker.verify(action) : "the worker is not running";
     if (refused === undefined) return { ...reply, error: ControlError.BUSY, message: `${what}: the worker is not answering` };
     return refused === null ? reply : { ...reply, error: ControlError.BUSY, message: `${what}: ${refused}` };
   }

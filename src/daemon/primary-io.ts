@@ -543,10 +543,11 @@ export class PrimaryIo implements BlockBackend {
     promised(this.submit("flush", 0, 0, null, true)).catch((err: Error) => this.o.log.debug(`${what} failed: ${err.message}`));
   }
 
-  /** `hastctl verify`, once the engine's verifyRefusal() said nothing against it. */
-  startVerify(): void {
+  /** `hastctl verify`, once the engine's verifyRefusal() said nothing against it; `from`: where
+   * the last one ended early (`--resume`), or 0. */
+  startVerify(from: number): void {
     this.verify_pacer.start();
-    this.run(this.o.engine.startVerify());
+    this.run(this.o.engine.startVerify(from));
   }
 
   /** A reload's verify_rate, for the running verification too. */

@@ -12,7 +12,7 @@ import { cleanupStaleDevice, createDevice, devdir, type DeviceGate } from "../ga
 import { NbdServer } from "../gate/nbd-server.ts";
 import type { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
-import { WORKER_EXIT_REFUSED, type HookEvent, type WorkerStatus } from "./ipc.ts";
+import { WORKER_EXIT_REFUSED, type HookEvent, type VerifyAction, type WorkerStatus } from "./ipc.ts";
 import { PrimaryConnector } from "./primary-connector.ts";
 import { SyncRate } from "./sync-rate.ts";
 import { VerifyLog } from "./verify-log.ts";
@@ -126,13 +126,14 @@ export class PrimaryWorker {
     return status;
   }
 
-  /** `hastctl verify [--stop]`: null once done, else why not. */
-  verify(stop: boolean): string | null {
-    if (stop) return this.p.io.stopVerify() ? null : "no verification is running";
-    const refused = this.p.engine.verifyRefusal();
+  /** `hastctl verify [--stop | --resume]`: null once done, else why not. */
+  verify(action: VerifyAction): string | null {
+    if (action === "stop") return this.p.io.stopVerify() ? null : "no verification is running";
+    const refused = this.p.engine.verifyRefusal() ?? (action === "resume" ? this.verifies.resumeRefusal() : null);
     if (refused !== null) return refused;
+    const from = action === "resume" ? this.verifies.last!.resume_offset : 0;
     this.verifies.started(this.p.io.verifyCompare); // before the start: a pass with nothing to compare ends within it
-    this.p.io.startVerify();
+    this.p.io.startVerify(from);
     return null;
   }
 

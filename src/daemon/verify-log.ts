@@ -21,6 +21,16 @@ export class VerifyLog {
     return { ...this.rate.progress(done_bytes, total_bytes - done_bytes), ...found, compare: this.compare };
   }
 
+  /** Why `hastctl verify --resume` has nothing to go on from, or null (last.resume_offset). */
+  resumeRefusal(): string | null {
+    if (this.last === undefined) return "no verification ended early since this worker started; run one without --resume";
+    const last = this.last;
+    if (last.ended === "complete" || last.resume_offset >= last.from_offset + last.total_bytes) {
+      return "the last verification compared everything; run a new one without --resume";
+    }
+    return null;
+  }
+
   ended(r: VerifyResult): void {
     const seconds = this.started_ms === null ? 0 : (performance.now() - this.started_ms) / 1000;
     this.started_ms = null;

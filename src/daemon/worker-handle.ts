@@ -1,7 +1,7 @@
 // The main process's handle on one worker process: spawn with the ps title FreeBSD's
 // scripts look for ("hastd: <name> (<role>)"), query it, stop it, learn how it ended.
 import type { Subprocess } from "bun";
-import type { FromWorker, HookEvent, ToWorker, WorkerStatus } from "./ipc.ts";
+import type { FromWorker, HookEvent, ToWorker, VerifyAction, WorkerStatus } from "./ipc.ts";
 
 export type WorkerInit = Omit<Extract<ToWorker, { type: "init" }>, "type">;
 import { selfArgv } from "../io/self.ts";
@@ -120,10 +120,10 @@ export class WorkerHandle {
     return answer?.type === "status" ? answer.status : null;
   }
 
-  /** Starts (or `stop`s) an online verification: why the worker would not, null once it did, or
-   * undefined when it does not answer in time. */
-  async verify(stop: boolean): Promise<string | null | undefined> {
-    const answer = await this.ask((id) => ({ type: "verify", id, stop }));
+  /** Starts, stops or resumes an online verification: why the worker would not, null once it did,
+   * or undefined when it does not answer in time. */
+  async verify(action: VerifyAction): Promise<string | null | undefined> {
+    const answer = await this.ask((id) => ({ type: "verify", id, action }));
     return answer?.type === "verify" ? answer.refused : undefined;
   }
 

@@ -32,7 +32,7 @@ export async function runWorker(): Promise<number> {
         resolve(m);
       } else if (m.type === "status") send({ type: "status", id: m.id, status: worker?.status() ?? {} });
       else if (m.type === "verify") {
-        const refused = worker instanceof PrimaryWorker ? worker.verify(m.stop) : "verification runs on the primary";
+        const refused = worker instanceof PrimaryWorker ? worker.verify(m.action) : "verification runs on the primary";
         send({ type: "verify", id: m.id, refused });
       }
       else if (m.type === "reload" && worker instanceof PrimaryWorker) worker.reload(m.resource);

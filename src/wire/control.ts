@@ -22,8 +22,9 @@ export type ControlRequest =
   /** force: promote even a node whose copy is incomplete (its data then counts as the good one). */
   | { cmd: "role"; role: Role; resources: string[]; force?: boolean }
   | { cmd: "status"; resources: string[] }
-  /** Start an online verification on the primary (`stop`: end the one running). */
-  | { cmd: "verify"; resources: string[]; stop?: boolean };
+  /** Start an online verification on the primary (`stop`: end the one running; `resume`: go on
+   * from where the last one ended early). */
+  | { cmd: "verify"; resources: string[]; stop?: boolean; resume?: boolean };
 
 export interface ResourceStatistics {
   reads: number;
@@ -65,6 +66,8 @@ export type VerifyCompare = "sha256" | "data";
 /** The running online verification: `done`/`total` and the rate count bytes handed out and ended. */
 export interface VerifyProgress extends SyncProgress, VerifyFindings {
   compare: VerifyCompare;
+  /** Where it began: 0, or where the last one ended early (`hastctl verify --resume`). */
+  from_offset: number;
 }
 
 /** The last online verification this worker ended ("complete", or why it ended early). */
@@ -143,7 +146,12 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
       return { ok: true, value: { cmd: "status", resources: names } };
     case "verify":
       if (obj.stop !== undefined && typeof obj.stop !== "boolean") return { ok: false, error: "'stop' must be true or false" };
-      return { ok: true, value: { cmd: "verify", resources: names, ...(obj.stop === true ? { stop: true } : {}) } };
+      if (obj.resume !== undefined && typeof obj.resume !== "boolean") return { ok: false, error: "'resume' must be true or false" };
+      if (obj.stop === true && obj.resume === true) return { ok: false, error: "'stop' and 'resume' exclude each other" };
+      return {
+        ok: true,
+        value: { cmd: "verify", resources: names, ...(obj.stop === true ? { stop: true } : {}), ...(obj.resume === true ? { resume: true } : {}) },
+      };
     case "role": {
       if (!ROLES.includes(obj.role as Role)) return { ok: false, error: "'role' must be init, primary or secondary" };
       if (obj.force !== undefined && typeof obj.force !== "boolean") return { ok: false, error: "'force' must be true or false" };

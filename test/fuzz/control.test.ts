@@ -33,9 +33,10 @@ const VALID: string[] = [
   `{"cmd":"role","role":"primary","resources":["r0"],"force":true}`,
   `{"cmd":"verify","resources":["r0"]}`,
   `{"cmd":"verify","resources":["all"],"stop":true}`,
+  `{"cmd":"verify","resources":["r0"],"resume":true}`,
 ];
 const TOKENS = ["{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "false", "0", "-1", "1e999", "\"cmd\"", "\"role\"",
-  "\"resources\"", "\"status\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
+  "\"resources\"", "\"status\"", "\"resume\"", "\"stop\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
 
 function generator(random: () => number) {
   const int = (n: number) => Math.floor(random() * n);
@@ -102,7 +103,7 @@ function checkResult(line: string, result: ReturnType<typeof parseControlRequest
   }
   const r: ControlRequest = result.value;
   const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role) && [undefined, true].includes(r.force)) ||
-    (r.cmd === "verify" && [undefined, true].includes(r.stop))) &&
+    (r.cmd === "verify" && [undefined, true].includes(r.stop) && [undefined, true].includes(r.resume) && !(r.stop && r.resume))) &&
     Array.isArray(r.resources) && r.resources.length > 0 && r.resources.length <= CONTROL_RESOURCES_MAX &&
     r.resources.every((n) => typeof n === "string" && n.length > 0 && n.length <= 255);
   if (!wellFormed) throw new Error(`malformed request accepted from ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(r).slice(0, 200)}`);
@@ -281,3 +282,11 @@ test(`a client that sends ${PIPELINED} requests before reading gets every reply,
     client.end();
   }
 }, 60_000);
+
+test("verify's stop and resume are booleans that exclude each other", () => {
+  const parse = (line: string) => parseControlRequest(line);
+  expect(parse(`{"cmd":"verify","resources":["r0"],"resume":true}`)).toEqual({ ok: true, value: { cmd: "verify", resources: ["r0"], resume: true } });
+  expect(parse(`{"cmd":"verify","resources":["r0"],"resume":false,"stop":false}`)).toEqual({ ok: true, value: { cmd: "verify", resources: ["r0"] } });
+  expect(parse(`{"cmd":"verify","resources":["r0"],"resume":1}`)).toEqual({ ok: false, error: "'resume' must be true or false" });
+  expect(parse(`{"cmd":"verify","resources":["r0"],"stop":true,"resume":true}`)).toEqual({ ok: false, error: "'stop' and 'resume' exclude each other" });
+});

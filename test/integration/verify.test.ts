@@ -188,6 +188,35 @@ describe("hastctl verify", () => {
     expect(lifted.seconds).toBeLessThan(30);
   }, 120_000);
 
+  test.skipIf(skip !== null)("--resume goes on from where a stopped one ended, and is refused when there is nothing to go on with", async () => {
+    const { pair, a } = await syncedPair({ settings: { verify_rate: "16M" } });
+    const none = await verify(pair, a, ["--resume"]);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toContain("verification not started: no verification ended early since this worker started");
+    const both = await verify(pair, a, ["--stop", "--resume"]);
+    expect([both.code, both.stderr.split("\n")[0]]).toEqual([64, "hastctl: verify: --stop and --resume exclude each other"]);
+    // Paced at 16 MiB/s, stopped once a quarter is compared.
+    expect((await verify(pair, a)).code).toBe(0);
+    await waitFor("a quarter compared", async () => ((await pair.status(a)).verify?.done >= DATA_BYTES / 4 ? true : null), 30_000);
+    expect((await verify(pair, a, ["--stop"])).code).toBe(0);
+    const stopped = await lastVerify(pair, a);
+    expect(stopped.ended).toBe("stopped");
+    expect(stopped.resume_offset % MiB).toBe(0);
+    expect(stopped.resume_offset).toBeGreaterThanOrEqual(DATA_BYTES / 4 - 2 * MiB); // two chunks may have been in flight
+    expect(stopped.resume_offset).toBeLessThan(DATA_BYTES);
+    const list = await h.hastctlOk(a, pair.confOf(a), ["list", pair.name]);
+    expect(list).toContain(`hastctl verify --resume goes on from offset ${stopped.resume_offset / MiB}MB`);
+    // The rest, from there: the two walks cover the device.
+    expect((await verify(pair, a, ["--resume"])).code).toBe(0);
+    expect((await pair.status(a)).verify.from_offset).toBe(stopped.resume_offset);
+    const rest = await lastVerify(pair, a, stopped.finished);
+    expect(rest).toMatchObject({ ended: "complete", from_offset: stopped.resume_offset, total_bytes: DATA_BYTES - stopped.resume_offset });
+    expect(rest.same_bytes).toBe(DATA_BYTES - stopped.resume_offset);
+    expect(pair.daemon(a).log).toContain(`Verification started: ${DATA_BYTES - stopped.resume_offset} bytes from offset ${stopped.resume_offset}`);
+    const again = await verify(pair, a, ["--resume"]);
+    expect(again.stderr).toContain("verification not started: the last verification compared everything; run a new one without --resume");
+  }, 120_000);
+
   test.skipIf(skip !== null)("refuses on a secondary, without a peer, and twice at once; --stop ends it; a lost link interrupts it", async () => {
     const { pair, a, b, faults } = await syncedPair({ faults: true });
     const onSecondary = await verify(pair, b);

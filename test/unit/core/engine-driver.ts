@@ -194,8 +194,8 @@ export class EngineDriver {
     return { outcome, actions: this.run(this.engine.verifyChunkDone(chunk, outcome)) };
   }
 
-  startVerify(): PrimaryAction[] {
-    return this.run(this.engine.startVerify());
+  startVerify(from = 0): PrimaryAction[] {
+    return this.run(this.engine.startVerify(from));
   }
 
   /** The daemon's verify_rate timer. */

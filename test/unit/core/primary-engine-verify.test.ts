@@ -66,6 +66,13 @@ describe("VerifyPass", () => {
     expect(pass.next()).toBeNull(); // every byte handed out
   });
 
+  test("a walk that goes on from an earlier one starts at its offset and counts from there", () => {
+    const pass = new VerifyPass(10 * 512, 2048, 1536, 3584);
+    expect([pass.next(), pass.next(), pass.next()]).toEqual([{ offset: 3584, length: 512, extent: 1 }, { offset: 4096, length: 1024, extent: 2 }, null]);
+    expect(pass.tally()).toMatchObject({ from_offset: 3584, total_bytes: 1536, done_bytes: 0 });
+    expect(() => new VerifyPass(4096, 4096, 1024, 4096)).toThrow("verification from 4096 of 4096 bytes");
+  });
+
   test("tallies each outcome, and a chunk ended twice is an invariant violation", () => {
     const pass = new VerifyPass(4096, 4096, 1024);
     const [a, b, c, e] = [pass.next()!, pass.next()!, pass.next()!, pass.next()!];
@@ -73,9 +80,9 @@ describe("VerifyPass", () => {
     pass.ended(b, "differ");
     pass.ended(c, "skipped");
     pass.ended(e, "failed");
-    expect(pass.tally()).toEqual({ done_bytes: 4096, total_bytes: 4096, same_bytes: 1024, differ_bytes: 1024, differ_chunks: 1, skipped_bytes: 1024, failed_bytes: 1024 });
+    expect(pass.tally()).toEqual({ from_offset: 0, done_bytes: 4096, total_bytes: 4096, same_bytes: 1024, differ_bytes: 1024, differ_chunks: 1, skipped_bytes: 1024, failed_bytes: 1024 });
     expect(() => pass.ended(e, "same")).toThrow("ended twice");
-    expect(describeVerify({ ...pass.tally(), ended: "complete" }))
+    expect(describeVerify({ ...pass.tally(), ended: "complete", resume_offset: 4096 }))
       .toBe("2048 bytes compared, 1 chunks (1024 bytes) differed, 1024 bytes not compared (still to be synchronized), 1024 bytes not compared (read errors)");
   });
 });
@@ -105,7 +112,10 @@ describe("online verification", () => {
     d.startVerify();
     expect(d.pending_verify.map((c) => c.offset)).toEqual([0, CHUNK]); // VERIFY_CHUNKS_MAX at once
     finishVerify(d);
-    expect(d.verified).toEqual([{ done_bytes: DATASIZE, total_bytes: DATASIZE, same_bytes: DATASIZE, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 0, failed_bytes: 0, ended: "complete" }]);
+    expect(d.verified).toEqual([{
+      from_offset: 0, done_bytes: DATASIZE, total_bytes: DATASIZE, same_bytes: DATASIZE, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 0, failed_bytes: 0,
+      ended: "complete", resume_offset: DATASIZE,
+    }]);
     expect(d.map.syncExtentCount()).toBe(0);
   });
 
@@ -207,6 +217,26 @@ describe("online verification", () => {
     d.startVerify();
     expect(d.pending_verify.map((c) => c.offset)).toEqual([0, CHUNK]);
     expect(() => d.allowVerify(-1, CHUNK)).toThrow("verification allowance of -1 bytes capped at 1024");
+  });
+
+  test("ended early, it says where to go on from (the first chunk not compared), and a walk from there covers the rest", () => {
+    const d = connected();
+    settle(d);
+    d.startVerify();
+    const at = (offset: number) => d.pending_verify.find((c) => c.offset === offset)!;
+    d.completeVerify(at(0)); // in flight now: CHUNK, 2 * CHUNK
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([CHUNK, 2 * CHUNK]);
+    d.completeVerify(at(2 * CHUNK));
+    d.stopVerify();
+    expect(d.verified[0]).toMatchObject({ ended: "stopped", from_offset: 0, done_bytes: 2 * CHUNK, resume_offset: CHUNK });
+    d.pending_verify = [];
+    expect(logs(d.startVerify(CHUNK))[0]).toBe(`Verification started: ${DATASIZE - CHUNK} bytes from offset ${CHUNK} to compare with the peer's copy.`);
+    expect(d.pending_verify.map((c) => c.offset)).toEqual([CHUNK, 2 * CHUNK]);
+    finishVerify(d);
+    expect(d.verified[1]).toEqual({
+      from_offset: CHUNK, done_bytes: DATASIZE - CHUNK, total_bytes: DATASIZE - CHUNK, same_bytes: DATASIZE - CHUNK, differ_bytes: 0, differ_chunks: 0,
+      skipped_bytes: 0, failed_bytes: 0, ended: "complete", resume_offset: DATASIZE,
+    });
   });
 
   test("--stop ends it and lets held writes go; the link's loss ends it too", () => {

@@ -91,8 +91,8 @@ describe("hastctl metrics output", () => {
 
   test("a primary says whether a verification runs, its progress, and what the last one found; a secondary says nothing of it", () => {
     const running: ResourceStatus = {
-      ...primary, name: "r7", verify: { done: 2048, total: 8192, rate: 1024, eta: 6, differ_bytes: 1024, differ_chunks: 1, skipped_bytes: 0, failed_bytes: 0, compare: "sha256" },
-      last_verify: { finished: "2026-11-28T03:00:00.000Z", seconds: 12.5, ended: "stopped", total_bytes: 8192, same_bytes: 4096, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 1024, failed_bytes: 512, compare: "sha256" },
+      ...primary, name: "r7", verify: { done: 2048, total: 8192, rate: 1024, eta: 6, differ_bytes: 1024, differ_chunks: 1, skipped_bytes: 0, failed_bytes: 0, compare: "sha256", from_offset: 0 },
+      last_verify: { finished: "2026-11-28T03:00:00.000Z", seconds: 12.5, ended: "stopped", total_bytes: 8192, same_bytes: 4096, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 1024, failed_bytes: 512, compare: "sha256", from_offset: 0, resume_offset: 4096 },
     };
     const secondary: ResourceStatus = { ...primary, name: "r8", role: "secondary" };
     const f = parseExposition(formatPrometheus([primary, running, secondary]));
