@@ -68,27 +68,46 @@ async function rawPrimary(port: number): Promise<{ send(f: Frame): void; next(ki
   };
 }
 
+type RawPrimary = Awaited<ReturnType<typeof rawPrimary>>;
+
+/** A pair whose node b runs as secondary, and b's metadata. */
+interface Sizes {
+  datasize: number;
+  extentsize: number;
+}
+
+async function secondaryUp(): Promise<{ pair: Pair; meta: Sizes }> {
+  const pair = Pair.create(h, { data_bytes: 4 * MiB });
+  await pair.createOn(pair.b);
+  await pair.start(pair.b);
+  await pair.role(pair.b, "secondary");
+  const { datasize, extentsize } = await pair.dump(pair.b);
+  return { pair, meta: { datasize, extentsize } };
+}
+
+/** HELLO offering versions 1..`version` (the secondary must choose `version`), AUTH without a
+ * secret and a HANDSHAKE with these counters; the secondary's HANDSHAKE_REPLY. */
+async function handshake(
+  p: RawPrimary, pair: Pair, meta: Sizes, version: number, resuid: bigint, localcnt: bigint,
+): Promise<Extract<Frame, { kind: "handshake-reply" }>> {
+  p.send({ kind: "hello", version_min: 1, version_max: version, client_nonce: randomBytes(32), resource: pair.name, node: pair.a.name });
+  expect(await p.next("challenge")).toMatchObject({ version });
+  p.send({ kind: "auth", auth: { state: "no-secret" } });
+  p.send({
+    kind: "handshake", resuid, localcnt, remotecnt: 0n, virgin: false,
+    datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize, replication: "fullsync",
+  });
+  return (await p.next("handshake-reply")) as Extract<Frame, { kind: "handshake-reply" }>;
+}
+
 describe("peer protocol versions", () => {
   test("a version 1 primary gets no cache epoch; a version 2 primary gets the boot id, and may not send IN_SYNC", async () => {
-    const pair = Pair.create(h, { data_bytes: 4 * MiB });
-    await pair.createOn(pair.b);
-    await pair.start(pair.b);
-    await pair.role(pair.b, "secondary");
-    const meta = await pair.dump(pair.b);
+    const { pair, meta } = await secondaryUp();
     const resuid = BigInt(`0x${randomBytes(8).toString("hex")}`) | 1n;
     for (const version_max of [1, 2]) {
       const p = await rawPrimary(pair.b.port);
       try {
-        p.send({ kind: "hello", version_min: 1, version_max, client_nonce: randomBytes(32), resource: pair.name, node: pair.a.name });
-        const challenge = await p.next("challenge");
-        expect(challenge.kind === "challenge" && challenge.version).toBe(version_max);
-        p.send({ kind: "auth", auth: { state: "no-secret" } });
-        p.send({
-          kind: "handshake", resuid, localcnt: 0n, remotecnt: 0n, virgin: false,
-          datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize, replication: "fullsync",
-        });
-        const reply = await p.next("handshake-reply");
-        if (reply.kind !== "handshake-reply") throw new Error("unreachable");
+        const reply = await handshake(p, pair, meta, version_max, resuid, 0n);
         expect(reply.cache_epoch).toEqual(version_max === 1 ? null : bootId());
         // A frame the negotiated version does not define ends the connection (protocol.md §9).
         if (version_max === 2) p.send({ kind: "in-sync", replies_failed: 0 });
@@ -101,31 +120,20 @@ describe("peer protocol versions", () => {
   }, 60_000);
 
   test("version 4: a DIGEST READ is answered with the range's SHA-256; at version 3 it ends the connection", async () => {
-    const pair = Pair.create(h, { data_bytes: 4 * MiB });
-    await pair.createOn(pair.b);
-    await pair.start(pair.b);
-    await pair.role(pair.b, "secondary");
-    const meta = await pair.dump(pair.b);
+    const { pair, meta } = await secondaryUp();
     const data = randomBytes(MiB);
     for (const version of [4, 3]) {
       const p = await rawPrimary(pair.b.port);
       try {
-        p.send({ kind: "hello", version_min: 1, version_max: version, client_nonce: randomBytes(32), resource: pair.name, node: pair.a.name });
-        expect(await p.next("challenge")).toMatchObject({ version });
-        p.send({ kind: "auth", auth: { state: "no-secret" } });
-        p.send({
-          kind: "handshake", resuid: 77n, localcnt: 1n, remotecnt: 0n, virgin: false,
-          datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize, replication: "fullsync",
-        });
-        const handshake = await p.next("handshake-reply");
-        if (handshake.kind === "handshake-reply" && handshake.bitmap_bytes > 0) await p.next("bitmap"); // one frame for 4 MiB
+        const reply = await handshake(p, pair, meta, version, 77n, 1n);
+        if (reply.bitmap_bytes > 0) await p.next("bitmap"); // one frame for 4 MiB
         p.send({ kind: "write", seq: 1, offset: MiB, length: MiB, memsync: false, sync: true, data });
         expect(await p.next("reply")).toMatchObject({ seq: 1, error: "OK" });
         p.send({ kind: "read", seq: 2, offset: MiB, length: MiB, sync: true, digest: true });
         if (version === 3) continue;
-        const reply = await p.next("reply");
-        expect(reply).toMatchObject({ seq: 2, error: "OK" });
-        expect(Buffer.from((reply as Extract<Frame, { kind: "reply" }>).data).toString("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+        const digest = await p.next("reply");
+        expect(digest).toMatchObject({ seq: 2, error: "OK" });
+        expect(Buffer.from((digest as Extract<Frame, { kind: "reply" }>).data).toString("hex")).toBe(createHash("sha256").update(data).digest("hex"));
       } finally {
         if (version === 3) await pair.daemon(pair.b).waitLog("Disconnected from the primary: DIGEST READ at protocol version 3");
         p.close();
@@ -165,23 +173,12 @@ describe("peer protocol versions", () => {
   }, 60_000);
 
   test("version 3: the copy is incomplete from the handshake until an IN_SYNC counting every error reply", async () => {
-    const pair = Pair.create(h, { data_bytes: 4 * MiB });
-    await pair.createOn(pair.b);
-    await pair.start(pair.b);
-    await pair.role(pair.b, "secondary");
-    const meta = await pair.dump(pair.b);
+    const { pair, meta } = await secondaryUp();
     const incomplete = async () => ((await pair.dump(pair.b)).flags & FLAG_COPY_INCOMPLETE) !== 0;
     expect(await incomplete()).toBe(false);
     const p = await rawPrimary(pair.b.port);
     try {
-      p.send({ kind: "hello", version_min: 1, version_max: 3, client_nonce: randomBytes(32), resource: pair.name, node: pair.a.name });
-      expect(await p.next("challenge")).toMatchObject({ version: 3 });
-      p.send({ kind: "auth", auth: { state: "no-secret" } });
-      p.send({
-        kind: "handshake", resuid: 77n, localcnt: 1n, remotecnt: 0n, virgin: false,
-        datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize, replication: "fullsync",
-      });
-      expect(await p.next("handshake-reply")).toMatchObject({ syncsrc: "primary" });
+      expect(await handshake(p, pair, meta, 3, 77n, 1n)).toMatchObject({ syncsrc: "primary" });
       await p.next("bitmap"); // a re-created secondary asks for everything
       expect(await incomplete()).toBe(true);
       // One good write, one the secondary refuses (past the end): one error reply.
