@@ -28,6 +28,9 @@ export interface ResourceConfig {
   device: boolean;
   /** Bytes per second an online verification reads at most; null = no limit. */
   verify_rate: number | null;
+  /** A synchronization to the secondary compares each chunk's SHA-256 first and sends only the
+   * chunks that differ (DRBD's csums-alg). */
+  resync_digest: boolean;
   /** Shared secret for peer authentication; null = none. */
   secret: string | null;
   /** Where the secret came from, for logs (never the secret): "hast.conf:7" or "/etc/hast.key (hast.conf:7)". */

@@ -8,7 +8,10 @@
 // The primary counts a synchronized extent as copied once the secondary answered, so without this a
 // power loss of the secondary would drop copied data still in its disk cache with no map covering
 // it; with it, the next handshake hands those extents back. Regular writes need no such marking:
-// the primary holds their extents dirty itself until a flush reached the secondary.
+// the primary holds their extents dirty itself until a flush reached the secondary. A
+// synchronization READ answered with a digest (resync_digest) is marked the same way: when the
+// digests match, the primary counts the chunk as copied although nothing was written here, and
+// what this node holds there may be in its page cache only (a regular write not flushed yet).
 //
 // It also keeps whether this node's copy is whole (FLAG_COPY_INCOMPLETE, which promotion checks):
 // a write, trim or flush that fails here makes it incomplete before the failure is answered; the
@@ -27,6 +30,8 @@ export interface SecondaryRequest {
   memsync: boolean;
   /** Synchronization traffic (the frame's SYNC flag). */
   sync: boolean;
+  /** A READ answered with the range's digest (the DIGEST flag). */
+  digest?: boolean;
 }
 
 export type SecondaryAction =
@@ -90,7 +95,7 @@ export class SecondaryEngine {
       actions.push({ type: "map", write: this.map.clear() });
     }
     this.inflight.set(r.seq, r);
-    if (r.sync && (r.kind === "write" || r.kind === "delete")) {
+    if (marks(r)) {
       const write = this.map.writeStart(r.offset, r.length);
       if (write) actions.push({ type: "map", write });
     } else if (r.kind === "flush") {
@@ -105,7 +110,7 @@ export class SecondaryEngine {
     const r = this.inflight.get(seq);
     this.inflight.delete(seq);
     const actions: SecondaryAction[] = [];
-    if (r && r.sync && (r.kind === "write" || r.kind === "delete")) {
+    if (r && marks(r)) {
       const first = this.map.extentOf(r.offset);
       const last = this.map.extentOf(r.offset + r.length - 1);
       for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
@@ -206,4 +211,10 @@ export class SecondaryEngine {
     if (r.offset + r.length > datasize) return `range ends past the data size ${datasize}`;
     return null;
   }
+}
+
+/** Whether a request's extents stay marked in this node's map until a flush made it durable: what
+ * a synchronization writes, trims or answers a digest of counts as copied once answered. */
+function marks(r: SecondaryRequest): boolean {
+  return r.sync && (r.kind === "write" || r.kind === "delete" || (r.kind === "read" && r.digest === true));
 }

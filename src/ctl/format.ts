@@ -78,6 +78,7 @@ export function formatList(resources: ResourceStatus[]): string {
       out.push(`    flushes: ${s.flushes}`);
       out.push(`    activemap updates: ${s.activemap_updates}`);
       out.push(`    direct transfers: ${sized(s.direct_bytes)}`);
+      out.push(`    synchronized unchanged: ${sized(s.sync_unchanged_bytes)}`);
       const e = s.local_errors;
       out.push(`    local errors: read: ${e.read}, write: ${e.write}, delete: ${e.delete}, flush: ${e.flush}`);
     }

@@ -64,6 +64,7 @@ function families(resources: ResourceStatus[]): Family[] {
       add("hast_flushes_total", "counter", "Flush requests.", res, s.flushes);
       add("hast_activemap_updates_total", "counter", "Activemap writes to the local component.", res, s.activemap_updates);
       add("hast_direct_bytes_total", "counter", "Bytes moved between the local disk and the peer socket by the kernel.", res, s.direct_bytes);
+      add("hast_sync_unchanged_bytes_total", "counter", "Bytes a synchronization did not send because the peer's digest matched (resync_digest).", res, s.sync_unchanged_bytes);
       for (const op of LOCAL_ERROR_OPS) {
         add("hast_local_errors_total", "counter", "Failed operations on the local component.", { ...res, op }, s.local_errors[op]);
       }

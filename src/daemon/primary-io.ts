@@ -24,7 +24,7 @@ import { native } from "../native.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
-import { MAX_DATA_BYTES, VERSION_DIGEST, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
+import { DIGEST_BYTES, MAX_DATA_BYTES, VERSION_DIGEST, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
 import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
 import type { ResourceStatistics, VerifyCompare } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
@@ -88,6 +88,8 @@ export interface PrimaryIoOptions {
   verified: (result: VerifyResult) => void;
   /** verify_rate: bytes per second a verification reads at most; null = no limit. */
   verify_rate: number | null;
+  /** resync_digest: a sync chunk to the peer is sent only when the peer's SHA-256 of it differs. */
+  resync_digest: boolean;
 }
 
 export class PrimaryIo implements BlockBackend {
@@ -233,6 +235,9 @@ export class PrimaryIo implements BlockBackend {
     this.link = link;
     this.link_version = version;
     this.replies_failed = 0;
+    if (this.o.resync_digest && version < VERSION_DIGEST) {
+      this.o.log.warn(`resync_digest is on, but the peer speaks protocol version ${version} (digests need ${VERSION_DIGEST}): synchronization sends every chunk.`);
+    }
     link.start((frame) => this.onFrame(frame), (reason) => this.detach(reason));
     this.run(actions);
   }
@@ -550,9 +555,10 @@ export class PrimaryIo implements BlockBackend {
     this.run(this.o.engine.startVerify(from));
   }
 
-  /** A reload's verify_rate, for the running verification too. */
-  setVerifyRate(rate: number | null): void {
-    this.verify_pacer.setRate(rate);
+  /** A reload's verify_rate and resync_digest, for what runs too. */
+  reconfigure(o: Pick<PrimaryIoOptions, "verify_rate" | "resync_digest">): void {
+    this.verify_pacer.setRate(o.verify_rate);
+    this.o.resync_digest = o.resync_digest;
   }
 
   /** `hastctl verify --stop`: false when none runs. */
@@ -636,6 +642,7 @@ export class PrimaryIo implements BlockBackend {
   private async syncCopy(chunk: SyncChunk, from: "primary" | "secondary"): Promise<boolean> {
     const seq = this.next_id++;
     const at = this.localoff + chunk.offset;
+    if (from === "primary" && this.o.resync_digest && this.link_version >= VERSION_DIGEST) return await this.syncCompared(chunk, seq, at);
     if (from === "primary") {
       const direct = this.sendChunkFromCache(chunk, seq, at);
       if (direct !== null) return direct;
@@ -676,6 +683,49 @@ export class PrimaryIo implements BlockBackend {
     }
   }
 
+  /**
+   * resync_digest: the peer answers the chunk's SHA-256 (a SYNC DIGEST READ: it keeps the range
+   * marked in its map until a flush, as for a sync WRITE, since a match counts as copied) while
+   * this node reads and hashes its own copy; only a chunk whose digests differ is sent.
+   */
+  private async syncCompared(chunk: SyncChunk, seq: number, at: number): Promise<boolean> {
+    const remote = this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true, digest: true });
+    const buf = this.sync_pool.take(chunk.length);
+    try {
+      let err: Error | "stale" | null;
+      let mine: Uint8Array | null = null;
+      try {
+        const rest = this.o.disk.readSoon(buf, at);
+        err = rest === null ? null : await this.readRest(rest, () => this.o.engine.syncChunkLive(chunk));
+        if (err === null) mine = await chunkDigest(buf);
+      } catch (e) {
+        err = e as Error;
+      }
+      const reply = await remote;
+      if (err !== null) {
+        if (err === "stale") return false;
+        this.o.stats.local_errors.read++;
+        this.o.log.error(`Unable to read synchronization data: ${err.message}`);
+        return false;
+      }
+      if (reply.error !== "OK") return false;
+      if (reply.data.length !== DIGEST_BYTES) {
+        this.closeLink(`digest reply of ${reply.data.length} bytes for ${chunk.length} bytes at offset ${chunk.offset}`);
+        return false;
+      }
+      if (sameBytes(mine!, reply.data)) {
+        this.o.stats.sync_unchanged_bytes += chunk.length;
+        return true;
+      }
+      if (!this.o.engine.syncChunkLive(chunk)) return false;
+      // Once answered (or failed, the link then closed) nothing refers to buf any more.
+      const written = await this.remoteSync({ kind: "write", seq: this.next_id++, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: buf });
+      return written.error === "OK";
+    } finally {
+      this.sync_pool.give(buf);
+    }
+  }
+
   /** How verifications compare the copies on this link: by digest from protocol version 4, else
    * the peer sends the chunks themselves. */
   get verifyCompare(): VerifyCompare {
@@ -690,7 +740,9 @@ export class PrimaryIo implements BlockBackend {
    */
   private async verifyChunk(chunk: VerifyChunk): Promise<"same" | "differ" | "failed"> {
     const by_digest = this.verifyCompare === "sha256";
-    const read = { kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true } as const;
+    // Not SYNC: a verification's match is not counted as a copy, so the peer need not keep the
+    // range marked in its map (a synchronization's DIGEST READs, resync_digest, are SYNC).
+    const read = { kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: false } as const;
     const remote = this.remoteSync(by_digest ? { ...read, digest: true } : read);
     const buf = this.sync_pool.take(chunk.length);
     try {

@@ -298,7 +298,7 @@ export class SecondaryWorker {
         const length = frame.kind === "flush" ? 0 : frame.length;
         const r: SecondaryRequest = {
           seq, kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync,
-          sync: frame.kind === "write" && frame.sync,
+          sync: (frame.kind === "write" || frame.kind === "read") && frame.sync, digest: frame.kind === "read" && frame.digest === true,
         };
         this.run(this.engine.receive(r));
         this.batch.push(r); // carried out once the link has no more frames at hand (onIdle)

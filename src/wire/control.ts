@@ -35,6 +35,8 @@ export interface ResourceStatistics {
   /** Bytes moved between the local disk and the peer socket by the kernel (sendfile, splice),
    * never through the worker's memory: synchronization and large writes on Linux. */
   direct_bytes: number;
+  /** Synchronized bytes not sent: the peer's digest matched (resync_digest). */
+  sync_unchanged_bytes: number;
   local_errors: { read: number; write: number; delete: number; flush: number };
 }
 

@@ -62,11 +62,12 @@ async function lastVerify(pair: Pair, node: NodeInfo, after = "", timeout_ms = 6
   }, timeout_ms);
 }
 
-/** Bytes sent from the established TCP connection whose local port is `port` (ss's bytes_sent). */
-function bytesSentFrom(port: number): number {
-  const ss = Bun.spawnSync(["ss", "-Htin", "state", "established", `( sport = :${port} )`]);
+/** Bytes sent on the established TCP connection whose local (`sport`) or remote (`dport`) port is
+ * `port`, as the kernel counts them (ss's bytes_sent). */
+function bytesSent(side: "sport" | "dport", port: number): number {
+  const ss = Bun.spawnSync(["ss", "-Htin", "state", "established", `( ${side} = :${port} )`]);
   const found = [...ss.stdout.toString().matchAll(/bytes_sent:(\d+)/g)];
-  if (ss.exitCode !== 0 || found.length !== 1) throw new Error(`ss: no single connection from port ${port}: ${ss.stdout}${ss.stderr}`);
+  if (ss.exitCode !== 0 || found.length !== 1) throw new Error(`ss: no single connection with ${side} ${port}: ${ss.stdout}${ss.stderr}`);
   return Number(found[0]![1]);
 }
 
@@ -94,11 +95,11 @@ describe("hastctl verify", () => {
 
     // What the secondary sent on the replication link during the pass (the kernel's count for the
     // connection): 32 bytes a chunk, or the chunks themselves.
-    const sent_before = bytesSentFrom(b.port);
+    const sent_before = bytesSent("sport", b.port);
     const started = await verify(pair, a);
     expect(started.code).toBe(0);
     const last = await lastVerify(pair, a);
-    const sent = bytesSentFrom(b.port) - sent_before;
+    const sent = bytesSent("sport", b.port) - sent_before;
     if (compare === "sha256") expect(sent).toBeLessThan(MiB);
     else expect(sent).toBeGreaterThan(DATA_BYTES);
     expect(last.ended).toBe("complete");
@@ -215,6 +216,27 @@ describe("hastctl verify", () => {
     expect(pair.daemon(a).log).toContain(`Verification started: ${DATA_BYTES - stopped.resume_offset} bytes from offset ${stopped.resume_offset}`);
     const again = await verify(pair, a, ["--resume"]);
     expect(again.stderr).toContain("verification not started: the last verification compared everything; run a new one without --resume");
+  }, 120_000);
+
+  test.skipIf(skip !== null)("resync_digest: a full synchronization of a secondary that holds the data already sends only the chunks that differ", async () => {
+    const { pair, a, b, sha256 } = await syncedPair({ settings: { resync_digest: "on" } });
+    // The secondary's metadata is made anew (as after a lost metadata area, or a disk seeded from a
+    // copy): it asks for every extent; two chunks of its data area are damaged meanwhile.
+    await pair.role(b, "init");
+    await damage(pair, b, 9 * MiB);
+    await damage(pair, b, 50 * MiB + 4096);
+    await pair.createOn(b);
+    const sent_before = (await pair.status(a)).statistics;
+    await pair.role(b, "secondary");
+    await pair.waitSynced(a);
+    const stats = (await pair.status(a)).statistics;
+    expect(stats.sync_unchanged_bytes - sent_before.sync_unchanged_bytes).toBe(DATA_BYTES - 2 * MiB);
+    expect(await pair.dataSha256(b)).toBe(sha256);
+    expect(await h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain(`synchronized unchanged: ${DATA_BYTES - 2 * MiB} (62MB)`);
+    // What crossed the link from the primary on this connection: the two chunks, requests, replies.
+    expect(bytesSent("dport", b.port)).toBeLessThan(4 * MiB);
+    // The secondary kept what it answered a digest of marked until a flush: nothing stays dirty.
+    expect((await pair.status(b)).dirty).toBe(0);
   }, 120_000);
 
   test.skipIf(skip !== null)("refuses on a secondary, without a peer, and twice at once; --stop ends it; a lost link interrupts it", async () => {

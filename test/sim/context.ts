@@ -66,10 +66,12 @@ export interface SimContext {
   readonly net: Network;
   readonly cfg: SimConfig;
   readonly plant: Plant | null;
+  /** Synchronizations to the secondary compare digests first (resync_digest). */
+  readonly resync_digest: boolean;
   readonly observer: Observer;
   trace(line: string): void;
   /** Counts an occurrence in the run's statistics (what the runs went through). */
-  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "verifications" | "verify_differ_chunks"): void;
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void;
   /** Opens a connection from `from` to the other node, or says why not. */
   dial(from: Host): { conn: Connection } | { refused: string };
   other(host: Host): Host;

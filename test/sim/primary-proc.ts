@@ -526,12 +526,12 @@ export class PrimaryProc {
       this.ctx.trace(`${this.host.name}: PLANTED: sync chunk at ${chunk.offset} skipped`);
       return done(true);
     }
+    const send = (data: Uint32Array, write_seq: number) => this.remoteSync(
+      { kind: "write", seq: write_seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: sectorsToBytes(data, sb) },
+      (reply) => done(reply.error === "OK"));
+    if (from === "primary" && this.ctx.resync_digest) return this.syncCompared(chunk, seq, (data) => send(data, this.next_id++), done);
     if (from === "primary") {
-      this.host.disk.read(first, count, this.host.guard((data: Uint32Array | null) => {
-        if (!data) return done(false);
-        this.remoteSync({ kind: "write", seq, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: sectorsToBytes(data, sb) },
-          (reply) => done(reply.error === "OK"));
-      }));
+      this.host.disk.read(first, count, this.host.guard((data: Uint32Array | null) => (data ? send(data, seq) : done(false))));
       return;
     }
     this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true }, (reply) => {
@@ -541,7 +541,33 @@ export class PrimaryProc {
     });
   }
 
-  /** As primary-io's verifyChunk: the peer's READ and this node's read at once, then compared. */
+  /** As primary-io.ts's syncCompared (resync_digest): the peer's SHA-256 of the chunk (a SYNC
+   * DIGEST READ, which it keeps marked until a flush) and this node's read at once; only a chunk
+   * whose digests differ is sent. */
+  private syncCompared(chunk: SyncChunk, seq: number, send: (data: Uint32Array) => void, done: (ok: boolean) => void): void {
+    const sb = this.ctx.cfg.sector_bytes;
+    let mine: Uint32Array | null | undefined;
+    let theirs: Uint8Array | null | undefined;
+    const both = () => {
+      if (mine === undefined || theirs === undefined) return;
+      if (mine === null || theirs === null) return done(false);
+      if (Buffer.compare(bunPeerPrimitives.sha256(sectorsToBytes(mine, sb)), theirs) === 0) {
+        this.ctx.count("sync_unchanged_chunks");
+        return done(true);
+      }
+      if (!this.engine.syncChunkLive(chunk)) return done(false);
+      send(mine);
+    };
+    this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true, digest: true }, (reply) => {
+      theirs = reply.error === "OK" && reply.data.length === DIGEST_BYTES ? reply.data : null;
+      both();
+    });
+    this.host.disk.read(chunk.offset / sb, chunk.length / sb, this.host.guard((data: Uint32Array | null) => {
+      mine = data;
+      both();
+    }));
+  }
+
   /** As primary-io.ts does with a version 4 peer: the secondary answers the chunk's SHA-256. */
   private verifyChunk(chunk: VerifyChunk): void {
     const sb = this.ctx.cfg.sector_bytes;
@@ -553,7 +579,7 @@ export class PrimaryProc {
       if (outcome === "differ") this.ctx.trace(`${this.host.name}: verify chunk at ${chunk.offset} differs`);
       this.ctx.clock.after(0, this.host.guard(() => this.run(this.engine.verifyChunkDone(chunk, outcome))));
     };
-    const read = { kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: true, digest: true } as const;
+    const read = { kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: false, digest: true } as const;
     this.remoteSync(read, (reply) => {
       theirs = reply.error === "OK" && reply.data.length === DIGEST_BYTES ? reply.data : null;
       both();

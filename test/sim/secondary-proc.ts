@@ -213,7 +213,10 @@ export class SecondaryProc {
     this.pending.set(frame.seq, frame);
     const offset = "offset" in frame ? frame.offset : 0;
     const length = frame.kind === "flush" ? 0 : frame.length;
-    const r: SecondaryRequest = { seq: frame.seq, kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync, sync: frame.kind === "write" && frame.sync };
+    const r: SecondaryRequest = {
+      seq: frame.seq, kind: frame.kind, offset, length, memsync: frame.kind === "write" && frame.memsync,
+      sync: (frame.kind === "write" || frame.kind === "read") && frame.sync, digest: frame.kind === "read" && frame.digest === true,
+    };
     // As the daemon does: the early memsync answer leaves on receipt, ahead of queued disk work.
     for (const a of this.engine.receive(r)) if (a.type === "reply") this.reply(a.seq, a.error, a.received);
     this.run(this.engine.request(r));

@@ -30,6 +30,9 @@ export interface RunOptions {
   /** The operator runs online verifications (hastctl verify) on the primary now and then. Off by
    * default: it changes the runs' random streams, which the recorded seeds rely on. */
   verify?: boolean;
+  /** Synchronizations to the secondary compare each chunk's digest first and send only what
+   * differs (resync_digest). Off by default, for the same reason. */
+  resync_digest?: boolean;
 }
 
 export interface RunResult {
@@ -80,6 +83,7 @@ class Simulation implements SimContext, Observer {
   readonly net: Network;
   readonly cfg: SimConfig;
   readonly plant: Plant | null;
+  readonly resync_digest: boolean;
   private readonly linux_flush: boolean;
   readonly observer: Observer = this;
   readonly hosts: [Host, Host];
@@ -115,12 +119,13 @@ class Simulation implements SimContext, Observer {
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
     requests: 0, acked: 0, crashes: 0, failovers: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, drops: 0,
-    verifications: 0, verify_differ_chunks: 0,
+    verifications: 0, verify_differ_chunks: 0, sync_unchanged_chunks: 0,
   };
 
   constructor(private readonly options: RunOptions) {
     this.rng = new Rng(options.seed);
     this.plant = options.plant;
+    this.resync_digest = options.resync_digest === true;
     this.linux_flush = options.linux_flush === true;
     this.net = new Network(this.clock, this.rng);
     this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max);
@@ -156,7 +161,7 @@ class Simulation implements SimContext, Observer {
 
   // ---- SimContext ----
 
-  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "verifications" | "verify_differ_chunks"): void {
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void {
     this.stats[stat]!++;
   }
 

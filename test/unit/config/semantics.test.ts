@@ -20,7 +20,7 @@ describe("defaults", () => {
         name: "r0", provname: "r0", localpath: "/dev/sdb",
         remote: { kind: "tcp", family: 4, host: "10.0.0.2", port: 8457 }, remote_text: "10.0.0.2",
         source: null, replication: "memsync", checksum: "none", compression: "hole", timeout_s: 20,
-        exec: "", metaflush: true, nbd: { kind: "uds", path: "/var/run/hast/r0.nbd" }, device: true, verify_rate: null,
+        exec: "", metaflush: true, nbd: { kind: "uds", path: "/var/run/hast/r0.nbd" }, device: true, verify_rate: null, resync_digest: false,
         secret: null, secret_source: null, line: 1,
       }],
     });
@@ -64,6 +64,14 @@ describe("inheritance", () => {
     expect(toml('verify_rate = "2G"\n' + tres("")).resources[0]?.verify_rate).toBe(2 * 2 ** 30);
     expect(toml('verify_rate = "2G"\n' + tres("verify_rate = 4096")).resources[0]?.verify_rate).toBe(4096);
     expect(toml('verify_rate = "2G"\n' + tres('verify_rate = "none"')).resources[0]?.verify_rate).toBeNull();
+  });
+
+  test("resync_digest: resource > global > off", () => {
+    expect(conf(res("")).resources[0]?.resync_digest).toBe(false);
+    expect(conf("resync_digest on\n" + res("")).resources[0]?.resync_digest).toBe(true);
+    expect(conf("resync_digest on\n" + res("resync_digest off")).resources[0]?.resync_digest).toBe(false);
+    expect(toml("resync_digest = true\n" + tres("")).resources[0]?.resync_digest).toBe(true);
+    expect(toml('resync_digest = "on"\n' + tres("resync_digest = false")).resources[0]?.resync_digest).toBe(false);
   });
 
   test("later statements overwrite earlier ones at the same level", () => {

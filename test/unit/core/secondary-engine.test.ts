@@ -169,13 +169,29 @@ describe("SecondaryEngine.allDurable", () => {
   });
 });
 
-describe("SecondaryEngine marks only synchronization writes", () => {
+describe("SecondaryEngine marks only synchronization writes (and digests)", () => {
   test("a regular write touches no map (the primary holds its extent until a flush)", () => {
     const { e, map } = engine();
     e.request(req({ seq: 1, kind: "read" })); // the first request clears the map
     expect(e.request(req({ seq: 2, offset: 3 * EXTENT, sync: false })).map((a) => a.type)).toEqual(["local"]);
     e.localDone(2, null);
     expect(map.extentState(3).dirty).toBe(false);
+  });
+
+  test("a synchronization's digest (SYNC DIGEST READ) is marked like a sync write until a flush; a verification's (no SYNC) and plain reads are not", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1, kind: "read" })); // the first request clears the map
+    const read = (seq: number, extent: number, o: Partial<SecondaryRequest>) =>
+      e.request(req({ seq, kind: "read", offset: extent * EXTENT, length: EXTENT, ...o })).map((a) => a.type);
+    expect(read(2, 3, { sync: true, digest: true })).toEqual(["map", "local"]); // marked before it is read
+    expect(map.extentState(3).dirty).toBe(true);
+    expect(read(3, 4, { sync: false, digest: true })).toEqual(["local"]);
+    expect(read(4, 5, { sync: true })).toEqual(["local"]);
+    for (const seq of [2, 3, 4]) e.localDone(seq, null);
+    e.request(req({ seq: 5, kind: "flush", offset: 0, length: 0 }));
+    expect(map.extentState(3).dirty).toBe(true); // until the flush succeeded
+    e.localDone(5, null);
+    expect([3, 4, 5].map((x) => map.extentState(x).dirty)).toEqual([false, false, false]);
   });
 });
 

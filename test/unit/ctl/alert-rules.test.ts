@@ -12,7 +12,7 @@ const RULES = new URL("../../../ops/prometheus/hast.rules.yml", import.meta.url)
 const everything: ResourceStatus = {
   name: "r0", role: "primary", provname: "r0", localpath: "/dev/da1", remoteaddr: "tcp://10.0.0.2", replication: "memsync",
   status: "degraded", workerpid: 1, extentsize: 2097152, keepdirty: 64, dirty: 4096, split_brain: true,
-  statistics: { reads: 1, writes: 1, deletes: 1, flushes: 1, activemap_updates: 1, direct_bytes: 1, local_errors: { read: 1, write: 0, delete: 0, flush: 0 } },
+  statistics: { reads: 1, writes: 1, deletes: 1, flushes: 1, activemap_updates: 1, direct_bytes: 1, sync_unchanged_bytes: 1, local_errors: { read: 1, write: 0, delete: 0, flush: 0 } },
   sync: { done: 1, total: 2, rate: 1, eta: 1 }, last_sync: { bytes: 1, seconds: 1, finished: "2026-11-27T00:00:00Z" },
   verify: { done: 1, total: 2, rate: 1, eta: 1, differ_bytes: 1, differ_chunks: 1, skipped_bytes: 0, failed_bytes: 0, compare: "sha256", from_offset: 0 },
   last_verify: { finished: "2026-11-27T00:00:00Z", seconds: 1, ended: "complete", total_bytes: 2, same_bytes: 1, differ_bytes: 1, differ_chunks: 1, skipped_bytes: 0, failed_bytes: 0, compare: "sha256", from_offset: 0, resume_offset: 2 },

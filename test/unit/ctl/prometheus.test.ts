@@ -8,7 +8,7 @@ const primary: ResourceStatus = {
   name: "r0", role: "primary", provname: "r0", localpath: "/dev/vtbd1", remoteaddr: "tcp4://10.0.0.2:8457",
   replication: "memsync", checksum: "none", compression: "none", status: "complete", workerpid: 4242,
   extentsize: 2 * 1024 * 1024, keepdirty: 64, dirty: 6 * 1024 * 1024, nbd: "unix:/var/run/hast/r0.sock",
-  statistics: { reads: 10, writes: 20, deletes: 3, flushes: 4, activemap_updates: 5, direct_bytes: 1 << 30,
+  statistics: { reads: 10, writes: 20, deletes: 3, flushes: 4, activemap_updates: 5, direct_bytes: 1 << 30, sync_unchanged_bytes: 3 << 20,
     local_errors: { read: 1, write: 0, delete: 0, flush: 2 } },
   sync: { done: 1024, total: 4096, rate: 512, eta: 6 },
   last_sync: { bytes: 268435456, seconds: 0.25, finished: "2026-11-27T12:00:00.000Z" },
@@ -38,6 +38,7 @@ describe("hastctl metrics output", () => {
     expect(sampleValue(f, "hast_flushes_total", r0)).toBe(4);
     expect(sampleValue(f, "hast_activemap_updates_total", r0)).toBe(5);
     expect(sampleValue(f, "hast_direct_bytes_total", r0)).toBe(1 << 30);
+    expect(sampleValue(f, "hast_sync_unchanged_bytes_total", r0)).toBe(3 << 20);
     expect(sampleValue(f, "hast_local_errors_total", { ...r0, op: "read" })).toBe(1);
     expect(sampleValue(f, "hast_local_errors_total", { ...r0, op: "flush" })).toBe(2);
     expect(sampleValue(f, "hast_sync_running", r0)).toBe(1);
