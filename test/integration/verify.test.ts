@@ -2,7 +2,8 @@
 // secondary's component changed behind hastd's back (bit rot, a bug, a restore gone wrong). The
 // verification must find exactly the chunks changed, copy the primary's data over them, and leave
 // both data areas identical (sha256 from the files); it must find nothing while the application
-// writes during it, and it refuses, stops and ends on a lost link with a clear word.
+// writes during it, and it refuses, stops and ends on a lost link with a clear word. Its pace
+// (verify_rate) and --resume; and the synchronization by the same digests (resync_digest).
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { closeSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { Harness, MiB, nbdUpload, Pair, randomFile, skipReason, waitFor, type NodeInfo } from "./harness.ts";
