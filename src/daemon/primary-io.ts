@@ -24,7 +24,7 @@ import { native } from "../native.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
-import { DIGEST_BYTES, MAX_DATA_BYTES, VERSION_DIGEST, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
+import { MAX_DATA_BYTES, VERSION_DIGEST, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
 import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
 import type { ResourceStatistics, VerifyCompare } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
@@ -642,7 +642,7 @@ export class PrimaryIo implements BlockBackend {
   private async syncCopy(chunk: SyncChunk, from: "primary" | "secondary"): Promise<boolean> {
     const seq = this.next_id++;
     const at = this.localoff + chunk.offset;
-    if (from === "primary" && this.o.resync_digest && this.link_version >= VERSION_DIGEST) return await this.syncCompared(chunk, seq, at);
+    if (from === "primary" && this.o.resync_digest && this.link_version >= VERSION_DIGEST) return await this.syncCompared(chunk, seq);
     if (from === "primary") {
       const direct = this.sendChunkFromCache(chunk, seq, at);
       if (direct !== null) return direct;
@@ -688,36 +688,20 @@ export class PrimaryIo implements BlockBackend {
    * marked in its map until a flush, as for a sync WRITE, since a match counts as copied) while
    * this node reads and hashes its own copy; only a chunk whose digests differ is sent.
    */
-  private async syncCompared(chunk: SyncChunk, seq: number, at: number): Promise<boolean> {
-    const remote = this.remoteSync({ kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true, digest: true });
+  private async syncCompared(chunk: SyncChunk, seq: number): Promise<boolean> {
     const buf = this.sync_pool.take(chunk.length);
     try {
-      let err: Error | "stale" | null;
-      let mine: Uint8Array | null = null;
-      try {
-        const rest = this.o.disk.readSoon(buf, at);
-        err = rest === null ? null : await this.readRest(rest, () => this.o.engine.syncChunkLive(chunk));
-        if (err === null) mine = await chunkDigest(buf);
-      } catch (e) {
-        err = e as Error;
-      }
-      const reply = await remote;
-      if (err !== null) {
-        if (err === "stale") return false;
+      const read = { kind: "read", seq, offset: chunk.offset, length: chunk.length, sync: true, digest: true } as const;
+      const c = await this.compareChunk(read, buf, () => this.o.engine.syncChunkLive(chunk));
+      if (c.kind === "unreadable") {
         this.o.stats.local_errors.read++;
-        this.o.log.error(`Unable to read synchronization data: ${err.message}`);
-        return false;
+        this.o.log.error(`Unable to read synchronization data: ${c.err.message}`);
       }
-      if (reply.error !== "OK") return false;
-      if (reply.data.length !== DIGEST_BYTES) {
-        this.closeLink(`digest reply of ${reply.data.length} bytes for ${chunk.length} bytes at offset ${chunk.offset}`);
-        return false;
-      }
-      if (sameBytes(mine!, reply.data)) {
+      if (c.kind === "same") {
         this.o.stats.sync_unchanged_bytes += chunk.length;
         return true;
       }
-      if (!this.o.engine.syncChunkLive(chunk)) return false;
+      if (c.kind !== "differ" || !this.o.engine.syncChunkLive(chunk)) return false;
       // Once answered (or failed, the link then closed) nothing refers to buf any more.
       const written = await this.remoteSync({ kind: "write", seq: this.next_id++, offset: chunk.offset, length: chunk.length, memsync: false, sync: true, data: buf });
       return written.error === "OK";
@@ -733,49 +717,74 @@ export class PrimaryIo implements BlockBackend {
   }
 
   /**
-   * One chunk of an online verification: the peer reads its copy while this node reads its own,
-   * and the two are compared, by their SHA-256 (a DIGEST READ) or, with a peer older than
-   * protocol version 4, the peer's data itself (a sync READ). The engine holds the range from
+   * One chunk of an online verification: compared by SHA-256 (a DIGEST READ) or, with a peer
+   * older than protocol version 4, with the peer's data itself. The engine holds the range from
    * writes until verifyChunkDone, so a difference is not a change on its way.
    */
   private async verifyChunk(chunk: VerifyChunk): Promise<"same" | "differ" | "failed"> {
-    const by_digest = this.verifyCompare === "sha256";
     // Not SYNC: a verification's match is not counted as a copy, so the peer need not keep the
     // range marked in its map (a synchronization's DIGEST READs, resync_digest, are SYNC).
     const read = { kind: "read", seq: this.next_id++, offset: chunk.offset, length: chunk.length, sync: false } as const;
-    const remote = this.remoteSync(by_digest ? { ...read, digest: true } : read);
     const buf = this.sync_pool.take(chunk.length);
     try {
-      let err: Error | "stale" | null;
-      let mine: Uint8Array = buf;
-      try {
-        const rest = this.o.disk.readSoon(buf, this.localoff + chunk.offset);
-        err = rest === null ? null : await this.readRest(rest, () => this.o.engine.verifyChunkLive(chunk));
-        if (err === null && by_digest) mine = await chunkDigest(buf);
-      } catch (e) {
-        err = e as Error;
+      const c = await this.compareChunk(this.verifyCompare === "sha256" ? { ...read, digest: true } : read, buf, () => this.o.engine.verifyChunkLive(chunk));
+      switch (c.kind) {
+        case "same":
+        case "differ":
+          return c.kind;
+        case "stale":
+          return "failed"; // the verification ended meanwhile: ignored
+        case "unreadable":
+          this.o.stats.local_errors.read++;
+          this.o.log.error(`Verification: unable to read ${chunk.length} bytes at offset ${chunk.offset} here: ${c.err.message}`);
+          return "failed";
+        case "peer":
+          if (this.link !== null) this.o.log.error(`Verification: the peer could not read ${chunk.length} bytes at offset ${chunk.offset}: ${c.error}`);
+          return "failed";
       }
-      const reply = await remote;
-      if (err === "stale") return "failed"; // the verification ended meanwhile: ignored
-      if (err !== null) {
-        this.o.stats.local_errors.read++;
-        this.o.log.error(`Verification: unable to read ${chunk.length} bytes at offset ${chunk.offset} here: ${err.message}`);
-        return "failed";
-      }
-      if (reply.error !== "OK") {
-        if (this.link !== null) this.o.log.error(`Verification: the peer could not read ${chunk.length} bytes at offset ${chunk.offset}: ${reply.error}`);
-        return "failed";
-      }
-      if (reply.data.length !== mine.length) {
-        this.closeLink(`verification reply of ${reply.data.length} bytes for ${chunk.length} bytes at offset ${chunk.offset}, expected ${mine.length}`);
-        return "failed";
-      }
-      return sameBytes(mine, reply.data) ? "same" : "differ";
     } finally {
       this.sync_pool.give(buf);
     }
   }
+
+  /**
+   * A chunk compared with the peer's copy: the peer answers `read` (its SHA-256 with DIGEST, else
+   * its data) while this node reads its own into `buf`, and hashes it for a digest. "stale": the
+   * chunk stopped counting meanwhile (`live`); a reply of the wrong size closes the link.
+   */
+  private async compareChunk(read: Extract<Frame, { kind: "read" }>, buf: Uint8Array, live: () => boolean): Promise<Compared> {
+    const remote = this.remoteSync(read);
+    let err: Error | "stale" | null;
+    let mine = buf;
+    try {
+      const rest = this.o.disk.readSoon(buf, this.localoff + read.offset);
+      err = rest === null ? null : await this.readRest(rest, live);
+      if (err === null && read.digest === true) mine = await chunkDigest(buf);
+    } catch (e) {
+      err = e as Error;
+    }
+    const reply = await remote;
+    if (err === "stale") return { kind: "stale" };
+    if (err !== null) return { kind: "unreadable", err };
+    if (reply.error !== "OK") return { kind: "peer", error: reply.error };
+    if (reply.data.length !== mine.length) {
+      const what = read.digest === true ? "DIGEST READ" : "READ";
+      this.closeLink(`reply of ${reply.data.length} bytes to a ${what} of ${read.length} bytes at offset ${read.offset}, expected ${mine.length}`);
+      return { kind: "peer", error: "EIO" };
+    }
+    return { kind: sameBytes(mine, reply.data) ? "same" : "differ" };
+  }
 }
+
+/** How a chunk compared with the peer's copy (compareChunk). */
+type Compared =
+  | { kind: "same" | "differ" }
+  /** This node's read failed. */
+  | { kind: "unreadable"; err: Error }
+  /** The chunk stopped counting while it was read (the link went down, the pass or verification ended). */
+  | { kind: "stale" }
+  /** The peer's read failed, or the link did. */
+  | { kind: "peer"; error: ReplyErrorName };
 
 /** Whether two buffers hold the same bytes (memcmp, not a loop in JavaScript). */
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {

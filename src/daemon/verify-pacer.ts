@@ -11,6 +11,8 @@ const BURST_S = 0.25;
 export class VerifyPacer {
   private timer: ReturnType<typeof setInterval> | null = null;
   private last_ms = 0;
+  /** A verification runs (between start and stop). */
+  private running = false;
 
   constructor(
     private rate: number | null,
@@ -21,6 +23,7 @@ export class VerifyPacer {
   /** Before a verification starts. */
   start(): void {
     this.stop();
+    this.running = true;
     if (this.rate === null) return this.allow(Infinity, Infinity);
     this.allow(0, this.cap(this.rate));
     this.last_ms = performance.now();
@@ -31,13 +34,13 @@ export class VerifyPacer {
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
+    this.running = false;
   }
 
-  /** A reload changed verify_rate: a verification running goes on at the new rate. */
+  /** A reload changed verify_rate: a verification running goes on at the new rate (or none). */
   setRate(rate: number | null): void {
-    const running = this.timer !== null;
     this.rate = rate;
-    if (running) this.start();
+    if (this.running) this.start();
   }
 
   private tick(): void {
