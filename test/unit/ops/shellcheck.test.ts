@@ -6,7 +6,7 @@ import { join, relative, resolve } from "node:path";
 const OPS = resolve(import.meta.dir, "../../../ops");
 /** The scripts that must exist (the test fails if the search below misses one). */
 const EXPECTED = [
-  "carp/carp-hast-switch", "keepalived/notify.sh", "rc.d/hastd", "switch/hast-switch", "ucarp/vip-down.sh", "ucarp/vip-up.sh", "ucarp/vip.sh",
+  "carp/carp-hast-switch", "keepalived/notify.sh", "periodic/monthly/450.hast-verify", "rc.d/hastd", "switch/hast-switch", "ucarp/vip-down.sh", "ucarp/vip-up.sh", "ucarp/vip.sh",
 ];
 
 function walk(dir: string): string[] {
