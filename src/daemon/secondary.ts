@@ -395,16 +395,20 @@ export class SecondaryWorker {
   private readLocal(seq: number): void {
     const r = this.pending.get(seq)!;
     assert(r.kind === "read", `a ${r.kind} carried out as a read`);
-    const buf = new Uint8Array(r.length);
+    const digest = r.digest === true;
+    // A digest's buffer is only hashed, so it is reused (fresh memory faults page by page).
+    const buf = digest ? this.pool.take(r.length) : new Uint8Array(r.length);
     let rest: Promise<void> | null;
     try {
       rest = this.disk.readSoon(buf, this.meta.localoff + r.offset);
     } catch (err) {
+      if (digest) this.pool.give(buf);
       return this.run(this.engine.localDone(seq, this.localFailed("read", err as Error)));
     }
-    if (r.digest === true) {
-      // Answered with the range's digest (a verification), hashed on a helper thread.
-      const hashed = (rest ?? Promise.resolve()).then(async () => void this.read_data.set(seq, await chunkDigest(buf)));
+    if (digest) {
+      // Answered with the range's digest (a verification, resync_digest), hashed on a helper thread.
+      const hashed = (rest ?? Promise.resolve()).then(async () => void this.read_data.set(seq, await chunkDigest(buf)))
+        .finally(() => this.pool.give(buf));
       return this.onHelper(seq, "read", hashed);
     }
     this.read_data.set(seq, buf);

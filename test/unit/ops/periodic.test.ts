@@ -26,7 +26,7 @@ function run(env: Record<string, string>): { code: number; stdout: string } {
 
 test("disabled (the default), it runs nothing and reports nothing", () => {
   const fake = fakeHastctl(0);
-  for (const enable of [{}, { monthly_hast_verify_enable: "NO" }]) {
+  for (const enable of [{}, { monthly_hast_verify_enable: "NO" }] as Record<string, string>[]) {
     expect(run({ ...enable, monthly_hast_verify_hastctl: fake.path })).toEqual({ code: 0, stdout: "" });
   }
   expect(() => fake.calls()).toThrow(); // never called: no log written
