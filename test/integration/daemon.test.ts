@@ -308,7 +308,7 @@ describe("list and status", () => {
     expect(s).toMatchObject({
       name: "r0", role: "primary", provname: "r0", localpath: disk, remoteaddr: "none", replication: "memsync",
       status: "degraded", workerpid: worker, extentsize: 2 * MiB, keepdirty: 64, dirty: 0,
-      statistics: { reads: 0, writes: 0, deletes: 0, flushes: 0, activemap_updates: 0, direct_bytes: 0,
+      statistics: { reads: 0, writes: 0, deletes: 0, flushes: 0, activemap_updates: 0, direct_bytes: 0, sync_unchanged_bytes: 0,
         local_errors: { read: 0, write: 0, delete: 0, flush: 0 } },
     });
     const statusJson = JSON.parse(await h.hastctlOk(a, conf, ["status", "--json"]));
@@ -325,7 +325,7 @@ describe("list and status", () => {
     const stats = lines.slice(lines.indexOf("  statistics:"));
     expect(stats).toEqual([
       "  statistics:", "    reads: 0", "    writes: 0", "    deletes: 0", "    flushes: 0", "    activemap updates: 0",
-      "    direct transfers: 0 (0B)", "    local errors: read: 0, write: 0, delete: 0, flush: 0",
+      "    direct transfers: 0 (0B)", "    synchronized unchanged: 0 (0B)", "    local errors: read: 0, write: 0, delete: 0, flush: 0",
     ]);
 
     const st = (await h.hastctlOk(a, conf, ["status"])).split("\n");
