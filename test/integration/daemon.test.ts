@@ -102,6 +102,16 @@ describe("hastd command line", () => {
     expect(existsSync(a.pidfile)).toBe(false);
   });
 
+  test("a HASTD_PROTOCOL_VERSION_MAX this build does not speak exits 78 naming it; a valid one is logged", async () => {
+    const { conf } = await setup();
+    const r = await run([BUN, HASTD, "-F", "-c", conf, "-P", a.pidfile], { env: h.envFor(a, { HASTD_PROTOCOL_VERSION_MAX: "9" }) });
+    expect(r.code).toBe(78);
+    expect(r.stderr).toContain('HASTD_PROTOCOL_VERSION_MAX="9" is not a protocol version this build speaks (1 to 4)');
+    expect(existsSync(a.pidfile)).toBe(false);
+    const daemon = await h.startDaemon(a, conf, { env: { HASTD_PROTOCOL_VERSION_MAX: "2" } });
+    await daemon.waitLog("running peer protocol versions 1 to 2");
+  });
+
   test("a second hastd on the same pidfile is refused with 75", async () => {
     const { conf } = await setup();
     const first = await h.startDaemon(a, conf);
