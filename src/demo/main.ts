@@ -9,7 +9,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { consola } from "consola";
+import { formatLastVerify } from "../ctl/format.ts";
 import { nbdFlush, nbdRead, nbdWrite, RawNbdClient } from "../io/nbd-client.ts";
+import type { ResourceStatus } from "../wire/control.ts";
 
 const DISK_BYTES = 256 * 1024 * 1024;
 const DATA_BYTES = 64 * 1024 * 1024;
@@ -44,7 +46,7 @@ async function waitFor(what: string, check: () => boolean): Promise<void> {
   }
 }
 
-function status(dir: string, node: string): { status?: string; dirty?: number; role?: string }[] {
+function status(dir: string, node: string): ResourceStatus[] {
   const r = hastctl(dir, node, "status", "--json");
   return r.code === 0 ? JSON.parse(r.out) : [];
 }
@@ -128,6 +130,14 @@ resource demo {
     const back = check.digest("hex");
     if (back !== digest) throw new Error(`data read back from beta differs: sha256 ${back} != ${digest}`);
     consola.success(`read the same ${DATA_BYTES >> 20} MiB back from beta: sha256 matches`);
+
+    consola.start("Online verification on beta: both copies compared, chunk by chunk, by SHA-256");
+    const verify = hastctl(dir, "beta", "verify", "demo");
+    if (verify.code !== 0) throw new Error(`hastctl verify failed: ${verify.out}`);
+    await waitFor("the verification to end", () => status(dir, "beta")[0]?.last_verify !== undefined);
+    const found = status(dir, "beta")[0]!.last_verify!;
+    if (found.ended !== "complete" || found.differ_chunks !== 0) throw new Error(`verification: ${JSON.stringify(found)}`);
+    consola.success(`verification ${formatLastVerify(found)}`);
     process.stdout.write(hastctl(dir, "beta", "status").out);
     consola.info("Next: `npm test` runs every suite; docs/operations.md sets up two real machines.");
   } finally {
