@@ -13,7 +13,7 @@ const RESERVED = new Set([
   "memsync", "async", "none", "crc32", "sha256", "hole", "lzf",
 ]);
 /** Our statements are keywords only where a statement may start, so they never break a name. */
-const EXTENSION_STATEMENTS = new Set(["nbd", "device", "secret", "secret_file", "logfile", "verify_rate", "resync_digest"]);
+const EXTENSION_STATEMENTS = new Set(["nbd", "device", "secret", "secret_file", "logfile", "verify_rate", "sync_rate", "resync_digest"]);
 
 type TokenKind = "{" | "}" | "number" | "string" | "keyword" | "eof";
 interface Token { readonly kind: TokenKind; readonly text: string; readonly line: number }

@@ -81,6 +81,7 @@ function resolveResource(
   const device = last([global, r], "device", mine);
   const timeout = last([global, r], "timeout");
   const verify_rate = last([global, r], "verify_rate");
+  const sync_rate = last([global, r], "sync_rate");
   const resync_digest = last([global, r], "resync_digest");
   const config: ResourceConfig = {
     name: r.name,
@@ -99,6 +100,7 @@ function resolveResource(
     nbd: check.address(nbd ?? { key: "nbd", value: `uds://${DEFAULTS.nbd_dir}/${r.name}.nbd`, line: r.line }),
     device: device === undefined ? DEFAULTS.device : check.onoff(device),
     verify_rate: verify_rate === undefined ? null : check.rate(verify_rate),
+    sync_rate: sync_rate === undefined ? null : check.rate(sync_rate),
     resync_digest: resync_digest === undefined ? DEFAULTS.resync_digest : check.onoff(resync_digest),
     secret: secret?.value ?? null,
     secret_source: secret?.source ?? null,

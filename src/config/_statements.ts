@@ -1,6 +1,6 @@
 // The statement table shared by both syntaxes: where each statement may appear (spec 1.2 plus
-// our nbd/device/secret/secret_file/logfile/verify_rate/resync_digest), what value it takes, and how
-// that value is checked.
+// our nbd/device/secret/secret_file/logfile/verify_rate/sync_rate/resync_digest), what value it
+// takes, and how that value is checked.
 import { AddressError, parseAddress, type Address } from "./address.ts";
 import { ConfigError } from "./errors.ts";
 import { parseSize } from "./size.ts";
@@ -10,7 +10,7 @@ export type Context = "global" | "node" | "resource" | "resource_node";
 export type Statement =
   | "control" | "pidfile" | "listen" | "logfile"
   | "replication" | "checksum" | "compression" | "timeout" | "exec" | "secret" | "secret_file"
-  | "metaflush" | "device" | "nbd" | "name" | "local" | "remote" | "source" | "verify_rate" | "resync_digest";
+  | "metaflush" | "device" | "nbd" | "name" | "local" | "remote" | "source" | "verify_rate" | "sync_rate" | "resync_digest";
 
 type ValueKind = "address" | "path" | "provname" | "choice" | "seconds" | "onoff" | "secret" | "rate";
 
@@ -41,6 +41,7 @@ export const STATEMENTS: Readonly<Record<Statement, StatementSpec>> = {
   remote: { contexts: ["resource_node"], kind: "address" },
   source: { contexts: ["resource_node"], kind: "address" },
   verify_rate: { contexts: ["global", "resource"], kind: "rate" },
+  sync_rate: { contexts: ["global", "resource"], kind: "rate" },
   resync_digest: { contexts: ["global", "resource"], kind: "onoff" },
 };
 

@@ -28,6 +28,9 @@ export interface ResourceConfig {
   device: boolean;
   /** Bytes per second an online verification reads at most; null = no limit. */
   verify_rate: number | null;
+  /** Bytes per second a synchronization copies to the secondary at most (copies back to this
+   * node are not limited); null = no limit. */
+  sync_rate: number | null;
   /** A synchronization to the secondary compares each chunk's SHA-256 first and sends only the
    * chunks that differ (DRBD's csums-alg). */
   resync_digest: boolean;

@@ -150,6 +150,8 @@ export class PrimaryEngine {
   /** Sync chunks in flight: their range lock and the side they are read from. */
   private readonly sync_inflight = new Map<SyncChunk, { token: number; from: SyncSource }>();
   private sync_waiting: SyncChunk | null = null;
+  /** sync_rate's pacing, as verify_allowance (allowSync); copies back to this node are not paced. */
+  private sync_allowance = Infinity;
   private sync_running = false;
   /** Numbers passes, so a late syncFlushDone of an earlier pass is ignored. */
   private sync_pass = 0;
@@ -996,9 +998,29 @@ export class PrimaryEngine {
     return actions;
   }
 
+  /**
+   * The daemon paces synchronizations to the peer (sync_rate) by adding `bytes` to what their
+   * chunks may copy, the allowance held at most at `cap`, as allowVerify does. Infinity for both:
+   * not paced.
+   */
+  allowSync(bytes: number, cap: number): PrimaryAction[] {
+    assert(bytes >= 0 && cap > 0, () => `synchronization allowance of ${bytes} bytes capped at ${cap}`);
+    this.sync_allowance = Math.min(cap, this.sync_allowance + bytes);
+    return this.pumpSync();
+  }
+
+  /**
+   * Whether sync_rate holds the pass back now. Never while this node's copy is to be copied back
+   * from the peer (stale extents, or a peer with newer data): reads are served by the peer and
+   * flushes may wait until then, so that copy goes at full speed.
+   */
+  private syncPaced(): boolean {
+    return this.sync_allowance <= 0 && this.local_stale.size === 0 && this.syncsrc !== "secondary";
+  }
+
   private pumpSync(): PrimaryAction[] {
     const actions: PrimaryAction[] = [];
-    while (this.connected && this.sync_running && this.sync_inflight.size < this.sync_chunks_max) {
+    while (this.connected && this.sync_running && this.sync_inflight.size < this.sync_chunks_max && !this.syncPaced()) {
       const chunk = this.sync_waiting ?? this.map.nextSyncChunk();
       this.sync_waiting = null;
       if (!chunk) {
@@ -1013,6 +1035,7 @@ export class PrimaryEngine {
       const token = this.sync_locks.tryLock(chunk.offset, chunk.length);
       assert(token !== null, () => `sync chunk at ${chunk.offset} overlaps another sync chunk`);
       const from = this.syncSource(chunk.extent);
+      if (from === "primary") this.sync_allowance -= chunk.length;
       this.sync_inflight.set(chunk, { token, from });
       actions.push({ type: "sync-copy", chunk, from });
     }

@@ -57,6 +57,7 @@ export function formatList(resources: ResourceStatus[]): string {
     out.push(`  remoteaddr: ${r.remoteaddr}`);
     if (r.sourceaddr) out.push(`  sourceaddr: ${r.sourceaddr}`);
     out.push(`  replication: ${r.replication}`);
+    if (r.sync_rate !== undefined) out.push(`  sync_rate: ${humanizeBytes(r.sync_rate)}/s`);
     if (r.verify_rate !== undefined) out.push(`  verify_rate: ${humanizeBytes(r.verify_rate)}/s`);
     if (r.status) out.push(`  status: ${r.status}${r.split_brain ? " (split-brain)" : ""}`);
     if (r.copy_incomplete) out.push("  copy: incomplete (the primary has yet to copy to it what it lacks: not promotable)");

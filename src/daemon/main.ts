@@ -121,6 +121,7 @@ export class Hastd {
       remoteaddr: c.remote_text, ...(c.source ? { sourceaddr: formatAddress(c.source) } : {}),
       replication: c.replication, checksum: c.checksum, compression: c.compression,
       ...(c.verify_rate !== null ? { verify_rate: c.verify_rate } : {}),
+      ...(c.sync_rate !== null ? { sync_rate: c.sync_rate } : {}),
       workerpid: state.worker?.running ? state.worker.pid : 0, extentsize: 0, keepdirty: 0, dirty: 0,
       nbd: formatAddress(c.nbd),
       ...(state.split_brain ? { split_brain: true } : {}),

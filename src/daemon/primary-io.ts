@@ -29,7 +29,7 @@ import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
 import type { ResourceStatistics, VerifyCompare } from "../wire/control.ts";
 import type { HookEvent } from "./ipc.ts";
 import type { Logger } from "./log.ts";
-import { VerifyPacer } from "./verify-pacer.ts";
+import { Pacer } from "./pacer.ts";
 
 /**
  * Bytes of frames waiting for the socket before new writes wait for room: what async mode may run
@@ -88,6 +88,8 @@ export interface PrimaryIoOptions {
   verified: (result: VerifyResult) => void;
   /** verify_rate: bytes per second a verification reads at most; null = no limit. */
   verify_rate: number | null;
+  /** sync_rate: bytes per second a synchronization copies to the peer at most; null = no limit. */
+  sync_rate: number | null;
   /** resync_digest: a sync chunk to the peer is sent only when the peer's SHA-256 of it differs. */
   resync_digest: boolean;
 }
@@ -102,7 +104,9 @@ export class PrimaryIo implements BlockBackend {
   private readonly remotes = new Map<number, RemoteWaiter>();
   private readonly queue: PrimaryAction[] = [];
   private running = false;
-  private readonly verify_pacer: VerifyPacer;
+  private readonly verify_pacer: Pacer;
+  /** Runs while connected: passes start and end within the engine. */
+  private readonly sync_pacer: Pacer;
   /** Requests waiting for the engine to have room (ENGINE_REQUESTS_MAX), in arrival order. */
   private readonly waiting: AppRequest[] = [];
   private admitting = false;
@@ -125,7 +129,8 @@ export class PrimaryIo implements BlockBackend {
     this.size_bytes = o.meta.datasize;
     this.block_bytes = o.disk.sector_bytes;
     this.localoff = o.meta.localoff;
-    this.verify_pacer = new VerifyPacer(o.verify_rate, (bytes, cap) => this.run(o.engine.allowVerify(bytes, cap)));
+    this.verify_pacer = new Pacer(o.verify_rate, (bytes, cap) => this.run(o.engine.allowVerify(bytes, cap)));
+    this.sync_pacer = new Pacer(o.sync_rate, (bytes, cap) => this.run(o.engine.allowSync(bytes, cap)));
   }
 
   // ---- BlockBackend (the frontend's view) ----
@@ -235,6 +240,7 @@ export class PrimaryIo implements BlockBackend {
     this.link = link;
     this.link_version = version;
     this.replies_failed = 0;
+    this.sync_pacer.start(); // before the actions: the connect's pass starts among them
     if (this.o.resync_digest && version < VERSION_DIGEST) {
       this.o.log.warn(`resync_digest is on, but the peer speaks protocol version ${version} (digests need ${VERSION_DIGEST}): synchronization sends every chunk.`);
     }
@@ -260,6 +266,7 @@ export class PrimaryIo implements BlockBackend {
   private detach(reason: string): void {
     if (!this.link) return;
     this.link = null;
+    this.sync_pacer.stop();
     this.o.log.warn(`Disconnected from the peer: ${reason}`);
     const waiting = [...this.remotes.values()];
     this.remotes.clear();
@@ -555,9 +562,10 @@ export class PrimaryIo implements BlockBackend {
     this.run(this.o.engine.startVerify(from));
   }
 
-  /** A reload's verify_rate and resync_digest, for what runs too. */
-  reconfigure(o: Pick<PrimaryIoOptions, "verify_rate" | "resync_digest">): void {
+  /** A reload's verify_rate, sync_rate and resync_digest, for what runs too. */
+  reconfigure(o: Pick<PrimaryIoOptions, "verify_rate" | "sync_rate" | "resync_digest">): void {
     this.verify_pacer.setRate(o.verify_rate);
+    this.sync_pacer.setRate(o.sync_rate);
     this.o.resync_digest = o.resync_digest;
   }
 

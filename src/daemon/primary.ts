@@ -73,7 +73,7 @@ export class PrimaryWorker {
       };
       const verifies = new VerifyLog();
       const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit: emitAndTime, verified: (result) => verifies.ended(result),
-        verify_rate: resource.verify_rate, resync_digest: resource.resync_digest,
+        verify_rate: resource.verify_rate, sync_rate: resource.sync_rate, resync_digest: resource.resync_digest,
       });
       const connector = new PrimaryConnector({ resource, node, meta, engine, io, log, emit: emitAndTime });
       // The default endpoint lives in /var/run/hast, which nothing else creates.

@@ -3,7 +3,7 @@ import type { ResourceConfig, Role } from "../config/index.ts";
 
 const RESTART_ALWAYS: (keyof ResourceConfig)[] = ["provname", "localpath", "nbd", "device"];
 const RELOADABLE: (keyof ResourceConfig)[] = [
-  "remote_text", "source", "replication", "checksum", "compression", "timeout_s", "exec", "metaflush", "secret", "verify_rate", "resync_digest",
+  "remote_text", "source", "replication", "checksum", "compression", "timeout_s", "exec", "metaflush", "secret", "verify_rate", "sync_rate", "resync_digest",
 ];
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);

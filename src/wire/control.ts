@@ -93,8 +93,9 @@ export interface ResourceStatus {
   replication?: string;
   checksum?: string;
   compression?: string;
-  /** verify_rate in bytes per second; absent without a limit. */
+  /** verify_rate and sync_rate in bytes per second; absent without a limit. */
   verify_rate?: number;
+  sync_rate?: number;
   status?: "complete" | "degraded";
   workerpid?: number;
   extentsize?: number;

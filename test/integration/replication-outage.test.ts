@@ -154,4 +154,43 @@ describe("outages", () => {
     expect(await pair.daemon(a).synced(1)).toEqual([dirty_extents * EXTENT_BYTES]);
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
   }, 120_000);
+
+  test("sync_rate paces the resynchronization after an outage; a reload lifts it from the pass running", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4, sync_rate: "16M" } });
+    const { a, b } = pair;
+    await pair.up({ create_args: ["--initial-sync", "none"] });
+    await pair.waitSynced(a);
+    expect(await h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain("  sync_rate: 16MB/s\n");
+    const outage = async (bytes: number) => {
+      await pair.role(b, "init");
+      const client = await nbdClient(pair.nbd(a));
+      try {
+        for (let off = 0; off < bytes; off += MiB) await nbdWrite(client, off, randomBytes(MiB));
+      } finally {
+        client.close();
+      }
+      await pair.role(b, "secondary");
+    };
+    // 64 MiB at 16 MiB/s: about 4 s (a quarter of a second's worth may go at once); unpaced, the
+    // same pass takes a fraction of a second here.
+    await outage(64 * MiB);
+    await pair.waitSynced(a, 60_000);
+    const paced = (await pair.status(a)).last_sync;
+    expect(paced.bytes).toBe(64 * MiB);
+    expect(paced.seconds).toBeGreaterThan(3);
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+    // At 1 MiB/s the next pass would take two minutes: a reload without the limit finishes it.
+    pair.reconfigure({ settings: { timeout: 4, sync_rate: "1M" } });
+    pair.daemon(a).signal("SIGHUP");
+    await pair.daemon(a).waitLog("Configuration reloaded.");
+    await outage(128 * MiB);
+    await waitFor("the paced pass to be under way", async () => ((await pair.status(a)).sync?.done > 0 ? true : null), 30_000);
+    pair.reconfigure({ settings: { timeout: 4 } });
+    pair.daemon(a).signal("SIGHUP");
+    await pair.waitSynced(a, 30_000);
+    const lifted = (await pair.status(a)).last_sync;
+    expect(lifted.bytes).toBe(128 * MiB);
+    expect(lifted.seconds).toBeLessThan(60);
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 180_000);
 });

@@ -20,7 +20,7 @@ describe("defaults", () => {
         name: "r0", provname: "r0", localpath: "/dev/sdb",
         remote: { kind: "tcp", family: 4, host: "10.0.0.2", port: 8457 }, remote_text: "10.0.0.2",
         source: null, replication: "memsync", checksum: "none", compression: "hole", timeout_s: 20,
-        exec: "", metaflush: true, nbd: { kind: "uds", path: "/var/run/hast/r0.nbd" }, device: true, verify_rate: null, resync_digest: false,
+        exec: "", metaflush: true, nbd: { kind: "uds", path: "/var/run/hast/r0.nbd" }, device: true, verify_rate: null, sync_rate: null, resync_digest: false,
         secret: null, secret_source: null, line: 1,
       }],
     });
@@ -64,6 +64,13 @@ describe("inheritance", () => {
     expect(toml('verify_rate = "2G"\n' + tres("")).resources[0]?.verify_rate).toBe(2 * 2 ** 30);
     expect(toml('verify_rate = "2G"\n' + tres("verify_rate = 4096")).resources[0]?.verify_rate).toBe(4096);
     expect(toml('verify_rate = "2G"\n' + tres('verify_rate = "none"')).resources[0]?.verify_rate).toBeNull();
+  });
+
+  test("sync_rate: bytes per second, resource > global > none, as verify_rate", () => {
+    expect(conf(res("")).resources[0]?.sync_rate).toBeNull();
+    expect(conf("sync_rate 50M\n" + res("")).resources[0]?.sync_rate).toBe(50 * 2 ** 20);
+    expect(conf("sync_rate 50M\n" + res("sync_rate none")).resources[0]?.sync_rate).toBeNull();
+    expect(toml(tres('sync_rate = "1G"')).resources[0]?.sync_rate).toBe(2 ** 30);
   });
 
   test("resync_digest: resource > global > off", () => {

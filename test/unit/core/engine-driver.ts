@@ -198,6 +198,11 @@ export class EngineDriver {
     return this.run(this.engine.startVerify(from));
   }
 
+  /** The daemon's sync_rate timer. */
+  allowSync(bytes: number, cap: number): PrimaryAction[] {
+    return this.run(this.engine.allowSync(bytes, cap));
+  }
+
   /** The daemon's verify_rate timer. */
   allowVerify(bytes: number, cap: number): PrimaryAction[] {
     return this.run(this.engine.allowVerify(bytes, cap));

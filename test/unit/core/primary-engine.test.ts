@@ -608,6 +608,8 @@ class Run {
   private paced = false;
   /** Whether verifications may be paced (not while quiescing). */
   private pacing = true;
+  /** Synchronizations to the peer are paced (sync_rate), from the run's start until quiescing. */
+  private sync_paced = false;
   /** A verification that started after the last corruption ran to its end. */
   verified_since_corruption = true;
 
@@ -621,6 +623,9 @@ class Run {
       changes_listed_max: seed % 2 === 0 ? 1 + ((seed >> 1) % 4) : undefined,
     });
     this.d.on_reply = (request, reply) => this.onReply(request.id, reply.ok);
+    // A third of the seeds pace synchronizations (taken from the seed: the others' streams stay).
+    this.sync_paced = seed % 3 === 1;
+    if (this.sync_paced) this.d.allowSync(0, 1024);
     if (this.rand() < 0.7) this.reconnect(false);
   }
 
@@ -647,6 +652,8 @@ class Run {
 
   step(): void {
     const d = this.d;
+    // sync_rate, in some runs: the daemon's timer hands out allowance now and then.
+    if (this.sync_paced && this.rand() < 0.15) d.allowSync(this.int(3072), 512 + this.int(2048));
     const r = this.int(100);
     if (r < 22) this.submit();
     else if (r < 40) {
@@ -844,8 +851,9 @@ class Run {
   quiesce(): void {
     const d = this.d;
     // The operator lifts verify_rate (a reload): what runs, and what quiescing starts, is not paced.
-    this.paced = this.pacing = false;
+    this.paced = this.pacing = this.sync_paced = false;
     d.allowVerify(Infinity, Infinity);
+    d.allowSync(Infinity, Infinity);
     for (let attempt = 0; attempt < 8; attempt++) {
       if (!d.link_up) this.reconnect(false);
       for (let round = 0; round < 10_000 && !d.idle(); round++) {

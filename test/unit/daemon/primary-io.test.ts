@@ -54,7 +54,7 @@ function primaryIo(writable = true, changes_listed_max?: number): { io: PrimaryI
   // write then needs a map update, so each is answered within submit().
   const engine = new PrimaryEngine(map, { resuid: 0n, localcnt: 1n, remotecnt: 0n, flags: 0 }, "memsync", { changes_listed_max });
   const stats = newStatistics();
-  const io = new PrimaryIo({ disk, store, meta, engine, stats, log: new Logger({ write() {} }, 0), emit() {}, verified() {}, verify_rate: null, resync_digest: false });
+  const io = new PrimaryIo({ disk, store, meta, engine, stats, log: new Logger({ write() {} }, 0), emit() {}, verified() {}, verify_rate: null, sync_rate: null, resync_digest: false });
   return { io, disk, meta, stats };
 }
 

@@ -1,11 +1,11 @@
 import { expect, test } from "bun:test";
-import { VerifyPacer } from "../../../src/daemon/verify-pacer.ts";
+import { Pacer } from "../../../src/daemon/pacer.ts";
 
 const MiB = 1 << 20;
 
-function recorder(rate: number | null): { pacer: VerifyPacer; calls: [number, number][] } {
+function recorder(rate: number | null): { pacer: Pacer; calls: [number, number][] } {
   const calls: [number, number][] = [];
-  return { pacer: new VerifyPacer(rate, (bytes, cap) => void calls.push([bytes, cap])), calls };
+  return { pacer: new Pacer(rate, (bytes, cap) => void calls.push([bytes, cap])), calls };
 }
 
 test("unpaced: the engine is told once, at the start, and no timer runs", async () => {
@@ -38,7 +38,7 @@ test("paced: the allowance starts at nothing (capped at a quarter second's worth
   expect(calls.length).toBe(after); // stopped: no more ticks
 });
 
-test("a reload's rate applies to the running verification only; lifting it tells the engine so", async () => {
+test("a reload's rate applies to work running only; lifting it tells the engine so", async () => {
   const { pacer, calls } = recorder(null);
   pacer.setRate(8 * MiB); // nothing runs: nothing to tell
   expect(calls).toEqual([]);
