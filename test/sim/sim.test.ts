@@ -70,6 +70,15 @@ test(`--resync-digest seeds 1..${RESYNC_DIGEST_SEEDS} (synchronizations that sen
   expect(unchanged).toBeGreaterThan(RESYNC_DIGEST_SEEDS * 10);
 }, 60_000);
 
+const SYNC_RATE_SEEDS = 200;
+
+test(`--sync-rate seeds 1..${SYNC_RATE_SEEDS} (synchronizations paced to two chunks a tick) hold every invariant`, () => {
+  for (let seed = 1; seed <= SYNC_RATE_SEEDS; seed++) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, sync_rate: true });
+    if (!r.ok) throw new Error(explain(r, " --sync-rate"));
+  }
+}, 60_000);
+
 const VERIFY_SEEDS = 200;
 
 test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults) hold every invariant`, () => {

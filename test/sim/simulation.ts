@@ -12,7 +12,7 @@ import { SimDisk } from "./disk.ts";
 import { Host, type ControlWrite, type Role } from "./host.ts";
 import { Network, type Connection } from "./network.ts";
 import { Oracle, type FlushToken, type WriteRecord } from "./oracle.ts";
-import { PrimaryProc } from "./primary-proc.ts";
+import { PrimaryProc, TICK_MS } from "./primary-proc.ts";
 import { Rng } from "./random.ts";
 import { Scheduler } from "./scheduler.ts";
 import { SecondaryProc } from "./secondary-proc.ts";
@@ -33,6 +33,8 @@ export interface RunOptions {
   /** Synchronizations to the secondary compare each chunk's digest first and send only what
    * differs (resync_digest). Off by default, for the same reason. */
   resync_digest?: boolean;
+  /** The primary paces synchronizations to the secondary (sync_rate: two chunks a tick). */
+  sync_rate?: boolean;
 }
 
 export interface RunResult {
@@ -84,6 +86,7 @@ class Simulation implements SimContext, Observer {
   readonly cfg: SimConfig;
   readonly plant: Plant | null;
   readonly resync_digest: boolean;
+  readonly sync_rate: number | null;
   private readonly linux_flush: boolean;
   readonly observer: Observer = this;
   readonly hosts: [Host, Host];
@@ -129,6 +132,7 @@ class Simulation implements SimContext, Observer {
     this.linux_flush = options.linux_flush === true;
     this.net = new Network(this.clock, this.rng);
     this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max);
+    this.sync_rate = options.sync_rate === true ? (2 * this.cfg.chunk_bytes * 1000) / TICK_MS : null;
     this.mode = this.cfg.mode;
     this.net.latency_ms_max = this.rng.between(0, 3);
     const mapsize = mapBytesFor(this.cfg.nextents);
