@@ -1010,17 +1010,19 @@ export class PrimaryEngine {
   }
 
   /**
-   * Whether sync_rate holds the pass back now. Never while this node's copy is to be copied back
-   * from the peer (stale extents, or a peer with newer data): reads are served by the peer and
-   * flushes may wait until then, so that copy goes at full speed.
+   * Whether sync_rate applies to the pass now. Not while this node's copy is to be copied back from
+   * the peer (stale extents, or a peer with newer data: reads are served by the peer meanwhile),
+   * nor while application flushes wait for the pass's end (held_flushes: answered once what was
+   * copied back is flushed here). The pass then goes at full speed, and what it copies is not
+   * charged to the allowance (which would hold back the rest of the pass afterwards).
    */
-  private syncPaced(): boolean {
-    return this.sync_allowance <= 0 && this.local_stale.size === 0 && this.syncsrc !== "secondary";
+  private syncPacing(): boolean {
+    return this.local_stale.size === 0 && this.syncsrc !== "secondary" && this.held_flushes.length === 0;
   }
 
   private pumpSync(): PrimaryAction[] {
     const actions: PrimaryAction[] = [];
-    while (this.connected && this.sync_running && this.sync_inflight.size < this.sync_chunks_max && !this.syncPaced()) {
+    while (this.connected && this.sync_running && this.sync_inflight.size < this.sync_chunks_max && !(this.syncPacing() && this.sync_allowance <= 0)) {
       const chunk = this.sync_waiting ?? this.map.nextSyncChunk();
       this.sync_waiting = null;
       if (!chunk) {
@@ -1035,7 +1037,7 @@ export class PrimaryEngine {
       const token = this.sync_locks.tryLock(chunk.offset, chunk.length);
       assert(token !== null, () => `sync chunk at ${chunk.offset} overlaps another sync chunk`);
       const from = this.syncSource(chunk.extent);
-      if (from === "primary") this.sync_allowance -= chunk.length;
+      if (this.syncPacing()) this.sync_allowance -= chunk.length;
       this.sync_inflight.set(chunk, { token, from });
       actions.push({ type: "sync-copy", chunk, from });
     }

@@ -79,6 +79,18 @@ test(`--sync-rate seeds 1..${SYNC_RATE_SEEDS} (synchronizations paced to two chu
   }
 }, 60_000);
 
+/** `--sync-rate` seeds that once left application flushes waiting on a paced pass: 3210 (what the
+ * pass copied unpaced while extents were stale was charged to the allowance), 711 with
+ * `--linux-flush` (flushes held until the pass's end, the pass paced after the copy back). */
+const SYNC_RATE_REGRESSION: [number, boolean][] = [[3210, false], [711, true]];
+
+test(`--sync-rate seeds ${SYNC_RATE_REGRESSION.map(([s]) => s).join(", ")} answer every flush in time`, () => {
+  for (const [seed, linux_flush] of SYNC_RATE_REGRESSION) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, sync_rate: true, linux_flush });
+    if (!r.ok) throw new Error(explain(r, ` --sync-rate${linux_flush ? " --linux-flush" : ""}`));
+  }
+}, 60_000);
+
 const VERIFY_SEEDS = 200;
 
 test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults) hold every invariant`, () => {
