@@ -15,6 +15,7 @@ const ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 \t\n\n{}[]\"'=#.,:/-_\\%;
 const VOCAB = [
   "resource", "on", "local", "remote", "source", "name", "listen", "control", "pidfile", "timeout",
   "replication", "checksum", "compression", "exec", "metaflush", "nbd", "device", "secret", "secret_file",
+  "verify_rate", "sync_rate", "resync_digest", "100M", "1k", "10X",
   "logfile", "none", "off", "on", "lzf", "zstd", "hole", "fullsync", "async", "crc32", "sha256", "{", "}",
   "hasta", "hastb", "r0", "0", "20", "99999999999999999999", "[::1]", "tcp6://[::]:1", "uds://", "/dev/sdb",
   "=", '"x"', '""', "[", "]", "[[", "]]", "[resource.r0]", "[on.hasta]", "[resource.r0.on.hasta]", "true",
