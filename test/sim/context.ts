@@ -68,8 +68,10 @@ export interface SimContext {
   readonly plant: Plant | null;
   /** Synchronizations to the secondary compare digests first (resync_digest). */
   readonly resync_digest: boolean;
-  /** sync_rate in bytes per second, or null: the primary's timer paces its synchronizations. */
+  /** sync_rate and verify_rate in bytes per second, or null: the primary's timer paces its
+   * synchronizations, its verifications. */
   readonly sync_rate: number | null;
+  readonly verify_rate: number | null;
   readonly observer: Observer;
   trace(line: string): void;
   /** Counts an occurrence in the run's statistics (what the runs went through). */

@@ -188,9 +188,10 @@ export class PrimaryProc {
         this.last_background_flush_ms = now;
         this.submit("flush", 0, 0, null, () => {}, true);
       }
-      // As primary-io's sync Pacer (sync_rate): the allowance grows by a tick's worth.
-      const rate = this.ctx.sync_rate;
-      if (rate !== null) this.run(this.engine.allowSync((rate * TICK_MS) / 1000, Math.max(1, rate / 4)));
+      // As primary-io's Pacers (sync_rate, verify_rate): the allowances grow by a tick's worth.
+      const { sync_rate, verify_rate } = this.ctx;
+      if (sync_rate !== null) this.run(this.engine.allowSync((sync_rate * TICK_MS) / 1000, Math.max(1, sync_rate / 4)));
+      if (verify_rate !== null) this.run(this.engine.allowVerify((verify_rate * TICK_MS) / 1000, Math.max(1, verify_rate / 4)));
       // As primary-connector's timer: a pass given up after errors starts again.
       if (now - this.last_sync_resume_ms >= SYNC_RESUME_S * 1000) {
         this.last_sync_resume_ms = now;

@@ -79,6 +79,17 @@ test(`--sync-rate seeds 1..${SYNC_RATE_SEEDS} (synchronizations paced to two chu
   }
 }, 60_000);
 
+test(`--verify --verify-rate seeds 1..${SYNC_RATE_SEEDS / 2} (verifications paced to a chunk a tick) hold every invariant`, () => {
+  let verifications = 0;
+  for (let seed = 1; seed <= SYNC_RATE_SEEDS / 2; seed++) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, verify: true, verify_rate: true });
+    if (!r.ok) throw new Error(explain(r, " --verify --verify-rate"));
+    verifications += r.stats.verifications!;
+    expect({ seed, verify_differ_chunks: r.stats.verify_differ_chunks }).toEqual({ seed, verify_differ_chunks: 0 });
+  }
+  expect(verifications).toBeGreaterThan(SYNC_RATE_SEEDS / 4);
+}, 60_000);
+
 /** `--sync-rate` seeds that once left application flushes waiting on a paced pass: 3210 (what the
  * pass copied unpaced while extents were stale was charged to the allowance), 711 with
  * `--linux-flush` (flushes held until the pass's end, the pass paced after the copy back). */

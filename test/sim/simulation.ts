@@ -35,6 +35,8 @@ export interface RunOptions {
   resync_digest?: boolean;
   /** The primary paces synchronizations to the secondary (sync_rate: two chunks a tick). */
   sync_rate?: boolean;
+  /** The primary paces its verifications (verify_rate: a chunk a tick); with `verify`. */
+  verify_rate?: boolean;
 }
 
 export interface RunResult {
@@ -87,6 +89,7 @@ class Simulation implements SimContext, Observer {
   readonly plant: Plant | null;
   readonly resync_digest: boolean;
   readonly sync_rate: number | null;
+  readonly verify_rate: number | null;
   private readonly linux_flush: boolean;
   readonly observer: Observer = this;
   readonly hosts: [Host, Host];
@@ -133,6 +136,7 @@ class Simulation implements SimContext, Observer {
     this.net = new Network(this.clock, this.rng);
     this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max);
     this.sync_rate = options.sync_rate === true ? (2 * this.cfg.chunk_bytes * 1000) / TICK_MS : null;
+    this.verify_rate = options.verify_rate === true ? (this.cfg.chunk_bytes * 1000) / TICK_MS : null;
     this.mode = this.cfg.mode;
     this.net.latency_ms_max = this.rng.between(0, 3);
     const mapsize = mapBytesFor(this.cfg.nextents);
