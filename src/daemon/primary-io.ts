@@ -240,12 +240,14 @@ export class PrimaryIo implements BlockBackend {
     this.link = link;
     this.link_version = version;
     this.replies_failed = 0;
-    this.sync_pacer.start(); // before the actions: the connect's pass starts among them
     if (this.o.resync_digest && version < VERSION_DIGEST) {
       this.o.log.warn(`resync_digest is on, but the peer speaks protocol version ${version} (digests need ${VERSION_DIGEST}): synchronization sends every chunk.`);
     }
     link.start((frame) => this.onFrame(frame), (reason) => this.detach(reason));
     this.run(actions);
+    // After the connect's actions (its map write goes before any request to the peer); the pass
+    // they started is paced from here on.
+    this.sync_pacer.start();
   }
 
   get connected(): boolean {
