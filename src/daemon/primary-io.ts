@@ -246,8 +246,8 @@ export class PrimaryIo implements BlockBackend {
     link.start((frame) => this.onFrame(frame), (reason) => this.detach(reason));
     this.run(actions);
     // After the connect's actions (its map write goes before any request to the peer); the pass
-    // they started is paced from here on.
-    this.sync_pacer.start();
+    // they started is paced from here on, unless the link already went down under them.
+    if (this.link === link) this.sync_pacer.start();
   }
 
   get connected(): boolean {
