@@ -46,6 +46,8 @@ function families(resources: ResourceStatus[]): Family[] {
     add("hast_info", "gauge", "Configuration of the resource, as labels; always 1.", {
       ...res, provname: r.provname ?? "", localpath: r.localpath ?? "", remoteaddr: r.remoteaddr ?? "", replication: r.replication ?? "",
     }, 1);
+    add("hast_sync_rate_limit_bytes_per_second", "gauge", "sync_rate: the most a synchronization copies to the secondary per second (absent: no limit).", res, r.sync_rate);
+    add("hast_verify_rate_limit_bytes_per_second", "gauge", "verify_rate: the most an online verification reads per second (absent: no limit).", res, r.verify_rate);
     add("hast_worker_running", "gauge", "1 when the resource has a worker process (its role is not init).", res, r.workerpid ? 1 : 0);
     add("hast_connected", "gauge", "1 when the worker is connected to its peer (status complete), 0 when degraded.", res,
       r.status === undefined ? undefined : r.status === "complete" ? 1 : 0);

@@ -6,7 +6,7 @@ import { parseExposition, sampleValue } from "./exposition.ts";
 
 const primary: ResourceStatus = {
   name: "r0", role: "primary", provname: "r0", localpath: "/dev/vtbd1", remoteaddr: "tcp4://10.0.0.2:8457",
-  replication: "memsync", checksum: "none", compression: "none", status: "complete", workerpid: 4242,
+  replication: "memsync", checksum: "none", compression: "none", sync_rate: 50 << 20, status: "complete", workerpid: 4242,
   extentsize: 2 * 1024 * 1024, keepdirty: 64, dirty: 6 * 1024 * 1024, nbd: "unix:/var/run/hast/r0.sock",
   statistics: { reads: 10, writes: 20, deletes: 3, flushes: 4, activemap_updates: 5, direct_bytes: 1 << 30, sync_unchanged_bytes: 3 << 20,
     local_errors: { read: 1, write: 0, delete: 0, flush: 2 } },
@@ -46,6 +46,8 @@ describe("hastctl metrics output", () => {
     expect(sampleValue(f, "hast_sync_total_bytes", r0)).toBe(4096);
     expect(sampleValue(f, "hast_sync_rate_bytes_per_second", r0)).toBe(512);
     expect(sampleValue(f, "hast_sync_eta_seconds", r0)).toBe(6);
+    expect(sampleValue(f, "hast_sync_rate_limit_bytes_per_second", r0)).toBe(50 << 20);
+    expect(f.find((x) => x.name === "hast_verify_rate_limit_bytes_per_second")).toBeUndefined(); // no verify_rate: no family
     expect(sampleValue(f, "hast_last_sync_bytes", r0)).toBe(268435456);
     expect(sampleValue(f, "hast_last_sync_duration_seconds", r0)).toBe(0.25);
     expect(sampleValue(f, "hast_last_sync_finished_timestamp_seconds", r0)).toBe(Date.UTC(2026, 10, 27, 12) / 1000);
