@@ -309,6 +309,14 @@ vrrp_instance HAST {
       ]);
   }
 
+  /** keepalived's VRRP state as its log last said ("(HAST) Entering FAULT STATE"), or null before
+   * any. A state, not a transition after some point: a check that failed during the bring-up may
+   * hold the instance in FAULT through the next failure, with no new line. */
+  keepalivedState(node: E2eNode): string | null {
+    const states = [...(node.manager?.output ?? "").matchAll(/\(HAST\) Entering (\w+) STATE/g)];
+    return states.at(-1)?.[1] ?? null;
+  }
+
   /** The manager's orderly stop (SIGTERM): ucarp with --shutdown runs its down script first if
    * master; keepalived runs its notify script with STOP. */
   async stopManager(node: E2eNode): Promise<void> {
