@@ -18,7 +18,7 @@ const USAGE = `usage: hastctl create [-d] [-c config] [-e extentsize] [-k keepdi
        hastctl status [-d] [-c config] [--json] [all | name ...]
        hastctl dump [-d] [-c config] [--json] [all | name ...]
        hastctl metrics [-d] [-c config] [--json] [all | name ...]
-       hastctl verify [-d] [-c config] [--json] [--stop | --resume] all | name ...
+       hastctl verify [-d] [-c config] [--json] [--stop | --resume | --from offset] all | name ...
        hastctl --version
 Sizes accept the suffixes k, M, G, T (binary). The configuration defaults to /etc/hast.conf;
 a path ending in .toml is read as TOML. HASTD_NODE=<name> selects this node's blocks.`;

@@ -1119,11 +1119,13 @@ export class PrimaryEngine {
 
   /** Compares every chunk of the device with the peer's copy; a chunk that differs is copied to
    * the peer (this node's copy counts, as for any synchronization from the primary). `from`: where
-   * an earlier verification ended early (its resume_offset: `hastctl verify --resume`), or 0. */
-  startVerify(from = 0): PrimaryAction[] {
+   * an earlier verification ended early (its resume_offset: `hastctl verify --resume`), an offset
+   * the operator gave (`--from`; the walk begins at the start of its chunk), or 0. */
+  startVerify(from_byte = 0): PrimaryAction[] {
     const refused = this.verifyRefusal();
     assert(refused === null, () => `verification started although ${refused}`);
-    this.verify = new VerifyPass(this.map.datasize, this.map.extentsize, this.map.chunk_bytes, from);
+    this.verify = new VerifyPass(this.map.datasize, this.map.extentsize, this.map.chunk_bytes, from_byte);
+    const from = this.verify.tally().from_offset;
     const what = from === 0 ? `${this.map.datasize} bytes` : `${this.map.datasize - from} bytes from offset ${from}`;
     return [{ type: "log", level: "info", message: `Verification started: ${what} to compare with the peer's copy.` }, ...this.pumpVerify()];
   }
@@ -1245,9 +1247,15 @@ export class PrimaryEngine {
     this.verify_recheck = [];
     const result: VerifyResult = { ...this.verify!.tally(), ended, resume_offset };
     this.verify = null;
+    const r = result;
+    assert(r.same_bytes + r.differ_bytes + r.skipped_bytes + r.failed_bytes === r.done_bytes && r.from_offset + r.total_bytes === this.map.datasize,
+      () => `verification tally ${JSON.stringify(r)} of ${this.map.datasize} bytes`);
+    assert(r.from_offset <= r.resume_offset && r.resume_offset <= this.map.datasize && (ended !== "complete" || (r.done_bytes === r.total_bytes && r.resume_offset === this.map.datasize)),
+      () => `verification ${ended} at ${r.resume_offset}: ${JSON.stringify(r)}`);
     const found = describeVerify(result);
     const message = ended === "complete" ? `Verification complete: ${found}.`
-      : `Verification ${ended === "stopped" ? "stopped by the operator" : "interrupted by the link's loss"} after ${result.done_bytes} of ${result.total_bytes} bytes: ${found}.`;
+      : `Verification ${ended === "stopped" ? "stopped by the operator" : "interrupted by the link's loss"} after ${result.done_bytes} of ${result.total_bytes} bytes: ${found}; ` +
+        `it goes on from offset ${resume_offset} with hastctl verify --resume, or --from ${resume_offset} once this worker restarted.`;
     const level = ended !== "complete" || result.differ_chunks > 0 || result.failed_bytes > 0 ? "warn" : "info";
     return [{ type: "log", level, message }, { type: "verified", result }];
   }

@@ -40,11 +40,15 @@ export class VerifyPass {
   private next_offset: number;
   private readonly counts: VerifyCounts;
 
-  /** `from`: a chunk's offset where an earlier walk ended early (its resume_offset), or 0. */
-  constructor(private readonly datasize: number, private readonly extentsize: number, private readonly chunk_bytes: number, from = 0) {
+  /** `from`: where to begin, rounded down to the start of the chunk holding it: 0, where an
+   * earlier walk ended early (its resume_offset), or an offset the operator gave (--from). */
+  constructor(private readonly datasize: number, private readonly extentsize: number, private readonly chunk_bytes: number, from_byte = 0) {
     assert(Number.isSafeInteger(datasize) && datasize > 0, () => `datasize ${datasize}`);
     assert(Number.isSafeInteger(chunk_bytes) && chunk_bytes > 0, () => `chunk_bytes ${chunk_bytes}`);
-    assert(Number.isSafeInteger(from) && from >= 0 && from < datasize, () => `verification from ${from} of ${datasize} bytes`);
+    assert(Number.isSafeInteger(from_byte) && from_byte >= 0 && from_byte < datasize, () => `verification from ${from_byte} of ${datasize} bytes`);
+    // Chunks are laid from each extent's start (next() never lets one cross an extent).
+    const extent_start = Math.floor(from_byte / extentsize) * extentsize;
+    const from = extent_start + Math.floor((from_byte - extent_start) / chunk_bytes) * chunk_bytes;
     this.next_offset = from;
     this.counts = {
       from_offset: from, done_bytes: 0, total_bytes: datasize - from, same_bytes: 0, differ_bytes: 0, differ_chunks: 0, skipped_bytes: 0, failed_bytes: 0,

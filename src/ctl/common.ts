@@ -1,7 +1,7 @@
 // What every hastctl subcommand shares: the common options, loading the configuration,
 // resolving `all` and resource names, and turning failures into sysexits codes.
 import type { ArgsDef } from "citty";
-import { ConfigError, loadConfig, type Config, type ResourceConfig } from "../config/index.ts";
+import { ConfigError, loadConfig, parseSize, type Config, type ResourceConfig } from "../config/index.ts";
 import { EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { NativeError } from "../native.ts";
@@ -21,6 +21,15 @@ export function checkOptions(args: Record<string, unknown>, def: ArgsDef): void 
     // citty adds a camelCase twin of every dashed option (initial-sync → initialSync).
     if (key === "_" || key in def || kebab(key) in def) continue;
     throw new ExitError(`illegal option -- ${key}`, EX_USAGE);
+  }
+}
+
+/** A size option's value (k, M, G, ... suffixes); a bad one ends hastctl with EX_USAGE. */
+export function sizeOption(value: string, what: string): number {
+  try {
+    return parseSize(value);
+  } catch (err) {
+    throw new ExitError(`invalid ${what} ${JSON.stringify(value)}: ${(err as Error).message}`, EX_USAGE);
   }
 }
 

@@ -1,13 +1,12 @@
 // hastctl create (spec 2.1): write fresh metadata and a clean activemap on the local component.
 // Offline: it does not talk to hastd, but it locks the component, so it refuses one in use.
 import { defineCommand } from "citty";
-import { parseSize } from "../config/index.ts";
 import { computeLayout, LayoutError } from "../core/layout.ts";
 import { FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { EX_DATAERR, EX_IOERR, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
 import { NativeError } from "../native.ts";
-import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, openComponents, warn } from "./common.ts";
+import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, openComponents, sizeOption, warn } from "./common.ts";
 
 const args = {
   ...commonArgs,
@@ -20,24 +19,15 @@ const args = {
   },
 } as const;
 
-function sizeOption(value: string | undefined, what: string): number {
-  if (value === undefined) return 0;
-  try {
-    return parseSize(value);
-  } catch (err) {
-    throw new ExitError(`invalid ${what} ${JSON.stringify(value)}: ${(err as Error).message}`, EX_USAGE);
-  }
-}
-
 export default defineCommand({
   meta: { name: "create", description: "initialize metadata of local components" },
   args,
   run({ args: a }) {
     checkOptions(a, args);
     if (a._.length === 0) throw new ExitError("create needs at least one resource name", EX_USAGE);
-    const extentsize = sizeOption(a.e, "extent size");
-    const keepdirty = sizeOption(a.k, "keepdirty");
-    const mediasize = sizeOption(a.m, "media size");
+    const extentsize = a.e === undefined ? 0 : sizeOption(a.e, "extent size");
+    const keepdirty = a.k === undefined ? 0 : sizeOption(a.k, "keepdirty");
+    const mediasize = a.m === undefined ? 0 : sizeOption(a.m, "media size");
     const initial = a["initial-sync"] ?? "full";
     if (initial !== "full" && initial !== "none") throw new ExitError(`--initial-sync must be full or none, not ${JSON.stringify(initial)}`, EX_USAGE);
     const config = loadCtlConfig(a.c);

@@ -26,8 +26,8 @@ export type ToWorker =
   | { type: "verify"; id: number; action: VerifyAction }
   | { type: "reload"; resource: ResourceConfig };
 
-/** `hastctl verify` (start), `--stop`, `--resume`. */
-export type VerifyAction = "start" | "stop" | "resume";
+/** `hastctl verify` (start, at `from`: 0, or `--from`), `--stop`, `--resume`. */
+export type VerifyAction = { op: "start"; from: number } | { op: "stop" } | { op: "resume" };
 
 export interface SecondaryPeer {
   handshake: Handshake;

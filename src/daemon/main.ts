@@ -106,7 +106,8 @@ export class Hastd {
         }
         replies.push(reply);
       } else if (request.cmd === "verify") {
-        replies.push(await this.verify(state, request.stop === true ? "stop" : request.resume === true ? "resume" : "start", all));
+        const action: VerifyAction = request.stop === true ? { op: "stop" } : request.resume === true ? { op: "resume" } : { op: "start", from: request.from ?? 0 };
+        replies.push(await this.verify(state, action, all));
       } else {
         replies.push(await this.status(state));
       }
@@ -137,7 +138,7 @@ export class Hastd {
    * one periodic `hastctl verify all` serves both nodes). */
   private async verify(state: ResourceState, action: VerifyAction, all: boolean): Promise<ResourceStatus> {
     const reply: ResourceStatus = { name: state.config.name, role: state.role };
-    const what = action === "stop" ? "verification not stopped" : "verification not started";
+    const what = action.op === "stop" ? "verification not stopped" : "verification not started";
     if (state.role !== "primary") {
       const message = `${what}: this node is not primary (verification runs on the primary)`;
       return all ? { ...reply, message } : { ...reply, error: ControlError.INVALID, message };

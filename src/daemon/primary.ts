@@ -126,12 +126,14 @@ export class PrimaryWorker {
     return status;
   }
 
-  /** `hastctl verify [--stop | --resume]`: null once done, else why not. */
+  /** `hastctl verify [--stop | --resume | --from offset]`: null once done, else why not. */
   verify(action: VerifyAction): string | null {
-    if (action === "stop") return this.p.io.stopVerify() ? null : "no verification is running";
-    const refused = this.p.engine.verifyRefusal() ?? (action === "resume" ? this.verifies.resumeRefusal() : null);
+    if (action.op === "stop") return this.p.io.stopVerify() ? null : "no verification is running";
+    const datasize = this.p.map.datasize;
+    const refused = this.p.engine.verifyRefusal() ?? (action.op === "resume" ? this.verifies.resumeRefusal()
+      : action.from >= datasize ? `offset ${action.from} is not below the device's size (${datasize} bytes)` : null);
     if (refused !== null) return refused;
-    const from = action === "resume" ? this.verifies.last!.resume_offset : 0;
+    const from = action.op === "resume" ? this.verifies.last!.resume_offset : action.from;
     this.verifies.started(this.p.io.verifyCompare); // before the start: a pass with nothing to compare ends within it
     this.p.io.startVerify(from);
     return null;

@@ -23,8 +23,8 @@ export type ControlRequest =
   | { cmd: "role"; role: Role; resources: string[]; force?: boolean }
   | { cmd: "status"; resources: string[] }
   /** Start an online verification on the primary (`stop`: end the one running; `resume`: go on
-   * from where the last one ended early). */
-  | { cmd: "verify"; resources: string[]; stop?: boolean; resume?: boolean };
+   * from where the last one ended early; `from`: begin at this byte offset, as after a restart). */
+  | { cmd: "verify"; resources: string[]; stop?: boolean; resume?: boolean; from?: number };
 
 export interface ResourceStatistics {
   reads: number;
@@ -151,9 +151,16 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
       if (obj.stop !== undefined && typeof obj.stop !== "boolean") return { ok: false, error: "'stop' must be true or false" };
       if (obj.resume !== undefined && typeof obj.resume !== "boolean") return { ok: false, error: "'resume' must be true or false" };
       if (obj.stop === true && obj.resume === true) return { ok: false, error: "'stop' and 'resume' exclude each other" };
+      if (obj.from !== undefined) {
+        if (typeof obj.from !== "number" || !Number.isSafeInteger(obj.from) || obj.from < 0) return { ok: false, error: "'from' must be a byte offset (an integer, 0 or more)" };
+        if (obj.stop === true || obj.resume === true) return { ok: false, error: "'from' excludes 'stop' and 'resume'" };
+      }
       return {
         ok: true,
-        value: { cmd: "verify", resources: names, ...(obj.stop === true ? { stop: true } : {}), ...(obj.resume === true ? { resume: true } : {}) },
+        value: {
+          cmd: "verify", resources: names, ...(obj.stop === true ? { stop: true } : {}), ...(obj.resume === true ? { resume: true } : {}),
+          ...(obj.from !== undefined ? { from: obj.from } : {}),
+        },
       };
     case "role": {
       if (!ROLES.includes(obj.role as Role)) return { ok: false, error: "'role' must be init, primary or secondary" };

@@ -34,9 +34,10 @@ const VALID: string[] = [
   `{"cmd":"verify","resources":["r0"]}`,
   `{"cmd":"verify","resources":["all"],"stop":true}`,
   `{"cmd":"verify","resources":["r0"],"resume":true}`,
+  `{"cmd":"verify","resources":["r0"],"from":1048576}`,
 ];
 const TOKENS = ["{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "false", "0", "-1", "1e999", "\"cmd\"", "\"role\"",
-  "\"resources\"", "\"status\"", "\"resume\"", "\"stop\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
+  "\"resources\"", "\"status\"", "\"resume\"", "\"from\"", "1.5", "9007199254740992", "\"stop\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
 
 function generator(random: () => number) {
   const int = (n: number) => Math.floor(random() * n);
@@ -103,7 +104,8 @@ function checkResult(line: string, result: ReturnType<typeof parseControlRequest
   }
   const r: ControlRequest = result.value;
   const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role) && [undefined, true].includes(r.force)) ||
-    (r.cmd === "verify" && [undefined, true].includes(r.stop) && [undefined, true].includes(r.resume) && !(r.stop && r.resume))) &&
+    (r.cmd === "verify" && [undefined, true].includes(r.stop) && [undefined, true].includes(r.resume) && !(r.stop && r.resume) &&
+      (r.from === undefined || (Number.isSafeInteger(r.from) && r.from >= 0 && !r.stop && !r.resume)))) &&
     Array.isArray(r.resources) && r.resources.length > 0 && r.resources.length <= CONTROL_RESOURCES_MAX &&
     r.resources.every((n) => typeof n === "string" && n.length > 0 && n.length <= 255);
   if (!wellFormed) throw new Error(`malformed request accepted from ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(r).slice(0, 200)}`);
@@ -283,10 +285,18 @@ test(`a client that sends ${PIPELINED} requests before reading gets every reply,
   }
 }, 60_000);
 
-test("verify's stop and resume are booleans that exclude each other", () => {
+test("verify's stop and resume are booleans that exclude each other; from is a byte offset that excludes both", () => {
   const parse = (line: string) => parseControlRequest(line);
   expect(parse(`{"cmd":"verify","resources":["r0"],"resume":true}`)).toEqual({ ok: true, value: { cmd: "verify", resources: ["r0"], resume: true } });
   expect(parse(`{"cmd":"verify","resources":["r0"],"resume":false,"stop":false}`)).toEqual({ ok: true, value: { cmd: "verify", resources: ["r0"] } });
   expect(parse(`{"cmd":"verify","resources":["r0"],"resume":1}`)).toEqual({ ok: false, error: "'resume' must be true or false" });
   expect(parse(`{"cmd":"verify","resources":["r0"],"stop":true,"resume":true}`)).toEqual({ ok: false, error: "'stop' and 'resume' exclude each other" });
+  expect(parse(`{"cmd":"verify","resources":["r0"],"from":0}`)).toEqual({ ok: true, value: { cmd: "verify", resources: ["r0"], from: 0 } });
+  expect(parse(`{"cmd":"verify","resources":["r0"],"from":9007199254740991}`)).toEqual({ ok: true, value: { cmd: "verify", resources: ["r0"], from: 9007199254740991 } });
+  for (const bad of ["-1", "1.5", "9007199254740992", "\"1M\"", "null", "1e999"]) {
+    expect(parse(`{"cmd":"verify","resources":["r0"],"from":${bad}}`)).toEqual({ ok: false, error: "'from' must be a byte offset (an integer, 0 or more)" });
+  }
+  for (const other of ["stop", "resume"]) {
+    expect(parse(`{"cmd":"verify","resources":["r0"],"from":0,"${other}":true}`)).toEqual({ ok: false, error: "'from' excludes 'stop' and 'resume'" });
+  }
 });

@@ -193,7 +193,7 @@ describe("hastctl verify", () => {
     expect(lifted.seconds).toBeLessThan(30);
   }, 120_000);
 
-  test.skipIf(skip !== null)("--resume goes on from where a stopped one ended, and is refused when there is nothing to go on with", async () => {
+  test.skipIf(skip !== null)("--resume goes on from where a stopped one ended, and is refused when there is nothing to go on with; --from begins anywhere", async () => {
     const { pair, a } = await syncedPair({ settings: { verify_rate: "16M" } });
     const none = await verify(pair, a, ["--resume"]);
     expect(none.code).not.toBe(0);
@@ -211,6 +211,8 @@ describe("hastctl verify", () => {
     expect(stopped.resume_offset).toBeLessThan(DATA_BYTES);
     const list = await h.hastctlOk(a, pair.confOf(a), ["list", pair.name]);
     expect(list).toContain(`hastctl verify --resume goes on from offset ${stopped.resume_offset / MiB}MB`);
+    // The log keeps the offset for a worker that forgot it (a restart): --from takes it.
+    expect(pair.daemon(a).log).toContain(`it goes on from offset ${stopped.resume_offset} with hastctl verify --resume, or --from ${stopped.resume_offset} once this worker restarted.`);
     // The rest, from there: the two walks cover the device.
     expect((await verify(pair, a, ["--resume"])).code).toBe(0);
     expect((await pair.status(a)).verify.from_offset).toBe(stopped.resume_offset);
@@ -220,6 +222,23 @@ describe("hastctl verify", () => {
     expect(pair.daemon(a).log).toContain(`Verification started: ${DATA_BYTES - stopped.resume_offset} bytes from offset ${stopped.resume_offset}`);
     const again = await verify(pair, a, ["--resume"]);
     expect(again.stderr).toContain("verification not started: the last verification compared everything; run a new one without --resume");
+
+    // --from: any offset below the device's size, rounded down to its 1 MiB chunk.
+    for (const [args, line] of <[string[], string][]>[
+      [["--from", "1X"], `hastctl: invalid --from offset "1X": invalid size '1X': expected digits with an optional k, M, G, T, P or E suffix`],
+      [["--from", "0", "--resume"], "hastctl: verify: --from excludes --resume"],
+      [["--from", "0", "--stop"], "hastctl: verify: --from excludes --stop"],
+    ]) {
+      const bad = await verify(pair, a, args);
+      expect([bad.code, bad.stderr.split("\n")[0]]).toEqual([64, line]);
+    }
+    const beyond = await verify(pair, a, ["--from", "64M"]);
+    expect(beyond.code).not.toBe(0);
+    expect(beyond.stderr).toContain(`verification not started: offset ${DATA_BYTES} is not below the device's size (${DATA_BYTES} bytes)`);
+    expect((await verify(pair, a, ["--from", String(61 * MiB + 12_345)])).code).toBe(0);
+    const tail = await lastVerify(pair, a, rest.finished);
+    expect(tail).toMatchObject({ ended: "complete", from_offset: 61 * MiB, total_bytes: 3 * MiB, same_bytes: 3 * MiB });
+    expect(pair.daemon(a).log).toContain(`Verification started: ${3 * MiB} bytes from offset ${61 * MiB}`);
   }, 120_000);
 
   test.skipIf(skip !== null).each([

@@ -132,9 +132,9 @@ export class PrimaryProc {
   private last_background_flush_ms = 0;
   private last_sync_resume_ms = 0;
 
-  /** `hastctl verify` (primary-io.ts verify). */
-  verify(): void {
-    this.run(this.engine.startVerify());
+  /** `hastctl verify [--from]` (primary-io.ts startVerify). */
+  verify(from: number): void {
+    this.run(this.engine.startVerify(from));
   }
 
   /** An application request (the NBD frontend's call into PrimaryIo). */

@@ -404,12 +404,14 @@ class Simulation implements SimContext, Observer {
     return true;
   }
 
-  /** `hastctl verify` on the primary, when it would start. */
+  /** `hastctl verify` on the primary, when it would start: over the whole device, or from an
+   * offset (`--from`, any byte: the walk rounds it down to its chunk). */
   private verify(): void {
     const p = this.official.primary;
     if (!p || p.engine.verifyRefusal() !== null) return;
-    this.trace(`operator: verify on ${this.official.name}`);
-    p.verify();
+    const from = this.rng.chance(0.5) ? 0 : this.rng.between(0, this.cfg.datasize - 1);
+    this.trace(`operator: verify on ${this.official.name}${from === 0 ? "" : ` --from ${from}`}`);
+    p.verify(from);
   }
 
   /** Split-brain recovery (spec 7.4): role init, hastctl create, role secondary. */

@@ -73,6 +73,15 @@ describe("VerifyPass", () => {
     expect(() => new VerifyPass(4096, 4096, 1024, 4096)).toThrow("verification from 4096 of 4096 bytes");
   });
 
+  test("an offset the operator gave (--from) is rounded down to the start of the chunk holding it", () => {
+    // Chunks lie from each extent's start: [0, 1536) [1536, 2048) [2048, 3584) [3584, 4096) [4096, 5120).
+    for (const [from, start] of <[number, number][]>[[1, 0], [1535, 0], [1536, 1536], [2047, 1536], [2048, 2048], [3000, 2048], [3584, 3584], [5119, 4096]]) {
+      const pass = new VerifyPass(10 * 512, 2048, 1536, from);
+      expect([from, pass.tally().from_offset, pass.next()?.offset]).toEqual([from, start, start]);
+      expect(pass.tally().total_bytes).toBe(10 * 512 - start);
+    }
+  });
+
   test("tallies each outcome, and a chunk ended twice is an invariant violation", () => {
     const pass = new VerifyPass(4096, 4096, 1024);
     const [a, b, c, e] = [pass.next()!, pass.next()!, pass.next()!, pass.next()!];
@@ -247,6 +256,8 @@ describe("online verification", () => {
     expect(held.actions).toEqual([]);
     const stop = d.stopVerify()!;
     expect(logs(stop)[0]).toMatch(/^Verification stopped by the operator after 0 of 16384 bytes/);
+    // Where to go on from, also once the worker forgot it (--from).
+    expect(logs(stop)[0]).toMatch(/; it goes on from offset 0 with hastctl verify --resume, or --from 0 once this worker restarted\.$/);
     expect(stop.map((a) => a.type)).toContain("local"); // the held write starts
     expect(d.stopVerify()).toBeNull();
     const chunk = d.pending_verify[0]!;
