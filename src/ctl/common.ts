@@ -24,8 +24,10 @@ export function checkOptions(args: Record<string, unknown>, def: ArgsDef): void 
   }
 }
 
-/** A size option's value (k, M, G, ... suffixes); a bad one ends hastctl with EX_USAGE. */
-export function sizeOption(value: string, what: string): number {
+/** A size option's value (k, M, G, ... suffixes), undefined when not given; a bad one ends
+ * hastctl with EX_USAGE. */
+export function sizeOption(value: string | undefined, what: string): number | undefined {
+  if (value === undefined) return undefined;
   try {
     return parseSize(value);
   } catch (err) {

@@ -25,9 +25,9 @@ export default defineCommand({
   run({ args: a }) {
     checkOptions(a, args);
     if (a._.length === 0) throw new ExitError("create needs at least one resource name", EX_USAGE);
-    const extentsize = a.e === undefined ? 0 : sizeOption(a.e, "extent size");
-    const keepdirty = a.k === undefined ? 0 : sizeOption(a.k, "keepdirty");
-    const mediasize = a.m === undefined ? 0 : sizeOption(a.m, "media size");
+    const extentsize = sizeOption(a.e, "extent size") ?? 0;
+    const keepdirty = sizeOption(a.k, "keepdirty") ?? 0;
+    const mediasize = sizeOption(a.m, "media size") ?? 0;
     const initial = a["initial-sync"] ?? "full";
     if (initial !== "full" && initial !== "none") throw new ExitError(`--initial-sync must be full or none, not ${JSON.stringify(initial)}`, EX_USAGE);
     const config = loadCtlConfig(a.c);

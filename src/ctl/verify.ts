@@ -21,7 +21,7 @@ export default defineCommand({
     checkOptions(a, verifyArgs);
     if (a._.length === 0) throw new ExitError("verify needs 'all' or at least one resource name", EX_USAGE);
     if (a.stop && a.resume) throw new ExitError("verify: --stop and --resume exclude each other", EX_USAGE);
-    const from = a.from === undefined ? undefined : sizeOption(a.from, "--from offset");
+    const from = sizeOption(a.from, "--from offset");
     if (from !== undefined && (a.stop || a.resume)) throw new ExitError(`verify: --from excludes --${a.stop ? "stop" : "resume"}`, EX_USAGE);
     const config = loadCtlConfig(a.c);
     const request = {
@@ -33,4 +33,3 @@ export default defineCommand({
     });
   },
 });
-
