@@ -4,6 +4,7 @@ import { runCommand, type ArgsDef, type CommandDef } from "citty";
 import { EX_SOFTWARE, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import create from "../ctl/create.ts";
 import dump from "../ctl/dump.ts";
+import events from "../ctl/events.ts";
 import list from "../ctl/list.ts";
 import metrics from "../ctl/metrics.ts";
 import role from "../ctl/role.ts";
@@ -19,11 +20,12 @@ const USAGE = `usage: hastctl create [-d] [-c config] [-e extentsize] [-k keepdi
        hastctl dump [-d] [-c config] [--json] [all | name ...]
        hastctl metrics [-d] [-c config] [--json] [all | name ...]
        hastctl verify [-d] [-c config] [--json] [--stop | --resume | --from offset] all | name ...
+       hastctl events [-d] [-c config] [--json] [all | name ...]
        hastctl --version
 Sizes accept the suffixes k, M, G, T (binary). The configuration defaults to /etc/hast.conf;
 a path ending in .toml is read as TOML. HASTD_NODE=<name> selects this node's blocks.`;
 
-const subCommands = { create, role, list, status, dump, metrics, verify };
+const subCommands = { create, role, list, status, dump, metrics, verify, events };
 
 async function run(argv: string[]): Promise<number> {
   const first = argv[0];

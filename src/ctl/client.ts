@@ -1,4 +1,5 @@
-// hastctl side of the control socket: one request line out, one reply line back.
+// hastctl side of the control socket: one request line out, one reply line back, and for a stream
+// (`events`) the lines that follow it until hastd ends it.
 import type { Address } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
 import { EX_OSERR, EX_UNAVAILABLE, ExitError } from "../core/sysexits.ts";
@@ -6,24 +7,38 @@ import { CONTROL_LINE_MAX_BYTES, encodeControlLine, type ControlReply, type Cont
 
 /** FreeBSD hastctl waits 20 s for the control connection, whatever the config says. */
 export const CONTROL_TIMEOUT_MS = 20_000;
+/** The longest line hastd may send (a status reply of many resources). */
+const REPLY_LINE_MAX_BYTES = CONTROL_LINE_MAX_BYTES * 64;
 
-export async function controlRequest(address: Address, request: ControlRequest, timeout_ms = CONTROL_TIMEOUT_MS): Promise<ControlReply> {
+/** Handles one line from hastd; returns false when it wants no more (the connection is closed). */
+type LineHandler = (line: string, where: string) => boolean;
+
+/** Sends `request`, hands hastd's lines to `onLine` until it wants no more, and resolves with
+ * whether it got there (false: hastd closed the connection first). `timeout_ms` bounds the wait
+ * for the first line only; a line that is not what `onLine` expects rejects with its ExitError. */
+function exchange(address: Address, request: ControlRequest, onLine: LineHandler, timeout_ms: number): Promise<boolean> {
   if (address.kind !== "uds") throw new ExitError(`control address ${formatAddress(address)} is not a unix socket`, EX_OSERR);
   const where = formatAddress(address);
-  return await new Promise<ControlReply>((resolve, reject) => {
+  return new Promise<boolean>((resolve, reject) => {
     let received = "";
     let connected = false;
     let settled = false;
-    const finish = (err: ExitError | null, reply?: ControlReply) => {
+    const decoder = new TextDecoder();
+    const finish = (err: ExitError | null, done = false) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       if (err) reject(err);
-      else resolve(reply!);
+      else resolve(done);
     };
-    const timer = setTimeout(() => {
+    let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
       finish(new ExitError(`no reply from hastd at ${where} within ${timeout_ms / 1000} s`, connected ? EX_UNAVAILABLE : EX_OSERR));
     }, timeout_ms);
+    const unreachable = (err: Error) => {
+      const code = (err as NodeJS.ErrnoException).code;
+      const reason = code === "ENOENT" || code === "ECONNREFUSED" ? "hastd is not running" : err.message;
+      finish(new ExitError(`cannot connect to hastd at ${where}: ${reason}`, EX_OSERR));
+    };
     Bun.connect({
       unix: address.path,
       socket: {
@@ -33,38 +48,76 @@ export async function controlRequest(address: Address, request: ControlRequest, 
           socket.flush();
         },
         data(socket, chunk) {
-          received += new TextDecoder().decode(chunk);
-          if (received.length > CONTROL_LINE_MAX_BYTES * 64) {
+          received += decoder.decode(chunk, { stream: true });
+          for (let nl = received.indexOf("\n"); nl >= 0 && !settled; nl = received.indexOf("\n")) {
+            const line = received.slice(0, nl);
+            received = received.slice(nl + 1);
+            clearTimeout(timer);
+            timer = undefined;
+            let more: boolean;
+            try {
+              more = onLine(line, where);
+            } catch (err) {
+              finish(err instanceof ExitError ? err : new ExitError((err as Error).message, EX_UNAVAILABLE));
+              socket.end();
+              return;
+            }
+            // Settle before end(): end() runs the close handler synchronously.
+            if (!more) {
+              finish(null, true);
+              socket.end();
+              return;
+            }
+          }
+          if (received.length > REPLY_LINE_MAX_BYTES) {
             finish(new ExitError(`reply from hastd at ${where} is too long`, EX_UNAVAILABLE));
             socket.end();
-            return;
           }
-          const nl = received.indexOf("\n");
-          if (nl < 0) return;
-          // Settle before end(): end() runs the close handler synchronously.
-          try {
-            finish(null, JSON.parse(received.slice(0, nl)) as ControlReply);
-          } catch {
-            finish(new ExitError(`malformed reply from hastd at ${where}`, EX_UNAVAILABLE));
-          }
-          socket.end();
         },
         close() {
-          finish(new ExitError(`hastd at ${where} closed the connection without a reply`, EX_UNAVAILABLE));
+          finish(null, false);
         },
         error(_socket, err) {
           finish(new ExitError(`control connection to ${where} failed: ${err.message}`, EX_UNAVAILABLE));
         },
         connectError(_socket, err) {
-          const reason = (err as NodeJS.ErrnoException).code === "ENOENT" || (err as NodeJS.ErrnoException).code === "ECONNREFUSED"
-            ? "hastd is not running" : err.message;
-          finish(new ExitError(`cannot connect to hastd at ${where}: ${reason}`, EX_OSERR));
+          unreachable(err);
         },
       },
-    }).catch((err: Error) => {
-      const code = (err as NodeJS.ErrnoException).code;
-      const reason = code === "ENOENT" || code === "ECONNREFUSED" ? "hastd is not running" : err.message;
-      finish(new ExitError(`cannot connect to hastd at ${where}: ${reason}`, EX_OSERR));
-    });
+    }).catch(unreachable);
   });
+}
+
+function parseReply(line: string, where: string): ControlReply {
+  try {
+    return JSON.parse(line) as ControlReply;
+  } catch {
+    throw new ExitError(`malformed reply from hastd at ${where}`, EX_UNAVAILABLE);
+  }
+}
+
+export async function controlRequest(address: Address, request: ControlRequest, timeout_ms = CONTROL_TIMEOUT_MS): Promise<ControlReply> {
+  let reply: ControlReply | undefined;
+  await exchange(address, request, (line, where) => {
+    reply = parseReply(line, where);
+    return false;
+  }, timeout_ms);
+  if (!reply) throw new ExitError(`hastd at ${formatAddress(address)} closed the connection without a reply`, EX_UNAVAILABLE);
+  return reply;
+}
+
+/** A request answered by a stream: `onReply` gets the reply (returns false to end there), then
+ * `onLine` every line after it. Resolves when hastd closes the stream. */
+export async function controlStream(
+  address: Address, request: ControlRequest, onReply: (reply: ControlReply) => boolean, onLine: LineHandler,
+): Promise<void> {
+  let replied = false;
+  const where = formatAddress(address);
+  const ended_by_us = await exchange(address, request, (line, at) => {
+    if (replied) return onLine(line, at);
+    replied = true;
+    return onReply(parseReply(line, at));
+  }, CONTROL_TIMEOUT_MS);
+  if (!replied) throw new ExitError(`hastd at ${where} closed the connection without a reply`, EX_UNAVAILABLE);
+  if (!ended_by_us) throw new ExitError(`hastd at ${where} closed the event stream`, EX_UNAVAILABLE);
 }

@@ -1,14 +1,27 @@
 // hastd's control socket: JSON lines (docs/control.md), mode 0600 so only root can steer roles.
 // Bad, oversized or unknown requests get an error reply; nothing a client sends can crash hastd.
+// A request answered by a stream (`events`) keeps its connection: the lines follow the reply, and a
+// client that falls EVENT_BACKLOG_MAX_BYTES behind is disconnected rather than waited for.
 import type { Socket, UnixSocketListener } from "bun";
 import { prepareSocketPath, removeSocket, restrictSocket } from "../io/unix-socket.ts";
 import {
   CONTROL_LINE_MAX_BYTES, ControlError, encodeControlLine, parseControlRequest,
-  type ControlReply, type ControlRequest,
+  type ControlEvent, type ControlReply, type ControlRequest, type ControlStreamEnd,
 } from "../wire/control.ts";
 import type { Logger } from "./log.ts";
 
-type Handler = (request: ControlRequest) => Promise<ControlReply>;
+/** Stream lines a client has not taken yet beyond which its stream is dropped. */
+export const EVENT_BACKLOG_MAX_BYTES = 1024 * 1024;
+
+/** A reply after which the connection carries more lines, until either side ends it. */
+export interface ControlStream {
+  reply: ControlReply;
+  /** The reply is queued: `send` queues a line, `end` writes the last one (`{"end": why}`) and
+   * closes. Returns what to call when the connection closes. */
+  attach(send: (message: ControlEvent) => void, end: (why: string) => void): () => void;
+}
+
+type Handler = (request: ControlRequest) => Promise<ControlReply | ControlStream>;
 
 interface ConnState {
   buffer: string;
@@ -16,18 +29,25 @@ interface ConnState {
   decoder: TextDecoder;
   /** Reply bytes the kernel has not taken yet; while any wait, no new request is read. */
   out: Uint8Array[];
+  out_bytes: number;
+  /** Set while the connection carries a stream: it reads no more requests. */
+  detach: (() => void) | null;
+  closed: boolean;
 }
 
 /** Sends what the socket takes now, keeps the rest for `drain`; reading pauses meanwhile. */
 function flushOut(socket: Socket<ConnState>): void {
-  const out = socket.data.out;
+  const state = socket.data;
+  const out = state.out;
   while (out.length > 0) {
     const head = out[0]!;
     const n = socket.write(head);
     if (n < 0) {
       out.length = 0;
+      state.out_bytes = 0;
       return;
     }
+    state.out_bytes -= Math.max(n, 0);
     if (n < head.length) {
       out[0] = head.subarray(n);
       socket.pause();
@@ -47,18 +67,49 @@ export class ControlServer {
   static async start(path: string, handler: Handler, log: Logger): Promise<ControlServer> {
     await prepareSocketPath(path, "control socket");
     const encoder = new TextEncoder();
-    const reply = (socket: Socket<ConnState>, message: ControlReply) => {
-      socket.data.out.push(encoder.encode(encodeControlLine(message)));
+    const reply = (socket: Socket<ConnState>, message: ControlReply | ControlEvent | ControlStreamEnd) => {
+      const line = encoder.encode(encodeControlLine(message));
+      socket.data.out.push(line);
+      socket.data.out_bytes += line.length;
       flushOut(socket);
+    };
+    const stream = (socket: Socket<ConnState>, s: ControlStream) => {
+      if (socket.data.closed) {
+        s.attach(() => {}, () => {})();
+        return;
+      }
+      let open = true;
+      reply(socket, s.reply);
+      socket.data.detach = s.attach(
+        (event) => {
+          if (!open) return;
+          if (socket.data.out_bytes > EVENT_BACKLOG_MAX_BYTES) {
+            open = false;
+            log.warn(`control: an event stream fell ${EVENT_BACKLOG_MAX_BYTES} bytes behind; disconnecting it.`);
+            socket.data.out.length = 0;
+            socket.data.out_bytes = 0;
+            socket.end();
+            return;
+          }
+          reply(socket, event);
+        },
+        (why) => {
+          if (!open) return;
+          open = false;
+          reply(socket, { end: why });
+          socket.end();
+        },
+      );
     };
     const listener = Bun.listen<ConnState>({
       unix: path,
       socket: {
         open(socket) {
-          socket.data = { buffer: "", busy: false, decoder: new TextDecoder(), out: [] };
+          socket.data = { buffer: "", busy: false, decoder: new TextDecoder(), out: [], out_bytes: 0, detach: null, closed: false };
         },
         data(socket, chunk) {
           const state = socket.data;
+          if (state.detach) return;
           state.buffer += state.decoder.decode(chunk, { stream: true });
           if (state.buffer.length > CONTROL_LINE_MAX_BYTES && !state.buffer.includes("\n")) {
             reply(socket, { error: ControlError.INVALID, message: `request longer than ${CONTROL_LINE_MAX_BYTES} bytes`, resources: [] });
@@ -69,6 +120,12 @@ export class ControlServer {
         },
         drain(socket) {
           flushOut(socket);
+        },
+        close(socket) {
+          socket.data.closed = true;
+          const detach = socket.data.detach;
+          socket.data.detach = null;
+          detach?.();
         },
         error(_socket, err) {
           log.debug(`control connection error: ${err.message}`);
@@ -92,7 +149,12 @@ export class ControlServer {
             continue;
           }
           try {
-            reply(socket, await handler(parsed.value));
+            const answer = await handler(parsed.value);
+            if ("attach" in answer) {
+              stream(socket, answer);
+              return;
+            }
+            reply(socket, answer);
           } catch (err) {
             log.error(`control: ${parsed.value.cmd} failed: ${(err as Error).message}`);
             reply(socket, { error: ControlError.INVALID, message: (err as Error).message, resources: [] });

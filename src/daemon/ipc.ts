@@ -1,10 +1,11 @@
 // Messages between the main hastd process and a resource worker (Bun IPC, structured clone).
 // The main process owns roles, hooks and the control socket; a worker owns one resource's I/O.
 import type { ResourceConfig, Role } from "../config/index.ts";
-import type { ResourceStatus } from "../wire/control.ts";
+import type { EventName, ResourceStatus } from "../wire/control.ts";
 import type { Handshake } from "../wire/peer/index.ts";
 
-export type HookEvent = "connect" | "disconnect" | "syncstart" | "syncdone" | "syncintr" | "split-brain";
+/** The events a worker raises; the main process raises `role` itself. */
+export type HookEvent = Exclude<EventName, "role">;
 
 export interface LogSetup {
   verbosity: number;

@@ -2,8 +2,9 @@
 // socket, the worker processes and the hooks. It never touches resource data itself.
 import type { Config, ResourceConfig, Role } from "../config/index.ts";
 import { formatAddress, loadConfig } from "../config/index.ts";
-import { ControlError, type ControlReply, type ControlRequest, type ResourceStatus } from "../wire/control.ts";
-import { ControlServer } from "./control-server.ts";
+import { ControlError, type ControlReply, type ControlRequest, type EventName, type ResourceStatus } from "../wire/control.ts";
+import { ControlServer, type ControlStream } from "./control-server.ts";
+import { EVENT_SUBSCRIBERS_MAX, EventFeed } from "./event-feed.ts";
 import { HookRunner } from "./hooks.ts";
 import { PeerListener, type Admission } from "./listener.ts";
 import type { HookEvent, LogSetup, SecondaryPeer, VerifyAction } from "./ipc.ts";
@@ -42,6 +43,7 @@ export class Hastd {
   private control!: ControlServer;
   private listener: PeerListener;
   private hooks: HookRunner;
+  private events = new EventFeed();
   private stopping = false;
 
   private constructor(
@@ -89,7 +91,8 @@ export class Hastd {
     return this.opts.log;
   }
 
-  async handle(request: ControlRequest): Promise<ControlReply> {
+  async handle(request: ControlRequest): Promise<ControlReply | ControlStream> {
+    if (request.cmd === "events") return await this.watch(request.resources);
     const all = request.resources[0] === "all";
     const names = all ? [...this.resources.keys()] : request.resources;
     const replies: ResourceStatus[] = [];
@@ -113,6 +116,39 @@ export class Hastd {
       }
     }
     return { error: ControlError.OK, resources: replies };
+  }
+
+  /** `events`: the resources' status now, then their events. The subscription starts before the
+   * status is gathered, so an event raised meanwhile may show in both, but none goes missing. */
+  private async watch(resources: string[]): Promise<ControlReply | ControlStream> {
+    const all = resources[0] === "all";
+    const names = all ? [...this.resources.keys()] : resources;
+    const unknown = names.filter((name) => !this.resources.has(name));
+    if (unknown.length > 0) {
+      return { error: ControlError.OK, resources: unknown.map((name) => ({ name, error: ControlError.NOENTRY, message: "no such resource" })) };
+    }
+    const subscription = this.events.subscribe(all ? null : new Set(names));
+    if (!subscription) return { error: ControlError.BUSY, message: `${EVENT_SUBSCRIBERS_MAX} event streams are open already`, resources: [] };
+    try {
+      const statuses = await Promise.all(names.map((name) => this.status(this.resources.get(name)!)));
+      return {
+        reply: { error: ControlError.OK, resources: statuses },
+        attach: (send, end) => {
+          subscription.attach(send, end);
+          return () => subscription.close();
+        },
+      };
+    } catch (err) {
+      subscription.close();
+      throw err;
+    }
+  }
+
+  /** An event of a resource: its hook runs, and every event stream that follows it gets it. */
+  private raise(state: ResourceState, event: EventName, args: string[]): void {
+    const name = state.config.name;
+    this.hooks.run(state.config.exec, event, name, args);
+    this.events.publish({ event, resource: name, time: new Date().toISOString(), args });
   }
 
   private async status(state: ResourceState): Promise<ResourceStatus> {
@@ -169,7 +205,7 @@ export class Hastd {
         return false;
       }
     }
-    this.hooks.run(state.config.exec, "role", name, [old, role]);
+    this.raise(state, "role", [old, role]);
     return true;
   }
 
@@ -185,7 +221,7 @@ export class Hastd {
       onEvent: (event: HookEvent, args: string[]) => {
         if (event === "split-brain") state.split_brain = true;
         if (event === "connect") state.split_brain = false;
-        this.hooks.run(state.config.exec, event, state.config.name, args);
+        this.raise(state, event, args);
       },
       onCopy: (complete: boolean) => {
         if (state.worker === worker) state.copy_incomplete = !complete;
@@ -298,6 +334,7 @@ export class Hastd {
     this.log.info("Termination signal received, exiting.");
     this.listener.stop();
     await Promise.all([...this.resources.values()].map((s) => this.stopWorker(s)));
+    this.events.endAll("hastd is exiting");
     this.control.stop();
     await this.hooks.settle(2_000);
   }

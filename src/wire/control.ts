@@ -24,7 +24,23 @@ export type ControlRequest =
   | { cmd: "status"; resources: string[] }
   /** Start an online verification on the primary (`stop`: end the one running; `resume`: go on
    * from where the last one ended early; `from`: begin at this byte offset, as after a restart). */
-  | { cmd: "verify"; resources: string[]; stop?: boolean; resume?: boolean; from?: number };
+  | { cmd: "verify"; resources: string[]; stop?: boolean; resume?: boolean; from?: number }
+  /** Stream the events of these resources (`all`: every resource, also those added later): the
+   * reply line is their status then, and an event line follows each event until either side closes. */
+  | { cmd: "events"; resources: string[] };
+
+/** What happened to a resource: the events hooks run for (docs/operations.md, "Hooks"). */
+export const EVENT_NAMES = ["role", "connect", "disconnect", "syncstart", "syncdone", "syncintr", "split-brain"] as const;
+export type EventName = (typeof EVENT_NAMES)[number];
+
+/** One line of an event stream: the event, with the arguments its hook gets, when hastd raised it. */
+export interface ControlEvent {
+  event: EventName;
+  resource: string;
+  /** ISO 8601, milliseconds, UTC. */
+  time: string;
+  args: string[];
+}
 
 export interface ResourceStatistics {
   reads: number;
@@ -146,7 +162,8 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
   const names = resources as string[];
   switch (obj.cmd) {
     case "status":
-      return { ok: true, value: { cmd: "status", resources: names } };
+    case "events":
+      return { ok: true, value: { cmd: obj.cmd, resources: names } };
     case "verify":
       if (obj.stop !== undefined && typeof obj.stop !== "boolean") return { ok: false, error: "'stop' must be true or false" };
       if (obj.resume !== undefined && typeof obj.resume !== "boolean") return { ok: false, error: "'resume' must be true or false" };
@@ -174,6 +191,30 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
   }
 }
 
-export function encodeControlLine(message: ControlRequest | ControlReply): string {
+/** The last line of an event stream hastd ends itself (it is exiting). */
+export interface ControlStreamEnd {
+  end: string;
+}
+
+/** hastctl's check of a stream line from hastd: an event it knows, the stream's end, or a one-line error. */
+export function parseStreamLine(line: string): ParseResult<ControlEvent | ControlStreamEnd> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    return { ok: false, error: "event line is not valid JSON" };
+  }
+  const e = raw as Partial<Record<keyof ControlEvent, unknown>> | null;
+  if (typeof e !== "object" || e === null || Array.isArray(e)) return { ok: false, error: "event line must be a JSON object" };
+  const end = (e as { end?: unknown }).end;
+  if (end !== undefined) return typeof end === "string" ? { ok: true, value: { end } } : { ok: false, error: "'end' must be a string" };
+  if (!EVENT_NAMES.includes(e.event as EventName)) return { ok: false, error: `unknown event ${JSON.stringify(e.event)?.slice(0, 64)}` };
+  if (typeof e.resource !== "string" || e.resource.length === 0) return { ok: false, error: "event has no 'resource'" };
+  if (typeof e.time !== "string" || Number.isNaN(Date.parse(e.time))) return { ok: false, error: "event has no valid 'time'" };
+  if (!Array.isArray(e.args) || !e.args.every((a) => typeof a === "string")) return { ok: false, error: "event 'args' must be an array of strings" };
+  return { ok: true, value: { event: e.event as EventName, resource: e.resource, time: e.time, args: e.args as string[] } };
+}
+
+export function encodeControlLine(message: ControlRequest | ControlReply | ControlEvent | ControlStreamEnd): string {
   return `${JSON.stringify(message)}\n`;
 }

@@ -35,9 +35,11 @@ const VALID: string[] = [
   `{"cmd":"verify","resources":["all"],"stop":true}`,
   `{"cmd":"verify","resources":["r0"],"resume":true}`,
   `{"cmd":"verify","resources":["r0"],"from":1048576}`,
+  `{"cmd":"events","resources":["all"]}`,
+  `{"cmd":"events","resources":["r0","r1"]}`,
 ];
 const TOKENS = ["{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "false", "0", "-1", "1e999", "\"cmd\"", "\"role\"",
-  "\"resources\"", "\"status\"", "\"resume\"", "\"from\"", "1.5", "9007199254740992", "\"stop\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
+  "\"resources\"", "\"status\"", "\"events\"", "\"resume\"", "\"from\"", "1.5", "9007199254740992", "\"stop\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
 
 function generator(random: () => number) {
   const int = (n: number) => Math.floor(random() * n);
@@ -68,14 +70,14 @@ function generator(random: () => number) {
         case 1: return int(2) === 0;
         case 2: return pick([0, -1, 1.5, 2 ** 53, Number.MAX_VALUE]);
         case 3: return randomText(int(300));
-        case 4: return pick(["status", "role", "verify", "primary", "secondary", "init", ""]);
+        case 4: return pick(["status", "role", "verify", "events", "primary", "secondary", "init", ""]);
         case 5: return Array.from({ length: int(6) }, () => value(depth + 1));
         case 6: return Object.fromEntries(Array.from({ length: int(4) }, () => [pick(["cmd", "role", "resources", "x", "__proto__"]), value(depth + 1)]));
         default: return Array.from({ length: int(200) === 0 ? CONTROL_RESOURCES_MAX + int(3) - 1 : int(5) }, () => randomText(1 + int(4)));
       }
     };
     const obj: Record<string, unknown> = {};
-    if (int(5) !== 0) obj.cmd = int(3) === 0 ? value(1) : pick(["status", "role", "verify"]);
+    if (int(5) !== 0) obj.cmd = int(3) === 0 ? value(1) : pick(["status", "role", "verify", "events"]);
     if (int(4) === 0) obj.stop = int(2) === 0 ? value(1) : true;
     if (int(3) !== 0) obj.role = int(3) === 0 ? value(1) : pick(["init", "primary", "secondary"]);
     if (int(4) === 0) obj.force = int(3) === 0 ? value(1) : int(2) === 0;
@@ -103,7 +105,7 @@ function checkResult(line: string, result: ReturnType<typeof parseControlRequest
     return;
   }
   const r: ControlRequest = result.value;
-  const wellFormed = (r.cmd === "status" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role) && [undefined, true].includes(r.force)) ||
+  const wellFormed = (r.cmd === "status" || r.cmd === "events" || (r.cmd === "role" && ["init", "primary", "secondary"].includes(r.role) && [undefined, true].includes(r.force)) ||
     (r.cmd === "verify" && [undefined, true].includes(r.stop) && [undefined, true].includes(r.resume) && !(r.stop && r.resume) &&
       (r.from === undefined || (Number.isSafeInteger(r.from) && r.from >= 0 && !r.stop && !r.resume)))) &&
     Array.isArray(r.resources) && r.resources.length > 0 && r.resources.length <= CONTROL_RESOURCES_MAX &&
