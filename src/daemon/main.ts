@@ -144,10 +144,12 @@ export class Hastd {
     }
   }
 
-  /** An event of a resource: its hook runs, and every event stream that follows it gets it. */
-  private raise(state: ResourceState, event: EventName, args: string[]): void {
+  /** An event of a resource: its hook runs, and every event stream that follows it gets it.
+   * `hook` false: a role change hastd made itself (a failed worker), which, as in FreeBSD, runs
+   * no hook; the streams report it, or they would show a role the resource no longer has. */
+  private raise(state: ResourceState, event: EventName, args: string[], hook = true): void {
     const name = state.config.name;
-    this.hooks.run(state.config.exec, event, name, args);
+    if (hook) this.hooks.run(state.config.exec, event, name, args);
     this.events.publish({ event, resource: name, time: new Date().toISOString(), args });
   }
 
@@ -260,6 +262,7 @@ export class Hastd {
       this.log.error(`[${name}] The restarted primary worker refused this node's copy (the log says why). Changing resource role back to init.`);
       state.role = "init";
       state.copy_incomplete = true;
+      this.raise(state, "role", ["primary", "init"], false);
       return;
     }
     if (exit.code === WORKER_EXIT_REFUSED) return; // setRole reports it and restores the role
@@ -272,7 +275,9 @@ export class Hastd {
       return;
     }
     this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}. Changing resource role back to init.`);
+    const old = state.role;
     state.role = "init";
+    this.raise(state, "role", [old, "init"], false);
   }
 
   /** SIGHUP (spec 3.8): parse the file again; on any error keep the running configuration. */

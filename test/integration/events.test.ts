@@ -3,6 +3,9 @@
 // asynchronously and may finish in any order, a stream's lines come in the order hastd raised them,
 // so the sequences are compared as they are.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { FLAG_COPY_INCOMPLETE } from "../../src/core/metadata.ts";
+import { LocalDisk } from "../../src/io/disk.ts";
+import { MetadataStore } from "../../src/io/metadata-store.ts";
 import { BUN, HASTCTL, Harness, MiB, Pair, REPO_ROOT, waitFor, type NodeInfo } from "./harness.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
 
@@ -114,6 +117,27 @@ describe("hastctl events", () => {
     expect(JSON.parse(json.lines.at(-1)!)).toMatchObject({ event: "disconnect", resource: "r0", args: [] });
     await on_b.waitLines("B's disconnect", [...up_b, "r0 disconnect", "r0 connect", "r0 disconnect"]);
   }, 90_000);
+
+  test("a role hastd changes itself (a failed primary worker) is in the stream, though it runs no hook", async () => {
+    // As promotion.test.ts: the copy marked incomplete behind the running worker, which is killed;
+    // the worker hastd restarts refuses the copy, and the role goes back to init.
+    const pair = Pair.create(h, { data_bytes: 16 * MiB, settings: { timeout: 4 } });
+    const { a } = pair;
+    await pair.up();
+    await pair.waitSynced(a);
+    const on_a = new Follower(a, pair.confOf(a), ["r0"]);
+    await on_a.waitLines("A's state", ["r0 exists primary complete"]);
+    const disk = LocalDisk.open(pair.disk(a), { write: true });
+    try {
+      const store = new MetadataStore(disk);
+      store.write({ ...store.read().meta, flags: store.read().meta.flags | FLAG_COPY_INCOMPLETE });
+    } finally {
+      disk.close();
+    }
+    process.kill((await pair.status(a)).workerpid, "SIGKILL");
+    await on_a.waitLines("the role back to init", ["r0 exists primary complete", "r0 role primary init"]);
+    expect(await pair.status(a)).toMatchObject({ role: "init", workerpid: 0 });
+  }, 60_000);
 
   test("an unknown resource: no stream, exit 1; no hastd: exit 71 with one line", async () => {
     const pair = Pair.create(h, { data_bytes: 4 * MiB });
