@@ -3,7 +3,8 @@
 // never throw, in bounded time; a live ControlServer gets a few hundred garbage lines and an
 // oversized one, answers each, and still answers a good request afterwards; a client that sends
 // many requests before it reads any reply (so the server's writes come up short) gets every reply,
-// in order. Seed: FUZZ_SEED.
+// in order. hastctl's check of event stream lines (parseStreamLine) gets the same treatment. Seed:
+// FUZZ_SEED.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,7 +12,7 @@ import { join } from "node:path";
 import { ControlServer } from "../../src/daemon/control-server.ts";
 import { Logger, type LogSink } from "../../src/daemon/log.ts";
 import {
-  CONTROL_LINE_MAX_BYTES, CONTROL_RESOURCES_MAX, ControlError, parseControlRequest,
+  CONTROL_LINE_MAX_BYTES, CONTROL_RESOURCES_MAX, ControlError, EVENT_NAMES, parseControlRequest, parseStreamLine,
   type ControlReply, type ControlRequest,
 } from "../../src/wire/control.ts";
 import { prng } from "./prng.ts";
@@ -41,7 +42,7 @@ const VALID: string[] = [
 const TOKENS = ["{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "false", "0", "-1", "1e999", "\"cmd\"", "\"role\"",
   "\"resources\"", "\"status\"", "\"events\"", "\"resume\"", "\"from\"", "1.5", "9007199254740992", "\"stop\"", "\"primary\"", "\"__proto__\"", "\"constructor\"", "\"\\u0000\"", "\"é\"", "\"𝄞\"", " ", "\t"];
 
-function generator(random: () => number) {
+function generator(random: () => number, valid: readonly string[] = VALID) {
   const int = (n: number) => Math.floor(random() * n);
   const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
   const randomText = (n: number) => {
@@ -87,11 +88,11 @@ function generator(random: () => number) {
   return (i: number): string => {
     switch (i % 6) {
       case 0: return randomText(int(200));
-      case 1: return mutate(pick(VALID));
+      case 1: return mutate(pick(valid));
       case 2: return structured();
       case 3: return mutate(structured());
       case 4: return int(100) === 0 ? "[".repeat(int(20_000)) + "]".repeat(int(20_000)) : "[".repeat(int(200)) + "]".repeat(int(200));
-      default: return int(500) === 0 ? `{"cmd":"status","resources":["${"x".repeat(CONTROL_LINE_MAX_BYTES)}"]}` : pick(VALID);
+      default: return int(500) === 0 ? `{"cmd":"status","resources":["${"x".repeat(CONTROL_LINE_MAX_BYTES)}"]}` : pick(valid);
     }
   };
 }
@@ -136,6 +137,40 @@ test(`parseControlRequest survives ${INPUTS} seeded inputs (seed ${SEED})`, () =
   expect(counts.ok).toBeGreaterThan(INPUTS / 10);
   expect(counts.rejected).toBeGreaterThan(INPUTS / 2);
   expect(slowest_ms).toBeLessThan(500);
+}, 120_000);
+
+const STREAM_LINES: string[] = [
+  `{"event":"role","resource":"r0","time":"2026-11-28T15:40:09.001Z","args":["primary","secondary"]}`,
+  `{"event":"split-brain","resource":"shared","time":"2026-11-28T15:40:09.001Z","args":[]}`,
+  `{"end":"hastd is exiting"}`,
+];
+
+test(`parseStreamLine survives ${INPUTS / 5} seeded inputs (seed ${SEED})`, () => {
+  const next = generator(prng(SEED ^ 0x5eed), STREAM_LINES);
+  const counts = { ok: 0, rejected: 0 };
+  for (let i = 0; i < INPUTS / 5; i++) {
+    const line = next(i);
+    let result: ReturnType<typeof parseStreamLine>;
+    try {
+      result = parseStreamLine(line);
+    } catch (err) {
+      throw new Error(`input ${i} (seed ${SEED}) threw: ${(err as Error).message}: ${JSON.stringify(line.slice(0, 120))}`);
+    }
+    if (!result.ok) {
+      if (result.error.length === 0 || result.error.length > 200 || result.error.includes("\n")) throw new Error(`bad error for ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(result.error)}`);
+      counts.rejected++;
+      continue;
+    }
+    const v = result.value;
+    const wellFormed = "end" in v ? typeof v.end === "string" && Object.keys(v).length === 1
+      : EVENT_NAMES.includes(v.event) && typeof v.resource === "string" && v.resource.length > 0 && !Number.isNaN(Date.parse(v.time)) &&
+        Array.isArray(v.args) && v.args.every((a) => typeof a === "string");
+    if (!wellFormed) throw new Error(`malformed stream line accepted from ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(v).slice(0, 200)}`);
+    counts.ok++;
+  }
+  console.log(`stream line fuzz seed ${SEED}: ${JSON.stringify(counts)}`);
+  expect(counts.ok).toBeGreaterThan(INPUTS / 5 / 20);
+  expect(counts.rejected).toBeGreaterThan(INPUTS / 5 / 2);
 }, 120_000);
 
 // ---- a live server ----
