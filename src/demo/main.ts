@@ -2,7 +2,7 @@
 // `npm start`: a replicating pair on file-backed disks, on this machine. Two hastd processes (nodes
 // "alpha" and "beta", told apart by HASTD_NODE) share one hast.conf; alpha becomes primary, data
 // goes in through its NBD endpoint, beta receives every write, then the roles are swapped and the
-// data is read back from beta. Everything lives in a temporary directory removed at the end
+// data is read back from beta; `hastctl events` follows alpha all along. Everything lives in a temporary directory removed at the end
 // (set HAST_DEMO_KEEP=1 to keep it and the two daemons running).
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -95,6 +95,10 @@ resource demo {
   };
   try {
     await waitFor("both daemons", () => ["alpha", "beta"].every((n) => hastctl(dir, n, "status").code === 0));
+    const events = Bun.spawn([process.execPath, entry("hastctl.ts"), "events", "-c", join(dir, "hast.conf")], {
+      env: { ...process.env, HASTD_NODE: "alpha" }, stdout: "pipe", stderr: "ignore",
+    });
+    const event_log = new Response(events.stdout).text();
     hastctl(dir, "beta", "role", "secondary", "demo");
     hastctl(dir, "alpha", "role", "primary", "demo");
     await waitFor("the pair to connect", () => status(dir, "alpha")[0]?.status === "complete");
@@ -139,6 +143,9 @@ resource demo {
     if (found.ended !== "complete" || found.differ_chunks !== 0) throw new Error(`verification: ${JSON.stringify(found)}`);
     consola.success(`verification ${formatLastVerify(found)}`);
     process.stdout.write(hastctl(dir, "beta", "status").out);
+    events.kill("SIGTERM");
+    consola.success("what alpha went through, as `hastctl events` followed it:");
+    process.stdout.write(await event_log);
     consola.info("Next: `npm test` runs every suite; docs/operations.md sets up two real machines.");
   } finally {
     if (process.env.HAST_DEMO_KEEP) {
