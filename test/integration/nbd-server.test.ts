@@ -184,7 +184,7 @@ for (const kind of ["memory", "file"] as const) {
 
     test.skipIf(no.fio)("fio --ioengine=nbd: randwrite with crc32c verify", async () => {
       const out = await ok(["fio", "--name=v", "--ioengine=nbd", `--uri=${uri}`, "--rw=randwrite", "--bs=4k", "--size=16M",
-        "--iodepth=32", "--verify=crc32c", "--verify_fatal=1", `--directory=${dir}`, "--output-format=json"]);
+        "--iodepth=32", "--verify=crc32c", "--verify_fatal=1", "--verify_state_save=0", `--directory=${dir}`, "--output-format=json"]);
       const job = JSON.parse(out.slice(out.indexOf("{")))["jobs"][0];
       expect(job["error"]).toBe(0);
       expect(job["write"]["io_bytes"]).toBe(16 * MiB);
