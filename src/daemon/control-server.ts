@@ -47,7 +47,7 @@ function flushOut(socket: Socket<ConnState>): void {
       state.out_bytes = 0;
       return;
     }
-    state.out_bytes -= Math.max(n, 0);
+    state.out_bytes -= n;
     if (n < head.length) {
       out[0] = head.subarray(n);
       socket.pause();
