@@ -1,12 +1,13 @@
 // The manual pages (man/): each passes mandoc's lint, and each names what the code has: every
-// hastd flag and hook event. A page that falls behind the code fails here.
+// hastctl subcommand and option of its usage text, every hastd flag and hook event. A page that
+// falls behind the code fails here.
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { EVENT_NAMES } from "../../../src/wire/control.ts";
 
 const ROOT = resolve(import.meta.dir, "../../..");
-const PAGES = ["hastd.8"];
+const PAGES = ["hastd.8", "hastctl.8"];
 const page = (name: string) => readFileSync(join(ROOT, "man", name), "utf8");
 const mandoc = Bun.which("mandoc");
 if (!mandoc) console.log("skip: mandoc is not installed (apt-get install mandoc), so the manual pages are not linted");
@@ -22,6 +23,21 @@ test.skipIf(!mandoc)("mandoc -T lint finds nothing to warn about in any page", (
     expect(`${r.stdout.toString()}${r.stderr.toString()}`).toBe("");
     expect(r.exitCode).toBe(0);
   }
+});
+
+test("hastctl.8 has every subcommand and option of hastctl's usage text", () => {
+  const source = readFileSync(join(ROOT, "src/cli/hastctl.ts"), "utf8");
+  const usage = /const USAGE = `([^`]*)`/.exec(source)![1]!;
+  const subcommands = [...new Set([...usage.matchAll(/hastctl (\w+)/g)].map((m) => m[1]!))];
+  const long = [...new Set([...usage.matchAll(/--([a-z][a-z-]*)/g)].map((m) => m[1]!))];
+  const short = [...new Set([...usage.matchAll(/\[-([a-z])\b/g)].map((m) => m[1]!))];
+  expect(subcommands).toContain("events");
+  expect(long).toContain("initial-sync");
+  expect(short).toContain("m");
+  const man = page("hastctl.8");
+  expect(missing(man, subcommands.map((s) => `Cm ${s}`))).toEqual([]);
+  expect(missing(man, long.map((o) => `Fl -${o}`))).toEqual([]);
+  expect(missing(man, short.map((o) => `Fl ${o}`))).toEqual([]);
 });
 
 test("hastd.8 has every flag and every hook event", () => {
