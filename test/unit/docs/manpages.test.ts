@@ -1,13 +1,14 @@
 // The manual pages (man/): each passes mandoc's lint, and each names what the code has: every
-// hastctl subcommand and option of its usage text, every hastd flag and hook event. A page that
-// falls behind the code fails here.
+// hastctl subcommand and option of its usage text, every hast.conf statement and value, every
+// hastd flag and hook event. A page that falls behind the code fails here.
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { STATEMENTS } from "../../../src/config/_statements.ts";
 import { EVENT_NAMES } from "../../../src/wire/control.ts";
 
 const ROOT = resolve(import.meta.dir, "../../..");
-const PAGES = ["hastd.8", "hastctl.8"];
+const PAGES = ["hastd.8", "hastctl.8", "hast.conf.5"];
 const page = (name: string) => readFileSync(join(ROOT, "man", name), "utf8");
 const mandoc = Bun.which("mandoc");
 if (!mandoc) console.log("skip: mandoc is not installed (apt-get install mandoc), so the manual pages are not linted");
@@ -38,6 +39,15 @@ test("hastctl.8 has every subcommand and option of hastctl's usage text", () => 
   expect(missing(man, subcommands.map((s) => `Cm ${s}`))).toEqual([]);
   expect(missing(man, long.map((o) => `Fl -${o}`))).toEqual([]);
   expect(missing(man, short.map((o) => `Fl ${o}`))).toEqual([]);
+});
+
+test("hast.conf.5 has every statement and every value a statement chooses from", () => {
+  const man = page("hast.conf.5");
+  const names = Object.keys(STATEMENTS);
+  const choices = Object.values(STATEMENTS).flatMap((s) => s.choices ?? []);
+  expect(names.length).toBeGreaterThan(20);
+  expect(missing(man, names.map((n) => `Ic ${n}`))).toEqual([]);
+  expect(missing(man, choices)).toEqual([]);
 });
 
 test("hastd.8 has every flag and every hook event", () => {
