@@ -67,3 +67,13 @@ export function decideConnect(secondary: Generation, primary: PrimaryHello, seco
     `secondary localcnt=${S.localcnt} remotecnt=${S.remotecnt}); doing a full synchronization.`;
   return accept(7, S.localcnt > P.remotecnt && !secondary_incomplete ? "secondary" : "primary", "full", warning);
 }
+
+/**
+ * The primary's counters moved since its HANDSHAKE carried them (a first change made while
+ * connecting bumps localcnt): the secondary decided on counters that no longer say so, and acting
+ * on its reply could copy the peer's data over that change (row 3 where it is row 6). The primary
+ * drops that connection and connects again.
+ */
+export function countersMoved(sent: Omit<Generation, "resuid">, now: Omit<Generation, "resuid">): boolean {
+  return sent.localcnt !== now.localcnt || sent.remotecnt !== now.remotecnt;
+}

@@ -2,6 +2,7 @@
 // PrimaryIo, watch request timeouts, reconnect after a loss. A refusal is logged when its reason
 // changes (a split-brain is reported, and hooked, on every attempt, as HAST does).
 import type { ResourceConfig } from "../config/index.ts";
+import { countersMoved } from "../core/connect-decision.ts";
 import type { Metadata } from "../core/metadata.ts";
 import { cacheEpochKey, FLAG_SYNC_FULL_ON_CONNECT } from "../core/metadata.ts";
 import { SYNC_RESUME_S, type PrimaryEngine } from "../core/primary-engine.ts";
@@ -103,7 +104,8 @@ export class PrimaryConnector {
     this.last_problem = message;
   }
 
-  private async attempt(): Promise<void> {
+  /** `again`: this is the attempt made at once after one whose counters went stale (below). */
+  private async attempt(again = false): Promise<void> {
     const { engine, meta, resource } = this.o;
     // A brand-new pair: the resuid is drawn once and written before the first attempt (a secondary
     // may adopt it from an attempt whose answer is lost, or this worker may restart meanwhile).
@@ -113,7 +115,7 @@ export class PrimaryConnector {
     // `hastctl create --initial-sync none` said so.
     const virgin = fresh && (engine.generation.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
     const outcome = await primaryHandshake({
-      resource, node: this.o.node, generation: engine.generation, virgin,
+      resource, node: this.o.node, generation: () => engine.generation, virgin,
       datasize: meta.datasize, extentsize: meta.extentsize, prims: bunPeerPrimitives,
     });
     if (this.stopped) {
@@ -131,9 +133,15 @@ export class PrimaryConnector {
       }
       return this.problem(`${resource.remote_text} refused the connection (${e.code}): ${e.message}`, e.code === "NOT_SECONDARY" ? "warn" : "error");
     }
+    const { link, reply, bitmap, sent } = outcome;
+    if (countersMoved(sent, engine.generation)) {
+      link.close("this node's counters changed during the handshake");
+      this.o.log.info(`This node changed data while connecting to ${resource.remote_text}; connecting again so that the decision counts it.`);
+      // At most once in a row: the counters change once per disconnection.
+      return again ? undefined : this.attempt(true);
+    }
     this.split_brain = false;
     this.last_problem = "";
-    const { link, reply, bitmap } = outcome;
     const actions = engine.confirmResuid();
     const peer_map = bitmap.length > 0 ? bitmap : new Uint8Array(expectedBitmapBytes(meta.datasize, meta.extentsize));
     if (reply.syncsrc === "none") {

@@ -15,7 +15,8 @@ import {
 export interface PrimaryHandshakeInput {
   resource: ResourceConfig;
   node: string;
-  generation: Generation;
+  /** Read as the HANDSHAKE leaves: a change made while connecting counts (see `sent`). */
+  generation: () => Generation;
   virgin: boolean;
   datasize: number;
   extentsize: number;
@@ -23,8 +24,9 @@ export interface PrimaryHandshakeInput {
 }
 
 export type HandshakeOutcome =
-  /** version: the peer protocol version the secondary chose. */
-  | { kind: "connected"; link: PeerLink; reply: HandshakeReply; bitmap: Uint8Array; version: number }
+  /** version: the peer protocol version the secondary chose; sent: the counters the secondary
+   * decided on, which the caller checks are still this node's before acting on the reply. */
+  | { kind: "connected"; link: PeerLink; reply: HandshakeReply; bitmap: Uint8Array; version: number; sent: Generation }
   | { kind: "refused"; error: PeerError }
   | { kind: "failed"; reason: string };
 
@@ -75,8 +77,9 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
   const check = checkChallengeAuth(ctx, challenge.auth, prims);
   link.send({ kind: "auth", auth: authReplyBlock(ctx, check, prims) });
   if (!check.ok) return fail(`authentication of ${link.remote} failed: ${check.reason}`);
+  const sent = input.generation();
   link.send({
-    kind: "handshake", resuid: input.generation.resuid, localcnt: input.generation.localcnt, remotecnt: input.generation.remotecnt,
+    kind: "handshake", resuid: sent.resuid, localcnt: sent.localcnt, remotecnt: sent.remotecnt,
     virgin: input.virgin, datasize_bytes: input.datasize, extentsize_bytes: input.extentsize, replication: resource.replication,
   });
   const reply = await expect("handshake-reply");
@@ -97,5 +100,5 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
       }
     }
   }
-  return { kind: "connected", link, reply, bitmap, version: challenge.version };
+  return { kind: "connected", link, reply, bitmap, version: challenge.version, sent };
 }

@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, openSync, writeSync } from "node:fs";
 import { LocalDisk } from "../../src/io/disk.ts";
 import { MetadataStore } from "../../src/io/metadata-store.ts";
+import { FrameType } from "../../src/wire/peer/constants.ts";
 import { nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { Harness, hookRecorder, MiB, Pair, waitFor, type NodeInfo } from "./harness.ts";
 import { TcpProxy } from "./tcp-proxy.ts";
@@ -227,6 +228,47 @@ describe("connect decision table", () => {
     expect((await pair.status(a)).split_brain).toBeFalsy();
     expect(await pair.dataSha256(b, { offset: 0, length: MiB })).toBe(sha256(on_a));
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 90_000);
+
+  // The e2e partition case: the new primary's attempt to reach its old peer starts before its
+  // first write and completes after the heal. The secondary must decide on the counters of when
+  // the HANDSHAKE leaves, and the primary must not act on a reply to counters it has changed since;
+  // else the peer's changes look like the only ones (row 3) and are copied over this node's
+  // acknowledged write.
+  test.each([
+    ["its HELLO is held: the HANDSHAKE carries the counters as they are when it leaves", "hello"],
+    ["its HANDSHAKE_REPLY is held: the reply is not acted on, and A connects again at once", "reply"],
+  ] as const)("row 6 reached mid-handshake: a write made while A's attempt waits is counted; %s", async (_, held) => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
+    h.onCleanup(() => proxy.stop());
+    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
+    const { a, b } = pair;
+    await pair.up();
+    await pair.waitSynced(a);
+    await pair.role(b, "primary");
+    await waitFor("A degraded", async () => (await pair.status(a)).status === "degraded", 15_000);
+    const on_b = randomBytes(MiB);
+    await writeThrough(pair, b, 0, on_b);
+    const accepted = proxy.counters.accepted;
+    if (held === "hello") proxy.stall("up");
+    else proxy.holdRepliesAfter(FrameType.HANDSHAKE);
+    const a_log = pair.daemon(a).log.length;
+    const b_log = pair.daemon(b).log.length;
+    await pair.role(b, "secondary");
+    // Held at the HELLO, B has not heard of the attempt; held at the reply, B has decided.
+    await waitFor(`an attempt of A held at its ${held}`, () => proxy.counters.accepted > accepted &&
+      (held === "hello" || pair.daemon(b).log.includes("Connected to the primary", b_log)), 10_000);
+    const on_a = randomBytes(MiB);
+    await writeThrough(pair, a, 4 * MiB, on_a);
+    proxy.resume();
+    await pair.daemon(b).waitLog("Split-brain detected", 15_000);
+    await pair.daemon(a).waitLog("Split-brain detected", 15_000);
+    const after = pair.daemon(a).log.slice(a_log);
+    expect(after).not.toContain("Synchronization started");
+    if (held === "reply") expect(after).toContain("This node changed data while connecting");
+    expect(await pair.dataSha256(a, { offset: 4 * MiB, length: MiB })).toBe(sha256(on_a));
+    expect(await pair.dataSha256(b, { offset: 0, length: MiB })).toBe(sha256(on_b));
   }, 90_000);
 
   test("row 7: counters that contradict each other force a full sync", async () => {

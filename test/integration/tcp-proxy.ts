@@ -7,6 +7,7 @@
 //   const proxy = await TcpProxy.start({ host: "127.0.0.1", port: b.port });
 //   ... remote 127.0.0.1:<proxy.port> ...
 //   proxy.corruptPayload({ frame_type: FRAME_WRITE });   // next WRITE with a payload
+//   proxy.holdRepliesAfter(4);                          // answers held once a HANDSHAKE passes
 //   proxy.cut();                                        // drop every live connection
 //   await proxy.stop();
 import net from "node:net";
@@ -38,8 +39,9 @@ class FrameTracker {
   private corrupt_this = false;
   lost_sync = false;
 
-  /** Walks chunk in place; `wants(type)` says whether to flip the last byte of this frame's payload. */
-  walk(chunk: Uint8Array, wants: (type: number) => boolean): number {
+  /** Walks chunk in place; `wants(type)` says whether to flip the last byte of this frame's payload,
+   * `seen(type)` hears of every frame header. */
+  walk(chunk: Uint8Array, wants: (type: number) => boolean, seen: (type: number) => void = () => {}): number {
     let flipped = 0;
     let i = 0;
     while (i < chunk.length && !this.lost_sync) {
@@ -66,6 +68,7 @@ class FrameTracker {
         break;
       }
       this.payload_left = view.getUint32(32, true);
+      seen(this.header[5]!);
       this.corrupt_this = this.payload_left > 0 && wants(this.header[5]!);
     }
     return flipped;
@@ -84,6 +87,8 @@ export class TcpProxy {
   private readonly stalled = new Set<Direction>();
   private refusing = false;
   private rules: CorruptRule[] = [];
+  /** A frame type whose passing "up" stalls "down" (holdRepliesAfter). */
+  private hold_after: number | null = null;
   private throttle_bytes_per_s = 0;
   /** Bytes forwarded per direction, connections accepted, frames corrupted. */
   readonly counters = { up: 0, down: 0, accepted: 0, refused: 0, corrupted: 0 };
@@ -162,6 +167,14 @@ export class TcpProxy {
     this.throttle_bytes_per_s = bytes_per_s;
   }
 
+  /**
+   * Once a frame of frame_type passes from the primary, stalls every answer ("down") until
+   * resume(): e.g. a HANDSHAKE delivered whose HANDSHAKE_REPLY is held. Applies once.
+   */
+  holdRepliesAfter(frame_type: number): void {
+    this.hold_after = frame_type;
+  }
+
   /** Flips the last payload byte of the next `count` frames of frame_type that carry a payload. */
   corruptPayload(o: { frame_type: number; direction?: Direction; count?: number }): void {
     this.rules.push({ direction: o.direction ?? "up", frame_type: o.frame_type, remaining: o.count ?? 1 });
@@ -195,7 +208,11 @@ export class TcpProxy {
     from.on("data", (chunk: Buffer) => {
       const bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       const tracker = link.trackers[direction];
-      this.counters.corrupted += tracker.walk(bytes, (type) => this.claim(direction, type));
+      this.counters.corrupted += tracker.walk(bytes, (type) => this.claim(direction, type), (type) => {
+        if (direction !== "up" || type !== this.hold_after) return;
+        this.hold_after = null;
+        this.stall("down"); // before the frame is forwarded: no answer to it can be on its way
+      });
       this.counters[direction] += bytes.length;
       const more = to.write(bytes);
       const delay_ms = this.throttle_bytes_per_s ? (bytes.length / this.throttle_bytes_per_s) * 1000 : 0;

@@ -2,6 +2,7 @@
 // the way src/daemon/primary-io.ts and primary-connector.ts wire it to a real disk and socket
 // (same action execution, same frame handling, same reconnect and timeout rules), so the
 // simulator exercises the production state machine and codec, only the I/O is simulated.
+import { countersMoved } from "../../src/core/connect-decision.ts";
 import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
 import { cacheEpochKey, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { batchMapWrites, HeldMapWrites } from "../../src/core/map-batch.ts";
@@ -45,6 +46,8 @@ interface Link {
 interface Dialing extends Link {
   fresh: boolean;
   resuid: bigint;
+  /** The counters the HANDSHAKE carried (countersMoved). */
+  sent: { localcnt: bigint; remotecnt: bigint };
   reply: HandshakeReply | null;
   bitmap: BitmapAssembler | null;
 }
@@ -69,6 +72,8 @@ export class PrimaryProc {
   private skipped_sync = false;
   private link_epoch_ = 0;
   private fresh_resuid: bigint | null = null;
+  /** Called once, as the next HANDSHAKE leaves (the scenario's write racing it). */
+  on_handshake: (() => void) | null = null;
 
   private constructor(
     private readonly host: Host,
@@ -223,17 +228,20 @@ export class PrimaryProc {
     const encoding = { checksum: this.ctx.cfg.checksum, compression: this.ctx.cfg.compression };
     this.dialing = {
       conn, encoder: new FrameEncoder(bunPeerPrimitives, encoding), decoder: new FrameDecoder(bunPeerPrimitives),
-      last_send_ms: this.ctx.clock.now_ms, fresh, resuid, reply: null, bitmap: null,
+      last_send_ms: this.ctx.clock.now_ms, fresh, resuid, reply: null, bitmap: null, sent: { ...this.engine.generation },
     };
     conn.ends[0] = {
       onData: this.host.guard((chunk: Uint8Array) => this.onData(conn, chunk)),
       onClose: this.host.guard((reason: string) => this.onClose(conn, reason)),
     };
-    const g = this.engine.generation;
+    const g = this.dialing.sent;
     this.sendOn(this.dialing, {
       kind: "handshake", resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, virgin,
       datasize_bytes: this.meta.datasize, extentsize_bytes: this.meta.extentsize, replication: this.ctx.cfg.mode,
     });
+    const hook = this.on_handshake;
+    this.on_handshake = null;
+    hook?.();
   }
 
   private onData(conn: Connection, chunk: Uint8Array): void {
@@ -286,6 +294,13 @@ export class PrimaryProc {
     const reply = d.reply!;
     this.dialing = null;
     if (reply.syncsrc === "none") throw new Error("secondary sent no sync direction");
+    if (countersMoved(d.sent, this.engine.generation)) {
+      // As primary-connector.ts: the reply answers counters this node has changed since.
+      this.ctx.trace(`${this.host.name}: counters changed during the handshake; dialing again`);
+      this.ctx.net.close(d.conn, 0, "counters changed during the handshake");
+      this.last_dial_ms = -Infinity;
+      return;
+    }
     this.link = { conn: d.conn, encoder: d.encoder, decoder: d.decoder, last_send_ms: d.last_send_ms };
     this.replies_failed = 0;
     this.peer_counters = { localcnt: reply.localcnt, remotecnt: reply.remotecnt };

@@ -64,8 +64,10 @@ export class SimFailure extends Error {}
 type Unseen = "no" | "maybe" | "yes";
 
 type Scenario =
-  | { phase: "partition"; rogue: Host }
-  | { phase: "rogue"; rogue: Host; writes_left: number; writing: boolean }
+  /** write_at_handshake: the rogue may be promoted before the primary changed anything; if it still
+   * has not by the heal, it writes as its HANDSHAKE leaves (a stale handshake must not decide). */
+  | { phase: "partition"; rogue: Host; write_at_handshake: boolean }
+  | { phase: "rogue"; rogue: Host; writes_left: number; writing: boolean; write_at_handshake: boolean }
   | { phase: "detect"; rogue: Host; deadline_ms: number; detections_before: number };
 
 interface Outstanding {
@@ -460,7 +462,7 @@ class Simulation implements SimContext, Observer {
       const rogue = this.other(this.official);
       this.trace(`FAULT: split-brain scenario, ${rogue.name} will be promoted while partitioned`);
       this.net.partition(Number.MAX_SAFE_INTEGER);
-      this.scenario = { phase: "partition", rogue };
+      this.scenario = { phase: "partition", rogue, write_at_handshake: this.rng.chance(0.5) };
     } else if (r < 0.06) {
       const p = this.official.primary;
       if (!p || this.scenario || this.power_trap || this.awaiting_reconnect || this.official.busy || !isInSync(p) || this.outstanding.size > 0) return;
@@ -530,21 +532,29 @@ class Simulation implements SimContext, Observer {
           this.net.heal();
           return;
         }
-        // Promote only once the primary noticed the partition and changed data the peer cannot see.
-        if (official.primary?.connected !== false || this.unseen.get(official) !== "yes") return;
+        // Promote only once the primary noticed the partition and (unless it writes at the handshake,
+        // below) changed data the peer cannot see.
+        if (official.primary?.connected !== false) return;
+        if (!s.write_at_handshake && this.unseen.get(official) !== "yes") return;
         if (!this.setRole(s.rogue, "primary", true)) {
           this.trace("split-brain scenario abandoned: the promotion was refused");
           this.scenario = null;
           this.net.heal();
           return;
         }
-        this.scenario = { phase: "rogue", rogue: s.rogue, writes_left: this.rng.between(1, 3), writing: false };
+        this.scenario = { phase: "rogue", rogue: s.rogue, writes_left: this.rng.between(1, 3), writing: false, write_at_handshake: s.write_at_handshake };
         return;
       case "rogue": {
         const p = s.rogue.primary!;
         if (s.writing) return;
         if (s.writes_left === 0) {
           if (this.unseen.get(s.rogue) !== "yes") this.fail(`${s.rogue.name} wrote as primary but no change was seen`);
+          if (this.unseen.get(official) !== "yes") {
+            // Its first change since the partition races its next HANDSHAKE: the handshake carries
+            // the old counters, and the reply (row 3) must not be acted on.
+            this.trace(`${official.name} will write as its next HANDSHAKE leaves`);
+            official.primary!.on_handshake = () => this.appModify(official);
+          }
           this.setRole(s.rogue, "secondary");
           this.net.heal();
           this.scenario = {
@@ -593,14 +603,32 @@ class Simulation implements SimContext, Observer {
     const count = kind === "flush" ? 0 : this.rng.between(1, Math.min(8, this.cfg.sectors));
     const first = kind === "flush" ? 0 : this.rng.int(this.cfg.sectors - count + 1);
     if (kind === "write" || kind === "delete") {
+      // The scenario's first change on the primary is the one it makes at the handshake.
+      const s = this.scenario;
+      if (s && s.phase !== "detect" && s.write_at_handshake && this.unseen.get(host) !== "yes") return;
       for (const o of this.outstanding) {
         if ((o.kind === "write" || o.kind === "delete") && o.first < first + count && first < o.first + o.count) return;
       }
     }
-    const o: Outstanding = { kind, first, count, submit_ms: this.clock.now_ms, host, epoch: host.epoch };
+    this.issue(p, { kind, first, count, submit_ms: this.clock.now_ms, host, epoch: host.epoch });
+  }
+
+  /** A write from the application now, on sectors no change in flight covers. */
+  private appModify(host: Host): void {
+    const p = host.primary;
+    if (!host.up || !p) return;
+    const count = this.rng.between(1, Math.min(8, this.cfg.sectors));
+    const first = this.rng.int(this.cfg.sectors - count + 1);
+    for (const o of this.outstanding) {
+      if ((o.kind === "write" || o.kind === "delete") && o.first < first + count && first < o.first + o.count) return;
+    }
+    this.issue(p, { kind: "write", first, count, submit_ms: this.clock.now_ms, host, epoch: host.epoch });
+  }
+
+  private issue(p: PrimaryProc, o: Outstanding): void {
     this.outstanding.add(o);
     this.stats.requests!++;
-    host.guard(() => this.submit(p, o))();
+    o.host.guard(() => this.submit(p, o))();
   }
 
   private submit(p: PrimaryProc, o: Outstanding): void {
