@@ -13,8 +13,8 @@
 // digests match, the primary counts the chunk as copied although nothing was written here, and
 // what this node holds there may be in its page cache only (a regular write not flushed yet).
 //
-// A write or trim that fails here marks its extents until the next handshake hands them back, as
-// the primary may not get the error reply (localDone).
+// A memsync write that fails here after its "received" answer marks its extents until the next
+// handshake hands them back, as the primary may not get the error answer (localDone).
 //
 // It also keeps whether this node's copy is whole (FLAG_COPY_INCOMPLETE, which promotion checks):
 // a write, trim or flush that fails here makes it incomplete before the failure is answered; the
@@ -113,11 +113,12 @@ export class SecondaryEngine {
     const r = this.inflight.get(seq);
     this.inflight.delete(seq);
     const actions: SecondaryAction[] = [];
-    if (error && r && (r.kind === "write" || r.kind === "delete")) {
-      // This node's copy of the range is now wrong, and the primary may never hear so: after a
-      // memsync "received" the link can go before this answer, and the primary then takes the
-      // change as in this node's cache. Marked until copied here, the next handshake hands the
-      // extents back, so the primary copies them here rather than back from here.
+    if (error && r?.memsync === true) {
+      // This node's copy of the range is now wrong, and the primary may never hear so: after the
+      // "received" answer the link can go before this one, and the primary then takes the change
+      // as in this node's cache. Marked until copied here, the next handshake hands the extents
+      // back, so the primary copies them here rather than back from here. (Any other failed change
+      // is known to the primary: by this answer, or as a request the lost link left unanswered.)
       const write = this.map.needSync(r.offset, r.length);
       if (write) actions.push({ type: "map", write });
     }

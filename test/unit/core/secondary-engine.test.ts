@@ -178,30 +178,32 @@ describe("SecondaryEngine marks only synchronization writes (and digests)", () =
     expect(map.extentState(3).dirty).toBe(false);
   });
 
-  test("a failed regular write or trim marks its extents, on disk before its error is answered, through flushes and allDurable", () => {
-    // The primary may never get that answer (memsync's "received" went first, then the link).
-    for (const kind of ["write", "delete"] as const) {
-      const { e, map } = engine();
-      e.request(req({ seq: 1, kind: "read" })); // the first request clears the map
-      e.request(req({ seq: 2, kind, offset: 3 * EXTENT, length: 2 * EXTENT, sync: false, memsync: kind === "write" }));
-      const done = e.localDone(2, "EIO");
-      expect(done.map((a) => a.type)).toEqual(["map", "copy", "reply"]);
-      expect([3, 4].map((x) => map.extentState(x))).toMatchObject([{ dirty: true, on_disk: true }, { dirty: true, on_disk: true }]);
-      e.request(req({ seq: 3, kind: "flush", offset: 0, length: 0 }));
-      e.localDone(3, null);
-      e.allDurable();
-      expect([3, 4].map((x) => map.extentState(x).on_disk)).toEqual([true, true]); // handed back at the next handshake
-    }
+  test("a memsync write that fails after its received answer marks its extents, on disk before its error is answered, through flushes and allDurable", () => {
+    // The primary may never get that answer (the link can go between the two).
+    const { e, map } = engine();
+    e.request(req({ seq: 1, kind: "read" })); // the first request clears the map
+    const w = req({ seq: 2, offset: 3 * EXTENT, length: 2 * EXTENT, sync: false, memsync: true });
+    expect(e.receive(w)).toEqual([{ type: "reply", seq: 2, error: null, received: true }]);
+    e.request(w);
+    const done = e.localDone(2, "EIO");
+    expect(done.map((a) => a.type)).toEqual(["map", "copy", "reply"]);
+    expect([3, 4].map((x) => map.extentState(x))).toMatchObject([{ dirty: true, on_disk: true }, { dirty: true, on_disk: true }]);
+    e.request(req({ seq: 3, kind: "flush", offset: 0, length: 0 }));
+    e.localDone(3, null);
+    e.allDurable();
+    expect([3, 4].map((x) => map.extentState(x).on_disk)).toEqual([true, true]); // handed back at the next handshake
   });
 
-  test("a failed synchronization write stays marked though a later flush succeeds", () => {
-    const { e, map } = engine();
-    e.request(req({ seq: 1, offset: 6 * EXTENT, length: EXTENT }));
-    e.localDone(1, "EIO");
-    e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
-    e.localDone(2, null);
-    e.allDurable();
-    expect(map.extentState(6)).toMatchObject({ dirty: true, on_disk: true });
+  test("other failed changes leave the map as it was: the primary learns of them by their answer or the lost link", () => {
+    for (const o of [{ kind: "write", sync: false }, { kind: "delete", sync: false }, { kind: "write", sync: true }] as const) {
+      const { e, map } = engine();
+      e.request(req({ seq: 1, kind: "read" }));
+      e.request(req({ seq: 2, ...o, offset: 6 * EXTENT, length: EXTENT }));
+      expect(e.localDone(2, "EIO").map((a) => a.type)).toEqual(["copy", "reply"]);
+      e.request(req({ seq: 3, kind: "flush", offset: 0, length: 0 }));
+      e.localDone(3, null);
+      expect(map.extentState(6).dirty).toBe(false);
+    }
   });
 
   test("a synchronization's digest (SYNC DIGEST READ) is marked like a sync write until a flush; a verification's (no SYNC) and plain reads are not", () => {
