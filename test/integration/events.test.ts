@@ -118,6 +118,35 @@ describe("hastctl events", () => {
     await on_b.waitLines("B's disconnect", [...up_b, "r0 disconnect", "r0 connect", "r0 disconnect"]);
   }, 90_000);
 
+  test("a reader that goes away (| head -n 1) ends hastctl at its next event, quietly and with 0", async () => {
+    const pair = Pair.create(h, { data_bytes: 16 * MiB, settings: { timeout: 4 } });
+    const { a } = pair;
+    await pair.createOn(a);
+    await pair.start(a);
+    const script = `"$0" "$1" events -c "$2" r0 | { head -n 1; echo "head is gone"; }; echo "hastctl exited \${PIPESTATUS[0]}"`;
+    const proc = Bun.spawn(["bash", "-c", script, BUN, HASTCTL, pair.confOf(a)], {
+      cwd: REPO_ROOT, env: { ...process.env, ...h.envFor(a) }, stdin: "ignore", stdout: "pipe", stderr: "pipe",
+    });
+    h.onCleanup(() => proc.kill("SIGKILL"));
+    let out = "";
+    const stdout = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of proc.stdout) out += decoder.decode(chunk, { stream: true });
+    })();
+    const stderr = new Response(proc.stderr).text();
+    // head has its line and is gone; hastctl learns so when it writes the next event.
+    await waitFor("head to take its line and go", () => out.includes("head is gone"), 20_000);
+    await pair.role(a, "secondary");
+    const code = await Promise.race([proc.exited, Bun.sleep(15_000).then(() => null)]);
+    expect(code).toBe(0);
+    await stdout;
+    const lines = out.trim().split("\n");
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(/ r0 exists init -$/);
+    expect(lines.slice(1)).toEqual(["head is gone", "hastctl exited 0"]);
+    expect(await stderr).toBe("");
+  }, 60_000);
+
   test("a role hastd changes itself (a failed primary worker) is in the stream, though it runs no hook", async () => {
     // As promotion.test.ts: the copy marked incomplete behind the running worker, which is killed;
     // the worker hastd restarts refuses the copy, and the role goes back to init.
