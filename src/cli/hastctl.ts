@@ -3,6 +3,7 @@
 import { runCommand, type ArgsDef, type CommandDef } from "citty";
 import { EX_SOFTWARE, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import create from "../ctl/create.ts";
+import { setDebugLevel } from "../ctl/debug.ts";
 import dump from "../ctl/dump.ts";
 import events from "../ctl/events.ts";
 import list from "../ctl/list.ts";
@@ -43,6 +44,7 @@ async function run(argv: string[]): Promise<number> {
     return EX_USAGE;
   }
   const sub = subCommands[first as keyof typeof subCommands] as CommandDef<ArgsDef>;
+  setDebugLevel(argv.slice(1));
   const { result } = await runCommand(sub, { rawArgs: argv.slice(1) });
   return typeof result === "number" ? result : 0;
 }

@@ -4,6 +4,7 @@ import type { Address } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
 import { EX_OSERR, EX_UNAVAILABLE, ExitError } from "../core/sysexits.ts";
 import { CONTROL_LINE_MAX_BYTES, encodeControlLine, type ControlReply, type ControlRequest } from "../wire/control.ts";
+import { debug } from "./debug.ts";
 
 /** FreeBSD hastctl waits 20 s for the control connection, whatever the config says. */
 export const CONTROL_TIMEOUT_MS = 20_000;
@@ -21,6 +22,7 @@ function exchange(address: Address, request: ControlRequest, onLine: LineHandler
   const where = formatAddress(address);
   return new Promise<boolean>((resolve, reject) => {
     let received = "";
+    let lines = 0;
     let connected = false;
     let settled = false;
     const decoder = new TextDecoder();
@@ -44,7 +46,9 @@ function exchange(address: Address, request: ControlRequest, onLine: LineHandler
       socket: {
         open(socket) {
           connected = true;
-          socket.write(encodeControlLine(request));
+          const line = encodeControlLine(request);
+          debug(1, `to ${where}: ${line.trimEnd()}`);
+          socket.write(line);
           socket.flush();
         },
         data(socket, chunk) {
@@ -52,6 +56,7 @@ function exchange(address: Address, request: ControlRequest, onLine: LineHandler
           for (let nl = received.indexOf("\n"); nl >= 0 && !settled; nl = received.indexOf("\n")) {
             const line = received.slice(0, nl);
             received = received.slice(nl + 1);
+            debug(lines++ === 0 ? 1 : 2, `from ${where}: ${line}`);
             clearTimeout(timer);
             timer = undefined;
             let more: boolean;

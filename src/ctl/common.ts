@@ -5,6 +5,7 @@ import { ConfigError, loadConfig, parseSize, type Config, type ResourceConfig } 
 import { EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { NativeError } from "../native.ts";
+import { debug } from "./debug.ts";
 
 export const DEFAULT_CONFIG = "/etc/hast.conf";
 
@@ -35,15 +36,11 @@ export function sizeOption(value: string | undefined, what: string): number | un
   }
 }
 
-export function debugLevel(rawArgs: string[]): number {
-  let level = 0;
-  for (const a of rawArgs) if (/^-d+$/.test(a)) level += a.length - 1;
-  return level;
-}
-
 export function loadCtlConfig(path: string | undefined): Config {
   try {
-    return loadConfig(path ?? DEFAULT_CONFIG);
+    const config = loadConfig(path ?? DEFAULT_CONFIG);
+    debug(1, `configuration ${config.file}: this node is ${config.node}, resources ${config.resources.map((r) => r.name).join(", ") || "none"}`);
+    return config;
   } catch (err) {
     if (err instanceof ConfigError) throw new ExitError(err.message, err.exit_code);
     throw err;

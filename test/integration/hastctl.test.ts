@@ -316,3 +316,26 @@ describe("hastctl exit codes (spec 2.5)", () => {
     }
   });
 });
+
+describe("hastctl -d", () => {
+  test("-d prints the configuration read and each control request and reply on standard error; without it nothing", async () => {
+    const conf = h.writeConfig(singleResource(a, { local: h.sparseFile("disk0", DISK_BYTES) }));
+    await h.hastctlOk(a, conf, ["create", "r0"]);
+    await h.startDaemon(a, conf);
+    const quiet = await h.hastctl(a, conf, ["status", "r0"]);
+    expect(quiet.stderr).toBe("");
+    const r = await h.hastctl(a, conf, ["status", "-d", "r0"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(quiet.stdout);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toBe(`hastctl: debug: configuration ${conf}: this node is ${a.name}, resources r0`);
+    expect(lines[1]).toMatch(/^hastctl: debug: to uds:\/\/\S+: \{"cmd":"status","resources":\["r0"\]\}$/);
+    const reply = lines[2]!.match(/^hastctl: debug: from uds:\/\/\S+: (\{.*\})$/);
+    expect(JSON.parse(reply![1]!)).toMatchObject({ error: 0, resources: [{ name: "r0", role: "init" }] });
+    // The same with the option spelt -dd, before or after other options.
+    const dd = await h.hastctl(a, conf, ["list", "-dd", "--json", "r0"]);
+    expect(dd.code).toBe(0);
+    expect(dd.stderr).toMatch(/debug: to uds:\/\/\S+: \{"cmd":"status"/); // list asks for the status
+  });
+});
