@@ -13,8 +13,8 @@
 // digests match, the primary counts the chunk as copied although nothing was written here, and
 // what this node holds there may be in its page cache only (a regular write not flushed yet).
 //
-// A memsync write that fails here after its "received" answer marks its extents until the next
-// handshake hands them back, as the primary may not get the error answer (localDone).
+// A memsync write that fails here after its "received" answer keeps its extents marked until an
+// IN_SYNC or the next handshake, as the primary may not get the error answer (markFailed).
 //
 // It also keeps whether this node's copy is whole (FLAG_COPY_INCOMPLETE, which promotion checks):
 // a write, trim or flush that fails here makes it incomplete before the failure is answered; the
@@ -60,6 +60,8 @@ export class SecondaryEngine {
   private readonly flushing = new Map<number, Map<number, number>>();
   /** Error replies sent on this connection, of every kind (the primary counts what it received). */
   private replies_failed = 0;
+  /** Extents of memsync writes that failed here, held dirty in the map (markFailed). */
+  private failed_marks = new Map<number, number>();
   /** An IN_SYNC waiting for the changes and flushes in flight when it came. */
   private in_sync_wait: Set<number> | null = null;
 
@@ -113,15 +115,7 @@ export class SecondaryEngine {
     const r = this.inflight.get(seq);
     this.inflight.delete(seq);
     const actions: SecondaryAction[] = [];
-    if (error && r?.memsync === true) {
-      // This node's copy of the range is now wrong, and the primary may never hear so: after the
-      // "received" answer the link can go before this one, and the primary then takes the change
-      // as in this node's cache. Marked until copied here, the next handshake hands the extents
-      // back, so the primary copies them here rather than back from here. (Any other failed change
-      // is known to the primary: by this answer, or as a request the lost link left unanswered.)
-      const write = this.map.needSync(r.offset, r.length);
-      if (write) actions.push({ type: "map", write });
-    }
+    if (error && r?.memsync === true) actions.push(...this.markFailed(r));
     if (r && marks(r)) {
       const first = this.map.extentOf(r.offset);
       const last = this.map.extentOf(r.offset + r.length - 1);
@@ -154,7 +148,30 @@ export class SecondaryEngine {
     if (this.in_sync_wait === null || this.in_sync_wait.size > 0) return [];
     this.in_sync_wait = null;
     this.copy_complete = true;
-    return [{ type: "copy", complete: true }];
+    // The primary had every error answer and has copied everything since: the marks are done with.
+    const marked = this.failed_marks;
+    this.failed_marks = new Map();
+    return [{ type: "copy", complete: true }, ...(marked.size > 0 ? this.release(marked) : [])];
+  }
+
+  /**
+   * A memsync write failed here after its "received" answer: this node's copy of the range is now
+   * wrong, and the primary may never hear so (the link can go before this answer), taking the change
+   * as in this node's cache. Its extents stay marked, through flushes and the end of the link, until
+   * an IN_SYNC says the primary had this answer and copied them again; else the next handshake hands
+   * them back, so the primary copies them here rather than back from here. (Any other failed change
+   * is known to the primary: by its answer, or as a request the lost link left unanswered.)
+   */
+  private markFailed(r: SecondaryRequest): SecondaryAction[] {
+    const actions: SecondaryAction[] = [];
+    const last = this.map.extentOf(r.offset + r.length - 1);
+    for (let e = this.map.extentOf(r.offset); e <= last; e++) {
+      if (this.failed_marks.has(e)) continue;
+      this.failed_marks.set(e, 1);
+      const write = this.map.writeStart(e * this.map.extentsize, this.map.extentLength(e));
+      if (write) actions.push({ type: "map", write });
+    }
+    return actions;
   }
 
   /** A request failed here (answered with an error): a change or flush that failed leaves the copy
