@@ -6,7 +6,6 @@
 // the fault) is on the primary's component, and both data areas are identical (sha256).
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { AckedWriter, faultSeed, Harness, MiB, Pair, run, skipReason, waitFor, type Settings } from "./harness.ts";
-import { TcpProxy } from "./tcp-proxy.ts";
 
 let h: Harness;
 beforeEach(async () => {
@@ -25,16 +24,7 @@ function count(log: string, re: RegExp): number {
   return [...log.matchAll(re)].length;
 }
 
-/** A pair whose primary (a) reaches the secondary (b) through a proxy; roles set, in sync. */
-async function proxiedPair(data_bytes: number, settings: Settings = { timeout: TIMEOUT_S }): Promise<{ pair: Pair; proxy: TcpProxy }> {
-  const pair = Pair.create(h, { data_bytes, settings });
-  const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
-  h.onCleanup(() => proxy.stop());
-  pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
-  await pair.up();
-  await pair.waitSynced(pair.a);
-  return { pair, proxy };
-}
+const proxiedPair = (data_bytes: number, settings: Settings = { timeout: TIMEOUT_S }) => Pair.proxied(h, { data_bytes, settings });
 
 function startWriter(pair: Pair, label: string, region: { offset_bytes?: number; region_bytes: number; depth?: number }): AckedWriter {
   const writer = AckedWriter.start({ socket: pair.nbd(pair.a), ...region, seed: faultSeed(label) });

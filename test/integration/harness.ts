@@ -20,6 +20,7 @@ import type { Subprocess } from "bun";
 import { nbdRead, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { NBD_CMD } from "../../src/wire/nbd.ts";
 import { waitFor } from "../wait-for.ts";
+import { TcpProxy } from "./tcp-proxy.ts";
 
 export { waitFor };
 
@@ -675,6 +676,17 @@ export class Pair {
   ) {}
 
   /** Nodes, sparse component files and the config; nothing is created or started yet. */
+  /** A pair whose primary (a) reaches the secondary (b) through a TcpProxy; roles set, in sync. */
+  static async proxied(h: Harness, opts: PairOptions): Promise<{ pair: Pair; proxy: TcpProxy }> {
+    const pair = Pair.create(h, opts);
+    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
+    h.onCleanup(() => proxy.stop());
+    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
+    await pair.up();
+    await pair.waitSynced(pair.a);
+    return { pair, proxy };
+  }
+
   static create(h: Harness, opts: PairOptions): Pair {
     const [na, nb] = opts.nodes ?? ["nodea", "nodeb"];
     const pair = new Pair(h, opts.name ?? "r0", h.addNode(na), h.addNode(nb), opts);

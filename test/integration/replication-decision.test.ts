@@ -11,7 +11,6 @@ import { MetadataStore } from "../../src/io/metadata-store.ts";
 import { FrameType } from "../../src/wire/peer/constants.ts";
 import { nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { Harness, hookRecorder, MiB, Pair, waitFor, type NodeInfo } from "./harness.ts";
-import { TcpProxy } from "./tcp-proxy.ts";
 
 let h: Harness;
 beforeEach(async () => {
@@ -122,13 +121,8 @@ describe("connect decision table", () => {
 
   test("row 3: the secondary is newer; sync goes secondary → primary and the primary reads from the peer meanwhile", async () => {
     // A reaches B through a proxy so the pass can be slowed down enough to read during it.
-    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
-    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
-    h.onCleanup(() => proxy.stop());
-    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
+    const { pair, proxy } = await Pair.proxied(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
     const { a, b } = pair;
-    await pair.up();
-    await pair.waitSynced(a);
     // Failover while A is away: B becomes primary and writes, then hands the role back.
     await pair.role(a, "init");
     await pair.role(b, "primary");
@@ -239,13 +233,8 @@ describe("connect decision table", () => {
     ["its HELLO is held: the HANDSHAKE carries the counters as they are when it leaves", "hello"],
     ["its HANDSHAKE_REPLY is held: the reply is not acted on, and A connects again at once", "reply"],
   ] as const)("row 6 reached mid-handshake: a write made while A's attempt waits is counted; %s", async (_, held) => {
-    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
-    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: pair.b.port });
-    h.onCleanup(() => proxy.stop());
-    pair.reconfigure({ remote: { [pair.a.name]: proxy.address } });
+    const { pair, proxy } = await Pair.proxied(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
     const { a, b } = pair;
-    await pair.up();
-    await pair.waitSynced(a);
     await pair.role(b, "primary");
     await waitFor("A degraded", async () => (await pair.status(a)).status === "degraded", 15_000);
     const on_b = randomBytes(MiB);
