@@ -110,8 +110,9 @@ interface Read {
   length: number;
   /** Which leg is reading now. */
   at: "local" | "remote";
-  /** A failed local flush made part of the range stale while the local read ran: what it read may
-   * be what the flush dropped, so it is read again. */
+  /** While the read ran, its copy turned out to lack a change: a failed local flush made part of
+   * the range stale here, or a change's remote leg failed there. What it read may be older than
+   * what was answered, so it is read again (startRead picks the copy anew). */
   suspect?: boolean;
 }
 
@@ -410,6 +411,7 @@ export class PrimaryEngine {
     const read = this.reads.get(id);
     if (read) {
       this.reads.delete(id);
+      if (read.suspect === true) return this.startRead(id, read.offset, read.length);
       return [{ type: "reply", id, ok, source: "remote" }];
     }
     return this.legOutcome(id, this.legsOf(id).remoteDone(ok));
@@ -653,6 +655,7 @@ export class PrimaryEngine {
     for (const e of extents) {
       this.keepOwnCopy(e);
       actions.push(...this.needSyncExtent(e));
+      this.suspectRemoteReads(e, e);
     }
     this.persistStale(actions);
     if (extents.size > 0) actions.push(...this.passIfIdle());
@@ -667,6 +670,14 @@ export class PrimaryEngine {
     this.unblock(actions);
     actions.push(...this.startPass());
     return actions;
+  }
+
+  /** Reads served by the peer, in flight, of extents first..last: read again when answered. */
+  private suspectRemoteReads(first: number, last: number): void {
+    for (const read of this.reads.values()) {
+      if (read.at !== "remote") continue;
+      if (this.map.extentOf(read.offset) <= last && this.map.extentOf(read.offset + read.length - 1) >= first) read.suspect = true;
+    }
   }
 
   /** Extent `e`, stale here, got a change the peer's copy may lack (or the peer's copy may have lost
@@ -821,6 +832,9 @@ export class PrimaryEngine {
     // An unsent leg was marked at start; a sent one that failed is marked now (sharp edge 17).
     const resync = !out.final.remote_ok && legs.remote_state !== "unsent";
     if (resync) {
+      // The peer answers in order: a read of the range sent after this change may have been
+      // served there without it.
+      this.suspectRemoteReads(first, last);
       const write = this.map.needSync(modify.offset, modify.length);
       if (write) actions.push({ type: "map", write });
       // The peer lacks a change already answered (async, or memsync after "received"): the

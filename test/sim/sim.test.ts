@@ -39,6 +39,8 @@ test(`seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1} hold every invariant`, () =
 
 /** Seeds outside the CI range that once failed (docs/testing.md, "Wider sweeps"). */
 const REGRESSION_SEEDS = [608, 9044, 14513, 23117, 25511, 25629, 38157, 39927, 139401, 502584, 606578];
+/** `--resync-digest` seeds that once failed (docs/testing.md). */
+const RESYNC_DIGEST_REGRESSION_SEEDS = [761982];
 
 test(`regression seeds ${REGRESSION_SEEDS.join(", ")} hold every invariant`, () => {
   for (const seed of REGRESSION_SEEDS) {
@@ -59,9 +61,9 @@ test(`--linux-flush seeds ${LINUX_FLUSH_SEEDS.join(", ")} hold every invariant, 
 
 const RESYNC_DIGEST_SEEDS = 200;
 
-test(`--resync-digest seeds 1..${RESYNC_DIGEST_SEEDS} (synchronizations that send only the chunks whose digests differ) hold every invariant`, () => {
+test(`--resync-digest seeds 1..${RESYNC_DIGEST_SEEDS} and ${RESYNC_DIGEST_REGRESSION_SEEDS.join(", ")} (synchronizations that send only the chunks whose digests differ) hold every invariant`, () => {
   let unchanged = 0;
-  for (let seed = 1; seed <= RESYNC_DIGEST_SEEDS; seed++) {
+  for (const seed of [...Array.from({ length: RESYNC_DIGEST_SEEDS }, (_, i) => i + 1), ...RESYNC_DIGEST_REGRESSION_SEEDS]) {
     const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, resync_digest: true });
     if (!r.ok) throw new Error(explain(r, " --resync-digest"));
     unchanged += r.stats.sync_unchanged_chunks!;

@@ -75,6 +75,34 @@ describe("a local write error masked by the peer", () => {
     const read = d.submit("read", 2 * EXTENT, 512);
     expect(read.actions.map((a) => a.type)).toEqual(["remote"]);
   });
+
+});
+
+describe("reads the peer serves", () => {
+  test("a read the peer serves while a write's remote leg fails there is read again, here", () => {
+    // memsync: the write is answered on "received"; a failed flush here makes its extent stale (the
+    // peer has it all, it seems), so a read goes to the peer; then the write fails on the peer's
+    // disk. The peer answers in order: the read was served there without the write.
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "memsync",
+      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+    });
+    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    const write = d.submit("write", 2 * EXTENT, 512);
+    d.completeLocal(d.pending_local.find((o) => o.request.id === write.id)!, true);
+    const remote = d.pending_remote.find((o) => o.request.id === write.id)!;
+    d.receiveRemote(remote);
+    expect(d.replies.get(write.id)?.ok).toBe(true);
+    const flush = d.submit("flush", 0, 0);
+    d.completeLocal(d.pending_local.find((o) => o.request.id === flush.id)!, false);
+    const read = d.submit("read", 2 * EXTENT, EXTENT);
+    expect(read.actions.map((a) => a.type)).toEqual(["remote"]);
+    d.completeRemote(remote, false); // its copy lacks the answered write: this node's is kept
+    const again = d.completeRemote(d.pending_remote.find((o) => o.request.id === read.id)!, true);
+    expect(d.replies.has(read.id)).toBe(false);
+    expect(again.filter((a) => a.type === "local" || a.type === "remote").map((a) => a.type)).toEqual(["local"]);
+  });
 });
 
 describe("orderly stop", () => {
