@@ -11,6 +11,7 @@ import type { HookEvent, LogSetup, SecondaryPeer, VerifyAction } from "./ipc.ts"
 import { WORKER_EXIT_REFUSED, WORKER_EXIT_RESTART } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
+import { Serial } from "./serial.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 import { EX_OSERR, ExitError } from "../core/sysexits.ts";
 
@@ -28,6 +29,9 @@ interface ResourceState {
   /** A secondary's copy state as its worker last reported it, kept after the worker ends (the
    * primary died): null when unknown (no worker since the last role change). */
   copy_incomplete: boolean | null;
+  /** Role changes, admissions and reload restarts, one at a time (each stops and starts the worker
+   * across awaits). */
+  turns: Serial;
 }
 
 export interface MainOptions {
@@ -52,7 +56,7 @@ export class Hastd {
   ) {
     this.hooks = new HookRunner(opts.log, opts.foreground ? "inherit" : "ignore");
     this.listener = this.newListener();
-    for (const r of config.resources) this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null });
+    for (const r of config.resources) this.resources.set(r.name, newState(r));
   }
 
   /** Starts the control socket; the config was already loaded (errors reported by the caller). */
@@ -78,13 +82,18 @@ export class Hastd {
     });
   }
 
-  /** A primary passed the checks: any previous secondary worker goes, a new one takes the socket. */
+  /** A primary passed the checks: any previous secondary worker goes, a new one takes the socket.
+   * In its turn, the role is looked at again: it may have changed while the admission waited. */
   private async admit(a: Admission): Promise<void> {
     const state = this.resources.get(a.resource.name);
-    if (!state || state.role !== "secondary") return;
-    if (state.worker) this.log.info(`[${state.config.name}] New connection from the primary at ${a.remote}; replacing the secondary worker.`);
-    await this.stopWorker(state);
-    this.startWorker(state, "secondary", { fd: a.fd, handshake: a.handshake, protocol_version: a.version });
+    if (!state) return;
+    await state.turns.run(async () => {
+      if (this.stopping || this.resources.get(a.resource.name) !== state || state.role !== "secondary") return;
+      if (state.worker) this.log.info(`[${state.config.name}] New connection from the primary at ${a.remote}; replacing the secondary worker.`);
+      await this.stopWorker(state);
+      if (this.stopping) return;
+      this.startWorker(state, "secondary", { fd: a.fd, handshake: a.handshake, protocol_version: a.version });
+    });
   }
 
   get log(): Logger {
@@ -104,7 +113,7 @@ export class Hastd {
       }
       if (request.cmd === "role") {
         const reply: ResourceStatus = { name, role: state.role, previous_role: state.role };
-        if (!(await this.setRole(state, request.role, request.force === true))) {
+        if (!(await state.turns.run(() => this.setRole(state, request.role, request.force === true)))) {
           Object.assign(reply, { error: ControlError.REFUSED, message: "not promoted: this node's copy is incomplete (the log says why and what to do)" });
         }
         replies.push(reply);
@@ -187,7 +196,8 @@ export class Hastd {
     return refused === null ? reply : { ...reply, error: ControlError.BUSY, message: `${what}: ${refused}` };
   }
 
-  /** false when the new primary worker refused this node's copy (incomplete): the role stays `old`. */
+  /** false when the new primary worker refused this node's copy (incomplete): the role stays `old`.
+   * Only in the resource's turn (state.turns). */
   private async setRole(state: ResourceState, role: Role, force = false): Promise<boolean> {
     const old = state.role;
     if (old === role) return true;
@@ -197,7 +207,7 @@ export class Hastd {
     state.split_brain = false;
     await this.stopWorker(state);
     state.copy_incomplete = null;
-    if (role === "primary") {
+    if (role === "primary" && !this.stopping) {
       const worker = this.startWorker(state, "primary", undefined, force);
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
       if (worker.exit?.code === WORKER_EXIT_REFUSED) {
@@ -221,8 +231,9 @@ export class Hastd {
     };
     const worker = WorkerHandle.spawn(init, {
       onEvent: (event: HookEvent, args: string[]) => {
-        if (event === "split-brain") state.split_brain = true;
-        if (event === "connect") state.split_brain = false;
+        // A worker being stopped still reports what it saw, but no longer speaks for the resource.
+        if (state.worker === worker && event === "split-brain") state.split_brain = true;
+        if (state.worker === worker && event === "connect") state.split_brain = false;
         this.raise(state, event, args);
       },
       onCopy: (complete: boolean) => {
@@ -305,28 +316,32 @@ export class Hastd {
     for (const [name, state] of this.resources) {
       if (nextNames.has(name)) continue;
       this.log.info(`[${name}] Resource removed from the configuration.`);
-      await this.setRole(state, "init");
+      await state.turns.run(() => this.setRole(state, "init"));
       this.resources.delete(name);
     }
     for (const r of next.resources) {
       const state = this.resources.get(r.name);
       if (!state) {
         this.log.info(`[${r.name}] Resource added to the configuration.`);
-        this.resources.set(r.name, { config: r, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null });
+        this.resources.set(r.name, newState(r));
         continue;
       }
       if (!resourceChanged(state.config, r)) continue;
-      if (resourceNeedsRestart(state.config, r, state.role)) {
-        this.log.info(`[${r.name}] Configuration changed, restarting the resource.`);
-        const role = state.role;
-        await this.setRole(state, "init");
-        state.config = r;
-        await this.setRole(state, role);
-      } else {
-        this.log.info(`[${r.name}] Configuration changed, reloading the primary worker.`);
-        state.config = r;
-        state.worker?.send({ type: "reload", resource: r });
-      }
+      // In its turn: the role to restore is the one it has then, and a worker being started has
+      // started (it takes a reload only once it serves).
+      await state.turns.run(async () => {
+        if (resourceNeedsRestart(state.config, r, state.role)) {
+          this.log.info(`[${r.name}] Configuration changed, restarting the resource.`);
+          const role = state.role;
+          await this.setRole(state, "init");
+          state.config = r;
+          await this.setRole(state, role);
+        } else {
+          this.log.info(`[${r.name}] Configuration changed, reloading the primary worker.`);
+          state.config = r;
+          state.worker?.send({ type: "reload", resource: r });
+        }
+      });
     }
     this.config = next;
     this.log.info("Configuration reloaded successfully.");
@@ -343,6 +358,10 @@ export class Hastd {
     this.control.stop();
     await this.hooks.settle(2_000);
   }
+}
+
+function newState(config: ResourceConfig): ResourceState {
+  return { config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial() };
 }
 
 function controlPath(config: Config): string {

@@ -55,8 +55,7 @@ export class PrimaryConnector {
 
   /** A reload changed remote/source/timeout: drop the link and reconnect with the new values. */
   reconfigure(resource: ResourceConfig): void {
-    const relink = JSON.stringify([resource.remote, resource.source, resource.secret, resource.checksum, resource.compression]) !==
-      JSON.stringify([this.o.resource.remote, this.o.resource.source, this.o.resource.secret, this.o.resource.checksum, this.o.resource.compression]);
+    const relink = linkSettingsDiffer(resource, this.o.resource);
     this.o.resource = resource;
     if (relink) this.o.io.closeLink("configuration changed");
     this.wake?.();
@@ -104,7 +103,8 @@ export class PrimaryConnector {
     this.last_problem = message;
   }
 
-  /** `again`: this is the attempt made at once after one whose counters went stale (below). */
+  /** `again`: this is the attempt made at once after one whose counters or settings went stale
+   * while it connected (below). */
   private async attempt(again = false): Promise<void> {
     const { engine, meta, resource } = this.o;
     // A brand-new pair: the resuid is drawn once and written before the first attempt (a secondary
@@ -134,6 +134,12 @@ export class PrimaryConnector {
       return this.problem(`${resource.remote_text} refused the connection (${e.code}): ${e.message}`, e.code === "NOT_SECONDARY" ? "warn" : "error");
     }
     const { link, reply, bitmap, sent } = outcome;
+    if (linkSettingsDiffer(this.o.resource, resource)) {
+      // A reload changed how to connect while this attempt was under way (reconfigure had no link
+      // to drop yet): this one used the old settings.
+      link.close("configuration changed");
+      return again ? undefined : this.attempt(true);
+    }
     if (countersMoved(sent, engine.generation)) {
       link.close("this node's counters changed during the handshake");
       this.o.log.info(`This node changed data while connecting to ${resource.remote_text}; connecting again so that the decision counts it.`);
@@ -168,6 +174,11 @@ export class PrimaryConnector {
       this.o.io.closeLink(`no reply from the secondary for ${this.o.resource.timeout_s} s`);
     }
   }
+}
+
+/** Settings the link was made with: a change needs a new connection. */
+function linkSettingsDiffer(a: ResourceConfig, b: ResourceConfig): boolean {
+  return JSON.stringify([a.remote, a.source, a.secret, a.checksum, a.compression]) !== JSON.stringify([b.remote, b.source, b.secret, b.checksum, b.compression]);
 }
 
 function randomResuid(): bigint {

@@ -2,6 +2,7 @@
 // "hastd: <name> (<role>)"). It waits for its init message, runs one resource in one role, and
 // exits when told (SIGTERM), when the main process goes away, or on a fatal error.
 import { EX_OK, EX_SOFTWARE, ExitError } from "../core/sysexits.ts";
+import type { ResourceConfig } from "../config/index.ts";
 import type { FromWorker, HookEvent, LogSetup, ToWorker } from "./ipc.ts";
 import { fileSink, Logger, stderrSink, syslogSink } from "./log.ts";
 import { PrimaryWorker } from "./primary.ts";
@@ -21,6 +22,7 @@ function loggerFor(setup: LogSetup, context: string): Logger {
 
 export async function runWorker(): Promise<number> {
   let worker: PrimaryWorker | SecondaryWorker | null = null;
+  let reload_pending: ResourceConfig | null = null;
   // One listener from the start: the main process may send a status query right behind init
   // (in the same read), and a message that arrives while no listener is attached is lost.
   // Live fields appear once the worker serves.
@@ -35,7 +37,11 @@ export async function runWorker(): Promise<number> {
         const refused = worker instanceof PrimaryWorker ? worker.verify(m.action) : "verification runs on the primary";
         send({ type: "verify", id: m.id, refused });
       }
-      else if (m.type === "reload" && worker instanceof PrimaryWorker) worker.reload(m.resource);
+      else if (m.type === "reload") {
+        // Before the worker serves, the latest one is kept and applied once it does.
+        if (worker instanceof PrimaryWorker) worker.reload(m.resource);
+        else reload_pending = m.resource;
+      }
     });
   });
   if (!init) {
@@ -56,6 +62,7 @@ export async function runWorker(): Promise<number> {
     return err instanceof ExitError ? err.exit_code : EX_SOFTWARE;
   }
   const running: PrimaryWorker | SecondaryWorker = worker;
+  if (running instanceof PrimaryWorker && reload_pending) running.reload(reload_pending);
   send({ type: "ready" });
   return await new Promise<number>((done) => {
     if (running instanceof SecondaryWorker) void running.done.then(done);

@@ -5,6 +5,8 @@
 // owes the next secondary a full copy, and the old primary rejoining brings back every byte it had.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { $ } from "bun";
+import { controlRequest } from "../../src/ctl/client.ts";
 import { nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT } from "../../src/core/metadata.ts";
 import { LocalDisk } from "../../src/io/disk.ts";
@@ -116,4 +118,36 @@ describe("promotion of an incomplete copy", () => {
     expect(await pair.status(a)).toMatchObject({ role: "init", workerpid: 0, copy_incomplete: true });
     expect(await pair.h.hastctlOk(a, pair.confOf(a), ["list", pair.name])).toContain("copy: incomplete");
   }, 60_000);
+});
+
+describe("role changes that overlap", () => {
+  test("a promotion and a demotion sent together to a connected secondary end in a role its worker matches", async () => {
+    // Without one-at-a-time role changes, the promotion stopped the secondary worker, the demotion
+    // found no worker and returned, then the promotion started a primary worker under role init:
+    // serving, replicating, and beyond `hastctl role` (it stops only the worker hastd tracks).
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    await pair.up();
+    await pair.waitSynced(a);
+    const address = { kind: "uds" as const, path: b.control };
+    for (const [first, second] of [["primary", "init"], ["init", "primary"]] as const) {
+      if ((await pair.status(b)).role !== "secondary") await pair.role(b, "secondary");
+      await waitFor("B's secondary worker", async () => (await pair.status(b)).workerpid > 0, 15_000);
+      const replies = await Promise.all([first, second].map((role) => controlRequest(address, { cmd: "role", role, resources: ["r0"] })));
+      for (const r of replies) expect(r.error).toBe(0);
+      // Either may have come first; the worker is what the role left has: B's hastd has a primary
+      // worker (whatever it tracks) only if B is primary.
+      const settled = async () => {
+        const s = await pair.status(b);
+        const workers = (await $`pgrep -P ${pair.daemon(b).pid} -f ${"hastd: r0 \\(primary\\)"}`.nothrow().quiet()).stdout.toString();
+        return { role: s.role, tracked: s.workerpid > 0, running: workers.split("\n").filter(Boolean).length };
+      };
+      const consistent = (x: Awaited<ReturnType<typeof settled>>) =>
+        (x.role === first || x.role === second) && x.tracked === (x.role === "primary") && x.running === (x.role === "primary" ? 1 : 0);
+      await waitFor("B's role and worker to agree", async () => consistent(await settled()), 10_000).catch(() => undefined);
+      const end = await settled();
+      expect(end, JSON.stringify(end)).toSatisfy(consistent);
+      if (end.role === "primary") await pair.role(b, "init");
+    }
+  }, 90_000);
 });
