@@ -5,6 +5,7 @@
 // link heals: the pair is in sync, every acknowledged write (including those acknowledged during
 // the fault) is on the primary's component, and both data areas are identical (sha256).
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { FrameType } from "../../src/wire/peer/constants.ts";
 import { AckedWriter, faultSeed, Harness, MiB, Pair, run, skipReason, waitFor, type Settings } from "./harness.ts";
 
 let h: Harness;
@@ -212,5 +213,26 @@ describe("link faults during a resync", () => {
     await pair.waitSynced(a);
     const to_go = [...pair.daemon(a).log.matchAll(/Synchronization started\. (\d+) bytes to go\./g)].map((m) => Number(m[1]));
     expect(to_go).toEqual([DATA_BYTES]);
+  }, 60_000);
+});
+
+describe("a reload while the primary connects", () => {
+  test("a new remote address given while a connection attempt waits for its answer is used, not the old one", async () => {
+    const { pair, proxy } = await proxiedPair(8 * MiB);
+    const { a, b } = pair;
+    // A's next attempt through the proxy gets as far as its HANDSHAKE, whose answer is held.
+    proxy.holdRepliesAfter(FrameType.HANDSHAKE);
+    const b_log = pair.daemon(b).log.length;
+    proxy.cut();
+    await waitFor("B to answer A's attempt (held at the proxy)", () => pair.daemon(b).log.includes("Connected to the primary", b_log), 15_000);
+    const a_log = pair.daemon(a).log.length;
+    pair.reconfigure({ remote: {} }); // A reaches B directly now
+    pair.daemon(a).signal("SIGHUP");
+    await pair.daemon(a).waitLog("Configuration reloaded.");
+    proxy.resume();
+    await pair.daemon(a).waitLog(`Connected to tcp://127.0.0.1:${b.port}`, 15_000);
+    await waitFor("the proxied link to be gone", () => proxy.connections === 0, 10_000);
+    expect(pair.daemon(a).log.slice(a_log)).not.toContain(`Connected to ${proxy.address}`);
+    expect((await pair.status(a)).status).toBe("complete");
   }, 60_000);
 });
