@@ -112,8 +112,13 @@ export class Hastd {
         continue;
       }
       if (request.cmd === "role") {
-        const reply: ResourceStatus = { name, role: state.role, previous_role: state.role };
-        if (!(await state.turns.run(() => this.setRole(state, request.role, request.force === true)))) {
+        const reply: ResourceStatus = { name };
+        const changed = await state.turns.run(() => {
+          // The role before this request, which an earlier one may have changed while this one waited.
+          Object.assign(reply, { role: state.role, previous_role: state.role });
+          return this.setRole(state, request.role, request.force === true);
+        });
+        if (!changed) {
           Object.assign(reply, { error: ControlError.REFUSED, message: "not promoted: this node's copy is incomplete (the log says why and what to do)" });
         }
         replies.push(reply);
