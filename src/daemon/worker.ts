@@ -1,6 +1,7 @@
 // Entry point of a worker process (`hastd --worker`, started by the main process with the title
 // "hastd: <name> (<role>)"). It waits for its init message, runs one resource in one role, and
 // exits when told (SIGTERM), when the main process goes away, or on a fatal error.
+import { onAssertionFailure } from "../core/assert.ts";
 import { EX_OK, EX_SOFTWARE, ExitError } from "../core/sysexits.ts";
 import type { ResourceConfig } from "../config/index.ts";
 import type { FromWorker, HookEvent, LogSetup, ToWorker } from "./ipc.ts";
@@ -49,6 +50,10 @@ export async function runWorker(): Promise<number> {
     return EX_SOFTWARE;
   }
   const log = loggerFor(init.log, `[${init.resource.name}] (${init.role})`);
+  onAssertionFailure((err) => {
+    log.error(`${err.message}: this is a bug in hastd; the worker stops rather than go on.\n${err.stack ?? ""}`);
+    process.exit(EX_SOFTWARE);
+  });
   const emit = (event: HookEvent) => send({ type: "event", event });
   try {
     if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, log, emit);
