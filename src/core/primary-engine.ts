@@ -205,6 +205,8 @@ export class PrimaryEngine {
   private readonly flushing = new Map<number, Map<number, number>>();
   /** Extents the peer held unflushed changes of when the link last went down (see `unflushed`). */
   private readonly peer_unconfirmed = new Set<number>();
+  /** Flushes whose failure the peer answered while this node's leg still ran (remoteDone). */
+  private readonly peer_flush_failed = new Set<number>();
   /** The cache epoch the peer reported at the last connect. */
   private peer_epoch: string | null = null;
   /** Consecutive passes that failed on this connection. */
@@ -414,7 +416,15 @@ export class PrimaryEngine {
       if (read.suspect === true) return this.startRead(id, read.offset, read.length);
       return [{ type: "reply", id, ok, source: "remote" }];
     }
-    return this.legOutcome(id, this.legsOf(id).remoteDone(ok));
+    // As localDone: the peer's failed flush may have dropped pages there already, and a read it
+    // serves next would return what they replace. Marked now, not when this node's flush ends.
+    let flush_failed: PrimaryAction[] | null = null;
+    if (!ok && this.connected && this.flushes.has(id)) {
+      flush_failed = this.remoteFlushFailed();
+      this.peer_flush_failed.add(id);
+    }
+    const actions = this.legOutcome(id, this.legsOf(id).remoteDone(ok));
+    return flush_failed === null ? actions : [...flush_failed, ...actions];
   }
 
   private startRead(id: number, offset: number, length: number): PrimaryAction[] {
@@ -592,8 +602,9 @@ export class PrimaryEngine {
       this.local_flushed_upto = Math.max(this.local_flushed_upto, started);
     }
     if (remote_ok) forgetUpTo(this.changed.remote, started);
-    // A flush the link took with it failed for the link: the disconnect marked what it must.
-    else if (this.connected) actions.push(...this.remoteFlushFailed());
+    // A flush the link took with it failed for the link: the disconnect marked what it must; one
+    // the peer failed was marked when its answer came (remoteDone).
+    else if (!this.peer_flush_failed.delete(key) && this.connected) actions.push(...this.remoteFlushFailed());
     if (this.verify_recheck.length > 0) actions.push(...this.pumpVerify());
     return actions;
   }

@@ -314,6 +314,30 @@ describe("a failed flush of the peer's disk", () => {
     d.completeRemote(op(d.pending_remote, id), false); // ...whose flush failed too: it may lack the write
     expect(d.engine.syncChunkLive(chunk.chunk)).toBe(false); // this node's copy is kept
   });
+
+  test("is acted on when its answer comes, before this node's flush ends: a read the peer serves meanwhile is read again", () => {
+    const d = inSync();
+    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    write(d, 1); // on both disks, in both caches
+    const f = d.submit("flush", 0, 0);
+    const read = d.submit("read", EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, read.id), false); // EIO here: the peer's copy is read instead
+    const from_peer = op(d.pending_remote, read.id);
+    // The peer's flush fails (Linux drops the write's pages there), then it reads the old data.
+    const failed = d.completeRemote(op(d.pending_remote, f.id), false);
+    expect(failed.some((a) => a.type === "log" && a.message.startsWith("The peer's flush failed"))).toBe(true);
+    expect(d.map.extentState(1).in_sync_set).toBe(true);
+    const again = d.completeRemote(from_peer, true);
+    expect(d.replies.has(read.id)).toBe(false);
+    expect(again.filter((a) => a.type === "local" || a.type === "remote").map((a) => a.type)).toEqual(["local"]);
+    // Read here again and failing again, it is not sent to the peer, whose copy may lack the write.
+    d.completeLocal(op(d.pending_local, read.id), false);
+    expect(d.replies.get(read.id)?.ok).toBe(false);
+    // This node's flush ends: answered ok (durable here), the failure not marked twice.
+    const done = d.completeLocal(op(d.pending_local, f.id), true);
+    expect(done.some((a) => a.type === "log" && a.message.startsWith("The peer's flush failed"))).toBe(false);
+    expect(d.replies.get(f.id)?.ok).toBe(true);
+  });
 });
 
 describe("a loss found when a change fails on the peer", () => {
