@@ -20,6 +20,17 @@ function fromPeer(d: EngineDriver, extents: number[]): void {
   d.connect({ syncsrc: "secondary", peer_localcnt: 2n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null });
 }
 
+/** Connected, synchronized from here, the first pass done. */
+function inSync(mode: "fullsync" | "memsync"): EngineDriver {
+  const d = new EngineDriver({
+    datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode,
+    generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
+  });
+  d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
+  while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+  return d;
+}
+
 describe("RequestLegs with remote_required", () => {
   test("answers only when the peer's write is done, ok only if it succeeded", () => {
     const ok = new RequestLegs("memsync", true, true);
@@ -59,12 +70,7 @@ describe("writes while syncing from the secondary", () => {
 
 describe("a local write error masked by the peer", () => {
   test("reads of the extent go to the peer, and the sync copies it back from the peer", () => {
-    const d = new EngineDriver({
-      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
-      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
-    });
-    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
-    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    const d = inSync("fullsync");
     const { id } = d.submit("write", 2 * EXTENT, 512);
     d.completeLocal(d.pending_local.find((o) => o.request.id === id)!, false);
     const actions = d.completeRemote(d.pending_remote.find((o) => o.request.id === id)!, true);
@@ -83,12 +89,7 @@ describe("reads the peer serves", () => {
     // memsync: the write is answered on "received"; a failed flush here makes its extent stale (the
     // peer has it all, it seems), so a read goes to the peer; then the write fails on the peer's
     // disk. The peer answers in order: the read was served there without the write.
-    const d = new EngineDriver({
-      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "memsync",
-      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
-    });
-    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
-    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    const d = inSync("memsync");
     const write = d.submit("write", 2 * EXTENT, 512);
     d.completeLocal(d.pending_local.find((o) => o.request.id === write.id)!, true);
     const remote = d.pending_remote.find((o) => o.request.id === write.id)!;
@@ -107,12 +108,7 @@ describe("reads the peer serves", () => {
 
 describe("orderly stop", () => {
   test("a connected, idle, flushed primary lets its keepdirty extents go; with work pending it keeps them", () => {
-    const d = new EngineDriver({
-      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 2, chunk_bytes: 1024, mode: "fullsync",
-      generation: { resuid: 7n, localcnt: 0n, remotecnt: 0n, flags: 0 },
-    });
-    d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
-    while (d.pending_sync.length > 0) d.completeSync(d.pending_sync[0]!, true);
+    const d = inSync("fullsync");
     const w = d.submit("write", 3 * EXTENT, 512);
     d.completeLocal(d.pending_local.find((o) => o.request.id === w.id)!, true);
     d.completeRemote(d.pending_remote.find((o) => o.request.id === w.id)!, true);
