@@ -418,11 +418,7 @@ export class PrimaryEngine {
     }
     // As localDone: the peer's failed flush may have dropped pages there already, and a read it
     // serves next would return what they replace. Marked now, not when this node's flush ends.
-    let flush_failed: PrimaryAction[] | null = null;
-    if (!ok && this.connected && this.flushes.has(id)) {
-      flush_failed = this.remoteFlushFailed();
-      this.peer_flush_failed.add(id);
-    }
+    const flush_failed = !ok && this.flushes.has(id) ? this.peerFlushFailed(id) : null;
     const actions = this.legOutcome(id, this.legsOf(id).remoteDone(ok));
     return flush_failed === null ? actions : [...flush_failed, ...actions];
   }
@@ -1104,6 +1100,19 @@ export class PrimaryEngine {
     this.pass_retries = 0;
     this.map.syncRewind();
     return [{ type: "log", level: "warn", message: `Synchronization resumed: ${this.map.syncExtentCount()} extents still differ.` }, ...this.startPass()];
+  }
+
+  /** The peer answered that the end-of-pass flush failed there, before this node's ended: acted on
+   * now, as remoteDone does for an application's flush (syncFlushDone then does not again). */
+  syncPeerFlushFailed(pass: number): PrimaryAction[] {
+    return this.peerFlushFailed(-pass);
+  }
+
+  /** The peer's flush `key` failed: what it covered is marked now, and flushDone leaves it. */
+  private peerFlushFailed(key: number): PrimaryAction[] {
+    if (!this.connected || !this.flush_started.has(key)) return [];
+    this.peer_flush_failed.add(key);
+    return this.remoteFlushFailed();
   }
 
   /** Spec 8 end of pass, once the copied data is durable on both sides: direction forgotten,

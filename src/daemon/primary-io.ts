@@ -364,7 +364,7 @@ export class PrimaryIo implements BlockBackend {
         void this.syncCopy(a.chunk, a.from).then((ok) => this.run(this.o.engine.syncCopyDone(a.chunk, ok)));
         return;
       case "sync-flush":
-        void this.flushBoth().then((r) => this.run(this.o.engine.syncFlushDone(a.pass, r.local_ok, r.remote_ok)));
+        void this.flushBoth(a.pass).then((r) => this.run(this.o.engine.syncFlushDone(a.pass, r.local_ok, r.remote_ok)));
         return;
       case "flush":
         return this.ownFlush("A flush to empty the change lists");
@@ -513,13 +513,15 @@ export class PrimaryIo implements BlockBackend {
 
   // ---- synchronization ----
 
-  /** Local and remote cache flush outside any application request (end of a sync pass, background). */
-  private async flushBoth(): Promise<{ local_ok: boolean; remote_ok: boolean }> {
+  /** Local and remote cache flush at the end of sync pass `pass`: each side's failure is acted on
+   * as soon as it is known (a read meanwhile must not return what it dropped). */
+  private async flushBoth(pass: number): Promise<{ local_ok: boolean; remote_ok: boolean }> {
     const local = new Promise<Error | null>((resolve) => this.settleLocal(this.o.disk.flushAsync(), (err) => {
       if (err) this.run(this.o.engine.localFlushFailed());
       resolve(err);
     }));
     const reply = await this.remoteSync({ kind: "flush", seq: this.next_id++ });
+    if (reply.error !== "OK") this.run(this.o.engine.syncPeerFlushFailed(pass));
     const err = await local;
     if (err) {
       this.o.stats.local_errors.flush++;

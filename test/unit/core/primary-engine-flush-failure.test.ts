@@ -4,7 +4,8 @@
 // the application at its next flush when a flush nobody saw failed here.
 import { describe, expect, test } from "bun:test";
 import { FLAG_COPY_INCOMPLETE } from "../../../src/core/metadata.ts";
-import type { PrimaryAction, PrimaryGeneration } from "../../../src/core/primary-engine.ts";
+import { ActiveMap } from "../../../src/core/activemap.ts";
+import { PrimaryEngine, type PrimaryAction, type PrimaryGeneration } from "../../../src/core/primary-engine.ts";
 import { EngineDriver, op } from "./engine-driver.ts";
 
 const EXTENT = 4096;
@@ -313,6 +314,28 @@ describe("a failed flush of the peer's disk", () => {
     expect(d.engine.syncChunkLive(chunk.chunk)).toBe(true);
     d.completeRemote(op(d.pending_remote, id), false); // ...whose flush failed too: it may lack the write
     expect(d.engine.syncChunkLive(chunk.chunk)).toBe(false); // this node's copy is kept
+  });
+
+  test("at the end of a pass, is acted on when the peer's answer comes, and not again when the pass ends", () => {
+    const map = new ActiveMap({ datasize: 8 * EXTENT, extentsize: EXTENT, keepdirty: 2, sectorsize: SECTOR, chunk_bytes: 1024 });
+    const engine = new PrimaryEngine(map, { resuid: 7n, localcnt: 1n, remotecnt: 1n, flags: 0 }, "fullsync");
+    const peer_map = new Uint8Array(map.mapsize);
+    peer_map[0] = 1 << 1; // extent 1 to copy
+    let actions = engine.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null });
+    let flush: Extract<PrimaryAction, { type: "sync-flush" }> | undefined;
+    for (let n = 0; n < 100 && flush === undefined; n++) {
+      const copy = actions.find((a) => a.type === "sync-copy");
+      if (copy === undefined || copy.type !== "sync-copy") break;
+      actions = [...actions.filter((a) => a !== copy), ...engine.syncCopyDone(copy.chunk, true)];
+      flush = actions.find((a): a is Extract<PrimaryAction, { type: "sync-flush" }> => a.type === "sync-flush");
+    }
+    expect(flush).toBeDefined();
+    const early = engine.syncPeerFlushFailed(flush!.pass);
+    expect(early.some((a) => a.type === "log" && a.message.startsWith("The peer's flush failed: 1 extents"))).toBe(true);
+    expect(map.extentState(1).in_sync_set).toBe(true);
+    const end = engine.syncFlushDone(flush!.pass, true, false);
+    expect(end.some((a) => a.type === "log" && a.message.startsWith("The peer's flush failed"))).toBe(false);
+    expect(end.some((a) => a.type === "in-sync")).toBe(false); // the pass is retried, not ended
   });
 
   test("is acted on when its answer comes, before this node's flush ends: a read the peer serves meanwhile is read again", () => {
