@@ -606,9 +606,7 @@ class Simulation implements SimContext, Observer {
       // The scenario's first change on the primary is the one it makes at the handshake.
       const s = this.scenario;
       if (s && s.phase !== "detect" && s.write_at_handshake && this.unseen.get(host) !== "yes") return;
-      for (const o of this.outstanding) {
-        if ((o.kind === "write" || o.kind === "delete") && o.first < first + count && first < o.first + o.count) return;
-      }
+      if (this.changeInFlight(first, count)) return;
     }
     this.issue(p, { kind, first, count, submit_ms: this.clock.now_ms, host, epoch: host.epoch });
   }
@@ -619,10 +617,16 @@ class Simulation implements SimContext, Observer {
     if (!host.up || !p) return;
     const count = this.rng.between(1, Math.min(8, this.cfg.sectors));
     const first = this.rng.int(this.cfg.sectors - count + 1);
-    for (const o of this.outstanding) {
-      if ((o.kind === "write" || o.kind === "delete") && o.first < first + count && first < o.first + o.count) return;
-    }
+    if (this.changeInFlight(first, count)) return;
     this.issue(p, { kind: "write", first, count, submit_ms: this.clock.now_ms, host, epoch: host.epoch });
+  }
+
+  /** A write or trim in flight covers part of sectors first..first+count-1 (the oracle orders none). */
+  private changeInFlight(first: number, count: number): boolean {
+    for (const o of this.outstanding) {
+      if ((o.kind === "write" || o.kind === "delete") && o.first < first + count && first < o.first + o.count) return true;
+    }
+    return false;
   }
 
   private issue(p: PrimaryProc, o: Outstanding): void {
