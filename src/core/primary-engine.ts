@@ -165,6 +165,15 @@ export class PrimaryEngine {
    * dropped is lost, and the failed flush said so).
    */
   private readonly local_stale = new Map<number, "missed" | "dropped">();
+  /**
+   * While this node is synchronized from the peer (syncsrc "secondary"), the extents whose copy
+   * here is the one kept, copied to the peer rather than from it: the peer's may lack changes made
+   * here (its flush failed, or it lost power holding them unflushed), or neither copy is whole and
+   * this node's is kept (keepOwnCopy). Forgotten when that pass completes or a connection copies
+   * from here anyway. A restart forgets them too: after a failed flush the peer's copy is marked
+   * incomplete, so the next handshake copies from here; after its power loss it is not (gap).
+   */
+  private readonly own_kept = new Set<number>();
   /** staleKey() as the metadata last written says it (persistStale). */
   private stale_on_disk = "";
   private readonly stale_listed_max: number;
@@ -424,14 +433,15 @@ export class PrimaryEngine {
   }
 
   private startRead(id: number, offset: number, length: number): PrimaryAction[] {
-    if (this.touchesLocalStale(offset, length) && this.touchesOwnOnly(offset, length)) {
+    const from_peer = this.someExtent(offset, length, (e) => this.currentOnPeerOnly(e));
+    if (from_peer && this.touchesOwnOnly(offset, length)) {
       // Part of the range is current only here, part only on the peer: no one copy can answer.
       return [
         { type: "log", level: "error", message: `Read at ${offset} (${length} bytes) failed: it spans extents stale here and extents the peer has yet to receive.` },
         { type: "reply", id, ok: false, source: "local" },
       ];
     }
-    if ((this.syncsrc === "secondary" && this.staleLocally(offset, length)) || this.touchesLocalStale(offset, length)) {
+    if (from_peer) {
       // Only the peer has current data here; without it the read fails rather than return stale data.
       if (!this.connected) return [{ type: "reply", id, ok: false, source: "remote" }];
       this.reads.set(id, { id, offset, length, at: "remote" });
@@ -446,6 +456,17 @@ export class PrimaryEngine {
     return this.local_stale.size > 0 && this.someExtent(offset, length, (e) => this.local_stale.has(e));
   }
 
+  /** Only the peer's copy of extent `e` is current: stale here, or still to be copied from the peer. */
+  private currentOnPeerOnly(e: number): boolean {
+    return this.local_stale.has(e) || this.newerOnPeer(e);
+  }
+
+  /** This node is synchronized from the peer (syncsrc "secondary") and extent `e` is still to be
+   * copied from it: the peer changed it while this node could not see. */
+  private newerOnPeer(e: number): boolean {
+    return this.syncsrc === "secondary" && !this.own_kept.has(e) && this.map.extentState(e).in_sync_set;
+  }
+
   /** The range touches an extent whose changes the peer still lacks. */
   private touchesOwnOnly(offset: number, length: number): boolean {
     return this.someExtent(offset, length, (e) => !this.peerHasAll(e));
@@ -455,11 +476,6 @@ export class PrimaryEngine {
     const last = this.map.extentOf(offset + length - 1);
     for (let e = this.map.extentOf(offset); e <= last; e++) if (test(e)) return true;
     return false;
-  }
-
-  /** Local copy not trustworthy: the range touches an extent still to be copied from the peer. */
-  private staleLocally(offset: number, length: number): boolean {
-    return this.someExtent(offset, length, (e) => this.map.extentState(e).in_sync_set);
   }
 
   /** The peer's copy of the range is not known to equal ours: some extent is dirty here for a
@@ -542,7 +558,7 @@ export class PrimaryEngine {
       if (this.late_loss_upto !== null && started >= this.late_loss_upto) this.late_loss_upto = null;
       if (ok && unreported) {
         ok = false;
-        actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush of this node's disk failed, and changes only this node had may be lost.` });
+        actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush failed, on this node or the peer, and changes only the failing disk held may be lost.` });
       } else if (ok && this.local_stale.size > 0) {
         // Until they are copied back, the good copy of those extents is the peer's alone, and a
         // crash here would lose which copy is good: nothing may be called durable yet. Connected,
@@ -651,18 +667,34 @@ export class PrimaryEngine {
     return actions;
   }
 
-  /** The peer's flush failed: what it was sent since its last good flush may be gone from its disk,
-   * so those extents are copied to it again (unless its copy is the one that counts there). */
+  /**
+   * The peer's flush failed: what it was sent since its last good flush may be gone from its disk,
+   * so those extents are copied to it again, this node's copy kept. But for extents whose only
+   * current copy is the peer's (still to be copied from it): neither copy is whole, the peer's is
+   * kept, and flushes fail until one that started after the lost changes reports them.
+   */
   private remoteFlushFailed(): PrimaryAction[] {
     const extents = this.extentsInFlight("remote");
     for (const e of this.changed.remote.keys()) extents.add(e);
-    this.changed.remote.clear();
-    const actions: PrimaryAction[] = extents.size === 0 ? [] :
-      [{ type: "log", level: "warn", message: `The peer's flush failed: ${extents.size} extents will be copied to it again.` }];
+    const actions: PrimaryAction[] = [];
+    let lost = 0;
     for (const e of extents) {
-      this.keepOwnCopy(e);
+      if (!this.local_stale.has(e) && this.newerOnPeer(e)) {
+        const seq = this.changed.remote.get(e);
+        if (seq !== undefined) {
+          lost++;
+          this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, seq);
+        }
+        continue;
+      }
+      if (!this.keepOwnCopy(e) && this.syncsrc === "secondary") this.own_kept.add(e);
       actions.push(...this.needSyncExtent(e));
       this.suspectRemoteReads(e, e);
+    }
+    this.changed.remote.clear();
+    if (extents.size > 0) {
+      actions.unshift({ type: "log", level: lost > 0 ? "error" : "warn", message: `The peer's flush failed: ${extents.size - lost} extents will be copied to it again` +
+        (lost > 0 ? `; changes made in ${lost} extents whose only current copy the peer holds may be lost.` : ".") });
     }
     this.persistStale(actions);
     if (extents.size > 0) actions.push(...this.passIfIdle());
@@ -694,6 +726,7 @@ export class PrimaryEngine {
   private keepOwnCopy(e: number): boolean {
     if (!this.local_stale.has(e)) return false;
     this.local_stale.delete(e);
+    if (this.syncsrc === "secondary") this.own_kept.add(e);
     this.local_failure_unreported = true;
     return true;
   }
@@ -701,7 +734,7 @@ export class PrimaryEngine {
   /** The peer's copy of extent `e` holds every change made here: it is not waiting to be copied
    * from this node to the peer. */
   private peerHasAll(e: number): boolean {
-    return this.syncsrc === "secondary" || this.local_stale.has(e) || !this.map.extentState(e).in_sync_set;
+    return this.currentOnPeerOnly(e) || !this.map.extentState(e).in_sync_set;
   }
 
   private needSyncExtent(e: number): PrimaryAction[] {
@@ -884,10 +917,19 @@ export class PrimaryEngine {
     this.connected = true;
     this.pass_retries = 0;
     this.sync_gave_up = false;
+    const actions: PrimaryAction[] = [];
+    if (this.own_kept.size > 0 && (c.syncsrc === "primary" || c.peer_localcnt !== this.peer_localcnt || c.virgin)) {
+      // Copied from here anyway; or the peer changed data since (promoted meanwhile), and its copy,
+      // the sync's source, is taken over what only this node held there.
+      if (c.syncsrc === "secondary") {
+        this.local_failure_unreported = true;
+        actions.push({ type: "log", level: "error", message: `The secondary changed data since the last connection: changes only this node held in ${this.own_kept.size} extents are lost (its copy is taken).` });
+      }
+      this.own_kept.clear();
+    }
     this.syncsrc = c.syncsrc;
     this.peer_localcnt = c.peer_localcnt;
     this.peer_remotecnt = c.peer_remotecnt;
-    const actions: PrimaryAction[] = [];
     // The first connection after `create --initial-sync full` copies every extent, whatever the
     // secondary answered (its answer asking for the full copy may have been lost with an earlier
     // connection). The map carries that from here on, so a later reconnect resumes the copy.
@@ -941,7 +983,10 @@ export class PrimaryEngine {
     for (const covered of this.flushing.values()) for (const [e, n] of covered) held.set(e, (held.get(e) ?? 0) + n);
     this.flushing.clear();
     // Copied again at the next connect: to the peer, or back from it where stale here (connect()).
+    // Synchronized from the peer, this node's copy of one it held whole is still the one to keep:
+    // the peer may lose power before it flushes.
     for (const e of held.keys()) {
+      if (this.syncsrc === "secondary" && !this.currentOnPeerOnly(e)) this.own_kept.add(e);
       this.peer_unconfirmed.add(e);
       actions.push(...this.needSyncExtent(e));
     }
@@ -980,7 +1025,8 @@ export class PrimaryEngine {
 
   /** Where the sync copies extent `e` from. */
   private syncSource(e: number): SyncSource {
-    return this.local_stale.has(e) ? "secondary" : this.syncsrc!;
+    if (this.local_stale.has(e)) return "secondary";
+    return this.own_kept.has(e) ? "primary" : this.syncsrc!;
   }
 
   syncCopyDone(chunk: SyncChunk, ok: boolean): PrimaryAction[] {
@@ -1132,6 +1178,7 @@ export class PrimaryEngine {
       actions.push({ type: "event", event: "syncdone" });
     }
     this.syncsrc = "primary";
+    this.own_kept.clear();
     this.gen.localcnt = this.peer_remotecnt;
     this.gen.remotecnt = this.peer_localcnt;
     this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;

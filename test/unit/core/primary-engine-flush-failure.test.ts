@@ -126,7 +126,7 @@ describe("a failed flush of this node's disk", () => {
     flush(d, false, true, true); // background flush; nothing was written, so nothing goes stale
     const reported = flush(d, true, true);
     expect(d.replies.get(reported.id)?.ok).toBe(false);
-    expect(reported.actions).toContainEqual(expect.objectContaining({ type: "log", message: expect.stringContaining("an earlier flush of this node's disk failed") }));
+    expect(reported.actions).toContainEqual(expect.objectContaining({ type: "log", message: expect.stringContaining("an earlier flush failed") }));
     expect(d.replies.get(flush(d, true, true).id)?.ok).toBe(true);
   });
 
