@@ -467,6 +467,13 @@ export class PrimaryEngine {
     return this.syncsrc === "secondary" && !this.own_kept.has(e) && this.map.extentState(e).in_sync_set;
   }
 
+  /** Extent `e` joins the sync set because the peer's copy may lack a change made here: while this
+   * node is synchronized from the peer, it is copied from here all the same where this node's copy
+   * is current (own_kept), not from the peer as the rest. */
+  private copyFromHereIfCurrent(e: number): void {
+    if (this.syncsrc === "secondary" && !this.currentOnPeerOnly(e)) this.own_kept.add(e);
+  }
+
   /** The range touches an extent whose changes the peer still lacks. */
   private touchesOwnOnly(offset: number, length: number): boolean {
     return this.someExtent(offset, length, (e) => !this.peerHasAll(e));
@@ -687,7 +694,7 @@ export class PrimaryEngine {
         }
         continue;
       }
-      if (!this.keepOwnCopy(e) && this.syncsrc === "secondary") this.own_kept.add(e);
+      if (!this.keepOwnCopy(e)) this.copyFromHereIfCurrent(e);
       actions.push(...this.needSyncExtent(e));
       this.suspectRemoteReads(e, e);
     }
@@ -875,6 +882,7 @@ export class PrimaryEngine {
       // The peer answers in order: a read of the range sent after this change may have been
       // served there without it.
       this.suspectRemoteReads(first, last);
+      for (let e = first; e <= last; e++) this.copyFromHereIfCurrent(e);
       const write = this.map.needSync(modify.offset, modify.length);
       if (write) actions.push({ type: "map", write });
       // The peer lacks a change already answered (async, or memsync after "received"): the
@@ -983,10 +991,8 @@ export class PrimaryEngine {
     for (const covered of this.flushing.values()) for (const [e, n] of covered) held.set(e, (held.get(e) ?? 0) + n);
     this.flushing.clear();
     // Copied again at the next connect: to the peer, or back from it where stale here (connect()).
-    // Synchronized from the peer, this node's copy of one it held whole is still the one to keep:
-    // the peer may lose power before it flushes.
     for (const e of held.keys()) {
-      if (this.syncsrc === "secondary" && !this.currentOnPeerOnly(e)) this.own_kept.add(e);
+      this.copyFromHereIfCurrent(e); // the peer may lose power before it flushes
       this.peer_unconfirmed.add(e);
       actions.push(...this.needSyncExtent(e));
     }

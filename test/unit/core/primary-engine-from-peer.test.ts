@@ -140,6 +140,26 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
     expect(d.replies.get(flush(d, true, true))?.ok).toBe(true); // reported once
   });
 
+  test("a change that failed there joins the sync copied from here, so a failed flush there reported after it loses nothing", () => {
+    const d = driver();
+    fromPeer(d, [0]);
+    const version = writeBoth(d, 5);
+    const f = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, f.id), true);
+    const w = d.submit("write", 5 * EXTENT + 512, 512);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    const remote = op(d.pending_remote, w.id);
+    if (remote.awaiting_received) d.receiveRemote(remote);
+    d.completeRemote(remote, false); // its failure answered before the flush's (a quick EIO)
+    expect(d.replies.get(w.id)?.ok).toBe(false);
+    d.completeRemote(op(d.pending_remote, f.id), false);
+    d.remote[SECTOR_5] = 0; // what the failed flush dropped there
+    expect(d.replies.get(f.id)?.ok).toBe(true);
+    expect(drain(d).get(5)).toBe("primary");
+    expect(d.remote[SECTOR_5]).toBe(version);
+    expect(d.local[SECTOR_5]).toBe(version);
+  });
+
   test("the peer's power loss while it held changes unflushed: copied to it again from here", () => {
     const d = driver();
     fromPeer(d, [0]);
