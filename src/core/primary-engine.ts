@@ -285,7 +285,7 @@ export class PrimaryEngine {
   /** The metadata to write now: the counters and flags, and what local_stale says for a restart. */
   private metadataAction(listed = this.listedStale()): PrimaryAction {
     const generation: PrimaryGeneration = { ...this.gen };
-    if (this.local_stale.size > this.stale_listed_max) generation.flags |= FLAG_COPY_INCOMPLETE;
+    if (this.copyIncomplete()) generation.flags |= FLAG_COPY_INCOMPLETE;
     else if (listed.length > 0) generation.stale = { extents: listed, peer_epoch: this.peer_epoch };
     this.stale_on_disk = this.staleKey(listed);
     return { type: "metadata", generation };
@@ -308,9 +308,20 @@ export class PrimaryEngine {
     return [...this.local_stale.keys()].filter((e) => !unanswered.has(e)).sort((a, b) => a - b);
   }
 
+  /**
+   * The metadata marks this node's copy incomplete, so that a restart is refused (an operator fails
+   * over to the peer instead): more extents are stale here than a slot lists, or this node is being
+   * synchronized from the peer (decision row 3: the peer changed data this node lacks). Serving
+   * that copy alone after a restart would return old data, and a change made then would split the
+   * pair's data.
+   */
+  private copyIncomplete(): boolean {
+    return this.local_stale.size > this.stale_listed_max || this.syncsrc === "secondary";
+  }
+
   /** What the metadata says of local_stale, as a comparable string ("" for nothing stale). */
   private staleKey(listed = this.listedStale()): string {
-    if (this.local_stale.size > this.stale_listed_max) return "incomplete";
+    if (this.copyIncomplete()) return "incomplete";
     return listed.length === 0 ? "" : `${listed.join(",")}@${this.peer_epoch}`;
   }
 
@@ -457,7 +468,7 @@ export class PrimaryEngine {
   }
 
   /** Only the peer's copy of extent `e` is current: stale here, or still to be copied from the peer. */
-  private currentOnPeerOnly(e: number): boolean {
+  currentOnPeerOnly(e: number): boolean {
     return this.local_stale.has(e) || this.newerOnPeer(e);
   }
 
@@ -887,7 +898,9 @@ export class PrimaryEngine {
       if (write) actions.push({ type: "map", write });
       // The peer lacks a change already answered (async, or memsync after "received"): the
       // counters must say so, or a later failover could take the peer's older copy as newer.
-      this.noteDisconnectedChange(actions);
+      // One that needed the peer (this node synchronized from it) fails instead: no bump, which
+      // would make the next handshake a split-brain over a change nobody was promised.
+      if (!legs.remote_required) this.noteDisconnectedChange(actions);
     }
     if (out.final.local_ok) this.noteChange("local", first, last);
     if (modify.received_at_loss === true) {
@@ -938,6 +951,7 @@ export class PrimaryEngine {
     this.syncsrc = c.syncsrc;
     this.peer_localcnt = c.peer_localcnt;
     this.peer_remotecnt = c.peer_remotecnt;
+    if (c.syncsrc === "secondary" && this.stale_on_disk !== "incomplete") actions.push(this.metadataAction());
     // The first connection after `create --initial-sync full` copies every extent, whatever the
     // secondary answered (its answer asking for the full copy may have been lost with an earlier
     // connection). The map carries that from here on, so a later reconnect resumes the copy.
@@ -950,6 +964,15 @@ export class PrimaryEngine {
     const peer_cache_lasted = c.peer_cache_epoch !== null && c.peer_cache_epoch === this.peer_epoch;
     for (const e of [...this.local_stale.keys()]) {
       if (mapHas(c.peer_map, e) || (!peer_cache_lasted && this.peer_unconfirmed.has(e))) this.keepOwnCopy(e);
+    }
+    if (c.syncsrc === "secondary" && !peer_cache_lasted) {
+      // Synchronized from the peer, extents still to be copied from it held changes it had not
+      // confirmed durable: they may be gone there, and nothing holds them whole.
+      const lost = [...this.peer_unconfirmed].filter((e) => this.newerOnPeer(e)).length;
+      if (lost > 0) {
+        this.local_failure_unreported = true;
+        actions.push({ type: "log", level: "error", message: `The secondary's cache did not last since the link went down: changes in ${lost} extents only its copy is current in may be lost.` });
+      }
     }
     this.peer_unconfirmed.clear();
     this.peer_epoch = c.peer_cache_epoch;

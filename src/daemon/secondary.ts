@@ -164,10 +164,13 @@ export class SecondaryWorker {
         flush_failed = e.flush_error !== null;
       }
       // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
-      // ends), or its flush just failed, or it was a primary whose copy was stale in the extents its
-      // metadata lists (its map holds them, so the primary copies them): it is incomplete until the
-      // primary says otherwise.
-      if ((version >= VERSION_IN_SYNC && decision.syncsrc === "primary") || flush_failed || meta.stale) {
+      // ends), or its flush just failed while it is not the sync source, or it was a primary whose
+      // copy was stale in the extents its metadata lists (its map holds them, so the primary copies
+      // them): it is incomplete until the primary says otherwise. As the sync source (decision row
+      // 3) its copy holds changes the primary lacks, and marked incomplete it would lose them all at
+      // the next handshake; what the failed flush may have dropped of the primary's changes, the
+      // primary copies here again (it took this node's cache as lost: no epoch).
+      if ((decision.syncsrc === "primary" && (version >= VERSION_IN_SYNC || flush_failed)) || meta.stale) {
         if ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale) {
           delete meta.stale;
           meta.flags |= FLAG_COPY_INCOMPLETE;

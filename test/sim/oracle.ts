@@ -180,6 +180,27 @@ export class Oracle {
     this.unreplicated.clear();
   }
 
+  /** The primary's process ended with a flush and it becomes the secondary of the next primary
+   * (a failback): every acknowledged write is on the new secondary's stable storage. */
+  durableOnPeer(): void {
+    this.inSync();
+    for (const rec of this.unflushed) rec.flushed = true;
+    this.unflushed.clear();
+  }
+
+  /** These sectors lost their cached writes with no other copy whole: the acknowledged writes to
+   * them that no flush made durable become values the device may or may not hold. */
+  lostUnflushed(sectors: number[]): void {
+    const lost = new Set<WriteRecord>();
+    for (const s of sectors) {
+      const h = this.history[s]!;
+      let i = this.floor[s]!;
+      for (; i >= 0 && !(h[i]!.acked && h[i]!.flushed); i--) if (h[i]!.acked) lost.add(h[i]!);
+      this.floor[s] = i;
+    }
+    this.forget(lost);
+  }
+
   /**
    * A crash: the floor drops to the newest acknowledged write that `survives`; the acknowledged
    * writes above it are lost (from now on they are values the device may or may not hold).

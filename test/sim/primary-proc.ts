@@ -485,7 +485,9 @@ export class PrimaryProc {
         }));
       case "write":
       case "delete":
-        this.ctx.observer.localModify(this.host, this.engine.is_connected);
+        // Synchronized from the peer, a change needs the peer: one it cannot see fails (no bump).
+        if (!this.engine.is_connected && this.engine.sync_source === "secondary") this.ctx.observer.mayDiverge(this.host);
+        else this.ctx.observer.localModify(this.host, this.engine.is_connected);
         return disk.write(offset / sb, kind === "write" ? app.data! : new Uint32Array(length / sb), false, done);
       case "flush":
         return disk.flush(done);

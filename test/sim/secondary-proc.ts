@@ -145,7 +145,8 @@ export class SecondaryProc {
   }
 
   /** secondary.ts: the disk cache is flushed before the reply names its epoch (null if that failed);
-   * the copy is marked incomplete first when a copy toward this node starts or that flush failed. */
+   * the copy is marked incomplete first when a copy toward this node starts (or that flush failed:
+   * the same decision). */
   private accept(meta: Metadata, decision: Extract<ConnectDecision, { kind: "accept" }>): void {
     if (this.ended) return;
     this.host.disk.flush(this.host.guard((ok: boolean) => {
@@ -157,7 +158,7 @@ export class SecondaryProc {
         this.host.disk.writeControl(ACTIVEMAP_OFFSET, ondisk);
         this.host.disk.flushNow();
       }
-      if ((decision.syncsrc !== "primary" && ok && !meta.stale) || !this.writeCopySlot(false)) return answer();
+      if ((decision.syncsrc !== "primary" && !meta.stale) || !this.writeCopySlot(false)) return answer();
       delete meta.stale;
       meta.flags |= FLAG_COPY_INCOMPLETE;
       this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {

@@ -37,6 +37,9 @@ export interface RunOptions {
   sync_rate?: boolean;
   /** The primary paces its verifications (verify_rate: a chunk a tick); with `verify`. */
   verify_rate?: boolean;
+  /** The operator fails over to the secondary while the nodes are apart, and back once it wrote:
+   * the old primary is then synchronized from its secondary (decision row 3) while it serves. */
+  failback?: boolean;
 }
 
 export interface RunResult {
@@ -68,7 +71,13 @@ type Scenario =
    * has not by the heal, it writes as its HANDSHAKE leaves (a stale handshake must not decide). */
   | { phase: "partition"; rogue: Host; write_at_handshake: boolean }
   | { phase: "rogue"; rogue: Host; writes_left: number; writing: boolean; write_at_handshake: boolean }
-  | { phase: "detect"; rogue: Host; deadline_ms: number; detections_before: number };
+  | { phase: "detect"; rogue: Host; deadline_ms: number; detections_before: number }
+  /** The secondary serves in `back`'s place while they are apart; once it changed data (and has no
+   * request in flight), the operator makes it secondary again and `back` primary. */
+  | { phase: "away"; back: Host; stopping: boolean }
+  /** `back` serves again; the application waits until it connected (`hastctl status`), and its
+   * first connection must synchronize it from the secondary when that changed data. */
+  | { phase: "back"; back: Host; peer_changed: boolean };
 
 interface Outstanding {
   kind: RequestKind;
@@ -126,7 +135,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, drops: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, failbacks: 0, syncs_from_secondary: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, drops: 0,
     verifications: 0, verify_differ_chunks: 0, sync_unchanged_chunks: 0,
   };
 
@@ -223,6 +232,13 @@ class Simulation implements SimContext, Observer {
     if (this.unseen.get(primary) === "yes" && this.unseen.get(secondary) === "yes") {
       this.fail(`split-brain merged silently: ${primary.name} and ${secondary.name} both changed data while apart, yet they connected`);
     }
+    const s = this.scenario;
+    if (s?.phase === "back" && primary === s.back) {
+      const syncsrc = primary.primary!.engine.sync_source;
+      if (s.peer_changed && syncsrc !== "secondary") this.fail(`${primary.name} connected after the failback but is not synchronized from its secondary (${syncsrc})`);
+      if (syncsrc === "secondary") this.stats.syncs_from_secondary!++;
+      this.scenario = null;
+    }
   }
 
   splitBrain(primary: Host, secondary: Host): void {
@@ -280,11 +296,15 @@ class Simulation implements SimContext, Observer {
   private observeSync(): void {
     const p = this.official.primary;
     // Once the rogue is promoted its peer view is stale: nothing is in sync until it is resolved.
-    if (!p || this.official.busy || this.awaiting_reconnect || (this.scenario && this.scenario.phase !== "partition")) return;
-    // Both sides' changes are now on both: the counters no longer tell of a divergence. Not while
-    // requests run: one the peer failed bumps localcnt only when it ends.
-    if (passMirrored(p) && p.engine.inflight() === 0) for (const h of this.hosts) this.unseen.set(h, "no");
-    if (isInSync(p) && this.outstanding.size === 0) this.onInSync();
+    if (!p || this.official.busy || (this.scenario && this.scenario.phase !== "partition")) return;
+    // Both sides' changes are now on both: the counters no longer tell of a divergence. Not the
+    // primary's while requests run: one the peer failed bumps localcnt only when it ends. (A peer
+    // that crashed after the pass's flush keeps what it flushed, and its counters.)
+    if (passMirrored(p)) {
+      this.unseen.set(this.other(this.official), "no");
+      if (p.engine.inflight() === 0) this.unseen.set(this.official, "no");
+    }
+    if (!this.awaiting_reconnect && isInSync(p) && this.outstanding.size === 0) this.onInSync();
   }
 
   private onInSync(): void {
@@ -313,6 +333,7 @@ class Simulation implements SimContext, Observer {
       this.trace(`${name}: a failed flush dropped ${sectors.length} cached sectors (${sectors.slice(0, 40).join(", ")}${sectors.length > 40 ? ", …" : ""})`);
       this.stats.drops!++;
       if (host === this.official && host.primary !== null) this.oracle.dropped(sectors, values);
+      else this.secondaryDropped(sectors);
     };
     host.create(this.freshMetadata(mapsize));
     return host;
@@ -324,6 +345,19 @@ class Simulation implements SimContext, Observer {
       resource: c.resource, datasize: c.datasize, extentsize: c.extent_bytes, keepdirty: c.keepdirty, localoff: 8192 + mapsize,
       mapsize, sectorsize: c.sector_bytes, resuid: 0n, localcnt: 0n, remotecnt: 0n, prevrole: "init", flags: 0,
     };
+  }
+
+  /**
+   * The secondary's disk dropped cached sectors. The primary copies its own copy to it again, but
+   * while it is synchronized from the secondary, an extent whose only current copy the secondary
+   * held has none whole left: changes there that no flush made durable may be lost (the primary
+   * reports that with a failed flush, which the engine's unit tests check).
+   */
+  private secondaryDropped(sectors: number[]): void {
+    const p = this.official.primary;
+    if (!p || p.engine.sync_source !== "secondary") return;
+    const per_extent = this.cfg.extent_bytes / this.cfg.sector_bytes;
+    this.oracle.lostUnflushed(sectors.filter((s) => p.engine.currentOnPeerOnly(Math.floor(s / per_extent))));
   }
 
   /** Returns false when a promotion was refused (the copy is incomplete): the role stays as it was.
@@ -457,27 +491,55 @@ class Simulation implements SimContext, Observer {
       if (kind === "power" && this.rng.chance(0.5)) return this.armPowerLoss(victim);
       this.crashAndRecover(victim, kind);
     } else if (r < 0.054) {
-      if (!this.crash_allowed || this.scenario || !a.up || !b.up || !this.official.primary?.connected) return;
+      // Not while the primary is synchronized from its secondary: it cannot change data apart then.
+      const p = this.official.primary;
+      if (!this.crash_allowed || this.scenario || !a.up || !b.up || !p?.connected || p.engine.sync_source === "secondary") return;
       this.crash_allowed = false;
       const rogue = this.other(this.official);
       this.trace(`FAULT: split-brain scenario, ${rogue.name} will be promoted while partitioned`);
       this.net.partition(Number.MAX_SAFE_INTEGER);
       this.scenario = { phase: "partition", rogue, write_at_handshake: this.rng.chance(0.5) };
     } else if (r < 0.06) {
-      const p = this.official.primary;
-      if (!p || this.scenario || this.power_trap || this.awaiting_reconnect || this.official.busy || !isInSync(p) || this.outstanding.size > 0) return;
-      const next = this.other(this.official);
-      // As an operator checks `hastctl status` there first: the secondary's copy is complete.
-      if (next.busy || this.copyIncomplete(next)) return;
+      const next = this.switchable();
+      if (!next) return;
       this.onInSync();
       this.stats.swaps!++;
       this.trace(`operator: planned switch-over to ${next.name}`);
-      const previous = this.official;
-      this.setRole(previous, "secondary");
-      if (!this.setRole(next, "primary", true)) return void this.setRole(previous, "primary");
-      this.oracle.primaryEnded();
-      this.official = next;
+      this.switchTo(next);
+    } else if (r < 0.09 && this.options.failback === true) {
+      const next = this.switchable();
+      if (!next) return;
+      this.onInSync();
+      this.stats.failbacks!++;
+      const back = this.official;
+      this.trace(`FAULT: partition; the operator fails over to ${next.name}, and back to ${back.name} once ${next.name} wrote`);
+      this.net.partition(Number.MAX_SAFE_INTEGER);
+      if (this.switchTo(next)) this.scenario = { phase: "away", back, stopping: false };
+      else this.net.heal();
     }
+  }
+
+  /** The secondary, when a planned switch-over to it may start now: the pair in sync and idle, and
+   * (as an operator checks `hastctl status` there first) the secondary's copy complete. */
+  private switchable(): Host | null {
+    const p = this.official.primary;
+    if (!p || this.scenario || this.power_trap || this.awaiting_reconnect || this.official.busy || !isInSync(p) || this.outstanding.size > 0) return null;
+    const next = this.other(this.official);
+    return next.busy || this.copyIncomplete(next) ? null : next;
+  }
+
+  /** The official primary becomes secondary and `next` primary; false when `next` refused (the
+   * roles are then as they were). */
+  private switchTo(next: Host): boolean {
+    const previous = this.official;
+    this.setRole(previous, "secondary");
+    if (!this.setRole(next, "primary", true)) {
+      this.setRole(previous, "primary");
+      return false;
+    }
+    this.oracle.primaryEnded();
+    this.official = next;
+    return true;
   }
 
   /** A crash of `victim`, then what the operator does: restart it, or fail over to its peer. */
@@ -573,6 +635,27 @@ class Simulation implements SimContext, Observer {
         }))();
         return;
       }
+      case "away": {
+        if (!s.stopping) {
+          // The operator stops the application once the stand-in changed data (or the run ends).
+          s.stopping = this.finishing || (this.unseen.get(official) === "yes" && this.rng.chance(0.2));
+          return;
+        }
+        if (this.outstanding.size > 0 || official.busy || s.back.busy) return;
+        const peer_changed = this.unseen.get(official) === "yes";
+        this.trace(`operator: back to ${s.back.name} as primary, ${official.name} secondary${peer_changed ? " (it changed data)" : ""}`);
+        this.oracle.primaryEnded();
+        // The stand-in's process flushed as it ended: every acknowledged write is on its disk.
+        this.oracle.durableOnPeer();
+        this.setRole(official, "secondary");
+        if (!this.setRole(s.back, "primary", true)) this.fail(`${s.back.name} refused to become primary again`);
+        this.official = s.back;
+        this.net.heal();
+        this.scenario = { phase: "back", back: s.back, peer_changed };
+        return;
+      }
+      case "back":
+        return; // until it connects (connected())
       case "detect":
         if (this.split_brain_detections > s.detections_before) {
           this.scenario = null;
@@ -598,14 +681,15 @@ class Simulation implements SimContext, Observer {
     const host = this.official;
     const p = host.primary;
     if (!host.up || !p || this.outstanding.size >= INFLIGHT_MAX) return;
+    const s = this.scenario;
+    if ((s?.phase === "back" && !p.connected) || (s?.phase === "away" && s.stopping)) return;
     const r = this.rng.int(100);
     const kind: RequestKind = r < 50 ? "write" : r < 60 ? "delete" : r < 85 ? "read" : "flush";
     const count = kind === "flush" ? 0 : this.rng.between(1, Math.min(8, this.cfg.sectors));
     const first = kind === "flush" ? 0 : this.rng.int(this.cfg.sectors - count + 1);
     if (kind === "write" || kind === "delete") {
       // The scenario's first change on the primary is the one it makes at the handshake.
-      const s = this.scenario;
-      if (s && s.phase !== "detect" && s.write_at_handshake && this.unseen.get(host) !== "yes") return;
+      if ((s?.phase === "partition" || s?.phase === "rogue") && s.write_at_handshake && this.unseen.get(host) !== "yes") return;
       if (this.changeInFlight(first, count)) return;
     }
     this.issue(p, { kind, first, count, submit_ms: this.clock.now_ms, host, epoch: host.epoch });

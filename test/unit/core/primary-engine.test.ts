@@ -593,6 +593,7 @@ class Run {
   readonly remote_ok = new Set<number>();
   primary_unsynced = false;
   private readonly remote_failed = new Set<number>();
+  private readonly needs_peer = new Set<number>();
   secondary_unsynced = false;
   secondary_wrote_this_gap = false;
   /** False after a full-sync decision (rows 1, 7) until a pass mirrors the counters: until then the
@@ -751,12 +752,20 @@ class Run {
     const sectors = 1 + this.int(6);
     const offset = this.int(P_SECTORS - sectors + 1) * P_SECTOR;
     const kind = r < 60 ? "write" : r < 72 ? "delete" : "read";
-    d.submit(kind, offset, sectors * P_SECTOR);
+    // Synchronized from the peer, or into an extent stale here, a change needs the peer: it fails
+    // without it, and bumps nothing.
+    const e0 = Math.floor(offset / P_EXTENT), e1 = Math.floor((offset + sectors * P_SECTOR - 1) / P_EXTENT);
+    let needs_peer = d.engine.sync_source === "secondary";
+    for (let e = e0; e <= e1; e++) needs_peer ||= d.engine.currentOnPeerOnly(e);
+    const { id } = d.submit(kind, offset, sectors * P_SECTOR);
+    if (needs_peer) this.needs_peer.add(id);
   }
 
   /** A change whose remote leg failed is one the peer has not seen once it is final (both legs
-   * ended): the engine bumps localcnt for it even when the data happened to land. */
+   * ended): the engine bumps localcnt for it even when the data happened to land; not for one that
+   * needed the peer (answered with an error). */
   private remoteFailed(id: number): void {
+    if (this.needs_peer.has(id)) return;
     this.remote_failed.add(id);
     if (!this.d.pending_local.some((o) => o.request.id === id)) this.primary_unsynced = true;
   }
