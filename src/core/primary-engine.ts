@@ -568,6 +568,7 @@ export class PrimaryEngine {
     if (!local_ok && remote_ok && !flush.internal) {
       actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed here; answered with an error although the peer's flush succeeded (what it covers may not be on this node's disk).` });
     }
+    const unconfirmed = !remote_ok && this.peerOnlyUnconfirmed(this.flushing.get(flush.id));
     actions.push(...this.flushEnded(flush.id, remote_ok));
     let ok = local_ok;
     if (!flush.internal) {
@@ -577,6 +578,9 @@ export class PrimaryEngine {
       if (ok && unreported) {
         ok = false;
         actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: an earlier flush failed, on this node or the peer, and changes only the failing disk held may be lost.` });
+      } else if (ok && unconfirmed) {
+        ok = false;
+        actions.push({ type: "log", level: "error", message: `Flush ${flush.id} failed: this node is synchronized from the secondary, whose copy alone is current in extents changed since its last flush, and it did not confirm them durable.` });
       } else if (ok && this.local_stale.size > 0) {
         // Until they are copied back, the good copy of those extents is the peer's alone, and a
         // crash here would lose which copy is good: nothing may be called durable yet. Connected,
@@ -593,6 +597,16 @@ export class PrimaryEngine {
     }
     actions.push({ type: "reply", id: flush.id, ok });
     return actions;
+  }
+
+  /** Synchronized from the peer, changes made in extents only its copy is current in that no flush
+   * there confirmed: those `covered` (by a flush whose peer leg failed) or the link took unconfirmed.
+   * This node's copy of those extents is not whole, so nothing holds them durably. */
+  private peerOnlyUnconfirmed(covered: Map<number, number> | undefined): boolean {
+    if (this.syncsrc !== "secondary") return false;
+    for (const e of covered?.keys() ?? []) if (this.newerOnPeer(e)) return true;
+    for (const e of this.peer_unconfirmed) if (this.newerOnPeer(e)) return true;
+    return false;
   }
 
   /** Answers the held flushes: ok once every extent is copied back and flushed here, else failed. */
@@ -939,19 +953,31 @@ export class PrimaryEngine {
     this.pass_retries = 0;
     this.sync_gave_up = false;
     const actions: PrimaryAction[] = [];
-    if (this.own_kept.size > 0 && (c.syncsrc === "primary" || c.peer_localcnt !== this.peer_localcnt || c.virgin)) {
+    const same_peer = c.peer_localcnt === this.peer_localcnt && c.peer_remotecnt === this.peer_remotecnt && !c.virgin;
+    let syncsrc = c.syncsrc;
+    if (syncsrc === "primary" && this.syncsrc === "secondary" && same_peer) {
+      // The pass from the secondary was interrupted, and the secondary, its copy marked incomplete
+      // since (a write or flush failed there), now offers to take this node's copy over the changes
+      // only it has (decision row 3, "dropped"). This node knows what the secondary's copy lacks
+      // (own_kept: copied to it) and what it still holds alone (copied from it), so the pass goes
+      // on as it was. A restart of this node in between is refused (copyIncomplete): it cannot
+      // have forgotten.
+      syncsrc = "secondary";
+      actions.push({ type: "log", level: "warn", message: `The secondary's copy is marked incomplete, but this node was being synchronized from it: ${this.own_kept.size} extents are copied to it, the rest still from it.` });
+    }
+    if (this.own_kept.size > 0 && (syncsrc === "primary" || !same_peer)) {
       // Copied from here anyway; or the peer changed data since (promoted meanwhile), and its copy,
       // the sync's source, is taken over what only this node held there.
-      if (c.syncsrc === "secondary") {
+      if (syncsrc === "secondary") {
         this.local_failure_unreported = true;
         actions.push({ type: "log", level: "error", message: `The secondary changed data since the last connection: changes only this node held in ${this.own_kept.size} extents are lost (its copy is taken).` });
       }
       this.own_kept.clear();
     }
-    this.syncsrc = c.syncsrc;
+    this.syncsrc = syncsrc;
     this.peer_localcnt = c.peer_localcnt;
     this.peer_remotecnt = c.peer_remotecnt;
-    if (c.syncsrc === "secondary" && this.stale_on_disk !== "incomplete") actions.push(this.metadataAction());
+    if (syncsrc === "secondary" && this.stale_on_disk !== "incomplete") actions.push(this.metadataAction());
     // The first connection after `create --initial-sync full` copies every extent, whatever the
     // secondary answered (its answer asking for the full copy may have been lost with an earlier
     // connection). The map carries that from here on, so a later reconnect resumes the copy.
@@ -965,7 +991,7 @@ export class PrimaryEngine {
     for (const e of [...this.local_stale.keys()]) {
       if (mapHas(c.peer_map, e) || (!peer_cache_lasted && this.peer_unconfirmed.has(e))) this.keepOwnCopy(e);
     }
-    if (c.syncsrc === "secondary" && !peer_cache_lasted) {
+    if (syncsrc === "secondary" && !peer_cache_lasted) {
       // Synchronized from the peer, extents still to be copied from it held changes it had not
       // confirmed durable: they may be gone there, and nothing holds them whole.
       const lost = [...this.peer_unconfirmed].filter((e) => this.newerOnPeer(e)).length;

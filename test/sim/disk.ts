@@ -78,6 +78,13 @@ export class SimDisk {
     this.cache = [];
   }
 
+  /** Data sectors whose cached content is not on stable storage. */
+  cachedSectors(): number[] {
+    const out: number[] = [];
+    for (let s = 0; s < this.data.length; s++) if (this.data[s] !== this.data_durable[s]) out.push(s);
+    return out;
+  }
+
   mapBitDurable(extent: number): boolean {
     return (this.control_durable[ACTIVEMAP_OFFSET + (extent >> 3)]! & (1 << (extent & 7))) !== 0;
   }

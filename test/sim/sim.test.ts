@@ -72,6 +72,23 @@ test(`--resync-digest seeds 1..${RESYNC_DIGEST_SEEDS} and ${RESYNC_DIGEST_REGRES
   expect(unchanged).toBeGreaterThan(RESYNC_DIGEST_SEEDS * 10);
 }, 60_000);
 
+const FAILBACK_SEEDS = 300;
+/** `--failback` seeds that once failed (docs/testing.md): 55 and 165 without `--linux-flush`, the
+ * rest with it. */
+const FAILBACK_REGRESSION: [number, boolean][] = [[55, false], [165, false], [220, true], [428, true], [450, true], [1573, true]];
+
+test(`--failback seeds 1..${FAILBACK_SEEDS} and ${FAILBACK_REGRESSION.map(([s]) => s).join(", ")} (the old primary synchronized from its secondary while it serves) hold every invariant`, () => {
+  let from_secondary = 0;
+  const runs: [number, boolean][] = [...Array.from({ length: FAILBACK_SEEDS }, (_, i): [number, boolean] => [i + 1, false]), ...FAILBACK_REGRESSION];
+  for (const [seed, linux_flush] of runs) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, failback: true, linux_flush });
+    if (!r.ok) throw new Error(explain(r, ` --failback${linux_flush ? " --linux-flush" : ""}`));
+    from_secondary += r.stats.syncs_from_secondary!;
+  }
+  // The scenario happens: failbacks whose first connection synchronized the primary from its peer.
+  expect(from_secondary).toBeGreaterThan(FAILBACK_SEEDS / 10);
+}, 60_000);
+
 const SYNC_RATE_SEEDS = 200;
 
 test(`--sync-rate seeds 1..${SYNC_RATE_SEEDS} (synchronizations paced to two chunks a tick) hold every invariant`, () => {

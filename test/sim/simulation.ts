@@ -229,6 +229,9 @@ class Simulation implements SimContext, Observer {
 
   connected(primary: Host, secondary: Host): void {
     this.awaiting_reconnect = false;
+    // A pass that mirrored the secondary's counters is not seen to end when the primary's process
+    // was killed in its metadata write (the page cache kept the slot): its counters tell.
+    if (this.unseen.get(secondary) === "yes" && primary.readMetadata().remotecnt === secondary.readMetadata().localcnt) this.unseen.set(secondary, "no");
     if (this.unseen.get(primary) === "yes" && this.unseen.get(secondary) === "yes") {
       this.fail(`split-brain merged silently: ${primary.name} and ${secondary.name} both changed data while apart, yet they connected`);
     }
@@ -333,7 +336,7 @@ class Simulation implements SimContext, Observer {
       this.trace(`${name}: a failed flush dropped ${sectors.length} cached sectors (${sectors.slice(0, 40).join(", ")}${sectors.length > 40 ? ", …" : ""})`);
       this.stats.drops!++;
       if (host === this.official && host.primary !== null) this.oracle.dropped(sectors, values);
-      else this.secondaryDropped(sectors);
+      else this.secondaryLost(sectors);
     };
     host.create(this.freshMetadata(mapsize));
     return host;
@@ -348,12 +351,13 @@ class Simulation implements SimContext, Observer {
   }
 
   /**
-   * The secondary's disk dropped cached sectors. The primary copies its own copy to it again, but
+   * The secondary's disk lost cached sectors (a failed flush dropped them, or a power loss). The
+   * primary copies its own copy to it again, but
    * while it is synchronized from the secondary, an extent whose only current copy the secondary
    * held has none whole left: changes there that no flush made durable may be lost (the primary
    * reports that with a failed flush, which the engine's unit tests check).
    */
-  private secondaryDropped(sectors: number[]): void {
+  private secondaryLost(sectors: number[]): void {
     const p = this.official.primary;
     if (!p || p.engine.sync_source !== "secondary") return;
     const per_extent = this.cfg.extent_bytes / this.cfg.sector_bytes;
@@ -397,13 +401,18 @@ class Simulation implements SimContext, Observer {
       if (kind === "power") proc.vanish();
       else proc.kill();
     }
+    const cached = kind === "power" ? host.disk.cachedSectors() : [];
     if (kind === "power") {
       host.disk.powerLoss();
       host.boots++;
     }
     // What the secondary held unflushed (a power loss), or had received and not yet written (any
-    // crash), is gone: the primary's copy is the only one left.
-    if (host !== this.official) this.oracle.peerLostCache();
+    // crash), is gone: the primary's copy is the only one left, but where it is synchronized from
+    // the secondary and its copy is not current.
+    if (host !== this.official) {
+      this.oracle.peerLostCache();
+      this.secondaryLost(cached);
+    }
     host.primary = null;
     host.secondary = null;
     host.endProcess();

@@ -172,6 +172,25 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
     expect(d.remote[SECTOR_5]).toBe(version);
   });
 
+  test("a reconnect the secondary offers to take this node's copy on (its copy marked incomplete since) goes on syncing from it", () => {
+    const d = driver();
+    const rogue = d.newVersion();
+    d.remote.fill(rogue, 0, EXTENT / 512); // the change only the secondary has
+    fromPeer(d, [0, 1]); // extent 0's chunks in flight
+    const version = writeBoth(d, 5);
+    flush(d, true, false); // the secondary's flush failed: its copy is marked incomplete there
+    d.remote[SECTOR_5] = 0;
+    d.disconnect(); // extent 0's chunks lost with the link
+    const peer_map = new Uint8Array(d.map.mapsize);
+    d.connect({ syncsrc: "primary", peer_localcnt: 2n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null });
+    const from = drain(d);
+    expect(from.get(0)).toBe("secondary");
+    expect(from.get(5)).toBe("primary");
+    expect(d.local[0]).toBe(rogue);
+    expect(d.local[SECTOR_5]).toBe(version);
+    expect(d.remote[SECTOR_5]).toBe(version);
+  });
+
   test("a peer that changed data since: its copy is taken, and the next flush reports the loss", () => {
     const d = driver();
     fromPeer(d, [0]);
