@@ -170,8 +170,8 @@ export class PrimaryEngine {
    * here is the one kept, copied to the peer rather than from it: the peer's may lack changes made
    * here (its flush failed, or it lost power holding them unflushed), or neither copy is whole and
    * this node's is kept (keepOwnCopy). Forgotten when that pass completes or a connection copies
-   * from here anyway. A restart forgets them too: after a failed flush the peer's copy is marked
-   * incomplete, so the next handshake copies from here; after its power loss it is not (gap).
+   * from here anyway. Only this process knows them: meanwhile the metadata marks this node's copy
+   * incomplete (copyIncomplete), so a restart is refused.
    */
   private readonly own_kept = new Set<number>();
   /** staleKey() as the metadata last written says it (persistStale). */

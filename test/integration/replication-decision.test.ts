@@ -150,6 +150,31 @@ describe("connect decision table", () => {
     expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
   }, 90_000);
 
+  test("row 3: the primary's copy is marked incomplete until the pass ends; killed meanwhile, its worker is refused, and the secondary promoted instead keeps its data", async () => {
+    const { pair, proxy } = await Pair.proxied(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    await pair.role(a, "init");
+    await pair.role(b, "primary");
+    const fresh = randomBytes(8 * MiB);
+    await writeThrough(pair, b, 0, fresh);
+    await pair.role(b, "secondary");
+    proxy.throttle(MiB);
+    await pair.role(a, "primary");
+    await pair.daemon(a).waitLog("sync source: secondary");
+    // Restarted unaware, the worker would serve its old copy alone (and a write would split the data).
+    process.kill((await pair.status(a)).workerpid, "SIGKILL");
+    await pair.daemon(a).waitLog("The restarted primary worker refused this node's copy (the log says why). Changing resource role back to init.", 15_000);
+    expect(await pair.status(a)).toMatchObject({ role: "init", copy_incomplete: true });
+    // The operator fails over to the node that holds every change.
+    proxy.throttle(0);
+    await pair.role(b, "primary");
+    await pair.role(a, "secondary");
+    await pair.waitSynced(b);
+    expect(await pair.dataSha256(b, { offset: 0, length: 8 * MiB })).toBe(sha256(fresh));
+    expect(await pair.dataSha256(a)).toBe(await pair.dataSha256(b));
+    expect((await pair.status(a)).copy_incomplete).toBeFalsy();
+  }, 90_000);
+
   test("row 4: reconnecting an in-sync pair copies nothing", async () => {
     const pair = await syncedPair();
     const { a, b } = pair;

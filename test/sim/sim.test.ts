@@ -73,9 +73,10 @@ test(`--resync-digest seeds 1..${RESYNC_DIGEST_SEEDS} and ${RESYNC_DIGEST_REGRES
 }, 60_000);
 
 const FAILBACK_SEEDS = 300;
-/** `--failback` seeds that once failed (docs/testing.md): 55 and 165 without `--linux-flush`, the
- * rest with it. */
-const FAILBACK_REGRESSION: [number, boolean][] = [[55, false], [165, false], [220, true], [428, true], [450, true], [1573, true]];
+/** `--failback` seeds outside that range that once failed, with `--linux-flush` or not (docs/testing.md). */
+const FAILBACK_REGRESSION: [number, boolean][] = [
+  [5720, false], [5832, false], [7516, false], [10774, false], [428, true], [450, true], [1573, true], [3753, true], [5345, true],
+];
 
 test(`--failback seeds 1..${FAILBACK_SEEDS} and ${FAILBACK_REGRESSION.map(([s]) => s).join(", ")} (the old primary synchronized from its secondary while it serves) hold every invariant`, () => {
   let from_secondary = 0;
