@@ -26,6 +26,10 @@ export interface WriteRecord {
   /** Still unanswered when a failed flush dropped one of its sectors, and answered without being
    * on the peer: it may be gone from the device. */
   dropped_unacked: boolean;
+  /** Still unanswered when the secondary lost it from its cache while the primary was synchronized
+   * from it, in an extent only its copy was current in: answered ok after that, it is as a
+   * dropped_unacked one (the primary reports the loss with a failed flush). */
+  lost_on_source: boolean;
 }
 
 /** What a flush covers, taken at its submission. */
@@ -54,7 +58,7 @@ export class Oracle {
   }
 
   submitModify(first: number, count: number, value: number): WriteRecord {
-    const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false, landed: false, dropped_unacked: false };
+    const rec: WriteRecord = { value, first, count, acked: false, replicated: false, flushed: false, peer_failed: false, landed: false, dropped_unacked: false, lost_on_source: false };
     for (let s = first; s < first + count; s++) this.history[s]!.push(rec);
     return rec;
   }
@@ -66,6 +70,7 @@ export class Oracle {
     // Answered after a drop took part of it, and not on the peer: the device may have lost it, and
     // no flush may call it durable (flushAcked).
     rec.dropped_unacked &&= !promised; // else copied back from the peer
+    rec.dropped_unacked ||= rec.lost_on_source;
     if (!rec.dropped_unacked) for (let s = rec.first; s < rec.first + rec.count; s++) this.floor[s] = this.history[s]!.lastIndexOf(rec);
     this.unflushed.add(rec);
     if (promised) rec.replicated = true;
@@ -188,15 +193,18 @@ export class Oracle {
     this.unflushed.clear();
   }
 
-  /** These sectors lost their cached writes with no other copy whole: the acknowledged writes to
-   * them that no flush made durable become values the device may or may not hold. */
-  lostUnflushed(sectors: number[]): void {
+  /** These sectors lost their cached writes (the value each held there) with no other copy whole:
+   * the acknowledged writes to them that no flush made durable become values the device may or may
+   * not hold, and one not answered yet is so even when answered ok (lost_on_source). */
+  lostUnflushed(sectors: number[], values: number[]): void {
     const lost = new Set<WriteRecord>();
-    for (const s of sectors) {
+    for (const [k, s] of sectors.entries()) {
       const h = this.history[s]!;
       let i = this.floor[s]!;
       for (; i >= 0 && !(h[i]!.acked && h[i]!.flushed); i--) if (h[i]!.acked) lost.add(h[i]!);
       this.floor[s] = i;
+      const unanswered = h.findLast((rec) => rec.value === values[k] && !rec.acked && !lost.has(rec));
+      if (unanswered) unanswered.lost_on_source = true;
     }
     this.forget(lost);
   }

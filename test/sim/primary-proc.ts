@@ -516,16 +516,29 @@ export class PrimaryProc {
 
   // ---- synchronization (primary-io.ts syncCopy) ----
 
-  /** End of a pass, as primary-io's flushBoth: local flush, then the secondary's, then report. */
+  /** End of a pass, as primary-io's flushBoth: both flushes at once, each failure acted on as it
+   * comes, then the report once both ended. */
   private syncFlush(pass: number): void {
-    const done = (local_ok: boolean, remote_ok: boolean) => this.ctx.clock.after(0, this.host.guard(() => {
-      if (local_ok && remote_ok) this.ctx.observer.changesOnPeer(this.host);
-      this.run(this.engine.syncFlushDone(pass, local_ok, remote_ok));
+    let local_ok: boolean | null = null;
+    let remote_ok: boolean | null = null;
+    const settle = () => {
+      if (local_ok === null || remote_ok === null) return;
+      const [l, r] = [local_ok, remote_ok];
+      this.ctx.clock.after(0, this.host.guard(() => {
+        if (l && r) this.ctx.observer.changesOnPeer(this.host);
+        this.run(this.engine.syncFlushDone(pass, l, r));
+      }));
+    };
+    this.host.disk.flush(this.host.guard((ok: boolean) => {
+      if (!ok) this.run(this.engine.localFlushFailed());
+      local_ok = ok;
+      settle();
     }));
-    this.host.disk.flush(this.host.guard((local_ok: boolean) => {
-      if (!local_ok) this.run(this.engine.localFlushFailed());
-      this.remoteSync({ kind: "flush", seq: this.next_id++ }, (reply) => done(local_ok, reply.error === "OK"));
-    }));
+    this.remoteSync({ kind: "flush", seq: this.next_id++ }, (reply) => {
+      remote_ok = reply.error === "OK";
+      if (!remote_ok) this.run(this.engine.syncPeerFlushFailed(pass));
+      settle();
+    });
   }
 
   private remoteSync(frame: Extract<Frame, { kind: "read" | "write" | "flush" }>, then: (reply: Reply) => void): void {

@@ -55,8 +55,9 @@ const LINUX_FLUSH_SEEDS = [324, 408, 677, 1429, 1660, 3518, 3649, 5412];
 test(`--linux-flush seeds ${LINUX_FLUSH_SEEDS.join(", ")} hold every invariant, and drops happen`, () => {
   const runs = LINUX_FLUSH_SEEDS.map((seed) => runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, linux_flush: true, changes_listed_max: CHANGES_LISTED_MAX }));
   for (const r of runs) if (!r.ok) throw new Error(explain(r, ` --linux-flush --changes-listed-max ${CHANGES_LISTED_MAX}`));
-  // The option does something: these runs drop cached sectors.
-  expect(runs.filter((r) => r.stats.drops! > 0).length).toBeGreaterThanOrEqual(LINUX_FLUSH_SEEDS.length / 2);
+  // The option does something: these runs drop cached sectors (three of them since the end-of-pass
+  // flush reaches both nodes at once, which changed the runs).
+  expect(runs.filter((r) => r.stats.drops! > 0).length).toBeGreaterThanOrEqual(3);
 }, 60_000);
 
 const RESYNC_DIGEST_SEEDS = 200;
@@ -138,9 +139,10 @@ test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults)
 
 /** A primary restarted with stale extents (Metadata.stale): listed, and copied back (390, 973); more
  * than its metadata listed (a run with a small stale_listed_max), refused and replaced by its peer
- * (46, 8284), which is forced when its own copy is incomplete too (6784). */
+ * (46, 2294), which is forced when its own copy is incomplete too (4226). Picked again when the
+ * end-of-pass flush began to reach both nodes at once (the runs changed). */
 const RESTART_SEEDS: [number, "stale_restarts" | "restarts_refused" | "forced"][] =
-  [[390, "stale_restarts"], [973, "stale_restarts"], [46, "restarts_refused"], [8284, "restarts_refused"], [6784, "forced"]];
+  [[390, "stale_restarts"], [973, "stale_restarts"], [46, "restarts_refused"], [2294, "restarts_refused"], [4226, "forced"]];
 
 test(`primaries restarted with stale extents (seeds ${RESTART_SEEDS.map(([s]) => s).join(", ")}) hold every invariant`, () => {
   for (const [seed, stat] of RESTART_SEEDS) {

@@ -336,7 +336,7 @@ class Simulation implements SimContext, Observer {
       this.trace(`${name}: a failed flush dropped ${sectors.length} cached sectors (${sectors.slice(0, 40).join(", ")}${sectors.length > 40 ? ", …" : ""})`);
       this.stats.drops!++;
       if (host === this.official && host.primary !== null) this.oracle.dropped(sectors, values);
-      else this.secondaryLost(sectors);
+      else this.secondaryLost(sectors, values);
     };
     host.create(this.freshMetadata(mapsize));
     return host;
@@ -357,11 +357,12 @@ class Simulation implements SimContext, Observer {
    * held has none whole left: changes there that no flush made durable may be lost (the primary
    * reports that with a failed flush, which the engine's unit tests check).
    */
-  private secondaryLost(sectors: number[]): void {
+  private secondaryLost(sectors: number[], values: number[]): void {
     const p = this.official.primary;
     if (!p || p.engine.sync_source !== "secondary") return;
     const per_extent = this.cfg.extent_bytes / this.cfg.sector_bytes;
-    this.oracle.lostUnflushed(sectors.filter((s) => p.engine.currentOnPeerOnly(Math.floor(s / per_extent))));
+    const source_only = sectors.map((s) => p.engine.currentOnPeerOnly(Math.floor(s / per_extent)));
+    this.oracle.lostUnflushed(sectors.filter((_, k) => source_only[k]), values.filter((_, k) => source_only[k]));
   }
 
   /** Returns false when a promotion was refused (the copy is incomplete): the role stays as it was.
@@ -402,6 +403,7 @@ class Simulation implements SimContext, Observer {
       else proc.kill();
     }
     const cached = kind === "power" ? host.disk.cachedSectors() : [];
+    const cached_values = cached.map((s) => host.disk.data[s]!);
     if (kind === "power") {
       host.disk.powerLoss();
       host.boots++;
@@ -411,7 +413,7 @@ class Simulation implements SimContext, Observer {
     // the secondary and its copy is not current.
     if (host !== this.official) {
       this.oracle.peerLostCache();
-      this.secondaryLost(cached);
+      this.secondaryLost(cached, cached_values);
     }
     host.primary = null;
     host.secondary = null;
