@@ -885,8 +885,10 @@ export class PrimaryEngine {
     if (out.ack) {
       const ok = out.ack.ok && peer_whole;
       // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
-      // (a write sent while connected whose remote leg failed with the link).
-      if (ok && !this.connected) this.noteDisconnectedChange(actions);
+      // (a write sent while connected whose remote leg failed with the link). One the peer made
+      // before the link went does not: synchronized from the peer, that bump would make the next
+      // handshake a split-brain.
+      if (ok && !this.connected && legs.remote_state !== "ok") this.noteDisconnectedChange(actions);
       modify.answered_ok = ok;
       if (ok) modify.answered_seq = ++this.change_seq;
       actions.push({ type: "reply", id, ok });

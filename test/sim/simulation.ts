@@ -750,7 +750,12 @@ class Simulation implements SimContext, Observer {
       if (ok) this.stats.acked!++;
       this.trace(`${o.host.name}: request ${id} ${o.kind} ${o.first}+${o.count}${rec ? ` value ${rec.value}` : ""} answered ${ok ? "ok" : "EIO"}`);
       if (rec) {
-        if (ok && !p.connected) this.unseen.set(o.host, "yes");
+        // Answered with the link down: a change the peer cannot see, unless it made it (its answer
+        // may have come before the link went, and then the counters need not say so).
+        if (ok && !p.connected) {
+          if (rec.landed) this.mayDiverge(o.host);
+          else this.unseen.set(o.host, "yes");
+        }
         const promised = ok && (o.kind === "delete" || mode !== "async") && connected && p.connected && p.link_epoch === link_epoch;
         this.oracle.acked(rec, ok, promised);
       } else if (o.kind === "flush") {

@@ -191,6 +191,19 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
     expect(d.remote[SECTOR_5]).toBe(version);
   });
 
+  test("a change the peer made before the link went, answered after, bumps no counter (the next handshake is no split-brain)", () => {
+    const d = driver();
+    fromPeer(d, [0]);
+    const { id } = d.submit("write", 5 * EXTENT, 512);
+    const remote = op(d.pending_remote, id);
+    if (remote.awaiting_received) d.receiveRemote(remote);
+    d.completeRemote(remote, true);
+    d.disconnect();
+    d.completeLocal(op(d.pending_local, id), true);
+    expect(d.replies.get(id)?.ok).toBe(true);
+    expect(d.engine.generation.localcnt).toBe(1n); // as the handshake sent it: row 3 again, not row 6
+  });
+
   test("a peer that changed data since: its copy is taken, and the next flush reports the loss", () => {
     const d = driver();
     fromPeer(d, [0]);
