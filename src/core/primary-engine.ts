@@ -931,11 +931,21 @@ export class PrimaryEngine {
       for (let e = first; e <= last; e++) kept = this.keepOwnCopy(e) || kept;
       if (kept) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, modify.answered_seq!);
     }
-    if (out.final.remote_ok) {
+    if (out.final.remote_ok && this.connected) {
       // Held dirty until a flush makes it durable on the peer (see `unflushed`).
       this.noteChange("remote", first, last);
       for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
     } else {
+      if (out.final.remote_ok) {
+        // The peer answered before the link went, this node's leg ended after: as the disconnect
+        // does with held changes, copied again at the next connect (the peer's cache may not last).
+        for (let e = first; e <= last; e++) {
+          this.copyFromHereIfCurrent(e);
+          this.peer_unconfirmed.add(e);
+        }
+        const sync = this.map.needSync(modify.offset, modify.length);
+        if (sync) actions.push({ type: "map", write: sync });
+      }
       const write = this.map.writeComplete(modify.offset, modify.length);
       if (write) actions.push({ type: "map", write });
     }

@@ -204,6 +204,25 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
     expect(d.engine.generation.localcnt).toBe(1n); // as the handshake sent it: row 3 again, not row 6
   });
 
+  test("a change the peer made before the link went, whose leg here ended after, is copied to the peer again at the next connect", () => {
+    for (const row3 of [false, true]) {
+      const d = row3 ? driver() : inSync("fullsync");
+      if (row3) fromPeer(d, [0]);
+      const { id } = d.submit("write", 5 * EXTENT, 512);
+      const version = d.requests.get(id)!.version;
+      const remote = op(d.pending_remote, id);
+      if (remote.awaiting_received) d.receiveRemote(remote);
+      d.completeRemote(remote, true);
+      d.disconnect();
+      d.completeLocal(op(d.pending_local, id), true);
+      d.remote[SECTOR_5] = 0; // the peer's cache lost meanwhile (its power, or a failed flush)
+      if (row3) fromPeer(d, [0]);
+      else d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
+      expect(drain(d).get(5)).toBe("primary");
+      expect(d.remote[SECTOR_5]).toBe(version);
+    }
+  });
+
   test("a peer that changed data since: its copy is taken, and the next flush reports the loss", () => {
     const d = driver();
     fromPeer(d, [0]);
