@@ -224,7 +224,8 @@ export class NbdConnection {
     const { ctx } = this;
     switch (request.kind) {
       case "export_name":
-        if (!this.isOurExport(request.name)) return this.closeNow("warn", `EXPORT_NAME for unknown export "${request.name}"`);
+        // JSON quoting: the name is the client's, and a newline in it must not forge a log line.
+        if (!this.isOurExport(request.name)) return this.closeNow("warn", `EXPORT_NAME for unknown export ${JSON.stringify(request.name)}`);
         this.send(encodeExportNameReply(ctx.limits.size_bytes, ctx.transmission_flags, this.no_zeroes));
         return this.enterTransmission();
       case "abort":
@@ -242,7 +243,7 @@ export class NbdConnection {
       case "info":
       case "go":
         if (!this.isOurExport(request.name)) {
-          return this.send(encodeOptionError(option, NBD_REP.ERR_UNKNOWN, `export "${request.name}" does not exist (this server has "${ctx.export_name}")`));
+          return this.send(encodeOptionError(option, NBD_REP.ERR_UNKNOWN, `export ${JSON.stringify(request.name)} does not exist (this server has "${ctx.export_name}")`));
         }
         this.sendAll(this.infoReplies(option, request.info_types));
         if (request.kind === "go") this.enterTransmission();

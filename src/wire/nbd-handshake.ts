@@ -4,7 +4,7 @@ import {
   CLIENT_FLAGS_BYTES, EXPORT_NAME_PADDING_BYTES, GREETING_BYTES, NBD_FLAG_C_FIXED_NEWSTYLE,
   NBD_FLAG_C_NO_ZEROES, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_NO_ZEROES, NBD_INFO, NBD_MAGIC, NBD_OPT,
   NBD_OPTION_REPLY_MAGIC, NBD_OPTS_MAGIC, OPTION_HEADER_BYTES, OPTION_REPLY_HEADER_BYTES,
-  STRING_BYTES_MAX, optionName, viewOf, writeU64, type ParseResult,
+  STRING_BYTES_MAX, messageBytes, optionName, viewOf, writeU64, type ParseResult,
 } from "./nbd.ts";
 
 const utf8 = new TextEncoder();
@@ -133,7 +133,7 @@ export function encodeOptionReply(option: number, reply_type: number, data: Uint
 /** Error option reply (type with bit 31 set) carrying a human-readable message. */
 export function encodeOptionError(option: number, error_type: number, message: string): Uint8Array {
   if ((error_type & 0x80000000) === 0) throw new Error(`nbd: option reply type 0x${hex(error_type, 8)} is not an error`);
-  return encodeOptionReply(option, error_type, encodeString(message));
+  return encodeOptionReply(option, error_type, messageBytes(message));
 }
 
 export function encodeInfoExport(size_bytes: number, transmission_flags: number): Uint8Array {

@@ -3,11 +3,9 @@
 import {
   NBD_CMD, NBD_CMD_FLAG, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE, NBD_REQUEST_MAGIC, NBD_SIMPLE_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_MAGIC, NBD_ERR, OFFSET_DATA_PREFIX_BYTES, REQUEST_HEADER_BYTES,
-  SIMPLE_REPLY_HEADER_BYTES, STRING_BYTES_MAX, STRUCTURED_REPLY_HEADER_BYTES, commandName, viewOf, writeU64,
+  SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES, commandName, messageBytes, viewOf, writeU64,
   type NbdErrorName, type ParseResult,
 } from "./nbd.ts";
-
-const utf8 = new TextEncoder();
 
 export interface NbdRequest {
   flags: number;
@@ -162,8 +160,7 @@ export function writeOffsetDataHeader(into: Uint8Array, cookie: bigint, offset: 
 
 /** A final ERROR chunk: u32 error, u16 message length, message. */
 export function encodeErrorChunk(cookie: bigint, error: NbdErrorName, message: string): Uint8Array {
-  let text = utf8.encode(message);
-  if (text.byteLength > STRING_BYTES_MAX) text = text.subarray(0, STRING_BYTES_MAX);
+  const text = messageBytes(message);
   const out = new Uint8Array(STRUCTURED_REPLY_HEADER_BYTES + 6 + text.byteLength);
   writeStructuredReplyHeader(out, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE.ERROR, cookie, 6 + text.byteLength);
   const view = viewOf(out);

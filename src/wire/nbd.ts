@@ -183,6 +183,13 @@ export function writeU64(view: DataView, offset: number, value: number): void {
   view.setUint32(offset + 4, value >>> 0);
 }
 
+/** A message for the client, as UTF-8 cut to the protocol's string limit: an error text may
+ * quote what the client sent (an export name of up to 4096 bytes), and must still go out. */
+export function messageBytes(message: string): Uint8Array {
+  const bytes = new TextEncoder().encode(message);
+  return bytes.byteLength > STRING_BYTES_MAX ? bytes.subarray(0, STRING_BYTES_MAX) : bytes;
+}
+
 export function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

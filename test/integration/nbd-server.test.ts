@@ -473,6 +473,26 @@ describe("raw protocol, memory backend", () => {
     expect((await c.reply()).error).toBe(0);
   });
 
+  test("an unknown export name of the longest length is answered (the message cut), and logged on one line", async () => {
+    const c = await connect();
+    await c.greet();
+    const name = "x\nerror: forged line " + "n".repeat(4096 - 21);
+    c.write(optionRequest(NBD_OPT.GO, goData(name)));
+    const unknown = await c.optionReply();
+    expect(unknown.type).toBe(NBD_REP.ERR_UNKNOWN);
+    expect(unknown.data.byteLength).toBe(4096);
+    c.write(optionRequest(NBD_OPT.GO, goData("")));
+    for (let r = await c.optionReply(); r.type !== NBD_REP.ACK; r = await c.optionReply()) expect(r.type).toBe(NBD_REP.INFO);
+    const bad = await connect();
+    await bad.greet();
+    const before = logs.length;
+    bad.write(optionRequest(NBD_OPT.EXPORT_NAME, new TextEncoder().encode("a\nerror: forged")));
+    expect(await bad.waitClosed()).toBe(true);
+    const line = logs.slice(before).find((l) => l.includes("unknown export"));
+    expect(line).toContain(String.raw`"a\nerror: forged"`);
+    expect(line).not.toContain("\n");
+  });
+
   test("oversized option data gets ERR_TOO_BIG and is skipped", async () => {
     const c = await connect();
     await c.greet();
