@@ -63,6 +63,7 @@ export interface ExportContext {
   block_sizes: BlockSizes;
   transmission_flags: number;
   log: (level: LogLevel, msg: string) => void;
+  handshake_timeout_ms: number;
 }
 
 type Phase = "client_flags" | "options" | "transmission" | "closing" | "closed";
@@ -107,6 +108,7 @@ export class NbdConnection {
   /** Backend calls started and not yet finished, and who waits for that to reach zero. */
   private executing = 0;
   private settle_waiters: (() => void)[] = [];
+  private handshake_timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly socket: Socket<unknown>,
@@ -118,7 +120,9 @@ export class NbdConnection {
   }
 
   open(): void {
-    this.socket.timeout(HANDSHAKE_TIMEOUT_S);
+    // A deadline for the whole handshake, on a timer of its own: a socket's idle timeout would let
+    // a client that trickles bytes hold its connection slot for ever.
+    this.handshake_timer = setTimeout(() => this.handshakeExpired(), this.ctx.handshake_timeout_ms);
     this.send(encodeGreeting());
   }
 
@@ -139,15 +143,22 @@ export class NbdConnection {
     this.flushQueue();
   }
 
-  onTimeout(): void {
+  private handshakeExpired(): void {
+    this.handshake_timer = null;
     if (this.phase === "client_flags" || this.phase === "options") {
-      this.closeNow("warn", `handshake not finished within ${HANDSHAKE_TIMEOUT_S} s`);
+      this.closeNow("warn", `handshake not finished within ${this.ctx.handshake_timeout_ms / 1000} s`);
     }
+  }
+
+  private stopHandshakeTimer(): void {
+    if (this.handshake_timer !== null) clearTimeout(this.handshake_timer);
+    this.handshake_timer = null;
   }
 
   /** The socket closed (by either side): stop sending; in-flight backend calls finish on their own. */
   onClose(): void {
     this.phase = "closed";
+    this.stopHandshakeTimer();
     this.dropOutput();
     this.rx.clear();
   }
@@ -270,7 +281,7 @@ export class NbdConnection {
 
   private enterTransmission(): void {
     this.phase = "transmission";
-    this.socket.timeout(0);
+    this.stopHandshakeTimer();
     this.ctx.log("debug", `${this.label}: transmission started (${this.structured_replies ? "structured" : "simple"} replies)`);
   }
 

@@ -5,7 +5,7 @@ import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
 import { NBD_FLAG, PAYLOAD_BYTES_MAX, PREFERRED_BLOCK_BYTES } from "../wire/nbd.ts";
 import type { BlockBackend } from "./block-backend.ts";
-import { NbdConnection, type ExportContext, type LogLevel } from "./nbd-connection.ts";
+import { HANDSHAKE_TIMEOUT_S, NbdConnection, type ExportContext, type LogLevel } from "./nbd-connection.ts";
 
 export interface NbdServerOptions {
   listen: { unix: string } | { hostname: string; port: number };
@@ -15,6 +15,8 @@ export interface NbdServerOptions {
   read_only?: boolean;
   log?: (level: LogLevel, msg: string) => void;
   max_connections?: number;
+  /** Whole-handshake deadline (tests use a short one); HANDSHAKE_TIMEOUT_S by default. */
+  handshake_timeout_ms?: number;
 }
 
 export const MAX_CONNECTIONS_DEFAULT = 64;
@@ -99,7 +101,6 @@ export class NbdServer {
       open: (socket: Socket<NbdConnection | undefined>) => this.onOpen(socket),
       data: (socket: Socket<NbdConnection | undefined>, chunk: Uint8Array) => socket.data?.onData(chunk),
       drain: (socket: Socket<NbdConnection | undefined>) => socket.data?.onDrain(),
-      timeout: (socket: Socket<NbdConnection | undefined>) => socket.data?.onTimeout(),
       close: (socket: Socket<NbdConnection | undefined>) => this.onClose(socket),
       error: (socket: Socket<NbdConnection | undefined>, err: Error) => {
         this.ctx.log("warn", `${socket.data?.label ?? `nbd ${this.ctx.export_name}`}: socket error: ${err.message}`);
@@ -159,6 +160,7 @@ export function exportContext(opts: Omit<NbdServerOptions, "listen" | "max_conne
     },
     transmission_flags: common | (read_only ? NBD_FLAG.READ_ONLY : writable),
     log: opts.log ?? defaultLog,
+    handshake_timeout_ms: opts.handshake_timeout_ms ?? HANDSHAKE_TIMEOUT_S * 1000,
   };
 }
 

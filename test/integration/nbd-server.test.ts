@@ -193,6 +193,35 @@ for (const kind of ["memory", "file"] as const) {
   });
 }
 
+describe("handshake deadline", () => {
+  test("a client that trickles its options is closed at the deadline, one that finished is not", async () => {
+    const sock = join(dir, "deadline.sock");
+    const server = await NbdServer.start({ listen: { unix: sock }, export_name: "r0", backend: new MemoryBackend({ size_bytes: MiB }), log, handshake_timeout_ms: 800 });
+    const slow = await RawNbdClient.connect({ unix: sock });
+    const done = await RawNbdClient.connect({ unix: sock });
+    try {
+      await done.handshake({ export_name: "r0" });
+      await slow.greet();
+      // One byte of an option header every 100 ms: a socket idle timeout would never fire.
+      const header = optionRequest(NBD_OPT.LIST, new Uint8Array(0));
+      const started = Date.now();
+      for (let i = 0; i < header.length && Date.now() - started < 5000; i++) {
+        slow.write(header.subarray(i, i + 1));
+        if (await slow.waitClosed(100)) break;
+      }
+      expect(await slow.waitClosed(3000)).toBe(true);
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(logs.some((l) => l.includes("handshake not finished within 0.8 s"))).toBe(true);
+      done.send({ command: NBD_CMD.FLUSH });
+      expect((await done.reply()).error).toBe(0);
+    } finally {
+      slow.close();
+      done.close();
+      await server.stop();
+    }
+  });
+});
+
 describe("raw protocol, memory backend", () => {
   const SIZE = 4 * MiB;
   const SLOW_WRITES_AT = 3 * MiB;
