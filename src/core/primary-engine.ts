@@ -102,6 +102,9 @@ interface Modify {
   answered_ok?: boolean;
   /** change_seq taken when it was answered ok: a flush that started before does not cover it. */
   answered_seq?: number;
+  /** The peer's flush failed while it was in flight, in an extent only the peer's copy is current
+   * in (remoteFlushFailed): answered ok, it is reported lost like a change finished before. */
+  peer_flush_lost?: boolean;
 }
 
 interface Read {
@@ -174,6 +177,13 @@ export class PrimaryEngine {
    * incomplete (copyIncomplete), so a restart is refused.
    */
   private readonly own_kept = new Set<number>();
+  /**
+   * Extents copied from the peer while it held changes there that no flush of its had confirmed
+   * (changed.remote): this node's copy is then only as good as the peer's cache, and a failed
+   * flush there (a write-back error may have struck before the copy read it) leaves neither copy
+   * whole. By the change's number; forgotten once a flush there covers it.
+   */
+  private readonly copied_unconfirmed = new Map<number, number>();
   /** staleKey() as the metadata last written says it (persistStale). */
   private stale_on_disk = "";
   private readonly stale_listed_max: number;
@@ -482,7 +492,7 @@ export class PrimaryEngine {
    * node is synchronized from the peer, it is copied from here all the same where this node's copy
    * is current (own_kept), not from the peer as the rest. */
   private copyFromHereIfCurrent(e: number): void {
-    if (this.syncsrc === "secondary" && !this.currentOnPeerOnly(e)) this.own_kept.add(e);
+    if (this.syncsrc === "secondary" && !this.currentOnPeerOnly(e) && !this.copied_unconfirmed.has(e)) this.own_kept.add(e);
   }
 
   /** The range touches an extent whose changes the peer still lacks. */
@@ -645,7 +655,10 @@ export class PrimaryEngine {
       forgetUpTo(this.changed.local, started);
       this.local_flushed_upto = Math.max(this.local_flushed_upto, started);
     }
-    if (remote_ok) forgetUpTo(this.changed.remote, started);
+    if (remote_ok) {
+      forgetUpTo(this.changed.remote, started);
+      forgetUpTo(this.copied_unconfirmed, started);
+    }
     // A flush the link took with it failed for the link: the disconnect marked what it must; one
     // the peer failed was marked when its answer came (remoteDone).
     else if (!this.peer_flush_failed.delete(key) && this.connected) actions.push(...this.remoteFlushFailed());
@@ -702,8 +715,10 @@ export class PrimaryEngine {
   /**
    * The peer's flush failed: what it was sent since its last good flush may be gone from its disk,
    * so those extents are copied to it again, this node's copy kept. But for extents whose only
-   * current copy is the peer's (still to be copied from it): neither copy is whole, the peer's is
-   * kept, and flushes fail until one that started after the lost changes reports them.
+   * current copy is the peer's (still to be copied from it), or whose copy here came from the
+   * peer's unconfirmed cache (copied_unconfirmed): neither copy is whole, the peer's is kept, and
+   * flushes fail until one that started after the lost changes, those in flight included, reports
+   * them.
    */
   private remoteFlushFailed(): PrimaryAction[] {
     const extents = this.extentsInFlight("remote");
@@ -711,12 +726,15 @@ export class PrimaryEngine {
     const actions: PrimaryAction[] = [];
     let lost = 0;
     for (const e of extents) {
-      if (!this.local_stale.has(e) && this.newerOnPeer(e)) {
+      if (this.newerOnPeer(e) || this.copied_unconfirmed.has(e)) {
         const seq = this.changed.remote.get(e);
-        if (seq !== undefined) {
-          lost++;
-          this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, seq);
+        if (seq !== undefined) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, seq);
+        // Changes in flight there may be dropped too (their pages were dirty when it failed).
+        let in_flight = false;
+        for (const m of this.modifies.values()) {
+          if (this.map.extentOf(m.offset) <= e && e <= this.map.extentOf(m.offset + m.length - 1)) in_flight = m.peer_flush_lost = true;
         }
+        if (seq !== undefined || in_flight) lost++;
         continue;
       }
       if (!this.keepOwnCopy(e)) this.copyFromHereIfCurrent(e);
@@ -724,6 +742,7 @@ export class PrimaryEngine {
       this.suspectRemoteReads(e, e);
     }
     this.changed.remote.clear();
+    this.copied_unconfirmed.clear();
     if (extents.size > 0) {
       actions.unshift({ type: "log", level: lost > 0 ? "error" : "warn", message: `The peer's flush failed: ${extents.size - lost} extents will be copied to it again` +
         (lost > 0 ? `; changes made in ${lost} extents whose only current copy the peer holds may be lost.` : ".") });
@@ -754,11 +773,12 @@ export class PrimaryEngine {
   /** Extent `e`, stale here, got a change the peer's copy may lack (or the peer's copy may have lost
    * one): neither copy holds everything, and this node's is the one kept, without what it lacks
    * (the change a local write missed, or what a failed flush dropped), which the next flush reports.
-   * The peer's copy could lose other changes, silently. */
+   * The peer's copy could lose other changes, silently. (Synchronized from the peer, the extent
+   * stays to be copied from it, as the pass's direction says: this node's copy would take it back
+   * to before the peer's changes there, which readers have seen.) */
   private keepOwnCopy(e: number): boolean {
     if (!this.local_stale.has(e)) return false;
     this.local_stale.delete(e);
-    if (this.syncsrc === "secondary") this.own_kept.add(e);
     this.local_failure_unreported = true;
     return true;
   }
@@ -885,12 +905,14 @@ export class PrimaryEngine {
     if (out.ack) {
       const ok = out.ack.ok && peer_whole;
       // Spec 4.4: data acknowledged while the peer cannot see it bumps localcnt before the answer
-      // (a write sent while connected whose remote leg failed with the link). One the peer made
-      // before the link went does not: synchronized from the peer, that bump would make the next
-      // handshake a split-brain.
-      if (ok && !this.connected && legs.remote_state !== "ok") this.noteDisconnectedChange(actions);
+      // (a write sent while connected whose remote leg failed with the link). Synchronized from the
+      // peer, one the peer made before the link went does not: that bump would make the next
+      // handshake a split-brain. (Otherwise it does: the peer may yet lose it from its cache.)
+      if (ok && !this.connected && !(this.syncsrc === "secondary" && legs.remote_state === "ok")) this.noteDisconnectedChange(actions);
       modify.answered_ok = ok;
       if (ok) modify.answered_seq = ++this.change_seq;
+      // Answered after the peer's failed flush may have dropped it there, where it had the only copy.
+      if (ok && modify.peer_flush_lost === true) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, modify.answered_seq!);
       actions.push({ type: "reply", id, ok });
     }
     if (!out.final) return actions;
@@ -967,7 +989,8 @@ export class PrimaryEngine {
     const actions: PrimaryAction[] = [];
     const same_peer = c.peer_localcnt === this.peer_localcnt && c.peer_remotecnt === this.peer_remotecnt && !c.virgin;
     let syncsrc = c.syncsrc;
-    if (syncsrc === "primary" && this.syncsrc === "secondary" && same_peer) {
+    const go_on_from_peer = syncsrc === "primary" && this.syncsrc === "secondary" && same_peer;
+    if (go_on_from_peer) {
       // The pass from the secondary was interrupted, and the secondary, its copy marked incomplete
       // since (a write or flush failed there), now offers to take this node's copy over the changes
       // only it has (decision row 3, "dropped"). This node knows what the secondary's copy lacks
@@ -999,7 +1022,9 @@ export class PrimaryEngine {
     // One whose changes the peer answered but had not confirmed durable when the link went down is
     // copied back only if the peer's cache lasted since; otherwise they may be gone there too.
     // Either way this node's copy is kept.
-    const peer_cache_lasted = c.peer_cache_epoch !== null && c.peer_cache_epoch === this.peer_epoch;
+    // A copy marked incomplete since (go_on_from_peer) may have lost what it had not confirmed,
+    // whatever its cache epoch says (a failed flush there is reported once: its next one succeeds).
+    const peer_cache_lasted = !go_on_from_peer && c.peer_cache_epoch !== null && c.peer_cache_epoch === this.peer_epoch;
     for (const e of [...this.local_stale.keys()]) {
       if (mapHas(c.peer_map, e) || (!peer_cache_lasted && this.peer_unconfirmed.has(e))) this.keepOwnCopy(e);
     }
@@ -1057,6 +1082,7 @@ export class PrimaryEngine {
       this.peer_unconfirmed.add(e);
       actions.push(...this.needSyncExtent(e));
     }
+    this.copied_unconfirmed.clear(); // held too: those are to be copied from the peer, if it kept them
     actions.push(...this.releaseHolds(held));
     if (this.sync_running) {
       this.sync_running = false;
@@ -1104,6 +1130,8 @@ export class PrimaryEngine {
     const actions: PrimaryAction[] = [];
     if (ok) {
       this.sync_done_bytes += chunk.length;
+      const unconfirmed = this.changed.remote.get(chunk.extent);
+      if (sync.from === "secondary" && unconfirmed !== undefined) this.copied_unconfirmed.set(chunk.extent, unconfirmed);
       this.noteChange(sync.from === "secondary" ? "local" : "remote", chunk.extent, chunk.extent);
       this.boundChangeLists(actions);
     }

@@ -641,7 +641,7 @@ class Run {
   onReply(id: number, ok: boolean): void {
     const request = this.d.requests.get(id)!;
     if (request.kind !== "write" && request.kind !== "delete") return;
-    if (!this.d.link_up && ok && !this.remote_ok.has(id)) this.primary_unsynced = true;
+    if (!this.d.link_up && ok && !(this.remote_ok.has(id) && this.d.engine.sync_source === "secondary")) this.primary_unsynced = true;
     if (ok && request.mode === "fullsync" && request.kind === "write" && this.d.link_up && this.remote_ok.has(id)) {
       for (let s = request.offset / P_SECTOR; s < (request.offset + request.length) / P_SECTOR; s++) {
         if (this.d.local[s]! < request.version || this.d.remote[s]! < request.version) {
