@@ -109,6 +109,7 @@ export class NbdConnection {
   private executing = 0;
   private settle_waiters: (() => void)[] = [];
   private handshake_timer: ReturnType<typeof setTimeout> | null = null;
+  private rejections = 0;
 
   constructor(
     private readonly socket: Socket<unknown>,
@@ -383,8 +384,11 @@ export class NbdConnection {
     else if (this.phase === "transmission") this.pump();
   }
 
+  /** The first rejection of a connection is a warning (a client that sends bad requests is worth
+   * knowing of); the rest are debug lines, so that such a client cannot flood the log. */
   private rejectRequest(request: NbdRequest, error: NbdErrorName, reason: string): void {
-    this.ctx.log("debug", `${this.label}: ${error} for ${reason}`);
+    const first = this.rejections++ === 0;
+    this.ctx.log(first ? "warn" : "debug", `${this.label}: ${error} for ${reason}${first ? " (further rejections on this connection are logged at debug level)" : ""}`);
     this.finishRequest(request, this.errorReply(request, error, reason));
   }
 

@@ -273,12 +273,15 @@ describe("raw protocol, memory backend", () => {
     expect(reply.data?.byteLength).toBe(512);
   });
 
-  test("unknown command and unknown flag are EINVAL", async () => {
+  test("unknown command and unknown flag are EINVAL; the first is logged as a warning, the second at debug level", async () => {
     const c = await ready();
+    const before = logs.length;
     c.send({ command: 42, length: 512 });
     expect((await c.reply()).error).toBe(NBD_ERR.EINVAL);
     c.send({ command: NBD_CMD.READ, length: 512, flags: 0x4000 });
     expect((await c.reply()).error).toBe(NBD_ERR.EINVAL);
+    const rejected = logs.slice(before).filter((l) => l.includes("EINVAL for"));
+    expect(rejected.map((l) => l.split(" ")[0])).toEqual(["warn", "debug"]);
     c.send({ command: NBD_CMD.FLUSH });
     expect((await c.reply()).error).toBe(0);
   });
