@@ -492,7 +492,7 @@ export class PrimaryEngine {
    * node is synchronized from the peer, it is copied from here all the same where this node's copy
    * is current (own_kept), not from the peer as the rest. */
   private copyFromHereIfCurrent(e: number): void {
-    if (this.syncsrc === "secondary" && !this.currentOnPeerOnly(e) && !this.copied_unconfirmed.has(e)) this.own_kept.add(e);
+    if (this.syncsrc === "secondary" && !this.currentOnPeerOnly(e)) this.own_kept.add(e);
   }
 
   /** The range touches an extent whose changes the peer still lacks. */
@@ -1028,16 +1028,19 @@ export class PrimaryEngine {
     for (const e of [...this.local_stale.keys()]) {
       if (mapHas(c.peer_map, e) || (!peer_cache_lasted && this.peer_unconfirmed.has(e))) this.keepOwnCopy(e);
     }
-    if (syncsrc === "secondary" && !peer_cache_lasted) {
+    if (!peer_cache_lasted) {
       // Synchronized from the peer, extents still to be copied from it held changes it had not
-      // confirmed durable: they may be gone there, and nothing holds them whole.
-      const lost = [...this.peer_unconfirmed].filter((e) => this.newerOnPeer(e)).length;
+      // confirmed durable: they may be gone there, and nothing holds them whole. The same for
+      // extents copied from its cache then (copied_unconfirmed): this node's copy is kept (it is
+      // whole unless a failed write-back there had already dropped a change when it was read).
+      const lost = [...this.peer_unconfirmed].filter((e) => this.newerOnPeer(e) || this.copied_unconfirmed.has(e)).length;
       if (lost > 0) {
         this.local_failure_unreported = true;
         actions.push({ type: "log", level: "error", message: `The secondary's cache did not last since the link went down: changes in ${lost} extents only its copy is current in may be lost.` });
       }
     }
     this.peer_unconfirmed.clear();
+    this.copied_unconfirmed.clear();
     this.peer_epoch = c.peer_cache_epoch;
     const merged = this.map.mergeRemote(full ? allExtents(this.map.nextents, c.peer_map.length) : c.peer_map);
     if (merged) actions.push({ type: "map", write: merged });
@@ -1082,7 +1085,6 @@ export class PrimaryEngine {
       this.peer_unconfirmed.add(e);
       actions.push(...this.needSyncExtent(e));
     }
-    this.copied_unconfirmed.clear(); // held too: those are to be copied from the peer, if it kept them
     actions.push(...this.releaseHolds(held));
     if (this.sync_running) {
       this.sync_running = false;

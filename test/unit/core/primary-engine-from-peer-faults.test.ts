@@ -116,6 +116,19 @@ describe("a failed flush of the secondary's disk", () => {
     expect(d.replies.get(f.id)?.ok).toBe(false);
   });
 
+  test("its power loss after the pass copied an extent from its unconfirmed cache: this node's copy, whole then, is kept", () => {
+    const { d, rogue } = failedBack([0, 1, 2]);
+    const version = writeBoth(d, EXTENT);
+    for (let n = 0; n < 8; n++) d.completeSync(d.pending_sync[0]!, true); // extent 1 copied from its cache, W with it
+    expect(d.local[S]).toBe(version);
+    d.disconnect();
+    d.remote[S] = rogue; // its power loss took W
+    connect(d, []);
+    expect(drain(d).get(1)).toBe("primary");
+    expect(d.remote[S]).toBe(version);
+    expect(flush(d, true, true)).toBe(false); // a failed write-back could have struck before the copy read it
+  });
+
   test("after the link went: the reconnect that goes on from its copy (marked incomplete) takes its cache as lost", () => {
     const { d, rogue } = failedBack([0, 1], "boot-1");
     writeBoth(d, EXTENT);
