@@ -119,16 +119,22 @@ describe("connect decision table", () => {
     expect(await pair.dataSha256(b)).toBe(b_data);
   }, 60_000);
 
+  /** A pair (A reaches B through a proxy) where B served while A was away and wrote 8 MiB
+   * (`fresh`), then became secondary again: A, made primary, is synchronized from B (row 3). */
+  async function failedOverWhileAway() {
+    const { pair, proxy } = await Pair.proxied(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    await pair.role(pair.a, "init");
+    await pair.role(pair.b, "primary");
+    const fresh = randomBytes(8 * MiB);
+    await writeThrough(pair, pair.b, 0, fresh);
+    await pair.role(pair.b, "secondary");
+    return { pair, proxy, fresh };
+  }
+
   test("row 3: the secondary is newer; sync goes secondary → primary and the primary reads from the peer meanwhile", async () => {
     // A reaches B through a proxy so the pass can be slowed down enough to read during it.
-    const { pair, proxy } = await Pair.proxied(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { pair, proxy, fresh } = await failedOverWhileAway();
     const { a, b } = pair;
-    // Failover while A is away: B becomes primary and writes, then hands the role back.
-    await pair.role(a, "init");
-    await pair.role(b, "primary");
-    const fresh = randomBytes(8 * MiB);
-    await writeThrough(pair, b, 0, fresh);
-    await pair.role(b, "secondary");
     // A returns as primary with stale data: B has changes A has not seen.
     proxy.throttle(2 * MiB);
     await pair.role(a, "primary");
@@ -151,13 +157,8 @@ describe("connect decision table", () => {
   }, 90_000);
 
   test("row 3: the primary's copy is marked incomplete until the pass ends; killed meanwhile, its worker is refused, and the secondary promoted instead keeps its data", async () => {
-    const { pair, proxy } = await Pair.proxied(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { pair, proxy, fresh } = await failedOverWhileAway();
     const { a, b } = pair;
-    await pair.role(a, "init");
-    await pair.role(b, "primary");
-    const fresh = randomBytes(8 * MiB);
-    await writeThrough(pair, b, 0, fresh);
-    await pair.role(b, "secondary");
     proxy.throttle(MiB);
     await pair.role(a, "primary");
     await pair.daemon(a).waitLog("sync source: secondary");

@@ -403,6 +403,37 @@ export class EngineDriver {
   }
 }
 
+/** Completes every sync chunk, those it leads to included; the side each extent was last copied from. */
+export function drainSync(d: EngineDriver): Map<number, string> {
+  const from = new Map<number, string>();
+  for (let n = 0; d.pending_sync.length > 0 && n < 10_000; n++) {
+    const chunk = d.pending_sync[0]!;
+    from.set(chunk.chunk.extent, chunk.from);
+    d.completeSync(chunk, true);
+  }
+  return from;
+}
+
+/** A one-sector write at `offset` that succeeds on both disks (after memsync's "received"); its
+ * content version. Throws unless it was answered ok. */
+export function writeBoth(d: EngineDriver, offset: number): number {
+  const { id } = d.submit("write", offset, d.sector_bytes);
+  d.completeLocal(op(d.pending_local, id), true);
+  const remote = op(d.pending_remote, id);
+  if (remote.awaiting_received) d.receiveRemote(remote);
+  d.completeRemote(remote, true);
+  if (d.replies.get(id)?.ok !== true) throw new Error(`write ${id} at ${offset} was not answered ok`);
+  return d.requests.get(id)!.version;
+}
+
+/** A flush whose two legs end as told, this node's first; its request id. */
+export function flushWith(d: EngineDriver, local_ok: boolean, remote_ok: boolean): number {
+  const { id } = d.submit("flush", 0, 0);
+  d.completeLocal(op(d.pending_local, id), local_ok);
+  d.completeRemote(op(d.pending_remote, id), remote_ok);
+  return id;
+}
+
 /** The pending operation of request `id` in `queue` (pending_local or pending_remote). */
 export function op(queue: IoOp[], id: number): IoOp {
   const found = queue.find((o) => o.request.id === id);

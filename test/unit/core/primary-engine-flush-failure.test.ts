@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { FLAG_COPY_INCOMPLETE } from "../../../src/core/metadata.ts";
 import { ActiveMap } from "../../../src/core/activemap.ts";
 import { PrimaryEngine, type PrimaryAction, type PrimaryGeneration } from "../../../src/core/primary-engine.ts";
-import { EngineDriver, op } from "./engine-driver.ts";
+import { EngineDriver, drainSync, op } from "./engine-driver.ts";
 
 const EXTENT = 4096;
 const SECTOR = 512;
@@ -47,16 +47,6 @@ function copiesFrom(actions: PrimaryAction[]): Map<number, string> {
   return from;
 }
 
-/** Completes every sync chunk, those it leads to included; the side each extent was last copied from. */
-function drainSync(d: EngineDriver): Map<number, string> {
-  const from = new Map<number, string>();
-  for (let n = 0; d.pending_sync.length > 0 && n < 10_000; n++) {
-    const chunk = d.pending_sync[0]!;
-    from.set(chunk.chunk.extent, chunk.from);
-    d.completeSync(chunk, true);
-  }
-  return from;
-}
 
 describe("a failed flush of this node's disk", () => {
   test("copies back from the peer what the peer also holds; reads go to the peer meanwhile", () => {

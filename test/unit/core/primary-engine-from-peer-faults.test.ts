@@ -3,7 +3,7 @@
 // took the secondary's changes (already read) back to before the failover. Where neither copy can
 // be whole, a flush must fail instead.
 import { describe, expect, test } from "bun:test";
-import { EngineDriver, op } from "./engine-driver.ts";
+import { EngineDriver, drainSync, flushWith, op, writeBoth } from "./engine-driver.ts";
 
 const EXTENT = 4096;
 const S = EXTENT / 512; // first sector of extent 1
@@ -30,30 +30,9 @@ function failedBack(extents = [0, 1], epoch: string | null = null): { d: EngineD
   return { d, rogue };
 }
 
-function drain(d: EngineDriver): Map<number, string> {
-  const from = new Map<number, string>();
-  for (let n = 0; d.pending_sync.length > 0 && n < 1000; n++) {
-    from.set(d.pending_sync[0]!.chunk.extent, d.pending_sync[0]!.from);
-    d.completeSync(d.pending_sync[0]!, true);
-  }
-  return from;
-}
-
-function writeBoth(d: EngineDriver, offset: number): number {
-  const { id } = d.submit("write", offset, 512);
-  d.completeLocal(op(d.pending_local, id), true);
-  const remote = op(d.pending_remote, id);
-  if (remote.awaiting_received) d.receiveRemote(remote);
-  d.completeRemote(remote, true);
-  expect(d.replies.get(id)?.ok).toBe(true);
-  return d.requests.get(id)!.version;
-}
-
+/** A flush whose legs end as told; whether it was answered ok. */
 function flush(d: EngineDriver, local_ok: boolean, remote_ok: boolean): boolean | undefined {
-  const { id } = d.submit("flush", 0, 0);
-  d.completeLocal(op(d.pending_local, id), local_ok);
-  d.completeRemote(op(d.pending_remote, id), remote_ok);
-  return d.replies.get(id)?.ok;
+  return d.replies.get(flushWith(d, local_ok, remote_ok))?.ok;
 }
 
 describe("a failed flush of the secondary's disk", () => {
@@ -72,7 +51,7 @@ describe("a failed flush of the secondary's disk", () => {
       d.completeLocal(op(d.pending_local, w.id), true);
       expect(d.replies.get(w.id)?.ok).toBe(true);
       expect(flush(d, true, true)).toBe(false); // W is gone with the copy from the peer: said so
-      drain(d);
+      drainSync(d);
       expect(d.local[S]).toBe(rogue);
       expect(flush(d, true, true)).toBe(true); // once
     });
@@ -85,7 +64,7 @@ describe("a failed flush of the secondary's disk", () => {
     expect(d.submit("read", EXTENT + 3 * 512, 512).actions.map((a) => a.type)).toEqual(["remote"]);
     writeBoth(d, EXTENT + 512);
     flush(d, true, false); // the secondary's flush fails
-    expect(drain(d).get(1)).toBe("secondary");
+    expect(drainSync(d).get(1)).toBe("secondary");
     expect(d.remote[S + 3]).toBe(rogue);
     expect(d.local[S + 3]).toBe(rogue);
   });
@@ -97,7 +76,7 @@ describe("a failed flush of the secondary's disk", () => {
     writeBoth(d, EXTENT + 512); // unconfirmed there
     d.disconnect();
     connect(d, [0, 1]);
-    expect(drain(d).get(1)).toBe("secondary");
+    expect(drainSync(d).get(1)).toBe("secondary");
     expect(d.remote[S + 3]).toBe(rogue);
     expect(d.local[S + 3]).toBe(rogue);
     expect(flush(d, true, true)).toBe(false);
@@ -112,7 +91,7 @@ describe("a failed flush of the secondary's disk", () => {
     for (let n = 0; n < 8; n++) d.completeSync(d.pending_sync[0]!, true); // extents 0 and 1 copied from it
     expect(d.local[S]).toBe(rogue);
     d.completeRemote(op(d.pending_remote, f.id), false);
-    drain(d);
+    drainSync(d);
     expect(d.replies.get(f.id)?.ok).toBe(false);
   });
 
@@ -124,7 +103,7 @@ describe("a failed flush of the secondary's disk", () => {
     d.disconnect();
     d.remote[S] = rogue; // its power loss took W
     connect(d, []);
-    expect(drain(d).get(1)).toBe("primary");
+    expect(drainSync(d).get(1)).toBe("primary");
     expect(d.remote[S]).toBe(version);
     expect(flush(d, true, true)).toBe(false); // a failed write-back could have struck before the copy read it
   });
@@ -138,7 +117,7 @@ describe("a failed flush of the secondary's disk", () => {
     expect(d.replies.get(f.id)?.ok).toBe(false); // W only in a cache there, its extent only current there
     d.remote[S] = rogue; // the flush failed there after the link went
     connect(d, [], "primary", "boot-1"); // same boot; its copy marked incomplete: "dropped"
-    drain(d);
+    drainSync(d);
     expect(flush(d, true, true)).toBe(false);
   });
 });
@@ -147,7 +126,7 @@ describe("counters", () => {
   test("outside a synchronization from the peer, a change answered after the link went bumps localcnt even when the peer made it", () => {
     const d = driver("fullsync");
     d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
-    drain(d);
+    drainSync(d);
     const { id } = d.submit("write", EXTENT, 512);
     d.completeRemote(op(d.pending_remote, id), true);
     d.disconnect();

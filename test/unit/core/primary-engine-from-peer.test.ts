@@ -3,7 +3,7 @@
 // overwritten by the copy from the peer.
 import { describe, expect, test } from "bun:test";
 import { RequestLegs } from "../../../src/core/request-legs.ts";
-import { EngineDriver, op } from "./engine-driver.ts";
+import { EngineDriver, drainSync, flushWith, op, writeBoth } from "./engine-driver.ts";
 
 const EXTENT = 4096;
 
@@ -87,42 +87,15 @@ describe("a local write error masked by the peer", () => {
 describe("the peer's copy may lack changes made here while syncing from it", () => {
   const SECTOR_5 = (5 * EXTENT) / 512;
 
-  /** A write to extent `e`, done on both disks; returns its content version. */
-  function writeBoth(d: EngineDriver, e: number): number {
-    const { id } = d.submit("write", e * EXTENT, 512);
-    d.completeLocal(op(d.pending_local, id), true);
-    const remote = op(d.pending_remote, id);
-    if (remote.awaiting_received) d.receiveRemote(remote);
-    d.completeRemote(remote, true);
-    expect(d.replies.get(id)?.ok).toBe(true);
-    return d.requests.get(id)!.version;
-  }
-
-  function flush(d: EngineDriver, local_ok: boolean, remote_ok: boolean): number {
-    const { id } = d.submit("flush", 0, 0);
-    d.completeLocal(op(d.pending_local, id), local_ok);
-    d.completeRemote(op(d.pending_remote, id), remote_ok);
-    return id;
-  }
-
-  function drain(d: EngineDriver): Map<number, string> {
-    const from = new Map<number, string>();
-    for (let n = 0; d.pending_sync.length > 0 && n < 1000; n++) {
-      from.set(d.pending_sync[0]!.chunk.extent, d.pending_sync[0]!.from);
-      d.completeSync(d.pending_sync[0]!, true);
-    }
-    return from;
-  }
-
   test("a failed flush there: an extent whole here is copied to the peer, and read here meanwhile", () => {
     const d = driver();
     fromPeer(d, [0]);
-    const version = writeBoth(d, 5);
-    const f = flush(d, true, false);
+    const version = writeBoth(d, 5 * EXTENT);
+    const f = flushWith(d, true, false);
     d.remote[SECTOR_5] = 0; // what the failed flush dropped there
     expect(d.replies.get(f)?.ok).toBe(true); // this node's copy holds the write, flushed
     expect(d.submit("read", 5 * EXTENT, 512).actions.map((a) => a.type)).toEqual(["local"]);
-    const from = drain(d);
+    const from = drainSync(d);
     expect(from.get(5)).toBe("primary");
     expect(from.get(0)).toBe("secondary");
     expect(d.local[SECTOR_5]).toBe(version);
@@ -133,17 +106,17 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
   test("a failed flush there: an extent still to be copied from the peer keeps the peer's copy, and the flush fails", () => {
     const d = driver();
     fromPeer(d, [0, 1]); // extent 0's chunks in flight, extent 1's not started
-    writeBoth(d, 1);
-    const f = flush(d, true, false);
+    writeBoth(d, EXTENT);
+    const f = flushWith(d, true, false);
     expect(d.replies.get(f)?.ok).toBe(false); // the peer held the only current copy, and may have lost the write
-    expect(drain(d).get(1)).toBe("secondary");
-    expect(d.replies.get(flush(d, true, true))?.ok).toBe(true); // reported once
+    expect(drainSync(d).get(1)).toBe("secondary");
+    expect(d.replies.get(flushWith(d, true, true))?.ok).toBe(true); // reported once
   });
 
   test("a change that failed there joins the sync copied from here, so a failed flush there reported after it loses nothing", () => {
     const d = driver();
     fromPeer(d, [0]);
-    const version = writeBoth(d, 5);
+    const version = writeBoth(d, 5 * EXTENT);
     const f = d.submit("flush", 0, 0);
     d.completeLocal(op(d.pending_local, f.id), true);
     const w = d.submit("write", 5 * EXTENT + 512, 512);
@@ -155,7 +128,7 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
     d.completeRemote(op(d.pending_remote, f.id), false);
     d.remote[SECTOR_5] = 0; // what the failed flush dropped there
     expect(d.replies.get(f.id)?.ok).toBe(true);
-    expect(drain(d).get(5)).toBe("primary");
+    expect(drainSync(d).get(5)).toBe("primary");
     expect(d.remote[SECTOR_5]).toBe(version);
     expect(d.local[SECTOR_5]).toBe(version);
   });
@@ -163,11 +136,11 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
   test("the peer's power loss while it held changes unflushed: copied to it again from here", () => {
     const d = driver();
     fromPeer(d, [0]);
-    const version = writeBoth(d, 5);
+    const version = writeBoth(d, 5 * EXTENT);
     d.disconnect();
     d.remote[SECTOR_5] = 0; // the peer's cache lost with its power
     fromPeer(d, [0]);
-    expect(drain(d).get(5)).toBe("primary");
+    expect(drainSync(d).get(5)).toBe("primary");
     expect(d.local[SECTOR_5]).toBe(version);
     expect(d.remote[SECTOR_5]).toBe(version);
   });
@@ -177,13 +150,13 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
     const rogue = d.newVersion();
     d.remote.fill(rogue, 0, EXTENT / 512); // the change only the secondary has
     fromPeer(d, [0, 1]); // extent 0's chunks in flight
-    const version = writeBoth(d, 5);
-    flush(d, true, false); // the secondary's flush failed: its copy is marked incomplete there
+    const version = writeBoth(d, 5 * EXTENT);
+    flushWith(d, true, false); // the secondary's flush failed: its copy is marked incomplete there
     d.remote[SECTOR_5] = 0;
     d.disconnect(); // extent 0's chunks lost with the link
     const peer_map = new Uint8Array(d.map.mapsize);
     d.connect({ syncsrc: "primary", peer_localcnt: 2n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null });
-    const from = drain(d);
+    const from = drainSync(d);
     expect(from.get(0)).toBe("secondary");
     expect(from.get(5)).toBe("primary");
     expect(d.local[0]).toBe(rogue);
@@ -218,7 +191,7 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
       d.remote[SECTOR_5] = 0; // the peer's cache lost meanwhile (its power, or a failed flush)
       if (row3) fromPeer(d, [0]);
       else d.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 0n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
-      expect(drain(d).get(5)).toBe("primary");
+      expect(drainSync(d).get(5)).toBe("primary");
       expect(d.remote[SECTOR_5]).toBe(version);
     }
   });
@@ -226,13 +199,13 @@ describe("the peer's copy may lack changes made here while syncing from it", () 
   test("a peer that changed data since: its copy is taken, and the next flush reports the loss", () => {
     const d = driver();
     fromPeer(d, [0]);
-    writeBoth(d, 5);
+    writeBoth(d, 5 * EXTENT);
     d.disconnect();
     const peer_map = new Uint8Array(d.map.mapsize);
     peer_map[0] = 1;
     d.connect({ syncsrc: "secondary", peer_localcnt: 3n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null });
-    expect(drain(d).get(5)).toBe("secondary");
-    expect(d.replies.get(flush(d, true, true))?.ok).toBe(false);
+    expect(drainSync(d).get(5)).toBe("secondary");
+    expect(d.replies.get(flushWith(d, true, true))?.ok).toBe(false);
   });
 });
 
