@@ -716,9 +716,9 @@ export class PrimaryEngine {
    * The peer's flush failed: what it was sent since its last good flush may be gone from its disk,
    * so those extents are copied to it again, this node's copy kept. But for extents whose only
    * current copy is the peer's (still to be copied from it), or whose copy here came from the
-   * peer's unconfirmed cache (copied_unconfirmed): neither copy is whole, the peer's is kept, and
-   * flushes fail until one that started after the lost changes, those in flight included, reports
-   * them.
+   * peer's unconfirmed cache (copied_unconfirmed): neither copy is whole, and flushes fail until
+   * one that started after the lost changes, those in flight included, reports them. The peer's
+   * copy is kept where it is still to be copied from it; a copied one goes to it again from here.
    */
   private remoteFlushFailed(): PrimaryAction[] {
     const extents = this.extentsInFlight("remote");
@@ -735,7 +735,9 @@ export class PrimaryEngine {
           if (this.map.extentOf(m.offset) <= e && e <= this.map.extentOf(m.offset + m.length - 1)) in_flight = m.peer_flush_lost = true;
         }
         if (seq !== undefined || in_flight) lost++;
-        continue;
+        if (this.newerOnPeer(e)) continue;
+        // Copied from its cache, this node's copy has had changes since that the failure may have
+        // taken from the peer's: copied to it again, as the rest.
       }
       if (!this.keepOwnCopy(e)) this.copyFromHereIfCurrent(e);
       actions.push(...this.needSyncExtent(e));

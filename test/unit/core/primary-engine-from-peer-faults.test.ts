@@ -122,6 +122,24 @@ describe("a failed flush of the secondary's disk", () => {
   });
 });
 
+describe("an extent copied back from the peer's unconfirmed cache (stale here), outside row 3", () => {
+  test("a failed flush there copies it to the peer again, with the changes made here since, and reports the loss", () => {
+    const d = driver("fullsync");
+    d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
+    drainSync(d);
+    writeBoth(d, 2 * EXTENT); // unconfirmed there
+    expect(flush(d, false, true)).toBe(false); // this node's flush fails: extent 2 stale here
+    expect(drainSync(d).get(2)).toBe("secondary"); // copied back from the peer's cache
+    const later = writeBoth(d, 2 * EXTENT + 512);
+    const sector = (2 * EXTENT + 512) / 512;
+    flush(d, true, false); // the peer's flush fails
+    d.remote[sector] = 0; // and dropped the later write there
+    expect(drainSync(d).get(2)).toBe("primary");
+    expect(d.remote[sector]).toBe(later);
+    expect(d.differingExtents()).toEqual([]);
+  });
+});
+
 describe("counters", () => {
   test("outside a synchronization from the peer, a change answered after the link went bumps localcnt even when the peer made it", () => {
     const d = driver("fullsync");
