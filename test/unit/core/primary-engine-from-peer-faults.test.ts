@@ -127,16 +127,23 @@ describe("an extent copied back from the peer's unconfirmed cache (stale here), 
     const d = driver("fullsync");
     d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: null });
     drainSync(d);
-    writeBoth(d, 2 * EXTENT); // unconfirmed there
-    expect(flush(d, false, true)).toBe(false); // this node's flush fails: extent 2 stale here
-    expect(drainSync(d).get(2)).toBe("secondary"); // copied back from the peer's cache
+    const first = writeBoth(d, 2 * EXTENT); // unconfirmed there until a flush covers it
+    writeBoth(d, 3 * EXTENT);
+    const f = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, f.id), false); // this node's leg fails first: extents 2, 3 stale here
+    // Extent 2 copied back from the peer's cache, W with it; extent 3's copy (and the pass) not done.
+    for (let n = 0; n < 4; n++) {
+      expect(d.pending_sync[0]!.chunk.extent).toBe(2);
+      d.completeSync(d.pending_sync[0]!, true);
+    }
+    expect(d.local[(2 * EXTENT) / 512]).toBe(first);
     const later = writeBoth(d, 2 * EXTENT + 512);
-    const sector = (2 * EXTENT + 512) / 512;
-    flush(d, true, false); // the peer's flush fails
-    d.remote[sector] = 0; // and dropped the later write there
+    d.completeRemote(op(d.pending_remote, f.id), false); // the peer's leg fails too...
+    d.remote.fill(0, (2 * EXTENT) / 512, (3 * EXTENT) / 512); // ...and dropped its cache of extent 2
     expect(drainSync(d).get(2)).toBe("primary");
-    expect(d.remote[sector]).toBe(later);
-    expect(d.differingExtents()).toEqual([]);
+    expect(d.remote[(2 * EXTENT) / 512]).toBe(first);
+    expect(d.remote[(2 * EXTENT + 512) / 512]).toBe(later);
+    expect(flush(d, true, true)).toBe(false);
   });
 });
 
