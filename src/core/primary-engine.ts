@@ -105,6 +105,9 @@ interface Modify {
   /** The peer's flush failed while it was in flight, in an extent only the peer's copy is current
    * in (remoteFlushFailed): answered ok, it is reported lost like a change finished before. */
   peer_flush_lost?: boolean;
+  /** The peer had answered it ok when the link went (this node's leg still ran): it is held
+   * no longer but copied again at the next connect, as held changes are (disconnect). */
+  peer_ok_at_loss?: boolean;
 }
 
 interface Read {
@@ -226,6 +229,10 @@ export class PrimaryEngine {
   private readonly peer_unconfirmed = new Set<number>();
   /** Flushes whose failure the peer answered while this node's leg still ran (remoteDone). */
   private readonly peer_flush_failed = new Set<number>();
+  /** Connections made so far, and the one each flush's peer leg went out on (by request id, or
+   * -pass): a flush of an earlier connection that ends on this one marks nothing of this one's. */
+  private connections = 0;
+  private readonly flush_connection = new Map<number, number>();
   /** The cache epoch the peer reported at the last connect. */
   private peer_epoch: string | null = null;
   /** Consecutive passes that failed on this connection. */
@@ -553,6 +560,7 @@ export class PrimaryEngine {
     this.flush_asked = false; // this one covers every change listed
     const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];
     if (this.connected) {
+      this.flush_connection.set(id, this.connections);
       this.coverUnflushed(id);
       actions.push({ type: "remote", id, kind: "flush", offset: 0, length: 0, memsync: false });
     }
@@ -649,6 +657,8 @@ export class PrimaryEngine {
   private flushDone(key: number, local_ok: boolean, remote_ok: boolean): PrimaryAction[] {
     const started = this.flush_started.get(key);
     this.flush_started.delete(key);
+    const connection = this.flush_connection.get(key);
+    this.flush_connection.delete(key);
     if (started === undefined) return []; // a repeated end-of-pass report, ignored (syncFlushDone)
     const actions: PrimaryAction[] = [];
     if (local_ok) {
@@ -659,9 +669,10 @@ export class PrimaryEngine {
       forgetUpTo(this.changed.remote, started);
       forgetUpTo(this.copied_unconfirmed, started);
     }
-    // A flush the link took with it failed for the link: the disconnect marked what it must; one
-    // the peer failed was marked when its answer came (remoteDone).
-    else if (!this.peer_flush_failed.delete(key) && this.connected) actions.push(...this.remoteFlushFailed());
+    // A flush the link took with it failed for the link: the disconnect marked what it must (also
+    // when it ends on a later connection, whose changes it never covered); one the peer failed was
+    // marked when its answer came (remoteDone).
+    else if (!this.peer_flush_failed.delete(key) && this.connected && connection === this.connections) actions.push(...this.remoteFlushFailed());
     if (this.verify_recheck.length > 0) actions.push(...this.pumpVerify());
     return actions;
   }
@@ -926,6 +937,9 @@ export class PrimaryEngine {
       // local leg), what that flush dropped is lost, and the next flush says so.
       if (!out.ack) this.local_failure_unreported = true;
       actions.push({ type: "log", level: "error", message: `${modify.kind} at ${modify.offset} failed here; the peer took it but lacks older changes of its extent that only this node has.` });
+      // The copies differ there now: copied from here again (a pass may have copied it already).
+      const again = this.map.needSync(modify.offset, modify.length);
+      if (again) actions.push({ type: "map", write: again });
     }
     // An unsent leg was marked at start; a sent one that failed is marked now (sharp edge 17).
     const resync = !out.final.remote_ok && legs.remote_state !== "unsent";
@@ -955,21 +969,11 @@ export class PrimaryEngine {
       for (let e = first; e <= last; e++) kept = this.keepOwnCopy(e) || kept;
       if (kept) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, modify.answered_seq!);
     }
-    if (out.final.remote_ok && this.connected) {
+    if (out.final.remote_ok && modify.peer_ok_at_loss !== true) {
       // Held dirty until a flush makes it durable on the peer (see `unflushed`).
       this.noteChange("remote", first, last);
       for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
     } else {
-      if (out.final.remote_ok) {
-        // The peer answered before the link went, this node's leg ended after: as the disconnect
-        // does with held changes, copied again at the next connect (the peer's cache may not last).
-        for (let e = first; e <= last; e++) {
-          this.copyFromHereIfCurrent(e);
-          this.peer_unconfirmed.add(e);
-        }
-        const sync = this.map.needSync(modify.offset, modify.length);
-        if (sync) actions.push({ type: "map", write: sync });
-      }
       const write = this.map.writeComplete(modify.offset, modify.length);
       if (write) actions.push({ type: "map", write });
     }
@@ -986,6 +990,7 @@ export class PrimaryEngine {
   connect(c: Connection): PrimaryAction[] {
     assert(!this.connected, "connect while connected");
     this.connected = true;
+    this.connections++;
     this.pass_retries = 0;
     this.sync_gave_up = false;
     const actions: PrimaryAction[] = [];
@@ -1099,6 +1104,19 @@ export class PrimaryEngine {
     if (this.verify) actions.push(...this.endVerify("disconnected"));
     for (const read of [...this.reads.values()]) {
       if (read.at === "remote") actions.push(...this.remoteDone(read.id, false));
+    }
+    // Changes the peer answered whose leg here still runs: as the held ones above (marked now, as
+    // a reconnect may come before they end).
+    for (const m of this.modifies.values()) {
+      if (m.legs.remote_state !== "ok") continue;
+      m.peer_ok_at_loss = true;
+      const last = this.map.extentOf(m.offset + m.length - 1);
+      for (let e = this.map.extentOf(m.offset); e <= last; e++) {
+        this.copyFromHereIfCurrent(e);
+        this.peer_unconfirmed.add(e);
+      }
+      const sync = this.map.needSync(m.offset, m.length);
+      if (sync) actions.push({ type: "map", write: sync });
     }
     for (const id of [...this.modifies.keys(), ...this.flushes.keys()]) {
       const modify = this.modifies.get(id);
@@ -1217,6 +1235,7 @@ export class PrimaryEngine {
     const failed = this.map.syncDeferredExtentCount();
     if (failed > 0) return this.retryPass(`Synchronization left ${failed} extents dirty after errors`);
     this.coverUnflushed(-this.sync_pass);
+    this.flush_connection.set(-this.sync_pass, this.connections);
     this.flush_started.set(-this.sync_pass, this.change_seq);
     return [{ type: "sync-flush", pass: this.sync_pass }];
   }

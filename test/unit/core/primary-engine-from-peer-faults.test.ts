@@ -147,6 +147,77 @@ describe("an extent copied back from the peer's unconfirmed cache (stale here), 
   });
 });
 
+describe("the link going and coming back while a change's leg here still runs (a second review)", () => {
+  test("a change the peer answered before the link went is copied to it again when its cache was lost, the pass after a quick reconnect included", () => {
+    for (const row3 of [false, true]) {
+      const d = driver();
+      const rogue = row3 ? d.newVersion() : 0;
+      const reconnect = (epoch: string) => {
+        if (row3) connect(d, [0, 1], "secondary", epoch);
+        else d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: epoch });
+      };
+      d.remote.fill(rogue, S, 2 * S);
+      reconnect("boot-1");
+      if (!row3) drainSync(d);
+      const { id } = d.submit("write", EXTENT, 512); // extent 1: still to be copied from the peer in row 3
+      const version = d.requests.get(id)!.version;
+      const remote = op(d.pending_remote, id);
+      if (remote.awaiting_received) d.receiveRemote(remote);
+      d.completeRemote(remote, true); // in the peer's cache only
+      d.disconnect();
+      d.remote[S] = rogue; // the peer lost power, W with its cache
+      reconnect("boot-2");
+      d.completeLocal(op(d.pending_local, id), true);
+      expect(d.replies.get(id)?.ok).toBe(true);
+      const f = flushWith(d, true, true);
+      drainSync(d);
+      if (row3) expect(d.replies.get(f)?.ok === true && d.local[S] !== version).toBe(false); // kept, or its loss said
+      else {
+        expect(d.remote[S]).toBe(version);
+        d.checkMapCoversDifferences();
+      }
+    }
+  });
+
+  test("a flush of the previous connection that ends on this one marks nothing of this one's", () => {
+    for (const row3 of [false, true]) {
+      const d = driver("fullsync");
+      const reconnect = () => {
+        if (row3) connect(d, [0, 1], "secondary", "boot-1");
+        else d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map: new Uint8Array(d.map.mapsize), virgin: false, peer_cache_epoch: "boot-1" });
+      };
+      reconnect();
+      const f = d.submit("flush", 0, 0); // its leg here is slow
+      d.disconnect();
+      reconnect(); // same peer, its cache lasted
+      const version = writeBoth(d, EXTENT);
+      d.completeLocal(op(d.pending_local, f.id), true); // F ends now
+      expect(flush(d, true, true)).toBe(true); // nothing was lost
+      drainSync(d);
+      expect(d.local[S]).toBe(version);
+    }
+  });
+
+  test("a write that failed here but that the peer made, in a chunk a pass already copied, is copied again", () => {
+    const d = new EngineDriver({
+      datasize: 8 * EXTENT, extentsize: EXTENT, sector_bytes: 512, keepdirty: 1, chunk_bytes: 2048, mode: "fullsync",
+      generation: { resuid: 7n, localcnt: 1n, remotecnt: 1n, flags: 0 },
+    });
+    const peer_map = new Uint8Array(d.map.mapsize);
+    peer_map[0] = 1 << 2;
+    d.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null });
+    d.completeSync(d.pending_sync.find((o) => o.chunk.offset === 2 * EXTENT + 2048)!, true);
+    const { id } = d.submit("write", 2 * EXTENT + 2048 + 512, 512); // in the chunk already copied
+    d.completeRemote(op(d.pending_remote, id), true);
+    d.completeLocal(op(d.pending_local, id), false);
+    expect(d.replies.get(id)?.ok).toBe(false);
+    drainSync(d);
+    writeBoth(d, 5 * EXTENT);
+    writeBoth(d, 6 * EXTENT); // the keepdirty list lets extent 2 go
+    expect(d.differingExtents()).toEqual([]);
+  });
+});
+
 describe("counters", () => {
   test("outside a synchronization from the peer, a change answered after the link went bumps localcnt even when the peer made it", () => {
     const d = driver("fullsync");
