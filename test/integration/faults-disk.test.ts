@@ -56,6 +56,10 @@ async function faultyPair(): Promise<Faulty & { prefill: Uint8Array }> {
   closeSync(fd);
   await pair.up({ create_args: ["--initial-sync", "full"] });
   await pair.waitSynced(a);
+  // The status says in sync once the pass's last chunk is copied; its end (a flush of both nodes,
+  // then the metadata) follows, and a fault injected before that hits the metadata write. The log
+  // line comes just before that write, in the same run of the worker.
+  await pair.daemon(a).waitLog("Synchronization complete.");
   const client = await RawNbdClient.connect({ unix: pair.nbd(a) });
   h.onCleanup(() => client.close());
   await client.handshake({ export_name: pair.name });
