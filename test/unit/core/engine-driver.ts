@@ -178,10 +178,13 @@ export class EngineDriver {
     return this.run(this.engine.remoteDone(op.request.id, ok));
   }
 
+  /** As primary-io: a chunk no longer live (its pass ended, or its extent is copied the other way
+   * now) is not written, and reported failed. */
   completeSync(op: SyncOp, ok: boolean): PrimaryAction[] {
     this.take(this.pending_sync, op);
-    if (ok) this.copy(op);
-    return this.run(this.engine.syncCopyDone(op.chunk, ok));
+    const copied = ok && this.engine.syncChunkLive(op.chunk);
+    if (copied) this.copy(op);
+    return this.run(this.engine.syncCopyDone(op.chunk, copied));
   }
 
   /** Compares the chunk's two copies as they are now (both reads happen at once), or fails it. */
