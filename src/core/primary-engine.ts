@@ -1086,6 +1086,14 @@ export class PrimaryEngine {
     this.unflushed = new Map();
     for (const covered of this.flushing.values()) for (const [e, n] of covered) held.set(e, (held.get(e) ?? 0) + n);
     this.flushing.clear();
+    // And those it answered whose leg here still runs (no hold yet): marked now, as a reconnect may
+    // come before they end.
+    for (const m of this.modifies.values()) {
+      if (m.legs.remote_state !== "ok") continue;
+      m.peer_ok_at_loss = true;
+      const last = this.map.extentOf(m.offset + m.length - 1);
+      for (let e = this.map.extentOf(m.offset); e <= last; e++) held.set(e, held.get(e) ?? 0);
+    }
     // Copied again at the next connect: to the peer, or back from it where stale here (connect()).
     for (const e of held.keys()) {
       this.copyFromHereIfCurrent(e); // the peer may lose power before it flushes
@@ -1104,19 +1112,6 @@ export class PrimaryEngine {
     if (this.verify) actions.push(...this.endVerify("disconnected"));
     for (const read of [...this.reads.values()]) {
       if (read.at === "remote") actions.push(...this.remoteDone(read.id, false));
-    }
-    // Changes the peer answered whose leg here still runs: as the held ones above (marked now, as
-    // a reconnect may come before they end).
-    for (const m of this.modifies.values()) {
-      if (m.legs.remote_state !== "ok") continue;
-      m.peer_ok_at_loss = true;
-      const last = this.map.extentOf(m.offset + m.length - 1);
-      for (let e = this.map.extentOf(m.offset); e <= last; e++) {
-        this.copyFromHereIfCurrent(e);
-        this.peer_unconfirmed.add(e);
-      }
-      const sync = this.map.needSync(m.offset, m.length);
-      if (sync) actions.push({ type: "map", write: sync });
     }
     for (const id of [...this.modifies.keys(), ...this.flushes.keys()]) {
       const modify = this.modifies.get(id);
