@@ -396,6 +396,14 @@ export class ActiveMap {
     return this.bytesOf(this.syncmap);
   }
 
+  /**
+   * A write of the whole map region as of the newest MapWrite: what to write after one failed,
+   * since the writes after it name only the blocks they change.
+   */
+  wholeImageWrite(): MapWrite {
+    return { seq: ++this.seq, pieces: [{ offset: 0, bytes: this.diskImage() }], flush: this.metaflush, flush_before: this.metaflush, sets: true };
+  }
+
   /** The whole map region as of the newest MapWrite (mapsize bytes, a copy). */
   diskImage(): Uint8Array {
     return this.disk.bytes.slice();

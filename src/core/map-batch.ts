@@ -65,37 +65,40 @@ function lastOfEachRange(pieces: MapPiece[]): MapPiece[] {
   return kept.reverse();
 }
 
+/** How long an update that only clears bits may wait to be written (HeldMapWrites): what a crash
+ * can then leave dirty on disk is what got clean in that time, copied again by the next pass. */
+export const CLEARS_HELD_MS = 100;
+
 /**
  * Map updates that only clear bits (a write completed, an extent synchronized) guard nothing:
  * a bit still dirty on disk only makes a resync copy more. The executor holds them back and
- * writes them merged with the next update, or at the end of its tick, so a burst of completions
- * costs one flush, not one (or two, with flush_before) each. An update that sets a bit is never
- * held, and takes the held ones with it, in seq order (a held block image is older than its).
+ * writes them merged with the next update, or CLEARS_HELD_MS after the first was held, so a
+ * synchronization pass (an extent cleared every few milliseconds) or a burst of completions costs
+ * one flush, not one (or two, with flush_before) each. An update that sets a bit is never held, and
+ * takes the held ones with it, in seq order (a held block image is older than its). They are kept
+ * merged: as many pieces as map blocks changed, however many updates wait.
  */
 export class HeldMapWrites {
-  private held: MapWrite[] = [];
+  private held: MapWrite | null = null;
 
-  /** What to write now for `write`: null when it was held (the caller ends its tick with drain). */
+  /** What to write now for `write`: null when it was held (the caller writes drain() in time). */
   take(write: MapWrite): MapWrite | null {
     if (!write.sets) {
-      this.held.push(write);
+      this.held = this.held === null ? write : mergeMapWrites([this.held, write]);
       return null;
     }
-    return this.held.length === 0 ? write : mergeMapWrites([...this.drainAll(), write]);
+    const held = this.drain();
+    return held === null ? write : mergeMapWrites([held, write]);
   }
 
   get holding(): boolean {
-    return this.held.length > 0;
+    return this.held !== null;
   }
 
   /** The held updates as one write, or null. */
   drain(): MapWrite | null {
-    return this.held.length === 0 ? null : mergeMapWrites(this.drainAll());
-  }
-
-  private drainAll(): MapWrite[] {
     const held = this.held;
-    this.held = [];
+    this.held = null;
     return held;
   }
 }

@@ -16,12 +16,23 @@
 // A memsync write that fails here after its "received" answer keeps its extents marked until an
 // IN_SYNC or the next handshake, as the primary may not get the error answer (markFailed).
 //
+// A pass copies extents in ascending order, so a synchronization write that needs a map write marks
+// the extents after its own in the same one (SYNC_MARK_AHEAD_BYTES): a pass then costs a map write
+// and its flush per that many bytes instead of per extent, and a flush releases its marks in one
+// write. Marks ahead are released by the next flush as the writes' own are; one the pass never
+// reached costs a needless copy after a crash of this node, nothing else.
+//
 // It also keeps whether this node's copy is whole (FLAG_COPY_INCOMPLETE, which promotion checks):
 // a write, trim or flush that fails here makes it incomplete before the failure is answered; the
 // primary's IN_SYNC makes it whole again once the requests in flight when it came are done, but
 // only if the primary had received every error reply sent (else it has yet to copy what they lost).
 import type { ActiveMap, MapWrite } from "./activemap.ts";
+import { mergeMapWrites } from "./map-batch.ts";
 import type { RequestKind } from "./primary-engine.ts";
+
+/** How far past a synchronization write its map write marks (hastd's default keepdirty, 64 extents
+ * of 2 MiB, keeps twice this dirty on a primary). */
+export const SYNC_MARK_AHEAD_BYTES = 64 * 1024 * 1024;
 
 export type SecondaryError = "EINVAL" | "EIO" | "ENOSPC" | "ENOTSUP";
 
@@ -53,6 +64,8 @@ export interface SecondaryLimits {
 
 export class SecondaryEngine {
   private map_cleared = false;
+  /** Extents marked past a synchronization write's own (SYNC_MARK_AHEAD_BYTES). */
+  private readonly ahead_extents: number;
   private readonly inflight = new Map<number, SecondaryRequest>();
   /** Writes done on the disk but not yet covered by a flush, per extent (count of writeStarts). */
   private unflushed = new Map<number, number>();
@@ -70,7 +83,10 @@ export class SecondaryEngine {
     private readonly limits: SecondaryLimits,
     /** The copy's state on disk at the start of this connection. */
     private copy_complete: boolean,
-  ) {}
+    mark_ahead_bytes = SYNC_MARK_AHEAD_BYTES,
+  ) {
+    this.ahead_extents = Math.max(0, Math.ceil(mark_ahead_bytes / map.extentsize) - 1);
+  }
 
   get complete(): boolean {
     return this.copy_complete;
@@ -102,7 +118,7 @@ export class SecondaryEngine {
     this.inflight.set(r.seq, r);
     if (marks(r)) {
       const write = this.map.writeStart(r.offset, r.length);
-      if (write) actions.push({ type: "map", write });
+      if (write) actions.push({ type: "map", write: this.withMarksAhead(write, r) });
     } else if (r.kind === "flush") {
       this.flushing.set(r.seq, this.unflushed);
       this.unflushed = new Map();
@@ -130,6 +146,21 @@ export class SecondaryEngine {
     actions.push({ type: "reply", seq, error, received: false });
     if (!error && this.in_sync_wait?.delete(seq) === true) actions.push(...this.inSyncReached());
     return actions;
+  }
+
+  /** `own` (r's marks) with the extents after r's marked too, those not dirty already: each counts
+   * as written until the next flush releases it. */
+  private withMarksAhead(own: MapWrite, r: SecondaryRequest): MapWrite {
+    const writes = [own];
+    const after = this.map.extentOf(r.offset + r.length - 1) + 1;
+    const end = Math.min(this.map.nextents, after + this.ahead_extents);
+    for (let e = after; e < end; e++) {
+      if (this.map.extentState(e).dirty) continue;
+      const write = this.map.writeStart(e * this.map.extentsize, this.map.extentLength(e));
+      this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
+      if (write) writes.push(write);
+    }
+    return writes.length === 1 ? own : mergeMapWrites(writes);
   }
 
   /**
@@ -210,19 +241,35 @@ export class SecondaryEngine {
     for (const seq of this.flushing.keys()) this.flushing.set(seq, new Map());
   }
 
-  /** Releases the extents whose changes a flush made durable, and the keepdirty LRU with them. */
+  /** Releases the extents whose changes a flush made durable, and the keepdirty LRU with them, in
+   * one map write. */
   private release(covered: Map<number, number>): SecondaryAction[] {
-    const actions: SecondaryAction[] = [];
+    const writes: MapWrite[] = [];
     for (const [e, n] of covered) {
       const offset = e * this.map.extentsize;
       for (let i = 0; i < n; i++) {
         const write = this.map.writeComplete(offset, this.map.extentLength(e));
-        if (write) actions.push({ type: "map", write });
+        if (write) writes.push(write);
       }
     }
     const forget = this.map.forgetKeepdirty();
-    if (forget) actions.push({ type: "map", write: forget });
-    return actions;
+    if (forget) writes.push(forget);
+    return writes.length === 0 ? [] : [{ type: "map", write: mergeMapWrites(writes) }];
+  }
+
+  /**
+   * A map write failed: the map on disk may lack marks this engine counts as made, which later
+   * requests then rely on. The caller writes this (the whole map) before the next request it carries
+   * out, until it succeeds.
+   */
+  wholeMap(): MapWrite {
+    return this.map.wholeImageWrite();
+  }
+
+  /** Whether request `seq`, in flight, relies on its extents' marks being on disk (see marks()). */
+  reliesOnMarks(seq: number): boolean {
+    const r = this.inflight.get(seq);
+    return r !== undefined && marks(r);
   }
 
   /** Whether request() would carry `r` out rather than reject it. */

@@ -15,7 +15,7 @@ import type { Metadata } from "../core/metadata.ts";
 import { REQUESTS_MAX, type PrimaryAction, type PrimaryEngine, type PrimaryGeneration, type RequestKind } from "../core/primary-engine.ts";
 import type { SyncChunk } from "../core/activemap.ts";
 import type { VerifyChunk, VerifyResult } from "../core/verify-pass.ts";
-import { batchMapWrites, HeldMapWrites } from "../core/map-batch.ts";
+import { batchMapWrites, CLEARS_HELD_MS, HeldMapWrites } from "../core/map-batch.ts";
 import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { chunkDigest } from "../io/digest.ts";
@@ -111,6 +111,8 @@ export class PrimaryIo implements BlockBackend {
   private readonly waiting: AppRequest[] = [];
   private admitting = false;
   private readonly held_maps = new HeldMapWrites();
+  /** Writes held_maps CLEARS_HELD_MS after the first update was held. */
+  private held_maps_timer: Timer | null = null;
   /** Actions of requests submitted in this tick, held until its end (runSubmitted). */
   private batch: PrimaryAction[] | null = null;
   private link: PeerLink | null = null;
@@ -403,17 +405,27 @@ export class PrimaryIo implements BlockBackend {
     this.o.log.debug(`Metadata written: localcnt=${g.localcnt} remotecnt=${g.remotecnt}.`);
   }
 
-  /** An update that only clears bits waits for the next one or the end of the tick (HeldMapWrites). */
+  /** An update that only clears bits waits for the next one, or CLEARS_HELD_MS (HeldMapWrites). */
   private mapUpdate(write: MapWrite): void {
-    const first_held = !this.held_maps.holding;
     const now = this.held_maps.take(write);
-    if (now) return this.writeMap(now);
-    if (first_held) {
-      queueMicrotask(() => {
-        const held = this.held_maps.drain();
-        if (held) this.writeMap(held);
-      });
+    if (now === null) {
+      this.held_maps_timer ??= setTimeout(() => this.writeHeldMaps(), CLEARS_HELD_MS);
+      return;
     }
+    this.stopHeldMapsTimer();
+    this.writeMap(now);
+  }
+
+  /** Writes the updates held back now: their time is up, or the worker is stopping. */
+  writeHeldMaps(): void {
+    this.stopHeldMapsTimer();
+    const held = this.held_maps.drain();
+    if (held) this.writeMap(held);
+  }
+
+  private stopHeldMapsTimer(): void {
+    if (this.held_maps_timer !== null) clearTimeout(this.held_maps_timer);
+    this.held_maps_timer = null;
   }
 
   private writeMap(write: MapWrite): void {

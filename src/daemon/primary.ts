@@ -161,6 +161,7 @@ export class PrimaryWorker {
     p.connector.stop();
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
     await p.io.localIoSettled();
+    p.io.writeHeldMaps();
     p.disk.flush();
     p.disk.close();
     p.log.debug(`Worker for ${p.resource.name} stopped.`);

@@ -15,7 +15,7 @@
 // instead: the requests before it first, then its payload is moved from the socket onto the disk
 // by the kernel (landingFor), one copy instead of two, and it is answered once there.
 import type { ResourceConfig } from "../config/index.ts";
-import { ActiveMap } from "../core/activemap.ts";
+import { ActiveMap, type MapWrite } from "../core/activemap.ts";
 import { assert } from "../core/assert.ts";
 import { setBits } from "../core/bitmap.ts";
 import { decideConnect } from "../core/connect-decision.ts";
@@ -68,6 +68,8 @@ export class SecondaryWorker {
   private readonly local_async = new InFlight();
   /** The link is gone: lost() waits for the helper threads' work in flight, then flushes and closes. */
   private ending = false;
+  /** A map write failed: the whole map is written before the next request relying on marks (run). */
+  private map_unsure = false;
   /** A FLUSH on a helper thread failed after the link was lost (its answer is not sent). */
   private failed_after_loss = false;
   private ended!: (code: number) => void;
@@ -334,20 +336,14 @@ export class SecondaryWorker {
     else s.flushes++;
   }
 
-  /** Carries out one call's actions in order. A map write that fails fails the change it guards
-   * (its dirty bit may not be durable): the primary then keeps the extent for resync. */
+  /** Carries out one call's actions in order. A failed map write leaves the map on disk unknown:
+   * a request relying on its marks then writes the whole map first, and fails (EIO) when it cannot
+   * (the primary keeps the extent for resync). */
   private run(actions: SecondaryAction[]): void {
-    let map_failed = false;
     for (const a of actions) {
       switch (a.type) {
         case "map":
-          try {
-            this.store.writeMap(a.write);
-          } catch (err) {
-            map_failed = true;
-            this.stats.local_errors.write++;
-            this.log.error(`Unable to update the activemap: ${(err as Error).message}`);
-          }
+          this.writeMap(a.write);
           break;
         case "log":
           this.log[a.level](a.message);
@@ -358,18 +354,36 @@ export class SecondaryWorker {
         case "reply":
           this.reply(a.seq, a.error, a.received);
           break;
-        case "local":
+        case "local": {
+          const unmarked = this.map_unsure && this.engine.reliesOnMarks(a.seq) && !this.writeMap(this.engine.wholeMap(), true);
           if (a.seq === this.landing?.r.seq) {
             // The write is the landing itself (landingFor); without its map mark it must not happen.
-            if (map_failed) this.landing.unmarked = true;
+            this.landing.unmarked = unmarked;
             break;
           }
-          if (a.kind === "flush" && !map_failed) this.onHelper(a.seq, "flush", this.disk.flushAsync());
-          else if (a.kind === "read") this.readLocal(a.seq);
-          else this.run(this.engine.localDone(a.seq, map_failed ? "EIO" : this.local(a.seq)));
+          if (a.kind === "flush") this.onHelper(a.seq, "flush", this.disk.flushAsync());
+          else if (a.kind === "read" && !unmarked) this.readLocal(a.seq);
+          else this.run(this.engine.localDone(a.seq, unmarked ? "EIO" : this.local(a.seq)));
           break;
+        }
       }
     }
+  }
+
+  /** False when it failed (counted and logged). The map on disk is then unknown (its later writes
+   * name only the blocks they change) until a whole one is written (`whole`). */
+  private writeMap(write: MapWrite, whole = false): boolean {
+    try {
+      this.store.writeMap(write);
+    } catch (err) {
+      this.map_unsure = true;
+      this.stats.local_errors.write++;
+      this.log.error(`Unable to update the activemap: ${(err as Error).message}`);
+      return false;
+    }
+    this.stats.activemap_updates++;
+    if (whole) this.map_unsure = false;
+    return true;
   }
 
   /** Writes and trims hit the page cache and run here, in order (FLUSHes and reads: onHelper). */

@@ -29,6 +29,10 @@ export interface SimConfig {
   changes_listed_max: number;
   /** PrimaryEngine's stale_listed_max. */
   stale_listed_max: number;
+  /** SecondaryEngine's mark_ahead_bytes. */
+  mark_ahead_bytes: number;
+  /** How often a secondary's activemap write fails (EIO, nothing written). */
+  secondary_map_fail_rate: number;
 }
 
 export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early", "flush-not-sent"] as const;
@@ -75,7 +79,7 @@ export interface SimContext {
   readonly observer: Observer;
   trace(line: string): void;
   /** Counts an occurrence in the run's statistics (what the runs went through). */
-  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void;
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "map_failures" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void;
   /** Opens a connection from `from` to the other node, or says why not. */
   dial(from: Host): { conn: Connection } | { refused: string };
   other(host: Host): Host;

@@ -107,8 +107,10 @@ export class Host {
    * An activemap update as MetadataStore.writeMap does it: a flush first when the update clears a
    * bit (the data that bit vouched for must be durable before the clean bit can be), the pieces,
    * then the flush (metaflush). The process sits in the call for `ms`, then continues with `then`.
+   * One that `fails` writes nothing.
    */
-  writeMap(write: MapWrite, ms: number, then: () => void): void {
+  writeMap(write: MapWrite, ms: number, then: () => void, fails = false): void {
+    if (fails) return this.block(ms, "map", then); // its first pwrite failed: nothing reaches the disk
     if (write.flush_before) this.disk.flushNow();
     for (const piece of write.pieces) this.disk.writeControl(ACTIVEMAP_OFFSET + piece.offset, piece.bytes);
     this.block(ms, write.flush_before ? "map-clear" : "map", () => {

@@ -5,7 +5,7 @@
 import { countersMoved } from "../../src/core/connect-decision.ts";
 import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
 import { cacheEpochKey, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
-import { batchMapWrites, HeldMapWrites } from "../../src/core/map-batch.ts";
+import { batchMapWrites, CLEARS_HELD_MS, HeldMapWrites } from "../../src/core/map-batch.ts";
 import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { VerifyChunk } from "../../src/core/verify-pass.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
@@ -165,6 +165,9 @@ export class PrimaryProc {
   stop(): void {
     if (this.link) this.ctx.net.close(this.link.conn, 0, "primary shutting down");
     if (this.dialing) this.ctx.net.close(this.dialing.conn, 0, "primary shutting down");
+    // primary.ts stop: the updates held back are written before the last flush.
+    const held = this.held_maps.drain();
+    if (held) this.host.writeMapNow(held);
     this.host.disk.flushNow();
   }
 
@@ -409,13 +412,13 @@ export class PrimaryProc {
   private execute(a: PrimaryAction): void {
     switch (a.type) {
       case "map": {
-        // primary-io.ts mapUpdate: an update that only clears bits waits for the next one or the
-        // end of the moment.
+        // primary-io.ts mapUpdate: an update that only clears bits waits for the next one, or
+        // CLEARS_HELD_MS.
         const first_held = !this.held_maps.holding;
         const now = this.held_maps.take(a.write);
         if (now) return this.host.writeMap(now, this.metaLatency(), () => this.pump());
         if (first_held) {
-          this.ctx.clock.after(0, this.host.guard(() => {
+          this.ctx.clock.after(CLEARS_HELD_MS, this.host.guard(() => {
             const held = this.held_maps.drain();
             if (held) this.host.writeMap(held, this.metaLatency(), () => this.pump());
           }));

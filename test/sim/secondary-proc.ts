@@ -4,7 +4,7 @@
 // actions run in order, as secondary.ts runs them: a map action (the clear after a handshake, a
 // dirty bit before a write or trim, clean bits once a FLUSH made them durable) is written and
 // flushed before anything after it, so a data write never reaches the disk ahead of its bit.
-import { ActiveMap } from "../../src/core/activemap.ts";
+import { ActiveMap, type MapWrite } from "../../src/core/activemap.ts";
 import { setBits } from "../../src/core/bitmap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
@@ -29,6 +29,9 @@ export class SecondaryProc {
   private readonly pending = new Map<number, Request>();
   private readonly read_data = new Map<number, Uint8Array>();
   private queue: SecondaryAction[] = [];
+  /** A map write failed: as secondary.ts, the whole map is written before a request relying on its
+   * marks is carried out, which fails when that write does. */
+  private map_unsure = false;
   private last_receive_ms: number;
   ended = false;
 
@@ -56,7 +59,10 @@ export class SecondaryProc {
     for (const a of this.queue.splice(0)) {
       if (a.type === "map") this.host.writeMapNow(a.write);
       else if (a.type === "copy") this.writeCopy(a.complete);
-      else if (a.type === "local") this.local(a.seq);
+      else if (a.type === "local") {
+        if (this.map_unsure && this.engine!.reliesOnMarks(a.seq)) this.host.writeMapNow(this.engine!.wholeMap());
+        this.local(a.seq);
+      }
     }
     this.end(reason);
   }
@@ -200,7 +206,7 @@ export class SecondaryProc {
     });
     for (const frame of bitmapFrames(bitmap)) this.send(frame);
     this.engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: meta.sectorsize, max_request_bytes: MAX_DATA_BYTES },
-      (meta.flags & FLAG_COPY_INCOMPLETE) === 0);
+      (meta.flags & FLAG_COPY_INCOMPLETE) === 0, this.ctx.cfg.mark_ahead_bytes);
   }
 
   private onFrame(frame: Frame): void {
@@ -229,7 +235,7 @@ export class SecondaryProc {
       const a = this.queue.shift()!;
       switch (a.type) {
         case "map":
-          this.host.writeMap(a.write, this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => this.run([]));
+          this.writeMap(a.write, false, () => this.run([]));
           break;
         case "log":
           this.ctx.trace(`${this.host.name}: ${a.level}: ${a.message}`);
@@ -246,10 +252,33 @@ export class SecondaryProc {
           });
           break;
         case "local":
-          this.local(a.seq);
+          if (this.map_unsure && this.engine!.reliesOnMarks(a.seq)) {
+            const seq = a.seq;
+            this.writeMap(this.engine!.wholeMap(), true, (ok) => {
+              if (ok) this.local(seq);
+              else this.run(this.engine!.localDone(seq, "EIO"));
+              this.run([]);
+            });
+          } else {
+            this.local(a.seq);
+          }
           break;
       }
     }
+  }
+
+  private writeMap(write: MapWrite, whole: boolean, then: (ok: boolean) => void): void {
+    const rate = this.ctx.cfg.secondary_map_fail_rate;
+    const fails = rate > 0 && this.ctx.rng.chance(rate);
+    if (fails) {
+      this.ctx.trace(`${this.host.name}: activemap write ${write.seq} fails (EIO)`);
+      this.ctx.count("map_failures");
+    }
+    this.host.writeMap(write, this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => {
+      if (fails) this.map_unsure = true;
+      else if (whole) this.map_unsure = false;
+      then(!fails);
+    }, fails);
   }
 
   private local(seq: number): void {

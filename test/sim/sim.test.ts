@@ -124,6 +124,22 @@ test(`--sync-rate seeds ${SYNC_RATE_REGRESSION.map(([s]) => s).join(", ")} answe
   }
 }, 60_000);
 
+const MAP_FAULT_SEEDS = 300;
+/** `--map-faults` seeds that fail without the whole map written after a failed one (a mark whose
+ * map write failed counted as on disk, a synchronization write in its extent wrote no map of its
+ * own, and a power loss of the secondary lost both). */
+const MAP_FAULT_REGRESSION = [1085, 2664, 2769, 3848];
+
+test(`--map-faults seeds 1..${MAP_FAULT_SEEDS} and ${MAP_FAULT_REGRESSION.join(", ")} (the secondary's map writes fail) hold every invariant`, () => {
+  let failures = 0;
+  for (const seed of [...Array.from({ length: MAP_FAULT_SEEDS }, (_, i) => i + 1), ...MAP_FAULT_REGRESSION]) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, map_faults: true });
+    if (!r.ok) throw new Error(explain(r, " --map-faults"));
+    failures += r.stats.map_failures!;
+  }
+  expect(failures).toBeGreaterThan(MAP_FAULT_SEEDS / 10); // the option does something
+}, 60_000);
+
 const VERIFY_SEEDS = 200;
 
 test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults) hold every invariant`, () => {
@@ -138,12 +154,12 @@ test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults)
   expect(verifications).toBeGreaterThan(VERIFY_SEEDS / 2);
 }, 60_000);
 
-/** A primary restarted with stale extents (Metadata.stale): listed, and copied back (390, 973); more
+/** A primary restarted with stale extents (Metadata.stale): listed, and copied back (576, 740); more
  * than its metadata listed (a run with a small stale_listed_max), refused and replaced by its peer
- * (46, 2294), which is forced when its own copy is incomplete too (4226). Picked again when the
- * end-of-pass flush began to reach both nodes at once (the runs changed). */
+ * (4014, 4133), which is forced when its own copy is incomplete too (4133). Picked again when the
+ * primary began to hold back its map's clears for CLEARS_HELD_MS (the runs changed). */
 const RESTART_SEEDS: [number, "stale_restarts" | "restarts_refused" | "forced"][] =
-  [[390, "stale_restarts"], [973, "stale_restarts"], [46, "restarts_refused"], [2294, "restarts_refused"], [4226, "forced"]];
+  [[576, "stale_restarts"], [740, "stale_restarts"], [4014, "restarts_refused"], [4133, "restarts_refused"], [4133, "forced"]];
 
 test(`primaries restarted with stale extents (seeds ${RESTART_SEEDS.map(([s]) => s).join(", ")}) hold every invariant`, () => {
   for (const [seed, stat] of RESTART_SEEDS) {

@@ -4,6 +4,7 @@
 // decides everything; a failure reports the seed, the step and the tail of the trace.
 import { mapBytesFor } from "../../src/core/layout.ts";
 import { FLAG_COPY_INCOMPLETE, type Metadata, STALE_EXTENTS_MAX } from "../../src/core/metadata.ts";
+import { SYNC_MARK_AHEAD_BYTES } from "../../src/core/secondary-engine.ts";
 import { CHANGES_LISTED_MAX, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { checkMapCoversDifferences, checkReplicasIdentical, isInSync, passMirrored } from "./checkers.ts";
@@ -40,6 +41,9 @@ export interface RunOptions {
   /** The operator fails over to the secondary while the nodes are apart, and back once it wrote:
    * the old primary is then synchronized from its secondary (decision row 3) while it serves. */
   failback?: boolean;
+  /** Every run fails 30% of the secondary's map writes, its marks reaching two extents ahead (a
+   * fifth of the runs fail some anyway). */
+  map_faults?: boolean;
 }
 
 export interface RunResult {
@@ -135,7 +139,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, failbacks: 0, syncs_from_secondary: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, drops: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, failbacks: 0, syncs_from_secondary: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, map_failures: 0, drops: 0,
     verifications: 0, verify_differ_chunks: 0, sync_unchanged_chunks: 0,
   };
 
@@ -145,7 +149,7 @@ class Simulation implements SimContext, Observer {
     this.resync_digest = options.resync_digest === true;
     this.linux_flush = options.linux_flush === true;
     this.net = new Network(this.clock, this.rng);
-    this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max);
+    this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max, options.map_faults === true);
     this.sync_rate = options.sync_rate === true ? (2 * this.cfg.chunk_bytes * 1000) / TICK_MS : null;
     this.verify_rate = options.verify_rate === true ? (this.cfg.chunk_bytes * 1000) / TICK_MS : null;
     this.mode = this.cfg.mode;
@@ -180,7 +184,7 @@ class Simulation implements SimContext, Observer {
 
   // ---- SimContext ----
 
-  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void {
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "map_failures" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void {
     this.stats[stat]!++;
   }
 
@@ -838,7 +842,7 @@ class Simulation implements SimContext, Observer {
  * (CI's replays) still makes the run it made. */
 const LATER_KNOBS_SALT = 0x5eed_c0de;
 
-function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined): SimConfig {
+function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined, map_faults: boolean): SimConfig {
   const sector_bytes = 512, extent_bytes = 4096;
   const nextents = rng.between(16, 64);
   const datasize = nextents * extent_bytes - (rng.chance(0.3) ? sector_bytes * rng.between(1, 7) : 0);
@@ -854,5 +858,11 @@ function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined
     // A quarter of the runs list at most one or two stale extents in the primary's metadata: past
     // that its copy is marked incomplete, and a restart of it is refused.
     stale_listed_max: later.chance(0.25) ? later.between(1, 2) : STALE_EXTENTS_MAX,
+    // The secondary's marks ahead of a synchronization: none, a few extents, or the default (the
+    // whole of the simulator's small disks).
+    mark_ahead_bytes: map_faults ? 2 * extent_bytes : later.pick([0, 2 * extent_bytes, 8 * extent_bytes, SYNC_MARK_AHEAD_BYTES]),
+    // A fifth of the runs fail some of the secondary's map writes (marks ahead then count as made
+    // in memory, not on disk).
+    secondary_map_fail_rate: map_faults ? 0.3 : later.chance(0.2) ? later.pick([0.05, 0.3]) : 0,
   };
 }
