@@ -155,6 +155,42 @@ describe("outages", () => {
     expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
   }, 120_000);
 
+  test("a resynchronization writes each node's activemap a few times per pass, not once or more per extent", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    // keepdirty 4: the primary's map keeps only the 4 extents written last dirty once synchronized.
+    await pair.up({ create_args: ["--initial-sync", "none", "-k", "4"] });
+    await pair.waitSynced(a);
+    await pair.role(b, "init");
+    const extents = 32;
+    const client = await nbdClient(pair.nbd(a));
+    try {
+      for (let e = 0; e < extents; e++) await nbdWrite(client, e * EXTENT_BYTES, randomBytes(WRITE_BYTES));
+    } finally {
+      client.close();
+    }
+    expect((await pair.status(a)).dirty).toBe(extents * EXTENT_BYTES);
+    const before = (await pair.status(a)).statistics.activemap_updates;
+    await pair.role(b, "secondary");
+    await pair.waitSynced(a);
+    await pair.daemon(a).waitLog(`Synchronization complete. ${extents * EXTENT_BYTES} bytes synchronized.`);
+    await Bun.sleep(500); // the primary's clears are held back up to CLEARS_HELD_MS
+    // The primary: the clears of the 28 extents past keepdirty, held back and written together (once
+    // per extent before).
+    // The secondary (a new worker, counting from 0): the map's clear at the first request, one mark
+    // for the pass's extents (SYNC_MARK_AHEAD_BYTES ahead), one release at its final flush (a mark
+    // and a release per extent before); a background flush during the pass may add a pair.
+    const primary = (await pair.status(a)).statistics.activemap_updates - before;
+    const secondary = (await pair.status(b)).statistics.activemap_updates;
+    expect(primary).toBeGreaterThan(0);
+    expect(primary).toBeLessThanOrEqual(6);
+    expect(secondary).toBeGreaterThanOrEqual(3);
+    expect(secondary).toBeLessThanOrEqual(7);
+    expect(await pair.dump(a)).toMatchObject({ keepdirty: 4, dirty_extents: 4 });
+    expect(await pair.dump(b)).toMatchObject({ dirty_extents: 0 });
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 120_000);
+
   test("sync_rate paces the resynchronization after an outage; a reload lifts it from the pass running", async () => {
     const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4, sync_rate: "16M" } });
     const { a, b } = pair;
