@@ -156,8 +156,13 @@ export class NbdConnection {
     this.handshake_timer = null;
   }
 
-  /** The socket closed (by either side): stop sending; in-flight backend calls finish on their own. */
+  /** The socket closed (by either side): stop sending; in-flight backend calls finish on their own.
+   * A WRITE whose payload had not all arrived is dropped, neither carried out nor answered. */
   onClose(): void {
+    const cut = this.pending_write?.request;
+    if (cut !== undefined && this.phase !== "closed") {
+      this.ctx.log("warn", `${this.label}: disconnected during the payload of a WRITE of ${cut.length} bytes at offset ${cut.offset}: dropped, neither written nor answered`);
+    }
     this.phase = "closed";
     this.stopHandshakeTimer();
     this.dropOutput();

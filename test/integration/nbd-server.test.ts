@@ -12,6 +12,7 @@ import { NbdServer } from "../../src/gate/nbd-server.ts";
 import { NBD_CMD, NBD_CMD_FLAG, NBD_ERR, NBD_FLAG, NBD_OPT, NBD_REP, viewOf } from "../../src/wire/nbd.ts";
 import { RawNbdClient, goData, nbdRead, optionRequest } from "../../src/io/nbd-client.ts";
 import { encodeRequestHeader } from "../../src/wire/nbd-transmission.ts";
+import { waitFor } from "../wait-for.ts";
 
 const MiB = 1024 * 1024;
 const EXPORT_BYTES = 128 * MiB;
@@ -324,6 +325,22 @@ describe("raw protocol, memory backend", () => {
     expect((await c.reply()).error).toBe(NBD_ERR.EOVERFLOW);
     expect(await c.waitClosed()).toBe(true);
     expect(logs.some((l) => l.includes("exceeds the 33554432-byte maximum payload"))).toBe(true);
+  });
+
+  test("a WRITE cut by the client's disconnect is dropped and logged as a warning", async () => {
+    const before = await ready();
+    before.send({ command: NBD_CMD.WRITE, offset: 64 * 1024, length: 4096 }, new Uint8Array(4096).fill(0x11));
+    expect((await before.reply()).error).toBe(0);
+    const c = await ready();
+    c.send({ command: NBD_CMD.WRITE, offset: 64 * 1024, length: 8192 }); // the header alone
+    c.write(new Uint8Array(1024).fill(0x22));
+    await Bun.sleep(50);
+    c.close();
+    await waitFor("the cut WRITE's warning", () => logs.some((l) => l.startsWith("warn") && l.includes("disconnected during the payload of a WRITE of 8192 bytes at offset 65536")));
+    before.send({ command: NBD_CMD.READ, offset: 64 * 1024, length: 4096 });
+    const r = await before.reply();
+    expect(r.error).toBe(0);
+    expect(r.data!.every((b) => b === 0x11)).toBe(true);
   });
 
   test("garbage magic closes only that connection", async () => {
