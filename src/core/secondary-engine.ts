@@ -16,11 +16,11 @@
 // A memsync write that fails here after its "received" answer keeps its extents marked until an
 // IN_SYNC or the next handshake, as the primary may not get the error answer (markFailed).
 //
-// A pass copies extents in ascending order, so a synchronization write that needs a map write marks
-// the extents after its own in the same one (SYNC_MARK_AHEAD_BYTES): a pass then costs a map write
-// and its flush per that many bytes instead of per extent, and a flush releases its marks in one
-// write. Marks ahead are released by the next flush as the writes' own are; one the pass never
-// reached costs a needless copy after a crash of this node, nothing else.
+// A flush releases its marks in one map write. Marks are made only for extents a synchronization
+// writes: a mark handed back at the next handshake tells the primary that this node's copy of the
+// extent may be incomplete, so it does not copy that extent back from here (an extent stale on the
+// primary): a mark made ahead of the pass, on an extent this node holds whole, would cost the
+// primary that copy.
 //
 // It also keeps whether this node's copy is whole (FLAG_COPY_INCOMPLETE, which promotion checks):
 // a write, trim or flush that fails here makes it incomplete before the failure is answered; the
@@ -29,10 +29,6 @@
 import type { ActiveMap, MapWrite } from "./activemap.ts";
 import { mergeMapWrites } from "./map-batch.ts";
 import type { RequestKind } from "./primary-engine.ts";
-
-/** How far past a synchronization write its map write marks (hastd's default keepdirty, 64 extents
- * of 2 MiB, keeps twice this dirty on a primary). */
-export const SYNC_MARK_AHEAD_BYTES = 64 * 1024 * 1024;
 
 export type SecondaryError = "EINVAL" | "EIO" | "ENOSPC" | "ENOTSUP";
 
@@ -64,8 +60,6 @@ export interface SecondaryLimits {
 
 export class SecondaryEngine {
   private map_cleared = false;
-  /** Extents marked past a synchronization write's own (SYNC_MARK_AHEAD_BYTES). */
-  private readonly ahead_extents: number;
   private readonly inflight = new Map<number, SecondaryRequest>();
   /** Writes done on the disk but not yet covered by a flush, per extent (count of writeStarts). */
   private unflushed = new Map<number, number>();
@@ -83,10 +77,7 @@ export class SecondaryEngine {
     private readonly limits: SecondaryLimits,
     /** The copy's state on disk at the start of this connection. */
     private copy_complete: boolean,
-    mark_ahead_bytes = SYNC_MARK_AHEAD_BYTES,
-  ) {
-    this.ahead_extents = Math.max(0, Math.ceil(mark_ahead_bytes / map.extentsize) - 1);
-  }
+  ) {}
 
   get complete(): boolean {
     return this.copy_complete;
@@ -118,7 +109,7 @@ export class SecondaryEngine {
     this.inflight.set(r.seq, r);
     if (marks(r)) {
       const write = this.map.writeStart(r.offset, r.length);
-      if (write) actions.push({ type: "map", write: this.withMarksAhead(write, r) });
+      if (write) actions.push({ type: "map", write });
     } else if (r.kind === "flush") {
       this.flushing.set(r.seq, this.unflushed);
       this.unflushed = new Map();
@@ -146,21 +137,6 @@ export class SecondaryEngine {
     actions.push({ type: "reply", seq, error, received: false });
     if (!error && this.in_sync_wait?.delete(seq) === true) actions.push(...this.inSyncReached());
     return actions;
-  }
-
-  /** `own` (r's marks) with the extents after r's marked too, those not dirty already: each counts
-   * as written until the next flush releases it. */
-  private withMarksAhead(own: MapWrite, r: SecondaryRequest): MapWrite {
-    const writes = [own];
-    const after = this.map.extentOf(r.offset + r.length - 1) + 1;
-    const end = Math.min(this.map.nextents, after + this.ahead_extents);
-    for (let e = after; e < end; e++) {
-      if (this.map.extentState(e).dirty) continue;
-      const write = this.map.writeStart(e * this.map.extentsize, this.map.extentLength(e));
-      this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
-      if (write) writes.push(write);
-    }
-    return writes.length === 1 ? own : mergeMapWrites(writes);
   }
 
   /**

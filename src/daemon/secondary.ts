@@ -30,6 +30,7 @@ import { LocalDisk } from "../io/disk.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { Landing } from "../io/landing.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
+import { NativeError } from "../native.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
@@ -70,6 +71,10 @@ export class SecondaryWorker {
   private ending = false;
   /** A map write failed: the whole map is written before the next request relying on marks (run). */
   private map_unsure = false;
+  /** An fdatasync outside a FLUSH (a map or metadata write's) failed. Linux reports a write-back
+   * error to one fsync only, and the writes it dropped are ones the next FLUSH covers: that FLUSH
+   * fails in its place (the engine then keeps what it covered marked), or the flush at disconnect. */
+  private writeback_failed = false;
   /** A FLUSH on a helper thread failed after the link was lost (its answer is not sent). */
   private failed_after_loss = false;
   private ended!: (code: number) => void;
@@ -220,10 +225,10 @@ export class SecondaryWorker {
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
     void this.local_async.settled().then(() => {
       try {
-        if (this.failed_after_loss) {
+        if (this.failed_after_loss || this.writeback_failed) {
           // What that flush covered may be gone, and a flush now would succeed regardless (the
           // kernel reports a write-back error once): nothing is taken as durable.
-          this.log.error("A flush failed after the link was lost; unflushed changes stay marked.");
+          this.log.error(`A ${this.failed_after_loss ? "flush" : "map or metadata write's flush"} failed before the end; unflushed changes stay marked.`);
           this.setCopyComplete(false);
           return;
         }
@@ -379,6 +384,7 @@ export class SecondaryWorker {
       this.map_unsure = true;
       this.stats.local_errors.write++;
       this.log.error(`Unable to update the activemap: ${(err as Error).message}`);
+      this.noteFlushFailure(err);
       return false;
     }
     this.stats.activemap_updates++;
@@ -440,7 +446,7 @@ export class SecondaryWorker {
    * waits for them, flushes everything and answers for it.
    */
   private onHelper(seq: number, kind: "flush" | "read", io: Promise<void>): void {
-    this.local_async.track(io.then(() => null, (err: Error) => this.localFailed(kind, err))
+    this.local_async.track(io.then(() => (kind === "flush" ? this.writebackFailure() : null), (err: Error) => this.localFailed(kind, err))
       .then((error) => {
         if (!this.ending) this.run(this.engine.localDone(seq, error));
         else if (error !== null && kind === "flush") this.failed_after_loss = true;
@@ -461,7 +467,22 @@ export class SecondaryWorker {
     } catch (err) {
       this.stats.local_errors.write++;
       this.log.error(`Unable to write metadata (copy ${complete ? "complete" : "incomplete"}): ${(err as Error).message}`);
+      this.noteFlushFailure(err);
     }
+  }
+
+  /** A map or metadata write failed in its fdatasync: see writeback_failed. */
+  private noteFlushFailure(err: unknown): void {
+    if (err instanceof NativeError && err.op === "fdatasync") this.writeback_failed = true;
+  }
+
+  /** A FLUSH that succeeded fails all the same after a write-back error another fsync took. */
+  private writebackFailure(): SecondaryError | null {
+    if (!this.writeback_failed) return null;
+    this.writeback_failed = false;
+    this.stats.local_errors.flush++;
+    this.log.error("Local flush failed: a map or metadata write's fdatasync failed since the last flush, and the writes that error dropped are ones this flush covers.");
+    return "EIO";
   }
 
   private localFailed(kind: Request["kind"], err: Error): SecondaryError {

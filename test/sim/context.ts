@@ -29,8 +29,6 @@ export interface SimConfig {
   changes_listed_max: number;
   /** PrimaryEngine's stale_listed_max. */
   stale_listed_max: number;
-  /** SecondaryEngine's mark_ahead_bytes. */
-  mark_ahead_bytes: number;
   /** How often a secondary's activemap write fails (EIO, nothing written). */
   secondary_map_fail_rate: number;
 }

@@ -206,7 +206,7 @@ export class SecondaryProc {
     });
     for (const frame of bitmapFrames(bitmap)) this.send(frame);
     this.engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: meta.sectorsize, max_request_bytes: MAX_DATA_BYTES },
-      (meta.flags & FLAG_COPY_INCOMPLETE) === 0, this.ctx.cfg.mark_ahead_bytes);
+      (meta.flags & FLAG_COPY_INCOMPLETE) === 0);
   }
 
   private onFrame(frame: Frame): void {

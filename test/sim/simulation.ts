@@ -4,7 +4,6 @@
 // decides everything; a failure reports the seed, the step and the tail of the trace.
 import { mapBytesFor } from "../../src/core/layout.ts";
 import { FLAG_COPY_INCOMPLETE, type Metadata, STALE_EXTENTS_MAX } from "../../src/core/metadata.ts";
-import { SYNC_MARK_AHEAD_BYTES } from "../../src/core/secondary-engine.ts";
 import { CHANGES_LISTED_MAX, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { checkMapCoversDifferences, checkReplicasIdentical, isInSync, passMirrored } from "./checkers.ts";
@@ -41,8 +40,7 @@ export interface RunOptions {
   /** The operator fails over to the secondary while the nodes are apart, and back once it wrote:
    * the old primary is then synchronized from its secondary (decision row 3) while it serves. */
   failback?: boolean;
-  /** Every run fails 30% of the secondary's map writes, its marks reaching two extents ahead (a
-   * fifth of the runs fail some anyway). */
+  /** Every run fails 30% of the secondary's map writes (a fifth of the runs fail some anyway). */
   map_faults?: boolean;
 }
 
@@ -858,11 +856,8 @@ function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined
     // A quarter of the runs list at most one or two stale extents in the primary's metadata: past
     // that its copy is marked incomplete, and a restart of it is refused.
     stale_listed_max: later.chance(0.25) ? later.between(1, 2) : STALE_EXTENTS_MAX,
-    // The secondary's marks ahead of a synchronization: none, a few extents, or the default (the
-    // whole of the simulator's small disks).
-    mark_ahead_bytes: map_faults ? 2 * extent_bytes : later.pick([0, 2 * extent_bytes, 8 * extent_bytes, SYNC_MARK_AHEAD_BYTES]),
-    // A fifth of the runs fail some of the secondary's map writes (marks ahead then count as made
-    // in memory, not on disk).
+    // A fifth of the runs fail some of the secondary's map writes (its marks then count as made in
+    // memory, not on disk).
     secondary_map_fail_rate: map_faults ? 0.3 : later.chance(0.2) ? later.pick([0.05, 0.3]) : 0,
   };
 }

@@ -9,13 +9,12 @@ const EXTENT = 4096;
 const DATASIZE = 16 * EXTENT;
 const MAX_REQUEST = 8192;
 
-/** mark_ahead_bytes 0 by default: most tests follow one extent's marks (see "marks ahead"). */
-function engine(dirty: number[] = [], copy_complete = true, mark_ahead_bytes = 0): { e: SecondaryEngine; map: ActiveMap } {
+function engine(dirty: number[] = [], copy_complete = true): { e: SecondaryEngine; map: ActiveMap } {
   const map = new ActiveMap({ datasize: DATASIZE, extentsize: EXTENT, keepdirty: 4, sectorsize: SECTOR });
   const image = new Uint8Array(map.mapsize);
   for (const x of dirty) image[x >> 3]! |= 1 << (x & 7);
   map.copyIn(image);
-  return { e: new SecondaryEngine(map, { datasize: DATASIZE, sector_bytes: SECTOR, max_request_bytes: MAX_REQUEST }, copy_complete, mark_ahead_bytes), map };
+  return { e: new SecondaryEngine(map, { datasize: DATASIZE, sector_bytes: SECTOR, max_request_bytes: MAX_REQUEST }, copy_complete), map };
 }
 
 function req(r: Partial<SecondaryRequest>): SecondaryRequest {
@@ -154,72 +153,25 @@ describe("SecondaryEngine keeps unflushed changes in its map", () => {
   });
 });
 
-describe("SecondaryEngine marks ahead of a synchronization", () => {
-  const AHEAD = 4 * EXTENT; // a write's own extent and the 3 after it
+describe("SecondaryEngine releases a flush's marks together", () => {
   const flush = (seq: number) => req({ seq, kind: "flush", offset: 0, length: 0 });
   const mapWrites = (actions: SecondaryAction[]) => actions.filter((a) => a.type === "map");
 
-  test("a pass costs one map write per span marked, and the flush at its end releases every mark in one", () => {
-    const { e, map } = engine([], true, AHEAD);
+  test("a pass marks each extent it writes, only those, and the flush at its end releases every mark in one write", () => {
+    const { e, map } = engine();
     e.request(req({ seq: 1, kind: "read" })); // the first request clears the map
     let writes = 0;
     for (let x = 0; x < 8; x++) {
-      const actions = e.request(req({ seq: 10 + x, offset: x * EXTENT, length: EXTENT }));
-      writes += mapWrites(actions).length;
-      if (x === 0) expect(map.diskImage()[0]).toBe(0b1111); // extents 0..3 in that one write
+      writes += mapWrites(e.request(req({ seq: 10 + x, offset: x * EXTENT, length: EXTENT }))).length;
       e.localDone(10 + x, null);
     }
-    expect(writes).toBe(2); // at extents 0 and 4, not one per extent
+    expect(writes).toBe(8);
     expect(map.diskImage()[0]).toBe(0xff);
+    expect(map.diskImage()[1]).toBe(0); // nothing marked past what was written
     e.request(flush(30));
     expect(mapWrites(e.localDone(30, null))).toHaveLength(1);
     expect(map.dirtyExtentCount()).toBe(0);
     expect(map.diskImage().every((b) => b === 0)).toBe(true);
-  });
-
-  test("marks the pass never reached are released by the next flush; until then a crash hands them back", () => {
-    const { e, map } = engine([], true, AHEAD);
-    e.request(req({ seq: 1, offset: 13 * EXTENT }));
-    e.localDone(1, null);
-    // 14 and 15 marked ahead, and no further: extent 15 is the last.
-    expect([12, 13, 14, 15].map((x) => map.extentState(x).on_disk)).toEqual([false, true, true, true]);
-    e.request(flush(2));
-    e.localDone(2, null);
-    expect(map.diskImage().every((b) => b === 0)).toBe(true);
-  });
-
-  test("a flush issued before a mark ahead was made does not release it; the write that reaches it needs no map write", () => {
-    const { e, map } = engine([], true, AHEAD);
-    e.request(flush(1)); // the first request clears the map
-    e.request(req({ seq: 2, offset: 0 }));
-    e.localDone(2, null);
-    e.localDone(1, null);
-    expect(map.extentState(2)).toMatchObject({ dirty: true, on_disk: true });
-    expect(mapWrites(e.request(req({ seq: 3, offset: 2 * EXTENT })))).toHaveLength(0);
-    e.localDone(3, null);
-    e.request(flush(4));
-    e.localDone(4, null);
-    expect(map.dirtyExtentCount()).toBe(0);
-  });
-
-  test("a failed flush keeps the marks ahead it covered, like the writes' own", () => {
-    const { e, map } = engine([], true, AHEAD);
-    e.request(req({ seq: 1, offset: 0 }));
-    e.localDone(1, null);
-    e.request(flush(2));
-    e.localDone(2, "EIO");
-    e.request(flush(3));
-    e.localDone(3, null);
-    expect([0, 1, 2, 3, 4].map((x) => map.extentState(x).on_disk)).toEqual([true, true, true, true, false]);
-  });
-
-  test("extents already marked are skipped, and regular writes mark nothing ahead", () => {
-    const { e, map } = engine([], true, AHEAD);
-    e.request(req({ seq: 1, offset: 2 * EXTENT })); // marks 2, and 3..5 ahead
-    e.request(req({ seq: 2, offset: 0 })); // marks 0, and 1 ahead: 2 and 3 are marked already
-    expect([0, 1, 2, 3, 4, 5, 6].map((x) => map.extentState(x).pending)).toEqual([1, 1, 1, 1, 1, 1, 0]);
-    expect(e.request(req({ seq: 3, offset: 8 * EXTENT, sync: false })).map((a) => a.type)).toEqual(["local"]);
-    expect([8, 9].map((x) => map.extentState(x).dirty)).toEqual([false, false]);
   });
 });
 

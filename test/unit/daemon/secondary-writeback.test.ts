@@ -1,0 +1,163 @@
+// SecondaryWorker over a disk that fails as Linux does on a write-back error: the failed pages are
+// dropped (stable storage keeps the old data) and the next fsync on the file reports EIO, once.
+// When the fsync that takes the error is a map or metadata write's, not a FLUSH's, the next FLUSH
+// must fail in its place: else it succeeds, releases the marks of what was dropped, and nothing
+// covers the loss (found by a review of session 27's map-write changes).
+import { describe, expect, test } from "bun:test";
+import { ActiveMap } from "../../../src/core/activemap.ts";
+import { ACTIVEMAP_OFFSET, computeLayout } from "../../../src/core/layout.ts";
+import { FLAG_COPY_INCOMPLETE, type Metadata } from "../../../src/core/metadata.ts";
+import { SecondaryEngine } from "../../../src/core/secondary-engine.ts";
+import { SecondaryWorker } from "../../../src/daemon/secondary.ts";
+import { BufferPool } from "../../../src/gate/buffer-pool.ts";
+import { MetadataStore } from "../../../src/io/metadata-store.ts";
+import { native, NativeError } from "../../../src/native.ts";
+
+const PAGE = 4096;
+const PAYLOAD = 64 * 1024;
+
+/** Pages in a cache over stable storage; flush() moves them, or reports the write-back error. */
+class WritebackDisk {
+  readonly path = "/fake/secondary";
+  readonly sector_bytes = 512;
+  readonly stable = new Map<number, Uint8Array>();
+  private readonly cache = new Map<number, Uint8Array>();
+  private writeback_error = false;
+  /** pwrites below this offset (metadata and map) fail while map_pwrite_failures > 0. */
+  map_end = 0;
+  map_pwrite_failures = 0;
+
+  read(buf: Uint8Array, offset: number, stable = false): void {
+    for (let i = 0; i < buf.length;) {
+      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
+      const page = (stable ? undefined : this.cache.get(p)) ?? this.stable.get(p) ?? new Uint8Array(PAGE);
+      buf.set(page.subarray(o, o + n), i);
+      i += n;
+    }
+  }
+
+  readSoon(buf: Uint8Array, offset: number): null {
+    this.read(buf, offset);
+    return null;
+  }
+
+  write(buf: Uint8Array, offset: number): void {
+    if (this.map_pwrite_failures > 0 && offset < this.map_end) {
+      this.map_pwrite_failures--;
+      throw new NativeError({ op: "pwrite", path: this.path, errno: native.errno.EIO });
+    }
+    for (let i = 0; i < buf.length;) {
+      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
+      const page = (this.cache.get(p) ?? this.stable.get(p) ?? new Uint8Array(PAGE)).slice();
+      page.set(buf.subarray(i, i + n), o);
+      this.cache.set(p, page);
+      i += n;
+    }
+  }
+
+  flush(): void {
+    if (this.writeback_error) {
+      this.writeback_error = false;
+      throw new NativeError({ op: "fdatasync", path: this.path, errno: native.errno.EIO });
+    }
+    for (const [p, page] of this.cache) this.stable.set(p, page);
+    this.cache.clear();
+  }
+
+  async flushAsync(): Promise<void> {
+    await Promise.resolve();
+    this.flush();
+  }
+
+  /** The kernel failed to write back the cached pages from `offset` on: dropped, reported once. */
+  failWriteback(offset: number): void {
+    for (const p of [...this.cache.keys()]) if (p * PAGE >= offset) this.cache.delete(p);
+    this.writeback_error = true;
+  }
+
+  close(): void {}
+}
+
+function secondary() {
+  const disk = new WritebackDisk();
+  const layout = computeLayout({ mediasize: 1024 * 1024 * 1024, sectorsize: 512, extentsize: 0, keepdirty: 0 });
+  const meta: Metadata = {
+    resource: "r0", datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty, localoff: layout.localoff,
+    mapsize: layout.mapsize, sectorsize: 512, resuid: 1n, localcnt: 1n, remotecnt: 1n, prevrole: "secondary", flags: 0,
+  };
+  disk.map_end = layout.localoff;
+  const store = new MetadataStore(disk as never);
+  store.initialize(meta);
+  const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
+  map.copyIn(store.readMap(meta.mapsize));
+  const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: 512, max_request_bytes: 4 * 1024 * 1024 }, true);
+  const replies = new Map<number, string>();
+  const link = {
+    send: (f: { kind: string; seq: number; error: string }) => void (f.kind === "reply" && replies.set(f.seq, f.error)),
+    flush: () => {},
+    close: () => {},
+    landingTo: () => null,
+  };
+  const log = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
+  const Worker = SecondaryWorker as unknown as new (...args: unknown[]) => {
+    onFrame(frame: object): void;
+    carryOut(): void;
+  };
+  const worker = new Worker(disk, store, meta, engine, link, new BufferPool(PAGE, 1 << 24), log, () => {}, () => {}, 4);
+  const request = async (frame: object) => {
+    worker.onFrame(frame);
+    worker.carryOut();
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    await Bun.sleep(1);
+  };
+  const syncWrite = (seq: number, extent: number, fill: number) =>
+    request({ kind: "write", seq, offset: extent * meta.extentsize, length: PAYLOAD, memsync: false, sync: true, data: new Uint8Array(PAYLOAD).fill(fill) });
+  const mapBit = (e: number) => {
+    const b = new Uint8Array(1);
+    disk.read(b, ACTIVEMAP_OFFSET + (e >> 3), true);
+    return (b[0]! >> (e & 7)) & 1;
+  };
+  const durable = (extent: number, fill: number) => {
+    const b = new Uint8Array(PAYLOAD);
+    disk.read(b, meta.localoff + extent * meta.extentsize, true);
+    return b.every((x) => x === fill);
+  };
+  return { disk, meta, replies, request, syncWrite, mapBit, durable };
+}
+
+describe("SecondaryWorker: a write-back error another fsync took", () => {
+  test("taken by a map write's flush: the next FLUSH fails and the lost write's extent stays marked", async () => {
+    const s = secondary();
+    await s.syncWrite(1, 0, 0xaa);
+    s.disk.failWriteback(s.meta.localoff); // write 1's pages dropped
+    await s.syncWrite(2, 100, 0xbb); // its mark's write takes the error
+    await s.request({ kind: "flush", seq: 3 });
+    expect(s.replies.get(1)).toBe("OK");
+    expect(s.durable(0, 0xaa)).toBe(false);
+    expect(s.replies.get(3)).not.toBe("OK"); // the primary copies again what the flush covered
+    expect(s.mapBit(0)).toBe(1); // and so does the next handshake
+    expect(s.meta.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
+  });
+
+  test("taken by the whole-map write after a failed map pwrite: the same", async () => {
+    const s = secondary();
+    await s.syncWrite(1, 0, 0xaa);
+    s.disk.failWriteback(s.meta.localoff);
+    s.disk.map_pwrite_failures = 1; // write 2's mark fails; the whole map, written next, takes the error
+    await s.syncWrite(2, 100, 0xbb);
+    await s.request({ kind: "flush", seq: 3 });
+    expect(s.durable(0, 0xaa)).toBe(false);
+    expect(s.replies.get(3)).not.toBe("OK");
+    expect(s.mapBit(0)).toBe(1);
+  });
+
+  test("without such an error the FLUSH succeeds and releases the marks", async () => {
+    const s = secondary();
+    await s.syncWrite(1, 0, 0xaa);
+    await s.syncWrite(2, 100, 0xbb);
+    await s.request({ kind: "flush", seq: 3 });
+    expect([s.replies.get(1), s.replies.get(2), s.replies.get(3)]).toEqual(["OK", "OK", "OK"]);
+    expect(s.durable(0, 0xaa) && s.durable(100, 0xbb)).toBe(true);
+    expect([s.mapBit(0), s.mapBit(100)]).toEqual([0, 0]);
+  });
+});
