@@ -225,6 +225,8 @@ export class SecondaryWorker {
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
     void this.local_async.settled().then(() => {
       try {
+        // Marks whose map write failed (a failed memsync write's, kept past the link) reach the disk.
+        if (this.map_unsure) this.writeMap(this.engine.wholeMap(), true);
         if (this.failed_after_loss || this.writeback_failed) {
           // What that flush covered may be gone, and a flush now would succeed regardless (the
           // kernel reports a write-back error once): nothing is taken as durable.

@@ -2,7 +2,8 @@
 // dropped (stable storage keeps the old data) and the next fsync on the file reports EIO, once.
 // When the fsync that takes the error is a map or metadata write's, not a FLUSH's, the next FLUSH
 // must fail in its place: else it succeeds, releases the marks of what was dropped, and nothing
-// covers the loss (found by a review of session 27's map-write changes).
+// covers the loss (found by a review of session 27's map-write changes). And marks whose map write
+// failed reach the disk at the end of the link, written with the whole map.
 import { describe, expect, test } from "bun:test";
 import { ActiveMap } from "../../../src/core/activemap.ts";
 import { ACTIVEMAP_OFFSET, computeLayout } from "../../../src/core/layout.ts";
@@ -102,6 +103,8 @@ function secondary() {
   const Worker = SecondaryWorker as unknown as new (...args: unknown[]) => {
     onFrame(frame: object): void;
     carryOut(): void;
+    lost(reason: string): void;
+    done: Promise<number>;
   };
   const worker = new Worker(disk, store, meta, engine, link, new BufferPool(PAGE, 1 << 24), log, () => {}, () => {}, 4);
   const request = async (frame: object) => {
@@ -122,10 +125,10 @@ function secondary() {
     disk.read(b, meta.localoff + extent * meta.extentsize, true);
     return b.every((x) => x === fill);
   };
-  return { disk, meta, replies, request, syncWrite, mapBit, durable };
+  return { disk, meta, worker, replies, request, syncWrite, mapBit, durable };
 }
 
-describe("SecondaryWorker: a write-back error another fsync took", () => {
+describe("SecondaryWorker: map writes and flushes that fail", () => {
   test("taken by a map write's flush: the next FLUSH fails and the lost write's extent stays marked", async () => {
     const s = secondary();
     await s.syncWrite(1, 0, 0xaa);
@@ -149,6 +152,19 @@ describe("SecondaryWorker: a write-back error another fsync took", () => {
     expect(s.durable(0, 0xaa)).toBe(false);
     expect(s.replies.get(3)).not.toBe("OK");
     expect(s.mapBit(0)).toBe(1);
+  });
+
+  test("a failed memsync write's mark whose map write failed reaches the disk when the link ends", async () => {
+    const s = secondary();
+    await s.request({ kind: "read", seq: 1, offset: 0, length: 512, sync: false }); // the map's clear
+    s.disk.map_pwrite_failures = 2; // the memsync write's pwrite, then its mark's
+    s.disk.map_end = Infinity;
+    await s.request({ kind: "write", seq: 2, offset: 5 * s.meta.extentsize, length: PAYLOAD, memsync: true, sync: false, data: new Uint8Array(PAYLOAD) });
+    s.disk.map_end = s.meta.localoff;
+    expect(s.replies.get(2)).toBe("EIO");
+    s.worker.lost("test");
+    await s.worker.done;
+    expect(s.mapBit(5)).toBe(1); // handed back at the next handshake: the primary copies it here
   });
 
   test("without such an error the FLUSH succeeds and releases the marks", async () => {
