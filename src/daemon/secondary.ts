@@ -71,6 +71,8 @@ export class SecondaryWorker {
   private ending = false;
   /** A map write failed: the whole map is written before the next request relying on marks (run). */
   private map_unsure = false;
+  /** A metadata write failed: the flags on disk are unknown (setCopyComplete). */
+  private meta_unsure = false;
   /** An fdatasync outside a FLUSH (a map or metadata write's) failed. Linux reports a write-back
    * error to one fsync only, and the writes it dropped are ones the next FLUSH covers: that FLUSH
    * fails in its place (the engine then keeps what it covered marked), or the flush at disconnect. */
@@ -226,11 +228,13 @@ export class SecondaryWorker {
     void this.local_async.settled().then(() => {
       try {
         // Marks whose map write failed (a failed memsync write's, kept past the link) reach the disk.
-        if (this.map_unsure) this.writeMap(this.engine.wholeMap(), true);
-        if (this.failed_after_loss || this.writeback_failed) {
+        const map_lost = this.map_unsure && !this.writeMap(this.engine.wholeMap(), true);
+        if (this.failed_after_loss || this.writeback_failed || map_lost) {
           // What that flush covered may be gone, and a flush now would succeed regardless (the
-          // kernel reports a write-back error once): nothing is taken as durable.
-          this.log.error(`A ${this.failed_after_loss ? "flush" : "map or metadata write's flush"} failed before the end; unflushed changes stay marked.`);
+          // kernel reports a write-back error once), or marks are missing on disk: nothing is taken
+          // as durable, and the copy is incomplete.
+          const what = this.failed_after_loss ? "A flush" : this.writeback_failed ? "A map or metadata write's flush" : "The map write";
+          this.log.error(`${what} failed before the end; unflushed changes stay marked.`);
           this.setCopyComplete(false);
           return;
         }
@@ -455,18 +459,21 @@ export class SecondaryWorker {
       }));
   }
 
-  /** FLAG_COPY_INCOMPLETE on disk (and in `meta`); a failure to write it is logged, the flag stays
-   * as it was on disk. */
+  /** FLAG_COPY_INCOMPLETE on disk (and in `meta`); a failure to write it is logged. What the disk
+   * then holds is unknown (a write whose fdatasync failed may reach it at the next flush), so the
+   * next change is written whatever `meta` says. */
   private setCopyComplete(complete: boolean): void {
     const flags = complete ? this.meta.flags & ~FLAG_COPY_INCOMPLETE : this.meta.flags | FLAG_COPY_INCOMPLETE;
-    if (flags === this.meta.flags) return;
+    if (flags === this.meta.flags && !this.meta_unsure) return;
     try {
       this.store.write({ ...this.meta, flags });
+      this.meta_unsure = false;
       this.meta.flags = flags;
       this.report(complete);
       if (complete) this.log.info("This node's copy is complete: the primary finished synchronizing it.");
       else this.log.warn("This node's copy is incomplete until the primary has copied to it again: it cannot be promoted meanwhile.");
     } catch (err) {
+      this.meta_unsure = true;
       this.stats.local_errors.write++;
       this.log.error(`Unable to write metadata (copy ${complete ? "complete" : "incomplete"}): ${(err as Error).message}`);
       this.noteFlushFailure(err);

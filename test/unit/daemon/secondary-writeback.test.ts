@@ -79,19 +79,20 @@ class WritebackDisk {
   close(): void {}
 }
 
-function secondary() {
+function secondary(complete = true) {
   const disk = new WritebackDisk();
   const layout = computeLayout({ mediasize: 1024 * 1024 * 1024, sectorsize: 512, extentsize: 0, keepdirty: 0 });
   const meta: Metadata = {
     resource: "r0", datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty, localoff: layout.localoff,
-    mapsize: layout.mapsize, sectorsize: 512, resuid: 1n, localcnt: 1n, remotecnt: 1n, prevrole: "secondary", flags: 0,
+    mapsize: layout.mapsize, sectorsize: 512, resuid: 1n, localcnt: 1n, remotecnt: 1n, prevrole: "secondary",
+    flags: complete ? 0 : FLAG_COPY_INCOMPLETE,
   };
   disk.map_end = layout.localoff;
   const store = new MetadataStore(disk as never);
   store.initialize(meta);
   const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
   map.copyIn(store.readMap(meta.mapsize));
-  const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: 512, max_request_bytes: 4 * 1024 * 1024 }, true);
+  const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: 512, max_request_bytes: 4 * 1024 * 1024 }, complete);
   const replies = new Map<number, string>();
   const link = {
     send: (f: { kind: string; seq: number; error: string }) => void (f.kind === "reply" && replies.set(f.seq, f.error)),
@@ -125,7 +126,7 @@ function secondary() {
     disk.read(b, meta.localoff + extent * meta.extentsize, true);
     return b.every((x) => x === fill);
   };
-  return { disk, meta, worker, replies, request, syncWrite, mapBit, durable };
+  return { disk, meta, store, worker, replies, request, syncWrite, mapBit, durable };
 }
 
 describe("SecondaryWorker: map writes and flushes that fail", () => {
@@ -165,6 +166,20 @@ describe("SecondaryWorker: map writes and flushes that fail", () => {
     s.worker.lost("test");
     await s.worker.done;
     expect(s.mapBit(5)).toBe(1); // handed back at the next handshake: the primary copies it here
+  });
+
+  test("taken by the metadata write of IN_SYNC's copy complete: the copy ends marked incomplete on disk", async () => {
+    const s = secondary(false);
+    await s.syncWrite(1, 0, 0xaa);
+    await s.request({ kind: "flush", seq: 2 });
+    await s.request({ kind: "write", seq: 3, offset: 7 * s.meta.extentsize, length: PAYLOAD, memsync: false, sync: false, data: new Uint8Array(PAYLOAD).fill(0xcc) });
+    s.disk.failWriteback(s.meta.localoff); // write 3's pages dropped
+    await s.request({ kind: "in-sync", replies_failed: 0 }); // "complete" written; its fdatasync takes the error
+    await s.request({ kind: "flush", seq: 4 }); // flushes that "complete" to disk, and fails
+    expect(s.replies.get(4)).toBe("EIO");
+    s.worker.lost("test");
+    await s.worker.done;
+    expect(s.store.read()!.meta.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE); // not promotable
   });
 
   test("without such an error the FLUSH succeeds and releases the marks", async () => {
