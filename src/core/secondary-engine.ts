@@ -63,6 +63,8 @@ export class SecondaryEngine {
   private readonly inflight = new Map<number, SecondaryRequest>();
   /** Writes done on the disk but not yet covered by a flush, per extent (count of writeStarts). */
   private unflushed = new Map<number, number>();
+  /** Marking requests under way when a flush failed: never released (keepMarked). */
+  private readonly kept_in_flight = new Set<number>();
   /** What each FLUSH in flight will make durable when it succeeds. */
   private readonly flushing = new Map<number, Map<number, number>>();
   /** Error replies sent on this connection, of every kind (the primary counts what it received). */
@@ -123,7 +125,7 @@ export class SecondaryEngine {
     this.inflight.delete(seq);
     const actions: SecondaryAction[] = [];
     if (error && r?.memsync === true) actions.push(...this.markFailed(r));
-    if (r && marks(r)) {
+    if (r && marks(r) && !this.kept_in_flight.delete(seq)) {
       const first = this.map.extentOf(r.offset);
       const last = this.map.extentOf(r.offset + r.length - 1);
       for (let e = first; e <= last; e++) this.unflushed.set(e, (this.unflushed.get(e) ?? 0) + 1);
@@ -209,12 +211,14 @@ export class SecondaryEngine {
   /**
    * A flush failed. Linux's write-back error drops whatever the page cache held unwritten when it
    * struck: the writes that flush covered, and those done since it was issued, which the other
-   * flushes in flight or the next one cover. A later flush succeeds regardless. So no flush
-   * releases any of them: they stay marked, for the next handshake to hand back.
+   * flushes in flight or the next one cover, and those still under way (a large write landing from
+   * the socket has pages in the cache before it is done). A later flush succeeds regardless. So no
+   * flush releases any of them: they stay marked, for the next handshake to hand back.
    */
   private keepMarked(): void {
     this.unflushed = new Map();
     for (const seq of this.flushing.keys()) this.flushing.set(seq, new Map());
+    for (const [seq, r] of this.inflight) if (marks(r)) this.kept_in_flight.add(seq);
   }
 
   /** Releases the extents whose changes a flush made durable, and the keepdirty LRU with them, in

@@ -116,8 +116,8 @@ describe("SecondaryEngine keeps unflushed changes in its map", () => {
     e.request(req({ seq: 1, offset: 2 * EXTENT }));
     e.localDone(1, null);
     e.request(req({ seq: 2, kind: "flush", offset: 0, length: 0 }));
-    e.request(req({ seq: 3, offset: 4 * EXTENT })); // after the flush was issued
     e.localDone(2, "EIO");
+    e.request(req({ seq: 3, offset: 4 * EXTENT })); // after the flush failed
     e.localDone(3, null);
     e.request(req({ seq: 4, kind: "flush", offset: 0, length: 0 }));
     e.localDone(4, null);
@@ -141,6 +141,19 @@ describe("SecondaryEngine keeps unflushed changes in its map", () => {
     e.localDone(5, null);
     expect(map.extentState(3)).toMatchObject({ dirty: true, on_disk: true });
     expect(map.extentState(5)).toMatchObject({ dirty: true, on_disk: true });
+  });
+
+  test("a failed flush keeps marked a synchronization write still under way when it failed (its first pages may be lost)", () => {
+    const { e, map } = engine();
+    e.request(req({ seq: 1, kind: "flush", offset: 0, length: 0 }));
+    e.request(req({ seq: 2, offset: 3 * EXTENT })); // landing from the socket when flush 1 fails
+    e.localDone(1, "EIO");
+    e.localDone(2, null);
+    e.request(req({ seq: 3, kind: "flush", offset: 0, length: 0 }));
+    e.localDone(3, null);
+    expect(map.extentState(3)).toMatchObject({ dirty: true, on_disk: true });
+    e.allDurable();
+    expect(map.extentState(3).on_disk).toBe(true);
   });
 
   test("a write that completes after a flush was issued is not released by it", () => {
