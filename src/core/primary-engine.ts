@@ -743,7 +743,7 @@ export class PrimaryEngine {
         // Changes in flight there may be dropped too (their pages were dirty when it failed).
         let in_flight = false;
         for (const m of this.modifies.values()) {
-          if (this.map.extentOf(m.offset) <= e && e <= this.map.extentOf(m.offset + m.length - 1)) in_flight = m.peer_flush_lost = true;
+          if (this.touches(m, e, e)) in_flight = m.peer_flush_lost = true;
         }
         if (seq !== undefined || in_flight) lost++;
         if (this.newerOnPeer(e)) continue;
@@ -779,8 +779,13 @@ export class PrimaryEngine {
   private suspectRemoteReads(first: number, last: number): void {
     for (const read of this.reads.values()) {
       if (read.at !== "remote") continue;
-      if (this.map.extentOf(read.offset) <= last && this.map.extentOf(read.offset + read.length - 1) >= first) read.suspect = true;
+      if (this.touches(read, first, last)) read.suspect = true;
     }
+  }
+
+  /** Whether request `r` touches an extent of first..last. */
+  private touches(r: { offset: number; length: number }, first: number, last: number): boolean {
+    return this.map.extentOf(r.offset) <= last && this.map.extentOf(r.offset + r.length - 1) >= first;
   }
 
   /** Extent `e`, stale here, got a change the peer's copy may lack (or the peer's copy may have lost
