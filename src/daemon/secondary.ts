@@ -17,14 +17,12 @@
 import type { ResourceConfig } from "../config/index.ts";
 import { ActiveMap, type MapWrite } from "../core/activemap.ts";
 import { assert } from "../core/assert.ts";
-import { setBits } from "../core/bitmap.ts";
 import { decideConnect } from "../core/connect-decision.ts";
-import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
+import { copyIncomplete, FLAG_COPY_INCOMPLETE, type Metadata } from "../core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../core/secondary-engine.ts";
 import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { adoptFd } from "../io/byte-stream.ts";
-import { cacheEpoch } from "../io/cache-epoch.ts";
 import { chunkDigest } from "../io/digest.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { InFlight } from "../io/in-flight.ts";
@@ -34,13 +32,14 @@ import { NativeError } from "../native.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
-  bitmapFrames, expectedBitmapBytes, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_CACHE_EPOCH, VERSION_DIGEST, VERSION_IN_SYNC,
+  bitmapFrames, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_DIGEST, VERSION_IN_SYNC,
   type Frame, type Handshake, type PeerErrorName, type ReplyErrorName, type WriteHead,
 } from "../wire/peer/index.ts";
 import type { HookEvent, WorkerStatus } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { reconnectIntervalMs } from "./primary-connector.ts";
 import { readMetadata, openComponent } from "./component.ts";
+import { answerHandshake } from "./secondary-handshake.ts";
 import { newStatistics } from "./statistics.ts";
 
 /** The fd the main process passes the accepted connection on. */
@@ -141,51 +140,7 @@ export class SecondaryWorker {
         datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: SECONDARY_KEEPDIRTY,
         sectorsize: disk.sector_bytes, mapsize: meta.mapsize, metaflush: resource.metaflush,
       });
-      const ondisk = store.readMap(meta.mapsize);
-      if (meta.stale) {
-        // Its stale extents join the map the primary merges, on the disk first (the list goes
-        // below), so that the primary copies them here whatever an earlier map write left.
-        setBits(ondisk, meta.stale.extents);
-        store.writeMap({ pieces: [{ offset: 0, bytes: ondisk }], flush: true, flush_before: false });
-      }
-      map.copyIn(ondisk);
-      const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
-      const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
-        : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
-      if (decision.adopt_resuid) {
-        // A full copy is coming: the on-disk map says so first, so that a reply lost with this
-        // connection still asks for it at the next one (the map is cleared only once the primary
-        // has merged it), instead of a copy of the primary's dirty extents alone.
-        if (decision.map === "full") store.writeMap({ pieces: [{ offset: 0, bytes: bitmap }], flush: true, flush_before: false });
-        meta.resuid = hello.resuid;
-        meta.prevrole = "secondary";
-        // Joining the primary's pair: this node's "copy my data whole at my first connect as
-        // primary" (create --initial-sync full) no longer applies; its data comes from the primary.
-        meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
-        store.write(meta);
-      }
-      let cache_epoch: Uint8Array | null = null;
-      let flush_failed = false;
-      if (version >= VERSION_CACHE_EPOCH) {
-        const e = cacheEpoch(disk);
-        if (e.flush_error !== null) log.warn(`Flush before the handshake reply failed (${e.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
-        cache_epoch = e.epoch;
-        flush_failed = e.flush_error !== null;
-      }
-      // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
-      // ends), or its flush just failed while it is not the sync source, or it was a primary whose
-      // copy was stale in the extents its metadata lists (its map holds them, so the primary copies
-      // them): it is incomplete until the primary says otherwise. As the sync source (decision row
-      // 3) its copy holds changes the primary lacks, and marked incomplete it would lose them all at
-      // the next handshake; what the failed flush may have dropped of the primary's changes, the
-      // primary copies here again (it took this node's cache as lost: no epoch).
-      if ((decision.syncsrc === "primary" && (version >= VERSION_IN_SYNC || flush_failed)) || meta.stale) {
-        if ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale) {
-          delete meta.stale;
-          meta.flags |= FLAG_COPY_INCOMPLETE;
-          store.write(meta);
-        }
-      }
+      const { bitmap, cache_epoch } = answerHandshake(disk, store, meta, map, decision, hello.resuid, version, log);
       link.send({
         kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
         localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin,
@@ -516,12 +471,4 @@ export class SecondaryWorker {
 
 function toSecondaryError(e: ReplyErrorName): SecondaryError {
   return e === "ENOSPC" || e === "EINVAL" || e === "ENOTSUP" ? e : "EIO";
-}
-
-/** All ones for every extent, padding bits past the last extent zero (the protocol requires it). */
-function allExtents(bytes: number, nextents: number): Uint8Array {
-  const map = new Uint8Array(bytes).fill(0xff);
-  const tail = nextents % 8;
-  if (tail) map[bytes - 1] = (1 << tail) - 1;
-  return map;
 }

@@ -7,12 +7,16 @@
 import { describe, expect, test } from "bun:test";
 import { ActiveMap } from "../../../src/core/activemap.ts";
 import { ACTIVEMAP_OFFSET, computeLayout } from "../../../src/core/layout.ts";
-import { FLAG_COPY_INCOMPLETE, type Metadata } from "../../../src/core/metadata.ts";
+import { decideConnect } from "../../../src/core/connect-decision.ts";
+import { copyIncomplete, FLAG_COPY_INCOMPLETE, type Metadata } from "../../../src/core/metadata.ts";
 import { SecondaryEngine } from "../../../src/core/secondary-engine.ts";
 import { SecondaryWorker } from "../../../src/daemon/secondary.ts";
+import { answerHandshake } from "../../../src/daemon/secondary-handshake.ts";
 import { BufferPool } from "../../../src/gate/buffer-pool.ts";
+import { bootId } from "../../../src/io/cache-epoch.ts";
 import { MetadataStore } from "../../../src/io/metadata-store.ts";
 import { native, NativeError } from "../../../src/native.ts";
+import { PROTOCOL_VERSION_MAX } from "../../../src/wire/peer/index.ts";
 
 const PAGE = 4096;
 const PAYLOAD = 64 * 1024;
@@ -79,17 +83,23 @@ class WritebackDisk {
   close(): void {}
 }
 
-function secondary(complete = true) {
+/** A component over a WritebackDisk, its metadata written and flushed. */
+function component(meta_extra: Partial<Metadata> = {}) {
   const disk = new WritebackDisk();
   const layout = computeLayout({ mediasize: 1024 * 1024 * 1024, sectorsize: 512, extentsize: 0, keepdirty: 0 });
   const meta: Metadata = {
     resource: "r0", datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty, localoff: layout.localoff,
     mapsize: layout.mapsize, sectorsize: 512, resuid: 1n, localcnt: 1n, remotecnt: 1n, prevrole: "secondary",
-    flags: complete ? 0 : FLAG_COPY_INCOMPLETE,
+    flags: 0, ...meta_extra,
   };
   disk.map_end = layout.localoff;
   const store = new MetadataStore(disk as never);
   store.initialize(meta);
+  return { disk, meta, store };
+}
+
+function secondary(complete = true) {
+  const { disk, meta, store } = component({ flags: complete ? 0 : FLAG_COPY_INCOMPLETE });
   const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
   map.copyIn(store.readMap(meta.mapsize));
   const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: 512, max_request_bytes: 4 * 1024 * 1024 }, complete);
@@ -190,5 +200,36 @@ describe("SecondaryWorker: map writes and flushes that fail", () => {
     expect([s.replies.get(1), s.replies.get(2), s.replies.get(3)]).toEqual(["OK", "OK", "OK"]);
     expect(s.durable(0, 0xaa) && s.durable(100, 0xbb)).toBe(true);
     expect([s.mapBit(0), s.mapBit(100)]).toEqual([0, 0]);
+  });
+});
+
+describe("the handshake over a write-back error nobody has seen yet (a worker died with dirty pages)", () => {
+  test("the epoch's flush takes it, before any map or metadata write can: no epoch vouches for that cache", () => {
+    expect(bootId()).not.toBeNull(); // Linux: the epoch is the boot id
+    const { disk, meta, store } = component({ stale: { extents: [3], peer_epoch: null } });
+    disk.write(new Uint8Array(PAYLOAD).fill(0xaa), meta.localoff); // the dead worker's write, acknowledged
+    disk.failWriteback(meta.localoff);
+    const decision = decideConnect(meta, { ...meta, virgin: false, initial_full_sync: false }, copyIncomplete(meta));
+    expect(decision).toMatchObject({ kind: "accept", row: 4, map: "own" });
+    const warnings: string[] = [];
+    const epochs: (Uint8Array | null)[] = [];
+    // Connections until one is answered, as the primary retries: each a fresh worker over the disk.
+    for (let attempt = 0; attempt < 3 && epochs.length === 0; attempt++) {
+      const m = store.read()!.meta;
+      const map = new ActiveMap({ datasize: m.datasize, extentsize: m.extentsize, keepdirty: 1, sectorsize: 512, mapsize: m.mapsize });
+      try {
+        epochs.push(answerHandshake(disk as never, store, m, map, decision as never, m.resuid, PROTOCOL_VERSION_MAX, { warn: (w) => warnings.push(w) }).cache_epoch);
+      } catch {
+        // The connection ends; the primary connects again.
+      }
+    }
+    expect(epochs).toEqual([null]); // the primary copies back none of this node's unconfirmed changes
+    expect(warnings.some((w) => w.startsWith("Flush before the handshake reply failed"))).toBe(true);
+    const m = store.read()!.meta;
+    expect(m.stale).toBeUndefined(); // folded into the map, which went to the disk first
+    expect(m.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
+    const bit = new Uint8Array(1);
+    disk.read(bit, ACTIVEMAP_OFFSET, true);
+    expect(bit[0]! & (1 << 3)).toBe(1 << 3);
   });
 });

@@ -1,0 +1,91 @@
+// The secondary's disk side of an accepted connection (spec 6.2, docs/protocol.md): the cache
+// epoch, the map it answers with, and the metadata the decision changes (an adopted resuid, the
+// stale list folded into the map, "copy incomplete"), all durable before the HANDSHAKE_REPLY.
+//
+// The epoch's flush comes first. Linux reports a write-back error to one fsync only, and the
+// first fsync on a newly opened file takes an error nobody has seen yet (a worker that died with
+// dirty pages): if a map or metadata write's fsync took it, this handshake would fail, and the
+// next one's flush would succeed and send an epoch for a cache that dropped changes.
+import type { ActiveMap } from "../core/activemap.ts";
+import { setBits } from "../core/bitmap.ts";
+import type { ConnectDecision } from "../core/connect-decision.ts";
+import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
+import { cacheEpoch } from "../io/cache-epoch.ts";
+import type { LocalDisk } from "../io/disk.ts";
+import type { MetadataStore } from "../io/metadata-store.ts";
+import { expectedBitmapBytes, VERSION_CACHE_EPOCH, VERSION_IN_SYNC } from "../wire/peer/index.ts";
+import type { Logger } from "./log.ts";
+
+export interface SecondaryAnswer {
+  /** The map sent after the reply: none, the on-disk map, or all extents. */
+  bitmap: Uint8Array;
+  /** null: the primary trusts none of this node's unconfirmed changes (cache-epoch.ts). */
+  cache_epoch: Uint8Array | null;
+}
+
+type Accept = Extract<ConnectDecision, { kind: "accept" }>;
+
+/**
+ * Readies the disk for an accepted connection and returns what the reply carries. `map` (empty)
+ * takes the on-disk map; `meta` is updated in place. A failed map or metadata write throws: the
+ * connection ends and the next handshake starts from what the disk holds.
+ */
+export function answerHandshake(
+  disk: LocalDisk, store: MetadataStore, meta: Metadata, map: ActiveMap,
+  decision: Accept, primary_resuid: bigint, version: number, log: Pick<Logger, "warn">,
+): SecondaryAnswer {
+  let cache_epoch: Uint8Array | null = null;
+  let flush_failed = false;
+  if (version >= VERSION_CACHE_EPOCH) {
+    const e = cacheEpoch(disk);
+    if (e.flush_error !== null) log.warn(`Flush before the handshake reply failed (${e.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
+    cache_epoch = e.epoch;
+    flush_failed = e.flush_error !== null;
+  }
+  const ondisk = store.readMap(meta.mapsize);
+  if (meta.stale) {
+    // Its stale extents join the map the primary merges, on the disk first (the list goes
+    // below), so that the primary copies them here whatever an earlier map write left.
+    setBits(ondisk, meta.stale.extents);
+    store.writeMap({ pieces: [{ offset: 0, bytes: ondisk }], flush: true, flush_before: false });
+  }
+  map.copyIn(ondisk);
+  const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
+  const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
+    : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
+  if (decision.adopt_resuid) {
+    // A full copy is coming: the on-disk map says so first, so that a reply lost with this
+    // connection still asks for it at the next one (the map is cleared only once the primary
+    // has merged it), instead of a copy of the primary's dirty extents alone.
+    if (decision.map === "full") store.writeMap({ pieces: [{ offset: 0, bytes: bitmap }], flush: true, flush_before: false });
+    meta.resuid = primary_resuid;
+    meta.prevrole = "secondary";
+    // Joining the primary's pair: this node's "copy my data whole at my first connect as
+    // primary" (create --initial-sync full) no longer applies; its data comes from the primary.
+    meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
+    store.write(meta);
+  }
+  // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
+  // ends), or its flush just failed while it is not the sync source, or it was a primary whose
+  // copy was stale in the extents its metadata lists (its map holds them, so the primary copies
+  // them): it is incomplete until the primary says otherwise. As the sync source (decision row
+  // 3) its copy holds changes the primary lacks, and marked incomplete it would lose them all at
+  // the next handshake; what the failed flush may have dropped of the primary's changes, the
+  // primary copies here again (it took this node's cache as lost: no epoch).
+  if ((decision.syncsrc === "primary" && (version >= VERSION_IN_SYNC || flush_failed)) || meta.stale) {
+    if ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale) {
+      delete meta.stale;
+      meta.flags |= FLAG_COPY_INCOMPLETE;
+      store.write(meta);
+    }
+  }
+  return { bitmap, cache_epoch };
+}
+
+/** All ones for every extent, padding bits past the last extent zero (the protocol requires it). */
+function allExtents(bytes: number, nextents: number): Uint8Array {
+  const map = new Uint8Array(bytes).fill(0xff);
+  const tail = nextents % 8;
+  if (tail) map[bytes - 1] = (1 << tail) - 1;
+  return map;
+}
