@@ -688,6 +688,12 @@ export class PrimaryEngine {
     return extents;
   }
 
+  /** A map write failed: the map on disk may lack bits this engine counts as set. The caller
+   * writes this, the whole map, before the next local write or trim. */
+  wholeMap(): MapWrite {
+    return this.map.wholeImageWrite();
+  }
+
   /**
    * This node's flush failed: what was written here since its last good flush may be gone from its
    * disk. Where the peer holds all of it, the extent is stale here and copied back from the peer;

@@ -20,7 +20,7 @@ import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { chunkDigest } from "../io/digest.ts";
 import type { LocalDisk } from "../io/disk.ts";
-import { native } from "../native.ts";
+import { native, NativeError } from "../native.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
@@ -92,6 +92,8 @@ export interface PrimaryIoOptions {
   sync_rate: number | null;
   /** resync_digest: a sync chunk to the peer is sent only when the peer's SHA-256 of it differs. */
   resync_digest: boolean;
+  /** Ends the worker at once: metadata that answers rely on cannot be written. */
+  fatal: (message: string) => never;
 }
 
 export class PrimaryIo implements BlockBackend {
@@ -113,6 +115,10 @@ export class PrimaryIo implements BlockBackend {
   private readonly held_maps = new HeldMapWrites();
   /** Writes held_maps CLEARS_HELD_MS after the first update was held. */
   private held_maps_timer: Timer | null = null;
+  /** A map write failed: the map on disk may lack bits the engine counts as set, which the next
+   * local write or trim relies on. The whole map is written before it, which fails if that write
+   * does (as the secondary does). */
+  private map_unsure = false;
   /** Actions of requests submitted in this tick, held until its end (runSubmitted). */
   private batch: PrimaryAction[] | null = null;
   private link: PeerLink | null = null;
@@ -386,19 +392,20 @@ export class PrimaryIo implements BlockBackend {
     }
   }
 
-  /** Memory follows the disk: the new counters are adopted only once they are durable. A failure is
-   * counted as a local write error; the engine's next metadata action writes the whole state again. */
+  /**
+   * Memory follows the disk: the new counters are adopted only once they are durable. The engine
+   * counts them as written from here on (the stale list, the incomplete mark, a bumped localcnt) and
+   * the answers after this action rely on them: a write that fails twice ends the worker before
+   * any of those answers leaves. A failed fdatasync is a failed local flush besides (writeMap).
+   */
   private writeMetadata(g: PrimaryGeneration): void {
     const { stale: _, ...meta } = this.o.meta;
     const next: Metadata = {
       ...meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary", ...(g.stale ? { stale: g.stale } : {}),
     };
-    try {
-      this.o.store.write(next);
-    } catch (err) {
-      this.o.stats.local_errors.write++;
-      this.o.log.error(`Unable to write metadata (localcnt=${g.localcnt} remotecnt=${g.remotecnt}): ${(err as Error).message}`);
-      return;
+    const what = `metadata (localcnt=${g.localcnt} remotecnt=${g.remotecnt})`;
+    if (!this.controlWrite(what, () => this.o.store.write(next)) && !this.controlWrite(what, () => this.o.store.write(next))) {
+      this.o.fatal(`Unable to write ${what} twice; stopping before an answer relies on it.`);
     }
     if (!next.stale) delete this.o.meta.stale;
     Object.assign(this.o.meta, next);
@@ -418,9 +425,19 @@ export class PrimaryIo implements BlockBackend {
 
   /** Writes the updates held back now: their time is up, or the worker is stopping. */
   writeHeldMaps(): void {
+    if (this.map_unsure) return void this.writeWholeMap();
     this.stopHeldMapsTimer();
     const held = this.held_maps.drain();
     if (held) this.writeMap(held);
+  }
+
+  /** After a failed map write: the whole map as the engine has it (held updates included). */
+  private writeWholeMap(): boolean {
+    this.stopHeldMapsTimer();
+    this.held_maps.drain();
+    if (!this.writeMap(this.o.engine.wholeMap())) return false;
+    this.map_unsure = false;
+    return true;
   }
 
   private stopHeldMapsTimer(): void {
@@ -428,14 +445,32 @@ export class PrimaryIo implements BlockBackend {
     this.held_maps_timer = null;
   }
 
-  private writeMap(write: MapWrite): void {
+  private writeMap(write: MapWrite): boolean {
     this.o.stats.activemap_updates++;
+    if (this.controlWrite("the activemap", () => this.o.store.writeMap(write))) return true;
+    this.map_unsure = true;
+    return false;
+  }
+
+  /**
+   * A metadata or map write: false if it failed. Linux reports a write-back error to one fsync
+   * only, so one this write's fdatasync took may have dropped any change since the last good flush,
+   * which the next FLUSH would then vouch for: it is a failed local flush (the engine copies those
+   * extents back from the peer, or reports their loss).
+   */
+  private controlWrite(what: string, write: () => void): boolean {
     try {
-      this.o.store.writeMap(write);
+      write();
+      return true;
     } catch (err) {
-      // HAST counts it and carries on; the data write that follows still gets its chance.
-      this.o.stats.local_errors.write++;
-      this.o.log.error(`Unable to update the activemap: ${(err as Error).message}`);
+      this.o.log.error(`Unable to write ${what}: ${(err as Error).message}`);
+      if (!(err instanceof NativeError && err.op === "fdatasync")) {
+        this.o.stats.local_errors.write++;
+        return false;
+      }
+      this.o.stats.local_errors.flush++;
+      this.run(this.o.engine.localFlushFailed());
+      return false;
     }
   }
 
@@ -443,6 +478,11 @@ export class PrimaryIo implements BlockBackend {
     const app = this.apps.get(id)!;
     const disk = this.o.disk;
     if (kind === "flush") return this.localOnHelper(id, app, disk.flushAsync());
+    if ((kind === "write" || kind === "delete") && this.map_unsure && !this.writeWholeMap()) {
+      // Its extent may be clean on disk: a crash would leave the change where no resync looks.
+      this.localFailed(app, kind, new Error("the activemap could not be written before it"));
+      return this.run(this.o.engine.localDone(id, false));
+    }
     try {
       switch (kind) {
         case "read": {

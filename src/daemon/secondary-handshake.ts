@@ -53,6 +53,15 @@ export function answerHandshake(
   const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
   const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
     : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
+  // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
+  // ends), or its flush just failed while it is not the sync source, or it was a primary whose
+  // copy was stale in the extents its metadata lists (its map holds them, so the primary copies
+  // them): it is incomplete until the primary says otherwise. As the sync source (decision row
+  // 3) its copy holds changes the primary lacks, and marked incomplete it would lose them all at
+  // the next handshake; what the failed flush may have dropped of the primary's changes, the
+  // primary copies here again (it took this node's cache as lost: no epoch).
+  const incomplete = (decision.syncsrc === "primary" && (version >= VERSION_IN_SYNC || flush_failed)) || meta.stale !== undefined;
+  let changed = false;
   if (decision.adopt_resuid) {
     // A full copy is coming: the on-disk map says so first, so that a reply lost with this
     // connection still asks for it at the next one (the map is cleared only once the primary
@@ -63,22 +72,16 @@ export function answerHandshake(
     // Joining the primary's pair: this node's "copy my data whole at my first connect as
     // primary" (create --initial-sync full) no longer applies; its data comes from the primary.
     meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
-    store.write(meta);
+    changed = true;
   }
-  // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
-  // ends), or its flush just failed while it is not the sync source, or it was a primary whose
-  // copy was stale in the extents its metadata lists (its map holds them, so the primary copies
-  // them): it is incomplete until the primary says otherwise. As the sync source (decision row
-  // 3) its copy holds changes the primary lacks, and marked incomplete it would lose them all at
-  // the next handshake; what the failed flush may have dropped of the primary's changes, the
-  // primary copies here again (it took this node's cache as lost: no epoch).
-  if ((decision.syncsrc === "primary" && (version >= VERSION_IN_SYNC || flush_failed)) || meta.stale) {
-    if ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale) {
-      delete meta.stale;
-      meta.flags |= FLAG_COPY_INCOMPLETE;
-      store.write(meta);
-    }
+  if (incomplete && ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale)) {
+    delete meta.stale;
+    meta.flags |= FLAG_COPY_INCOMPLETE;
+    changed = true;
   }
+  // One slot write: an adopted resuid never reaches the disk without "incomplete" (a power loss
+  // between two writes would leave a copy that was never synchronized promotable in this pair).
+  if (changed) store.write(meta);
   return { bitmap, cache_epoch };
 }
 

@@ -31,6 +31,9 @@ export interface SimConfig {
   stale_listed_max: number;
   /** How often a secondary's activemap write fails (EIO, nothing written). */
   secondary_map_fail_rate: number;
+  /** How often a secondary's activemap write that did not fail so fails in its flush (fdatasync):
+   * with `linux_flush`, a write-back error that may drop data the map write's flush wrote back. */
+  secondary_map_flush_fail_rate: number;
 }
 
 export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early", "flush-not-sent"] as const;

@@ -113,12 +113,18 @@ export class SimDisk {
     const barrier_ms = this.pending.reduce((t, op) => Math.max(t, op.done_ms), 0);
     this.schedule(0, 0, false, () => {
       if (this.rng.chance(this.faults.eio_flush)) {
-        if (this.drops_on_eio && this.rng.chance(0.5)) this.dropOnFailedFlush();
+        this.failFlush();
         return done(false);
       }
       this.flushNow();
       done(true);
     }, barrier_ms);
+  }
+
+  /** A flush that failed (EIO): the cache stays volatile, or with `drops_on_eio` half the time
+   * some cached sectors are dropped. */
+  failFlush(): void {
+    if (this.drops_on_eio && this.rng.chance(0.5)) this.dropOnFailedFlush();
   }
 
   /** Whether a failed flush may drop cached sectors (simulation option `linux_flush`). */

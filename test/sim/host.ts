@@ -107,14 +107,16 @@ export class Host {
    * An activemap update as MetadataStore.writeMap does it: a flush first when the update clears a
    * bit (the data that bit vouched for must be durable before the clean bit can be), the pieces,
    * then the flush (metaflush). The process sits in the call for `ms`, then continues with `then`.
-   * One that `fails` writes nothing.
+   * One that `fails` writes nothing; one whose `flush_fails` writes its pieces, and its flush fails
+   * as a data flush does (SimDisk.failFlush).
    */
-  writeMap(write: MapWrite, ms: number, then: () => void, fails = false): void {
+  writeMap(write: MapWrite, ms: number, then: () => void, fails = false, flush_fails = false): void {
     if (fails) return this.block(ms, "map", then); // its first pwrite failed: nothing reaches the disk
     if (write.flush_before) this.disk.flushNow();
     for (const piece of write.pieces) this.disk.writeControl(ACTIVEMAP_OFFSET + piece.offset, piece.bytes);
     this.block(ms, write.flush_before ? "map-clear" : "map", () => {
-      if (write.flush) this.disk.flushNow();
+      if (write.flush && flush_fails) this.disk.failFlush();
+      else if (write.flush) this.disk.flushNow();
       then();
     });
   }

@@ -32,6 +32,9 @@ export class SecondaryProc {
   /** A map write failed: as secondary.ts, the whole map is written before a request relying on its
    * marks is carried out, which fails when that write does. */
   private map_unsure = false;
+  /** A map write's flush failed (secondary.ts writeback_failed): the next FLUSH fails in its place,
+   * and the end of the link takes nothing as durable. */
+  private writeback_failed = false;
   private last_receive_ms: number;
   ended = false;
 
@@ -94,8 +97,12 @@ export class SecondaryProc {
   private end(reason: string): void {
     this.ended = true;
     this.ctx.trace(`${this.host.name}: secondary worker ends: ${reason}`);
+    // secondary.ts lost(): marks whose map write failed reach the disk; after a map write's failed
+    // flush nothing is taken as durable, and the copy is incomplete.
+    if (this.map_unsure) this.host.writeMapNow(this.engine!.wholeMap());
+    if (this.writeback_failed) return this.writeCopy(false);
     this.host.disk.flushNow();
-    // secondary.ts lost(): with everything durable, an IN_SYNC still waiting counts.
+    // With everything durable, an IN_SYNC still waiting counts.
     for (const a of this.engine?.allDurable() ?? []) if (a.type === "copy") this.writeCopy(a.complete);
   }
 
@@ -268,17 +275,19 @@ export class SecondaryProc {
   }
 
   private writeMap(write: MapWrite, whole: boolean, then: (ok: boolean) => void): void {
-    const rate = this.ctx.cfg.secondary_map_fail_rate;
+    const { secondary_map_fail_rate: rate, secondary_map_flush_fail_rate: flush_rate } = this.ctx.cfg;
     const fails = rate > 0 && this.ctx.rng.chance(rate);
-    if (fails) {
-      this.ctx.trace(`${this.host.name}: activemap write ${write.seq} fails (EIO)`);
+    const flush_fails = !fails && write.flush && flush_rate > 0 && this.ctx.rng.chance(flush_rate);
+    if (fails || flush_fails) {
+      this.ctx.trace(`${this.host.name}: activemap write ${write.seq} fails (EIO${flush_fails ? " from its flush" : ""})`);
       this.ctx.count("map_failures");
     }
     this.host.writeMap(write, this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), () => {
-      if (fails) this.map_unsure = true;
+      if (fails || flush_fails) this.map_unsure = true;
       else if (whole) this.map_unsure = false;
-      then(!fails);
-    }, fails);
+      if (flush_fails) this.writeback_failed = true;
+      then(!fails && !flush_fails);
+    }, fails, flush_fails);
   }
 
   private local(seq: number): void {
@@ -313,7 +322,10 @@ export class SecondaryProc {
         return disk.flush(this.host.guard((ok: boolean) => {
           // secondary.ts: a flush failing after the link was lost fails the flush at the end.
           if (!ok && this.ended) this.writeCopy(false);
-          done(ok ? null : "EIO");
+          // secondary.ts writebackFailure(): a map write's flush took the error this one covers.
+          const taken = ok && this.writeback_failed;
+          if (taken) this.writeback_failed = false;
+          done(ok && !taken ? null : "EIO");
         }));
     }
   }

@@ -859,5 +859,6 @@ function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined
     // A fifth of the runs fail some of the secondary's map writes (its marks then count as made in
     // memory, not on disk).
     secondary_map_fail_rate: map_faults ? 0.3 : later.chance(0.2) ? later.pick([0.05, 0.3]) : 0,
+    secondary_map_flush_fail_rate: map_faults ? 0.1 : 0,
   };
 }

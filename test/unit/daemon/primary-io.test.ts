@@ -31,9 +31,8 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** A primary with no peer over a fresh 16 MiB component; `writable: false` opens it read-only,
- * so every data write fails locally. */
-function primaryIo(writable = true, changes_listed_max?: number): { io: PrimaryIo; disk: LocalDisk; meta: Metadata; stats: ReturnType<typeof newStatistics> } {
+/** A primary with no peer over a fresh 16 MiB component. */
+function primaryIo(changes_listed_max?: number): { io: PrimaryIo; disk: LocalDisk; meta: Metadata; stats: ReturnType<typeof newStatistics> } {
   const file = join(dir, "component.img");
   writeFileSync(file, "");
   truncateSync(file, 16 * MIB);
@@ -45,7 +44,7 @@ function primaryIo(writable = true, changes_listed_max?: number): { io: PrimaryI
   };
   new MetadataStore(setup).initialize(meta);
   setup.close();
-  const disk = LocalDisk.open(file, { write: writable });
+  const disk = LocalDisk.open(file, { write: true });
   opened.push(disk);
   const store = new MetadataStore(disk);
   const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty, sectorsize: disk.sector_bytes, mapsize: meta.mapsize });
@@ -54,7 +53,8 @@ function primaryIo(writable = true, changes_listed_max?: number): { io: PrimaryI
   // write then needs a map update, so each is answered within submit().
   const engine = new PrimaryEngine(map, { resuid: 0n, localcnt: 1n, remotecnt: 0n, flags: 0 }, "memsync", { changes_listed_max });
   const stats = newStatistics();
-  const io = new PrimaryIo({ disk, store, meta, engine, stats, log: new Logger({ write() {} }, 0), emit() {}, verified() {}, verify_rate: null, sync_rate: null, resync_digest: false });
+  const io = new PrimaryIo({ disk, store, meta, engine, stats, log: new Logger({ write() {} }, 0), emit() {}, verified() {}, verify_rate: null, sync_rate: null, resync_digest: false,
+    fatal: (message) => { throw new Error(`fatal: ${message}`); } });
   return { io, disk, meta, stats };
 }
 
@@ -78,22 +78,25 @@ describe("PrimaryIo without a peer", () => {
   });
 
   test("a write that fails locally rejects with the disk's error, each time", async () => {
-    const { io } = primaryIo(false);
-    // One extent: the first write waits for its (failing) map update, the others are answered
-    // within submit.
-    for (let i = 0; i < 4; i++) {
+    const { io } = primaryIo();
+    // The first write of the period bumps localcnt and marks extent 0; then its data writes fail.
+    await io.write(0, new Uint8Array(4096), false);
+    setFaultInjection("pwrite:component.img:EROFS");
+    for (let i = 1; i < 5; i++) {
       const err = await Promise.resolve(io.write(i * 4096, new Uint8Array(4096), false)).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(BackendError);
-      expect((err as BackendError).code).toBe("EBADF");
+      expect((err as BackendError).code).toBe("EROFS");
     }
   });
 
-  test("a failure does not stick to later successes: reads of a read-only component still answer", async () => {
-    const { io } = primaryIo(false);
-    await expect(io.write(0, new Uint8Array(4096), false)).rejects.toBeInstanceOf(BackendError);
-    const into = new Uint8Array(4096).fill(1);
+  test("a failure does not stick to later successes: reads still answer", async () => {
+    const { io } = primaryIo();
+    await io.write(0, new Uint8Array(4096).fill(7), false);
+    setFaultInjection("pwrite:component.img:EROFS");
+    await expect(io.write(4096, new Uint8Array(4096), false)).rejects.toBeInstanceOf(BackendError);
+    const into = new Uint8Array(4096);
     await io.read(0, into);
-    expect(into).toEqual(new Uint8Array(4096));
+    expect(into).toEqual(new Uint8Array(4096).fill(7));
   });
 
   test("a read that waits for the disk does not hold up the requests behind it", async () => {
@@ -120,7 +123,7 @@ describe("PrimaryIo without a peer", () => {
 
   test("past the change lists' bound the primary flushes on its own, and a failure of that flush reaches the next application flush", async () => {
     const outcome = async (changes_listed_max?: number) => {
-      const { io } = primaryIo(true, changes_listed_max);
+      const { io } = primaryIo(changes_listed_max);
       const writeThree = async () => {
         for (let e = 0; e < 3; e++) await io.write(e * 2 * MIB, new Uint8Array(4096).fill(e + 1), false);
         await io.localIoSettled(); // a flush the engine asked for runs on a helper thread

@@ -15,73 +15,10 @@ import { answerHandshake } from "../../../src/daemon/secondary-handshake.ts";
 import { BufferPool } from "../../../src/gate/buffer-pool.ts";
 import { bootId } from "../../../src/io/cache-epoch.ts";
 import { MetadataStore } from "../../../src/io/metadata-store.ts";
-import { native, NativeError } from "../../../src/native.ts";
 import { PROTOCOL_VERSION_MAX } from "../../../src/wire/peer/index.ts";
+import { PAGE, WritebackDisk } from "./writeback-disk.ts";
 
-const PAGE = 4096;
 const PAYLOAD = 64 * 1024;
-
-/** Pages in a cache over stable storage; flush() moves them, or reports the write-back error. */
-class WritebackDisk {
-  readonly path = "/fake/secondary";
-  readonly sector_bytes = 512;
-  readonly stable = new Map<number, Uint8Array>();
-  private readonly cache = new Map<number, Uint8Array>();
-  private writeback_error = false;
-  /** pwrites below this offset (metadata and map) fail while map_pwrite_failures > 0. */
-  map_end = 0;
-  map_pwrite_failures = 0;
-
-  read(buf: Uint8Array, offset: number, stable = false): void {
-    for (let i = 0; i < buf.length;) {
-      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
-      const page = (stable ? undefined : this.cache.get(p)) ?? this.stable.get(p) ?? new Uint8Array(PAGE);
-      buf.set(page.subarray(o, o + n), i);
-      i += n;
-    }
-  }
-
-  readSoon(buf: Uint8Array, offset: number): null {
-    this.read(buf, offset);
-    return null;
-  }
-
-  write(buf: Uint8Array, offset: number): void {
-    if (this.map_pwrite_failures > 0 && offset < this.map_end) {
-      this.map_pwrite_failures--;
-      throw new NativeError({ op: "pwrite", path: this.path, errno: native.errno.EIO });
-    }
-    for (let i = 0; i < buf.length;) {
-      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
-      const page = (this.cache.get(p) ?? this.stable.get(p) ?? new Uint8Array(PAGE)).slice();
-      page.set(buf.subarray(i, i + n), o);
-      this.cache.set(p, page);
-      i += n;
-    }
-  }
-
-  flush(): void {
-    if (this.writeback_error) {
-      this.writeback_error = false;
-      throw new NativeError({ op: "fdatasync", path: this.path, errno: native.errno.EIO });
-    }
-    for (const [p, page] of this.cache) this.stable.set(p, page);
-    this.cache.clear();
-  }
-
-  async flushAsync(): Promise<void> {
-    await Promise.resolve();
-    this.flush();
-  }
-
-  /** The kernel failed to write back the cached pages from `offset` on: dropped, reported once. */
-  failWriteback(offset: number): void {
-    for (const p of [...this.cache.keys()]) if (p * PAGE >= offset) this.cache.delete(p);
-    this.writeback_error = true;
-  }
-
-  close(): void {}
-}
 
 /** A component over a WritebackDisk, its metadata written and flushed. */
 function component(meta_extra: Partial<Metadata> = {}) {
@@ -232,4 +169,30 @@ describe("the handshake over a write-back error nobody has seen yet (a worker di
     disk.read(bit, ACTIVEMAP_OFFSET, true);
     expect(bit[0]! & (1 << 3)).toBe(1 << 3);
   });
+
+  test("a new secondary's adopted resuid reaches the disk with its copy marked incomplete, in one write", () => {
+    const { disk, meta, store } = component({ resuid: 0n, localcnt: 0n, remotecnt: 0n, prevrole: "init" });
+    const primary_resuid = 77n;
+    const decision = decideConnect(meta, { resuid: primary_resuid, localcnt: 1n, remotecnt: 0n, virgin: false, initial_full_sync: false }, false);
+    expect(decision).toMatchObject({ kind: "accept", row: 1, map: "full", adopt_resuid: true });
+    // The full map's write, the resuid's, then "incomplete" if it took a write of its own: that one fails.
+    disk.map_pwrite_failures = 0;
+    let control_writes = 0;
+    const write = disk.write.bind(disk);
+    disk.write = (buf: Uint8Array, offset: number) => {
+      if (offset < disk.map_end && ++control_writes === 3) disk.map_pwrite_failures = 1;
+      write(buf, offset);
+    };
+    const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
+    try {
+      answerHandshake(disk as never, store, { ...meta }, map, decision as never, primary_resuid, PROTOCOL_VERSION_MAX, { warn: () => {} });
+    } catch {
+      // The connection ends; what counts is what the disk holds.
+    }
+    disk.flush();
+    const on_disk = store.read()!.meta;
+    expect(on_disk.resuid).toBe(primary_resuid);
+    expect(on_disk.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE); // never promotable before a sync
+  });
 });
+
