@@ -92,8 +92,6 @@ export interface PrimaryIoOptions {
   sync_rate: number | null;
   /** resync_digest: a sync chunk to the peer is sent only when the peer's SHA-256 of it differs. */
   resync_digest: boolean;
-  /** Ends the worker at once: metadata that answers rely on cannot be written. */
-  fatal: (message: string) => never;
 }
 
 export class PrimaryIo implements BlockBackend {
@@ -392,21 +390,15 @@ export class PrimaryIo implements BlockBackend {
     }
   }
 
-  /**
-   * Memory follows the disk: the new counters are adopted only once they are durable. The engine
-   * counts them as written from here on (the stale list, the incomplete mark, a bumped localcnt) and
-   * the answers after this action rely on them: a write that fails twice ends the worker before
-   * any of those answers leaves. A failed fdatasync is a failed local flush besides (writeMap).
-   */
+  /** Memory follows the disk: the new counters are adopted only once they are durable. A failure is
+   * counted as a local write error (a failed fdatasync as a failed local flush: controlWrite). */
   private writeMetadata(g: PrimaryGeneration): void {
     const { stale: _, ...meta } = this.o.meta;
     const next: Metadata = {
       ...meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary", ...(g.stale ? { stale: g.stale } : {}),
     };
     const what = `metadata (localcnt=${g.localcnt} remotecnt=${g.remotecnt})`;
-    if (!this.controlWrite(what, () => this.o.store.write(next)) && !this.controlWrite(what, () => this.o.store.write(next))) {
-      this.o.fatal(`Unable to write ${what} twice; stopping before an answer relies on it.`);
-    }
+    if (!this.controlWrite(what, () => this.o.store.write(next))) return;
     if (!next.stale) delete this.o.meta.stale;
     Object.assign(this.o.meta, next);
     this.o.log.debug(`Metadata written: localcnt=${g.localcnt} remotecnt=${g.remotecnt}.`);

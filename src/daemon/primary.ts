@@ -7,7 +7,7 @@ import { formatAddress } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { PrimaryEngine } from "../core/primary-engine.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
-import { EX_IOERR, ExitError } from "../core/sysexits.ts";
+import { ExitError } from "../core/sysexits.ts";
 import { cleanupStaleDevice, createDevice, devdir, type DeviceGate } from "../gate/device.ts";
 import { NbdServer } from "../gate/nbd-server.ts";
 import type { LocalDisk } from "../io/disk.ts";
@@ -74,10 +74,6 @@ export class PrimaryWorker {
       const verifies = new VerifyLog();
       const io = new PrimaryIo({ disk, store, meta, engine, stats, log, emit: emitAndTime, verified: (result) => verifies.ended(result),
         verify_rate: resource.verify_rate, sync_rate: resource.sync_rate, resync_digest: resource.resync_digest,
-        fatal: (message) => {
-          log.error(message);
-          process.exit(EX_IOERR);
-        },
       });
       const connector = new PrimaryConnector({ resource, node, meta, engine, io, log, emit: emitAndTime });
       // The default endpoint lives in /var/run/hast, which nothing else creates.

@@ -53,8 +53,7 @@ function primaryIo(changes_listed_max?: number): { io: PrimaryIo; disk: LocalDis
   // write then needs a map update, so each is answered within submit().
   const engine = new PrimaryEngine(map, { resuid: 0n, localcnt: 1n, remotecnt: 0n, flags: 0 }, "memsync", { changes_listed_max });
   const stats = newStatistics();
-  const io = new PrimaryIo({ disk, store, meta, engine, stats, log: new Logger({ write() {} }, 0), emit() {}, verified() {}, verify_rate: null, sync_rate: null, resync_digest: false,
-    fatal: (message) => { throw new Error(`fatal: ${message}`); } });
+  const io = new PrimaryIo({ disk, store, meta, engine, stats, log: new Logger({ write() {} }, 0), emit() {}, verified() {}, verify_rate: null, sync_rate: null, resync_digest: false });
   return { io, disk, meta, stats };
 }
 
