@@ -20,9 +20,9 @@ import { BackendError, type BlockBackend } from "../gate/block-backend.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { chunkDigest } from "../io/digest.ts";
 import type { LocalDisk } from "../io/disk.ts";
-import { native, NativeError } from "../native.ts";
+import { native } from "../native.ts";
 import { InFlight } from "../io/in-flight.ts";
-import type { MetadataStore } from "../io/metadata-store.ts";
+import { failedInFlush, type MetadataStore } from "../io/metadata-store.ts";
 import type { PeerLink } from "../io/peer-link.ts";
 import { MAX_DATA_BYTES, VERSION_DIGEST, VERSION_IN_SYNC, type Frame, type ReplyErrorName } from "../wire/peer/index.ts";
 import { QUEUED_READ_MIN_BYTES } from "../wire/receive-buffer.ts";
@@ -456,7 +456,7 @@ export class PrimaryIo implements BlockBackend {
       return true;
     } catch (err) {
       this.o.log.error(`Unable to write ${what}: ${(err as Error).message}`);
-      if (!(err instanceof NativeError && err.op === "fdatasync")) {
+      if (!failedInFlush(err)) {
         this.o.stats.local_errors.write++;
         return false;
       }

@@ -27,8 +27,7 @@ import { chunkDigest } from "../io/digest.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { InFlight } from "../io/in-flight.ts";
 import type { Landing } from "../io/landing.ts";
-import { MetadataStore } from "../io/metadata-store.ts";
-import { NativeError } from "../native.ts";
+import { failedInFlush, MetadataStore } from "../io/metadata-store.ts";
 import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
@@ -437,7 +436,7 @@ export class SecondaryWorker {
 
   /** A map or metadata write failed in its fdatasync: see writeback_failed. */
   private noteFlushFailure(err: unknown): void {
-    if (err instanceof NativeError && err.op === "fdatasync") this.writeback_failed = true;
+    if (failedInFlush(err)) this.writeback_failed = true;
   }
 
   /** A FLUSH that succeeded fails all the same after a write-back error another fsync took. */

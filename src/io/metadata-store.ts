@@ -5,6 +5,7 @@ import {
   decodeMetadataArea, encodeMetadataSlot, type Metadata, type MetadataRead,
 } from "../core/metadata.ts";
 import { ACTIVEMAP_OFFSET, METADATA_AREA_BYTES } from "../core/layout.ts";
+import { NativeError } from "../native.ts";
 import type { LocalDisk } from "./disk.ts";
 
 const ZERO_CHUNK_BYTES = 1024 * 1024;
@@ -75,3 +76,11 @@ export class MetadataStore {
   }
 }
 
+/**
+ * A metadata or map write that failed in its fdatasync. Linux reports a write-back error to one
+ * fsync only: the changes it dropped may be any written since the last good flush, which the next
+ * FLUSH would then vouch for unless the worker fails it (or what it covered) in its place.
+ */
+export function failedInFlush(err: unknown): boolean {
+  return err instanceof NativeError && err.op === "fdatasync";
+}
