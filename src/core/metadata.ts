@@ -323,7 +323,7 @@ function decodeStale(bytes: Uint8Array, view: DataView, bad: (what: string) => M
   const epoch = bytes.subarray(OFF_STALE_EPOCH, OFF_STALE_EXTENTS);
   if (has_epoch > 1 || bytes[OFF_STALE_HAS_EPOCH + 1] !== 0 || view.getUint16(OFF_STALE_HAS_EPOCH + 2, true) !== 0 ||
     (has_epoch === 0 && !epoch.every((b) => b === 0))) {
-    throw bad("stale section's epoch fields are not 0 or 1 and a boot id");
+    throw bad("stale section's epoch fields are not 0 or 1 and a cache epoch");
   }
   const extents: number[] = [];
   for (let i = 0; i < count; i++) extents.push(view.getUint32(OFF_STALE_EXTENTS + 4 * i, true));

@@ -2,6 +2,7 @@
 // The main process owns roles, hooks and the control socket; a worker owns one resource's I/O.
 import type { ResourceConfig, Role } from "../config/index.ts";
 import type { EventName, ResourceStatus } from "../wire/control.ts";
+import type { EpochAnswer } from "../io/cache-epoch.ts";
 import type { Handshake } from "../wire/peer/index.ts";
 
 /** The events a worker raises; the main process raises `role` itself. */
@@ -33,6 +34,8 @@ export type VerifyAction = { op: "start"; from: number } | { op: "stop" } | { op
 export interface SecondaryPeer {
   handshake: Handshake;
   protocol_version: number;
+  /** The cache epoch the main process took for this connection (null below VERSION_CACHE_EPOCH). */
+  cache: EpochAnswer | null;
 }
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
@@ -46,7 +49,9 @@ export type FromWorker =
   | { type: "verify"; id: number; refused: string | null }
   | { type: "event"; event: HookEvent; args?: string[] }
   /** A secondary's copy state (FLAG_COPY_INCOMPLETE), at its start and at each change. */
-  | { type: "copy"; complete: boolean };
+  | { type: "copy"; complete: boolean }
+  /** An fdatasync of the component failed: the cache epoch is drawn anew (cache-epoch.ts). */
+  | { type: "flush-failed" };
 
 /** Exit code a worker uses to ask for a restart (spec 3.7: killed by a signal or EX_TEMPFAIL). */
 export { EX_TEMPFAIL as WORKER_EXIT_RESTART } from "../core/sysexits.ts";

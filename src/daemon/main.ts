@@ -1,5 +1,6 @@
 // The hastd main process (spec 3): owns the configuration, every resource's role, the control
-// socket, the worker processes and the hooks. It never touches resource data itself.
+// socket, the worker processes and the hooks. It never reads or writes resource data; it only
+// flushes a secondary's component for its cache epoch (cache-epoch.ts).
 import type { Config, ResourceConfig, Role } from "../config/index.ts";
 import { formatAddress, loadConfig } from "../config/index.ts";
 import { ControlError, type ControlReply, type ControlRequest, type EventName, type ResourceStatus } from "../wire/control.ts";
@@ -14,6 +15,8 @@ import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { Serial } from "./serial.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 import { EX_OSERR, ExitError } from "../core/sysexits.ts";
+import { CacheEpoch } from "../io/cache-epoch.ts";
+import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
 /** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
@@ -32,6 +35,8 @@ interface ResourceState {
   /** Role changes, admissions and reload restarts, one at a time (each stops and starts the worker
    * across awaits). */
   turns: Serial;
+  /** The component's cache epoch, held while the resource is secondary (cache-epoch.ts). */
+  cache: CacheEpoch;
 }
 
 export interface MainOptions {
@@ -91,8 +96,12 @@ export class Hastd {
       if (this.stopping || this.resources.get(a.resource.name) !== state || state.role !== "secondary") return;
       if (state.worker) this.log.info(`[${state.config.name}] New connection from the primary at ${a.remote}; replacing the secondary worker.`);
       await this.stopWorker(state);
-      if (this.stopping) return;
-      this.startWorker(state, "secondary", { fd: a.fd, handshake: a.handshake, protocol_version: a.version });
+      // With the old worker gone, before the new one writes: what its flush leaves out is a
+      // write-back error taken after it, which the next connection's flush meets.
+      const cache = a.version >= VERSION_CACHE_EPOCH ? await state.cache.take(state.config.localpath) : null;
+      if (this.stopping || state.role !== "secondary") return;
+      if (cache?.flush_error) this.log.warn(`[${state.config.name}] Flush before the handshake reply failed (${cache.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
+      this.startWorker(state, "secondary", { fd: a.fd, handshake: a.handshake, protocol_version: a.version, cache });
     });
   }
 
@@ -212,6 +221,7 @@ export class Hastd {
     state.split_brain = false;
     await this.stopWorker(state);
     state.copy_incomplete = null;
+    if (old === "secondary") await state.cache.close();
     if (role === "primary" && !this.stopping) {
       const worker = this.startWorker(state, "primary", undefined, force);
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
@@ -231,7 +241,7 @@ export class Hastd {
   private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: SecondaryPeer & { fd: number }, force = false): WorkerHandle {
     const init = {
       resource: state.config, role, node: this.config.node, log: this.opts.log_setup,
-      ...(peer ? { peer: { handshake: peer.handshake, protocol_version: peer.protocol_version } } : {}),
+      ...(peer ? { peer: { handshake: peer.handshake, protocol_version: peer.protocol_version, cache: peer.cache } } : {}),
       ...(force ? { force } : {}),
     };
     const worker = WorkerHandle.spawn(init, {
@@ -244,6 +254,7 @@ export class Hastd {
       onCopy: (complete: boolean) => {
         if (state.worker === worker) state.copy_incomplete = !complete;
       },
+      onFlushFailed: () => state.cache.spoil(),
       onExit: (exit) => this.workerExited(state, worker, exit),
     }, peer ? [peer.fd] : []);
     state.worker = worker;
@@ -358,7 +369,10 @@ export class Hastd {
     this.stopping = true;
     this.log.info("Termination signal received, exiting.");
     this.listener.stop();
-    await Promise.all([...this.resources.values()].map((s) => this.stopWorker(s)));
+    await Promise.all([...this.resources.values()].map(async (s) => {
+      await this.stopWorker(s);
+      await s.cache.close();
+    }));
     this.events.endAll("hastd is exiting");
     this.control.stop();
     await this.hooks.settle(2_000);
@@ -366,7 +380,10 @@ export class Hastd {
 }
 
 function newState(config: ResourceConfig): ResourceState {
-  return { config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial() };
+  return {
+    config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial(),
+    cache: new CacheEpoch(),
+  };
 }
 
 function controlPath(config: Config): string {

@@ -7,7 +7,7 @@ import { formatAddress } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
 import { PrimaryEngine } from "../core/primary-engine.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
-import { ExitError } from "../core/sysexits.ts";
+import { EX_IOERR, ExitError } from "../core/sysexits.ts";
 import { cleanupStaleDevice, createDevice, devdir, type DeviceGate } from "../gate/device.ts";
 import { NbdServer } from "../gate/nbd-server.ts";
 import type { LocalDisk } from "../io/disk.ts";
@@ -47,7 +47,9 @@ export class PrimaryWorker {
     const disk = openComponent(resource);
     try {
       const store = new MetadataStore(disk);
+      const flush_error = flushAtStart(disk);
       const meta = readMetadata(store, resource);
+      if (flush_error !== null) lostAtStart(store, meta, flush_error, log);
       acceptIncomplete(store, meta, force, log);
       if (meta.resuid === 0n && (meta.localcnt !== 0n || meta.remotecnt !== 0n)) {
         meta.localcnt = 0n;
@@ -165,6 +167,37 @@ export class PrimaryWorker {
     p.disk.flush();
     p.disk.close();
     p.log.debug(`Worker for ${p.resource.name} stopped.`);
+  }
+}
+
+/**
+ * The component's cache is flushed before its map and metadata are relied on: a worker killed
+ * between a map write and its fdatasync left the mark in the page cache only, and this worker,
+ * taking it as on the disk, would write in that extent unmarked. The error of a failed flush, or
+ * null.
+ */
+function flushAtStart(disk: LocalDisk): string | null {
+  try {
+    disk.flush();
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/**
+ * The flush at start failed: the previous worker's writes that had not reached the disk may be gone,
+ * its marks among them (Linux drops the pages), so no map says where. This copy lacks changes the
+ * other node has, and is marked so (acceptIncomplete then refuses it unless forced).
+ */
+function lostAtStart(store: MetadataStore, meta: Metadata, flush_error: string, log: Logger): void {
+  log.error(`The flush at start failed (${flush_error}): writes of the previous worker may be lost here, and no map says where. This node's copy is marked incomplete.`);
+  meta.flags |= FLAG_COPY_INCOMPLETE;
+  try {
+    store.write(meta);
+  } catch (err) {
+    throw new ExitError(`Unable to mark this node's copy incomplete after the failed flush at start: ${(err as Error).message}. ` +
+      "Do not promote this node again before checking its component; bring the other node back as primary.", EX_IOERR);
   }
 }
 

@@ -1,20 +1,14 @@
-// The secondary's disk side of an accepted connection (spec 6.2, docs/protocol.md): the cache
-// epoch, the map it answers with, and the metadata the decision changes (an adopted resuid, the
-// stale list folded into the map, "copy incomplete"), all durable before the HANDSHAKE_REPLY.
-//
-// The epoch's flush comes first. Linux reports a write-back error to one fsync only, and the
-// first fsync on a newly opened file takes an error nobody has seen yet (a worker that died with
-// dirty pages): if a map or metadata write's fsync took it, this handshake would fail, and the
-// next one's flush would succeed and send an epoch for a cache that dropped changes.
+// The secondary's disk side of an accepted connection (spec 6.2, docs/protocol.md): the map it
+// answers with, and the metadata the decision changes (an adopted resuid, the stale list folded
+// into the map, "copy incomplete"), all durable before the HANDSHAKE_REPLY. The cache epoch the
+// reply carries was taken by the main process before this worker started (cache-epoch.ts).
 import type { ActiveMap } from "../core/activemap.ts";
 import { setBits } from "../core/bitmap.ts";
 import type { ConnectDecision } from "../core/connect-decision.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
-import { cacheEpoch } from "../io/cache-epoch.ts";
-import type { LocalDisk } from "../io/disk.ts";
+import type { EpochAnswer } from "../io/cache-epoch.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
-import { expectedBitmapBytes, VERSION_CACHE_EPOCH, VERSION_IN_SYNC } from "../wire/peer/index.ts";
-import type { Logger } from "./log.ts";
+import { expectedBitmapBytes, VERSION_IN_SYNC } from "../wire/peer/index.ts";
 
 export interface SecondaryAnswer {
   /** The map sent after the reply: none, the on-disk map, or all extents. */
@@ -27,21 +21,15 @@ type Accept = Extract<ConnectDecision, { kind: "accept" }>;
 
 /**
  * Readies the disk for an accepted connection and returns what the reply carries. `map` (empty)
- * takes the on-disk map; `meta` is updated in place. A failed map or metadata write throws: the
+ * takes the on-disk map; `meta` is updated in place; `cache` is the main process's epoch for this
+ * connection (null below VERSION_CACHE_EPOCH). A failed map or metadata write throws: the
  * connection ends and the next handshake starts from what the disk holds.
  */
 export function answerHandshake(
-  disk: LocalDisk, store: MetadataStore, meta: Metadata, map: ActiveMap,
-  decision: Accept, primary_resuid: bigint, version: number, log: Pick<Logger, "warn">,
+  store: MetadataStore, meta: Metadata, map: ActiveMap,
+  decision: Accept, primary_resuid: bigint, version: number, cache: EpochAnswer | null,
 ): SecondaryAnswer {
-  let cache_epoch: Uint8Array | null = null;
-  let flush_failed = false;
-  if (version >= VERSION_CACHE_EPOCH) {
-    const e = cacheEpoch(disk);
-    if (e.flush_error !== null) log.warn(`Flush before the handshake reply failed (${e.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
-    cache_epoch = e.epoch;
-    flush_failed = e.flush_error !== null;
-  }
+  const flush_failed = cache?.flush_error != null;
   const ondisk = store.readMap(meta.mapsize);
   if (meta.stale) {
     // Its stale extents join the map the primary merges, on the disk first (the list goes
@@ -82,7 +70,7 @@ export function answerHandshake(
   // One slot write: an adopted resuid never reaches the disk without "incomplete" (a power loss
   // between two writes would leave a copy that was never synchronized promotable in this pair).
   if (changed) store.write(meta);
-  return { bitmap, cache_epoch };
+  return { bitmap, cache_epoch: cache?.epoch ?? null };
 }
 
 /** All ones for every extent, padding bits past the last extent zero (the protocol requires it). */

@@ -32,9 +32,9 @@ import { CORK_REPLIES_BYTES, PeerLink } from "../io/peer-link.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
 import {
   bitmapFrames, MAX_DATA_BYTES, replyErrorFromSystemCode, VERSION_DIGEST, VERSION_IN_SYNC,
-  type Frame, type Handshake, type PeerErrorName, type ReplyErrorName, type WriteHead,
+  type Frame, type PeerErrorName, type ReplyErrorName, type WriteHead,
 } from "../wire/peer/index.ts";
-import type { HookEvent, WorkerStatus } from "./ipc.ts";
+import type { HookEvent, SecondaryPeer, WorkerStatus } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { reconnectIntervalMs } from "./primary-connector.ts";
 import { readMetadata, openComponent } from "./component.ts";
@@ -45,6 +45,15 @@ import { newStatistics } from "./statistics.ts";
 export const PEER_FD = 3;
 /** Flushed extents the secondary's map keeps dirty (ActiveMap needs at least one). */
 const SECONDARY_KEEPDIRTY = 1;
+
+/** What the worker tells the main process. */
+export interface SecondaryMain {
+  emit(event: HookEvent): void;
+  /** Whether this node's copy is complete, at the start and at each change. */
+  report(complete: boolean): void;
+  /** A flush of the component failed (its cache epoch is drawn anew: cache-epoch.ts). */
+  flushFailed(): void;
+}
 
 type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
 
@@ -88,17 +97,13 @@ export class SecondaryWorker {
     private link: PeerLink,
     private pool: BufferPool,
     private log: Logger,
-    private emit: (event: HookEvent) => void,
-    private report: (complete: boolean) => void,
+    private main: SecondaryMain,
     /** The peer protocol version negotiated with this primary. */
     private readonly version: number,
   ) {}
 
-  /** `report`: tells the main process whether this node's copy is complete, now and at each change. */
-  static async start(
-    resource: ResourceConfig, hello: Handshake, version: number, log: Logger, emit: (event: HookEvent) => void,
-    report: (complete: boolean) => void,
-  ): Promise<SecondaryWorker> {
+  static async start(resource: ResourceConfig, peer: SecondaryPeer, log: Logger, main: SecondaryMain): Promise<SecondaryWorker> {
+    const { handshake: hello, protocol_version: version } = peer;
     const pool = new BufferPool(PAYLOAD_POOL_MIN_BYTES, PAYLOAD_POOL_BYTES_MAX);
     let worker: SecondaryWorker | null = null;
     const link = await PeerLink.over((h) => adoptFd(PEER_FD, h), bunPeerPrimitives,
@@ -113,7 +118,7 @@ export class SecondaryWorker {
     };
     let disk: LocalDisk;
     try {
-      disk = openComponent(resource);
+      disk = openComponent(resource, () => main.flushFailed());
     } catch (err) {
       return refuse("INTERNAL", (err as Error).message, EX_NOINPUT);
     }
@@ -127,7 +132,7 @@ export class SecondaryWorker {
       const decision = decideConnect(meta, { ...hello, initial_full_sync: false }, copyIncomplete(meta));
       if (decision.kind === "split-brain") {
         log.error(`Split-brain detected with the primary at ${link.remote}: both nodes changed data while apart. Recovery: docs/operations.md.`);
-        emit("split-brain");
+        main.emit("split-brain");
         refuse("SPLIT_BRAIN", decision.message, EX_CONFIG);
       }
       if (decision.kind === "resuid-mismatch") refuse("RESUID_MISMATCH", decision.message, EX_CONFIG);
@@ -139,7 +144,7 @@ export class SecondaryWorker {
         datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: SECONDARY_KEEPDIRTY,
         sectorsize: disk.sector_bytes, mapsize: meta.mapsize, metaflush: resource.metaflush,
       });
-      const { bitmap, cache_epoch } = answerHandshake(disk, store, meta, map, decision, hello.resuid, version, log);
+      const { bitmap, cache_epoch } = answerHandshake(store, meta, map, decision, hello.resuid, version, peer.cache);
       link.send({
         kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
         localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin,
@@ -149,9 +154,9 @@ export class SecondaryWorker {
       log.info(`Connected to the primary at ${link.remote} (decision row ${decision.row}, sync source ${decision.syncsrc}${decision.map === "full" ? ", full synchronization" : ""}).`);
       const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: disk.sector_bytes, max_request_bytes: MAX_DATA_BYTES },
         (meta.flags & FLAG_COPY_INCOMPLETE) === 0);
-      worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, emit, report, version);
-      report(engine.complete);
-      emit("connect");
+      worker = new SecondaryWorker(disk, store, meta, engine, link, pool, log, main, version);
+      main.report(engine.complete);
+      main.emit("connect");
       const started = worker;
       link.start((frame) => started.onFrame(frame), (reason) => started.lost(reason), () => started.carryOut());
       const keepalive_ms = reconnectIntervalMs(resource.timeout_s);
@@ -174,7 +179,7 @@ export class SecondaryWorker {
 
   private lost(reason: string): void {
     this.log.warn(`Disconnected from the primary: ${reason}`);
-    this.emit("disconnect");
+    this.main.emit("disconnect");
     // Requests that arrived whole are carried out (their answers are lost with the link).
     this.carryOut();
     this.ending = true;
@@ -423,7 +428,7 @@ export class SecondaryWorker {
       this.store.write({ ...this.meta, flags });
       this.meta_unsure = false;
       this.meta.flags = flags;
-      this.report(complete);
+      this.main.report(complete);
       if (complete) this.log.info("This node's copy is complete: the primary finished synchronizing it.");
       else this.log.warn("This node's copy is incomplete until the primary has copied to it again: it cannot be promoted meanwhile.");
     } catch (err) {

@@ -11,8 +11,15 @@ import { SecondaryWorker } from "./secondary.ts";
 
 const INIT_TIMEOUT_MS = 10_000;
 
+/** How long an ending worker waits for its last messages to leave (the main process may be gone). */
+const IPC_DRAIN_MS = 2_000;
+/** Settles once the last message sent has left: one sent just before exit is otherwise lost (a
+ * copy state, a failed flush the cache epoch must hear of). */
+let last_sent: Promise<void> = Promise.resolve();
+
 function send(message: FromWorker): void {
-  process.send?.(message);
+  if (!process.send) return;
+  last_sent = new Promise<void>((resolve) => process.send!(message, undefined, undefined, () => resolve()));
 }
 
 function loggerFor(setup: LogSetup, context: string): Logger {
@@ -22,6 +29,12 @@ function loggerFor(setup: LogSetup, context: string): Logger {
 }
 
 export async function runWorker(): Promise<number> {
+  const code = await serve();
+  await Promise.race([last_sent, Bun.sleep(IPC_DRAIN_MS)]);
+  return code;
+}
+
+async function serve(): Promise<number> {
   let worker: PrimaryWorker | SecondaryWorker | null = null;
   let reload_pending: ResourceConfig | null = null;
   // One listener from the start: the main process may send a status query right behind init
@@ -58,8 +71,9 @@ export async function runWorker(): Promise<number> {
   try {
     if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, log, emit);
     else if (init.peer) {
-      const report = (complete: boolean) => send({ type: "copy", complete });
-      worker = await SecondaryWorker.start(init.resource, init.peer.handshake, init.peer.protocol_version, log, emit, report);
+      worker = await SecondaryWorker.start(init.resource, init.peer, log, {
+        emit, report: (complete) => send({ type: "copy", complete }), flushFailed: () => send({ type: "flush-failed" }),
+      });
     }
     else throw new ExitError("secondary worker started without a handshake", EX_SOFTWARE);
   } catch (err) {

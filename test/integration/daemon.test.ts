@@ -10,6 +10,7 @@ import {
   nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
 import { WORKER_HEAP_RAM_BYTES, WORKER_PURGE_DELAY_MS } from "../../src/daemon/worker-handle.ts";
+import { FLAG_COPY_INCOMPLETE } from "../../src/core/metadata.ts";
 
 // 64 MiB of data: the component adds the metadata slots (8 KiB) and one activemap block (4 KiB).
 const DATA_BYTES = 64 * MiB;
@@ -475,5 +476,24 @@ describe("local disk errors", () => {
     expect(daemon.log).toContain("injected by HAST_FAULT_INJECT");
     // Nothing reached the data area.
     expect(readFile(h.path("disk0"), 12288, 4096).every((b) => b === 0)).toBe(true);
+  });
+});
+
+describe("the flush at a primary worker's start", () => {
+  test("a failed one marks the copy incomplete: the promotion is refused, and --force keeps the data", async () => {
+    const s = await setup();
+    const daemon = await h.startDaemon(a, s.conf, { env: { HAST_FAULT_INJECT: "fdatasync:disk0:EIO:1" } });
+    const refused = await h.hastctl(a, s.conf, ["role", "primary", "r0"]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain("not promoted: this node's copy is incomplete");
+    await daemon.waitLog("(primary) error: The flush at start failed (fdatasync");
+    await daemon.waitLog("The primary worker refused this node's copy. Role changed back to init.");
+    expect((await status(s.conf)).role).toBe("init");
+    const [dumped] = JSON.parse(await h.hastctlOk(a, s.conf, ["dump", "--json", "r0"])) as { flags: number }[];
+    expect(dumped!.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
+    // Forced, the copy is taken as it is (this worker's first flush fails too: the rule is per process).
+    await h.hastctlOk(a, s.conf, ["role", "--force", "primary", "r0"]);
+    await daemon.waitLog("Promoted by force although this node's copy is incomplete");
+    expect((await status(s.conf)).role).toBe("primary");
   });
 });

@@ -382,6 +382,11 @@ export class Daemon {
     await this.waitOutput(String(pattern), hit, timeout_ms);
   }
 
+  /** Until `text` has appeared `times` times (the output kept is bounded: for short tests). */
+  async waitLogTimes(text: string, times: number, timeout_ms = 10_000): Promise<void> {
+    await this.waitOutput(`${times} × ${text}`, () => this.output.split(text).length - 1 >= times, timeout_ms);
+  }
+
   private async waitOutput(what: string, hit: () => boolean, timeout_ms: number): Promise<void> {
     await waitFor(`${what} in the hastd log`, hit, timeout_ms).catch(() => {
       throw new Error(`timed out after ${timeout_ms} ms waiting for ${what} in the hastd log:\n${this.output}`);

@@ -1,13 +1,14 @@
 // Peer protocol versions against a real secondary: a primary that speaks version 1 only is served
 // version 1 frames (no cache epoch in HANDSHAKE_REPLY), one that speaks 2 gets the secondary's
-// cache epoch, its boot id, after the secondary flushed its component (docs/protocol.md). At
+// cache epoch after its main process flushed the component (docs/protocol.md): the same id at the
+// next connection, a new one after a flush there failed. At
 // version 3 the secondary marks its copy incomplete at the handshake and clears the mark on an
 // IN_SYNC that counts every error reply it sent. At version 4 it answers a DIGEST READ with the
 // range's SHA-256. A primary refuses a CHALLENGE naming a version it did not offer.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "bun";
-import { bootId } from "../../src/io/cache-epoch.ts";
+import { rmSync, writeFileSync } from "node:fs";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import { FLAG_COPY_INCOMPLETE } from "../../src/core/metadata.ts";
 import { type Frame, FrameDecoder, FrameEncoder } from "../../src/wire/peer/index.ts";
@@ -76,8 +77,9 @@ interface Sizes {
   extentsize: number;
 }
 
-async function secondaryUp(): Promise<{ pair: Pair; meta: Sizes }> {
+async function secondaryUp(env: Record<string, string> = {}): Promise<{ pair: Pair; meta: Sizes }> {
   const pair = Pair.create(h, { data_bytes: 4 * MiB });
+  pair.reconfigure({ env: { [pair.b.name]: env } });
   await pair.createOn(pair.b);
   await pair.start(pair.b);
   await pair.role(pair.b, "secondary");
@@ -101,14 +103,14 @@ async function handshake(
 }
 
 describe("peer protocol versions", () => {
-  test("a version 1 primary gets no cache epoch; a version 2 primary gets the boot id, and may not send IN_SYNC", async () => {
+  test("a version 1 primary gets no cache epoch; a version 2 primary gets one, and may not send IN_SYNC", async () => {
     const { pair, meta } = await secondaryUp();
     const resuid = BigInt(`0x${randomBytes(8).toString("hex")}`) | 1n;
     for (const version_max of [1, 2]) {
       const p = await rawPrimary(pair.b.port);
       try {
         const reply = await handshake(p, pair, meta, version_max, resuid, 0n);
-        expect(reply.cache_epoch).toEqual(version_max === 1 ? null : bootId());
+        expect(reply.cache_epoch?.length ?? null).toEqual(version_max === 1 ? null : 16);
         // A frame the negotiated version does not define ends the connection (protocol.md §9).
         if (version_max === 2) p.send({ kind: "in-sync", replies_failed: 0 });
       } finally {
@@ -117,6 +119,53 @@ describe("peer protocol versions", () => {
       }
       await pair.daemon(pair.b).waitLog("Disconnected from the primary");
     }
+  }, 60_000);
+
+  test("the cache epoch is the same at the next connection, and a new one once a FLUSH failed there", async () => {
+    const rules = h.path("faults-b");
+    const { pair, meta } = await secondaryUp({ HAST_FAULT_INJECT_FILE: rules });
+    const resuid = BigInt(`0x${randomBytes(8).toString("hex")}`) | 1n;
+    let connections = 0;
+    const connection = async (then: (p: RawPrimary) => Promise<void> = async () => {}): Promise<Uint8Array | null> => {
+      const p = await rawPrimary(pair.b.port);
+      connections++;
+      try {
+        const reply = await handshake(p, pair, meta, 4, resuid, 1n);
+        if (reply.bitmap_bytes > 0) await p.next("bitmap");
+        await then(p);
+        return reply.cache_epoch;
+      } finally {
+        p.close();
+        await pair.daemon(pair.b).waitLogTimes("Disconnected from the primary", connections);
+      }
+    };
+    const first = await connection();
+    expect(first).toHaveLength(16);
+    const second = await connection(async (p) => {
+      p.send({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: false, data: randomBytes(4096) });
+      expect(await p.next("reply")).toMatchObject({ seq: 1, error: "OK" });
+      // The worker's flush fails; its answer is the one a primary may lose with the link. The
+      // rule goes before the next connection, so the main process's flush there succeeds.
+      writeFileSync(rules, `fdatasync:${pair.b.name}.img:EIO:1`);
+      p.send({ kind: "flush", seq: 2 });
+      expect(await p.next("reply")).toMatchObject({ seq: 2, error: "EIO" });
+      rmSync(rules);
+    });
+    expect(second).toEqual(first);
+    const third = await connection();
+    expect(third).toHaveLength(16);
+    expect(third).not.toEqual(first);
+    // The flush at disconnect fails: the worker reports it as it exits.
+    expect(await connection(async (p) => {
+      p.send({ kind: "write", seq: 1, offset: 0, length: 4096, memsync: false, sync: false, data: randomBytes(4096) });
+      expect(await p.next("reply")).toMatchObject({ seq: 1, error: "OK" });
+      writeFileSync(rules, `fdatasync:${pair.b.name}.img:EIO:1`);
+    })).toEqual(third);
+    await pair.daemon(pair.b).waitLog("Flush at disconnect failed");
+    rmSync(rules);
+    const fifth = await connection();
+    expect(fifth).toHaveLength(16);
+    expect(fifth).not.toEqual(third);
   }, 60_000);
 
   test("version 4: a DIGEST READ is answered with the range's SHA-256; at version 3 it ends the connection", async () => {

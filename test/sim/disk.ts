@@ -111,24 +111,32 @@ export class SimDisk {
   /** Waits for every operation issued before it, then makes the cache durable (unless EIO). */
   flush(done: (ok: boolean) => void): void {
     const barrier_ms = this.pending.reduce((t, op) => Math.max(t, op.done_ms), 0);
-    this.schedule(0, 0, false, () => {
-      if (this.rng.chance(this.faults.eio_flush)) {
-        this.failFlush();
-        return done(false);
-      }
-      this.flushNow();
-      done(true);
-    }, barrier_ms);
+    this.schedule(0, 0, false, () => done(this.flushInPlace()), barrier_ms);
+  }
+
+  /** Makes the cache durable now, or fails as a flush may (EIO); whether it succeeded. With
+   * `only_if_cached`, a flush with nothing cached succeeds (the faults modelled are write-back's). */
+  flushInPlace(only_if_cached = false): boolean {
+    if (only_if_cached && this.cache.length === 0) return true;
+    if (this.rng.chance(this.faults.eio_flush)) {
+      this.failFlush();
+      return false;
+    }
+    this.flushNow();
+    return true;
   }
 
   /** A flush that failed (EIO): the cache stays volatile, or with `drops_on_eio` half the time
    * some cached sectors are dropped. */
   failFlush(): void {
+    this.failed_flushes++;
     if (this.drops_on_eio && this.rng.chance(0.5)) this.dropOnFailedFlush();
   }
 
   /** Whether a failed flush may drop cached sectors (simulation option `linux_flush`). */
   drops_on_eio = false;
+  /** Flushes failed so far (the main process's flush for the cache epoch learns of each). */
+  failed_flushes = 0;
   /** Told which data sectors a failed flush dropped, and the value each held in the cache. */
   on_drop: ((sectors: number[], values: number[]) => void) | null = null;
 

@@ -20,7 +20,7 @@ export class Host {
   role: Role = "init";
   up = true;
   epoch = 0;
-  /** Power losses so far: the disk cache's lifetime (cacheEpoch; a re-created disk keeps it, as `hastctl create` keeps the boot id). */
+  /** Power losses so far (part of the cache epoch). */
   boots = 0;
   busy = false;
   primary: PrimaryProc | null = null;
@@ -31,6 +31,10 @@ export class Host {
    */
   on_block: ((ms: number, what: ControlWrite) => boolean) | null = null;
   private deferred: (() => void)[] = [];
+  /** The main process's hold on the component for the cache epoch; null while it has none. */
+  private cache: { id: number | null; failures_seen: number } | null = null;
+  /** Cache epoch ids drawn so far (each new one differs from every earlier one). */
+  private cache_ids = 0;
   /** Generation of the newest metadata slot, as MetadataStore tracks it. */
   private meta_generation = 0n;
 
@@ -40,12 +44,32 @@ export class Host {
     private readonly clock: Scheduler,
   ) {}
 
-  /** This host's cache epoch as the secondary reports it (src/io/cache-epoch.ts: the boot id). */
-  cacheEpoch(): Uint8Array {
+  /**
+   * The main process's cache epoch (src/io/cache-epoch.ts) after its flush of the component
+   * (`flush_ok`): null when that flush failed or a flush failed since its last one (its descriptor
+   * sees every write-back error; a worker reports the rest), and then a new id. The descriptor is
+   * opened at the first take since the role became secondary (dropCacheEpoch).
+   */
+  takeCacheEpoch(flush_ok: boolean): Uint8Array | null {
+    const failures = this.disk.failed_flushes;
+    const held = (this.cache ??= { id: null, failures_seen: failures });
+    const missed = failures !== held.failures_seen;
+    held.failures_seen = failures;
+    if (!flush_ok || missed) {
+      held.id = null;
+      return null;
+    }
+    held.id ??= ++this.cache_ids;
     const epoch = new Uint8Array(16);
     epoch[0] = this.name.charCodeAt(0);
     new DataView(epoch.buffer).setUint32(4, this.boots, true);
+    new DataView(epoch.buffer).setUint32(8, held.id, true);
     return epoch;
+  }
+
+  /** The main process closes its descriptor (the role left secondary) or ends (a crash). */
+  dropCacheEpoch(): void {
+    this.cache = null;
   }
 
   /** Wraps a callback of the current process: dropped after a crash, queued while blocked. */

@@ -94,7 +94,16 @@ export class PrimaryProc {
   /** Worker start (src/daemon/primary.ts): metadata, counters reset while resuid is 0, map copy-in.
    * null: refused, as PrimaryWorker.start refuses a copy marked incomplete unless `force`d. */
   static start(host: Host, ctx: SimContext, force = false): PrimaryProc | null {
+    // primary.ts flushAtStart: the map and metadata are relied on once durable; a failed flush
+    // may have dropped the dead worker's writes and marks, and the copy is marked incomplete.
+    const flushed = host.disk.flushInPlace(true);
     const meta = host.readMetadata();
+    if (!flushed) {
+      ctx.trace(`${host.name}: the flush at start failed: copy incomplete`);
+      meta.flags |= FLAG_COPY_INCOMPLETE;
+      host.writeMetadataSlot(meta);
+      host.disk.flushNow();
+    }
     if ((meta.flags & FLAG_COPY_INCOMPLETE) !== 0) {
       ctx.trace(`${host.name}: not promoted: its copy is incomplete${force ? "; forced" : ""}`);
       if (!force) return null;

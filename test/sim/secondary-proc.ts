@@ -8,7 +8,7 @@ import { ActiveMap, type MapWrite } from "../../src/core/activemap.ts";
 import { setBits } from "../../src/core/bitmap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
-import { copyIncomplete, FLAG_COPY_INCOMPLETE, type Metadata } from "../../src/core/metadata.ts";
+import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../../src/core/secondary-engine.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
@@ -130,7 +130,16 @@ export class SecondaryProc {
     this.stop(message);
   }
 
+  /** main.ts: the main process flushes the component for the cache epoch (cache-epoch.ts) before
+   * the worker starts. */
   private handshake(hello: Handshake): void {
+    this.host.disk.flush(this.host.guard((ok: boolean) => this.decide(hello, this.host.takeCacheEpoch(ok))));
+  }
+
+  /** secondary.ts and secondary-handshake.ts: the decision, the map (stale extents, the full copy
+   * asked for), one metadata slot (an adopted resuid with "incomplete"), then the reply. */
+  private decide(hello: Handshake, cache_epoch: Uint8Array | null): void {
+    if (this.ended) return;
     const meta = this.host.readMetadata();
     let decision: ConnectDecision = decideConnect(meta, { ...hello, initial_full_sync: false }, copyIncomplete(meta));
     this.ctx.trace(`${this.host.name}: decision row ${decision.row} ${decision.kind} (secondary localcnt=${meta.localcnt} remotecnt=${meta.remotecnt}; primary localcnt=${hello.localcnt} remotecnt=${hello.remotecnt})`);
@@ -141,44 +150,37 @@ export class SecondaryProc {
     if (decision.kind === "split-brain") return this.refuse("SPLIT_BRAIN", decision.message);
     if (decision.kind === "resuid-mismatch") return this.refuse("RESUID_MISMATCH", decision.message);
     const accepted = decision;
-    const finish = () => this.accept(meta, accepted);
-    if (!accepted.adopt_resuid) return finish();
-    if (accepted.map === "full") {
-      // secondary.ts: the map asks for the full copy on disk before the resuid is adopted.
-      this.host.disk.writeControl(ACTIVEMAP_OFFSET, allExtents(expectedBitmapBytes(meta.datasize, meta.extentsize), extentCount(meta.datasize, meta.extentsize)));
+    if (meta.stale) {
+      const ondisk = this.host.readMap(meta.mapsize);
+      setBits(ondisk, meta.stale.extents);
+      this.host.disk.writeControl(ACTIVEMAP_OFFSET, ondisk);
       this.host.disk.flushNow();
     }
-    meta.resuid = hello.resuid;
-    meta.prevrole = "secondary";
+    let changed = false;
+    if (accepted.adopt_resuid) {
+      if (accepted.map === "full") {
+        this.host.disk.writeControl(ACTIVEMAP_OFFSET, allExtents(expectedBitmapBytes(meta.datasize, meta.extentsize), extentCount(meta.datasize, meta.extentsize)));
+        this.host.disk.flushNow();
+      }
+      meta.resuid = hello.resuid;
+      meta.prevrole = "secondary";
+      meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
+      changed = true;
+    }
+    // The simulation speaks IN_SYNC: a copy from the primary marks this one incomplete.
+    if ((accepted.syncsrc === "primary" || meta.stale) && ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale)) {
+      delete meta.stale;
+      meta.flags |= FLAG_COPY_INCOMPLETE;
+      this.ctx.trace(`${this.host.name}: copy incomplete`);
+      changed = true;
+    }
+    const answer = () => this.answerHandshake(meta, accepted, cache_epoch);
+    if (!changed) return answer();
     this.host.writeMetadataSlot(meta);
     this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {
       this.host.disk.flushNow();
-      finish();
+      answer();
     });
-  }
-
-  /** secondary.ts: the disk cache is flushed before the reply names its epoch (null if that failed);
-   * the copy is marked incomplete first when a copy toward this node starts (or that flush failed:
-   * the same decision). */
-  private accept(meta: Metadata, decision: Extract<ConnectDecision, { kind: "accept" }>): void {
-    if (this.ended) return;
-    this.host.disk.flush(this.host.guard((ok: boolean) => {
-      const answer = () => this.answerHandshake(meta, decision, ok ? this.host.cacheEpoch() : null);
-      if (meta.stale) {
-        // secondary.ts: a primary's stale extents join the map on the disk, then the list goes.
-        const ondisk = this.host.readMap(meta.mapsize);
-        setBits(ondisk, meta.stale.extents);
-        this.host.disk.writeControl(ACTIVEMAP_OFFSET, ondisk);
-        this.host.disk.flushNow();
-      }
-      if ((decision.syncsrc !== "primary" && !meta.stale) || !this.writeCopySlot(false)) return answer();
-      delete meta.stale;
-      meta.flags |= FLAG_COPY_INCOMPLETE;
-      this.host.block(this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max), "metadata", () => {
-        this.host.disk.flushNow();
-        answer();
-      });
-    }));
   }
 
   /** FLAG_COPY_INCOMPLETE from a process on its way out (stop), or after a failure it cannot answer. */

@@ -378,6 +378,7 @@ class Simulation implements SimContext, Observer {
     host.endProcess();
     const old = host.role;
     host.role = role;
+    if (old === "secondary" && role !== "secondary") host.dropCacheEpoch();
     if (role !== "primary") return true;
     const proc = PrimaryProc.start(host, this, force);
     if (proc === null) {
@@ -420,6 +421,7 @@ class Simulation implements SimContext, Observer {
     host.primary = null;
     host.secondary = null;
     host.endProcess();
+    host.dropCacheEpoch(); // hastd's main process went too
     host.role = "init";
     host.up = false;
   }

@@ -174,8 +174,8 @@ describe("metadata codec", () => {
     const slot = () => encodeMetadataSlot({ ...META, stale: { extents: [2, 4], peer_epoch: null } }, 1n).bytes;
     const edits: [(b: Uint8Array) => void, string][] = [
       [(b) => { b[344] = 0; }, "stale extent count 0 must be 1 to " + STALE_EXTENTS_MAX],
-      [(b) => { b[348] = 2; }, "stale section's epoch fields are not 0 or 1 and a boot id"],
-      [(b) => { b[352] = 9; }, "stale section's epoch fields are not 0 or 1 and a boot id"],
+      [(b) => { b[348] = 2; }, "stale section's epoch fields are not 0 or 1 and a cache epoch"],
+      [(b) => { b[352] = 9; }, "stale section's epoch fields are not 0 or 1 and a cache epoch"],
       [(b) => { b[372] = 1; }, "stale extents are not in ascending order at 1"],
       [(b) => { b[376] = 7; }, "reserved bytes are not zero"],
       [(b) => { b[8] = 1; }, "reserved bytes are not zero"],

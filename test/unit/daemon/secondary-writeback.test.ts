@@ -13,9 +13,8 @@ import { SecondaryEngine } from "../../../src/core/secondary-engine.ts";
 import { SecondaryWorker } from "../../../src/daemon/secondary.ts";
 import { answerHandshake } from "../../../src/daemon/secondary-handshake.ts";
 import { BufferPool } from "../../../src/gate/buffer-pool.ts";
-import { bootId } from "../../../src/io/cache-epoch.ts";
 import { MetadataStore } from "../../../src/io/metadata-store.ts";
-import { PROTOCOL_VERSION_MAX } from "../../../src/wire/peer/index.ts";
+import { PROTOCOL_VERSION_MAX, VERSION_CACHE_EPOCH } from "../../../src/wire/peer/index.ts";
 import { PAGE, WritebackDisk } from "./writeback-disk.ts";
 
 const PAYLOAD = 64 * 1024;
@@ -54,7 +53,8 @@ function secondary(complete = true) {
     lost(reason: string): void;
     done: Promise<number>;
   };
-  const worker = new Worker(disk, store, meta, engine, link, new BufferPool(PAGE, 1 << 24), log, () => {}, () => {}, 4);
+  const worker = new Worker(disk, store, meta, engine, link, new BufferPool(PAGE, 1 << 24), log,
+    { emit: () => {}, report: () => {}, flushFailed: () => {} }, 4);
   const request = async (frame: object) => {
     worker.onFrame(frame);
     worker.carryOut();
@@ -140,30 +140,30 @@ describe("SecondaryWorker: map writes and flushes that fail", () => {
   });
 });
 
-describe("the handshake over a write-back error nobody has seen yet (a worker died with dirty pages)", () => {
-  test("the epoch's flush takes it, before any map or metadata write can: no epoch vouches for that cache", () => {
-    expect(bootId()).not.toBeNull(); // Linux: the epoch is the boot id
+describe("the handshake", () => {
+  test("after the main process's flush failed: no epoch, and a copy from the primary marks this one incomplete", () => {
+    for (const flush_error of [null, "fdatasync: Input/output error (EIO)"]) {
+      const { meta, store } = component({ localcnt: 1n, remotecnt: 1n });
+      const decision = decideConnect(meta, { ...meta, localcnt: 2n, virgin: false, initial_full_sync: false }, copyIncomplete(meta));
+      expect(decision).toMatchObject({ kind: "accept", syncsrc: "primary", map: "own" });
+      const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
+      const epoch = flush_error === null ? new Uint8Array(16).fill(9) : null;
+      // Version 2 (cache epochs, no IN_SYNC): only a failed flush marks the copy incomplete here.
+      const answer = answerHandshake(store, { ...meta }, map, decision as never, meta.resuid, VERSION_CACHE_EPOCH, { epoch, flush_error });
+      expect(answer.cache_epoch).toEqual(epoch);
+      expect(store.read()!.meta.flags & FLAG_COPY_INCOMPLETE).toBe(flush_error === null ? 0 : FLAG_COPY_INCOMPLETE);
+    }
+  });
+
+  test("a primary's stale extents reach the on-disk map before the list leaves the metadata", () => {
     const { disk, meta, store } = component({ stale: { extents: [3], peer_epoch: null } });
-    disk.write(new Uint8Array(PAYLOAD).fill(0xaa), meta.localoff); // the dead worker's write, acknowledged
-    disk.failWriteback(meta.localoff);
     const decision = decideConnect(meta, { ...meta, virgin: false, initial_full_sync: false }, copyIncomplete(meta));
     expect(decision).toMatchObject({ kind: "accept", row: 4, map: "own" });
-    const warnings: string[] = [];
-    const epochs: (Uint8Array | null)[] = [];
-    // Connections until one is answered, as the primary retries: each a fresh worker over the disk.
-    for (let attempt = 0; attempt < 3 && epochs.length === 0; attempt++) {
-      const m = store.read()!.meta;
-      const map = new ActiveMap({ datasize: m.datasize, extentsize: m.extentsize, keepdirty: 1, sectorsize: 512, mapsize: m.mapsize });
-      try {
-        epochs.push(answerHandshake(disk as never, store, m, map, decision as never, m.resuid, PROTOCOL_VERSION_MAX, { warn: (w) => warnings.push(w) }).cache_epoch);
-      } catch {
-        // The connection ends; the primary connects again.
-      }
-    }
-    expect(epochs).toEqual([null]); // the primary copies back none of this node's unconfirmed changes
-    expect(warnings.some((w) => w.startsWith("Flush before the handshake reply failed"))).toBe(true);
+    const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
+    const answer = answerHandshake(store, { ...meta }, map, decision as never, meta.resuid, PROTOCOL_VERSION_MAX, null);
+    expect(answer.cache_epoch).toBeNull();
     const m = store.read()!.meta;
-    expect(m.stale).toBeUndefined(); // folded into the map, which went to the disk first
+    expect(m.stale).toBeUndefined();
     expect(m.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
     const bit = new Uint8Array(1);
     disk.read(bit, ACTIVEMAP_OFFSET, true);
@@ -185,7 +185,7 @@ describe("the handshake over a write-back error nobody has seen yet (a worker di
     };
     const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
     try {
-      answerHandshake(disk as never, store, { ...meta }, map, decision as never, primary_resuid, PROTOCOL_VERSION_MAX, { warn: () => {} });
+      answerHandshake(store, { ...meta }, map, decision as never, primary_resuid, PROTOCOL_VERSION_MAX, null);
     } catch {
       // The connection ends; what counts is what the disk holds.
     }

@@ -1,77 +1,96 @@
-// The secondary's cache epoch: the boot id, reported only once the component's cache is flushed.
+// The secondary's cache epoch, as the main process keeps it: one id while the component's flushes
+// succeed and no worker reports a failed one; a new id after either, or for a new descriptor.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bootId, cacheEpoch } from "../../../src/io/cache-epoch.ts";
-import { LocalDisk } from "../../../src/io/disk.ts";
+import { CacheEpoch } from "../../../src/io/cache-epoch.ts";
 import { setFaultInjection } from "../../../src/native.ts";
 
 let dir: string;
+let path: string;
+let cache: CacheEpoch;
+
+function component(at: string): void {
+  writeFileSync(at, "");
+  truncateSync(at, 1 << 20);
+}
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "hast-cache-epoch-"));
+  path = join(dir, "component.img");
+  component(path);
+  cache = new CacheEpoch(true);
 });
 
-afterEach(() => {
+afterEach(async () => {
   setFaultInjection(undefined);
+  await cache.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe("bootId", () => {
-  test("reads a boot id file into 16 bytes", () => {
-    const path = join(dir, "boot_id");
-    writeFileSync(path, "aa127a97-6b58-46b1-8867-498140afeed7\n");
-    expect(bootId(path)).toEqual(Uint8Array.from([0xaa, 0x12, 0x7a, 0x97, 0x6b, 0x58, 0x46, 0xb1, 0x88, 0x67, 0x49, 0x81, 0x40, 0xaf, 0xee, 0xd7]));
+async function epoch(): Promise<Uint8Array> {
+  const e = await cache.take(path);
+  expect(e.flush_error).toBeNull();
+  expect(e.epoch).toHaveLength(16);
+  return e.epoch!;
+}
+
+describe("CacheEpoch", () => {
+  test("is the same id while its flushes succeed", async () => {
+    const first = await epoch();
+    expect(await epoch()).toEqual(first);
+    expect(await epoch()).toEqual(first);
   });
 
-  test("is null for a missing or malformed file", () => {
-    expect(bootId(join(dir, "missing"))).toBeNull();
-    const path = join(dir, "boot_id");
-    writeFileSync(path, "not-a-uuid\n");
-    expect(bootId(path)).toBeNull();
-    writeFileSync(path, "aa127a97-6b58-46b1\n");
-    expect(bootId(path)).toBeNull();
+  test("a failed flush answers null with the error, and the next id is a new one", async () => {
+    const first = await epoch();
+    setFaultInjection("fdatasync:component.img:EIO:1");
+    const failed = await cache.take(path);
+    expect(failed.epoch).toBeNull();
+    expect(failed.flush_error).toContain("EIO");
+    const next = await epoch();
+    expect(next).not.toEqual(first);
+    expect(await epoch()).toEqual(next);
   });
 
-  test("this machine's is stable between reads", () => {
-    const first = bootId();
-    if (first === null) {
-      console.log("bootId: skipped, this system has no /proc/sys/kernel/random/boot_id");
-      return;
-    }
-    expect(bootId()).toEqual(first);
-  });
-});
-
-describe("cacheEpoch", () => {
-  function disk(): LocalDisk {
-    const path = join(dir, "component.img");
-    writeFileSync(path, "");
-    truncateSync(path, 1 << 20);
-    return LocalDisk.open(path, { write: true });
-  }
-
-  test("is the boot id once the flush succeeded", () => {
-    const d = disk();
-    try {
-      const id = new Uint8Array(16).fill(7);
-      expect(cacheEpoch(d, id)).toEqual({ epoch: id, flush_error: null });
-      expect(cacheEpoch(d, null)).toEqual({ epoch: null, flush_error: null });
-    } finally {
-      d.close();
-    }
+  test("a worker's failed flush (spoil) makes the next id a new one", async () => {
+    const first = await epoch();
+    cache.spoil();
+    const next = await epoch();
+    expect(next).not.toEqual(first);
+    expect(await epoch()).toEqual(next);
   });
 
-  test("is null, with the error, when the flush fails", () => {
-    const d = disk();
-    try {
-      setFaultInjection("fdatasync:component.img:EIO:1");
-      const e = cacheEpoch(d, new Uint8Array(16).fill(7));
-      expect(e.epoch).toBeNull();
-      expect(e.flush_error).toContain("EIO");
-    } finally {
-      d.close();
-    }
+  test("flushes run one at a time: the one behind a failed flush does not hand out the old id", async () => {
+    const first = await epoch();
+    setFaultInjection("fdatasync:component.img:delay=50:1,fdatasync:component.img:EIO:1");
+    const [slow, failed, behind] = await Promise.all([cache.take(path), cache.take(path), cache.take(path)]);
+    expect(slow.epoch).toEqual(first);
+    expect(failed.epoch).toBeNull();
+    expect(behind.epoch).not.toBeNull();
+    expect(behind.epoch).not.toEqual(first);
+  });
+
+  test("a component replaced under the same path, or after close, gets a new id", async () => {
+    const first = await epoch();
+    const other = join(dir, "new.img");
+    component(other);
+    renameSync(other, path);
+    const replaced = await epoch();
+    expect(replaced).not.toEqual(first);
+    await cache.close();
+    expect(await epoch()).not.toEqual(replaced);
+  });
+
+  test("a missing component answers null with the error", async () => {
+    const e = await cache.take(join(dir, "missing.img"));
+    expect(e.epoch).toBeNull();
+    expect(e.flush_error).toContain("ENOENT");
+  });
+
+  test("where the system does not report write-back errors to every open file, there is no epoch", async () => {
+    const unsupported = new CacheEpoch(false);
+    expect(await unsupported.take(path)).toEqual({ epoch: null, flush_error: null });
   });
 });
