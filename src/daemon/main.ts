@@ -35,7 +35,7 @@ interface ResourceState {
   /** Role changes, admissions and reload restarts, one at a time (each stops and starts the worker
    * across awaits). */
   turns: Serial;
-  /** The component's cache epoch, held while the resource is secondary (cache-epoch.ts). */
+  /** The component's cache epoch, from the first connection as secondary on (cache-epoch.ts). */
   cache: CacheEpoch;
 }
 
@@ -221,7 +221,6 @@ export class Hastd {
     state.split_brain = false;
     await this.stopWorker(state);
     state.copy_incomplete = null;
-    if (old === "secondary") await state.cache.close();
     if (role === "primary" && !this.stopping) {
       const worker = this.startWorker(state, "primary", undefined, force);
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
@@ -333,6 +332,7 @@ export class Hastd {
       if (nextNames.has(name)) continue;
       this.log.info(`[${name}] Resource removed from the configuration.`);
       await state.turns.run(() => this.setRole(state, "init"));
+      await state.cache.close();
       this.resources.delete(name);
     }
     for (const r of next.resources) {

@@ -117,6 +117,10 @@ export class PrimaryIo implements BlockBackend {
    * local write or trim relies on. The whole map is written before it, which fails if that write
    * does (as the secondary does). */
   private map_unsure = false;
+  /** The newest metadata the engine counts as on disk, whose write failed: the counters, stale list
+   * or incomplete mark it carries are what a restart relies on. Written again before the next local
+   * write, trim or flush, which fails if that write does too. */
+  private meta_unsure: PrimaryGeneration | null = null;
   /** Actions of requests submitted in this tick, held until its end (runSubmitted). */
   private batch: PrimaryAction[] | null = null;
   private link: PeerLink | null = null;
@@ -359,7 +363,7 @@ export class PrimaryIo implements BlockBackend {
       case "map":
         return this.mapUpdate(a.write);
       case "metadata":
-        return this.writeMetadata(a.generation);
+        return void this.writeMetadata(a.generation);
       case "local":
         return this.local(a.id, a.kind, a.offset);
       case "remote":
@@ -392,16 +396,30 @@ export class PrimaryIo implements BlockBackend {
 
   /** Memory follows the disk: the new counters are adopted only once they are durable. A failure is
    * counted as a local write error (a failed fdatasync as a failed local flush: controlWrite). */
-  private writeMetadata(g: PrimaryGeneration): void {
+  private writeMetadata(g: PrimaryGeneration): boolean {
     const { stale: _, ...meta } = this.o.meta;
     const next: Metadata = {
       ...meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary", ...(g.stale ? { stale: g.stale } : {}),
     };
     const what = `metadata (localcnt=${g.localcnt} remotecnt=${g.remotecnt})`;
-    if (!this.controlWrite(what, () => this.o.store.write(next))) return;
+    if (!this.controlWrite(what, () => this.o.store.write(next))) {
+      this.meta_unsure = g;
+      return false;
+    }
+    this.meta_unsure = null;
     if (!next.stale) delete this.o.meta.stale;
     Object.assign(this.o.meta, next);
     this.o.log.debug(`Metadata written: localcnt=${g.localcnt} remotecnt=${g.remotecnt}.`);
+    return true;
+  }
+
+  /** What a local write, trim or flush needs on disk first (meta_unsure, map_unsure): null once
+   * there, else why it is not. */
+  private controlUnsure(kind: RequestKind): string | null {
+    if (kind === "read") return null;
+    if (this.meta_unsure !== null && !this.writeMetadata(this.meta_unsure)) return "the metadata could not be written before it";
+    if (kind !== "flush" && this.map_unsure && !this.writeWholeMap()) return "the activemap could not be written before it";
+    return null;
   }
 
   /** An update that only clears bits waits for the next one, or CLEARS_HELD_MS (HeldMapWrites). */
@@ -415,8 +433,14 @@ export class PrimaryIo implements BlockBackend {
     this.writeMap(now);
   }
 
+  /** The worker stops: metadata whose write failed, then the map updates held back. */
+  writeBeforeStop(): void {
+    if (this.meta_unsure !== null) this.writeMetadata(this.meta_unsure);
+    this.writeHeldMaps();
+  }
+
   /** Writes the updates held back now: their time is up, or the worker is stopping. */
-  writeHeldMaps(): void {
+  private writeHeldMaps(): void {
     if (this.map_unsure) return void this.writeWholeMap();
     this.stopHeldMapsTimer();
     const held = this.held_maps.drain();
@@ -469,12 +493,14 @@ export class PrimaryIo implements BlockBackend {
   private local(id: number, kind: RequestKind, offset: number): void {
     const app = this.apps.get(id)!;
     const disk = this.o.disk;
-    if (kind === "flush") return this.localOnHelper(id, app, disk.flushAsync());
-    if ((kind === "write" || kind === "delete") && this.map_unsure && !this.writeWholeMap()) {
-      // Its extent may be clean on disk: a crash would leave the change where no resync looks.
-      this.localFailed(app, kind, new Error("the activemap could not be written before it"));
+    const unsure = this.controlUnsure(kind);
+    if (unsure !== null) {
+      // Its extent may be clean on disk, or the counters or stale list a restart relies on missing:
+      // a crash would leave the change where no resync looks, or take this copy as whole.
+      this.localFailed(app, kind, new Error(unsure));
       return this.run(this.o.engine.localDone(id, false));
     }
+    if (kind === "flush") return this.localOnHelper(id, app, disk.flushAsync());
     try {
       switch (kind) {
         case "read": {

@@ -43,8 +43,11 @@ export class PrimaryWorker {
   private constructor(private p: PrimaryParts, private readonly rate: SyncRate, private readonly verifies: VerifyLog) {}
 
   /** `force`: take this node's copy as the good one even if it is incomplete (acceptIncomplete). */
-  static async start(resource: ResourceConfig, node: string, force: boolean, log: Logger, emit: (event: HookEvent) => void): Promise<PrimaryWorker> {
-    const disk = openComponent(resource);
+  /** `flushFailed`: tells the main process of a failed flush of the component (cache-epoch.ts). */
+  static async start(
+    resource: ResourceConfig, node: string, force: boolean, log: Logger, emit: (event: HookEvent) => void, flushFailed: () => void,
+  ): Promise<PrimaryWorker> {
+    const disk = openComponent(resource, flushFailed);
     try {
       const store = new MetadataStore(disk);
       const flush_error = flushAtStart(disk);
@@ -163,7 +166,7 @@ export class PrimaryWorker {
     p.connector.stop();
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
     await p.io.localIoSettled();
-    p.io.writeHeldMaps();
+    p.io.writeBeforeStop();
     p.disk.flush();
     p.disk.close();
     p.log.debug(`Worker for ${p.resource.name} stopped.`);

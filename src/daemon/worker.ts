@@ -68,11 +68,13 @@ async function serve(): Promise<number> {
     process.exit(EX_SOFTWARE);
   });
   const emit = (event: HookEvent) => send({ type: "event", event });
+  // Any worker's: the main process keeps the component's cache epoch across role changes.
+  const flushFailed = () => send({ type: "flush-failed" });
   try {
-    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, log, emit);
+    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, log, emit, flushFailed);
     else if (init.peer) {
       worker = await SecondaryWorker.start(init.resource, init.peer, log, {
-        emit, report: (complete) => send({ type: "copy", complete }), flushFailed: () => send({ type: "flush-failed" }),
+        emit, report: (complete) => send({ type: "copy", complete }), flushFailed,
       });
     }
     else throw new ExitError("secondary worker started without a handshake", EX_SOFTWARE);

@@ -10,10 +10,12 @@
 // one and whose answer was lost with the link, or that was killed inside fdatasync, leaves the next
 // worker's descriptor none the wiser: its flush succeeds. The main process keeps one descriptor
 // open across workers, so its flush here sees every such error since its last one. The id is
-// drawn anew when that flush fails, when a worker reports a failed flush (spoil: a disk cache flush
-// error is not kept for other files), and when the descriptor is opened (hastd started, role
-// changed, component replaced). Elsewhere (FreeBSD) there is no epoch: the primary then trusts none
-// of the secondary's unconfirmed changes.
+// drawn anew when that flush fails, when a worker (primary or secondary) reports a failed flush
+// (spoil: a disk cache flush error is not kept for other files), and when the descriptor is opened
+// (hastd started, resource removed and added again, component replaced). It lasts across role
+// changes: what a primary worker wrote meanwhile either reached the disk, or failed a flush that
+// the main process's descriptor or the worker's report tells of. Elsewhere (FreeBSD) there is no
+// epoch: the primary then trusts none of the secondary's unconfirmed changes.
 import { statSync } from "node:fs";
 import { CACHE_EPOCH_BYTES } from "../wire/peer/index.ts";
 import { LocalDisk } from "./disk.ts";
@@ -47,7 +49,7 @@ export class CacheEpoch {
     this.#id = null;
   }
 
-  /** The descriptor goes (the resource leaves the secondary role); the next take opens a new id. */
+  /** The descriptor goes (hastd stops, the resource is removed); the next take opens a new id. */
   close(): Promise<void> {
     const closed = this.#turn.then(() => this.#close());
     this.#turn = closed.catch(() => undefined);

@@ -48,7 +48,7 @@ export class Host {
    * The main process's cache epoch (src/io/cache-epoch.ts) after its flush of the component
    * (`flush_ok`): null when that flush failed or a flush failed since its last one (its descriptor
    * sees every write-back error; a worker reports the rest), and then a new id. The descriptor is
-   * opened at the first take since the role became secondary (dropCacheEpoch).
+   * opened at the first take since hastd started (dropCacheEpoch).
    */
   takeCacheEpoch(flush_ok: boolean): Uint8Array | null {
     const failures = this.disk.failed_flushes;
@@ -67,7 +67,7 @@ export class Host {
     return epoch;
   }
 
-  /** The main process closes its descriptor (the role left secondary) or ends (a crash). */
+  /** hastd's main process ends (a crash): its descriptor goes. */
   dropCacheEpoch(): void {
     this.cache = null;
   }

@@ -378,7 +378,6 @@ class Simulation implements SimContext, Observer {
     host.endProcess();
     const old = host.role;
     host.role = role;
-    if (old === "secondary" && role !== "secondary") host.dropCacheEpoch();
     if (role !== "primary") return true;
     const proc = PrimaryProc.start(host, this, force);
     if (proc === null) {

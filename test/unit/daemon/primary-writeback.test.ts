@@ -37,7 +37,7 @@ function primary() {
     disk.read(b, ACTIVEMAP_OFFSET + (e >> 3), true);
     return (b[0]! >> (e & 7)) & 1;
   };
-  return { disk, meta, io, outcome, mapBit };
+  return { disk, meta, store, io, outcome, mapBit };
 }
 
 test("a write-back error taken by a map write's fdatasync fails the next FLUSH", async () => {
@@ -67,4 +67,25 @@ test("a failed map pwrite whose whole-map write fails too: the write fails rathe
   expect(s.mapBit(9)).toBe(0);
   expect(await s.outcome(s.io.write(9 * s.meta.extentsize, new Uint8Array(PAGE), false))).toBe("ok"); // the map went whole first
   expect(s.mapBit(9)).toBe(1);
+});
+
+test("a failed metadata write is written again before the next write: the counters a restart relies on reach the disk", async () => {
+  const s = primary();
+  s.disk.meta_pwrite_failures = 1; // the first write's localcnt bump
+  expect(await s.outcome(s.io.write(0, new Uint8Array(PAGE), false))).toBe("ok");
+  expect(s.store.read()!.meta.localcnt).toBe(2n); // this node changed data while apart, on disk
+});
+
+test("a metadata write that fails again fails the write, the trim and the flush behind it, until it succeeds", async () => {
+  const s = primary();
+  s.disk.meta_pwrite_failures = 2;
+  expect(await s.outcome(s.io.write(0, new Uint8Array(PAGE).fill(0xaa), false))).toBe("failed");
+  expect(s.store.read()!.meta.localcnt).toBe(1n);
+  s.disk.meta_pwrite_failures = 1;
+  expect(await s.outcome(s.io.trim(0, PAGE))).toBe("failed");
+  s.disk.meta_pwrite_failures = 1;
+  expect(await s.outcome(s.io.flush())).toBe("failed");
+  expect(await s.outcome(s.io.read(0, new Uint8Array(PAGE)))).toBe("ok"); // reads need no metadata
+  expect(await s.outcome(s.io.write(0, new Uint8Array(PAGE).fill(0xbb), false))).toBe("ok");
+  expect(s.store.read()!.meta.localcnt).toBe(2n);
 });

@@ -1,6 +1,7 @@
 // A component that fails as Linux does on a write-back error: the failed pages are dropped
 // (stable storage keeps the old data) and the next fsync on the file reports EIO, once. pwrites
-// below map_end (metadata and map) can be made to fail too.
+// below map_end (metadata and map), or below the map (metadata alone), can be made to fail too.
+import { ACTIVEMAP_OFFSET } from "../../../src/core/layout.ts";
 import { native, NativeError } from "../../../src/native.ts";
 
 export const PAGE = 4096;
@@ -15,6 +16,8 @@ export class WritebackDisk {
   /** pwrites below this offset (metadata and map) fail while map_pwrite_failures > 0. */
   map_end = 0;
   map_pwrite_failures = 0;
+  /** pwrites of the metadata slots (below ACTIVEMAP_OFFSET) fail while meta_pwrite_failures > 0. */
+  meta_pwrite_failures = 0;
 
   read(buf: Uint8Array, offset: number, stable = false): void {
     for (let i = 0; i < buf.length;) {
@@ -37,6 +40,10 @@ export class WritebackDisk {
   write(buf: Uint8Array, offset: number): void {
     if (this.map_pwrite_failures > 0 && offset < this.map_end) {
       this.map_pwrite_failures--;
+      throw new NativeError({ op: "pwrite", path: this.path, errno: native.errno.EIO });
+    }
+    if (this.meta_pwrite_failures > 0 && offset < ACTIVEMAP_OFFSET) {
+      this.meta_pwrite_failures--;
       throw new NativeError({ op: "pwrite", path: this.path, errno: native.errno.EIO });
     }
     for (let i = 0; i < buf.length;) {
