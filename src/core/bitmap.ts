@@ -9,6 +9,16 @@ export function setBits(bytes: Uint8Array, bits: Iterable<number>): void {
   for (const bit of bits) bytes[bit >> 3]! |= 1 << (bit & 7);
 }
 
+/** A raw map image of `bytes` with bits 0..nbits-1 set and the padding bits past them zero (the
+ * peer protocol requires it): every extent. */
+export function allBits(bytes: number, nbits: number): Uint8Array {
+  assert(nbits <= bytes * 8, () => `${nbits} bits do not fit in ${bytes} bytes`);
+  const map = new Uint8Array(bytes);
+  map.fill(0xff, 0, nbits >> 3);
+  if (nbits & 7) map[nbits >> 3] = (1 << (nbits & 7)) - 1;
+  return map;
+}
+
 export class Bitmap {
   readonly nbits: number;
   readonly bytes: Uint8Array;

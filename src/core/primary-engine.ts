@@ -10,6 +10,7 @@
 // sent to the peer).
 import type { ActiveMap, MapWrite, SyncChunk } from "./activemap.ts";
 import { assert } from "./assert.ts";
+import { allBits } from "./bitmap.ts";
 import type { Generation, SyncSource } from "./connect-decision.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, STALE_EXTENTS_MAX, type StaleExtents } from "./metadata.ts";
 import { RangeLock } from "./rangelock.ts";
@@ -1060,7 +1061,7 @@ export class PrimaryEngine {
     this.peer_unconfirmed.clear();
     this.copied_unconfirmed.clear();
     this.peer_epoch = c.peer_cache_epoch;
-    const merged = this.map.mergeRemote(full ? allExtents(this.map.nextents, c.peer_map.length) : c.peer_map);
+    const merged = this.map.mergeRemote(full ? allBits(c.peer_map.length, this.map.nextents) : c.peer_map);
     if (merged) actions.push({ type: "map", write: merged });
     if (full) {
       this.gen.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
@@ -1497,12 +1498,6 @@ export class PrimaryEngine {
 
 function overlaps(chunk: { offset: number; length: number } | null, offset: number, length: number): boolean {
   return chunk !== null && chunk.offset < offset + length && offset < chunk.offset + chunk.length;
-}
-
-function allExtents(nextents: number, bytes: number): Uint8Array {
-  const map = new Uint8Array(bytes);
-  for (let e = 0; e < nextents; e++) map[e >> 3]! |= 1 << (e & 7);
-  return map;
 }
 
 /** Forgets the changes numbered up to `seq` (a flush that started then made them durable). */

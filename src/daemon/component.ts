@@ -6,10 +6,9 @@ import { EX_CONFIG, EX_NOINPUT, ExitError } from "../core/sysexits.ts";
 import { LocalDisk } from "../io/disk.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 
-/** `on_flush_error`: told of every failed fdatasync (LocalDiskOptions). */
-export function openComponent(resource: ResourceConfig, on_flush_error?: (err: unknown) => void): LocalDisk {
+export function openComponent(resource: ResourceConfig): LocalDisk {
   try {
-    return LocalDisk.open(resource.localpath, { write: true, lock: true, ...(on_flush_error ? { on_flush_error } : {}) });
+    return LocalDisk.open(resource.localpath, { write: true, lock: true });
   } catch (err) {
     throw new ExitError(`Unable to open local component ${resource.localpath}: ${(err as Error).message}`, EX_NOINPUT);
   }

@@ -2,7 +2,7 @@
 // The main process owns roles, hooks and the control socket; a worker owns one resource's I/O.
 import type { ResourceConfig, Role } from "../config/index.ts";
 import type { EventName, ResourceStatus } from "../wire/control.ts";
-import type { EpochAnswer } from "../io/cache-epoch.ts";
+import type { FlushAnswer } from "../io/held-component.ts";
 import type { Handshake } from "../wire/peer/index.ts";
 
 /** The events a worker raises; the main process raises `role` itself. */
@@ -22,6 +22,9 @@ export type ToWorker =
       peer?: SecondaryPeer;
       /** A primary promoted with `hastctl role --force`. */
       force?: boolean;
+      /** A primary: why the main process's flush of the component before this start failed
+       * (held-component.ts), or null. */
+      start_flush_error?: string | null;
     }
   | { type: "status"; id: number }
   /** Start, end, or go on with an online verification; answered with a "verify" message. */
@@ -34,8 +37,9 @@ export type VerifyAction = { op: "start"; from: number } | { op: "stop" } | { op
 export interface SecondaryPeer {
   handshake: Handshake;
   protocol_version: number;
-  /** The cache epoch the main process took for this connection (null below VERSION_CACHE_EPOCH). */
-  cache: EpochAnswer | null;
+  /** The main process's flush for this connection, with the cache epoch (null below
+   * VERSION_CACHE_EPOCH). */
+  cache: FlushAnswer | null;
 }
 
 /** Live fields a worker adds to the main process's configuration view of a resource. */
@@ -49,9 +53,7 @@ export type FromWorker =
   | { type: "verify"; id: number; refused: string | null }
   | { type: "event"; event: HookEvent; args?: string[] }
   /** A secondary's copy state (FLAG_COPY_INCOMPLETE), at its start and at each change. */
-  | { type: "copy"; complete: boolean }
-  /** An fdatasync of the component failed: the cache epoch is drawn anew (cache-epoch.ts). */
-  | { type: "flush-failed" };
+  | { type: "copy"; complete: boolean };
 
 /** Exit code a worker uses to ask for a restart (spec 3.7: killed by a signal or EX_TEMPFAIL). */
 export { EX_TEMPFAIL as WORKER_EXIT_RESTART } from "../core/sysexits.ts";

@@ -1,6 +1,6 @@
 // The hastd main process (spec 3): owns the configuration, every resource's role, the control
 // socket, the worker processes and the hooks. It never reads or writes resource data; it only
-// flushes a secondary's component for its cache epoch (cache-epoch.ts).
+// flushes each component before a worker starts on it (held-component.ts).
 import type { Config, ResourceConfig, Role } from "../config/index.ts";
 import { formatAddress, loadConfig } from "../config/index.ts";
 import { ControlError, type ControlReply, type ControlRequest, type EventName, type ResourceStatus } from "../wire/control.ts";
@@ -14,8 +14,8 @@ import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { Serial } from "./serial.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
-import { EX_OSERR, ExitError } from "../core/sysexits.ts";
-import { CacheEpoch } from "../io/cache-epoch.ts";
+import { EX_OK, EX_OSERR, ExitError } from "../core/sysexits.ts";
+import { HeldComponent } from "../io/held-component.ts";
 import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
@@ -35,8 +35,8 @@ interface ResourceState {
   /** Role changes, admissions and reload restarts, one at a time (each stops and starts the worker
    * across awaits). */
   turns: Serial;
-  /** The component's cache epoch, from the first connection as secondary on (cache-epoch.ts). */
-  cache: CacheEpoch;
+  /** The component's descriptor held across workers, and its cache epoch (held-component.ts). */
+  held: HeldComponent;
 }
 
 export interface MainOptions {
@@ -98,10 +98,10 @@ export class Hastd {
       await this.stopWorker(state);
       // With the old worker gone, before the new one writes: what its flush leaves out is a
       // write-back error taken after it, which the next connection's flush meets.
-      const cache = a.version >= VERSION_CACHE_EPOCH ? await state.cache.take(state.config.localpath) : null;
+      const cache = a.version >= VERSION_CACHE_EPOCH ? await state.held.flush(state.config.localpath) : null;
       if (this.stopping || state.role !== "secondary") return;
       if (cache?.flush_error) this.log.warn(`[${state.config.name}] Flush before the handshake reply failed (${cache.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
-      this.startWorker(state, "secondary", { fd: a.fd, handshake: a.handshake, protocol_version: a.version, cache });
+      this.startWorker(state, "secondary", { peer: { fd: a.fd, handshake: a.handshake, protocol_version: a.version, cache } });
     });
   }
 
@@ -221,8 +221,8 @@ export class Hastd {
     state.split_brain = false;
     await this.stopWorker(state);
     state.copy_incomplete = null;
-    if (role === "primary" && !this.stopping) {
-      const worker = this.startWorker(state, "primary", undefined, force);
+    const worker = role === "primary" ? await this.startPrimary(state, force) : null;
+    if (worker) {
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
       if (worker.exit?.code === WORKER_EXIT_REFUSED) {
         this.log.error(`[${name}] The primary worker refused this node's copy. Role changed back to ${old}.`);
@@ -235,13 +235,28 @@ export class Hastd {
     return true;
   }
 
-  /** Returns the worker; its `ready` settles once it serves (or has exited). */
-  /** `peer`: a secondary's accepted connection (its fd becomes the worker's PEER_FD). */
-  private startWorker(state: ResourceState, role: "primary" | "secondary", peer?: SecondaryPeer & { fd: number }, force = false): WorkerHandle {
+  /** A primary worker, once the main process flushed the component (held-component.ts: its
+   * descriptor meets a write-back error a dead worker took); null when hastd stops meanwhile. */
+  private async startPrimary(state: ResourceState, force = false): Promise<WorkerHandle | null> {
+    if (this.stopping) return null;
+    const { flush_error } = await state.held.flush(state.config.localpath);
+    if (flush_error) this.log.error(`[${state.config.name}] Flush before the primary worker starts failed (${flush_error}).`);
+    if (this.stopping) return null;
+    return this.startWorker(state, "primary", { force, start_flush_error: flush_error });
+  }
+
+  /** Returns the worker; its `ready` settles once it serves (or has exited). `peer`: a secondary's
+   * accepted connection (its fd becomes the worker's PEER_FD). */
+  private startWorker(
+    state: ResourceState, role: "primary" | "secondary",
+    opts: { peer?: SecondaryPeer & { fd: number }; force?: boolean; start_flush_error?: string | null } = {},
+  ): WorkerHandle {
+    const { peer, force, start_flush_error } = opts;
     const init = {
       resource: state.config, role, node: this.config.node, log: this.opts.log_setup,
       ...(peer ? { peer: { handshake: peer.handshake, protocol_version: peer.protocol_version, cache: peer.cache } } : {}),
       ...(force ? { force } : {}),
+      ...(start_flush_error ? { start_flush_error } : {}),
     };
     const worker = WorkerHandle.spawn(init, {
       onEvent: (event: HookEvent, args: string[]) => {
@@ -253,7 +268,6 @@ export class Hastd {
       onCopy: (complete: boolean) => {
         if (state.worker === worker) state.copy_incomplete = !complete;
       },
-      onFlushFailed: () => state.cache.spoil(),
       onExit: (exit) => this.workerExited(state, worker, exit),
     }, peer ? [peer.fd] : []);
     state.worker = worker;
@@ -271,6 +285,7 @@ export class Hastd {
 
   private workerExited(state: ResourceState, worker: WorkerHandle, exit: WorkerExit): void {
     const name = state.config.name;
+    if (exit.code === EX_OK) void state.held.absorb();
     const how = exit.signal ? `killed by signal ${exit.signal}` : `exited with status ${exit.code}`;
     if (state.worker !== worker) {
       this.log.debug(`[${name}] Worker process (pid=${worker.pid}) ${how}.`);
@@ -296,7 +311,11 @@ export class Hastd {
       this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}; restarting in ${WORKER_RESTART_DELAY_MS / 1000} s.`);
       state.restart = setTimeout(() => {
         state.restart = null;
-        if (!this.stopping && state.role === "primary" && !state.worker) this.startWorker(state, "primary").restarted = true;
+        void state.turns.run(async () => {
+          if (state.role !== "primary" || state.worker) return;
+          const restarted = await this.startPrimary(state);
+          if (restarted) restarted.restarted = true;
+        });
       }, WORKER_RESTART_DELAY_MS);
       return;
     }
@@ -332,7 +351,7 @@ export class Hastd {
       if (nextNames.has(name)) continue;
       this.log.info(`[${name}] Resource removed from the configuration.`);
       await state.turns.run(() => this.setRole(state, "init"));
-      await state.cache.close();
+      await state.held.close();
       this.resources.delete(name);
     }
     for (const r of next.resources) {
@@ -371,7 +390,7 @@ export class Hastd {
     this.listener.stop();
     await Promise.all([...this.resources.values()].map(async (s) => {
       await this.stopWorker(s);
-      await s.cache.close();
+      await s.held.close();
     }));
     this.events.endAll("hastd is exiting");
     this.control.stop();
@@ -382,7 +401,7 @@ export class Hastd {
 function newState(config: ResourceConfig): ResourceState {
   return {
     config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial(),
-    cache: new CacheEpoch(),
+    held: new HeldComponent(),
   };
 }
 

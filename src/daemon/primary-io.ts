@@ -433,10 +433,12 @@ export class PrimaryIo implements BlockBackend {
     this.writeMap(now);
   }
 
-  /** The worker stops: metadata whose write failed, then the map updates held back. */
-  writeBeforeStop(): void {
+  /** The worker stops: metadata whose write failed, then the map updates held back. False if
+   * some of it could not be written. */
+  writeBeforeStop(): boolean {
     if (this.meta_unsure !== null) this.writeMetadata(this.meta_unsure);
     this.writeHeldMaps();
+    return this.meta_unsure === null && !this.map_unsure;
   }
 
   /** Writes the updates held back now: their time is up, or the worker is stopping. */

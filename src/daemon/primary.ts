@@ -5,6 +5,9 @@ import { dirname } from "node:path";
 import type { ResourceConfig } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
 import { ActiveMap } from "../core/activemap.ts";
+import { allBits } from "../core/bitmap.ts";
+import { extentCount } from "../core/layout.ts";
+import { expectedBitmapBytes } from "../wire/peer/index.ts";
 import { PrimaryEngine } from "../core/primary-engine.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { EX_IOERR, ExitError } from "../core/sysexits.ts";
@@ -42,15 +45,16 @@ export interface PrimaryParts {
 export class PrimaryWorker {
   private constructor(private p: PrimaryParts, private readonly rate: SyncRate, private readonly verifies: VerifyLog) {}
 
-  /** `force`: take this node's copy as the good one even if it is incomplete (acceptIncomplete). */
-  /** `flushFailed`: tells the main process of a failed flush of the component (cache-epoch.ts). */
+  /** `force`: take this node's copy as the good one even if it is incomplete (acceptIncomplete).
+   * `main_flush_error`: why the main process's flush of the component before this start failed. */
   static async start(
-    resource: ResourceConfig, node: string, force: boolean, log: Logger, emit: (event: HookEvent) => void, flushFailed: () => void,
+    resource: ResourceConfig, node: string, force: boolean, main_flush_error: string | null, log: Logger, emit: (event: HookEvent) => void,
   ): Promise<PrimaryWorker> {
-    const disk = openComponent(resource, flushFailed);
+    const disk = openComponent(resource);
     try {
       const store = new MetadataStore(disk);
-      const flush_error = flushAtStart(disk);
+      const own_flush_error = flushAtStart(disk);
+      const flush_error = main_flush_error ?? own_flush_error;
       const meta = readMetadata(store, resource);
       if (flush_error !== null) lostAtStart(store, meta, flush_error, log);
       acceptIncomplete(store, meta, force, log);
@@ -166,8 +170,10 @@ export class PrimaryWorker {
     p.connector.stop();
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
     await p.io.localIoSettled();
-    p.io.writeBeforeStop();
+    const written = p.io.writeBeforeStop();
     p.disk.flush();
+    // Not an orderly end (EX_OK) then: the main process keeps what its descriptor will see.
+    if (!written) throw new Error("the metadata or the activemap could not be written at stop");
     p.disk.close();
     p.log.debug(`Worker for ${p.resource.name} stopped.`);
   }
@@ -176,8 +182,9 @@ export class PrimaryWorker {
 /**
  * The component's cache is flushed before its map and metadata are relied on: a worker killed
  * between a map write and its fdatasync left the mark in the page cache only, and this worker,
- * taking it as on the disk, would write in that extent unmarked. The error of a failed flush, or
- * null.
+ * taking it as on the disk, would write in that extent unmarked. The main process flushed it just
+ * before, through a descriptor that meets a write-back error the dead worker took; this one meets
+ * an error nobody took yet. The error of a failed flush, or null.
  */
 function flushAtStart(disk: LocalDisk): string | null {
   try {
@@ -190,13 +197,16 @@ function flushAtStart(disk: LocalDisk): string | null {
 
 /**
  * The flush at start failed: the previous worker's writes that had not reached the disk may be gone,
- * its marks among them (Linux drops the pages), so no map says where. This copy lacks changes the
- * other node has, and is marked so (acceptIncomplete then refuses it unless forced).
+ * its marks among them (Linux drops the pages; with `metaflush off` they were never flushed), so no
+ * map says where. Every extent is marked, then the copy incomplete: whichever node is primary next
+ * copies all of it here (acceptIncomplete refuses this copy unless forced).
  */
 function lostAtStart(store: MetadataStore, meta: Metadata, flush_error: string, log: Logger): void {
-  log.error(`The flush at start failed (${flush_error}): writes of the previous worker may be lost here, and no map says where. This node's copy is marked incomplete.`);
+  log.error(`The flush at start failed (${flush_error}): writes of the previous worker may be lost here, and no map says where. This node's copy is marked incomplete, every extent dirty.`);
   meta.flags |= FLAG_COPY_INCOMPLETE;
   try {
+    const bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
+    store.writeMap({ pieces: [{ offset: 0, bytes: allBits(bytes, extentCount(meta.datasize, meta.extentsize)) }], flush: true, flush_before: false });
     store.write(meta);
   } catch (err) {
     throw new ExitError(`Unable to mark this node's copy incomplete after the failed flush at start: ${(err as Error).message}. ` +

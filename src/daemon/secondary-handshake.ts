@@ -1,19 +1,19 @@
 // The secondary's disk side of an accepted connection (spec 6.2, docs/protocol.md): the map it
 // answers with, and the metadata the decision changes (an adopted resuid, the stale list folded
 // into the map, "copy incomplete"), all durable before the HANDSHAKE_REPLY. The cache epoch the
-// reply carries was taken by the main process before this worker started (cache-epoch.ts).
+// reply carries was taken by the main process before this worker started (held-component.ts).
 import type { ActiveMap } from "../core/activemap.ts";
-import { setBits } from "../core/bitmap.ts";
+import { allBits, setBits } from "../core/bitmap.ts";
 import type { ConnectDecision } from "../core/connect-decision.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
-import type { EpochAnswer } from "../io/cache-epoch.ts";
+import type { FlushAnswer } from "../io/held-component.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import { expectedBitmapBytes, VERSION_IN_SYNC } from "../wire/peer/index.ts";
 
 export interface SecondaryAnswer {
   /** The map sent after the reply: none, the on-disk map, or all extents. */
   bitmap: Uint8Array;
-  /** null: the primary trusts none of this node's unconfirmed changes (cache-epoch.ts). */
+  /** null: the primary trusts none of this node's unconfirmed changes (held-component.ts). */
   cache_epoch: Uint8Array | null;
 }
 
@@ -27,7 +27,7 @@ type Accept = Extract<ConnectDecision, { kind: "accept" }>;
  */
 export function answerHandshake(
   store: MetadataStore, meta: Metadata, map: ActiveMap,
-  decision: Accept, primary_resuid: bigint, version: number, cache: EpochAnswer | null,
+  decision: Accept, primary_resuid: bigint, version: number, cache: FlushAnswer | null,
 ): SecondaryAnswer {
   const flush_failed = cache?.flush_error != null;
   const ondisk = store.readMap(meta.mapsize);
@@ -40,7 +40,7 @@ export function answerHandshake(
   map.copyIn(ondisk);
   const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
   const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
-    : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
+    : decision.map === "full" ? allBits(bitmap_bytes, map.nextents) : new Uint8Array(0);
   // A copy toward this node is about to start (only a primary speaking IN_SYNC can say when it
   // ends), or its flush just failed while it is not the sync source, or it was a primary whose
   // copy was stale in the extents its metadata lists (its map holds them, so the primary copies
@@ -71,12 +71,4 @@ export function answerHandshake(
   // between two writes would leave a copy that was never synchronized promotable in this pair).
   if (changed) store.write(meta);
   return { bitmap, cache_epoch: cache?.epoch ?? null };
-}
-
-/** All ones for every extent, padding bits past the last extent zero (the protocol requires it). */
-function allExtents(bytes: number, nextents: number): Uint8Array {
-  const map = new Uint8Array(bytes).fill(0xff);
-  const tail = nextents % 8;
-  if (tail) map[bytes - 1] = (1 << tail) - 1;
-  return map;
 }

@@ -20,7 +20,7 @@ import { assert } from "../core/assert.ts";
 import { decideConnect } from "../core/connect-decision.ts";
 import { copyIncomplete, FLAG_COPY_INCOMPLETE, type Metadata } from "../core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../core/secondary-engine.ts";
-import { EX_CONFIG, EX_NOINPUT, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
+import { EX_CONFIG, EX_NOINPUT, EX_OK, EX_TEMPFAIL, ExitError } from "../core/sysexits.ts";
 import { BufferPool } from "../gate/buffer-pool.ts";
 import { adoptFd } from "../io/byte-stream.ts";
 import { chunkDigest } from "../io/digest.ts";
@@ -51,8 +51,6 @@ export interface SecondaryMain {
   emit(event: HookEvent): void;
   /** Whether this node's copy is complete, at the start and at each change. */
   report(complete: boolean): void;
-  /** A flush of the component failed (its cache epoch is drawn anew: cache-epoch.ts). */
-  flushFailed(): void;
 }
 
 type Request = Extract<Frame, { kind: "read" | "write" | "delete" | "flush" }>;
@@ -118,7 +116,7 @@ export class SecondaryWorker {
     };
     let disk: LocalDisk;
     try {
-      disk = openComponent(resource, () => main.flushFailed());
+      disk = openComponent(resource);
     } catch (err) {
       return refuse("INTERNAL", (err as Error).message, EX_NOINPUT);
     }
@@ -185,6 +183,9 @@ export class SecondaryWorker {
     this.ending = true;
     // Unbounded: a flush stuck in a dead disk holds the process in the kernel anyway.
     void this.local_async.settled().then(() => {
+      // EX_OK only once everything reached the disk: the main process then takes the write-back
+      // errors this worker saw as acted on (HeldComponent.absorb).
+      let code = EX_TEMPFAIL;
       try {
         // Marks whose map write failed (a failed memsync write's, kept past the link) reach the disk.
         const map_lost = this.map_unsure && !this.writeMap(this.engine.wholeMap(), true);
@@ -201,12 +202,13 @@ export class SecondaryWorker {
         // says so (FLUSHes still unanswered included), so the next connect copies nothing needlessly.
         this.disk.flush();
         this.run(this.engine.allDurable());
+        if (!this.map_unsure && !this.writeback_failed) code = EX_OK;
       } catch (err) {
         this.log.error(`Flush at disconnect failed; unflushed changes stay marked: ${(err as Error).message}`);
         this.setCopyComplete(false);
       } finally {
         this.disk.close();
-        this.ended(EX_TEMPFAIL);
+        this.ended(code);
       }
     });
   }

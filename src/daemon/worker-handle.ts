@@ -49,7 +49,6 @@ export interface WorkerExit {
 export interface WorkerCallbacks {
   onEvent(event: HookEvent, args: string[]): void;
   onCopy(complete: boolean): void;
-  onFlushFailed(): void;
   onExit(exit: WorkerExit): void;
 }
 
@@ -172,9 +171,6 @@ export class WorkerHandle {
         return;
       case "copy":
         callbacks.onCopy(message.complete);
-        return;
-      case "flush-failed":
-        callbacks.onFlushFailed();
         return;
     }
   }

@@ -13,8 +13,8 @@ const INIT_TIMEOUT_MS = 10_000;
 
 /** How long an ending worker waits for its last messages to leave (the main process may be gone). */
 const IPC_DRAIN_MS = 2_000;
-/** Settles once the last message sent has left: one sent just before exit is otherwise lost (a
- * copy state, a failed flush the cache epoch must hear of). */
+/** Settles once the last message sent has left: one sent just before exit is otherwise lost (the
+ * copy state a secondary reports as its link ends). */
 let last_sent: Promise<void> = Promise.resolve();
 
 function send(message: FromWorker): void {
@@ -68,14 +68,10 @@ async function serve(): Promise<number> {
     process.exit(EX_SOFTWARE);
   });
   const emit = (event: HookEvent) => send({ type: "event", event });
-  // Any worker's: the main process keeps the component's cache epoch across role changes.
-  const flushFailed = () => send({ type: "flush-failed" });
   try {
-    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, log, emit, flushFailed);
+    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, init.start_flush_error ?? null, log, emit);
     else if (init.peer) {
-      worker = await SecondaryWorker.start(init.resource, init.peer, log, {
-        emit, report: (complete) => send({ type: "copy", complete }), flushFailed,
-      });
+      worker = await SecondaryWorker.start(init.resource, init.peer, log, { emit, report: (complete) => send({ type: "copy", complete }) });
     }
     else throw new ExitError("secondary worker started without a handshake", EX_SOFTWARE);
   } catch (err) {

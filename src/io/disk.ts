@@ -11,8 +11,6 @@ export interface LocalDiskOptions {
   write: boolean;
   direct?: boolean; // O_DIRECT: buffers, offsets and lengths must be multiples of sector_bytes
   lock?: boolean;   // exclusive flock(): a second locked open fails with EWOULDBLOCK
-  /** Told of every failed fdatasync (a secondary reports them to the main process: cache-epoch.ts). */
-  on_flush_error?: (err: unknown) => void;
 }
 
 /**
@@ -33,17 +31,15 @@ export class LocalDisk {
   #flush_unsupported: NativeError | undefined; // the first EOPNOTSUPP, returned ever after
   #async_in_flight = 0; // flushAsync and readAsync calls not yet settled
   #probe_reads = 0; // readSoon calls left that ask the page cache first (see PROBE_READS)
-  readonly #on_flush_error: ((err: unknown) => void) | undefined;
 
   private constructor(path: string, fd: number, kind: "file" | "block", size_bytes: number,
-    sector_bytes: number, writable: boolean, on_flush_error: ((err: unknown) => void) | undefined) {
+    sector_bytes: number, writable: boolean) {
     this.path = path;
     this.#fd = fd;
     this.kind = kind;
     this.size_bytes = size_bytes;
     this.sector_bytes = sector_bytes;
     this.writable = writable;
-    this.#on_flush_error = on_flush_error;
   }
 
   static open(path: string, opts: LocalDiskOptions): LocalDisk {
@@ -62,7 +58,7 @@ export class LocalDisk {
       if (!(sector_bytes > 0 && (sector_bytes & (sector_bytes - 1)) === 0)) {
         throw new Error(`open ${path}: sector size ${sector_bytes} is not a power of two`);
       }
-      return new LocalDisk(path, fd, kind, size_bytes, sector_bytes, opts.write, opts.on_flush_error);
+      return new LocalDisk(path, fd, kind, size_bytes, sector_bytes, opts.write);
     } catch (err) {
       try {
         native.close(fd, path);
@@ -194,7 +190,6 @@ export class LocalDisk {
 
   #flushFailed(err: unknown): unknown {
     if (err instanceof NativeError && err.errno === native.errno.EOPNOTSUPP) this.#flush_unsupported = err;
-    this.#on_flush_error?.(err);
     return err;
   }
 

@@ -488,11 +488,15 @@ describe("the flush at a primary worker's start", () => {
     const refused = await h.hastctl(a, s.conf, ["role", "primary", "r0"]);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain("not promoted: this node's copy is incomplete");
+    // The main process's flush (its descriptor meets an error a dead worker took) and the worker's.
+    await daemon.waitLog("[r0] Flush before the primary worker starts failed (fdatasync");
     await daemon.waitLog("(primary) error: The flush at start failed (fdatasync");
     await daemon.waitLog("The primary worker refused this node's copy. Role changed back to init.");
     expect((await status(s.conf)).role).toBe("init");
-    const [dumped] = JSON.parse(await h.hastctlOk(a, s.conf, ["dump", "--json", "r0"])) as { flags: number }[];
+    const [dumped] = JSON.parse(await h.hastctlOk(a, s.conf, ["dump", "--json", "r0"])) as { flags: number; datasize: number; extentsize: number; dirty_extents: number }[];
     expect(dumped!.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
+    // Every extent is marked: whichever node is primary next copies all of it here.
+    expect(dumped!.dirty_extents).toBe(Math.ceil(dumped!.datasize / dumped!.extentsize));
     // Forced, the copy is taken as it is (this worker's first flush fails too: the rule is per process).
     await h.hastctlOk(a, s.conf, ["role", "--force", "primary", "r0"]);
     await daemon.waitLog("Promoted by force although this node's copy is incomplete");

@@ -31,10 +31,10 @@ export class Host {
    */
   on_block: ((ms: number, what: ControlWrite) => boolean) | null = null;
   private deferred: (() => void)[] = [];
-  /** The main process's hold on the component for the cache epoch; null while it has none. */
-  private cache: { id: number | null; failures_seen: number } | null = null;
+  /** The main process's descriptor of the component and its cache epoch id; null while it has none. */
+  private held: { id: number | null; failures_seen: number } | null = null;
   /** Cache epoch ids drawn so far (each new one differs from every earlier one). */
-  private cache_ids = 0;
+  private held_ids = 0;
   /** Generation of the newest metadata slot, as MetadataStore tracks it. */
   private meta_generation = 0n;
 
@@ -45,21 +45,27 @@ export class Host {
   ) {}
 
   /**
-   * The main process's cache epoch (src/io/cache-epoch.ts) after its flush of the component
-   * (`flush_ok`): null when that flush failed or a flush failed since its last one (its descriptor
-   * sees every write-back error; a worker reports the rest), and then a new id. The descriptor is
-   * opened at the first take since hastd started (dropCacheEpoch).
+   * The main process's flush through the descriptor it holds (src/io/held-component.ts), after the
+   * disk's own (`flush_ok`): false when that failed or any flush failed on this disk since the
+   * held descriptor's last flush (it sees every write-back error; Linux reports one to each open
+   * file). Then the cache epoch is drawn anew. The descriptor is opened at the first flush since
+   * hastd started (dropHeld).
    */
-  takeCacheEpoch(flush_ok: boolean): Uint8Array | null {
+  private heldFlush(flush_ok: boolean): { id: number | null } | null {
     const failures = this.disk.failed_flushes;
-    const held = (this.cache ??= { id: null, failures_seen: failures });
+    const held = (this.held ??= { id: null, failures_seen: failures });
     const missed = failures !== held.failures_seen;
     held.failures_seen = failures;
-    if (!flush_ok || missed) {
-      held.id = null;
-      return null;
-    }
-    held.id ??= ++this.cache_ids;
+    if (flush_ok && !missed) return held;
+    held.id = null;
+    return null;
+  }
+
+  /** The cache epoch a secondary's reply names (null when the main process's flush failed). */
+  takeCacheEpoch(flush_ok: boolean): Uint8Array | null {
+    const held = this.heldFlush(flush_ok);
+    if (held === null) return null;
+    held.id ??= ++this.held_ids;
     const epoch = new Uint8Array(16);
     epoch[0] = this.name.charCodeAt(0);
     new DataView(epoch.buffer).setUint32(4, this.boots, true);
@@ -67,9 +73,20 @@ export class Host {
     return epoch;
   }
 
+  /** main.ts startPrimary, then primary.ts flushAtStart: whether both flushes succeeded. The
+   * worker's succeeds without a fault when nothing is cached (the faults modelled are write-back's). */
+  primaryStartFlush(): boolean {
+    return this.heldFlush(this.disk.flushInPlace(true)) !== null;
+  }
+
+  /** A worker ended in order (HeldComponent.absorb): the failures until now were acted on. */
+  absorbHeld(): void {
+    if (this.held) this.held.failures_seen = this.disk.failed_flushes;
+  }
+
   /** hastd's main process ends (a crash): its descriptor goes. */
-  dropCacheEpoch(): void {
-    this.cache = null;
+  dropHeld(): void {
+    this.held = null;
   }
 
   /** Wraps a callback of the current process: dropped after a crash, queued while blocked. */

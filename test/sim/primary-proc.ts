@@ -4,6 +4,8 @@
 // simulator exercises the production state machine and codec, only the I/O is simulated.
 import { countersMoved } from "../../src/core/connect-decision.ts";
 import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
+import { allBits } from "../../src/core/bitmap.ts";
+import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
 import { cacheEpochKey, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { batchMapWrites, CLEARS_HELD_MS, HeldMapWrites } from "../../src/core/map-batch.ts";
 import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
@@ -94,12 +96,13 @@ export class PrimaryProc {
   /** Worker start (src/daemon/primary.ts): metadata, counters reset while resuid is 0, map copy-in.
    * null: refused, as PrimaryWorker.start refuses a copy marked incomplete unless `force`d. */
   static start(host: Host, ctx: SimContext, force = false): PrimaryProc | null {
-    // primary.ts flushAtStart: the map and metadata are relied on once durable; a failed flush
-    // may have dropped the dead worker's writes and marks, and the copy is marked incomplete.
-    const flushed = host.disk.flushInPlace(true);
+    // The map and metadata are relied on once durable; a failed flush may have dropped the dead
+    // worker's writes and marks: primary.ts lostAtStart marks every extent and the copy incomplete.
+    const flushed = host.primaryStartFlush();
     const meta = host.readMetadata();
     if (!flushed) {
-      ctx.trace(`${host.name}: the flush at start failed: copy incomplete`);
+      ctx.trace(`${host.name}: the flush at start failed: every extent marked, copy incomplete`);
+      host.disk.writeControl(ACTIVEMAP_OFFSET, allBits(expectedBitmapBytes(meta.datasize, meta.extentsize), extentCount(meta.datasize, meta.extentsize)));
       meta.flags |= FLAG_COPY_INCOMPLETE;
       host.writeMetadataSlot(meta);
       host.disk.flushNow();
@@ -178,6 +181,7 @@ export class PrimaryProc {
     const held = this.held_maps.drain();
     if (held) this.host.writeMapNow(held);
     this.host.disk.flushNow();
+    this.host.absorbHeld(); // an orderly end (main.ts workerExited)
   }
 
   /** The machine lost power: the connection goes silent, the peer notices by timeout. */

@@ -5,7 +5,7 @@
 // dirty bit before a write or trim, clean bits once a FLUSH made them durable) is written and
 // flushed before anything after it, so a data write never reaches the disk ahead of its bit.
 import { ActiveMap, type MapWrite } from "../../src/core/activemap.ts";
-import { setBits } from "../../src/core/bitmap.ts";
+import { allBits, setBits } from "../../src/core/bitmap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
 import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
@@ -104,6 +104,7 @@ export class SecondaryProc {
     this.host.disk.flushNow();
     // With everything durable, an IN_SYNC still waiting counts.
     for (const a of this.engine?.allDurable() ?? []) if (a.type === "copy") this.writeCopy(a.complete);
+    this.host.absorbHeld(); // an orderly end: exit status 0 (main.ts workerExited)
   }
 
   private onData(chunk: Uint8Array): void {
@@ -159,7 +160,7 @@ export class SecondaryProc {
     let changed = false;
     if (accepted.adopt_resuid) {
       if (accepted.map === "full") {
-        this.host.disk.writeControl(ACTIVEMAP_OFFSET, allExtents(expectedBitmapBytes(meta.datasize, meta.extentsize), extentCount(meta.datasize, meta.extentsize)));
+        this.host.disk.writeControl(ACTIVEMAP_OFFSET, allBits(expectedBitmapBytes(meta.datasize, meta.extentsize), extentCount(meta.datasize, meta.extentsize)));
         this.host.disk.flushNow();
       }
       meta.resuid = hello.resuid;
@@ -207,7 +208,7 @@ export class SecondaryProc {
     map.copyIn(ondisk);
     const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
     const bitmap = decision.map === "own" ? ondisk.subarray(0, bitmap_bytes)
-      : decision.map === "full" ? allExtents(bitmap_bytes, map.nextents) : new Uint8Array(0);
+      : decision.map === "full" ? allBits(bitmap_bytes, map.nextents) : new Uint8Array(0);
     this.send({
       kind: "handshake-reply", datasize_bytes: meta.datasize, extentsize_bytes: meta.extentsize,
       localcnt: meta.localcnt, remotecnt: meta.remotecnt, syncsrc: decision.syncsrc, virgin: decision.virgin, bitmap_bytes: bitmap.length,
@@ -340,11 +341,4 @@ export class SecondaryProc {
     }
     this.send({ kind: "reply", seq, error: error ?? "OK", received, data: error ? new Uint8Array(0) : data });
   }
-}
-
-function allExtents(bytes: number, nextents: number): Uint8Array {
-  const map = new Uint8Array(bytes).fill(0xff);
-  const tail = nextents % 8;
-  if (tail) map[bytes - 1] = (1 << tail) - 1;
-  return map;
 }

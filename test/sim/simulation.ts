@@ -420,7 +420,7 @@ class Simulation implements SimContext, Observer {
     host.primary = null;
     host.secondary = null;
     host.endProcess();
-    host.dropCacheEpoch(); // hastd's main process went too
+    host.dropHeld(); // hastd's main process went too
     host.role = "init";
     host.up = false;
   }

@@ -54,7 +54,7 @@ function secondary(complete = true) {
     done: Promise<number>;
   };
   const worker = new Worker(disk, store, meta, engine, link, new BufferPool(PAGE, 1 << 24), log,
-    { emit: () => {}, report: () => {}, flushFailed: () => {} }, 4);
+    { emit: () => {}, report: () => {} }, 4);
   const request = async (frame: object) => {
     worker.onFrame(frame);
     worker.carryOut();

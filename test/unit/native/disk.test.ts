@@ -241,23 +241,6 @@ describe("LocalDisk.flushAsync", () => {
     }
   });
 
-  test("on_flush_error is told of each failed flush, synchronous or not, and of nothing else", async () => {
-    const path = tempFile(8192);
-    const told: string[] = [];
-    const disk = LocalDisk.open(path, { write: true, on_flush_error: (err) => told.push((err as NativeError).code ?? "") });
-    try {
-      await disk.flushAsync();
-      disk.flush();
-      expect(told).toEqual([]);
-      setFaultInjection(`fdatasync:${path}:EIO:2`);
-      await rejected(disk.flushAsync());
-      thrown(() => disk.flush());
-      expect(told).toEqual(["EIO", "EIO"]);
-    } finally {
-      disk.close();
-    }
-  });
-
   test("an error from the helper thread becomes a NativeError naming the call", async () => {
     const [a, b] = native.socketpair();
     try {

@@ -1,0 +1,103 @@
+// The main hastd process's descriptor of a resource's component, held across its workers.
+// Linux reports a write-back error to one fsync per open file (errseq): a worker that took one
+// and died before it acted on it (killed inside fdatasync, or its FLUSH's EIO answer lost with the
+// link) leaves the next worker's own descriptor none the wiser, and its flush succeeds. A flush
+// through this descriptor meets every such error since its last one. The main process flushes
+// through it before it starts any worker that relies on what the disk holds:
+//
+// - a primary worker (primary.ts flushAtStart): a failed flush marks this node's copy incomplete;
+// - a secondary worker, whose HANDSHAKE_REPLY names the disk cache epoch (docs/protocol.md): a
+//   random id kept here, drawn anew when the descriptor is opened (hastd started, the resource
+//   removed and added again, the component replaced) and after a failed flush (which answers
+//   none). Two connections that see the same epoch know that the secondary's cache lasted between
+//   them: any write-back error since was acted on by a worker that lived on (it keeps what that
+//   flush covered marked), or fails this flush. The primary then copies an extent it lost to a
+//   failed flush back from the secondary even when that node had not confirmed the changes
+//   durable (docs/operations.md, "A failed cache flush").
+//
+// Elsewhere (FreeBSD) nothing is held: no epoch, and the primary trusts none of the secondary's
+// unconfirmed changes.
+import { statSync } from "node:fs";
+import { CACHE_EPOCH_BYTES } from "../wire/peer/index.ts";
+import { LocalDisk } from "./disk.ts";
+
+export interface FlushAnswer {
+  /** The cache epoch; null when the flush failed (the primary then trusts none of this node's
+   * unconfirmed changes) or where nothing is held. */
+  epoch: Uint8Array | null;
+  /** Why the flush failed, or null. */
+  flush_error: string | null;
+}
+
+export class HeldComponent {
+  #held: { disk: LocalDisk; path: string; dev: bigint; ino: bigint } | null = null;
+  #id: Uint8Array | null = null;
+  /** One flush at a time: a flush that succeeds while another takes the error must not hand out
+   * the id that error ends. */
+  #turn: Promise<unknown> = Promise.resolve();
+
+  /** `supported`: the system reports write-back errors to every open file (Linux since 4.13). */
+  constructor(private readonly supported = process.platform === "linux") {}
+
+  /** Flushes the component at `path` (opened first if need be) and answers with the epoch. */
+  flush(path: string): Promise<FlushAnswer> {
+    const answer = this.#turn.then(() => this.#flush(path));
+    this.#turn = answer.catch(() => undefined);
+    return answer;
+  }
+
+  /**
+   * A worker ended in order, its last flush successful: it saw every write-back error until then
+   * through its own descriptor and acted on it. This descriptor takes them too (a flush, its result
+   * dropped, the epoch kept), so the next flush reports only what came after; a worker that
+   * handled a failed flush does not make the next start or epoch fail.
+   */
+  absorb(): Promise<void> {
+    const absorbed = this.#turn.then(() => this.#absorb());
+    this.#turn = absorbed.catch(() => undefined);
+    return absorbed;
+  }
+
+  /** The descriptor goes (hastd stops, the resource is removed); the next flush opens a new id. */
+  close(): Promise<void> {
+    const closed = this.#turn.then(() => this.#close());
+    this.#turn = closed.catch(() => undefined);
+    return closed;
+  }
+
+  async #flush(path: string): Promise<FlushAnswer> {
+    if (!this.supported) return { epoch: null, flush_error: null };
+    try {
+      this.#open(path);
+      await this.#held!.disk.flushAsync();
+    } catch (err) {
+      this.#id = null;
+      return { epoch: null, flush_error: (err as Error).message };
+    }
+    this.#id ??= crypto.getRandomValues(new Uint8Array(CACHE_EPOCH_BYTES));
+    return { epoch: this.#id.slice(), flush_error: null };
+  }
+
+  async #absorb(): Promise<void> {
+    try {
+      await this.#held?.disk.flushAsync();
+    } catch {
+      // What it reports, the worker saw before its own last flush succeeded.
+    }
+  }
+
+  #open(path: string): void {
+    const st = statSync(path, { bigint: true });
+    const held = this.#held;
+    if (held && held.path === path && held.dev === st.dev && held.ino === st.ino) return;
+    this.#close();
+    this.#held = { disk: LocalDisk.open(path, { write: false }), path, dev: st.dev, ino: st.ino };
+  }
+
+  #close(): void {
+    this.#id = null;
+    const held = this.#held;
+    this.#held = null;
+    held?.disk.close();
+  }
+}
