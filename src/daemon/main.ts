@@ -98,9 +98,10 @@ export class Hastd {
       await this.stopWorker(state);
       // With the old worker gone, before the new one writes: what its flush leaves out is a
       // write-back error taken after it, which the next connection's flush meets.
-      const cache = a.version >= VERSION_CACHE_EPOCH ? await state.held.flush(state.config.localpath) : null;
+      const flushed = await state.held.flush(state.config.localpath);
+      const cache = a.version >= VERSION_CACHE_EPOCH ? flushed : null;
       if (this.stopping || state.role !== "secondary") return;
-      if (cache?.flush_error) this.log.warn(`[${state.config.name}] Flush before the handshake reply failed (${cache.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
+      if (flushed.flush_error) this.log.warn(`[${state.config.name}] Flush before the handshake reply failed (${flushed.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
       this.startWorker(state, "secondary", { peer: { fd: a.fd, handshake: a.handshake, protocol_version: a.version, cache } });
     });
   }
@@ -236,13 +237,22 @@ export class Hastd {
   }
 
   /** A primary worker, once the main process flushed the component (held-component.ts: its
-   * descriptor meets a write-back error a dead worker took); null when hastd stops meanwhile. */
+   * descriptor meets a write-back error a dead worker took); null when hastd stops meanwhile. A
+   * failed flush, this one or one no primary worker has acted on yet, goes to the worker, and is
+   * kept until one has (marked its copy incomplete, or been forced past it). */
   private async startPrimary(state: ResourceState, force = false): Promise<WorkerHandle | null> {
     if (this.stopping) return null;
-    const { flush_error } = await state.held.flush(state.config.localpath);
-    if (flush_error) this.log.error(`[${state.config.name}] Flush before the primary worker starts failed (${flush_error}).`);
+    await state.held.flush(state.config.localpath);
+    const unacted = state.held.unacted;
+    if (unacted) this.log.error(`[${state.config.name}] Flush before the primary worker starts failed (${unacted.error}).`);
     if (this.stopping) return null;
-    return this.startWorker(state, "primary", { force, start_flush_error: flush_error });
+    const worker = this.startWorker(state, "primary", { force, start_flush_error: unacted?.error ?? null });
+    if (unacted) {
+      void worker.ready.then(() => {
+        if (worker.exit === null || worker.exit.code === WORKER_EXIT_REFUSED) state.held.acted(unacted);
+      });
+    }
+    return worker;
   }
 
   /** Returns the worker; its `ready` settles once it serves (or has exited). `peer`: a secondary's

@@ -189,11 +189,12 @@ export class SecondaryWorker {
       try {
         // Marks whose map write failed (a failed memsync write's, kept past the link) reach the disk.
         const map_lost = this.map_unsure && !this.writeMap(this.engine.wholeMap(), true);
-        if (this.failed_after_loss || this.writeback_failed || map_lost) {
+        if (this.failed_after_loss || this.writeback_failed || map_lost || this.meta_unsure) {
           // What that flush covered may be gone, and a flush now would succeed regardless (the
-          // kernel reports a write-back error once), or marks are missing on disk: nothing is taken
-          // as durable, and the copy is incomplete.
-          const what = this.failed_after_loss ? "A flush" : this.writeback_failed ? "A map or metadata write's flush" : "The map write";
+          // kernel reports a write-back error once), or marks or the copy's state are missing on
+          // disk: nothing is taken as durable, and the copy is incomplete.
+          const what = this.failed_after_loss ? "A flush" : this.writeback_failed ? "A map or metadata write's flush"
+            : map_lost ? "The map write" : "A metadata write";
           this.log.error(`${what} failed before the end; unflushed changes stay marked.`);
           this.setCopyComplete(false);
           return;
@@ -202,7 +203,7 @@ export class SecondaryWorker {
         // says so (FLUSHes still unanswered included), so the next connect copies nothing needlessly.
         this.disk.flush();
         this.run(this.engine.allDurable());
-        if (!this.map_unsure && !this.writeback_failed) code = EX_OK;
+        if (!this.map_unsure && !this.writeback_failed && !this.meta_unsure) code = EX_OK;
       } catch (err) {
         this.log.error(`Flush at disconnect failed; unflushed changes stay marked: ${(err as Error).message}`);
         this.setCopyComplete(false);

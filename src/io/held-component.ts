@@ -29,9 +29,21 @@ export interface FlushAnswer {
   flush_error: string | null;
 }
 
+/** How long a flush through the held descriptor may take before it counts as failed (a hung disk
+ * must not hold role changes and shutdown forever). */
+export const HELD_FLUSH_WAIT_MS = 30_000;
+
+/** A failed flush no primary worker has acted on yet (HeldComponent.acted). */
+export interface Unacted {
+  readonly error: string;
+}
+
 export class HeldComponent {
   #held: { disk: LocalDisk; path: string; dev: bigint; ino: bigint } | null = null;
   #id: Uint8Array | null = null;
+  /** The error this descriptor took is gone from the kernel once taken: it is kept here until a
+   * primary worker marked its copy incomplete for it, whatever ends the workers in between. */
+  #unacted: Unacted | null = null;
   /** One flush at a time: a flush that succeeds while another takes the error must not hand out
    * the id that error ends. */
   #turn: Promise<unknown> = Promise.resolve();
@@ -40,8 +52,8 @@ export class HeldComponent {
   constructor(private readonly supported = process.platform === "linux") {}
 
   /** Flushes the component at `path` (opened first if need be) and answers with the epoch. */
-  flush(path: string): Promise<FlushAnswer> {
-    const answer = this.#turn.then(() => this.#flush(path));
+  flush(path: string, wait_ms = HELD_FLUSH_WAIT_MS): Promise<FlushAnswer> {
+    const answer = this.#turn.then(() => this.#flush(path, wait_ms));
     this.#turn = answer.catch(() => undefined);
     return answer;
   }
@@ -65,24 +77,51 @@ export class HeldComponent {
     return closed;
   }
 
-  async #flush(path: string): Promise<FlushAnswer> {
+  /** A flush failed here that no primary worker has acted on yet, or null. */
+  get unacted(): Unacted | null {
+    return this.#unacted;
+  }
+
+  /** A primary worker started on `unacted` marked its copy incomplete (or was forced past it). */
+  acted(unacted: Unacted): void {
+    if (this.#unacted === unacted) this.#unacted = null;
+  }
+
+  async #flush(path: string, wait_ms: number): Promise<FlushAnswer> {
     if (!this.supported) return { epoch: null, flush_error: null };
     try {
       this.#open(path);
-      await this.#held!.disk.flushAsync();
+      await this.#flushWithin(this.#held!.disk, wait_ms);
     } catch (err) {
+      const error = (err as Error).message;
       this.#id = null;
-      return { epoch: null, flush_error: (err as Error).message };
+      this.#unacted = { error };
+      return { epoch: null, flush_error: error };
     }
     this.#id ??= crypto.getRandomValues(new Uint8Array(CACHE_EPOCH_BYTES));
     return { epoch: this.#id.slice(), flush_error: null };
   }
 
   async #absorb(): Promise<void> {
+    if (!this.#held) return;
     try {
-      await this.#held?.disk.flushAsync();
+      await this.#flushWithin(this.#held.disk, HELD_FLUSH_WAIT_MS);
     } catch {
-      // What it reports, the worker saw before its own last flush succeeded.
+      // What it reports, the worker saw before its own last flush succeeded; one not done in
+      // time leaves what it would have taken to the next flush.
+    }
+  }
+
+  /** The disk's flush, failed once `wait_ms` passed (it goes on in the kernel meanwhile). */
+  async #flushWithin(disk: LocalDisk, wait_ms: number): Promise<void> {
+    let timer: Timer | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`fdatasync ${disk.path}: not done after ${wait_ms / 1000} s`)), wait_ms);
+    });
+    try {
+      await Promise.race([disk.flushAsync(), late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -98,6 +137,10 @@ export class HeldComponent {
     this.#id = null;
     const held = this.#held;
     this.#held = null;
-    held?.disk.close();
+    try {
+      held?.disk.close();
+    } catch {
+      // A flush stuck in the kernel still uses the descriptor: it stays open.
+    }
   }
 }

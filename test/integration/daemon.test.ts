@@ -497,6 +497,11 @@ describe("the flush at a primary worker's start", () => {
     expect(dumped!.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
     // Every extent is marked: whichever node is primary next copies all of it here.
     expect(dumped!.dirty_extents).toBe(Math.ceil(dumped!.datasize / dumped!.extentsize));
+    // The worker acted on the main process's failed flush (refused, marked), so the next start is
+    // not told of it again; it is refused for the mark alone.
+    expect((await h.hastctl(a, s.conf, ["role", "primary", "r0"])).code).not.toBe(0);
+    await daemon.waitLog("Not promoted: this node's copy is incomplete");
+    expect(daemon.log.split("[r0] Flush before the primary worker starts failed").length - 1).toBe(1);
     // Forced, the copy is taken as it is (this worker's first flush fails too: the rule is per process).
     await h.hastctlOk(a, s.conf, ["role", "--force", "primary", "r0"]);
     await daemon.waitLog("Promoted by force although this node's copy is incomplete");

@@ -33,6 +33,8 @@ export class Host {
   private deferred: (() => void)[] = [];
   /** The main process's descriptor of the component and its cache epoch id; null while it has none. */
   private held: { id: number | null; failures_seen: number } | null = null;
+  /** A flush of the held descriptor failed that no primary start has acted on (HeldComponent.unacted). */
+  private unacted = false;
   /** Cache epoch ids drawn so far (each new one differs from every earlier one). */
   private held_ids = 0;
   /** Generation of the newest metadata slot, as MetadataStore tracks it. */
@@ -58,6 +60,7 @@ export class Host {
     held.failures_seen = failures;
     if (flush_ok && !missed) return held;
     held.id = null;
+    this.unacted = true;
     return null;
   }
 
@@ -76,7 +79,9 @@ export class Host {
   /** main.ts startPrimary, then primary.ts flushAtStart: whether both flushes succeeded. The
    * worker's succeeds without a fault when nothing is cached (the faults modelled are write-back's). */
   primaryStartFlush(): boolean {
-    return this.heldFlush(this.disk.flushInPlace(true)) !== null;
+    const flushed = this.heldFlush(this.disk.flushInPlace(true)) !== null && !this.unacted;
+    this.unacted = false; // the start acts on it at once (marks the copy incomplete)
+    return flushed;
   }
 
   /** A worker ended in order (HeldComponent.absorb): the failures until now were acted on. */
@@ -84,9 +89,10 @@ export class Host {
     if (this.held) this.held.failures_seen = this.disk.failed_flushes;
   }
 
-  /** hastd's main process ends (a crash): its descriptor goes. */
+  /** hastd's main process ends (a crash): its descriptor goes, and what it knew. */
   dropHeld(): void {
     this.held = null;
+    this.unacted = false;
   }
 
   /** Wraps a callback of the current process: dropped after a crash, queued while blocked. */

@@ -129,6 +129,20 @@ describe("SecondaryWorker: map writes and flushes that fail", () => {
     expect(s.store.read()!.meta.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE); // not promotable
   });
 
+  test("a failed FLUSH whose 'incomplete' metadata write failed too: the end marks the copy incomplete and is not orderly", async () => {
+    const s = secondary();
+    await s.request({ kind: "write", seq: 1, offset: 0, length: PAYLOAD, memsync: false, sync: false, data: new Uint8Array(PAYLOAD).fill(0xaa) });
+    s.disk.failWriteback(s.meta.localoff); // write 1's pages dropped
+    s.disk.meta_pwrite_failures = 1; // the "incomplete" metadata write fails in its pwrite
+    await s.request({ kind: "flush", seq: 2 });
+    expect(s.replies.get(2)).toBe("EIO");
+    expect(s.store.read()!.meta.flags & FLAG_COPY_INCOMPLETE).toBe(0);
+    s.worker.lost("test");
+    // Not EX_OK: the main process keeps the errors its descriptor meets (HeldComponent.absorb).
+    expect(await s.worker.done).not.toBe(0);
+    expect(s.store.read()!.meta.flags & FLAG_COPY_INCOMPLETE).toBe(FLAG_COPY_INCOMPLETE);
+  });
+
   test("without such an error the FLUSH succeeds and releases the marks", async () => {
     const s = secondary();
     await s.syncWrite(1, 0, 0xaa);

@@ -54,6 +54,34 @@ describe("HeldComponent", () => {
     expect(await epoch()).toEqual(next);
   });
 
+  test("a failed flush stays unacted, through later good flushes, until a primary worker acted on it", async () => {
+    await epoch();
+    setFaultInjection("fdatasync:component.img:EIO:1");
+    expect((await held.flush(path)).flush_error).toContain("EIO");
+    const first = held.unacted!;
+    expect(first.error).toContain("EIO");
+    await epoch(); // a later flush succeeds: the error is gone from the kernel, not from here
+    expect(held.unacted).toBe(first);
+    setFaultInjection("fdatasync:component.img:EIO:1");
+    await held.flush(path);
+    const second = held.unacted!;
+    held.acted(first); // a worker started on the first: the second is newer
+    expect(held.unacted).toBe(second);
+    held.acted(second);
+    expect(held.unacted).toBeNull();
+  });
+
+  test("a flush not done in time counts as failed: a hung disk does not hold the main process", async () => {
+    const first = await epoch();
+    setFaultInjection("fdatasync:component.img:delay=300:1");
+    const late = await held.flush(path, 50);
+    expect(late.epoch).toBeNull();
+    expect(late.flush_error).toBe(`fdatasync ${path}: not done after 0.05 s`);
+    expect(held.unacted?.error).toBe(late.flush_error!);
+    await Bun.sleep(300); // the stuck flush ends
+    expect(await epoch()).not.toEqual(first);
+  });
+
   test("absorb (a worker ended in order) takes a pending error without changing the id", async () => {
     const first = await epoch();
     setFaultInjection("fdatasync:component.img:EIO:1");
