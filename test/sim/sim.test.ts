@@ -164,6 +164,18 @@ test(`--map-faults --linux-flush seeds ${MAP_FLUSH_FAULT_SEEDS.join(", ")} (map 
   }
 }, 60_000);
 
+const WORKER_KILL_SEEDS = 200;
+
+test(`--worker-kills seeds 1..${WORKER_KILL_SEEDS} (workers killed while hastd's main process lives on) hold every invariant`, () => {
+  let kills = 0;
+  for (let seed = 1; seed <= WORKER_KILL_SEEDS; seed++) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, worker_kills: true });
+    if (!r.ok) throw new Error(explain(r, " --worker-kills"));
+    kills += r.stats.worker_kills!;
+  }
+  expect(kills).toBeGreaterThan(WORKER_KILL_SEEDS / 10); // the option does something
+}, 60_000);
+
 const VERIFY_SEEDS = 200;
 
 test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults) hold every invariant`, () => {

@@ -42,6 +42,9 @@ export interface RunOptions {
   failback?: boolean;
   /** Every run fails 30% of the secondary's map writes (a fifth of the runs fail some anyway). */
   map_faults?: boolean;
+  /** Half the process kills take a worker alone: its main process lives on, with the descriptor it
+   * holds (held-component.ts), and restarts a primary's worker a second later. */
+  worker_kills?: boolean;
 }
 
 export interface RunResult {
@@ -58,6 +61,8 @@ export interface RunResult {
 }
 
 export const DEFAULT_STEPS = 300;
+/** main.ts WORKER_RESTART_DELAY_MS. */
+const WORKER_RESTART_MS = 1_000;
 const TRACE_TAIL_LINES = Number(process.env.SIM_TRACE_LINES ?? 60);
 const INFLIGHT_MAX = 6;
 /** How long an armed power loss waits for its victim's next metadata or activemap write. */
@@ -137,7 +142,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, failbacks: 0, syncs_from_secondary: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, map_failures: 0, drops: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, failbacks: 0, syncs_from_secondary: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, map_failures: 0, drops: 0, worker_kills: 0,
     verifications: 0, verify_differ_chunks: 0, sync_unchanged_chunks: 0,
   };
 
@@ -425,6 +430,47 @@ class Simulation implements SimContext, Observer {
     host.up = false;
   }
 
+  /**
+   * `--worker-kills`: the worker of `victim` dies (SIGKILL, OOM) while hastd's main process lives
+   * on. A secondary's next worker comes with the primary's next connection; a primary's is started
+   * a second later (main.ts workerExited), through the main process's flush, and when it refuses
+   * the copy the role goes to init and the operator fails over.
+   */
+  private killWorker(victim: Host): void {
+    this.trace(`FAULT: ${victim.name}'s worker killed`);
+    this.stats.crashes!++;
+    this.stats.worker_kills!++;
+    this.awaiting_reconnect = true;
+    const was_primary = victim.primary !== null;
+    for (const proc of [victim.primary, victim.secondary]) proc?.kill();
+    if (victim !== this.official) {
+      this.oracle.peerLostCache();
+      this.secondaryLost([], []);
+    }
+    victim.primary = null;
+    victim.secondary = null;
+    victim.endProcess();
+    if (!was_primary) return;
+    this.oracle.primaryEnded();
+    this.clock.after(WORKER_RESTART_MS, () => {
+      if (victim.role !== "primary" || victim.primary || !victim.up) return;
+      const proc = PrimaryProc.start(victim, this);
+      if (proc) {
+        victim.primary = proc;
+        proc.setMode(this.mode);
+        return;
+      }
+      this.trace(`${victim.name}: the restarted primary worker refused its copy: role init`);
+      victim.role = "init";
+      this.stats.restarts_refused!++;
+      if (!this.failOver(victim)) {
+        this.stats.forced!++;
+        if (!this.failOver(victim, true)) this.fail(`${this.other(victim).name} could not be forced to primary`);
+      }
+      this.setRole(victim, "secondary");
+    });
+  }
+
   private restartLater(host: Host, role: Role): void {
     this.clock.after(this.rng.between(50, 1500), () => {
       host.up = true;
@@ -503,6 +549,7 @@ class Simulation implements SimContext, Observer {
       const victim = this.rng.chance(0.5) ? this.official : this.other(this.official);
       const kind = this.rng.chance(0.5) ? "power" : "kill";
       if (kind === "power" && this.rng.chance(0.5)) return this.armPowerLoss(victim);
+      if (kind === "kill" && this.options.worker_kills === true && this.rng.chance(0.5)) return this.killWorker(victim);
       this.crashAndRecover(victim, kind);
     } else if (r < 0.054) {
       // Not while the primary is synchronized from its secondary: it cannot change data apart then.
