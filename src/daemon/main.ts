@@ -15,7 +15,7 @@ import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { Serial } from "./serial.ts";
 import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 import { EX_OK, EX_OSERR, ExitError } from "../core/sysexits.ts";
-import { HeldComponent } from "../io/held-component.ts";
+import { HeldComponent, type Unacted } from "../io/held-component.ts";
 import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
@@ -35,8 +35,6 @@ interface ResourceState {
   /** Role changes, admissions and reload restarts, one at a time (each stops and starts the worker
    * across awaits). */
   turns: Serial;
-  /** The component's descriptor held across workers, and its cache epoch (held-component.ts). */
-  held: HeldComponent;
 }
 
 export interface MainOptions {
@@ -49,6 +47,9 @@ export interface MainOptions {
 
 export class Hastd {
   private resources = new Map<string, ResourceState>();
+  /** Each component's descriptor held across workers, by path (held-component.ts): kept while
+   * hastd runs, so that an error it took outlives a resource removed and added again. */
+  private held = new Map<string, HeldComponent>();
   private control!: ControlServer;
   private listener: PeerListener;
   private hooks: HookRunner;
@@ -98,12 +99,22 @@ export class Hastd {
       await this.stopWorker(state);
       // With the old worker gone, before the new one writes: what its flush leaves out is a
       // write-back error taken after it, which the next connection's flush meets.
-      const flushed = await state.held.flush(state.config.localpath);
+      const held = this.heldOf(state);
+      const flushed = await held.flush(state.config.localpath);
       const cache = a.version >= VERSION_CACHE_EPOCH ? flushed : null;
       if (this.stopping || state.role !== "secondary") return;
       if (flushed.flush_error) this.log.warn(`[${state.config.name}] Flush before the handshake reply failed (${flushed.flush_error}); the primary will not copy back from this node the changes it had not confirmed durable.`);
-      this.startWorker(state, "secondary", { peer: { fd: a.fd, handshake: a.handshake, protocol_version: a.version, cache } });
+      // A copy the primary completes from here on holds whatever that error dropped (every change
+      // this node had not confirmed durable is copied again): it has then been acted on.
+      this.startWorker(state, "secondary", { peer: { fd: a.fd, handshake: a.handshake, protocol_version: a.version, cache }, clears: held.unacted });
     });
+  }
+
+  private heldOf(state: ResourceState): HeldComponent {
+    const path = state.config.localpath;
+    let held = this.held.get(path);
+    if (!held) this.held.set(path, (held = new HeldComponent()));
+    return held;
   }
 
   get log(): Logger {
@@ -224,7 +235,9 @@ export class Hastd {
     state.copy_incomplete = null;
     const worker = role === "primary" ? await this.startPrimary(state, force) : null;
     if (worker) {
+      worker.awaited = true;
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
+      worker.awaited = false;
       if (worker.exit?.code === WORKER_EXIT_REFUSED) {
         this.log.error(`[${name}] The primary worker refused this node's copy. Role changed back to ${old}.`);
         state.role = old;
@@ -242,14 +255,15 @@ export class Hastd {
    * kept until one has (marked its copy incomplete, or been forced past it). */
   private async startPrimary(state: ResourceState, force = false): Promise<WorkerHandle | null> {
     if (this.stopping) return null;
-    await state.held.flush(state.config.localpath);
-    const unacted = state.held.unacted;
+    const held = this.heldOf(state);
+    await held.flush(state.config.localpath);
+    const unacted = held.unacted;
     if (unacted) this.log.error(`[${state.config.name}] Flush before the primary worker starts failed (${unacted.error}).`);
     if (this.stopping) return null;
     const worker = this.startWorker(state, "primary", { force, start_flush_error: unacted?.error ?? null });
     if (unacted) {
       void worker.ready.then(() => {
-        if (worker.exit === null || worker.exit.code === WORKER_EXIT_REFUSED) state.held.acted(unacted);
+        if (worker.exit === null || worker.exit.code === WORKER_EXIT_REFUSED) held.acted(unacted);
       });
     }
     return worker;
@@ -259,9 +273,10 @@ export class Hastd {
    * accepted connection (its fd becomes the worker's PEER_FD). */
   private startWorker(
     state: ResourceState, role: "primary" | "secondary",
-    opts: { peer?: SecondaryPeer & { fd: number }; force?: boolean; start_flush_error?: string | null } = {},
+    opts: { peer?: SecondaryPeer & { fd: number }; force?: boolean; start_flush_error?: string | null; clears?: Unacted | null } = {},
   ): WorkerHandle {
-    const { peer, force, start_flush_error } = opts;
+    const { peer, force, start_flush_error, clears } = opts;
+    let was_incomplete = false;
     const init = {
       resource: state.config, role, node: this.config.node, log: this.opts.log_setup,
       ...(peer ? { peer: { handshake: peer.handshake, protocol_version: peer.protocol_version, cache: peer.cache } } : {}),
@@ -277,6 +292,8 @@ export class Hastd {
       },
       onCopy: (complete: boolean) => {
         if (state.worker === worker) state.copy_incomplete = !complete;
+        if (!complete) was_incomplete = true;
+        else if (was_incomplete && clears) this.heldOf(state).acted(clears);
       },
       onExit: (exit) => this.workerExited(state, worker, exit),
     }, peer ? [peer.fd] : []);
@@ -295,7 +312,7 @@ export class Hastd {
 
   private workerExited(state: ResourceState, worker: WorkerHandle, exit: WorkerExit): void {
     const name = state.config.name;
-    if (exit.code === EX_OK) void state.held.absorb();
+    if (exit.code === EX_OK) void this.heldOf(state).absorb();
     const how = exit.signal ? `killed by signal ${exit.signal}` : `exited with status ${exit.code}`;
     if (state.worker !== worker) {
       this.log.debug(`[${name}] Worker process (pid=${worker.pid}) ${how}.`);
@@ -307,10 +324,11 @@ export class Hastd {
       this.log.info(`[${name}] Secondary worker (pid=${worker.pid}) ${how}.`);
       return;
     }
-    if (exit.code === WORKER_EXIT_REFUSED && worker.restarted) {
+    if (exit.code === WORKER_EXIT_REFUSED && (worker.restarted || !worker.awaited)) {
       // Its predecessor left the copy marked incomplete (more extents stale than the metadata
-      // lists): the other node holds what this one lacks.
-      this.log.error(`[${name}] The restarted primary worker refused this node's copy (the log says why). Changing resource role back to init.`);
+      // lists), or a flush at its start failed: the other node holds what this one lacks. Not
+      // started by hastd, it refused after the role change had stopped waiting for it.
+      this.log.error(`[${name}] The ${worker.restarted ? "restarted " : ""}primary worker refused this node's copy (the log says why). Changing resource role back to init.`);
       state.role = "init";
       state.copy_incomplete = true;
       this.raise(state, "role", ["primary", "init"], false);
@@ -361,7 +379,6 @@ export class Hastd {
       if (nextNames.has(name)) continue;
       this.log.info(`[${name}] Resource removed from the configuration.`);
       await state.turns.run(() => this.setRole(state, "init"));
-      await state.held.close();
       this.resources.delete(name);
     }
     for (const r of next.resources) {
@@ -398,10 +415,8 @@ export class Hastd {
     this.stopping = true;
     this.log.info("Termination signal received, exiting.");
     this.listener.stop();
-    await Promise.all([...this.resources.values()].map(async (s) => {
-      await this.stopWorker(s);
-      await s.held.close();
-    }));
+    await Promise.all([...this.resources.values()].map((s) => this.stopWorker(s)));
+    await Promise.all([...this.held.values()].map((h) => h.close()));
     this.events.endAll("hastd is exiting");
     this.control.stop();
     await this.hooks.settle(2_000);
@@ -411,7 +426,6 @@ export class Hastd {
 function newState(config: ResourceConfig): ResourceState {
   return {
     config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial(),
-    held: new HeldComponent(),
   };
 }
 

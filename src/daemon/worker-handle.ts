@@ -62,6 +62,8 @@ export class WorkerHandle {
   readonly ready: Promise<void>;
   /** Started by hastd after its predecessor died, not by a role change (nobody waits on its start). */
   restarted = false;
+  /** A role change waits for its start: a refusal meanwhile is reported there (main.ts setRole). */
+  awaited = false;
 
   private constructor(
     readonly role: "primary" | "secondary",

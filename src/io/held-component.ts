@@ -7,8 +7,8 @@
 //
 // - a primary worker (primary.ts flushAtStart): a failed flush marks this node's copy incomplete;
 // - a secondary worker, whose HANDSHAKE_REPLY names the disk cache epoch (docs/protocol.md): a
-//   random id kept here, drawn anew when the descriptor is opened (hastd started, the resource
-//   removed and added again, the component replaced) and after a failed flush (which answers
+//   random id kept here, drawn anew when the descriptor is opened (hastd started, the component
+//   replaced) and after a failed flush (which answers
 //   none). Two connections that see the same epoch know that the secondary's cache lasted between
 //   them: any write-back error since was acted on by a worker that lived on (it keeps what that
 //   flush covered marked), or fails this flush. The primary then copies an extent it lost to a
@@ -30,8 +30,8 @@ export interface FlushAnswer {
 }
 
 /** How long a flush through the held descriptor may take before it counts as failed (a hung disk
- * must not hold role changes and shutdown forever). */
-export const HELD_FLUSH_WAIT_MS = 30_000;
+ * must not hold role changes and shutdown forever; a large cache on a slow disk may take a while). */
+export const HELD_FLUSH_WAIT_MS = 120_000;
 
 /** A failed flush no primary worker has acted on yet (HeldComponent.acted). */
 export interface Unacted {
@@ -47,6 +47,8 @@ export class HeldComponent {
   /** One flush at a time: a flush that succeeds while another takes the error must not hand out
    * the id that error ends. */
   #turn: Promise<unknown> = Promise.resolve();
+  /** The descriptor's fdatasync until it ends, given up on or not: no other starts meanwhile. */
+  #in_flight: Promise<void> | null = null;
 
   /** `supported`: the system reports write-back errors to every open file (Linux since 4.13). */
   constructor(private readonly supported = process.platform === "linux") {}
@@ -91,11 +93,10 @@ export class HeldComponent {
     if (!this.supported) return { epoch: null, flush_error: null };
     try {
       this.#open(path);
-      await this.#flushWithin(this.#held!.disk, wait_ms);
+      await this.#flushWithin(this.#held!.disk, wait_ms, (late) => this.#failed(late));
     } catch (err) {
       const error = (err as Error).message;
-      this.#id = null;
-      this.#unacted = { error };
+      this.#failed(error);
       return { epoch: null, flush_error: error };
     }
     this.#id ??= crypto.getRandomValues(new Uint8Array(CACHE_EPOCH_BYTES));
@@ -107,19 +108,39 @@ export class HeldComponent {
     try {
       await this.#flushWithin(this.#held.disk, HELD_FLUSH_WAIT_MS);
     } catch {
-      // What it reports, the worker saw before its own last flush succeeded; one not done in
-      // time leaves what it would have taken to the next flush.
+      // What it reports, the worker saw before its own last flush succeeded. One not done in time
+      // fails the flushes that come while it runs (conservative).
     }
   }
 
-  /** The disk's flush, failed once `wait_ms` passed (it goes on in the kernel meanwhile). */
-  async #flushWithin(disk: LocalDisk, wait_ms: number): Promise<void> {
+  #failed(error: string): void {
+    this.#id = null;
+    this.#unacted = { error };
+  }
+
+  /**
+   * The disk's flush, failed once `wait_ms` passed. It goes on in the kernel meanwhile, and no
+   * other starts on this descriptor before it ends (a hung disk holds one helper thread of the main
+   * process, not all of them); `late` hears of it if it fails after it was given up on.
+   */
+  async #flushWithin(disk: LocalDisk, wait_ms: number, late?: (error: string) => void): Promise<void> {
+    if (this.#in_flight) throw new Error(`fdatasync ${disk.path}: an earlier one is not done yet`);
+    let given_up = false;
+    const flushing = disk.flushAsync();
+    this.#in_flight = flushing.then(() => undefined, (err: Error) => {
+      if (given_up) late?.(err.message);
+    }).finally(() => {
+      this.#in_flight = null;
+    });
     let timer: Timer | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`fdatasync ${disk.path}: not done after ${wait_ms / 1000} s`)), wait_ms);
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        given_up = true;
+        reject(new Error(`fdatasync ${disk.path}: not done after ${wait_ms / 1000} s`));
+      }, wait_ms);
     });
     try {
-      await Promise.race([disk.flushAsync(), late]);
+      await Promise.race([flushing, timeout]);
     } finally {
       clearTimeout(timer);
     }

@@ -84,6 +84,11 @@ export class Host {
     return flushed;
   }
 
+  /** main.ts: a secondary's copy the primary completed acts on a failure its held descriptor took. */
+  copyCompleted(): void {
+    this.unacted = false;
+  }
+
   /** A worker ended in order (HeldComponent.absorb): the failures until now were acted on. */
   absorbHeld(): void {
     if (this.held) this.held.failures_seen = this.disk.failed_flushes;

@@ -196,6 +196,7 @@ export class SecondaryProc {
     if (flags === meta.flags && !stale) return false;
     this.host.writeMetadataSlot({ ...meta, flags });
     this.ctx.trace(`${this.host.name}: copy ${complete ? "complete" : "incomplete"}`);
+    if (complete) this.host.copyCompleted();
     return true;
   }
 

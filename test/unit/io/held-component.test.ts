@@ -78,6 +78,9 @@ describe("HeldComponent", () => {
     expect(late.epoch).toBeNull();
     expect(late.flush_error).toBe(`fdatasync ${path}: not done after 0.05 s`);
     expect(held.unacted?.error).toBe(late.flush_error!);
+    // No second fdatasync starts on the descriptor while the first is stuck (one helper thread).
+    const meanwhile = await held.flush(path, 50);
+    expect(meanwhile.flush_error).toBe(`fdatasync ${path}: an earlier one is not done yet`);
     await Bun.sleep(300); // the stuck flush ends
     expect(await epoch()).not.toEqual(first);
   });
