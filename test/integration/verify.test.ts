@@ -5,7 +5,7 @@
 // writes during it, and it refuses, stops and ends on a lost link with a clear word. Its pace
 // (verify_rate) and --resume; and the synchronization by the same digests (resync_digest).
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { closeSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, openSync, readSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { Harness, MiB, nbdUpload, Pair, randomFile, skipReason, waitFor, type NodeInfo } from "./harness.ts";
 
 let h: Harness;
@@ -76,10 +76,16 @@ function bytesSent(side: "sport" | "dport", port: number): number {
 }
 
 /** Overwrites `length` bytes of the node's data area at `offset` with a pattern, behind hastd's back. */
+/** Inverts `length` bytes of the node's data at `offset` (a fixed pattern would leave alone a byte
+ * of the random data that already held it: a chunk then compared equal, 1 run in 128). */
 async function damage(pair: Pair, node: NodeInfo, offset: number, length = 1): Promise<void> {
   const fd = openSync(pair.disk(node), "r+");
   try {
-    writeSync(fd, Buffer.alloc(length, 0x5a), 0, length, (await pair.region(node)).localoff + offset);
+    const at = (await pair.region(node)).localoff + offset;
+    const bytes = Buffer.alloc(length);
+    expect(readSync(fd, bytes, 0, length, at)).toBe(length);
+    for (let i = 0; i < length; i++) bytes[i]! ^= 0xff;
+    writeSync(fd, bytes, 0, length, at);
   } finally {
     closeSync(fd);
   }
