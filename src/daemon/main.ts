@@ -424,9 +424,7 @@ export class Hastd {
 }
 
 function newState(config: ResourceConfig): ResourceState {
-  return {
-    config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial(),
-  };
+  return { config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial() };
 }
 
 function controlPath(config: Config): string {

@@ -205,8 +205,7 @@ function lostAtStart(store: MetadataStore, meta: Metadata, flush_error: string, 
   log.error(`The flush at start failed (${flush_error}): writes of the previous worker may be lost here, and no map says where. This node's copy is marked incomplete, every extent dirty.`);
   meta.flags |= FLAG_COPY_INCOMPLETE;
   try {
-    const bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
-    store.writeMap({ pieces: [{ offset: 0, bytes: allBits(bytes, extentCount(meta.datasize, meta.extentsize)) }], flush: true, flush_before: false });
+    store.writeMapImage(allBits(expectedBitmapBytes(meta.datasize, meta.extentsize), extentCount(meta.datasize, meta.extentsize)));
     store.write(meta);
   } catch (err) {
     throw new ExitError(`Unable to mark this node's copy incomplete after the failed flush at start: ${(err as Error).message}. ` +

@@ -35,7 +35,7 @@ export function answerHandshake(
     // Its stale extents join the map the primary merges, on the disk first (the list goes
     // below), so that the primary copies them here whatever an earlier map write left.
     setBits(ondisk, meta.stale.extents);
-    store.writeMap({ pieces: [{ offset: 0, bytes: ondisk }], flush: true, flush_before: false });
+    store.writeMapImage(ondisk);
   }
   map.copyIn(ondisk);
   const bitmap_bytes = expectedBitmapBytes(meta.datasize, meta.extentsize);
@@ -54,7 +54,7 @@ export function answerHandshake(
     // A full copy is coming: the on-disk map says so first, so that a reply lost with this
     // connection still asks for it at the next one (the map is cleared only once the primary
     // has merged it), instead of a copy of the primary's dirty extents alone.
-    if (decision.map === "full") store.writeMap({ pieces: [{ offset: 0, bytes: bitmap }], flush: true, flush_before: false });
+    if (decision.map === "full") store.writeMapImage(bitmap);
     meta.resuid = primary_resuid;
     meta.prevrole = "secondary";
     // Joining the primary's pair: this node's "copy my data whole at my first connect as

@@ -55,9 +55,7 @@ export class HeldComponent {
 
   /** Flushes the component at `path` (opened first if need be) and answers with the epoch. */
   flush(path: string, wait_ms = HELD_FLUSH_WAIT_MS): Promise<FlushAnswer> {
-    const answer = this.#turn.then(() => this.#flush(path, wait_ms));
-    this.#turn = answer.catch(() => undefined);
-    return answer;
+    return this.#inTurn(() => this.#flush(path, wait_ms));
   }
 
   /**
@@ -67,16 +65,19 @@ export class HeldComponent {
    * handled a failed flush does not make the next start or epoch fail.
    */
   absorb(): Promise<void> {
-    const absorbed = this.#turn.then(() => this.#absorb());
-    this.#turn = absorbed.catch(() => undefined);
-    return absorbed;
+    return this.#inTurn(() => this.#absorb());
   }
 
   /** The descriptor goes (hastd stops, the resource is removed); the next flush opens a new id. */
   close(): Promise<void> {
-    const closed = this.#turn.then(() => this.#close());
-    this.#turn = closed.catch(() => undefined);
-    return closed;
+    return this.#inTurn(() => this.#close());
+  }
+
+  /** Runs `step` after every step queued before it (#turn). */
+  #inTurn<T>(step: () => T | Promise<T>): Promise<T> {
+    const done = this.#turn.then(step);
+    this.#turn = done.catch(() => undefined);
+    return done;
   }
 
   /** A flush failed here that no primary worker has acted on yet, or null. */

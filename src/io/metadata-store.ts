@@ -68,6 +68,12 @@ export class MetadataStore {
     if (write.flush) this.disk.flush();
   }
 
+  /** A whole map image from the start of the activemap, durable on return (no clear relies on it:
+   * no flush before). */
+  writeMapImage(bytes: Uint8Array): void {
+    this.writeMap({ pieces: [{ offset: 0, bytes }], flush: true, flush_before: false });
+  }
+
   zeroMap(mapsize: number): void {
     const zero = new Uint8Array(Math.min(mapsize, ZERO_CHUNK_BYTES));
     for (let off = 0; off < mapsize; off += zero.length) {
