@@ -28,7 +28,7 @@
 // rename so that no change is missed. Unset, the hot path makes no extra syscall.
 
 import { dlopen, FFIType } from "bun:ffi";
-import { fdatasync as fsFdatasync, read as fsRead, readFileSync, statSync } from "node:fs";
+import { close as fsClose, fdatasync as fsFdatasync, open as fsOpen, read as fsRead, readFileSync, statSync } from "node:fs";
 // The .so is embedded by `bun build --compile` through this import; TypeScript has no module
 // type for "*.so" files, and this file is the only place that imports one.
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
@@ -441,6 +441,31 @@ function fdatasync(fd: number, path: string): void {
 
 /** fdatasync on Bun's thread pool, so the event loop goes on serving while the disk writes its
  * cache out. The caller keeps fd open until the promise settles. */
+/** open for reading on Bun's thread pool (close-on-exec, as node:fs opens), for a caller whose
+ * event loop must not wait on a device that hangs in open: the descriptor. */
+function openReadAsync(path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    startOnPool("open", path, reject, () =>
+      fsOpen(path, "r", (err, fd) => (err === null ? resolve(fd) : reject(fsError(err, "open", path)))));
+  });
+}
+
+/** close on Bun's thread pool: the last close of a disk writes its dirty pages back first. An
+ * injected failure still closes, as close() does. */
+function closeAsync(fd: number, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fsClose(fd, (err) => {
+      if (err !== null) return reject(fsError(err, "close", path));
+      try {
+        maybeFail("close", path);
+        resolve();
+      } catch (e) {
+        reject(e as NativeError);
+      }
+    });
+  });
+}
+
 function fdatasyncAsync(fd: number, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
     startOnPool("fdatasync", path, reject, () =>
@@ -702,6 +727,8 @@ export const native = {
   spliceIn,
   fdatasync,
   fdatasyncAsync,
+  openReadAsync,
+  closeAsync,
   fsync,
   discard,
   zeroRange,

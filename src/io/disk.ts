@@ -43,7 +43,17 @@ export class LocalDisk {
   }
 
   static open(path: string, opts: LocalDiskOptions): LocalDisk {
-    const fd = native.open(path, { write: opts.write, direct: opts.direct === true });
+    return LocalDisk.#adopt(native.open(path, { write: opts.write, direct: opts.direct === true }), path, opts);
+  }
+
+  /** Read-only, the open(2) itself on a helper thread: for the main process, whose event loop
+   * serves every resource and must not wait on a device that hangs in open (held-component.ts). */
+  static async openReadAsync(path: string): Promise<LocalDisk> {
+    return LocalDisk.#adopt(await native.openReadAsync(path), path, { write: false });
+  }
+
+  /** The component behind a descriptor just opened: checked, then owned (closed on failure). */
+  static #adopt(fd: number, path: string, opts: LocalDiskOptions): LocalDisk {
     try {
       const kind = native.kind(fd, path);
       if (kind !== "file" && kind !== "block") {
@@ -215,13 +225,26 @@ export class LocalDisk {
    * flushAsync or readAsync is in flight: its helper thread would use whatever file reuses the
    * descriptor. */
   close(): void {
-    if (this.#fd < 0) return;
+    const fd = this.#release();
+    if (fd >= 0) native.close(fd, this.path);
+  }
+
+  /** close(), on a helper thread: the last close of a disk writes its dirty pages back first. */
+  async closeAsync(): Promise<void> {
+    const fd = this.#release();
+    if (fd >= 0) await native.closeAsync(fd, this.path);
+  }
+
+  /** The descriptor, no longer this object's (-1: closed already); refused while a helper-thread
+   * call uses it. */
+  #release(): number {
+    if (this.#fd < 0) return -1;
     if (this.#async_in_flight > 0) {
       throw new Error(`close ${this.path}: ${this.#async_in_flight} asynchronous operation(s) still in flight`);
     }
     const fd = this.#fd;
     this.#fd = -1;
-    native.close(fd, this.path);
+    return fd;
   }
 
   /** The helper-thread calls check here what the synchronous ones learn from the EBADF of their call. */

@@ -15,9 +15,12 @@
 //   failed flush back from the secondary even when that node had not confirmed the changes
 //   durable (docs/operations.md, "A failed cache flush").
 //
+// The main process serves every resource and the control socket: it waits on this component only
+// on helper threads (stat, open, fdatasync, close), each given up after a while, one at a time.
+//
 // Elsewhere (FreeBSD) nothing is held: no epoch, and the primary trusts none of the secondary's
 // unconfirmed changes.
-import { statSync } from "node:fs";
+import { stat } from "node:fs/promises";
 import { CACHE_EPOCH_BYTES } from "../wire/peer/index.ts";
 import { LocalDisk } from "./disk.ts";
 
@@ -29,8 +32,9 @@ export interface FlushAnswer {
   flush_error: string | null;
 }
 
-/** How long a flush through the held descriptor may take before it counts as failed (a hung disk
- * must not hold role changes and shutdown forever; a large cache on a slow disk may take a while). */
+/** How long a flush through the held descriptor (or the stat and open before it) may take before
+ * it counts as failed (a hung disk must not hold role changes and shutdown forever; a large cache
+ * on a slow disk may take a while). */
 export const HELD_FLUSH_WAIT_MS = 120_000;
 
 /** A failed flush no primary worker has acted on yet (HeldComponent.acted). */
@@ -47,8 +51,9 @@ export class HeldComponent {
   /** One flush at a time: a flush that succeeds while another takes the error must not hand out
    * the id that error ends. */
   #turn: Promise<unknown> = Promise.resolve();
-  /** The descriptor's fdatasync until it ends, given up on or not: no other starts meanwhile. */
-  #in_flight: Promise<void> | null = null;
+  /** The helper-thread call on this component (what it is) until it ends, given up on or not: no
+   * other starts meanwhile (a hung disk holds one helper thread of the main process, not all). */
+  #in_flight: string | null = null;
 
   /** `supported`: the system reports write-back errors to every open file (Linux since 4.13). */
   constructor(private readonly supported = process.platform === "linux") {}
@@ -93,8 +98,10 @@ export class HeldComponent {
   async #flush(path: string, wait_ms: number): Promise<FlushAnswer> {
     if (!this.supported) return { epoch: null, flush_error: null };
     try {
-      this.#open(path);
-      await this.#flushWithin(this.#held!.disk, wait_ms, (late) => this.#failed(late));
+      const disk = await this.#open(path, wait_ms);
+      await this.#pooled(`fdatasync ${path}`, wait_ms, () => disk.flushAsync(), (late) => {
+        if (late instanceof Error) this.#failed(late.message);
+      });
     } catch (err) {
       const error = (err as Error).message;
       this.#failed(error);
@@ -105,9 +112,10 @@ export class HeldComponent {
   }
 
   async #absorb(): Promise<void> {
-    if (!this.#held) return;
+    const held = this.#held;
+    if (!held) return;
     try {
-      await this.#flushWithin(this.#held.disk, HELD_FLUSH_WAIT_MS);
+      await this.#pooled(`fdatasync ${held.path}`, HELD_FLUSH_WAIT_MS, () => held.disk.flushAsync());
     } catch {
       // What it reports, the worker saw before its own last flush succeeded. One not done in time
       // fails the flushes that come while it runs (conservative).
@@ -120,16 +128,18 @@ export class HeldComponent {
   }
 
   /**
-   * The disk's flush, failed once `wait_ms` passed. It goes on in the kernel meanwhile, and no
-   * other starts on this descriptor before it ends (a hung disk holds one helper thread of the main
-   * process, not all of them); `late` hears of it if it fails after it was given up on.
+   * `call` on a helper thread, failed once `wait_ms` passed. It goes on meanwhile, and no other
+   * starts before it ends; `late` hears of its outcome if it comes after it was given up on.
    */
-  async #flushWithin(disk: LocalDisk, wait_ms: number, late?: (error: string) => void): Promise<void> {
-    if (this.#in_flight) throw new Error(`fdatasync ${disk.path}: an earlier one is not done yet`);
+  async #pooled<T>(what: string, wait_ms: number, call: () => Promise<T>, late?: (outcome: Error | T) => void): Promise<T> {
+    if (this.#in_flight !== null) throw new Error(`${this.#in_flight}: still running from an earlier call`);
     let given_up = false;
-    const flushing = disk.flushAsync();
-    this.#in_flight = flushing.then(() => undefined, (err: Error) => {
-      if (given_up) late?.(err.message);
+    const running = call();
+    this.#in_flight = what;
+    void running.then((v) => {
+      if (given_up) late?.(v);
+    }, (err: Error) => {
+      if (given_up) late?.(err);
     }).finally(() => {
       this.#in_flight = null;
     });
@@ -137,32 +147,39 @@ export class HeldComponent {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         given_up = true;
-        reject(new Error(`fdatasync ${disk.path}: not done after ${wait_ms / 1000} s`));
+        reject(new Error(`${what}: not done after ${wait_ms / 1000} s`));
       }, wait_ms);
     });
     try {
-      await Promise.race([flushing, timeout]);
+      return await Promise.race([running, timeout]);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  #open(path: string): void {
-    const st = statSync(path, { bigint: true });
+  /** The held descriptor of the component now at `path`: kept while it is the same file. */
+  async #open(path: string, wait_ms: number): Promise<LocalDisk> {
+    const st = await this.#pooled(`stat ${path}`, wait_ms, () => stat(path, { bigint: true }));
     const held = this.#held;
-    if (held && held.path === path && held.dev === st.dev && held.ino === st.ino) return;
-    this.#close();
-    this.#held = { disk: LocalDisk.open(path, { write: false }), path, dev: st.dev, ino: st.ino };
+    if (held && held.path === path && held.dev === st.dev && held.ino === st.ino) return held.disk;
+    await this.#close();
+    // An open given up on closes what it opens in the end.
+    const disk = await this.#pooled(`open ${path}`, wait_ms, () => LocalDisk.openReadAsync(path), (late) => {
+      if (late instanceof LocalDisk) void late.closeAsync().catch(() => undefined);
+    });
+    this.#held = { disk, path, dev: st.dev, ino: st.ino };
+    return disk;
   }
 
-  #close(): void {
+  async #close(): Promise<void> {
     this.#id = null;
     const held = this.#held;
     this.#held = null;
+    if (!held) return;
     try {
-      held?.disk.close();
+      await this.#pooled(`close ${held.path}`, HELD_FLUSH_WAIT_MS, () => held.disk.closeAsync());
     } catch {
-      // A flush stuck in the kernel still uses the descriptor: it stays open.
+      // A call stuck in the kernel still uses the descriptor, or the close itself hangs: it stays.
     }
   }
 }

@@ -1,7 +1,7 @@
 // The main process's descriptor of a component and its cache epoch: one id while its flushes
 // succeed; a new id after a failed one, or for a new descriptor.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, renameSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { closeSync, constants, mkdtempSync, openSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HeldComponent } from "../../../src/io/held-component.ts";
@@ -80,9 +80,48 @@ describe("HeldComponent", () => {
     expect(held.unacted?.error).toBe(late.flush_error!);
     // No second fdatasync starts on the descriptor while the first is stuck (one helper thread).
     const meanwhile = await held.flush(path, 50);
-    expect(meanwhile.flush_error).toBe(`fdatasync ${path}: an earlier one is not done yet`);
+    expect(meanwhile.flush_error).toBe(`fdatasync ${path}: still running from an earlier call`);
     await Bun.sleep(300); // the stuck flush ends
     expect(await epoch()).not.toEqual(first);
+  });
+
+  test("an open that hangs counts as failed after the wait; the event loop goes on meanwhile", async () => {
+    // A FIFO's open waits for a writer, as a dying disk's open waits on the device.
+    const fifo = join(dir, "fifo");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    // Should the open block the event loop after all, a writer comes after 3 s: the test then
+    // fails instead of hanging the suite.
+    const rescue = Bun.spawn(["sh", "-c", 'sleep 3; exec 3>"$1"', "sh", fifo], { stdio: ["ignore", "ignore", "ignore"] });
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 5);
+    try {
+      const hung = await held.flush(fifo, 100);
+      expect(hung.epoch).toBeNull();
+      expect(hung.flush_error).toBe(`open ${fifo}: not done after 0.1 s`);
+      expect(held.unacted?.error).toBe(hung.flush_error!);
+      expect(ticks).toBeGreaterThan(5);
+      // Nothing else starts on the component while the open hangs.
+      expect((await held.flush(fifo, 100)).flush_error).toBe(`open ${fifo}: still running from an earlier call`);
+    } finally {
+      clearInterval(ticker);
+      rescue.kill();
+      closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK)); // the writer: the open returns
+    }
+    await Bun.sleep(50);
+    // It opened a FIFO, which is refused once it returns; the component itself is served again.
+    await epoch();
+  });
+
+  test("an open that returns after it was given up on is closed", async () => {
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const before = fds();
+    setFaultInjection("open:component.img:delay=200:1");
+    const slow = await held.flush(path, 50);
+    expect(slow.flush_error).toBe(`open ${path}: not done after 0.05 s`);
+    await Bun.sleep(300);
+    expect(fds()).toBe(before);
+    await epoch();
+    expect(fds()).toBe(before + 1); // the held descriptor, now opened in time
   });
 
   test("absorb (a worker ended in order) takes a pending error without changing the id", async () => {

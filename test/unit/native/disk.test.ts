@@ -209,6 +209,36 @@ describe("LocalDisk on a regular file", () => {
   });
 });
 
+describe("LocalDisk.openReadAsync and closeAsync", () => {
+  test("open read-only on a helper thread, checked as open() checks; close there, refused while a flush runs", async () => {
+    const path = tempFile(8192);
+    const disk = await LocalDisk.openReadAsync(path);
+    expect([disk.kind, disk.size_bytes, disk.writable]).toEqual(["file", 8192, false]);
+    expect(() => disk.write(new Uint8Array(512), 0)).toThrow("read-only");
+    const flushed = disk.flushAsync();
+    await expect(disk.closeAsync()).rejects.toThrow(`close ${path}: 1 asynchronous operation(s) still in flight`);
+    await flushed;
+    await disk.closeAsync();
+    expect(disk.closed).toBe(true);
+    await disk.closeAsync(); // closed already: nothing to do, as close()
+    expect((await rejected(LocalDisk.openReadAsync(dir))).code).toBe("EFTYPE");
+    expect((await rejected(LocalDisk.openReadAsync(join(dir, "missing")))).message).toBe(`open ${join(dir, "missing")}: No such file or directory (ENOENT)`);
+  });
+
+  test("injected faults: open fails or waits; a failed close still closes", async () => {
+    const path = tempFile(8192);
+    setFaultInjection(`open:${path}:EACCES:1`);
+    expect((await rejected(LocalDisk.openReadAsync(path))).code).toBe("EACCES");
+    setFaultInjection(`open:${path}:delay=100:1`);
+    const started = performance.now();
+    const disk = await LocalDisk.openReadAsync(path);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(90);
+    setFaultInjection(`close:${path}:EIO:1`);
+    expect((await rejected(disk.closeAsync())).code).toBe("EIO");
+    expect(disk.closed).toBe(true);
+  });
+});
+
 describe("LocalDisk.flushAsync", () => {
   test("flushes without blocking the caller; close waits for it (asserted)", async () => {
     const path = tempFile(8192);
