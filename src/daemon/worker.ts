@@ -65,6 +65,9 @@ async function serve(): Promise<number> {
   const log = loggerFor(init.log, `[${init.resource.name}] (${init.role})`);
   onAssertionFailure((err) => {
     log.error(`${err.message}: this is a bug in hastd; the worker stops rather than go on.\n${err.stack ?? ""}`);
+    // At once, without waiting for the last IPC messages to leave (runWorker): that wait would let
+    // the event loop run I/O completions on a state known to be broken. A message lost here errs
+    // on the safe side in the main process (no absorb, no completed copy, a missed hook event).
     process.exit(EX_SOFTWARE);
   });
   const emit = (event: HookEvent) => send({ type: "event", event });
