@@ -253,7 +253,8 @@ int hast_splice_pipe(int32_t *out) {
 
 #ifdef __linux__
 /* Empties the pipe: into fd at *offset while fd >= 0 and writes succeed, else into a scratch
- * buffer. Returns 0, or the positive errno of the first failed write. */
+ * buffer. Returns 0, the positive errno of the first failed write, or -EPIPE when the pipe
+ * could not be emptied (its bytes would land in the next payload: the caller ends the stream). */
 static int hast_drain_pipe(int pipe_r, int fd, int64_t *offset, uint64_t held) {
 	int failed = 0;
 	unsigned char scratch[4096];
@@ -271,7 +272,7 @@ static int hast_drain_pipe(int pipe_r, int fd, int64_t *offset, uint64_t held) {
 		} else {
 			n = read(pipe_r, scratch, held < sizeof scratch ? (size_t)held : sizeof scratch);
 			if (n < 0 && errno == EINTR) continue;
-			if (n <= 0) return failed ? failed : EIO; /* cannot happen: the bytes are in the pipe */
+			if (n <= 0) return -EPIPE; /* cannot happen: the bytes are in the pipe */
 		}
 		held -= (uint64_t)n;
 	}
@@ -309,6 +310,7 @@ int hast_splice_in(int sock, int pipe_r, int pipe_w, int fd, int64_t offset, uin
 		}
 		io[0] += n;
 		int failed = hast_drain_pipe(pipe_r, io[1] ? -1 : fd, &at, (uint64_t)n);
+		if (failed < 0) return failed;
 		if (failed && !io[1]) io[1] = failed;
 	}
 	return io[0] > 0 ? 0 : -EAGAIN;

@@ -439,8 +439,6 @@ function fdatasync(fd: number, path: string): void {
   check(c.hast_fdatasync(fd), "fdatasync", path);
 }
 
-/** fdatasync on Bun's thread pool, so the event loop goes on serving while the disk writes its
- * cache out. The caller keeps fd open until the promise settles. */
 /** open for reading on Bun's thread pool (close-on-exec, as node:fs opens), for a caller whose
  * event loop must not wait on a device that hangs in open: the descriptor. */
 function openReadAsync(path: string): Promise<number> {
@@ -466,6 +464,8 @@ function closeAsync(fd: number, path: string): Promise<void> {
   });
 }
 
+/** fdatasync on Bun's thread pool, so the event loop goes on serving while the disk writes its
+ * cache out. The caller keeps fd open until the promise settles. */
 function fdatasyncAsync(fd: number, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
     startOnPool("fdatasync", path, reject, () =>

@@ -229,6 +229,8 @@ export class SecondaryWorker {
     const sink = this.link.landingTo(this.disk, this.meta.localoff + write.offset);
     if (sink === null) return null;
     this.carryOut();
+    // Its answers' write may have lost the link (and closed the pipe the landing would use).
+    if (this.link.closed) return null;
     this.stats.writes++;
     this.pending.set(write.seq, { ...write, kind: "write", data: new Uint8Array(0), landed: true });
     const landing = { r, sink, unmarked: false };

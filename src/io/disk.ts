@@ -162,6 +162,8 @@ export class LocalDisk {
    * through `pipe`, see native spliceIn); a failed write is reported in the result. */
   receive(socket: number, what: string, pipe: [number, number], offset: number, length: number, wait_us: number): SpliceResult {
     this.#checkWritable("pwrite", offset, length);
+    // A closed descriptor (-1) would make spliceIn discard the bytes and report them written.
+    this.#checkOpen("pwrite");
     return native.spliceIn(socket, what, pipe, this.#fd, this.path, offset, length, wait_us);
   }
 

@@ -223,7 +223,13 @@ export class PeerLink {
   landingTo(disk: LocalDisk, offset: number): Landing | null {
     const fd = this.stream.fd;
     if (this.closed || fd === undefined) return null;
-    if (this.pipe === undefined) this.pipe = native.splicePipe();
+    if (this.pipe === undefined) {
+      try {
+        this.pipe = native.splicePipe();
+      } catch {
+        return null; // no descriptor for a pipe now (EMFILE): this payload comes through memory
+      }
+    }
     return this.pipe === null ? null : new Landing(fd, this.remote, this.pipe, disk, offset);
   }
 

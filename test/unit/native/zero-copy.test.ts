@@ -307,6 +307,23 @@ describe.skipIf(!linux)("Landing", () => {
     expectFile(path, size, new Uint8Array(0), 0);
   });
 
+  test("a closed disk fails the take with EBADF rather than discard the bytes as written", () => {
+    const path = tempFile(size);
+    const [a, b] = pair();
+    const disk = openDisk(path);
+    const l = new Landing(b, "peer", splicePipe(), disk, base);
+    disk.close();
+    writeSync(a, pattern(3000, 17));
+    let thrown: unknown = null;
+    try {
+      l.take(0, 3000, 0);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(NativeError);
+    expect((thrown as NativeError).code).toBe("EBADF");
+  });
+
   test("drop(): later bytes are taken off the socket but not written, and no error is made up", () => {
     const path = tempFile(size);
     const { landing: l, a, b } = landing(path);
