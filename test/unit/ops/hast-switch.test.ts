@@ -20,6 +20,7 @@ sub=$1; shift
 [ "\${1:-}" = -c ] && shift 2
 case $sub in
 status)
+	[ -n "\${FAKE_STATUS_SLEEP:-}" ] && sleep "$FAKE_STATUS_SLEEP"
 	[ "$1" = --json ] && shift
 	[ $# -eq 0 ] && set -- $(cd "$FAKE/state" && ls *.role | sed 's/\\.role$//')
 	echo "["
@@ -40,6 +41,8 @@ role)
 	role=$1; r=$2
 	[ -n "\${FAKE_ROLE_SLEEP:-}" ] && [ "$role" = primary ] && sleep "$FAKE_ROLE_SLEEP"
 	echo "$role" >"$FAKE/state/$r.role"
+	# Leaving secondary stops the secondary worker, and with it the old primary's connection.
+	[ "$role" != secondary ] && { grep -v "^hastd: $r (secondary)" "$FAKE/ps" >"$FAKE/ps.new"; mv "$FAKE/ps.new" "$FAKE/ps"; }
 	if [ "$role" = primary ]; then ln -sf /dev/null "$HAST_DEVDIR/prov-$r"; else rm -f "$HAST_DEVDIR/prov-$r"; fi
 	;;
 esac
@@ -47,14 +50,21 @@ esac
 
 const FAKE_MOUNT = `#!/bin/sh
 # fake mount: no arguments lists $FAKE/mounts; else records and adds "dev on mnt type t (rw)".
+# FAKE_MOUNT_TICKS: it takes that many tenths of a second first, and a TERM does not stop it
+# (a journal replay).
 if [ $# -eq 0 ]; then cat "$FAKE/mounts"; exit 0; fi
 echo "mount $*" >>"$FAKE/calls.log"
+if [ -n "\${FAKE_MOUNT_TICKS:-}" ]; then
+	trap '' TERM
+	i=0; while [ $i -lt "$FAKE_MOUNT_TICKS" ]; do sleep 0.1; i=$((i + 1)); done
+fi
 eval "dev=\\\${$(($# - 1))} mnt=\\\${$#}"
 echo "$dev on $mnt type fake (rw)" >>"$FAKE/mounts"
 `;
 
 const FAKE_UMOUNT = `#!/bin/sh
 echo "umount $*" >>"$FAKE/calls.log"
+[ -n "\${FAKE_UMOUNT_FAIL:-}" ] && exit 32
 eval "mnt=\\\${$#}"
 awk -v p="$mnt" '$3 != p' "$FAKE/mounts" >"$FAKE/mounts.new" && mv "$FAKE/mounts.new" "$FAKE/mounts"
 `;
@@ -67,6 +77,63 @@ start) touch "$FAKE/active/$2" ;;
 stop) rm -f "$FAKE/active/$2" ;;
 esac
 echo "systemctl $*" >>"$FAKE/calls.log"
+`;
+
+/**
+ * A fake systemd for the per-resource units: it runs the Exec lines of the real unit files in
+ * ops/systemd (hast-switch and hastctl mapped to the script under test and the fake), honouring
+ * their Conflicts= (starting one unit stops the other first) and BindsTo= (the target follows the
+ * primary unit). Jobs show in list-jobs while they run; start waits for its job unless --no-block.
+ * States are files in $FAKE/units.
+ */
+const FAKE_SYSTEMD = `#!/bin/sh
+echo "systemctl $*" >>"$FAKE/calls.log"
+u="$FAKE/units"
+exec_line() { # key unit-file instance: the command, runnable here
+	sed -n "s/^$1=//p" "$UNITS/$2" | sed -e "s/%i/$3/g" -e "s|/usr/local/sbin/hast-switch|sh $SWITCH|" -e "s|/usr/local/sbin/hastctl|hastctl|" -e 's/\\\${HASTD_CONFIG}/x/'
+}
+run_exec() { # key unit-file instance
+	cmd=$(exec_line "$@")
+	[ -z "$cmd" ] && return 0
+	HAST_SWITCH_UNITS=no eval "$cmd"
+}
+primary_up() {
+	if [ -f "$u/hast-secondary@$1.service.active" ]; then run_exec ExecStop hast-secondary@.service "$1"; rm -f "$u/hast-secondary@$1.service.active"; fi
+	if run_exec ExecStart hast-primary@.service "$1"; then touch "$u/hast-primary@$1.service.active" "$u/hast@$1.target.active"; fi
+}
+secondary_up() {
+	if [ -f "$u/hast-primary@$1.service.active" ]; then rm -f "$u/hast@$1.target.active"; run_exec ExecStop hast-primary@.service "$1"; rm -f "$u/hast-primary@$1.service.active"; fi
+	if run_exec ExecStart hast-secondary@.service "$1"; then touch "$u/hast-secondary@$1.service.active"; fi
+}
+case $1 in
+is-active)
+	eval "unit=\\\${$#}"
+	if [ -f "$u/$unit.active" ]; then echo active; exit 0; fi
+	echo inactive; exit 3
+	;;
+list-jobs)
+	shift 3
+	for unit in "$@"; do [ -f "$u/$unit.job" ] && echo "1 $unit start running"; done
+	exit 0
+	;;
+start)
+	shift
+	block=yes
+	[ "$1" = --no-block ] && { block=no; shift; }
+	unit=$1
+	touch "$u/$unit.job"
+	(
+		case $unit in
+		hast@*.target) r=\${unit#hast@}; primary_up "\${r%.target}" ;;
+		hast-secondary@*.service) r=\${unit#hast-secondary@}; secondary_up "\${r%.service}" ;;
+		esac
+		rm -f "$u/$unit.job"
+	) >>"$FAKE/units.log" 2>&1 &
+	[ "$block" = no ] && exit 0
+	wait $!
+	[ -f "$u/$unit.active" ]
+	;;
+esac
 `;
 
 const recorder = (name: string) => `#!/bin/sh\necho "${name} $*" >>"$FAKE/calls.log"\n`;
@@ -85,7 +152,7 @@ function write(path: string, text: string): void {
 
 beforeEach(() => {
   fake = mkdtempSync(join(tmpdir(), "hast-switch-"));
-  for (const dir of ["bin", "state", "dev", "run", "active", "mnt"]) mkdirSync(join(fake, dir));
+  for (const dir of ["bin", "state", "dev", "run", "active", "mnt", "units"]) mkdirSync(join(fake, dir));
   write(join(fake, "bin/hastctl"), FAKE_HASTCTL);
   write(join(fake, "bin/mount"), FAKE_MOUNT);
   write(join(fake, "bin/umount"), FAKE_UMOUNT);
@@ -242,6 +309,80 @@ describe("hast-switch secondary", () => {
     expect(promoted.code).not.toBe(0);
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(calls().some((c) => c.startsWith("mount"))).toBe(false);
+    expect(role("r0")).toBe("secondary");
+  });
+});
+
+describe("hast-switch under failover events", () => {
+  test("the latest call wins: a promotion that a demotion superseded while it waited does nothing", async () => {
+    // The promotion asks hastd for its resources first (slowly); the demotion, called after it,
+    // takes the lock first. Without the rule the promotion would then run, the last word.
+    const promotion = hastSwitch(["primary"], { FAKE_STATUS_SLEEP: "1", HAST_SERVICES: "" });
+    await Bun.sleep(300);
+    const demotion = await hastSwitch(["secondary", "r0", "r1"], { HAST_SERVICES: "" });
+    expect(demotion.code).toBe(0);
+    const promoted = await promotion;
+    expect(promoted.code).toBe(0);
+    expect(promoted.stderr).toContain("superseded by a later call");
+    expect([role("r0"), role("r1")]).toEqual(["secondary", "secondary"]);
+    expect(calls().some((c) => c.startsWith("hastctl role primary") || c.startsWith("mount"))).toBe(false);
+  });
+
+  test("a demotion waits for the mount the promotion it stopped had started, then unmounts it", async () => {
+    const promotion = hastSwitch(["primary", "r0"], { FAKE_MOUNT_TICKS: "15", HAST_SERVICES: "" });
+    const deadline = Date.now() + 10_000;
+    while (!calls().some((c) => c.startsWith("mount")) && Date.now() < deadline) await Bun.sleep(20);
+    const demotion = await hastSwitch(["secondary", "r0"], { HAST_SERVICES: "" });
+    expect(demotion.code).toBe(0);
+    expect((await promotion).code).not.toBe(0);
+    expect(role("r0")).toBe("secondary");
+    expect(readFileSync(join(fake, "mounts"), "utf8")).toBe(""); // mounted late, unmounted after
+    expect(calls()).toContain(`umount ${mnt("r0")}`);
+  });
+
+  test("a lock directory left without an owner is removed after a while", async () => {
+    mkdirSync(join(fake, "run", "hast-switch.lock"));
+    const r = await hastSwitch(["primary", "r0"], { LOCK_WAIT_S: "10", HAST_SERVICES: "" });
+    expect(r.stderr).toContain("left without an owner");
+    expect(r.code).toBe(0);
+    expect(role("r0")).toBe("primary");
+  });
+
+  test("a demotion that cannot unmount still demotes, and fails", async () => {
+    expect((await hastSwitch(["primary", "r0"], { HAST_SERVICES: "" })).code).toBe(0);
+    const r = await hastSwitch(["secondary", "r0"], { FAKE_UMOUNT_FAIL: "1", HAST_SERVICES: "" });
+    expect(r.stderr).toContain(`r0: could not unmount ${mnt("r0")}`);
+    expect(r.code).toBe(1);
+    expect(role("r0")).toBe("secondary");
+  });
+});
+
+describe("hast-switch through the systemd units (HAST_SWITCH_UNITS=yes)", () => {
+  const UNITS = resolve(import.meta.dir, "../../../ops/systemd");
+  const units = (extra: Record<string, string> = {}) => ({ HAST_SWITCH_UNITS: "yes", UNITS, SWITCH, HAST_SERVICES: "", LOCK_WAIT_S: "15", ...extra });
+
+  beforeEach(() => write(join(fake, "bin/systemctl"), FAKE_SYSTEMD));
+
+  test("promotes and demotes through the units' own hast-switch runs (no deadlock on the lock)", async () => {
+    const up = await hastSwitch(["primary", "r0"], units());
+    expect(up.stderr).toContain("primary: r0 (through systemd)");
+    expect(up.code).toBe(0);
+    expect(role("r0")).toBe("primary");
+    expect(readFileSync(join(fake, "mounts"), "utf8")).toContain(mnt("r0"));
+    const down = await hastSwitch(["secondary", "r0"], units());
+    expect(down.code).toBe(0);
+    expect(role("r0")).toBe("secondary");
+    expect(readFileSync(join(fake, "mounts"), "utf8")).toBe("");
+  });
+
+  test("a promotion through hast@<res>.target still waits for the old primary to let go", async () => {
+    // The secondary unit is active (the node came up secondary) and the old primary is still
+    // connected. Stopping that unit must not end the connection: the promotion must see it.
+    expect((await hastSwitch(["secondary", "r0"], units())).code).toBe(0);
+    writeFileSync(join(fake, "ps"), "hastd: r0 (secondary) --worker\n");
+    const r = await hastSwitch(["primary", "r0"], units({ SECONDARY_WAIT_S: "1" }));
+    expect(r.code).toBe(1);
+    expect(readFileSync(join(fake, "units.log"), "utf8")).toContain("the old primary is still connected after 1 s");
     expect(role("r0")).toBe("secondary");
   });
 });
