@@ -32,7 +32,7 @@ fi
 
 case $action in
 up)
-	ip -4 addr show dev "$iface" | grep -q "inet $vip/" || ip addr add "$vip/$VIP_PREFIX" dev "$iface"
+	ip -4 addr show dev "$iface" | grep -qF "inet $vip/" || ip addr add "$vip/$VIP_PREFIX" dev "$iface"
 	# Tell the switches the address moved (iputils arping; absent elsewhere, then skipped).
 	if command -v arping >/dev/null 2>&1; then
 		arping -q -U -c 1 -I "$iface" "$vip" >/dev/null 2>&1 &
