@@ -65,7 +65,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 9; }
+int hast_native_version(void) { return 10; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -321,6 +321,13 @@ int hast_splice_in(int sock, int pipe_r, int pipe_w, int fd, int64_t offset, uin
 	(void)fd;
 	return -EOPNOTSUPP;
 #endif
+}
+
+/* A second descriptor of fd, close-on-exec: a connection handed to another process stays this
+ * one whatever becomes of the first (closed and its number reused meanwhile). */
+int hast_dup(int fd) {
+	int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	return copy < 0 ? -errno : copy;
 }
 
 int hast_fdatasync(int fd) { return fdatasync(fd) < 0 ? -errno : 0; }

@@ -34,7 +34,7 @@ import { close as fsClose, fdatasync as fsFdatasync, open as fsOpen, read as fsR
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 9; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 10; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -49,6 +49,7 @@ const lib = dlopen(libPath, {
   hast_sendfile: { args: ["i32", "i32", "i64", "u64"], returns: FFIType.i64_fast },
   hast_splice_pipe: { args: ["ptr"], returns: "i32" },
   hast_splice_in: { args: ["i32", "i32", "i32", "i32", "i64", "u64", "i32", "ptr"], returns: "i32" },
+  hast_dup: { args: ["i32"], returns: "i32" },
   hast_fdatasync: { args: ["i32"], returns: "i32" },
   hast_fsync: { args: ["i32"], returns: "i32" },
   hast_discard: { args: ["i32", "i64", "i64"], returns: "i32" },
@@ -434,6 +435,11 @@ function spliceIn(sock: number, what: string, pipe: [number, number], fd: number
   return { taken, error: errno !== 0 ? new NativeError({ op: "pwrite", path, errno, where: at(offset, taken) }) : null };
 }
 
+/** A second descriptor of fd (close-on-exec); `what` names it in errors. */
+function dup(fd: number, what: string): number {
+  return check(c.hast_dup(fd), "dup", what);
+}
+
 function fdatasync(fd: number, path: string): void {
   maybeFail("fdatasync", path);
   check(c.hast_fdatasync(fd), "fdatasync", path);
@@ -725,6 +731,7 @@ export const native = {
   sendfile,
   splicePipe,
   spliceIn,
+  dup,
   fdatasync,
   fdatasyncAsync,
   openReadAsync,

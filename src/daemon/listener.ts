@@ -7,8 +7,9 @@ import type { Socket, TCPSocketListener } from "bun";
 import type { Address, ResourceConfig, Role } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
 import { bunPeerPrimitives } from "../io/peer-primitives.ts";
+import { native } from "../native.ts";
 import {
-  challengeAuthBlock, checkAuthReply, FrameDecoder, FrameEncoder, negotiateVersion, NONCE_BYTES,
+  challengeAuthBlock, checkAuthReply, FrameDecoder, FrameEncoder, MAX_CONTROL_PAYLOAD_BYTES, negotiateVersion, NONCE_BYTES,
   type Frame, type Handshake, type PeerErrorName,
 } from "../wire/peer/index.ts";
 import type { Logger } from "./log.ts";
@@ -38,8 +39,11 @@ export interface ListenerDeps {
 }
 
 interface Conn {
+  /** Takes handshake frames only: anything with a larger body is refused before it is buffered. */
   decoder: FrameDecoder;
   state: "hello" | "auth" | "handshake" | "handed" | "refused";
+  /** A frame is being handled (it may wait, on DNS or on the admission): the next waits for it. */
+  stepping: boolean;
   remote: string;
   resource: ResourceConfig | null;
   client_nonce: Uint8Array;
@@ -133,7 +137,8 @@ export class PeerListener {
     }
     this.pending++;
     socket.data = {
-      decoder: new FrameDecoder(bunPeerPrimitives), state: "hello", remote, resource: null,
+      decoder: new FrameDecoder(bunPeerPrimitives, { max_payload_bytes: MAX_CONTROL_PAYLOAD_BYTES }),
+      state: "hello", stepping: false, remote, resource: null,
       client_nonce: new Uint8Array(0), server_nonce: new Uint8Array(0), version: 0,
       timer: setTimeout(() => this.reject(socket, null, `no handshake within ${HANDSHAKE_TIMEOUT_MS / 1000} s`), HANDSHAKE_TIMEOUT_MS),
     };
@@ -174,13 +179,27 @@ export class PeerListener {
     const c = socket.data;
     if (c.state === "handed" || c.state === "refused") return;
     c.decoder.push(chunk);
-    for (;;) {
-      const r = c.decoder.next();
-      if (r.kind === "need-more") return;
-      if (r.kind === "error") return this.reject(socket, "PROTOCOL", `malformed frame: ${r.reason}`);
-      void this.step(socket, r.frame);
-      const state = c.state as Conn["state"];
-      if (state === "handed" || state === "refused") return;
+    if (!c.stepping) void this.steps(socket);
+  }
+
+  /** The frames at hand, one at a time: a frame that arrived with others is not looked at before
+   * those ahead of it are handled (a second HELLO must not change the resource the first one is
+   * being checked for). Nothing thrown here escapes: the connection is refused. */
+  private async steps(socket: Socket<Conn>): Promise<void> {
+    const c = socket.data;
+    c.stepping = true;
+    try {
+      while (c.state !== "handed" && c.state !== "refused") {
+        const r = c.decoder.next();
+        if (r.kind === "need-more") return;
+        if (r.kind === "error") return this.reject(socket, "PROTOCOL", `malformed frame: ${r.reason}`);
+        await this.step(socket, r.frame);
+      }
+    } catch (err) {
+      if (c.state !== "handed" && c.state !== "refused") this.reject(socket, null, `handshake failed: ${(err as Error).message}`);
+      else this.deps.log.error(`Replication connection from ${c.remote}: ${(err as Error).message}`);
+    } finally {
+      c.stepping = false;
     }
   }
 
@@ -242,16 +261,20 @@ export class PeerListener {
     // The primary sends nothing after HANDSHAKE until it is answered, so no bytes are left behind.
     if (c.decoder.buffered_bytes !== 0) return this.reject(socket, "PROTOCOL", "data after HANDSHAKE before its reply");
     if (this.deps.roleOf(c.resource!.name) !== "secondary") return this.reject(socket, "NOT_SECONDARY", "role changed during the handshake", true);
+    // The admission may wait (the old worker's stop, the flush): the worker gets a descriptor of
+    // its own, which stays this connection whatever Bun does meanwhile with its socket's (a reset
+    // closes it, and the next connection may get its number).
+    const fd = native.dup((socket as unknown as { fd: number }).fd, `peer connection from ${c.remote}`);
     c.state = "handed";
     clearTimeout(c.timer);
     this.pending--;
-    const fd = (socket as unknown as { fd: number }).fd;
     const { kind: _kind, ...hello } = handshake;
     try {
       await this.deps.admit({ resource: c.resource!, handshake: hello, fd, remote: c.remote, version: c.version });
     } finally {
       // The worker holds its own copy of the descriptor; dropping ours sends nothing to the peer.
       socket.end();
+      native.close(fd, `peer connection from ${c.remote}`);
     }
   }
 }

@@ -9,7 +9,7 @@ import { QUEUED_READ_MIN_BYTES, ReceiveBuffer, type MessageSink, type QueuedRead
 import { HEADER_BYTES, MAX_DATA_PAYLOAD_BYTES } from "./constants.ts";
 import { DecodeFailure } from "./errors.ts";
 import { decodeFrameBody, isPlainWrite, landedWrite, writeHeadOf } from "./frame.ts";
-import { decodeHeader, type Header } from "./header.ts";
+import { decodeHeader, type Header, typeName } from "./header.ts";
 import type { DecodeResult, PeerPrimitives, WriteHead } from "./types.ts";
 
 const NEED_MORE: DecodeResult = { kind: "need-more" };
@@ -28,6 +28,7 @@ export class FrameDecoder {
   /** Where the current frame's payload goes: a sink its consumer gave, null for a buffer,
    * undefined until decided (sink_for is asked once per frame). */
   #sink: MessageSink | null | undefined = undefined;
+  readonly #max_payload_bytes: number;
 
   /**
    * payload_alloc: where a payload that spans chunks is assembled (default: a new array each time),
@@ -37,11 +38,14 @@ export class FrameDecoder {
    * sink_for: asked, when the header of a WRITE of plain data of QUEUED_READ_MIN_BYTES or more
    * arrives and the socket may be read directly, where its payload goes; null: a buffer as
    * usual. Such a frame is then returned as landedWrite, once all of its payload went there.
+   * max_payload_bytes: a frame with a larger payload is an error as soon as its header arrives
+   * (before authentication a peer has no business sending data, nor buffering it here).
    */
   constructor(prims: PeerPrimitives, opts: DecoderOptions = {}) {
     this.#prims = prims;
     this.#payload_alloc = opts.payload_alloc ?? newArray;
     this.#sink_for = opts.sink_for;
+    this.#max_payload_bytes = opts.max_payload_bytes ?? MAX_DATA_PAYLOAD_BYTES;
     const copy = opts.copy_payloads === true;
     this.#rx = new ReceiveBuffer({ free_consumed: copy, copy_messages: copy });
   }
@@ -93,6 +97,9 @@ export class FrameDecoder {
       this.#rx.fill(this.#header_scratch, 0);
       this.#header = decodeHeader(this.#header_scratch);
       if (this.#header.payload_bytes > MAX_DATA_PAYLOAD_BYTES) throw new Error("FrameDecoder: header validation let an oversized payload through");
+      if (this.#header.payload_bytes > this.#max_payload_bytes) {
+        throw new DecodeFailure("TOO_LARGE", `${typeName(this.#header.type) ?? "frame"}: payload of ${this.#header.payload_bytes} bytes exceeds ${this.#max_payload_bytes} here`);
+      }
     }
     const header = this.#header;
     if (this.#sink === undefined && read !== undefined && this.#sink_for !== undefined && sinkable(header) && this.#rx.partial_bytes === 0) {
@@ -127,6 +134,7 @@ export interface DecoderOptions {
   payload_alloc?: (n: number) => Uint8Array;
   copy_payloads?: boolean;
   sink_for?: (write: WriteHead) => MessageSink | null;
+  max_payload_bytes?: number;
 }
 
 /** A WRITE whose payload is its data as it is, large enough to be worth a sink. */
