@@ -18,6 +18,9 @@ import { protocolVersions } from "./protocol-versions.ts";
 /** Spec 6.6: handshake sockets on the secondary side get a fixed 20 s. */
 export const HANDSHAKE_TIMEOUT_MS = 20_000;
 export const PENDING_CONNECTIONS_MAX = 64;
+/** Of those, from one address: a host that opens connections and sends nothing (or stalls the
+ * address check on a slow resolver) cannot take every slot from the real primary. */
+export const PENDING_PER_ADDRESS_MAX = 8;
 const LISTEN_ATTEMPTS = 10;
 const LISTEN_RETRY_MS = 500;
 
@@ -80,6 +83,7 @@ export class PeerListener {
   private listeners: TCPSocketListener<Conn>[] = [];
   private warned_no_secret = new Set<string>();
   private pending = 0;
+  private pending_from = new Map<string, number>();
 
   constructor(private deps: ListenerDeps) {}
 
@@ -130,12 +134,14 @@ export class PeerListener {
 
   private open(socket: Socket<Conn>): void {
     const remote = `${normalizeIp(socket.remoteAddress)}`;
-    if (this.pending >= PENDING_CONNECTIONS_MAX) {
-      this.deps.log.warn(`Too many handshakes in progress; dropping ${remote}.`);
+    const from = this.pending_from.get(remote) ?? 0;
+    if (this.pending >= PENDING_CONNECTIONS_MAX || from >= PENDING_PER_ADDRESS_MAX) {
+      this.deps.log.warn(`Too many handshakes in progress${from >= PENDING_PER_ADDRESS_MAX ? ` from ${remote}` : ""}; dropping ${remote}.`);
       socket.end();
       return;
     }
     this.pending++;
+    this.pending_from.set(remote, from + 1);
     socket.data = {
       decoder: new FrameDecoder(bunPeerPrimitives, { max_payload_bytes: MAX_CONTROL_PAYLOAD_BYTES }),
       state: "hello", stepping: false, remote, resource: null,
@@ -161,15 +167,24 @@ export class PeerListener {
     const c = socket.data;
     if (!c) return;
     clearTimeout(c.timer);
-    if (c.state !== "handed" && c.state !== "refused") this.pending--;
+    this.settled(c);
     c.state = "refused";
+  }
+
+  /** The connection's handshake is over (handed, refused or closed): its slot is free. */
+  private settled(c: Conn): void {
+    if (c.state === "handed" || c.state === "refused") return;
+    this.pending--;
+    const from = (this.pending_from.get(c.remote) ?? 1) - 1;
+    if (from > 0) this.pending_from.set(c.remote, from);
+    else this.pending_from.delete(c.remote);
   }
 
   private reject(socket: Socket<Conn>, code: PeerErrorName | null, message: string, busy = false): void {
     const c = socket.data;
     this.deps.log.warn(`Refused replication connection from ${c.remote}${c.resource ? ` for ${c.resource.name}` : ""}: ${message}`);
     if (code) send(socket, { kind: "error", code, busy, message });
-    if (c.state !== "handed" && c.state !== "refused") this.pending--;
+    this.settled(c);
     c.state = "refused";
     clearTimeout(c.timer);
     socket.end();
@@ -265,9 +280,9 @@ export class PeerListener {
     // its own, which stays this connection whatever Bun does meanwhile with its socket's (a reset
     // closes it, and the next connection may get its number).
     const fd = native.dup((socket as unknown as { fd: number }).fd, `peer connection from ${c.remote}`);
+    this.settled(c);
     c.state = "handed";
     clearTimeout(c.timer);
-    this.pending--;
     const { kind: _kind, ...hello } = handshake;
     try {
       await this.deps.admit({ resource: c.resource!, handshake: hello, fd, remote: c.remote, version: c.version });

@@ -1,11 +1,12 @@
 // The main process's replication listener before authentication: frames are handled one at a
-// time, nothing large is buffered, and the descriptor handed to the admission is the connection's
-// own whatever becomes of Bun's socket meanwhile. A real listener on 127.0.0.1, a raw client.
+// time, nothing large is buffered, one address holds a few handshake slots at most, and the
+// descriptor handed to the admission is the connection's own whatever becomes of Bun's socket
+// meanwhile. A real listener on 127.0.0.1, a raw client.
 import { afterEach, expect, test } from "bun:test";
 import { fstatSync } from "node:fs";
 import type { Socket } from "bun";
 import type { ResourceConfig } from "../../../src/config/index.ts";
-import { type Admission, PeerListener } from "../../../src/daemon/listener.ts";
+import { type Admission, PENDING_PER_ADDRESS_MAX, PeerListener } from "../../../src/daemon/listener.ts";
 import { Logger } from "../../../src/daemon/log.ts";
 import { bunPeerPrimitives } from "../../../src/io/peer-primitives.ts";
 import { type Frame, FrameDecoder, FrameEncoder, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN } from "../../../src/wire/peer/index.ts";
@@ -151,4 +152,26 @@ test("an admission that throws is logged, not an unhandled rejection of the main
   client!.write(new Uint8Array([...bytes(AUTH), ...bytes(HANDSHAKE)]));
   await until("the error to be logged", () => s.warnings.some((w) => w.includes("spawn failed: EBADF")));
   expect(s.admitted).toHaveLength(1);
+});
+
+test("one address holds at most PENDING_PER_ADDRESS_MAX handshakes; a slot freed takes the next", async () => {
+  const s = await listen();
+  const idle: Socket<undefined>[] = [];
+  try {
+    for (let i = 0; i < PENDING_PER_ADDRESS_MAX; i++) {
+      idle.push(await Bun.connect({ hostname: "127.0.0.1", port: s.port, socket: { data() {} } }));
+    }
+    await Bun.sleep(100); // screened: all of them wait for their HELLO
+    const peer = await connect(s.port);
+    await until("the extra connection to be dropped", peer.closed);
+    expect(s.warnings.join("\n")).toContain("Too many handshakes in progress from 127.0.0.1; dropping 127.0.0.1.");
+    idle.pop()!.terminate();
+    await Bun.sleep(100);
+    const next = await connect(s.port);
+    client!.write(hello("a"));
+    await until("its challenge", () => next.frames.length === 1);
+    expect(next.frames[0]!.kind).toBe("challenge");
+  } finally {
+    for (const socket of idle) socket.terminate();
+  }
 });
