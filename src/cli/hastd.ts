@@ -144,7 +144,10 @@ async function main(argv: string[]): Promise<number> {
     process.on("SIGTERM", terminate);
     process.on("SIGINT", terminate);
     process.on("SIGHUP", () => {
-      reloading = reloading.then(() => hastd.reload());
+      // A reload that fails must not keep the next ones from running.
+      reloading = reloading.then(() => hastd.reload()).catch((err: Error) => {
+        log.error(`Reload failed: ${err.message}`);
+      });
     });
   });
 }

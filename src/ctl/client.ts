@@ -8,6 +8,12 @@ import { debug } from "./debug.ts";
 
 /** FreeBSD hastctl waits 20 s for the control connection, whatever the config says. */
 export const CONTROL_TIMEOUT_MS = 20_000;
+/**
+ * A role change may take longer: hastd stops the old worker (30 s, then SIGKILL), flushes the
+ * component (at most 120 s) and waits for a new primary worker to serve (at most 60 s). Giving up
+ * sooner would report a failure for a change that then takes effect.
+ */
+export const ROLE_TIMEOUT_MS = 300_000;
 /** The longest line hastd may send (a status reply of many resources). */
 const REPLY_LINE_MAX_BYTES = CONTROL_LINE_MAX_BYTES * 64;
 
@@ -34,7 +40,8 @@ function exchange(address: Address, request: ControlRequest, onLine: LineHandler
       else resolve(done);
     };
     let timer: ReturnType<typeof setTimeout> | undefined = setTimeout(() => {
-      finish(new ExitError(`no reply from hastd at ${where} within ${timeout_ms / 1000} s`, connected ? EX_UNAVAILABLE : EX_OSERR));
+      const late = connected && request.cmd === "role" ? " (the role change may still take effect: hastctl status tells)" : "";
+      finish(new ExitError(`no reply from hastd at ${where} within ${timeout_ms / 1000} s${late}`, connected ? EX_UNAVAILABLE : EX_OSERR));
     }, timeout_ms);
     const unreachable = (err: Error) => {
       const code = (err as NodeJS.ErrnoException).code;
@@ -101,7 +108,8 @@ function parseReply(line: string, where: string): ControlReply {
   }
 }
 
-export async function controlRequest(address: Address, request: ControlRequest, timeout_ms = CONTROL_TIMEOUT_MS): Promise<ControlReply> {
+export async function controlRequest(address: Address, request: ControlRequest,
+  timeout_ms = request.cmd === "role" ? ROLE_TIMEOUT_MS : CONTROL_TIMEOUT_MS): Promise<ControlReply> {
   let reply: ControlReply | undefined;
   await exchange(address, request, (line, where) => {
     reply = parseReply(line, where);

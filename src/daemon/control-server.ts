@@ -12,6 +12,10 @@ import type { Logger } from "./log.ts";
 
 /** Stream lines a client has not taken yet beyond which its stream is dropped. */
 export const EVENT_BACKLOG_MAX_BYTES = 1024 * 1024;
+/** Requests a client may send ahead of their replies (bytes not yet handled). Beyond, it is cut off. */
+export const CONTROL_PIPELINE_MAX_BYTES = 4 * CONTROL_LINE_MAX_BYTES;
+/** Requests handled in a row before the event loop gets a turn. */
+const YIELD_EVERY_LINES = 64;
 
 /** A reply after which the connection carries more lines, until either side ends it. */
 export interface ControlStream {
@@ -25,7 +29,12 @@ type Handler = (request: ControlRequest) => Promise<ControlReply | ControlStream
 
 interface ConnState {
   buffer: string;
+  /** A request is being handled: no more is read (nor handled) until its reply is out. */
   busy: boolean;
+  /** The connection was ended here: nothing more is read. */
+  ended: boolean;
+  /** Requests refused as malformed on this connection (the first is logged as a warning). */
+  rejected: number;
   decoder: TextDecoder;
   /** Reply bytes the kernel has not taken yet; while any wait, no new request is read. */
   out: Uint8Array[];
@@ -35,7 +44,8 @@ interface ConnState {
   closed: boolean;
 }
 
-/** Sends what the socket takes now, keeps the rest for `drain`; reading pauses meanwhile. */
+/** Sends what the socket takes now, keeps the rest for `drain`; reading pauses meanwhile (the
+ * `drain` handler starts it again once all is out). */
 function flushOut(socket: Socket<ConnState>): void {
   const state = socket.data;
   const out = state.out;
@@ -55,7 +65,6 @@ function flushOut(socket: Socket<ConnState>): void {
     }
     out.shift();
   }
-  socket.resume();
 }
 
 export class ControlServer {
@@ -105,14 +114,20 @@ export class ControlServer {
       unix: path,
       socket: {
         open(socket) {
-          socket.data = { buffer: "", busy: false, decoder: new TextDecoder(), out: [], out_bytes: 0, detach: null, closed: false };
+          socket.data = {
+            buffer: "", busy: false, ended: false, rejected: 0, decoder: new TextDecoder(), out: [], out_bytes: 0, detach: null, closed: false,
+          };
         },
         data(socket, chunk) {
           const state = socket.data;
-          if (state.detach) return;
+          if (state.detach || state.ended) return;
           state.buffer += state.decoder.decode(chunk, { stream: true });
-          if (state.buffer.length > CONTROL_LINE_MAX_BYTES && !state.buffer.includes("\n")) {
-            reply(socket, { error: ControlError.INVALID, message: `request longer than ${CONTROL_LINE_MAX_BYTES} bytes`, resources: [] });
+          const line_too_long = state.buffer.length > CONTROL_LINE_MAX_BYTES && !state.buffer.includes("\n");
+          if (line_too_long || state.buffer.length > CONTROL_PIPELINE_MAX_BYTES) {
+            const message = line_too_long ? `request longer than ${CONTROL_LINE_MAX_BYTES} bytes` : `more than ${CONTROL_PIPELINE_MAX_BYTES} bytes of requests ahead of their replies`;
+            reply(socket, { error: ControlError.INVALID, message, resources: [] });
+            state.ended = true;
+            state.buffer = "";
             socket.end();
             return;
           }
@@ -120,6 +135,7 @@ export class ControlServer {
         },
         drain(socket) {
           flushOut(socket);
+          if (socket.data.out_bytes === 0) void drainRequests(socket);
         },
         close(socket) {
           socket.data.closed = true;
@@ -133,18 +149,30 @@ export class ControlServer {
       },
     });
     // One request at a time per connection, in order; a slow role change never interleaves replies.
+    // Nothing is read while one is handled or a reply waits for the client to take it: what a
+    // client sends ahead stays bounded (CONTROL_PIPELINE_MAX_BYTES), and so do the replies queued.
     async function drainRequests(socket: Socket<ConnState>): Promise<void> {
       const state = socket.data;
       if (state.busy) return;
+      if (state.detach) {
+        // A stream handles no more requests, but must see the close.
+        if (state.out_bytes === 0) socket.resume();
+        return;
+      }
       state.busy = true;
+      socket.pause();
+      let handled = 0;
       try {
-        for (let nl = state.buffer.indexOf("\n"); nl >= 0; nl = state.buffer.indexOf("\n")) {
+        for (let nl = state.buffer.indexOf("\n"); nl >= 0 && state.out_bytes === 0 && !state.ended; nl = state.buffer.indexOf("\n")) {
           const line = state.buffer.slice(0, nl).trim();
           state.buffer = state.buffer.slice(nl + 1);
           if (!line) continue;
+          // A client that sends lines by the thousand gets them handled between other work.
+          if (++handled % YIELD_EVERY_LINES === 0) await new Promise((resolve) => setImmediate(resolve));
           const parsed = parseControlRequest(line);
           if (!parsed.ok) {
-            log.warn(`control: rejected request: ${parsed.error}`);
+            if (state.rejected++ === 0) log.warn(`control: rejected request: ${parsed.error}`);
+            else log.debug(`control: rejected request: ${parsed.error}`);
             reply(socket, { error: ControlError.INVALID, message: parsed.error, resources: [] });
             continue;
           }
@@ -162,6 +190,8 @@ export class ControlServer {
         }
       } finally {
         state.busy = false;
+        // A stream reads nothing either, but must see the close.
+        if (!state.ended && state.out_bytes === 0) socket.resume();
       }
     }
     restrictSocket(path);

@@ -13,14 +13,18 @@ import { WORKER_EXIT_REFUSED, WORKER_EXIT_RESTART } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { Serial } from "./serial.ts";
-import { WorkerHandle, type WorkerExit } from "./worker-handle.ts";
+import { WORKER_START_WAIT_MS, WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 import { EX_OK, EX_OSERR, ExitError } from "../core/sysexits.ts";
 import { HeldComponent, type Unacted } from "../io/held-component.ts";
 import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
-/** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
-export const WORKER_START_WAIT_MS = 60_000;
+
+/** Why a role change did not take: the reply element's error and message. */
+interface RoleFailure {
+  error: (typeof ControlError)[keyof typeof ControlError];
+  message: string;
+}
 
 interface ResourceState {
   config: ResourceConfig;
@@ -134,14 +138,14 @@ export class Hastd {
       }
       if (request.cmd === "role") {
         const reply: ResourceStatus = { name };
-        const changed = await state.turns.run(() => {
+        const failed = await state.turns.run(async (): Promise<RoleFailure | null> => {
+          // A reload removed the resource while this request waited for its turn.
+          if (this.resources.get(name) !== state) return { error: ControlError.NOENTRY, message: "no such resource (removed by a reload)" };
           // The role before this request, which an earlier one may have changed while this one waited.
           Object.assign(reply, { role: state.role, previous_role: state.role });
-          return this.setRole(state, request.role, request.force === true);
+          return await this.setRole(state, request.role, request.force === true);
         });
-        if (!changed) {
-          Object.assign(reply, { error: ControlError.REFUSED, message: "not promoted: this node's copy is incomplete (the log says why and what to do)" });
-        }
+        if (failed) Object.assign(reply, failed);
         replies.push(reply);
       } else if (request.cmd === "verify") {
         const action: VerifyAction = request.stop === true ? { op: "stop" } : request.resume === true ? { op: "resume" } : { op: "start", from: request.from ?? 0 };
@@ -222,11 +226,12 @@ export class Hastd {
     return refused === null ? reply : { ...reply, error: ControlError.BUSY, message: `${what}: ${refused}` };
   }
 
-  /** false when the new primary worker refused this node's copy (incomplete): the role stays `old`.
-   * Only in the resource's turn (state.turns). */
-  private async setRole(state: ResourceState, role: Role, force = false): Promise<boolean> {
+  /** null when the role is `role` now; else why not: the new primary worker refused this node's
+   * copy (incomplete; the role stays `old`), or it ended at its start (the role is init). Only in
+   * the resource's turn (state.turns). */
+  private async setRole(state: ResourceState, role: Role, force = false): Promise<RoleFailure | null> {
     const old = state.role;
-    if (old === role) return true;
+    if (old === role) return null;
     const name = state.config.name;
     this.log.info(`[${name}] Role changed to ${role}.`);
     state.role = role;
@@ -242,11 +247,15 @@ export class Hastd {
         this.log.error(`[${name}] The primary worker refused this node's copy. Role changed back to ${old}.`);
         state.role = old;
         state.copy_incomplete = true;
-        return false;
+        return { error: ControlError.REFUSED, message: "not promoted: this node's copy is incomplete (the log says why and what to do)" };
+      }
+      // It ended before it served: workerExited put the role back to init and said so.
+      if (state.role !== role) {
+        return { error: ControlError.FAILED, message: `not promoted: the primary worker ended at its start (the log says why); the role is ${state.role}` };
       }
     }
     this.raise(state, "role", [old, role]);
-    return true;
+    return null;
   }
 
   /** A primary worker, once the main process flushed the component (held-component.ts: its
@@ -363,7 +372,15 @@ export class Hastd {
       this.log.error("Configuration not reloaded.");
       return;
     }
-    if (controlPath(next) !== controlPath(this.config)) {
+    let control_moved: boolean;
+    try {
+      control_moved = controlPath(next) !== controlPath(this.config);
+    } catch (err) {
+      this.log.error(`${(err as Error).message}`);
+      this.log.error("Configuration not reloaded.");
+      return;
+    }
+    if (control_moved) {
       try {
         const control = await ControlServer.start(controlPath(next), (req) => this.handle(req), this.log);
         this.control.stop();

@@ -8,6 +8,8 @@ import { selfArgv } from "../io/self.ts";
 
 export const WORKER_STATUS_TIMEOUT_MS = 5_000;
 export const WORKER_STOP_TIMEOUT_MS = 30_000;
+/** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
+export const WORKER_START_WAIT_MS = 60_000;
 /**
  * The machine size JavaScriptCore sizes a worker's heap for (`BUN_JSC_forceRAMSize`, Bun's
  * equivalent of node's --max-old-space-size). It grows the heap in proportion to the RAM it sees,

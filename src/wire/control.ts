@@ -16,6 +16,8 @@ export const ControlError = {
   BUSY: 5,
   /** The role change was refused for the resource's data (a copy incomplete here): see `message`. */
   REFUSED: 6,
+  /** The role change did not take: the new worker ended at its start (the role is init); see `message`. */
+  FAILED: 7,
 } as const;
 
 export type ControlRequest =

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } from "node:fs";
 import pkg from "../../package.json" with { type: "json" };
 import {
-  BUN, HASTD, Harness, MiB, descendants, processAlive, processArgs, renderConf, run, runOk, sha256File,
+  BUN, HASTD, Harness, MiB, descendants, hookRecorder, processAlive, processArgs, renderConf, run, runOk, sha256File,
   nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
 import { WORKER_HEAP_RAM_BYTES, WORKER_PURGE_DELAY_MS } from "../../src/daemon/worker-handle.ts";
@@ -225,6 +225,23 @@ describe("daemon mode and signals", () => {
     expect(daemon.running).toBe(true);
   });
 
+  test("a reload that fails (a control address that is not a unix socket) does not keep later ones from running", async () => {
+    const { conf, spec, daemon } = await primary();
+    const on = spec.on!;
+    h.writeText("hast.conf", renderConf({ ...spec, on: { ...on, nodea: { ...on.nodea, control: "tcp://127.0.0.1:47912" } } }));
+    daemon.signal("SIGHUP");
+    await daemon.waitLog("Configuration not reloaded.");
+    expect(daemon.log).toContain("must be a unix socket");
+    spec.resources.r1 = {
+      settings: { nbd: `uds://${h.path("r1.nbd")}`, device: false },
+      on: { nodea: { local: h.sparseFile("disk1", DISK_BYTES), remote: "none" } },
+    };
+    h.writeConfig(spec);
+    daemon.signal("SIGHUP");
+    await daemon.waitLog("Configuration reloaded successfully.");
+    expect((await h.listJson(a, conf)).map((r) => r.name)).toEqual(["r0", "r1"]);
+  });
+
   test("SIGHUP adds a resource and removes another, stopping its primary worker", async () => {
     const { conf, spec } = await setup();
     spec.resources.r1 = {
@@ -294,6 +311,23 @@ describe("workers", () => {
       for (const [name, value] of Object.entries(expected)) expect(environ(worker)).toContain(`${name}=${value}`);
       await daemon.stop();
     }
+  });
+
+  test("a promotion whose worker ends at its start fails (exit 7): the role is init, no role hook runs", async () => {
+    const disk = h.sparseFile("disk0", DISK_BYTES);
+    const hook = hookRecorder(h);
+    const conf = h.writeConfig(singleResource(a, { local: disk, nbd: h.path("r0.nbd"), settings: { exec: hook.path } }));
+    // Never created: the worker finds no metadata and exits.
+    const daemon = await h.startDaemon(a, conf);
+    const r = await h.hastctl(a, conf, ["role", "primary", "r0"]);
+    expect(r.stderr).toContain("r0: not promoted: the primary worker ended at its start (the log says why); the role is init");
+    expect(r.code).toBe(7);
+    expect(await status(conf)).toMatchObject({ role: "init" });
+    // The fall back to init runs no hook (as FreeBSD's); a "role init primary" one would have been
+    // started before hastctl got its answer.
+    await Bun.sleep(1_000);
+    expect(hook.lines()).toEqual([]);
+    expect(daemon.running).toBe(true);
   });
 
   test("role init stops the worker and removes the NBD endpoint; role primary twice is a no-op", async () => {
