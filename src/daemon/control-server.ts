@@ -3,7 +3,7 @@
 // A request answered by a stream (`events`) keeps its connection: the lines follow the reply, and a
 // client that falls EVENT_BACKLOG_MAX_BYTES behind is disconnected rather than waited for.
 import type { Socket, UnixSocketListener } from "bun";
-import { prepareSocketPath, removeSocket, restrictSocket } from "../io/unix-socket.ts";
+import { listenRestricted, prepareSocketPath, removeSocket } from "../io/unix-socket.ts";
 import {
   CONTROL_LINE_MAX_BYTES, ControlError, encodeControlLine, parseControlRequest,
   type ControlEvent, type ControlReply, type ControlRequest, type ControlStreamEnd,
@@ -110,7 +110,7 @@ export class ControlServer {
         },
       );
     };
-    const listener = Bun.listen<ConnState>({
+    const listener = listenRestricted(path, () => Bun.listen<ConnState>({
       unix: path,
       socket: {
         open(socket) {
@@ -147,7 +147,7 @@ export class ControlServer {
           log.debug(`control connection error: ${err.message}`);
         },
       },
-    });
+    }));
     // One request at a time per connection, in order; a slow role change never interleaves replies.
     // Nothing is read while one is handled or a reply waits for the client to take it: what a
     // client sends ahead stays bounded (CONTROL_PIPELINE_MAX_BYTES), and so do the replies queued.
@@ -194,7 +194,6 @@ export class ControlServer {
         if (!state.ended && state.out_bytes === 0) socket.resume();
       }
     }
-    restrictSocket(path);
     return new ControlServer(listener, path);
   }
 

@@ -1,8 +1,9 @@
 // NBD server for one export (docs/nbd.md): listens on a unix socket (mode 0600) or TCP, serves
 // any number of concurrent connections up to max_connections from one BlockBackend, so
 // NBD_FLAG_CAN_MULTI_CONN holds (one process, one backing store).
-import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+import { lstatSync, unlinkSync } from "node:fs";
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
+import { listenRestricted } from "../io/unix-socket.ts";
 import { NBD_FLAG, PAYLOAD_BYTES_MAX, PREFERRED_BLOCK_BYTES } from "../wire/nbd.ts";
 import type { BlockBackend } from "./block-backend.ts";
 import { HANDSHAKE_TIMEOUT_S, NbdConnection, type ExportContext, type LogLevel } from "./nbd-connection.ts";
@@ -59,14 +60,7 @@ export class NbdServer {
     if ("unix" in opts.listen) {
       const path = opts.listen.unix;
       await removeStaleSocket(path, opts.export_name);
-      // umask closes the window between bind and chmod in which the socket is world-connectable.
-      const umask = process.umask(0o177);
-      try {
-        server.listener = Bun.listen<NbdConnection | undefined>({ unix: path, socket: server.handlers() });
-      } finally {
-        process.umask(umask);
-      }
-      chmodSync(path, 0o600);
+      server.listener = listenRestricted(path, () => Bun.listen<NbdConnection | undefined>({ unix: path, socket: server.handlers() }));
       ctx.log("info", `nbd ${opts.export_name}: listening on unix socket ${path}`);
       return server;
     }

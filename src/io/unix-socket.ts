@@ -26,8 +26,18 @@ export async function prepareSocketPath(path: string, what: string): Promise<voi
   unlinkSync(path);
 }
 
-export function restrictSocket(path: string): void {
+/** Listens on the unix socket at `path` (through `listen`) with mode 0600: the umask closes the
+ * window between bind and chmod in which the socket would be connectable by anyone. */
+export function listenRestricted<T>(path: string, listen: () => T): T {
+  const umask = process.umask(0o177);
+  let listener: T;
+  try {
+    listener = listen();
+  } finally {
+    process.umask(umask);
+  }
   chmodSync(path, 0o600);
+  return listener;
 }
 
 export function removeSocket(path: string): void {
