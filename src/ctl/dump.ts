@@ -39,7 +39,7 @@ function slotSummary(s: SlotState): Record<string, unknown> {
 function describe(name: string, localpath: string, read: MetadataRead, dirty_extents: number) {
   const m = read.meta;
   return {
-    name, localpath, datasize: m.datasize, extentsize: m.extentsize, keepdirty: m.keepdirty,
+    name, localpath, stored_name: m.resource, datasize: m.datasize, extentsize: m.extentsize, keepdirty: m.keepdirty,
     localoff: m.localoff, mapsize: m.mapsize, sectorsize: m.sectorsize, resuid: m.resuid.toString(),
     localcnt: u64(m.localcnt), remotecnt: u64(m.remotecnt), prevrole: m.prevrole, flags: m.flags,
     dirty_extents, generation: u64(read.generation), slots: read.slots.map(slotSummary),
@@ -64,8 +64,17 @@ export default defineCommand({
         for (const s of read.slots) {
           if (s.status === "invalid") warn(`${name}: ${resource.localpath}: metadata slot ${s.slot} is damaged (${s.error.message}); using slot ${read.slot}`);
         }
+        // hastd refuses such a component ("is not part of resource"): say so here too.
+        if (read.meta.resource !== name) {
+          warn(`${name}: ${resource.localpath} holds the metadata of resource ${read.meta.resource}`);
+          exit.set(EX_DATAERR);
+        }
+        if (read.meta.localoff + read.meta.datasize > disk.size_bytes) {
+          warn(`${name}: ${resource.localpath} is ${disk.size_bytes} bytes, smaller than its metadata's data area (${read.meta.localoff + read.meta.datasize} bytes)`);
+          exit.set(EX_DATAERR);
+        }
         if (a.json) continue;
-        console.log(`resource: ${name}`);
+        console.log(`resource: ${name}${d.stored_name !== name ? ` (the metadata names ${d.stored_name})` : ""}`);
         console.log(`    datasize: ${d.datasize} (${humanizeBytes(d.datasize)})`);
         console.log(`    extentsize: ${d.extentsize} (${humanizeBytes(d.extentsize)})`);
         console.log(`    keepdirty: ${d.keepdirty}`);

@@ -111,6 +111,9 @@ export class PrimaryConnector {
     // may adopt it from an attempt whose answer is lost, or this worker may restart meanwhile).
     const fresh = engine.resuid_unconfirmed;
     if (engine.generation.resuid === 0n) this.o.io.apply(engine.setResuid(randomResuid()));
+    // The resuid a secondary may adopt must be on disk first: drawn again after a restart, it
+    // would not match the one the secondary keeps.
+    if (!this.o.io.metadataWritten()) return this.problem("Unable to connect: the metadata (resuid and counters) could not be written.", "error");
     // Claiming "virgin" tells the secondary that no copy is needed, so it is claimed only when
     // `hastctl create --initial-sync none` said so.
     const virgin = fresh && (engine.generation.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;

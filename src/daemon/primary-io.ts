@@ -326,7 +326,7 @@ export class PrimaryIo implements BlockBackend {
 
   /** stable: the frame's data stays unchanged until the peer replied or the link closed. */
   private send(frame: Frame, waiter: RemoteWaiter, seq: number, stable = false): boolean {
-    if (!this.link) return false;
+    if (!this.link || !this.mapReadyForPeer()) return false;
     this.remotes.set(seq, waiter);
     this.link.send(frame, stable);
     return true;
@@ -379,7 +379,14 @@ export class PrimaryIo implements BlockBackend {
       case "flush":
         return this.ownFlush("A flush to empty the change lists");
       case "in-sync":
-        if (this.link !== null && this.link_version >= VERSION_IN_SYNC) this.link.send({ kind: "in-sync", replies_failed: this.replies_failed });
+        if (this.link === null || this.link_version < VERSION_IN_SYNC) return;
+        // The counters the pass ended with go first: a secondary told it is whole may be promoted,
+        // and this node must then come back with counters that say it is the older copy.
+        if (!this.metadataWritten()) {
+          this.o.log.error("The pass's counters could not be written: the secondary is not told its copy is whole.");
+          return;
+        }
+        this.link.send({ kind: "in-sync", replies_failed: this.replies_failed });
         return;
       case "verify":
         void this.verifyChunk(a.chunk).then((outcome) => this.run(this.o.engine.verifyChunkDone(a.chunk, outcome)));
@@ -413,13 +420,30 @@ export class PrimaryIo implements BlockBackend {
     return true;
   }
 
+  /** The engine's counters are on disk: written again now if an earlier write of them failed. */
+  metadataWritten(): boolean {
+    return this.meta_unsure === null || this.writeMetadata(this.meta_unsure);
+  }
+
   /** What a local write, trim or flush needs on disk first (meta_unsure, map_unsure): null once
    * there, else why it is not. */
   private controlUnsure(kind: RequestKind): string | null {
     if (kind === "read") return null;
-    if (this.meta_unsure !== null && !this.writeMetadata(this.meta_unsure)) return "the metadata could not be written before it";
+    if (!this.metadataWritten()) return "the metadata could not be written before it";
     if (kind !== "flush" && this.map_unsure && !this.writeWholeMap()) return "the activemap could not be written before it";
     return null;
+  }
+
+  /**
+   * Nothing goes to the peer while a map write failed (docs/format.md, rule 6): the secondary
+   * clears the map it handed over at the handshake on the first request it gets, and this node's
+   * map on disk may lack those marks. The whole map is written now, or the link ends (a reconnect
+   * hands them over again).
+   */
+  private mapReadyForPeer(): boolean {
+    if (!this.map_unsure || this.writeWholeMap()) return true;
+    this.closeLink("the activemap could not be written, and nothing may reach the secondary before it is");
+    return false;
   }
 
   /** An update that only clears bits waits for the next one, or CLEARS_HELD_MS (HeldMapWrites). */
@@ -691,7 +715,7 @@ export class PrimaryIo implements BlockBackend {
     const link = this.link;
     const disk = this.o.disk;
     const probe = this.sync_probe;
-    if (link === null || chunk.length < FILE_SEND_MIN_BYTES || !disk.cached(at, chunk.length)) return null;
+    if (link === null || this.map_unsure || chunk.length < FILE_SEND_MIN_BYTES || !disk.cached(at, chunk.length)) return null;
     try {
       disk.read(probe, at); // from the page cache: no wait for the disk
     } catch {

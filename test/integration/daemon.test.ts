@@ -3,7 +3,7 @@
 // with `remote none`, and local disk errors injected with HAST_FAULT_INJECT.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, truncateSync } from "node:fs";
 import pkg from "../../package.json" with { type: "json" };
 import {
   BUN, HASTD, Harness, MiB, descendants, hookRecorder, processAlive, processArgs, renderConf, run, runOk, sha256File,
@@ -328,6 +328,26 @@ describe("workers", () => {
     await Bun.sleep(1_000);
     expect(hook.lines()).toEqual([]);
     expect(daemon.running).toBe(true);
+  });
+
+  test("a component shorter than its metadata says is refused at the worker's start", async () => {
+    const { conf, disk } = await setup();
+    truncateSync(disk, DISK_BYTES / 2);
+    const daemon = await h.startDaemon(a, conf);
+    const r = await h.hastctl(a, conf, ["role", "primary", "r0"]);
+    expect(r.code).toBe(7);
+    await daemon.waitLog(`Provider ${disk} is ${DISK_BYTES / 2} bytes, smaller than its metadata's data area`);
+    expect(await status(conf)).toMatchObject({ role: "init" });
+  });
+
+  test("metadata that cannot be read stops the primary worker with a one-line error (74), not a rollback", async () => {
+    const { conf, disk } = await setup();
+    const daemon = await h.startDaemon(a, conf, { env: { HAST_FAULT_INJECT: "pread:disk0:EIO:1" } });
+    const r = await h.hastctl(a, conf, ["role", "primary", "r0"]);
+    expect(r.code).toBe(7);
+    await daemon.waitLog(`Unable to read metadata from ${disk}: pread ${disk}`);
+    await daemon.waitLog("exited with status 74");
+    expect(await status(conf)).toMatchObject({ role: "init" });
   });
 
   test("role init stops the worker and removes the NBD endpoint; role primary twice is a no-op", async () => {

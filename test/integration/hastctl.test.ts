@@ -1,7 +1,7 @@
 // hastctl against real files, loop devices and a running hastd: create/dump (spec 2.1, 2.4,
 // docs/format.md), metrics, and the exit codes of spec 2.5.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { closeSync, openSync, readFileSync, readSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, openSync, readFileSync, readSync, truncateSync, writeSync } from "node:fs";
 import { nbdFlush, nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { parseExposition, sampleValue } from "../unit/ctl/exposition.ts";
 import {
@@ -92,6 +92,24 @@ describe("hastctl create and dump", () => {
     expect(new TextDecoder().decode(readBytes(disk, 0, 7))).toBe("HASTBUN");
     expect(Bun.file(disk).size).toBe(DISK_BYTES);
     expect(readBytes(disk, want.localoff, 1 * MiB).every((b) => b === 0)).toBe(true);
+  });
+
+  test("dump names what hastd would refuse: another resource's metadata, a component shorter than its data area (65)", async () => {
+    const spec = twoResources();
+    const conf = h.writeConfig(spec);
+    await h.hastctlOk(a, conf, ["create", "r0", "r1"]);
+    const disk0 = spec.resources.r0!.on!.nodea!.local as string;
+    const disk1 = spec.resources.r1!.on!.nodea!.local as string;
+    copyFileSync(disk1, disk0); // r1's component copied over r0's
+    const foreign = await h.hastctl(a, conf, ["dump", "r0"]);
+    expect(foreign.code).toBe(65);
+    expect(foreign.stdout).toContain("resource: r0 (the metadata names r1)");
+    expect(foreign.stderr).toContain(`r0: ${disk0} holds the metadata of resource r1`);
+    truncateSync(disk1, DISK_BYTES / 2);
+    const short = await h.hastctl(a, conf, ["dump", "--json", "r1"]);
+    expect(short.code).toBe(65);
+    expect(short.stderr).toContain(`r1: ${disk1} is ${DISK_BYTES / 2} bytes, smaller than its metadata's data area`);
+    expect(JSON.parse(short.stdout)[0]).toMatchObject({ name: "r1", stored_name: "r1" });
   });
 
   test("-e/-k/-m with suffixes are reflected in dump", async () => {

@@ -89,3 +89,74 @@ test("a metadata write that fails again fails the write, the trim and the flush 
   expect(await s.outcome(s.io.write(0, new Uint8Array(PAGE).fill(0xbb), false))).toBe("ok");
   expect(s.store.read()!.meta.localcnt).toBe(2n);
 });
+
+test("after a failed map write nothing reaches the secondary before the whole map is on disk (rule 6)", async () => {
+  for (const failures of [1, 2]) {
+    const s = primary();
+    const sent: { kind: string; bit: number }[] = [];
+    let closed: string | null = null;
+    let onClose: (reason: string) => void = () => {};
+    const link = {
+      queued_bytes: 0, flush() {}, startTimers() {}, room: async () => {},
+      start(_onFrame: unknown, on_close: (reason: string) => void) {
+        onClose = on_close;
+      },
+      close(reason: string) {
+        if (closed !== null) return;
+        closed = reason;
+        onClose(reason); // as PeerLink does: the worker lets go of the link
+      },
+      send(frame: { kind: string }) {
+        sent.push({ kind: frame.kind, bit: s.mapBit(5) });
+      },
+    };
+    // The secondary was primary and died with writes in flight in extent 5: it hands its map over
+    // (decision row 4), and clears it on the first request it gets from here.
+    const engine = (s.io as unknown as { o: { engine: PrimaryEngine } }).o.engine;
+    const peer_map = new Uint8Array(64);
+    peer_map[0] = 1 << 5;
+    s.disk.map_pwrite_failures = failures; // the merged map's write; with 2, the rewrite too
+    s.io.attach(link as never, 3, engine.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map, virgin: false, peer_cache_epoch: null }));
+    await Bun.sleep(50);
+    if (failures === 1) {
+      expect(sent.length).toBeGreaterThan(0); // the sync went on, the map written whole first
+      expect(sent.every((f) => f.bit === 1)).toBe(true);
+      expect(closed).toBeNull();
+    } else {
+      expect(sent).toEqual([]); // the map could not be written: the link ends instead
+      expect(closed!).toContain("the activemap could not be written");
+    }
+  }
+});
+
+test("a pass whose final counters cannot be written does not tell the secondary its copy is whole", async () => {
+  for (const failures of [1, 2]) {
+    const s = primary();
+    const engine = (s.io as unknown as { o: { engine: PrimaryEngine } }).o.engine;
+    const sent: string[] = [];
+    let onFrame: (f: unknown) => void = () => {};
+    const link = {
+      queued_bytes: 0, flush() {}, close() {}, startTimers() {}, room: async () => {},
+      start(on_frame: (f: unknown) => void) {
+        onFrame = on_frame;
+      },
+      send(frame: { kind: string; seq?: number }) {
+        sent.push(frame.kind);
+        if (frame.kind !== "flush") return;
+        s.disk.meta_pwrite_failures = failures; // the counters the pass ends with: once, or again when written before IN_SYNC
+        queueMicrotask(() => onFrame({ kind: "reply", seq: frame.seq, error: "OK", received: false, data: new Uint8Array(0) }));
+      },
+    };
+    // The primary changed data while apart (localcnt 1 > the secondary's 0): a pass, then its flush.
+    s.io.attach(link as never, 3, engine.connect({ syncsrc: "primary", peer_localcnt: 0n, peer_remotecnt: 1n, peer_map: new Uint8Array(64), virgin: false, peer_cache_epoch: null }));
+    await Bun.sleep(50);
+    const ondisk = s.store.read()!.meta;
+    if (failures === 1) {
+      expect(sent).toContain("in-sync"); // written again first, then told
+      expect(ondisk.remotecnt).toBe(engine.generation.remotecnt);
+    } else {
+      expect(sent).not.toContain("in-sync"); // the secondary stays incomplete: not promotable
+      expect(ondisk.remotecnt).not.toBe(engine.generation.remotecnt);
+    }
+  }
+});
