@@ -15,7 +15,7 @@
 // frees the slot. START and DONE on one descriptor from two threads is what hastd does too.
 import { existsSync, lstatSync, mkdirSync, symlinkSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { EX_OSERR } from "../core/sysexits.ts";
+import { EX_TEMPFAIL } from "../core/sysexits.ts";
 import { native } from "../native.ts";
 import { isCompiled } from "../io/self.ts";
 import { BackendError, type BlockBackend } from "./block-backend.ts";
@@ -222,7 +222,9 @@ export async function createGgateDevice(opts: GgateOptions): Promise<DeviceGate>
     stopped.resolve();
     if (stopping) return;
     opts.log(`${kernel_path}: GEOM Gate receive thread failed: ${message}; exiting so the worker is restarted.`);
-    process.exit(EX_OSERR);
+    // The status that makes the main process restart it (WORKER_EXIT_RESTART): any other puts
+    // the role back to init, and the device would hang with nobody to serve or destroy it.
+    process.exit(EX_TEMPFAIL);
   };
   const init: GgateWorkerInit = { ctl_fd, unit, ...pool.shared };
   worker.postMessage(init);

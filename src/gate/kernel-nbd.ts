@@ -12,8 +12,14 @@ import { native } from "../native.ts";
 import type { DeviceGate, DeviceOptions } from "./device.ts";
 import { adoptTransmission, type AdoptedConnection } from "./nbd-adopt.ts";
 
-/** Seconds the kernel waits for one reply before it fails the request (NBD_ATTR_TIMEOUT). */
-export const KERNEL_NBD_TIMEOUT_S = 30;
+/**
+ * NBD_ATTR_TIMEOUT: none. With a timeout and one connection, a request slower than it (a peer
+ * stalled within its own `timeout`, a disk retrying a bad sector, a large WRITE_ZEROES replicated
+ * chunk by chunk) makes the kernel shut the socket down and fail every later request: the device
+ * is dead for good. Without one the kernel waits, warning about a possibly stuck request every
+ * 30 s, as GEOM Gate does with its timeout 0 (ggate.ts): replication has timeouts of its own.
+ */
+export const KERNEL_NBD_TIMEOUT_S = 0;
 /** Block sizes the kernel accepts: 512 up to the page size (4096 on the targets we run on). */
 const KERNEL_BLOCK_BYTES_MIN = 512;
 const KERNEL_BLOCK_BYTES_MAX = 4096;
