@@ -242,6 +242,31 @@ describe("daemon mode and signals", () => {
     expect((await h.listJson(a, conf)).map((r) => r.name)).toEqual(["r0", "r1"]);
   });
 
+  test("a role request queued behind a reload that removes its resource gets 'no such resource', and no worker", async () => {
+    const { conf, spec } = await setup();
+    // The promotion's worker takes 3 s to read its metadata: the reload and the second request
+    // queue behind it in the resource's turn.
+    const daemon = await h.startDaemon(a, conf, { env: { HAST_FAULT_INJECT: "pread:disk0:delay=3000:1" } });
+    const old_conf = h.writeText("old.conf", renderConf(spec));
+    const first = h.hastctl(a, old_conf, ["role", "primary", "r0"]);
+    await Bun.sleep(500);
+    spec.resources.r1 = {
+      settings: { nbd: `uds://${h.path("r1.nbd")}`, device: false },
+      on: { nodea: { local: h.sparseFile("disk1", DISK_BYTES), remote: "none" } },
+    };
+    delete spec.resources.r0;
+    h.writeConfig(spec);
+    daemon.signal("SIGHUP");
+    await Bun.sleep(300);
+    const second = await h.hastctl(a, old_conf, ["role", "primary", "r0"]);
+    expect((await first).code).toBe(0);
+    expect(second.stderr).toContain("r0: no such resource (removed by a reload)");
+    expect(second.code).toBe(1);
+    await daemon.waitLog("Configuration reloaded successfully.");
+    await Bun.sleep(500);
+    expect(h.workerPids(daemon, "r0")).toEqual([]);
+  });
+
   test("SIGHUP adds a resource and removes another, stopping its primary worker", async () => {
     const { conf, spec } = await setup();
     spec.resources.r1 = {
