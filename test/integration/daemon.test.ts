@@ -32,6 +32,14 @@ afterAll(async () => {
 
 const nbdUri = (socket: string, name = "r0") => `nbd+unix:///${name}?socket=${socket}`;
 
+/** One more resource on nodea, its own sparse file and NBD socket, remote none. */
+function localResource(name: string, file: string) {
+  return {
+    settings: { nbd: `uds://${h.path(`${name}.nbd`)}`, device: false },
+    on: { nodea: { local: h.sparseFile(file, DISK_BYTES), remote: "none" } },
+  };
+}
+
 /** One resource r0 on nodea, created; returns the config path and its spec. */
 async function setup(extra: Partial<Parameters<typeof singleResource>[1]> = {}): Promise<{ conf: string; spec: ConfigSpec; disk: string; nbd: string }> {
   const disk = h.sparseFile("disk0", DISK_BYTES);
@@ -232,10 +240,7 @@ describe("daemon mode and signals", () => {
     daemon.signal("SIGHUP");
     await daemon.waitLog("Configuration not reloaded.");
     expect(daemon.log).toContain("must be a unix socket");
-    spec.resources.r1 = {
-      settings: { nbd: `uds://${h.path("r1.nbd")}`, device: false },
-      on: { nodea: { local: h.sparseFile("disk1", DISK_BYTES), remote: "none" } },
-    };
+    spec.resources.r1 = localResource("r1", "disk1");
     h.writeConfig(spec);
     daemon.signal("SIGHUP");
     await daemon.waitLog("Configuration reloaded successfully.");
@@ -250,10 +255,7 @@ describe("daemon mode and signals", () => {
     const old_conf = h.writeText("old.conf", renderConf(spec));
     const first = h.hastctl(a, old_conf, ["role", "primary", "r0"]);
     await Bun.sleep(500);
-    spec.resources.r1 = {
-      settings: { nbd: `uds://${h.path("r1.nbd")}`, device: false },
-      on: { nodea: { local: h.sparseFile("disk1", DISK_BYTES), remote: "none" } },
-    };
+    spec.resources.r1 = localResource("r1", "disk1");
     delete spec.resources.r0;
     h.writeConfig(spec);
     daemon.signal("SIGHUP");
@@ -269,10 +271,7 @@ describe("daemon mode and signals", () => {
 
   test("SIGHUP adds a resource and removes another, stopping its primary worker", async () => {
     const { conf, spec } = await setup();
-    spec.resources.r1 = {
-      settings: { nbd: `uds://${h.path("r1.nbd")}`, device: false },
-      on: { nodea: { local: h.sparseFile("disk1", DISK_BYTES), remote: "none" } },
-    };
+    spec.resources.r1 = localResource("r1", "disk1");
     h.writeConfig(spec);
     await h.hastctlOk(a, conf, ["create", "r1"]);
     const daemon = await h.startDaemon(a, conf);
@@ -282,10 +281,7 @@ describe("daemon mode and signals", () => {
 
     // Remove r1 and add r2 in one reload.
     delete spec.resources.r1;
-    spec.resources.r2 = {
-      settings: { nbd: `uds://${h.path("r2.nbd")}`, device: false },
-      on: { nodea: { local: h.sparseFile("disk2", DISK_BYTES), remote: "none" } },
-    };
+    spec.resources.r2 = localResource("r2", "disk2");
     h.writeConfig(spec);
     daemon.signal("SIGHUP");
     await daemon.waitLog("Configuration reloaded successfully.");
