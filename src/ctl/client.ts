@@ -9,9 +9,9 @@ import { debug } from "./debug.ts";
 /** FreeBSD hastctl waits 20 s for the control connection, whatever the config says. */
 export const CONTROL_TIMEOUT_MS = 20_000;
 /**
- * A role change may take longer: hastd stops the old worker (30 s, then SIGKILL), flushes the
- * component (at most 120 s) and waits for a new primary worker to serve (at most 60 s). Giving up
- * sooner would report a failure for a change that then takes effect.
+ * A role change may take longer: hastd stops the old worker (30 s, then SIGKILL and at most 30 s
+ * more), flushes the component (at most 120 s) and waits for a new primary worker to serve (at
+ * most 60 s). Giving up sooner would report a failure for a change that then takes effect.
  */
 export const ROLE_TIMEOUT_MS = 300_000;
 /** The longest line hastd may send (a status reply of many resources). */

@@ -13,7 +13,7 @@ import { WORKER_EXIT_REFUSED, WORKER_EXIT_RESTART } from "./ipc.ts";
 import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { Serial } from "./serial.ts";
-import { WORKER_START_WAIT_MS, WorkerHandle, type WorkerExit } from "./worker-handle.ts";
+import { WORKER_KILL_WAIT_MS, WORKER_START_WAIT_MS, WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 import { EX_OK, EX_OSERR, ExitError } from "../core/sysexits.ts";
 import { HeldComponent, type Unacted } from "../io/held-component.ts";
 import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
@@ -316,7 +316,10 @@ export class Hastd {
     state.restart = null;
     const worker = state.worker;
     state.worker = null;
-    if (worker) await worker.stop();
+    if (worker && !(await worker.stop())) {
+      this.log.error(`[${state.config.name}] Worker process (pid=${worker.pid}) has not exited ${WORKER_KILL_WAIT_MS / 1000} s after SIGKILL ` +
+        "(blocked in the kernel, on its disk?); going on without it. It keeps the component locked until it exits.");
+    }
   }
 
   private workerExited(state: ResourceState, worker: WorkerHandle, exit: WorkerExit): void {

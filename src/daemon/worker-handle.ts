@@ -8,6 +8,9 @@ import { selfArgv } from "../io/self.ts";
 
 export const WORKER_STATUS_TIMEOUT_MS = 5_000;
 export const WORKER_STOP_TIMEOUT_MS = 30_000;
+/** How long a worker may take to die after SIGKILL: one blocked in the kernel on a disk that does
+ * not answer dies only when that call returns, if ever, and a role change must not wait forever. */
+export const WORKER_KILL_WAIT_MS = 30_000;
 /** How long `hastctl role primary` waits for the worker to serve before it replies anyway. */
 export const WORKER_START_WAIT_MS = 60_000;
 /**
@@ -147,15 +150,24 @@ export class WorkerHandle {
     });
   }
 
-  /** SIGTERM and wait for the exit (SIGKILL after the timeout), like HAST's synchronous role change. */
-  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<WorkerExit> {
-    if (this.running) {
-      this.proc.kill(signal);
-      const timer = setTimeout(() => this.proc.kill("SIGKILL"), WORKER_STOP_TIMEOUT_MS);
-      await this.exitPromise;
+  /** SIGTERM and wait for the exit (SIGKILL after `stop_ms`), like HAST's synchronous role change.
+   * False when it has still not exited `kill_ms` after the SIGKILL. */
+  async stop(signal: NodeJS.Signals = "SIGTERM", waits = { stop_ms: WORKER_STOP_TIMEOUT_MS, kill_ms: WORKER_KILL_WAIT_MS }): Promise<boolean> {
+    if (!this.running) return true;
+    this.proc.kill(signal);
+    if (await this.exitedWithin(waits.stop_ms)) return true;
+    this.proc.kill("SIGKILL");
+    return await this.exitedWithin(waits.kill_ms);
+  }
+
+  private async exitedWithin(ms: number): Promise<boolean> {
+    let timer: Timer | undefined;
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+    try {
+      return await Promise.race([this.exitPromise.then(() => true as const), late]);
+    } finally {
       clearTimeout(timer);
     }
-    return await this.exitPromise;
   }
 
   private onMessage(message: FromWorker, callbacks: WorkerCallbacks): void {

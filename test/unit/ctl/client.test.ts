@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { UnixSocketListener } from "bun";
 import { CONTROL_TIMEOUT_MS, controlRequest, ROLE_TIMEOUT_MS } from "../../../src/ctl/client.ts";
-import { WORKER_START_WAIT_MS, WORKER_STOP_TIMEOUT_MS } from "../../../src/daemon/worker-handle.ts";
+import { WORKER_KILL_WAIT_MS, WORKER_START_WAIT_MS, WORKER_STOP_TIMEOUT_MS } from "../../../src/daemon/worker-handle.ts";
 import { HELD_FLUSH_WAIT_MS } from "../../../src/io/held-component.ts";
 
 let dir: string | null = null;
@@ -27,8 +27,8 @@ function silentHastd(): string {
   return path;
 }
 
-test("a role change is waited for longer than hastd may take for one (stop, flush, start)", () => {
-  expect(ROLE_TIMEOUT_MS).toBeGreaterThan(WORKER_STOP_TIMEOUT_MS + HELD_FLUSH_WAIT_MS + WORKER_START_WAIT_MS);
+test("a role change is waited for longer than hastd may take for one (stop, kill, flush, start)", () => {
+  expect(ROLE_TIMEOUT_MS).toBeGreaterThan(WORKER_STOP_TIMEOUT_MS + WORKER_KILL_WAIT_MS + HELD_FLUSH_WAIT_MS + WORKER_START_WAIT_MS);
   expect(CONTROL_TIMEOUT_MS).toBe(20_000); // everything else: FreeBSD hastctl's 20 s
 });
 
