@@ -368,15 +368,9 @@ export class Hastd {
   /** SIGHUP (spec 3.8): parse the file again; on any error keep the running configuration. */
   async reload(): Promise<void> {
     let next: Config;
-    try {
-      next = loadConfig(this.opts.config_path, { node: this.opts.node });
-    } catch (err) {
-      this.log.error(`${(err as Error).message}`);
-      this.log.error("Configuration not reloaded.");
-      return;
-    }
     let control_moved: boolean;
     try {
+      next = loadConfig(this.opts.config_path, { node: this.opts.node });
       control_moved = controlPath(next) !== controlPath(this.config);
     } catch (err) {
       this.log.error(`${(err as Error).message}`);

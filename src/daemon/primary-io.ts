@@ -460,8 +460,9 @@ export class PrimaryIo implements BlockBackend {
   /** The worker stops: metadata whose write failed, then the map updates held back. False if
    * some of it could not be written. */
   writeBeforeStop(): boolean {
-    if (this.meta_unsure !== null) this.writeMetadata(this.meta_unsure);
+    this.metadataWritten();
     this.writeHeldMaps();
+    // Either may have failed; a map write's failed flush may also have made a metadata write.
     return this.meta_unsure === null && !this.map_unsure;
   }
 
