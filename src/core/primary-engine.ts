@@ -249,9 +249,9 @@ export class PrimaryEngine {
   /** verify_rate's pacing: bytes of chunks that may still start (each takes its length off;
    * allowVerify adds). Infinity: not paced. */
   private verify_allowance = Infinity;
-  /** Chunks found different in an extent whose newest changes here no flush has confirmed yet,
-   * with the change_seq they wait for (see verifyChunkDone). */
-  private verify_recheck: { chunk: VerifyChunk; seq: number }[] = [];
+  /** Chunks found different in an extent whose newest changes here no flush has confirmed yet: the
+   * change_seq a flush must have started at, and the range lock kept meanwhile (verifyChunkDone). */
+  private verify_unconfirmed: { chunk: VerifyChunk; seq: number; token: number }[] = [];
   /** change_seq at the start of the newest flush that succeeded here. */
   private local_flushed_upto = 0;
 
@@ -674,7 +674,7 @@ export class PrimaryEngine {
     // when it ends on a later connection, whose changes it never covered); one the peer failed was
     // marked when its answer came (remoteDone).
     else if (!this.peer_flush_failed.delete(key) && this.connected && connection === this.connections) actions.push(...this.remoteFlushFailed());
-    if (this.verify_recheck.length > 0) actions.push(...this.pumpVerify());
+    this.settleUnconfirmed(actions);
     return actions;
   }
 
@@ -727,6 +727,7 @@ export class PrimaryEngine {
     actions.push(...this.markLocalStale(stale));
     for (const read of this.reads.values()) if (read.at === "local" && this.touchesLocalStale(read.offset, read.length)) read.suspect = true;
     if (extents.size > 0) actions.push(...this.passIfIdle());
+    this.settleUnconfirmed(actions);
     return actions;
   }
 
@@ -1362,25 +1363,47 @@ export class PrimaryEngine {
     const token = this.verify_inflight.get(chunk);
     if (token === undefined) return []; // of a verification that ended (the link's loss, --stop)
     this.verify_inflight.delete(chunk);
-    this.sync_locks.unlock(token);
     const actions: PrimaryAction[] = [];
     if (outcome === "differ" && this.changed.local.has(chunk.extent)) {
       // This node's copy holds changes no flush has confirmed: a failed flush (Linux reports a
-      // write-back error once, at the next flush) may yet say they were lost, and the peer's copy
-      // then counts. Compared again once a flush that started now succeeded, or the extent went
-      // to the sync (the flush failed).
-      this.verify_recheck.push({ chunk, seq: this.change_seq });
-      actions.push({ type: "log", level: "info", message: `Verification: ${chunk.length} bytes at offset ${chunk.offset} differ from the peer's copy while this node's changes there are not flushed yet; comparing again after a flush.` });
+      // write-back error once, at the next flush) may yet say what was read here is not on its
+      // disk, and the peer's copy then counts. The range stays locked until a flush that starts
+      // now ends: nothing writes it meanwhile, so a success confirms the copy compared, and a
+      // failure sends the extent to the sync. (Compared again instead, the chunk could differ
+      // again for ever while other writes kept its extent changed.)
+      this.verify_unconfirmed.push({ chunk, seq: this.change_seq, token });
+      actions.push({ type: "log", level: "info", message: `Verification: ${chunk.length} bytes at offset ${chunk.offset} differ from the peer's copy while this node's changes there are not flushed yet; deciding after a flush.` });
       if (!this.flush_asked) {
         this.flush_asked = true;
         actions.push({ type: "flush" });
       }
     } else {
+      this.sync_locks.unlock(token);
       this.verifyEnded(chunk, outcome, actions);
     }
     this.unblock(actions);
     actions.push(...this.pumpVerify());
     return actions;
+  }
+
+  /** Differences waiting on a flush (verifyChunkDone) whose flush ended: confirmed, they are copied
+   * to the peer; where the extent went to the sync meanwhile (the flush failed), not compared. */
+  private settleUnconfirmed(actions: PrimaryAction[]): void {
+    const ready = this.verify_unconfirmed.filter((u) => this.local_flushed_upto >= u.seq || this.syncTakes(u.chunk.extent));
+    if (ready.length === 0) return;
+    this.verify_unconfirmed = this.verify_unconfirmed.filter((u) => !ready.includes(u));
+    for (const u of ready) {
+      this.sync_locks.unlock(u.token);
+      if (this.syncTakes(u.chunk.extent)) this.verify!.skipExtent(u.chunk);
+      else this.verifyEnded(u.chunk, "differ", actions);
+    }
+    this.unblock(actions);
+    actions.push(...this.pumpVerify());
+  }
+
+  /** The copies of the extent differ by design: a sync copies it (from the peer, where stale here). */
+  private syncTakes(extent: number): boolean {
+    return this.map.extentState(extent).in_sync_set || this.local_stale.has(extent);
   }
 
   private verifyEnded(chunk: VerifyChunk, outcome: Exclude<VerifyOutcome, "skipped">, actions: PrimaryAction[]): void {
@@ -1397,15 +1420,14 @@ export class PrimaryEngine {
     const actions: PrimaryAction[] = [];
     const pass = this.verify;
     while (pass !== null && this.verify_inflight.size < VERIFY_CHUNKS_MAX && this.verify_allowance > 0) {
-      const chunk = this.verify_waiting ?? this.takeRecheck() ?? pass.next();
+      const chunk = this.verify_waiting ?? pass.next();
       this.verify_waiting = null;
       if (chunk === null) {
-        if (this.verify_inflight.size === 0 && this.verify_recheck.length === 0) actions.push(...this.endVerify("complete"));
+        if (this.verify_inflight.size === 0 && this.verify_unconfirmed.length === 0) actions.push(...this.endVerify("complete"));
         break;
       }
-      // Copies that differ by design: the sync copies the extent (from the peer, where stale here).
       // The rest of the extent goes with the chunk: one step per extent, not per chunk.
-      if (this.map.extentState(chunk.extent).in_sync_set || this.local_stale.has(chunk.extent)) {
+      if (this.syncTakes(chunk.extent)) {
         pass.skipExtent(chunk);
         continue;
       }
@@ -1421,16 +1443,10 @@ export class PrimaryEngine {
     return actions;
   }
 
-  /** A chunk to compare again: a flush confirmed this node's copy since, or the extent is to be synchronized. */
-  private takeRecheck(): VerifyChunk | null {
-    const i = this.verify_recheck.findIndex((r) => this.local_flushed_upto >= r.seq || this.map.extentState(r.chunk.extent).in_sync_set || this.local_stale.has(r.chunk.extent));
-    return i < 0 ? null : this.verify_recheck.splice(i, 1)[0]!.chunk;
-  }
-
   /** Only verification chunks: a sync chunk overlapping another stays an invariant violation. */
   private overlapsVerify(offset: number, length: number): boolean {
     for (const chunk of this.verify_inflight.keys()) if (overlaps(chunk, offset, length)) return true;
-    return false;
+    return this.verify_unconfirmed.some((u) => overlaps(u.chunk, offset, length));
   }
 
   /** The operator ends the running verification (`hastctl verify --stop`); false if none runs. */
@@ -1445,12 +1461,12 @@ export class PrimaryEngine {
   private endVerify(ended: VerifyResult["ended"]): PrimaryAction[] {
     // The first chunk not compared: one let go in flight, waiting, or to compare again, or the rest.
     let resume_offset = this.verify!.position;
-    const unfinished = [...this.verify_inflight.keys(), ...this.verify_recheck.map((r) => r.chunk), ...(this.verify_waiting ? [this.verify_waiting] : [])];
+    const unfinished = [...this.verify_inflight.keys(), ...this.verify_unconfirmed.map((u) => u.chunk), ...(this.verify_waiting ? [this.verify_waiting] : [])];
     for (const chunk of unfinished) resume_offset = Math.min(resume_offset, chunk.offset);
-    for (const token of this.verify_inflight.values()) this.sync_locks.unlock(token);
+    for (const token of [...this.verify_inflight.values(), ...this.verify_unconfirmed.map((u) => u.token)]) this.sync_locks.unlock(token);
     this.verify_inflight.clear();
     this.verify_waiting = null;
-    this.verify_recheck = [];
+    this.verify_unconfirmed = [];
     const result: VerifyResult = { ...this.verify!.tally(), ended, resume_offset };
     this.verify = null;
     // Every byte from the walk's start ended in one outcome or other once it is complete.

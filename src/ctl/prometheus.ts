@@ -83,7 +83,7 @@ function families(resources: ResourceStatus[]): Family[] {
     add("hast_verify_running", "gauge", "1 while an online verification runs (primary).", res, r.role === "primary" && r.workerpid ? (verify ? 1 : 0) : undefined);
     if (verify) {
       add("hast_verify_done_bytes", "gauge", "Bytes the running verification has dealt with.", res, verify.done);
-      add("hast_verify_total_bytes", "gauge", "Bytes the running verification deals with in all (the device).", res, verify.total);
+      add("hast_verify_total_bytes", "gauge", "Bytes the running verification deals with in all (the device from where it began).", res, verify.total);
       add("hast_verify_differ_bytes", "gauge", "Bytes the running verification found different so far (copied to the secondary).", res, verify.differ_bytes);
       add("hast_verify_eta_seconds", "gauge", "Estimated seconds until the running verification completes (absent until a rate is known).", res, verify.eta ?? undefined);
     }

@@ -211,8 +211,8 @@ export class Hastd {
     return { ...base, ...live, ...(state.split_brain ? { split_brain: true } : {}) };
   }
 
-  /** `all`: the resources this node is primary of (others are passed over, without an error, so
-   * one periodic `hastctl verify all` serves both nodes). */
+  /** `all`: the resources this node is primary of and that have a secondary (others are passed
+   * over, without an error, so one periodic `hastctl verify all` serves both nodes). */
   private async verify(state: ResourceState, action: VerifyAction, all: boolean): Promise<ResourceStatus> {
     const reply: ResourceStatus = { name: state.config.name, role: state.role };
     const what = action.op === "stop" ? "verification not stopped" : "verification not started";
@@ -220,7 +220,10 @@ export class Hastd {
       const message = `${what}: this node is not primary (verification runs on the primary)`;
       return all ? { ...reply, message } : { ...reply, error: ControlError.INVALID, message };
     }
-    if (state.config.remote === null) return { ...reply, error: ControlError.INVALID, message: `${what}: this resource has no secondary (remote none)` };
+    if (state.config.remote === null) {
+      const message = `${what}: this resource has no secondary (remote none)`;
+      return all ? { ...reply, message } : { ...reply, error: ControlError.INVALID, message };
+    }
     const refused = state.worker?.running ? await state.worker.verify(action) : "the worker is not running";
     if (refused === undefined) return { ...reply, error: ControlError.BUSY, message: `${what}: the worker is not answering` };
     return refused === null ? reply : { ...reply, error: ControlError.BUSY, message: `${what}: ${refused}` };

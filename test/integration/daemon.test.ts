@@ -422,6 +422,10 @@ describe("list and status", () => {
     const verify = await h.hastctl(a, conf, ["verify", "r0"]);
     expect(verify.code).toBe(2);
     expect(verify.stderr).toContain("r0: verification not started: this resource has no secondary (remote none)");
+    // `all` passes it over, as a resource this node is not primary of: the monthly job stays green.
+    const all = await h.hastctl(a, conf, ["verify", "--json", "all"]);
+    expect(all.code).toBe(0);
+    expect(JSON.parse(all.stdout)[0]).toMatchObject({ name: "r0", message: expect.stringContaining("no secondary (remote none)") });
   });
 
   const qemuSkip = skipReason("statistics after qemu-io writes", { tools: ["qemu-io"] });

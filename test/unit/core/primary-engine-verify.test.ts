@@ -1,6 +1,6 @@
 // Online verification (hastctl verify) in the PrimaryEngine: the walk over the device, the chunks
-// kept apart from writes and sync chunks, a difference copied to the peer (or compared again after
-// a flush when this node's copy is not confirmed yet), and its end by completion, stop or link loss.
+// kept apart from writes and sync chunks, a difference copied to the peer (or, when this node's copy
+// is not confirmed yet, once a flush confirms it), and its end by completion, stop or link loss.
 import { describe, expect, test } from "bun:test";
 import type { PrimaryAction } from "../../../src/core/primary-engine.ts";
 import { describeVerify, VerifyPass } from "../../../src/core/verify-pass.ts";
@@ -171,7 +171,7 @@ describe("online verification", () => {
     expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 0, same_bytes: DATASIZE });
   });
 
-  test("a difference where this node's newest change is not flushed yet is compared again after a flush, then copied", () => {
+  test("a difference where this node's newest change is not flushed yet is decided after a flush, the chunk kept from writes meanwhile, then copied", () => {
     const d = writtenNotFlushed();
     d.remote[1] = d.newVersion(); // the peer's copy of chunk 0 damaged
     d.startVerify();
@@ -179,9 +179,41 @@ describe("online verification", () => {
     expect(first.outcome).toBe("differ");
     expect(first.actions.some((a) => a.type === "flush")).toBe(true);
     expect(d.map.extentState(0).in_sync_set).toBe(false); // nothing copied yet
-    // The flush succeeds on both nodes: chunk 0 is compared again, still differs, and is copied.
+    // Until the flush ends, a write to the chunk waits: what was compared is what the flush confirms.
+    const held = d.submit("write", SECTOR, SECTOR);
+    expect(d.pending_local.some((o) => o.request.id === held.id)).toBe(false);
+    // The flush succeeds on both nodes: chunk 0 is copied to the peer (not compared again), and the
+    // write goes on.
     finishVerify(d);
-    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 1 });
+    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 1, differ_bytes: CHUNK });
+    expect(d.pending_local.some((o) => o.request.id === held.id)).toBe(true);
+    settle(d);
+    expect(d.remote).toEqual(d.local);
+  });
+
+  test("a difference in an extent written again during every flush is still decided, once (review: it was compared again for ever)", () => {
+    const d = writtenNotFlushed();
+    d.remote[1] = d.newVersion(); // the peer's copy of chunk 0 damaged
+    d.startVerify();
+    let flushes = 0;
+    for (let round = 0; round < 200 && d.engine.verifyProgress() !== null; round++) {
+      const flush = d.pending_local.find((o) => o.kind === "flush");
+      if (flush) {
+        // Another chunk of the same extent (chunk 3) is written while the flush runs.
+        flushes++;
+        const w = d.submit("write", 3 * CHUNK, SECTOR);
+        d.completeLocal(op(d.pending_local, w.id), true);
+        d.completeRemote(op(d.pending_remote, w.id), true);
+        d.completeLocal(flush, true);
+        d.completeRemote(op(d.pending_remote, flush.request.id), true);
+      } else if (d.pending_verify[0]) d.completeVerify(d.pending_verify[0]);
+      else if (d.pending_sync[0]) d.completeSync(d.pending_sync[0], true);
+      else if (d.completableLocal()[0]) d.completeLocal(d.completableLocal()[0]!, true);
+      else if (d.completableRemote()[0]) d.completeRemote(d.completableRemote()[0]!, true);
+      else throw new Error("verification stalled");
+    }
+    expect(d.verified.at(-1)).toMatchObject({ ended: "complete", differ_chunks: 1, done_bytes: DATASIZE });
+    expect(flushes).toBe(1);
     settle(d);
     expect(d.remote).toEqual(d.local);
   });
