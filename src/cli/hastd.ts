@@ -121,7 +121,10 @@ async function main(argv: string[]): Promise<number> {
     const pidPath = flags.pidfile ?? (flags.foreground ? null : config.pidfile);
     versions = protocolVersions();
     if (pidPath) pidfile = Pidfile.acquire(pidPath);
-    hastd = await Hastd.start(config, { config_path: flags.config_path, log, log_setup, foreground: flags.foreground });
+    hastd = await Hastd.start(config, {
+      config_path: flags.config_path, log, log_setup, foreground: flags.foreground,
+      ...(pidfile ? { pidfile: { file: pidfile, follows_config: flags.pidfile === null } } : {}),
+    });
   } catch (err) {
     const code = err instanceof ExitError ? err.exit_code : EX_OSERR;
     log.error((err as Error).message);
@@ -137,7 +140,7 @@ async function main(argv: string[]): Promise<number> {
     let reloading = Promise.resolve();
     const terminate = () => {
       void hastd.shutdown().then(() => {
-        pidfile?.release();
+        hastd.pidfile?.release();
         done(EX_OK);
       });
     };

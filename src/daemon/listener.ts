@@ -80,42 +80,64 @@ async function addressMatches(remote: Address | null, ip: string): Promise<boole
 }
 
 export class PeerListener {
-  private listeners: TCPSocketListener<Conn>[] = [];
+  /** By formatAddress of what it listens on. */
+  private listeners = new Map<string, TCPSocketListener<Conn>>();
   private warned_no_secret = new Set<string>();
   private pending = 0;
   private pending_from = new Map<string, number>();
 
   constructor(private deps: ListenerDeps) {}
 
-  /** Listens on every address that works; at least one must (spec 3.2: "No address to listen on."). */
-  async start(addresses: Address[]): Promise<string[]> {
-    const bound: string[] = [];
+  /**
+   * Listens on `addresses`: those already listened on keep their socket, new ones are opened (one
+   * that fails only warns), and once one at least listens the rest are closed (spec 3.2, 3.8
+   * item 2). Else nothing changes and it throws "No address to listen on.". Returns what listens.
+   */
+  async listenOn(addresses: Address[]): Promise<{ bound: string[]; opened: string[]; closed: string[] }> {
+    const wanted = new Map<string, Extract<Address, { kind: "tcp" }>>();
     for (const a of addresses) {
       if (a.kind !== "tcp") throw new Error(`listen address ${formatAddress(a)} must be TCP`);
-      // A hastd restarted right after a crash may find the port still held for a moment (a dying
-      // worker, a closing socket): retry briefly before giving up on the address.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          this.listeners.push(this.listen(a));
-          bound.push(formatAddress(a));
-          break;
-        } catch (err) {
-          if (attempt < LISTEN_ATTEMPTS && (err as NodeJS.ErrnoException).code === "EADDRINUSE") {
-            await Bun.sleep(LISTEN_RETRY_MS);
-            continue;
-          }
-          this.deps.log.warn(`Unable to listen on ${formatAddress(a)}: ${(err as Error).message}`);
-          break;
+      wanted.set(formatAddress(a), a);
+    }
+    const opened: string[] = [];
+    for (const [key, a] of wanted) {
+      if (this.listeners.has(key)) continue;
+      const listener = await this.bind(a);
+      if (listener === null) continue;
+      this.listeners.set(key, listener);
+      opened.push(key);
+    }
+    const bound = [...wanted.keys()].filter((key) => this.listeners.has(key));
+    if (bound.length === 0) throw new Error("No address to listen on.");
+    const closed = [...this.listeners.keys()].filter((key) => !wanted.has(key));
+    // Handshakes already under way on a closed address go on (spec 3.8 closes the listening socket).
+    for (const key of closed) {
+      this.listeners.get(key)!.stop(false);
+      this.listeners.delete(key);
+    }
+    return { bound, opened, closed };
+  }
+
+  /** A hastd restarted right after a crash may find the port still held for a moment (a dying
+   * worker, a closing socket): retried briefly before giving up on the address (null, warned). */
+  private async bind(a: Extract<Address, { kind: "tcp" }>): Promise<TCPSocketListener<Conn> | null> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return this.listen(a);
+      } catch (err) {
+        if (attempt < LISTEN_ATTEMPTS && (err as NodeJS.ErrnoException).code === "EADDRINUSE") {
+          await Bun.sleep(LISTEN_RETRY_MS);
+          continue;
         }
+        this.deps.log.warn(`Unable to listen on ${formatAddress(a)}: ${(err as Error).message}`);
+        return null;
       }
     }
-    if (bound.length === 0) throw new Error("No address to listen on.");
-    return bound;
   }
 
   stop(): void {
-    for (const l of this.listeners) l.stop(true);
-    this.listeners = [];
+    for (const l of this.listeners.values()) l.stop(true);
+    this.listeners.clear();
   }
 
   private listen(a: Extract<Address, { kind: "tcp" }>): TCPSocketListener<Conn> {

@@ -16,6 +16,7 @@ import { Serial } from "./serial.ts";
 import { WORKER_KILL_WAIT_MS, WORKER_START_WAIT_MS, WorkerHandle, type WorkerExit } from "./worker-handle.ts";
 import { EX_OK, EX_OSERR, ExitError } from "../core/sysexits.ts";
 import { HeldComponent, type Unacted } from "../io/held-component.ts";
+import { Pidfile } from "./pidfile.ts";
 import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
@@ -47,6 +48,9 @@ export interface MainOptions {
   log: Logger;
   log_setup: LogSetup;
   foreground: boolean;
+  /** Held and written by the caller; moved by a reload when it follows the config's `pidfile`
+   * (not given with -P, not in the foreground: spec 3.8 item 3). */
+  pidfile?: { file: Pidfile; follows_config: boolean };
 }
 
 export class Hastd {
@@ -59,12 +63,15 @@ export class Hastd {
   private hooks: HookRunner;
   private events = new EventFeed();
   private stopping = false;
+  /** The pidfile held now (a reload may have moved it), released by the caller at exit. */
+  pidfile: Pidfile | null;
 
   private constructor(
     private config: Config,
     private opts: MainOptions,
   ) {
     this.hooks = new HookRunner(opts.log, opts.foreground ? "inherit" : "ignore");
+    this.pidfile = opts.pidfile?.file ?? null;
     this.listener = this.newListener();
     for (const r of config.resources) this.resources.set(r.name, newState(r));
   }
@@ -74,7 +81,7 @@ export class Hastd {
     const hastd = new Hastd(config, opts);
     hastd.control = await ControlServer.start(controlPath(config), (req) => hastd.handle(req), opts.log);
     try {
-      const bound = await hastd.listener.start(config.listen);
+      const { bound } = await hastd.listener.listenOn(config.listen);
       opts.log.info(`Listening on ${bound.join(", ")}.`);
     } catch (err) {
       hastd.control.stop();
@@ -380,17 +387,31 @@ export class Hastd {
       this.log.error("Configuration not reloaded.");
       return;
     }
-    if (control_moved) {
-      try {
-        const control = await ControlServer.start(controlPath(next), (req) => this.handle(req), this.log);
-        this.control.stop();
-        this.control = control;
-      } catch (err) {
-        this.log.error(`Unable to listen on control address ${formatAddress(next.control)}: ${(err as Error).message}`);
-        this.log.error("Configuration not reloaded.");
-        return;
-      }
+    // Spec 3.8 items 1-3: the new control socket first, then the listen addresses; either failing
+    // leaves everything as it was. The pidfile's move only warns.
+    let control: ControlServer | null = null;
+    try {
+      if (control_moved) control = await ControlServer.start(controlPath(next), (req) => this.handle(req), this.log);
+    } catch (err) {
+      this.log.error(`Unable to listen on control address ${formatAddress(next.control)}: ${(err as Error).message}`);
+      this.log.error("Configuration not reloaded.");
+      return;
     }
+    try {
+      const { opened, closed } = await this.listener.listenOn(next.listen);
+      if (opened.length > 0) this.log.info(`Listening on ${opened.join(", ")}.`);
+      if (closed.length > 0) this.log.info(`No longer listening on ${closed.join(", ")}.`);
+    } catch (err) {
+      control?.stop();
+      this.log.error(`${(err as Error).message}`);
+      this.log.error("Configuration not reloaded.");
+      return;
+    }
+    if (control) {
+      this.control.stop();
+      this.control = control;
+    }
+    this.movePidfile(next.pidfile);
     const nextNames = new Set(next.resources.map((r) => r.name));
     for (const [name, state] of this.resources) {
       if (nextNames.has(name)) continue;
@@ -415,15 +436,33 @@ export class Hastd {
           await this.setRole(state, "init");
           state.config = r;
           await this.setRole(state, role);
-        } else {
+        } else if (state.role === "primary") {
           this.log.info(`[${r.name}] Configuration changed, reloading the primary worker.`);
           state.config = r;
           state.worker?.send({ type: "reload", resource: r });
+        } else {
+          this.log.info(`[${r.name}] Configuration changed (settings a primary reads); nothing to restart.`);
+          state.config = r;
         }
       });
     }
     this.config = next;
     this.log.info("Configuration reloaded successfully.");
+  }
+
+  /** A new pidfile is taken and written before the old one goes; a failure only warns. */
+  private movePidfile(path: string): void {
+    const old = this.pidfile;
+    if (!old || !this.opts.pidfile?.follows_config || path === old.path) return;
+    try {
+      const moved = Pidfile.acquire(path);
+      moved.writePid(process.pid);
+      old.release();
+      this.pidfile = moved;
+      this.log.info(`Pidfile moved from ${old.path} to ${path}.`);
+    } catch (err) {
+      this.log.warn(`${(err as Error).message}; the pidfile stays ${old.path}.`);
+    }
   }
 
   /** SIGTERM/SIGINT: stop every worker (their frontends go with them), then the control socket. */

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, truncateSync } from "node:fs";
 import pkg from "../../package.json" with { type: "json" };
 import {
-  BUN, HASTD, Harness, MiB, descendants, hookRecorder, processAlive, processArgs, renderConf, run, runOk, sha256File,
+  BUN, HASTD, Harness, MiB, descendants, freePort, hookRecorder, processAlive, processArgs, renderConf, run, runOk, sha256File,
   nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
 import { WORKER_HEAP_RAM_BYTES, WORKER_PURGE_DELAY_MS } from "../../src/daemon/worker-handle.ts";
@@ -81,6 +81,14 @@ function readFile(path: string, offset: number, length: number): Uint8Array {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Whether something accepts a TCP connection on 127.0.0.1:port. */
+async function accepts(port: number): Promise<boolean> {
+  return await new Promise<boolean>((resolve) => {
+    Bun.connect({ hostname: "127.0.0.1", port, socket: { open: (s) => { s.end(); resolve(true); }, data() {}, connectError: () => resolve(false) } })
+      .catch(() => resolve(false));
+  });
 }
 
 async function qemuIo(uri: string, ...commands: string[]) {
@@ -207,6 +215,38 @@ describe("daemon mode and signals", () => {
     expect(existsSync(a.pidfile)).toBe(false);
   });
 
+  test("detached without -P, a reload moves the pidfile to the config's new one; one it cannot take stays where it was", async () => {
+    const { conf, spec } = await setup();
+    const moved = h.path("moved/hastd.pid");
+    h.trackPidfile(a.pidfile);
+    h.trackPidfile(moved);
+    const r = await run([BUN, HASTD, "-c", conf], { env: h.envFor(a), timeout_ms: 30_000 });
+    expect(r).toMatchObject({ code: 0, stderr: "" });
+    const pid = Number(readFileSync(a.pidfile, "utf8").trim());
+    expect(processAlive(pid)).toBe(true);
+    const log = () => (existsSync(a.logfile) ? readFileSync(a.logfile, "utf8") : "");
+
+    spec.on!.nodea = { ...spec.on!.nodea, pidfile: moved };
+    h.writeConfig(spec);
+    process.kill(pid, "SIGHUP");
+    await waitFor("the pidfile to move", () => existsSync(moved) && !existsSync(a.pidfile));
+    expect(readFileSync(moved, "utf8").trim()).toBe(String(pid));
+    expect(log()).toContain(`Pidfile moved from ${a.pidfile} to ${moved}.`);
+
+    // A directory that is a file: the pidfile cannot be made there, and stays where it is.
+    const blocked = h.writeText("not-a-dir", "");
+    spec.on!.nodea = { ...spec.on!.nodea, pidfile: `${blocked}/hastd.pid` };
+    h.writeConfig(spec);
+    process.kill(pid, "SIGHUP");
+    await waitFor("the reload", () => log().includes(`the pidfile stays ${moved}.`));
+    expect(log()).toContain(`Unable to open pidfile ${blocked}/hastd.pid`);
+    expect(readFileSync(moved, "utf8").trim()).toBe(String(pid));
+
+    process.kill(pid, "SIGTERM");
+    await waitFor("the daemon to exit", () => !processAlive(pid));
+    expect(existsSync(moved)).toBe(false);
+  }, 60_000);
+
   test("SIGTERM stops workers, removes pidfile, control and NBD sockets, leaves no process", async () => {
     const { daemon, worker, nbd } = await primary();
     expect(existsSync(nbd)).toBe(true);
@@ -246,6 +286,37 @@ describe("daemon mode and signals", () => {
     await daemon.waitLog("Configuration reloaded successfully.");
     expect((await h.listJson(a, conf)).map((r) => r.name)).toEqual(["r0", "r1"]);
   });
+
+  test("SIGHUP opens a new listen address and closes the one removed; one that cannot listen anywhere keeps everything, the control socket too", async () => {
+    const { conf, spec, daemon } = await primary();
+    expect(conf).toBe(h.path("hast.conf")); // what the reloads below rewrite
+    const on = spec.on!;
+    const old_port = a.port;
+    expect(await accepts(old_port)).toBe(true);
+    const new_port = freePort();
+    h.writeText("hast.conf", renderConf({ ...spec, on: { ...on, nodea: { ...on.nodea, listen: `tcp://127.0.0.1:${new_port}` } } }));
+    daemon.signal("SIGHUP");
+    await daemon.waitLog("Configuration reloaded successfully.");
+    expect(daemon.log).toContain(`Listening on tcp4://127.0.0.1:${new_port}.`);
+    expect(daemon.log).toContain(`No longer listening on tcp4://127.0.0.1:${old_port}.`);
+    expect([await accepts(new_port), await accepts(old_port)]).toEqual([true, false]);
+
+    // Only an address something else holds, and a new control socket: neither is taken.
+    const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const moved_control = h.path("ctl-moved.sock");
+      h.writeText("hast.conf", renderConf({ ...spec, on: { ...on, nodea: { ...on.nodea, control: `uds://${moved_control}`, listen: `tcp://127.0.0.1:${holder.port}` } } }));
+      daemon.signal("SIGHUP");
+      await daemon.waitLog("Configuration not reloaded.", 20_000);
+      expect(daemon.log).toContain("No address to listen on.");
+      expect(existsSync(moved_control)).toBe(false);
+      expect(await accepts(new_port)).toBe(true);
+      const good = h.writeText("good.conf", renderConf({ ...spec, on: { ...on, nodea: { ...on.nodea, listen: `tcp://127.0.0.1:${new_port}` } } }));
+      expect(await status(good)).toMatchObject({ name: "r0", role: "primary" });
+    } finally {
+      holder.stop(true);
+    }
+  }, 40_000);
 
   test("a role request queued behind a reload that removes its resource gets 'no such resource', and no worker", async () => {
     const { conf, spec } = await setup();

@@ -66,7 +66,7 @@ async function listen(admit: (a: Admission) => Promise<void> = async () => {}): 
   });
   for (let port = 20_000 + Math.floor(Math.random() * 20_000), tries = 0; tries < 20; port++, tries++) {
     try {
-      await listener.start([{ kind: "tcp", family: 4, host: "127.0.0.1", port }]);
+      await listener.listenOn([{ kind: "tcp", family: 4, host: "127.0.0.1", port }]);
       return (started = { listener, port, warnings, admitted });
     } catch {
       // taken: the next port
