@@ -34,7 +34,24 @@ export async function runWorker(): Promise<number> {
   return code;
 }
 
+/** Why the worker must stop (SIGTERM, SIGINT, the main process gone), from the process's start:
+ * Bun reports a lost IPC channel once, and a worker that missed it while starting would serve on
+ * with no main process (a primary nobody can demote). `onStop` is called once the worker serves. */
+const stop_request = {
+  why: null as string | null,
+  onStop: null as ((why: string) => void) | null,
+  ask(why: string): void {
+    if (this.why !== null) return;
+    this.why = why;
+    this.onStop?.(why);
+  },
+};
+
 async function serve(): Promise<number> {
+  process.on("SIGTERM", () => stop_request.ask("Termination signal received."));
+  process.on("SIGINT", () => stop_request.ask("Interrupt received."));
+  process.on("disconnect", () => stop_request.ask("Main process went away."));
+  if (!process.connected) stop_request.ask("Main process went away.");
   let worker: PrimaryWorker | SecondaryWorker | null = null;
   let reload_pending: ResourceConfig | null = null;
   // One listener from the start: the main process may send a status query right behind init
@@ -42,6 +59,7 @@ async function serve(): Promise<number> {
   // Live fields appear once the worker serves.
   const init = await new Promise<Extract<ToWorker, { type: "init" }> | null>((resolve) => {
     const timer = setTimeout(() => resolve(null), INIT_TIMEOUT_MS);
+    stop_request.onStop = () => resolve(null);
     process.on("message", (m: ToWorker) => {
       if (m.type === "init") {
         clearTimeout(timer);
@@ -58,8 +76,9 @@ async function serve(): Promise<number> {
       }
     });
   });
+  stop_request.onStop = null;
   if (!init) {
-    process.stderr.write("hastd worker: no init message from the main process\n");
+    process.stderr.write(`hastd worker: no init message from the main process${stop_request.why ? ` (${stop_request.why})` : ""}\n`);
     return EX_SOFTWARE;
   }
   const log = loggerFor(init.log, `[${init.resource.name}] (${init.role})`);
@@ -86,18 +105,15 @@ async function serve(): Promise<number> {
   send({ type: "ready" });
   return await new Promise<number>((done) => {
     if (running instanceof SecondaryWorker) void running.done.then(done);
-    let stopping = false;
     const stop = (why: string) => {
-      if (stopping) return;
-      stopping = true;
       log.debug(why);
       running.stop().then(() => done(EX_OK), (err: Error) => {
         log.error(`Shutdown failed: ${err.message}`);
         done(EX_SOFTWARE);
       });
     };
-    process.on("SIGTERM", () => stop("Termination signal received."));
-    process.on("SIGINT", () => stop("Interrupt received."));
-    process.on("disconnect", () => stop("Main process went away."));
+    // Asked while it started: it stops as soon as it serves.
+    if (stop_request.why !== null) stop(stop_request.why);
+    else stop_request.onStop = stop;
   });
 }

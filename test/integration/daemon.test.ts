@@ -365,6 +365,22 @@ describe("daemon mode and signals", () => {
 });
 
 describe("workers", () => {
+  test("a worker whose main process dies while it starts stops too, rather than serve a primary nobody can demote", async () => {
+    const { conf } = await setup();
+    // The promotion's worker takes 3 s to read its metadata: the main process dies meanwhile.
+    const daemon = await h.startDaemon(a, conf, { env: { HAST_FAULT_INJECT: "pread:disk0:delay=3000:1" } });
+    const role = h.hastctl(a, conf, ["role", "primary", "r0"]);
+    const worker = (await waitFor("the primary worker", () => h.workerPids(daemon, "r0")[0]))!;
+    daemon.signal("SIGKILL");
+    try {
+      expect((await role).code).not.toBe(0);
+      // Not a descendant of anything the harness tracks any more: waited for here, killed if it stays.
+      await waitFor("the orphaned worker to stop", () => !processAlive(worker), 20_000);
+    } finally {
+      if (processAlive(worker)) process.kill(worker, "SIGKILL");
+    }
+  }, 40_000);
+
   test("ps shows the worker title; a SIGKILLed primary worker is restarted and serves again", async () => {
     const { conf, daemon, worker, nbd } = await primary();
     expect(processArgs(worker)).toStartWith("hastd: r0 (primary)");
