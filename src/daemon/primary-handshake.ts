@@ -100,5 +100,8 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
       }
     }
   }
+  // The last frame may have come with the link's end (a bad frame behind it, a reset): that link
+  // would be attached dead, its close already reported to the waiter alone.
+  if (waiter.ended !== null) return { kind: "failed", reason: waiter.ended };
   return { kind: "connected", link, reply, bitmap, version: challenge.version, sent };
 }

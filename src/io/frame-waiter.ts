@@ -41,6 +41,11 @@ export class FrameWaiter {
     }
   }
 
+  /** Why the link ended, if it did (it may have, behind frames still queued), else null. */
+  get ended(): string | null {
+    return this.closed;
+  }
+
   /** Frames that arrived after the handshake's last one (must be none: the peer waits for us). */
   get leftover(): number {
     return this.queue.length;

@@ -91,11 +91,17 @@ export class PeerLink {
   /**
    * Starts delivering frames (and anything that arrived before); later calls replace the handlers.
    * `onIdle` runs whenever the frames received so far are delivered, before the link waits for more.
+   * A link already closed reports it to the new handlers too, once the caller's turn is over.
    */
   start(onFrame: (frame: Frame) => void, onClose: (reason: string) => void, onIdle: () => void = () => {}): void {
     this.onFrame = onFrame;
     this.onClose = onClose;
     this.onIdle = onIdle;
+    const reason = this.closed_reason;
+    if (reason !== null) {
+      queueMicrotask(() => onClose(reason));
+      return;
+    }
     const early = this.early ?? [];
     this.early = null;
     // Reading the socket directly must wait until every chunk delivered before is decoded.

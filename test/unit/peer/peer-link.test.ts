@@ -105,6 +105,16 @@ describe("PeerLink sending", () => {
     expect(framesOf(rec.writes).map((f) => (f as Extract<Frame, { kind: "reply" }>).seq)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
   });
 
+  test("a link closed before a later start reports it to the new handlers, after the caller's turn", async () => {
+    const { link } = await recordingLink({});
+    link.close("the peer reset");
+    const heard: string[] = [];
+    link.start(() => {}, (reason) => heard.push(reason));
+    expect(heard).toEqual([]);
+    await Promise.resolve();
+    expect(heard).toEqual(["the peer reset"]);
+  });
+
   test("close sends what is corked before closing the stream", async () => {
     const { link, rec } = await recordingLink({ cork_bytes: CORK_REPLIES_BYTES });
     link.send({ kind: "error", code: "SPLIT_BRAIN", busy: false, message: "both changed" });
