@@ -13,6 +13,8 @@
 // can fail (or replaced with setFaultInjection), is a comma-separated list of
 //   <op>:<path-substring>:<errno-name>[:<count>]    the call fails with that errno
 //   <op>:<path-substring>:delay=<ms>[:<count>]      the call is carried out <ms> late (a slow disk)
+//   <op>:<path-substring>:assert[:<count>]          an invariant fails there (a bug met: the worker
+//                                                   stops as an assertion stops it)
 // e.g. "pwrite:disk-a:EIO:3" fails the next 3 pwrite calls on paths containing "disk-a" with
 // EIO. <op> is one of FAULT_OPS or "*" (any); an empty substring matches every path; without
 // a count the rule fires forever. The first live rule that matches fires. An injected failure
@@ -29,6 +31,7 @@
 
 import { dlopen, FFIType } from "bun:ffi";
 import { close as fsClose, fdatasync as fsFdatasync, open as fsOpen, read as fsRead, readFileSync, statSync } from "node:fs";
+import { assert } from "./core/assert.ts";
 // The .so is embedded by `bun build --compile` through this import; TypeScript has no module
 // type for "*.so" files, and this file is the only place that imports one.
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
@@ -215,8 +218,8 @@ const FAULT_RULES_MAX = 64;
 interface FaultRule {
   readonly op: FaultOp | "*";
   readonly path_part: string;
-  readonly errno: number;     // 0 for a delay rule
-  readonly code: string;
+  readonly errno: number;     // 0 for a delay or assert rule
+  readonly code: string;      // "assert" for an assert rule
   readonly delay_ms: number;  // 0 for an errno rule
   remaining: number; // Infinity when the rule has no count
 }
@@ -233,7 +236,7 @@ function parseFaultSpec(spec: string, source: string): FaultRule[] {
   return items.map((item) => {
     const fields = item.split(":");
     const bad = (why: string) => new Error(`${source}: "${item}": ${why} ` +
-      "(format <op>:<path-substring>:<errno-name>|delay=<ms>[:<count>])");
+      "(format <op>:<path-substring>:<errno-name>|delay=<ms>|assert[:<count>])");
     if (fields.length < 3 || fields.length > 4) throw bad("wrong number of fields");
     const [op = "", path_part = "", code = "", countText] = fields;
     if (op !== "*" && !(FAULT_OPS as readonly string[]).includes(op)) {
@@ -242,7 +245,7 @@ function parseFaultSpec(spec: string, source: string): FaultRule[] {
     const delay = /^delay=(\d+)$/.exec(code);
     const delay_ms = delay ? Number(delay[1]) : 0;
     if (delay && !(delay_ms > 0 && delay_ms <= FAULT_DELAY_MS_MAX)) throw bad(`delay must be 1..${FAULT_DELAY_MS_MAX} ms`);
-    const errno = delay ? 0 : errnoValue(code);
+    const errno = delay || code === "assert" ? 0 : errnoValue(code);
     if (errno === undefined) throw bad(`unknown errno name "${code}"`);
     const remaining = countText === undefined ? Infinity : Number(countText);
     if (countText !== undefined && !(/^[0-9]+$/.test(countText) && Number.isSafeInteger(remaining) && remaining > 0)) {
@@ -287,6 +290,7 @@ function refreshFaultFile(path: string): void {
 function injectedFault(op: FaultOp, path: string): FaultRule | undefined {
   const rule = liveFault(op, path);
   if (rule !== undefined) rule.remaining -= 1;
+  assert(rule?.code !== "assert", () => `${op} ${path}: injected by HAST_FAULT_INJECT`);
   return rule;
 }
 

@@ -14,12 +14,17 @@ import type { Logger } from "./log.ts";
 import { resourceNeedsRestart, resourceChanged } from "./reload.ts";
 import { Serial } from "./serial.ts";
 import { WORKER_KILL_WAIT_MS, WORKER_START_WAIT_MS, WorkerHandle, type WorkerExit } from "./worker-handle.ts";
-import { EX_OK, EX_OSERR, ExitError } from "../core/sysexits.ts";
+import { EX_OK, EX_OSERR, EX_SOFTWARE, ExitError } from "../core/sysexits.ts";
 import { HeldComponent, type Unacted } from "../io/held-component.ts";
 import { Pidfile } from "./pidfile.ts";
 import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
+/** A serving primary worker that stopped on an internal error (an assertion, an uncaught
+ * exception) is restarted, as FreeBSD's main process restarts one that aborted, but not more than
+ * this many times within CRASH_WINDOW_MS: a fault that comes back at once is left to the operator. */
+export const CRASH_RESTARTS_MAX = 3;
+export const CRASH_WINDOW_MS = 60_000;
 
 /** Why a role change did not take: the reply element's error and message. */
 interface RoleFailure {
@@ -32,6 +37,8 @@ interface ResourceState {
   role: Role;
   worker: WorkerHandle | null;
   restart: ReturnType<typeof setTimeout> | null;
+  /** When its primary workers last crashed (internal errors), within CRASH_WINDOW_MS. */
+  crashes: number[];
   /** The last connection attempt ended in split-brain (cleared by a connect or a role change). */
   split_brain: boolean;
   /** A secondary's copy state as its worker last reported it, kept after the worker ends (the
@@ -63,6 +70,7 @@ export class Hastd {
   private hooks: HookRunner;
   private events = new EventFeed();
   private stopping = false;
+  private shutting: Promise<void> | null = null;
   /** The pidfile held now (a reload may have moved it), released by the caller at exit. */
   pidfile: Pidfile | null;
 
@@ -248,7 +256,14 @@ export class Hastd {
     state.split_brain = false;
     await this.stopWorker(state);
     state.copy_incomplete = null;
-    const worker = role === "primary" ? await this.startPrimary(state, force) : null;
+    let worker: WorkerHandle | null = null;
+    try {
+      if (role === "primary") worker = await this.startPrimary(state, force);
+    } catch (err) {
+      const message = (err as Error).message;
+      this.backToInit(state, `Unable to start the primary worker: ${message}.`);
+      return { error: ControlError.FAILED, message: `not promoted: the primary worker could not be started (${message}); the role is init` };
+    }
     if (worker) {
       worker.awaited = true;
       await Promise.race([worker.ready, Bun.sleep(WORKER_START_WAIT_MS)]);
@@ -350,26 +365,45 @@ export class Hastd {
       // Its predecessor left the copy marked incomplete (more extents stale than the metadata
       // lists), or a flush at its start failed: the other node holds what this one lacks. Not
       // started by hastd, it refused after the role change had stopped waiting for it.
-      this.log.error(`[${name}] The ${worker.restarted ? "restarted " : ""}primary worker refused this node's copy (the log says why). Changing resource role back to init.`);
-      state.role = "init";
+      this.backToInit(state, `The ${worker.restarted ? "restarted " : ""}primary worker refused this node's copy (the log says why).`);
       state.copy_incomplete = true;
-      this.raise(state, "role", ["primary", "init"], false);
       return;
     }
     if (exit.code === WORKER_EXIT_REFUSED) return; // setRole reports it and restores the role
-    if (exit.signal || exit.code === WORKER_EXIT_RESTART) {
-      this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}; restarting in ${WORKER_RESTART_DELAY_MS / 1000} s.`);
+    // One that never served is not: its role change reports how it ended.
+    const crashed = exit.code === EX_SOFTWARE && worker.served;
+    if (crashed) {
+      const now = Date.now();
+      state.crashes = [...state.crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
+      if (state.crashes.length > CRASH_RESTARTS_MAX) {
+        this.backToInit(state, `Worker process (pid=${worker.pid}) ${how} on an internal error, its ${state.crashes.length}th in ${CRASH_WINDOW_MS / 1000} s; not restarted again.`);
+        return;
+      }
+    }
+    if (exit.signal || exit.code === WORKER_EXIT_RESTART || crashed) {
+      this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}${crashed ? " on an internal error (the log says which)" : ""}; restarting in ${WORKER_RESTART_DELAY_MS / 1000} s.`);
       state.restart = setTimeout(() => {
         state.restart = null;
         void state.turns.run(async () => {
           if (state.role !== "primary" || state.worker) return;
-          const restarted = await this.startPrimary(state);
-          if (restarted) restarted.restarted = true;
+          try {
+            const restarted = await this.startPrimary(state);
+            if (restarted) restarted.restarted = true;
+          } catch (err) {
+            // Not left primary with no worker: a later `hastctl role primary` would find nothing to do.
+            this.backToInit(state, `Unable to restart the primary worker: ${(err as Error).message}.`);
+          }
         });
       }, WORKER_RESTART_DELAY_MS);
       return;
     }
-    this.log.error(`[${name}] Worker process (pid=${worker.pid}) ${how}. Changing resource role back to init.`);
+    this.backToInit(state, `Worker process (pid=${worker.pid}) ${how}.`);
+  }
+
+  /** A primary with no worker it can run: the role goes back to init, said in the log and the
+   * `role` event (hooks, failover managers). */
+  private backToInit(state: ResourceState, why: string): void {
+    this.log.error(`[${state.config.name}] ${why} Changing resource role back to init.`);
     const old = state.role;
     state.role = "init";
     this.raise(state, "role", [old, "init"], false);
@@ -465,9 +499,14 @@ export class Hastd {
     }
   }
 
-  /** SIGTERM/SIGINT: stop every worker (their frontends go with them), then the control socket. */
-  async shutdown(): Promise<void> {
-    if (this.stopping) return;
+  /** SIGTERM/SIGINT: stop every worker (their frontends go with them), then the control socket.
+   * A second signal gets the same promise: hastd exits (and its pidfile goes) once the workers did. */
+  shutdown(): Promise<void> {
+    this.shutting ??= this.stopAll();
+    return this.shutting;
+  }
+
+  private async stopAll(): Promise<void> {
     this.stopping = true;
     this.log.info("Termination signal received, exiting.");
     this.listener.stop();
@@ -480,7 +519,7 @@ export class Hastd {
 }
 
 function newState(config: ResourceConfig): ResourceState {
-  return { config, role: "init", worker: null, restart: null, split_brain: false, copy_incomplete: null, turns: new Serial() };
+  return { config, role: "init", worker: null, restart: null, crashes: [], split_brain: false, copy_incomplete: null, turns: new Serial() };
 }
 
 function controlPath(config: Config): string {

@@ -69,6 +69,8 @@ export class WorkerHandle {
   restarted = false;
   /** A role change waits for its start: a refusal meanwhile is reported there (main.ts setRole). */
   awaited = false;
+  /** It said it serves (a "ready" message). */
+  served = false;
 
   private constructor(
     readonly role: "primary" | "secondary",
@@ -173,6 +175,7 @@ export class WorkerHandle {
   private onMessage(message: FromWorker, callbacks: WorkerCallbacks): void {
     switch (message.type) {
       case "ready":
+        this.served = true;
         this.readyResolve();
         return;
       case "status":

@@ -82,13 +82,19 @@ async function serve(): Promise<number> {
     return EX_SOFTWARE;
   }
   const log = loggerFor(init.log, `[${init.resource.name}] (${init.role})`);
-  onAssertionFailure((err) => {
-    log.error(`${err.message}: this is a bug in hastd; the worker stops rather than go on.\n${err.stack ?? ""}`);
-    // At once, without waiting for the last IPC messages to leave (runWorker): that wait would let
-    // the event loop run I/O completions on a state known to be broken. A message lost here errs
-    // on the safe side in the main process (no absorb, no completed copy, a missed hook event).
+  // A bug found (an assertion) or met (an exception nothing caught): the worker stops at once,
+  // without waiting for the last IPC messages to leave (runWorker): that wait would let the event
+  // loop run I/O completions on a state known to be broken. A message lost here errs on the safe
+  // side in the main process (no absorb, no completed copy, a missed hook event), which restarts a
+  // primary worker that served, as after a kill.
+  const internalError = (err: unknown, what = "") => {
+    const message = err instanceof Error ? err.message : String(err);
+    log.error(`${what}${message}: this is a bug in hastd; the worker stops rather than go on.\n${err instanceof Error ? err.stack ?? "" : ""}`);
     process.exit(EX_SOFTWARE);
-  });
+  };
+  onAssertionFailure((err) => internalError(err));
+  process.on("uncaughtException", (err) => internalError(err, "uncaught exception: "));
+  process.on("unhandledRejection", (err) => internalError(err, "unhandled rejection: "));
   const emit = (event: HookEvent) => send({ type: "event", event });
   try {
     if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, init.start_flush_error ?? null, log, emit);

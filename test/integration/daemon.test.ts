@@ -3,13 +3,14 @@
 // with `remote none`, and local disk errors injected with HAST_FAULT_INJECT.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, truncateSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, truncateSync, writeFileSync } from "node:fs";
 import pkg from "../../package.json" with { type: "json" };
 import {
   BUN, HASTD, Harness, MiB, descendants, freePort, hookRecorder, processAlive, processArgs, renderConf, run, runOk, sha256File,
   nodeSettings, singleResource, skipReason, waitFor, type ConfigSpec, type NodeInfo,
 } from "./harness.ts";
 import { WORKER_HEAP_RAM_BYTES, WORKER_PURGE_DELAY_MS } from "../../src/daemon/worker-handle.ts";
+import { CRASH_RESTARTS_MAX } from "../../src/daemon/main.ts";
 import { FLAG_COPY_INCOMPLETE } from "../../src/core/metadata.ts";
 
 // 64 MiB of data: the component adds the metadata slots (8 KiB) and one activemap block (4 KiB).
@@ -247,6 +248,23 @@ describe("daemon mode and signals", () => {
     expect(existsSync(moved)).toBe(false);
   }, 60_000);
 
+  test("a second SIGTERM while the workers stop does not end hastd (nor remove its pidfile) before them", async () => {
+    const rules = h.path("faults");
+    writeFileSync(rules, "");
+    const { daemon, worker } = await primary({ env: { HAST_FAULT_INJECT_FILE: rules } });
+    // From now on the component's flushes take 3 s (a busy disk): the worker's orderly stop too.
+    writeFileSync(`${rules}.new`, "fdatasync:disk0:delay=3000\n");
+    renameSync(`${rules}.new`, rules);
+    daemon.signal("SIGTERM");
+    await Bun.sleep(300);
+    daemon.signal("SIGTERM"); // an impatient operator, or a second `service hastd stop`
+    await Bun.sleep(500);
+    expect(daemon.running).toBe(true);
+    expect(existsSync(a.pidfile)).toBe(true);
+    expect(await daemon.exited(30_000)).toBe(0);
+    expect(processAlive(worker)).toBe(false);
+  }, 60_000);
+
   test("SIGTERM stops workers, removes pidfile, control and NBD sockets, leaves no process", async () => {
     const { daemon, worker, nbd } = await primary();
     expect(existsSync(nbd)).toBe(true);
@@ -365,6 +383,47 @@ describe("daemon mode and signals", () => {
 });
 
 describe("workers", () => {
+  const crashSkip = skipReason("a worker that stops on an internal error", { tools: ["qemu-io"] });
+  test.skipIf(crashSkip !== null)("a serving primary worker that stops on an internal error is restarted; the fourth within a minute leaves the role at init", async () => {
+    const rules = h.path("faults");
+    writeFileSync(rules, "");
+    const { conf, daemon, nbd } = await primary({ env: { HAST_FAULT_INJECT_FILE: rules } });
+    const setRules = (text: string) => {
+      writeFileSync(`${rules}.new`, text);
+      renameSync(`${rules}.new`, rules);
+    };
+    for (let crash = 1; crash <= CRASH_RESTARTS_MAX + 1; crash++) {
+      const [worker] = h.workerPids(daemon, "r0");
+      expect(worker).toBeGreaterThan(0);
+      setRules("pwrite:disk0:assert:1\n");
+      expect((await qemuIo(nbdUri(nbd), "write -P 0x5a 0 4k")).code).not.toBe(0);
+      await waitFor("the worker to stop", () => !processAlive(worker!));
+      setRules(""); // before the restart (1 s later) writes anything
+      if (crash > CRASH_RESTARTS_MAX) break;
+      await daemon.waitLogTimes("on an internal error (the log says which); restarting in 1 s.", crash);
+      await waitFor("the restarted worker to serve", async () => (await qemuIo(nbdUri(nbd), "read -P 0 0 4k")).code === 0, 20_000);
+    }
+    await daemon.waitLog(`on an internal error, its ${CRASH_RESTARTS_MAX + 1}th in 60 s; not restarted again. Changing resource role back to init.`);
+    expect(daemon.log).toContain("assertion failed: pwrite");
+    expect(await status(conf)).toMatchObject({ role: "init", workerpid: 0 });
+  }, 90_000);
+
+  const prlimitSkip = skipReason("a worker restart that cannot spawn", { tools: ["prlimit"] });
+  test.skipIf(prlimitSkip !== null)("a primary worker that cannot be restarted (no descriptors left) puts the role back to init, and a promotion works again later", async () => {
+    const { conf, daemon, worker } = await primary();
+    // The main process may open no more descriptors (EMFILE), as under descriptor exhaustion.
+    const open = readdirSync(`/proc/${daemon.pid}/fd`).length;
+    const soft = (await runOk(["prlimit", `--pid=${daemon.pid}`, "--nofile", "--raw", "--noheadings", "--output=SOFT"])).trim();
+    await runOk(["prlimit", `--pid=${daemon.pid}`, `--nofile=${open}:`]);
+    process.kill(worker, "SIGKILL");
+    await daemon.waitLog("Unable to restart the primary worker:");
+    expect(daemon.log).toContain("Changing resource role back to init.");
+    await runOk(["prlimit", `--pid=${daemon.pid}`, `--nofile=${soft}:`]);
+    expect(await status(conf)).toMatchObject({ role: "init", workerpid: 0 });
+    await h.hastctlOk(a, conf, ["role", "primary", "r0"]);
+    expect(h.workerPids(daemon, "r0")).toHaveLength(1);
+  }, 40_000);
+
   test("a worker whose main process dies while it starts stops too, rather than serve a primary nobody can demote", async () => {
     const { conf } = await setup();
     // The promotion's worker takes 3 s to read its metadata: the main process dies meanwhile.

@@ -77,6 +77,6 @@ describe("HAST_FAULT_INJECT_FILE", () => {
     expect(err).toBe("");
     const lines = out.trim().split("\n");
     expect(lines.slice(0, 2)).toEqual(["EIO", "ok"]);
-    expect(lines[2]).toBe(`HAST_FAULT_INJECT_FILE ${rules}: "pread::EBOGUS": unknown errno name "EBOGUS" (format <op>:<path-substring>:<errno-name>|delay=<ms>[:<count>])`);
+    expect(lines[2]).toBe(`HAST_FAULT_INJECT_FILE ${rules}: "pread::EBOGUS": unknown errno name "EBOGUS" (format <op>:<path-substring>:<errno-name>|delay=<ms>|assert[:<count>])`);
   });
 });

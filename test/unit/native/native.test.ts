@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readSync, rmSync, statSync, truncat
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { native, NativeError, setFaultInjection } from "../../../src/native.ts";
+import { onAssertionFailure } from "../../../src/core/assert.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "hast-native-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -303,6 +304,22 @@ describe("fault injection", () => {
       expect(thrown(() => native.pread(fd, path, new Uint8Array(1), 0)).code).toBe("EROFS");
     } finally {
       setFaultInjection(undefined);
+      native.close(fd, path);
+    }
+  });
+
+  test("an assert rule fails an invariant at the call, as a bug met there would (the worker's handler runs first)", () => {
+    const path = tempFile(4096);
+    const fd = native.open(path, { write: true });
+    const seen: string[] = [];
+    onAssertionFailure((err) => seen.push(err.message));
+    try {
+      setFaultInjection("pwrite:file-:assert:1");
+      expect(() => native.pwrite(fd, path, filled(512, 1), 0)).toThrow(`assertion failed: pwrite ${path}: injected by HAST_FAULT_INJECT`);
+      expect(seen).toEqual([`assertion failed: pwrite ${path}: injected by HAST_FAULT_INJECT`]);
+      expect(native.pwrite(fd, path, filled(512, 1), 0)).toBe(512); // spent
+    } finally {
+      onAssertionFailure(null);
       native.close(fd, path);
     }
   });
