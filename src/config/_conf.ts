@@ -181,6 +181,10 @@ class ConfParser {
         }
         return tok.text;
       }
+      case "secret":
+        // Ours, not FreeBSD's grammar: any word is a secret, digits and reserved words too (as in TOML).
+        if (tok.kind === "string" || tok.kind === "number" || tok.kind === "keyword") return tok.text;
+        return this.syntax(tok, `expected ${EXPECTED_VALUE.secret}`);
       default: {
         if (key === "remote" && tok.kind === "keyword" && tok.text === "none") return "none";
         if (tok.kind !== "string") {

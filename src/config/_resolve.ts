@@ -1,7 +1,7 @@
 // Defaults, inheritance (spec 1.3, 1.4) and validation (spec 1.8) over the syntax-neutral Ast.
-import { parseAddress, type Address } from "./address.ts";
+import { AddressError, formatAddress, parseAddress, type Address } from "./address.ts";
 import { acceptableNames, nodeMatches, type NodeIdentity } from "./node.ts";
-import { Checker, HAST_PORT, NAME_MAX_BYTES, type Ast, type ResourceScope, type Scope, type Setting, type Statement } from "./_statements.ts";
+import { Checker, HAST_PORT, NAME_MAX_BYTES, NBD_PORT, type Ast, type ResourceScope, type Scope, type Setting, type Statement } from "./_statements.ts";
 import type { ChecksumKind, CompressionKind, Config, ReplicationMode, ResourceConfig } from "./types.ts";
 
 export const DEFAULTS = {
@@ -54,11 +54,29 @@ function resolveListen(global: Scope, nodes: Scope[], check: Checker): Address[]
 function resolveResources(ast: Ast, check: Checker, identity: NodeIdentity, readSecret: SecretReader) {
   const seen = new Set<string>();
   const global_secret = secretOf(ast.global, check, readSecret);
-  return ast.resources.map((r) => {
+  const resolved = ast.resources.map((r) => {
     if (seen.has(r.name)) check.fail(r.line, `Resource ${r.name} configured more than once.`);
     seen.add(r.name);
     return resolveResource(ast.global, r, check, identity, secretOf(r, check, readSecret) ?? global_secret);
   });
+  checkNothingShared(resolved.map((r) => r.config), check);
+  return resolved;
+}
+
+/** Two resources on one component, device or NBD endpoint would serve or overwrite each other's
+ * data (FreeBSD finds out at run time, if at all). Every resource in the file is this node's. */
+function checkNothingShared(resources: ResourceConfig[], check: Checker): void {
+  const uses: [string, (r: ResourceConfig) => string][] = [
+    ["the provider name", (r) => r.provname], ["the local component", (r) => r.localpath], ["the nbd address", (r) => formatAddress(r.nbd)],
+  ];
+  for (const [what, of] of uses) {
+    const first = new Map<string, ResourceConfig>();
+    for (const r of resources) {
+      const other = first.get(of(r));
+      if (other) check.fail(r.line, `Resources ${other.name} and ${r.name} both use ${what} ${of(r)}.`);
+      first.set(of(r), r);
+    }
+  }
 }
 
 function resolveResource(
@@ -97,7 +115,7 @@ function resolveResource(
     // An empty exec at resource level is the same as none: the global one applies (spec 1.4).
     exec: exec !== undefined && exec.value !== "" ? check.path(exec) : check.path(last([global], "exec") ?? fake("exec", "")),
     metaflush: metaflush === undefined ? DEFAULTS.metaflush : check.onoff(metaflush),
-    nbd: check.address(nbd ?? { key: "nbd", value: `uds://${DEFAULTS.nbd_dir}/${r.name}.nbd`, line: r.line }),
+    nbd: nbd === undefined ? defaultNbd(r, check) : check.address(nbd),
     device: device === undefined ? DEFAULTS.device : check.onoff(device),
     verify_rate: verify_rate === undefined ? null : check.rate(verify_rate),
     sync_rate: sync_rate === undefined ? null : check.rate(sync_rate),
@@ -107,6 +125,17 @@ function resolveResource(
     line: r.line,
   };
   return { node: mine[0]?.name ?? "", config };
+}
+
+/** <nbd_dir>/<name>.nbd: a name FreeBSD takes (up to 254 bytes) may be too long for a socket path. */
+function defaultNbd(r: ResourceScope, check: Checker): Address {
+  const path = `${DEFAULTS.nbd_dir}/${r.name}.nbd`;
+  try {
+    return parseAddress(`uds://${path}`, NBD_PORT);
+  } catch (err) {
+    if (err instanceof AddressError) check.fail(r.line, `resource name ${r.name} is too long for its default NBD socket ${path} (${err.reason}): set nbd for it`);
+    throw err;
+  }
 }
 
 interface Secret { value: string; source: string }

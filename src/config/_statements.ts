@@ -89,6 +89,13 @@ export const SECRET_MAX_BYTES = 65536;
 export const NAME_RE = /^[A-Za-z0-9._\-/:[\]]+$/;
 
 const DEFAULT_PORT: Partial<Record<Statement, number>> = { source: 0, nbd: NBD_PORT };
+/** What each address statement can be used as: the control socket is local, replication is TCP. */
+const ADDRESS_KINDS: Partial<Record<Statement, { kinds: readonly Address["kind"][]; what: string }>> = {
+  control: { kinds: ["uds"], what: "a unix socket (uds:///path)" },
+  listen: { kinds: ["tcp"], what: "TCP (host:port)" },
+  remote: { kinds: ["tcp"], what: "TCP (host:port)" },
+  source: { kinds: ["tcp"], what: "TCP (host[:port])" },
+};
 
 export class Checker {
   constructor(readonly file: string) {}
@@ -117,12 +124,16 @@ export class Checker {
     if (Buffer.byteLength(text) > PATH_MAX_BYTES) this.fail(s.line, `${s.key} argument is too long.`);
     // hast.conf cannot even write these (none is reserved); keep TOML from taking it as a host name.
     if (text === "none") this.fail(s.line, `${s.key} cannot be none (only remote can)`);
+    let address: Address;
     try {
-      return parseAddress(text, DEFAULT_PORT[s.key] ?? HAST_PORT);
+      address = parseAddress(text, DEFAULT_PORT[s.key] ?? HAST_PORT);
     } catch (err) {
       if (err instanceof AddressError) this.fail(s.line, `invalid ${s.key} address '${text}': ${err.reason}`);
       throw err;
     }
+    const usable = ADDRESS_KINDS[s.key];
+    if (usable && !usable.kinds.includes(address.kind)) this.fail(s.line, `${s.key} address '${text}' must be ${usable.what}`);
+    return address;
   }
 
   path(s: Setting): string {
@@ -133,6 +144,9 @@ export class Checker {
     if (Buffer.byteLength(text) > PATH_MAX_BYTES) {
       this.fail(s.line, s.key === "exec" ? "Exec path is too long." : `${s.key} argument is too long.`);
     }
+    // hastctl runs in the operator's directory, hastd wherever it was started (FreeBSD's in /):
+    // a relative path would name different files. secret_file is taken from the config's directory.
+    if (s.key !== "secret_file" && !text.startsWith("/")) this.fail(s.line, `${s.key} must be an absolute path, not '${text}'`);
     return text;
   }
 

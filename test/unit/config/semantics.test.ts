@@ -183,7 +183,7 @@ describe("inheritance", () => {
   });
 
   test("resources keep file order and the node that matched is reported", () => {
-    const c = conf(MIN_CONF.replace("r0", "zeta") + MIN_CONF.replace("r0", "alpha0"));
+    const c = conf(MIN_CONF.replace("r0", "zeta") + MIN_CONF.replace("r0", "alpha0").replace("sdb", "sdc"));
     expect(c.resources.map((r) => [r.name, r.line])).toEqual([["zeta", 1], ["alpha0", 7]]);
     expect(c.node).toBe("alpha");
   });

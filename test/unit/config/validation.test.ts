@@ -34,6 +34,24 @@ describe("resource validation (spec 1.8 wording)", () => {
       "Path to local component not configured for resource r3.");
     tomlError('\n\n[resource.r3.on.alpha]\nremote = "none"\n', 3, "Path to local component not configured for resource r3.");
   });
+
+  test("two resources on one provider name, local component or nbd address are refused at the second", () => {
+    const r1 = (body: string) => `resource r1 {\n${body}\n on alpha {\n  remote 10.0.0.3\n }\n}\n`;
+    confError(`${MIN_CONF}${r1(" local /dev/sdb")}`, 7, "Resources r0 and r1 both use the local component /dev/sdb.");
+    confError(`${MIN_CONF}${r1(" local /dev/sdc\n name r0")}`, 7, "Resources r0 and r1 both use the provider name r0.");
+    confError("resource a {\n local /dev/sda\n name x\n on alpha {\n  remote none\n }\n}\nresource b {\n local /dev/sdb\n on alpha {\n  name x\n  remote none\n }\n}\n", 8,
+      "Resources a and b both use the provider name x.");
+    confError("resource a {\n local /dev/sda\n nbd tcp://127.0.0.1:10809\n on alpha {\n  remote none\n }\n}\nresource b {\n local /dev/sdb\n nbd 127.0.0.1\n on alpha {\n  remote none\n }\n}\n", 8,
+      "Resources a and b both use the nbd address tcp4://127.0.0.1:10809.");
+  });
+
+  test("a resource name too long for its default NBD socket path asks for an nbd statement", () => {
+    const name = "r".repeat(95);
+    confError(`resource ${name} {\n local /dev/sdb\n on alpha {\n  remote none\n }\n}\n`, 1,
+      `resource name ${name} is too long for its default NBD socket /var/run/hast/${name}.nbd (the unix socket path is 113 bytes, the limit is 107): set nbd for it`);
+    const set = parseConfigText(`resource ${name} {\n local /dev/sdb\n nbd uds:///run/h.nbd\n on alpha {\n  remote none\n }\n}\n`, "hast.conf", ALPHA);
+    expect(set.resources[0]!.nbd).toEqual({ kind: "uds", path: "/run/h.nbd" });
+  });
 });
 
 describe("value validation", () => {
@@ -45,6 +63,24 @@ describe("value validation", () => {
     }
     confError("timeout 9999999\n", 1, "timeout must be at most 2147483 seconds");
     confError("timeout -1\n", 1, "syntax error near '-1': expected a number of seconds");
+  });
+
+  test("an address is of the kind its statement uses: control a unix socket, listen/remote/source TCP, nbd either", () => {
+    confError("control tcp://127.0.0.1:17001\n", 1, "control address 'tcp://127.0.0.1:17001' must be a unix socket (uds:///path)");
+    confError("# x\nlisten /tmp/peer.sock\n", 2, "listen address '/tmp/peer.sock' must be TCP (host:port)");
+    confError("listen uds:///tmp/peer.sock\n", 1, "listen address 'uds:///tmp/peer.sock' must be TCP (host:port)");
+    confError("resource r0 {\n local /d\n on alpha {\n  remote uds:///tmp/x\n }\n}\n", 4, "remote address 'uds:///tmp/x' must be TCP (host:port)");
+    confError("resource r0 {\n local /d\n on alpha {\n  remote 10.0.0.2\n  source /tmp/x\n }\n}\n", 5, "source address '/tmp/x' must be TCP (host[:port])");
+    tomlError('control = "tcp://127.0.0.1:17001"\n', 1, "control address 'tcp://127.0.0.1:17001' must be a unix socket (uds:///path)");
+    const ok = parseConfigText("resource r0 {\n local /d\n nbd tcp://127.0.0.1:10809\n on alpha {\n  remote none\n }\n}\n", "hast.conf", ALPHA);
+    expect(ok.resources[0]!.nbd).toMatchObject({ kind: "tcp", port: 10809 });
+  });
+
+  test("local, exec, pidfile and logfile are absolute paths (hastctl and hastd run in different directories)", () => {
+    confError("resource r0 {\n local disk0\n on alpha {\n  remote none\n }\n}\n", 2, "local must be an absolute path, not 'disk0'");
+    confError("exec hooks/hast.sh\n", 1, "exec must be an absolute path, not 'hooks/hast.sh'");
+    confError("pidfile run/hastd.pid\n", 1, "pidfile must be an absolute path, not 'run/hastd.pid'");
+    tomlError('logfile = "hastd.log"\n', 1, "logfile must be an absolute path, not 'hastd.log'");
   });
 
   test("verify_rate must be a size per second above 0, or none", () => {
@@ -113,6 +149,14 @@ describe("secret and secret_file", () => {
     const cfg = parseConfigText("secret_file key\n" + MIN_CONF, join(dir, "hast.conf"), ALPHA);
     expect(cfg.resources[0]?.secret).toBe("top secret");
     expect(cfg.resources[0]?.secret_source).toBe(`${join(dir, "key")} (${join(dir, "hast.conf")}:1)`);
+  });
+
+  test("a secret of digits or a reserved word is taken as written, in both syntaxes", () => {
+    for (const secret of ["12345678", "007", "none", "on"]) {
+      expect(parseConfigText(`secret ${secret}\n${MIN_CONF}`, "hast.conf", ALPHA).resources[0]?.secret).toBe(secret);
+      expect(parseConfigText(`secret = "${secret}"\n[resource.r0]\nlocal = "/d"\n[resource.r0.on.alpha]\nremote = "none"\n`, "hast.toml", ALPHA).resources[0]?.secret).toBe(secret);
+    }
+    confError("secret {\n", 1, "syntax error near '{': expected the secret (letters, digits and . - _ / : [ ]; use secret_file for others)");
   });
 
   test("secret and secret_file are mutually exclusive at one level, not across levels", () => {
