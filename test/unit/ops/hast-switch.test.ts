@@ -420,6 +420,15 @@ describe("hast-switch check (a failover manager's health check)", () => {
     expect(role("r1")).toBe("secondary");
   });
 
+  test("fails while split-brain is reported for a resource not served here; passes where it is served", async () => {
+    writeFileSync(join(fake, "state", "r1.split_brain"), "");
+    const r = await hastSwitch(["check"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe("hast-switch: check: r1: split-brain is reported: this node must not take over (docs/operations.md, 'Split-brain')\n");
+    writeFileSync(join(fake, "state", "r1.role"), "primary\n"); // the node serving it keeps the address
+    expect((await hastSwitch(["check"])).code).toBe(0);
+  });
+
   test("fails when hastd does not answer, or does not know the resource", async () => {
     const gone = await hastSwitch(["check"], { PATH: `${join(fake, "absent")}:/usr/bin:/bin`, HASTCTL: join(fake, "absent", "hastctl") });
     expect(gone.code).toBe(1);
