@@ -10,6 +10,7 @@ import list from "../ctl/list.ts";
 import metrics from "../ctl/metrics.ts";
 import role from "../ctl/role.ts";
 import status from "../ctl/status.ts";
+import { outLine } from "../ctl/output.ts";
 import verify from "../ctl/verify.ts";
 import pkg from "../../package.json" with { type: "json" };
 
@@ -31,11 +32,11 @@ const subCommands = { create, role, list, status, dump, metrics, verify, events 
 async function run(argv: string[]): Promise<number> {
   const first = argv[0];
   if (first === "--version" || first === "-V") {
-    console.log(`hastctl ${pkg.version}`);
+    outLine(`hastctl ${pkg.version}`);
     return 0;
   }
   if (first === "-h" || first === "--help" || first === "help" || (first && argv.slice(1).some((a) => a === "-h" || a === "--help"))) {
-    console.log(USAGE);
+    outLine(USAGE);
     return 0;
   }
   if (!first || !(first in subCommands)) {
@@ -53,7 +54,7 @@ try {
   process.exit(await run(process.argv.slice(2)));
 } catch (err) {
   if (err instanceof ExitError) {
-    process.stderr.write(`hastctl: ${err.message}\n`);
+    if (err.message) process.stderr.write(`hastctl: ${err.message}\n`);
     if (err.exit_code === EX_USAGE) process.stderr.write(`${USAGE}\n`);
     process.exit(err.exit_code);
   }

@@ -3,7 +3,7 @@
 import type { Address } from "../config/index.ts";
 import { formatAddress } from "../config/index.ts";
 import { EX_OSERR, EX_UNAVAILABLE, ExitError } from "../core/sysexits.ts";
-import { CONTROL_LINE_MAX_BYTES, encodeControlLine, type ControlReply, type ControlRequest } from "../wire/control.ts";
+import { CONTROL_LINE_MAX_BYTES, encodeControlLine, parseControlReply, type ControlReply, type ControlRequest } from "../wire/control.ts";
 import { debug } from "./debug.ts";
 
 /** FreeBSD hastctl waits 20 s for the control connection, whatever the config says. */
@@ -45,7 +45,8 @@ function exchange(address: Address, request: ControlRequest, onLine: LineHandler
     }, timeout_ms);
     const unreachable = (err: Error) => {
       const code = (err as NodeJS.ErrnoException).code;
-      const reason = code === "ENOENT" || code === "ECONNREFUSED" ? "hastd is not running" : err.message;
+      const reason = code === "ENOENT" || code === "ECONNREFUSED" ? "hastd is not running"
+        : code === "EACCES" || code === "EPERM" ? "permission denied (the control socket is mode 0600, for the user hastd runs as)" : err.message;
       finish(new ExitError(`cannot connect to hastd at ${where}: ${reason}`, EX_OSERR));
     };
     Bun.connect({
@@ -101,11 +102,9 @@ function exchange(address: Address, request: ControlRequest, onLine: LineHandler
 }
 
 function parseReply(line: string, where: string): ControlReply {
-  try {
-    return JSON.parse(line) as ControlReply;
-  } catch {
-    throw new ExitError(`malformed reply from hastd at ${where}`, EX_UNAVAILABLE);
-  }
+  const parsed = parseControlReply(line);
+  if (!parsed.ok) throw new ExitError(`malformed reply from hastd at ${where}: ${parsed.error}`, EX_UNAVAILABLE);
+  return parsed.value;
 }
 
 export async function controlRequest(address: Address, request: ControlRequest,

@@ -37,6 +37,7 @@ export function sizeOption(value: string | undefined, what: string): number | un
 }
 
 export function loadCtlConfig(path: string | undefined): Config {
+  if (path === "") throw new ExitError("option requires an argument -- c", EX_USAGE);
   try {
     const config = loadConfig(path ?? DEFAULT_CONFIG);
     debug(1, `configuration ${config.file}: this node is ${config.node}, resources ${config.resources.map((r) => r.name).join(", ") || "none"}`);
@@ -48,6 +49,14 @@ export function loadCtlConfig(path: string | undefined): Config {
 }
 
 export type Selected = { name: string; resource: ResourceConfig | null };
+
+/** Resource operands as hastd takes them (each 1-255 characters), a name given twice once. */
+export function resourceNames(names: string[]): string[] {
+  for (const name of names) {
+    if (name.length === 0 || name.length > 255) throw new ExitError(`invalid resource name ${JSON.stringify(name.slice(0, 64))}: 1 to 255 characters`, EX_USAGE);
+  }
+  return [...new Set(names)];
+}
 
 /** `all` (as the first name) means every resource; unknown names come back with resource null. */
 export function selectResources(config: Config, names: string[]): Selected[] {

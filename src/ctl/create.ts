@@ -7,6 +7,7 @@ import { EX_DATAERR, EX_IOERR, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
 import { NativeError } from "../native.ts";
 import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, openComponents, sizeOption, warn } from "./common.ts";
+import { outLine } from "./output.ts";
 
 const args = {
   ...commonArgs,
@@ -60,7 +61,7 @@ export default defineCommand({
         } else throw err;
       }
     }
-    if (a.json) console.log(JSON.stringify(created, null, 2));
+    if (a.json) outLine(JSON.stringify(created, null, 2));
     return exit.code;
   },
 });

@@ -2,12 +2,14 @@
 // while hastd runs. A damaged metadata area is reported as such, never as garbage values.
 import { defineCommand } from "citty";
 import { humanizeBytes } from "../core/humanize.ts";
+import { METADATA_AREA_BYTES } from "../core/layout.ts";
 import {
   FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, MetadataError, type MetadataRead, type SlotState,
 } from "../core/metadata.ts";
 import { EX_DATAERR, EX_NOINPUT } from "../core/sysexits.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
 import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, openComponents, warn } from "./common.ts";
+import { outLine } from "./output.ts";
 
 function popcount(bytes: Uint8Array): number {
   let n = 0;
@@ -56,6 +58,11 @@ export default defineCommand({
     const exit = new ExitStatus();
     const dumped: ReturnType<typeof describe>[] = [];
     for (const { name, resource, disk } of openComponents(config, a._, false, exit)) {
+      if (disk.size_bytes < METADATA_AREA_BYTES) {
+        warn(`${name}: ${resource.localpath} is ${disk.size_bytes} bytes, too small to hold HAST metadata (${METADATA_AREA_BYTES} bytes)`);
+        exit.set(EX_DATAERR);
+        continue;
+      }
       try {
         const store = new MetadataStore(disk);
         const read = store.read();
@@ -74,22 +81,22 @@ export default defineCommand({
           exit.set(EX_DATAERR);
         }
         if (a.json) continue;
-        console.log(`resource: ${name}${d.stored_name !== name ? ` (the metadata names ${d.stored_name})` : ""}`);
-        console.log(`    datasize: ${d.datasize} (${humanizeBytes(d.datasize)})`);
-        console.log(`    extentsize: ${d.extentsize} (${humanizeBytes(d.extentsize)})`);
-        console.log(`    keepdirty: ${d.keepdirty}`);
-        console.log(`    localoff: ${d.localoff}`);
-        console.log(`    resuid: ${d.resuid}`);
-        console.log(`    localcnt: ${d.localcnt}`);
-        console.log(`    remotecnt: ${d.remotecnt}`);
-        console.log(`    prevrole: ${d.prevrole}`);
-        console.log(`    flags: ${flagNames(d.flags)}`);
-        console.log(`    dirty extents: ${d.dirty_extents}`);
+        outLine(`resource: ${name}${d.stored_name !== name ? ` (the metadata names ${d.stored_name})` : ""}`);
+        outLine(`    datasize: ${d.datasize} (${humanizeBytes(d.datasize)})`);
+        outLine(`    extentsize: ${d.extentsize} (${humanizeBytes(d.extentsize)})`);
+        outLine(`    keepdirty: ${d.keepdirty}`);
+        outLine(`    localoff: ${d.localoff}`);
+        outLine(`    resuid: ${d.resuid}`);
+        outLine(`    localcnt: ${d.localcnt}`);
+        outLine(`    remotecnt: ${d.remotecnt}`);
+        outLine(`    prevrole: ${d.prevrole}`);
+        outLine(`    flags: ${flagNames(d.flags)}`);
+        outLine(`    dirty extents: ${d.dirty_extents}`);
         if (d.stale_extents) {
-          console.log(`    stale extents: ${d.stale_extents.length} (${d.stale_extents.join(" ")}), to be copied back from the peer ` +
+          outLine(`    stale extents: ${d.stale_extents.length} (${d.stale_extents.join(" ")}), to be copied back from the peer ` +
             `(its cache epoch then: ${d.stale_peer_epoch ?? "unknown"})`);
         }
-        console.log(`    metadata generation: ${d.generation} (slot ${read.slot})`);
+        outLine(`    metadata generation: ${d.generation} (slot ${read.slot})`);
       } catch (err) {
         if (!(err instanceof MetadataError)) {
           warn(`${name}: ${(err as Error).message}`);
@@ -100,7 +107,7 @@ export default defineCommand({
         exit.set(EX_DATAERR);
       }
     }
-    if (a.json) console.log(JSON.stringify(dumped, null, 2));
+    if (a.json) outLine(JSON.stringify(dumped, null, 2));
     return exit.code;
   },
 });

@@ -3,10 +3,11 @@
 // hastd ends the stream (exit 69) or hastctl is interrupted. For monitoring and failover tools
 // that would rather follow a stream than install an `exec` hook (DRBD's `events2`).
 import { defineCommand } from "citty";
-import { EX_IOERR, EX_SOFTWARE, EX_UNAVAILABLE, ExitError } from "../core/sysexits.ts";
+import { EX_SOFTWARE, EX_UNAVAILABLE, ExitError } from "../core/sysexits.ts";
 import { ControlError, parseStreamLine, type ResourceStatus } from "../wire/control.ts";
 import { controlStream } from "./client.ts";
-import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, warn } from "./common.ts";
+import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, resourceNames, warn } from "./common.ts";
+import { outLine } from "./output.ts";
 
 function existsLine(r: ResourceStatus, time: string, json: boolean): string {
   if (json) return JSON.stringify({ event: "exists", resource: r.name, time, status: r });
@@ -20,16 +21,10 @@ export default defineCommand({
   async run({ args: a }) {
     checkOptions(a, commonArgs);
     const config = loadCtlConfig(a.c);
-    const resources = a._.length ? a._ : ["all"];
+    const resources = a._.length ? resourceNames(a._) : ["all"];
     const exit = new ExitStatus();
-    // A reader that leaves (`hastctl events | head -1`) ends the follow quietly, as it would a
-    // filter killed by SIGPIPE; Bun reports the failed write as an error event on stdout.
-    process.stdout.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EPIPE") process.exit(0);
-      warn(`cannot write to standard output: ${err.message}`);
-      process.exit(EX_IOERR);
-    });
-    const print = (line: string) => process.stdout.write(`${line}\n`);
+    // A reader that leaves (`hastctl events | head -1`) ends the follow quietly (output.ts).
+    const print = outLine;
     await controlStream(config.control, { cmd: "events", resources }, (reply) => {
       if (reply.error) throw new ExitError(`hastd refused the request: ${reply.message ?? `error ${reply.error}`}`, EX_SOFTWARE);
       const time = new Date().toISOString();

@@ -46,7 +46,9 @@ export function formatList(resources: ResourceStatus[]): string {
   for (const r of resources) {
     out.push(`${r.name}:`);
     if (r.error) {
-      out.push(`  error: ${r.error}${r.message ? ` (${r.message})` : ""}`);
+      // Spec 2.3: the number ends the line (FreeBSD parsers read it there); the reason follows.
+      out.push(`  error: ${r.error}`);
+      if (r.message) out.push(`  message: ${r.message}`);
       continue;
     }
     out.push(`  role: ${r.role ?? "unknown"}`);
@@ -95,7 +97,9 @@ export function formatStatus(resources: ResourceStatus[]): string {
       continue;
     }
     const status = r.split_brain ? "split-brain" : (r.status ?? "-");
-    let line = `${r.name}\t${status.padEnd(9)}${(r.role ?? "unknown").padEnd(15)}${r.localpath}\t${r.remoteaddr}`;
+    // FreeBSD's widths; a longer value (split-brain) still gets a space before the next column.
+    const role = r.role ?? "unknown";
+    let line = `${r.name}\t${status.padEnd(Math.max(9, status.length + 1))}${role.padEnd(Math.max(15, role.length + 1))}${r.localpath}\t${r.remoteaddr}`;
     if (r.sync) line += `\t${formatSyncProgress(r.sync)}`;
     if (r.copy_incomplete) line += "\tcopy incomplete";
     if (r.stale_extents) line += `\t${r.stale_extents} extents stale`;

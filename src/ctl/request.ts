@@ -5,9 +5,12 @@ import { EX_SOFTWARE, ExitError } from "../core/sysexits.ts";
 import { defineCommand } from "citty";
 import type { ControlReply, ControlRequest, ResourceStatus } from "../wire/control.ts";
 import { controlRequest } from "./client.ts";
-import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, warn } from "./common.ts";
+import { checkOptions, commonArgs, ExitStatus, loadCtlConfig, resourceNames, warn } from "./common.ts";
+import { out } from "./output.ts";
 
-export async function requestAndReport(config: Config, request: ControlRequest, print: (reply: ControlReply) => void): Promise<number> {
+/** `counts`: which per-resource errors set the exit status (all but for metrics). */
+export async function requestAndReport(config: Config, request: ControlRequest, print: (reply: ControlReply) => void,
+  counts: (error: number) => boolean = () => true): Promise<number> {
   const reply = await controlRequest(config.control, request);
   if (reply.error) throw new ExitError(`hastd refused the request: ${reply.message ?? `error ${reply.error}`}`, EX_SOFTWARE);
   print(reply);
@@ -15,23 +18,25 @@ export async function requestAndReport(config: Config, request: ControlRequest, 
   for (const r of reply.resources) {
     if (!r.error) continue;
     warn(`${r.name}: ${r.message ?? `error ${r.error}`}`);
-    exit.set(r.error);
+    if (counts(r.error)) exit.set(r.error);
   }
   return exit.code;
 }
 
-/** list and status differ only in how they print the same STATUS reply. */
-export function statusCommand(name: string, description: string, format: (resources: ResourceStatus[]) => string) {
+/** list, status and metrics differ only in how they print the same STATUS reply, and metrics in
+ * which errors count (`counts`, as for requestAndReport). A name given twice is asked once. */
+export function statusCommand(name: string, description: string, format: (resources: ResourceStatus[]) => string,
+  counts?: (error: number) => boolean) {
   return defineCommand({
     meta: { name, description },
     args: commonArgs,
     async run({ args: a }) {
       checkOptions(a, commonArgs);
       const config = loadCtlConfig(a.c);
-      const resources = a._.length ? a._ : ["all"];
+      const resources = a._.length ? resourceNames(a._) : ["all"];
       return await requestAndReport(config, { cmd: "status", resources }, (reply) => {
-        process.stdout.write(a.json ? `${JSON.stringify(reply.resources, null, 2)}\n` : format(reply.resources));
-      });
+        out(a.json ? `${JSON.stringify(reply.resources, null, 2)}\n` : format(reply.resources));
+      }, counts);
     },
   });
 }

@@ -2,8 +2,9 @@
 import { defineCommand, type ArgsDef } from "citty";
 import type { Role } from "../config/index.ts";
 import { EX_USAGE, ExitError } from "../core/sysexits.ts";
-import { checkOptions, commonArgs, loadCtlConfig } from "./common.ts";
+import { checkOptions, commonArgs, loadCtlConfig, resourceNames } from "./common.ts";
 import { requestAndReport } from "./request.ts";
+import { outLine } from "./output.ts";
 
 const ROLES = ["init", "primary", "secondary"];
 
@@ -22,9 +23,9 @@ export default defineCommand({
     if (names.length === 0) throw new ExitError("role needs 'all' or at least one resource name", EX_USAGE);
     if (a.force && role !== "primary") throw new ExitError("--force applies to role primary only", EX_USAGE);
     const config = loadCtlConfig(a.c);
-    const request = { cmd: "role" as const, role: role as Role, resources: names, ...(a.force ? { force: true } : {}) };
+    const request = { cmd: "role" as const, role: role as Role, resources: resourceNames(names), ...(a.force ? { force: true } : {}) };
     return await requestAndReport(config, request, (reply) => {
-      if (a.json) console.log(JSON.stringify(reply.resources, null, 2));
+      if (a.json) outLine(JSON.stringify(reply.resources, null, 2));
     });
   },
 });

@@ -4,8 +4,9 @@
 // what the last one found.
 import { defineCommand, type ArgsDef } from "citty";
 import { EX_USAGE, ExitError } from "../core/sysexits.ts";
-import { checkOptions, commonArgs, loadCtlConfig, sizeOption } from "./common.ts";
+import { checkOptions, commonArgs, loadCtlConfig, resourceNames, sizeOption } from "./common.ts";
 import { requestAndReport } from "./request.ts";
+import { outLine } from "./output.ts";
 
 const verifyArgs = {
   ...commonArgs,
@@ -25,11 +26,11 @@ export default defineCommand({
     if (from !== undefined && (a.stop || a.resume)) throw new ExitError(`verify: --from excludes --${a.stop ? "stop" : "resume"}`, EX_USAGE);
     const config = loadCtlConfig(a.c);
     const request = {
-      cmd: "verify" as const, resources: a._, ...(a.stop ? { stop: true } : {}), ...(a.resume ? { resume: true } : {}),
+      cmd: "verify" as const, resources: resourceNames(a._), ...(a.stop ? { stop: true } : {}), ...(a.resume ? { resume: true } : {}),
       ...(from !== undefined ? { from } : {}),
     };
     return await requestAndReport(config, request, (reply) => {
-      if (a.json) console.log(JSON.stringify(reply.resources, null, 2));
+      if (a.json) outLine(JSON.stringify(reply.resources, null, 2));
     });
   },
 });

@@ -193,6 +193,51 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
   }
 }
 
+const STATISTICS_COUNTS = ["reads", "writes", "deletes", "flushes", "activemap_updates", "direct_bytes", "sync_unchanged_bytes"] as const;
+const LOCAL_ERROR_COUNTS = ["read", "write", "delete", "flush"] as const;
+/** The numbers hastctl prints of each progress object. */
+const PROGRESS_NUMBERS = {
+  sync: ["done", "total", "rate"],
+  last_sync: ["bytes", "seconds"],
+  verify: ["done", "total", "rate", "differ_bytes", "differ_chunks", "skipped_bytes", "failed_bytes", "from_offset"],
+  last_verify: ["seconds", "same_bytes", "differ_bytes", "differ_chunks", "skipped_bytes", "failed_bytes", "from_offset", "resume_offset", "total_bytes"],
+} as const;
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** hastctl's check of hastd's reply: the shape it prints from (a hastd of another build may send
+ * another), or a one-line error instead of a crash in the printing. */
+export function parseControlReply(line: string): ParseResult<ControlReply> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    return { ok: false, error: "the reply is not valid JSON" };
+  }
+  if (!isObject(raw)) return { ok: false, error: "the reply must be a JSON object" };
+  if (!isCount(raw.error)) return { ok: false, error: "the reply's 'error' must be a number" };
+  if (raw.message !== undefined && typeof raw.message !== "string") return { ok: false, error: "the reply's 'message' must be a string" };
+  if (!Array.isArray(raw.resources)) return { ok: false, error: "the reply's 'resources' must be an array" };
+  for (const [i, r] of raw.resources.entries()) {
+    const bad = (why: string): ParseResult<ControlReply> => ({ ok: false, error: `resource ${i + 1} of the reply: ${why}` });
+    if (!isObject(r) || typeof r.name !== "string" || r.name === "") return bad("no 'name'");
+    if (r.error !== undefined && !isCount(r.error)) return bad("'error' must be a number");
+    if (r.message !== undefined && typeof r.message !== "string") return bad("'message' must be a string");
+    if (r.role !== undefined && !ROLES.includes(r.role as Role)) return bad(`unknown role ${JSON.stringify(r.role)?.slice(0, 32)}`);
+    const s = r.statistics;
+    if (s !== undefined && !(isObject(s) && STATISTICS_COUNTS.every((k) => isCount(s[k])) &&
+      isObject(s.local_errors) && LOCAL_ERROR_COUNTS.every((k) => isCount((s.local_errors as Record<string, unknown>)[k])))) {
+      return bad("'statistics' lacks counts");
+    }
+    for (const [k, numbers] of Object.entries(PROGRESS_NUMBERS)) {
+      const o = r[k];
+      if (o !== undefined && !(isObject(o) && numbers.every((n) => typeof o[n] === "number"))) return bad(`'${k}' lacks numbers`);
+    }
+  }
+  return { ok: true, value: raw as unknown as ControlReply };
+}
+
 /** The last line of an event stream hastd ends itself (it is exiting). */
 export interface ControlStreamEnd {
   end: string;

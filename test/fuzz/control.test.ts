@@ -3,7 +3,8 @@
 // never throw, in bounded time; a live ControlServer gets a few hundred garbage lines and an
 // oversized one, answers each, and still answers a good request afterwards; a client that sends
 // many requests before it reads any reply (so the server's writes come up short) gets every reply,
-// in order. hastctl's check of event stream lines (parseStreamLine) gets the same treatment. Seed:
+// in order. hastctl's checks of event stream lines (parseStreamLine) and of replies
+// (parseControlReply) get the same treatment. Seed:
 // FUZZ_SEED.
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -12,10 +13,12 @@ import { join } from "node:path";
 import { ControlServer } from "../../src/daemon/control-server.ts";
 import { Logger, type LogSink } from "../../src/daemon/log.ts";
 import {
-  CONTROL_LINE_MAX_BYTES, CONTROL_RESOURCES_MAX, ControlError, EVENT_NAMES, parseControlRequest, parseStreamLine,
+  CONTROL_LINE_MAX_BYTES, CONTROL_RESOURCES_MAX, ControlError, EVENT_NAMES, parseControlReply, parseControlRequest, parseStreamLine,
   type ControlReply, type ControlRequest,
 } from "../../src/wire/control.ts";
 import { prng } from "./prng.ts";
+import { formatList, formatStatus } from "../../src/ctl/format.ts";
+import { formatPrometheus } from "../../src/ctl/prometheus.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0xc0_17_01);
 const INPUTS = 110_000;
@@ -137,6 +140,44 @@ test(`parseControlRequest survives ${INPUTS} seeded inputs (seed ${SEED})`, () =
   expect(counts.ok).toBeGreaterThan(INPUTS / 10);
   expect(counts.rejected).toBeGreaterThan(INPUTS / 2);
   expect(slowest_ms).toBeLessThan(500);
+}, 120_000);
+
+const REPLY_LINES: string[] = [
+  `{"error":0,"resources":[{"name":"r0","role":"primary","status":"complete","statistics":{"reads":1,"writes":2,"deletes":0,"flushes":0,` +
+    `"activemap_updates":0,"direct_bytes":0,"sync_unchanged_bytes":0,"local_errors":{"read":0,"write":0,"delete":0,"flush":0}}}]}`,
+  `{"error":0,"resources":[{"name":"r1","error":1,"message":"no such resource"}]}`,
+  `{"error":0,"resources":[{"name":"r0","role":"primary","sync":{"done":1,"total":2,"rate":3,"eta":null},"last_sync":{"bytes":1,"seconds":2,"finished":"x"},` +
+    `"verify":{"done":1,"total":2,"rate":3,"eta":4,"differ_bytes":0,"differ_chunks":0,"skipped_bytes":0,"failed_bytes":0,"from_offset":0,"compare":"sha256"},` +
+    `"last_verify":{"seconds":1,"same_bytes":1,"differ_bytes":0,"differ_chunks":0,"skipped_bytes":0,"failed_bytes":0,"from_offset":0,"resume_offset":0,` +
+    `"total_bytes":1,"ended":"complete","finished":"x","compare":"data"}}]}`,
+  `{"error":2,"message":"bad request","resources":[]}`,
+];
+
+test(`parseControlReply survives ${INPUTS / 5} seeded inputs (seed ${SEED}); what it accepts can be printed`, () => {
+  const next = generator(prng(SEED ^ 0x7e91), REPLY_LINES);
+  const counts = { ok: 0, rejected: 0 };
+  for (let i = 0; i < INPUTS / 5; i++) {
+    const line = next(i);
+    let result: ReturnType<typeof parseControlReply>;
+    try {
+      result = parseControlReply(line);
+    } catch (err) {
+      throw new Error(`input ${i} (seed ${SEED}) threw: ${(err as Error).message}: ${JSON.stringify(line.slice(0, 120))}`);
+    }
+    if (!result.ok) {
+      if (result.error.length === 0 || result.error.length > 200 || result.error.includes("\n")) throw new Error(`bad error for ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(result.error)}`);
+      counts.rejected++;
+      continue;
+    }
+    // Whatever is accepted, hastctl's printers take without throwing.
+    formatStatus(result.value.resources);
+    formatList(result.value.resources);
+    formatPrometheus(result.value.resources);
+    counts.ok++;
+  }
+  console.log(`reply fuzz seed ${SEED}: ${JSON.stringify(counts)}`);
+  expect(counts.ok).toBeGreaterThan(INPUTS / 5 / 20);
+  expect(counts.rejected).toBeGreaterThan(INPUTS / 5 / 2);
 }, 120_000);
 
 const STREAM_LINES: string[] = [
