@@ -107,19 +107,21 @@ export class PrimaryConnector {
    * while it connected (below). */
   private async attempt(again = false): Promise<void> {
     const { engine, meta, resource } = this.o;
-    // A brand-new pair: the resuid is drawn once and written before the first attempt (a secondary
-    // may adopt it from an attempt whose answer is lost, or this worker may restart meanwhile).
     const fresh = engine.resuid_unconfirmed;
-    if (engine.generation.resuid === 0n) this.o.io.apply(engine.setResuid(randomResuid()));
-    // The resuid a secondary may adopt must be on disk first: drawn again after a restart, it
-    // would not match the one the secondary keeps.
-    if (!this.o.io.metadataWritten()) return this.problem("Unable to connect: the metadata (resuid and counters) could not be written.", "error");
     // Claiming "virgin" tells the secondary that no copy is needed, so it is claimed only when
     // `hastctl create --initial-sync none` said so.
     const virgin = fresh && (engine.generation.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
     const outcome = await primaryHandshake({
       resource, node: this.o.node, generation: () => engine.generation, virgin,
       datasize: meta.datasize, extentsize: meta.extentsize, prims: bunPeerPrimitives,
+      // A brand-new pair's resuid is drawn once a secondary answered and proved itself (spec 4.4:
+      // a primary that never reached its peer keeps none, and the roles may still be swapped), and
+      // is on disk before the HANDSHAKE carries it: a secondary may adopt it from an attempt whose
+      // answer is lost, or this worker may restart meanwhile, and one drawn again would not match.
+      beforeHandshake: () => {
+        if (engine.generation.resuid === 0n) this.o.io.apply(engine.setResuid(randomResuid()));
+        return this.o.io.metadataWritten() ? null : "the metadata (resuid and counters) could not be written";
+      },
     });
     if (this.stopped) {
       if (outcome.kind === "connected") outcome.link.close("shutting down");

@@ -17,6 +17,9 @@ export interface PrimaryHandshakeInput {
   node: string;
   /** Read as the HANDSHAKE leaves: a change made while connecting counts (see `sent`). */
   generation: () => Generation;
+  /** Called once the secondary proved itself, before the HANDSHAKE leaves: what must be on this
+   * node's disk first (a resuid drawn now); a reason when it is not, and the attempt fails. */
+  beforeHandshake: () => string | null;
   virgin: boolean;
   datasize: number;
   extentsize: number;
@@ -77,6 +80,8 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
   const check = checkChallengeAuth(ctx, challenge.auth, prims);
   link.send({ kind: "auth", auth: authReplyBlock(ctx, check, prims) });
   if (!check.ok) return fail(`authentication of ${link.remote} failed: ${check.reason}`);
+  const unready = input.beforeHandshake();
+  if (unready !== null) return fail(unready);
   const sent = input.generation();
   link.send({
     kind: "handshake", resuid: sent.resuid, localcnt: sent.localcnt, remotecnt: sent.remotecnt,

@@ -5,7 +5,7 @@
 import type { ActiveMap } from "../core/activemap.ts";
 import { allBits, setBits } from "../core/bitmap.ts";
 import type { ConnectDecision } from "../core/connect-decision.ts";
-import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
+import { FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import type { FlushAnswer } from "../io/held-component.ts";
 import type { MetadataStore } from "../io/metadata-store.ts";
 import { expectedBitmapBytes, VERSION_IN_SYNC } from "../wire/peer/index.ts";
@@ -60,6 +60,13 @@ export function answerHandshake(
     // Joining the primary's pair: this node's "copy my data whole at my first connect as
     // primary" (create --initial-sync full) no longer applies; its data comes from the primary.
     meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
+    changed = true;
+  } else if (primary_resuid === meta.resuid && (meta.flags & (FLAG_RESUID_UNCONFIRMED | FLAG_SYNC_FULL_ON_CONNECT)) !== 0) {
+    // The primary holds this node's resuid: the pair exists. Left from a time this node was primary
+    // and its first answer was lost, "resuid unconfirmed" would one day claim a virgin pair to a
+    // re-created peer (no copy: it would stay without this pair's data, marked complete), and
+    // "copy my data whole at my first connect" no longer applies: its data comes from the primary.
+    meta.flags &= ~(FLAG_RESUID_UNCONFIRMED | FLAG_SYNC_FULL_ON_CONNECT);
     changed = true;
   }
   if (incomplete && ((meta.flags & FLAG_COPY_INCOMPLETE) === 0 || meta.stale)) {

@@ -5,10 +5,12 @@
 // recovery runbook of docs/operations.md.
 import { afterAll, afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync, statSync, truncateSync, writeSync } from "node:fs";
 import { LocalDisk } from "../../src/io/disk.ts";
 import { MetadataStore } from "../../src/io/metadata-store.ts";
 import { FrameType } from "../../src/wire/peer/constants.ts";
+import { FLAG_RESUID_UNCONFIRMED } from "../../src/core/metadata.ts";
+import { TcpProxy } from "./tcp-proxy.ts";
 import { nbdRead, nbdWrite, RawNbdClient } from "../../src/io/nbd-client.ts";
 import { Harness, hookRecorder, MiB, Pair, waitFor, type NodeInfo } from "./harness.ts";
 
@@ -285,6 +287,61 @@ describe("connect decision table", () => {
     expect(await pair.dataSha256(a, { offset: 4 * MiB, length: MiB })).toBe(sha256(on_a));
     expect(await pair.dataSha256(b, { offset: 0, length: MiB })).toBe(sha256(on_b));
   }, 90_000);
+
+  test("a new pair's primary that never reached its peer draws no resuid: the roles can still be swapped (spec 4.4)", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    for (const node of pair.nodes) await pair.createOn(node);
+    for (const node of pair.nodes) await pair.start(node);
+    await pair.role(a, "primary"); // B stays init: it refuses every attempt
+    await pair.daemon(a).waitLog("refused the connection", 15_000);
+    await pair.role(a, "init");
+    expect((await pair.dump(a)).resuid).toBe("0");
+    await pair.role(a, "secondary");
+    await pair.role(b, "primary");
+    await pair.daemon(a).waitLog("decision row 1", 15_000);
+    await pair.waitSynced(b);
+    expect(pair.daemon(a).log).not.toContain("RESUID_MISMATCH");
+  }, 60_000);
+
+  test("a node whose first answer as primary was lost, secondary since, gives a re-created peer a full copy (review: it claimed a virgin pair)", async () => {
+    const pair = Pair.create(h, { data_bytes: DATA_BYTES, settings: { timeout: 4 } });
+    const { a, b } = pair;
+    const proxy = await TcpProxy.start({ host: "127.0.0.1", port: b.port });
+    h.onCleanup(() => proxy.stop());
+    pair.reconfigure({ remote: { [a.name]: proxy.address } });
+    for (const node of pair.nodes) await pair.createOn(node, ["--initial-sync", "none"]);
+    for (const node of pair.nodes) await pair.start(node);
+    await pair.role(b, "secondary");
+    // A brand-new pair: B adopts A's resuid, the answer is lost, A is demoted before it connects again.
+    proxy.holdRepliesAfter(FrameType.HANDSHAKE);
+    await pair.role(a, "primary");
+    await pair.daemon(b).waitLog("decision row 1", 15_000);
+    await pair.role(a, "init");
+    proxy.resume();
+    expect((await pair.dump(a)).flags & FLAG_RESUID_UNCONFIRMED).toBe(FLAG_RESUID_UNCONFIRMED);
+    // B serves (forced: its adoption marked its copy incomplete) with A as its secondary, and writes.
+    await pair.role(b, "init");
+    await h.hastctlOk(b, pair.confOf(b), ["role", "--force", "primary", pair.name]);
+    await pair.role(a, "secondary");
+    await pair.waitSynced(b);
+    await writeThrough(pair, b, 2 * MiB, randomBytes(4 * MiB));
+    await pair.waitSynced(b);
+    // B's disk is replaced: A becomes primary, B is created anew and joins as its secondary.
+    await pair.role(b, "init");
+    await pair.role(a, "primary");
+    await waitFor("A degraded", async () => (await pair.status(a)).status === "degraded", 15_000);
+    const size = statSync(pair.disk(b)).size;
+    truncateSync(pair.disk(b), 0);
+    truncateSync(pair.disk(b), size);
+    await pair.createOn(b);
+    const b_log = pair.daemon(b).log.length;
+    await pair.role(b, "secondary");
+    await pair.daemon(b).waitLog("decision row 1", 15_000);
+    await pair.waitSynced(a);
+    expect(pair.daemon(b).log.slice(b_log)).toContain("full synchronization");
+    expect(await pair.dataSha256(b)).toBe(await pair.dataSha256(a));
+  }, 120_000);
 
   test("row 7: counters that contradict each other force a full sync", async () => {
     const pair = await syncedPair();

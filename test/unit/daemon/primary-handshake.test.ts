@@ -50,14 +50,14 @@ function secondary(after: Uint8Array): number {
   return listening.port;
 }
 
-async function handshake(port: number) {
+async function handshake(port: number, beforeHandshake: () => string | null = () => null) {
   const resource = {
     name: "r0", timeout_s: 5, source: null, remote: { kind: "tcp", host: "127.0.0.1", port, family: 4 },
     checksum: "none", compression: "none", secret: null, replication: "fullsync",
   } as unknown as ResourceConfig;
   return await primaryHandshake({
     resource, node: "a", generation: () => ({ resuid: 1n, localcnt: 1n, remotecnt: 0n, flags: 0 }), virgin: false,
-    datasize: DATASIZE, extentsize: EXTENTSIZE, prims,
+    datasize: DATASIZE, extentsize: EXTENTSIZE, prims, beforeHandshake,
   });
 }
 
@@ -69,6 +69,18 @@ describe("primaryHandshake", () => {
       expect(outcome.link.closed).toBe(false);
       outcome.link.close("test over");
     }
+  });
+
+  test("what must be on disk before the HANDSHAKE is readied only once a secondary answered (spec 4.4: a resuid at the first successful handshake)", async () => {
+    let readied = 0;
+    const unreachable = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = unreachable.port;
+    unreachable.stop(true);
+    expect((await handshake(port, () => (readied++, null))).kind).toBe("failed");
+    expect(readied).toBe(0);
+    const refused = await handshake(secondary(new Uint8Array(0)), () => (readied++, "the metadata could not be written"));
+    expect(refused).toEqual({ kind: "failed", reason: "the metadata could not be written" });
+    expect(readied).toBe(1);
   });
 
   test("failed when an undecodable frame follows the bitmap in the same read (the link ended with it)", async () => {

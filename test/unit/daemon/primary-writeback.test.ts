@@ -129,6 +129,33 @@ test("after a failed map write nothing reaches the secondary before the whole ma
   }
 });
 
+test("a write the link took from the peer is not answered ok while its localcnt bump cannot be written (review)", async () => {
+  const s = primary();
+  const engine = (s.io as unknown as { o: { engine: PrimaryEngine } }).o.engine;
+  let onClose: (reason: string) => void = () => {};
+  let closed = false;
+  const link = {
+    queued_bytes: 0, flush() {}, startTimers() {}, room: async () => {}, send() {},
+    start(_onFrame: unknown, on_close: (reason: string) => void) {
+      onClose = on_close;
+    },
+    close(reason: string) {
+      if (closed) return;
+      closed = true;
+      onClose(reason);
+    },
+  };
+  s.io.attach(link as never, 4, engine.connect({ syncsrc: "primary", peer_localcnt: 1n, peer_remotecnt: 1n, peer_map: new Uint8Array(64), virgin: false, peer_cache_epoch: null }));
+  const write = s.outcome(s.io.write(0, new Uint8Array(PAGE).fill(0xcc), false)); // sent, landed here, the peer's answer awaited
+  s.disk.meta_pwrite_failures = 2; // the bump the link's loss asks for, and its retry before the answer
+  link.close("the peer went away");
+  expect(await write).toBe("failed");
+  expect(s.store.read()!.meta.localcnt).toBe(1n);
+  // Once the counters can be written, writes are answered again (the bump goes first).
+  expect(await s.outcome(s.io.write(0, new Uint8Array(PAGE).fill(0xdd), false))).toBe("ok");
+  expect(s.store.read()!.meta.localcnt).toBe(2n);
+});
+
 test("a pass whose final counters cannot be written does not tell the secondary its copy is whole", async () => {
   for (const failures of [1, 2]) {
     const s = primary();

@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import { ActiveMap } from "../../../src/core/activemap.ts";
 import { ACTIVEMAP_OFFSET, computeLayout } from "../../../src/core/layout.ts";
 import { decideConnect } from "../../../src/core/connect-decision.ts";
-import { copyIncomplete, FLAG_COPY_INCOMPLETE, type Metadata } from "../../../src/core/metadata.ts";
+import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../../src/core/metadata.ts";
 import { SecondaryEngine } from "../../../src/core/secondary-engine.ts";
 import { SecondaryWorker } from "../../../src/daemon/secondary.ts";
 import { answerHandshake } from "../../../src/daemon/secondary-handshake.ts";
@@ -182,6 +182,16 @@ describe("the handshake", () => {
     const bit = new Uint8Array(1);
     disk.read(bit, ACTIVEMAP_OFFSET, true);
     expect(bit[0]! & (1 << 3)).toBe(1 << 3);
+  });
+
+  test("a secondary of its own pair forgets the flags of a primary whose first answer was lost (review: a re-created peer got no copy)", () => {
+    const { meta, store } = component({ resuid: 55n, flags: FLAG_RESUID_UNCONFIRMED | FLAG_SYNC_FULL_ON_CONNECT });
+    const decision = decideConnect(meta, { ...meta, virgin: false, initial_full_sync: false }, copyIncomplete(meta));
+    expect(decision).toMatchObject({ kind: "accept", adopt_resuid: false });
+    const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
+    answerHandshake(store, { ...meta }, map, decision as never, meta.resuid, PROTOCOL_VERSION_MAX, null);
+    // Primary again one day, it claims no virgin pair (connector: virgin needs an unconfirmed resuid).
+    expect(store.read()!.meta.flags & (FLAG_RESUID_UNCONFIRMED | FLAG_SYNC_FULL_ON_CONNECT)).toBe(0);
   });
 
   test("a new secondary's adopted resuid reaches the disk with its copy marked incomplete, in one write", () => {
