@@ -14,7 +14,7 @@ import { ControlServer } from "../../src/daemon/control-server.ts";
 import { Logger, type LogSink } from "../../src/daemon/log.ts";
 import {
   CONTROL_LINE_MAX_BYTES, CONTROL_RESOURCES_MAX, ControlError, EVENT_NAMES, parseControlReply, parseControlRequest, parseStreamLine,
-  type ControlReply, type ControlRequest,
+  type ControlReply, type ControlRequest, type ParseResult,
 } from "../../src/wire/control.ts";
 import { prng } from "./prng.ts";
 import { formatList, formatStatus } from "../../src/ctl/format.ts";
@@ -153,14 +153,16 @@ const REPLY_LINES: string[] = [
   `{"error":2,"message":"bad request","resources":[]}`,
 ];
 
-test(`parseControlReply survives ${INPUTS / 5} seeded inputs (seed ${SEED}); what it accepts can be printed`, () => {
-  const next = generator(prng(SEED ^ 0x7e91), REPLY_LINES);
+/** Runs `parse` over seeded mutations of `valid` lines: it returns, never throws; a refusal is one
+ * short line, and `accepted` checks (throws on) whatever it takes. */
+function fuzzLines<T>(what: string, salt: number, valid: string[], parse: (line: string) => ParseResult<T>, accepted: (value: T, line: string) => void): void {
+  const next = generator(prng(SEED ^ salt), valid);
   const counts = { ok: 0, rejected: 0 };
   for (let i = 0; i < INPUTS / 5; i++) {
     const line = next(i);
-    let result: ReturnType<typeof parseControlReply>;
+    let result: ParseResult<T>;
     try {
-      result = parseControlReply(line);
+      result = parse(line);
     } catch (err) {
       throw new Error(`input ${i} (seed ${SEED}) threw: ${(err as Error).message}: ${JSON.stringify(line.slice(0, 120))}`);
     }
@@ -169,15 +171,21 @@ test(`parseControlReply survives ${INPUTS / 5} seeded inputs (seed ${SEED}); wha
       counts.rejected++;
       continue;
     }
-    // Whatever is accepted, hastctl's printers take without throwing.
-    formatStatus(result.value.resources);
-    formatList(result.value.resources);
-    formatPrometheus(result.value.resources);
+    accepted(result.value, line);
     counts.ok++;
   }
-  console.log(`reply fuzz seed ${SEED}: ${JSON.stringify(counts)}`);
+  console.log(`${what} fuzz seed ${SEED}: ${JSON.stringify(counts)}`);
   expect(counts.ok).toBeGreaterThan(INPUTS / 5 / 20);
   expect(counts.rejected).toBeGreaterThan(INPUTS / 5 / 2);
+}
+
+test(`parseControlReply survives ${INPUTS / 5} seeded inputs (seed ${SEED}); what it accepts can be printed`, () => {
+  fuzzLines("reply", 0x7e91, REPLY_LINES, parseControlReply, (reply) => {
+    // Whatever is accepted, hastctl's printers take without throwing.
+    formatStatus(reply.resources);
+    formatList(reply.resources);
+    formatPrometheus(reply.resources);
+  });
 }, 120_000);
 
 const STREAM_LINES: string[] = [
@@ -187,31 +195,12 @@ const STREAM_LINES: string[] = [
 ];
 
 test(`parseStreamLine survives ${INPUTS / 5} seeded inputs (seed ${SEED})`, () => {
-  const next = generator(prng(SEED ^ 0x5eed), STREAM_LINES);
-  const counts = { ok: 0, rejected: 0 };
-  for (let i = 0; i < INPUTS / 5; i++) {
-    const line = next(i);
-    let result: ReturnType<typeof parseStreamLine>;
-    try {
-      result = parseStreamLine(line);
-    } catch (err) {
-      throw new Error(`input ${i} (seed ${SEED}) threw: ${(err as Error).message}: ${JSON.stringify(line.slice(0, 120))}`);
-    }
-    if (!result.ok) {
-      if (result.error.length === 0 || result.error.length > 200 || result.error.includes("\n")) throw new Error(`bad error for ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(result.error)}`);
-      counts.rejected++;
-      continue;
-    }
-    const v = result.value;
+  fuzzLines("stream line", 0x5eed, STREAM_LINES, parseStreamLine, (v, line) => {
     const wellFormed = "end" in v ? typeof v.end === "string" && Object.keys(v).length === 1
       : EVENT_NAMES.includes(v.event) && typeof v.resource === "string" && v.resource.length > 0 && !Number.isNaN(Date.parse(v.time)) &&
         Array.isArray(v.args) && v.args.every((a) => typeof a === "string");
     if (!wellFormed) throw new Error(`malformed stream line accepted from ${JSON.stringify(line.slice(0, 80))}: ${JSON.stringify(v).slice(0, 200)}`);
-    counts.ok++;
-  }
-  console.log(`stream line fuzz seed ${SEED}: ${JSON.stringify(counts)}`);
-  expect(counts.ok).toBeGreaterThan(INPUTS / 5 / 20);
-  expect(counts.rejected).toBeGreaterThan(INPUTS / 5 / 2);
+  });
 }, 120_000);
 
 // ---- a live server ----
