@@ -65,7 +65,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 10; }
+int hast_native_version(void) { return 11; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -206,6 +206,17 @@ int hast_range_cached(int fd, int64_t offset, uint64_t len) {
 	(void)fd;
 	return -EOPNOTSUPP;
 #endif
+}
+
+/*
+ * Drops the clean pages of a range from the page cache (POSIX_FADV_DONTNEED), so that the next
+ * read of it comes from the medium: an online verification compares what the disks return, not
+ * what hastd last wrote. Pages still dirty stay (the kernel starts their write-back). Does not
+ * wait for the disk. 0, or -errno.
+ */
+int hast_drop_cached(int fd, int64_t offset, uint64_t len) {
+	if (offset < 0 || len == 0 || len > (uint64_t)(INT64_MAX - offset)) return -EINVAL;
+	return -posix_fadvise(fd, (off_t)offset, (off_t)len, POSIX_FADV_DONTNEED);
 }
 
 /*

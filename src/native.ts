@@ -37,7 +37,7 @@ import { assert } from "./core/assert.ts";
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 10; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 11; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -49,6 +49,7 @@ const lib = dlopen(libPath, {
   hast_pwrite: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
   hast_recv_ready: { args: ["i32", "ptr", "u64", "i32"], returns: FFIType.i64_fast },
   hast_range_cached: { args: ["i32", "i64", "u64"], returns: "i32" },
+  hast_drop_cached: { args: ["i32", "i64", "u64"], returns: "i32" },
   hast_sendfile: { args: ["i32", "i32", "i64", "u64"], returns: FFIType.i64_fast },
   hast_splice_pipe: { args: ["ptr"], returns: "i32" },
   hast_splice_in: { args: ["i32", "i32", "i32", "i32", "i64", "u64", "i32", "ptr"], returns: "i32" },
@@ -379,6 +380,14 @@ function rangeCached(fd: number, path: string, offset: number, length: number): 
   if (length === 0 || liveFault("pread", path) !== undefined) return false;
   const rc = c.hast_range_cached(fd, offset, length);
   return rc === 1 ? true : rc === 0 ? false : undefined;
+}
+
+/** Drops the range's clean pages from the page cache (posix_fadvise DONTNEED) so that the next read
+ * comes from the medium; pages still dirty stay. A failure is a NativeError. */
+function dropCached(fd: number, path: string, offset: number, length: number): void {
+  assertByteCount("pread", path, "offset", offset);
+  if (length === 0) return;
+  check(c.hast_drop_cached(fd, offset, length), "posix_fadvise", path, offset, length);
 }
 
 /** errno values sendfile reports for the socket end. */
@@ -732,6 +741,7 @@ export const native = {
   pwrite,
   recvReady,
   rangeCached,
+  dropCached,
   sendfile,
   splicePipe,
   spliceIn,

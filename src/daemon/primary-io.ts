@@ -864,14 +864,16 @@ export class PrimaryIo implements BlockBackend {
   /**
    * A chunk compared with the peer's copy: the peer answers `read` (its SHA-256 with DIGEST, else
    * its data) while this node reads its own into `buf`, and hashes it for a digest. "stale": the
-   * chunk stopped counting meanwhile (`live`); a reply of the wrong size closes the link.
+   * chunk stopped counting meanwhile (`live`); a reply of the wrong size closes the link. A
+   * verification (not SYNC) reads this node's medium, as the peer does for its DIGEST READ.
    */
   private async compareChunk(read: Extract<Frame, { kind: "read" }>, buf: Uint8Array, live: () => boolean): Promise<Compared> {
     const remote = this.remoteSync(read);
     let err: Error | "stale" | null;
     let mine = buf;
     try {
-      const rest = this.o.disk.readSoon(buf, this.localoff + read.offset);
+      const at = this.localoff + read.offset;
+      const rest = read.sync ? this.o.disk.readSoon(buf, at) : this.o.disk.readMedium(buf, at);
       err = rest === null ? null : await this.readRest(rest, live);
       if (err === null && read.digest === true) mine = await chunkDigest(buf);
     } catch (e) {

@@ -393,7 +393,9 @@ export class SecondaryWorker {
     const buf = digest ? this.pool.take(r.length) : new Uint8Array(r.length);
     let rest: Promise<void> | null;
     try {
-      rest = this.disk.readSoon(buf, this.meta.localoff + r.offset);
+      // A verification's DIGEST READ (not SYNC) compares what the medium holds.
+      const at = this.meta.localoff + r.offset;
+      rest = digest && r.sync !== true ? this.disk.readMedium(buf, at) : this.disk.readSoon(buf, at);
     } catch (err) {
       if (digest) this.pool.give(buf);
       return this.run(this.engine.localDone(seq, this.localFailed("read", err as Error)));

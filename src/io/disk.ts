@@ -116,6 +116,16 @@ export class LocalDisk {
     return cached === buf.length ? null : this.#missed(buf.subarray(cached), offset + cached);
   }
 
+  /** readSoon of what the medium holds: the range's clean pages leave the page cache first (an
+   * online verification compares what the disks return, not what hastd last wrote; pages still
+   * waiting for write-back are read as cached). */
+  readMedium(buf: Uint8Array, offset: number): Promise<void> | null {
+    this.#checkRange("pread", offset, buf.length);
+    this.#checkOpen("pread");
+    native.dropCached(this.#fd, this.path, offset, buf.length);
+    return this.readSoon(buf, offset);
+  }
+
   #missed(rest: Uint8Array, offset: number): Promise<void> {
     this.#probe_reads = PROBE_READS;
     return this.readAsync(rest, offset);

@@ -87,6 +87,33 @@ describe.skipIf(reason !== undefined)("loop device", () => {
     }
   });
 
+  test("readMedium reads what the medium holds where the page cache still has older bytes (online verification)", async () => {
+    const disk = LocalDisk.open(device, { write: true });
+    try {
+      const offset = 1024 * 1024;
+      const old = new Uint8Array(65536).fill(0x11);
+      disk.write(old, offset);
+      disk.flush();
+      const back = new Uint8Array(old.length);
+      disk.read(back, offset); // cached now, clean
+      // The medium changes beneath the device's page cache (as a disk that returns other data than
+      // it was given): through the backing file, which the loop device's cache knows nothing of.
+      const fd = native.open(join(dir, "backing"), { write: true });
+      try {
+        native.pwrite(fd, join(dir, "backing"), new Uint8Array(65536).fill(0x22), offset);
+        native.fsync(fd, join(dir, "backing"));
+      } finally {
+        native.close(fd, join(dir, "backing"));
+      }
+      disk.read(back, offset);
+      expect(back[0]).toBe(0x11); // through the cache: what hastd last wrote
+      await disk.readMedium(back, offset);
+      expect(back.every((b) => b === 0x22)).toBe(true); // from the medium
+    } finally {
+      disk.close();
+    }
+  });
+
   test("a misaligned BLKDISCARD is an EINVAL naming the device and range", () => {
     const disk = LocalDisk.open(device, { write: true });
     try {
