@@ -241,6 +241,9 @@ export class PrimaryEngine {
   /** The last pass failed PASS_RETRIES_MAX times over; its extents wait for resumeSync. */
   private sync_gave_up = false;
   private sync_done_bytes = 0;
+  /** A syncstart went out and neither syncdone nor syncintr since: the events pair up (hooks and
+   * event streams read them as a state), across a pass's retries and its end-of-pass flush. */
+  private sync_announced = false;
   /** The online verification running, its chunks in flight (with their range lock) and the one
    * waiting for overlapping changes to finish. */
   private verify: VerifyPass | null = null;
@@ -1114,11 +1117,8 @@ export class PrimaryEngine {
       actions.push(...this.needSyncExtent(e));
     }
     actions.push(...this.releaseHolds(held));
-    if (this.sync_running) {
-      this.sync_running = false;
-      actions.push({ type: "log", level: "info", message: `Synchronization interrupted. ${this.sync_done_bytes} bytes synchronized so far.` });
-      actions.push({ type: "event", event: "syncintr" });
-    }
+    this.sync_running = false;
+    actions.push(...this.syncInterrupted(`Synchronization interrupted. ${this.sync_done_bytes} bytes synchronized so far.`, "info"));
     for (const sync of this.sync_inflight.values()) this.sync_locks.unlock(sync.token);
     this.sync_inflight.clear();
     this.sync_waiting = null;
@@ -1183,11 +1183,24 @@ export class PrimaryEngine {
     this.sync_pass++;
     this.sync_done_bytes = 0;
     const pending = this.map.syncPendingBytes();
-    const actions: PrimaryAction[] = pending > 0
-      ? [{ type: "log", level: "info", message: `Synchronization started. ${pending} bytes to go.` }, { type: "event", event: "syncstart" }]
-      : [{ type: "log", level: "info", message: "Nodes are in sync." }];
+    const actions: PrimaryAction[] = [{ type: "log", level: "info", message: pending > 0 ? `Synchronization started. ${pending} bytes to go.` : "Nodes are in sync." }];
+    if (pending > 0) this.announceSync(actions);
     actions.push(...this.pumpSync());
     return actions;
+  }
+
+  /** syncstart, once until the pass ends or gives up (a retry is the same synchronization). */
+  private announceSync(actions: PrimaryAction[]): void {
+    if (this.sync_announced) return;
+    this.sync_announced = true;
+    actions.push({ type: "event", event: "syncstart" });
+  }
+
+  /** The synchronization announced ends without completing: logged, and syncintr. */
+  private syncInterrupted(message: string, level: "info" | "error"): PrimaryAction[] {
+    if (!this.sync_announced) return [];
+    this.sync_announced = false;
+    return [{ type: "log", level, message }, { type: "event", event: "syncintr" }];
   }
 
   /**
@@ -1231,6 +1244,7 @@ export class PrimaryEngine {
       const from = this.syncSource(chunk.extent);
       if (this.syncPacing()) this.sync_allowance -= chunk.length;
       this.sync_inflight.set(chunk, { token, from });
+      this.announceSync(actions); // extents that joined a pass begun with nothing to copy
       actions.push({ type: "sync-copy", chunk, from });
     }
     return actions;
@@ -1253,7 +1267,9 @@ export class PrimaryEngine {
   private retryPass(what: string): PrimaryAction[] {
     if (this.pass_retries >= PASS_RETRIES_MAX) {
       this.sync_gave_up = true;
-      return [{ type: "log", level: "error", message: `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync; trying again in ${SYNC_RESUME_S} s.` },
+      const message = `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync; trying again in ${SYNC_RESUME_S} s.`;
+      const given_up = this.syncInterrupted(message, "error");
+      return [...(given_up.length > 0 ? given_up : [{ type: "log", level: "error", message } as const]),
         ...this.answerHeldFlushes(false, "the copy back from the peer did not complete")];
     }
     this.pass_retries++;
@@ -1299,8 +1315,9 @@ export class PrimaryEngine {
     const actions: PrimaryAction[] = [...released];
     // Stale extents left now were marked during the pass; their copy back is not flushed yet.
     actions.push(...this.answerHeldFlushes(this.local_stale.size === 0, `${this.local_stale.size} extents of this node's copy are still to be copied back from the peer`));
-    if (this.sync_done_bytes > 0) {
-      actions.push({ type: "log", level: "info", message: `Synchronization complete. ${this.sync_done_bytes} bytes synchronized.` });
+    if (this.sync_done_bytes > 0) actions.push({ type: "log", level: "info", message: `Synchronization complete. ${this.sync_done_bytes} bytes synchronized.` });
+    if (this.sync_announced) {
+      this.sync_announced = false;
       actions.push({ type: "event", event: "syncdone" });
     }
     this.syncsrc = "primary";

@@ -12,7 +12,7 @@ import { outLine } from "./output.ts";
 function existsLine(r: ResourceStatus, time: string, json: boolean): string {
   if (json) return JSON.stringify({ event: "exists", resource: r.name, time, status: r });
   const status = r.split_brain ? "split-brain" : (r.status ?? "-");
-  return `${time} ${r.name} exists ${r.role ?? "unknown"} ${status}`;
+  return `${time} ${r.name} exists ${r.role ?? "unknown"} ${status}${r.copy_incomplete ? " copy-incomplete" : ""}`;
 }
 
 export default defineCommand({

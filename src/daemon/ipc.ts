@@ -6,7 +6,7 @@ import type { FlushAnswer } from "../io/held-component.ts";
 import type { Handshake } from "../wire/peer/index.ts";
 
 /** The events a worker raises; the main process raises `role` itself. */
-export type HookEvent = Exclude<EventName, "role">;
+export type HookEvent = Exclude<EventName, "role" | "copy">;
 
 export interface LogSetup {
   verbosity: number;

@@ -317,19 +317,33 @@ export class Hastd {
       ...(force ? { force } : {}),
       ...(start_flush_error ? { start_flush_error } : {}),
     };
+    // What the worker said of its link: one that dies without saying the rest (killed) leaves event
+    // streams the missing syncintr and disconnect, so that what they follow adds up. Not hooks:
+    // FreeBSD's hear only what a worker says.
+    const said = { connected: false, syncing: false };
     const worker = WorkerHandle.spawn(init, {
       onEvent: (event: HookEvent, args: string[]) => {
         // A worker being stopped still reports what it saw, but no longer speaks for the resource.
         if (state.worker === worker && event === "split-brain") state.split_brain = true;
         if (state.worker === worker && event === "connect") state.split_brain = false;
+        if (event === "connect" || event === "disconnect") said.connected = event === "connect";
+        if (event === "syncstart" || event === "syncdone" || event === "syncintr" || event === "disconnect") said.syncing = event === "syncstart";
         this.raise(state, event, args);
       },
       onCopy: (complete: boolean) => {
-        if (state.worker === worker) state.copy_incomplete = !complete;
+        if (state.worker === worker && state.copy_incomplete !== !complete) {
+          state.copy_incomplete = !complete;
+          // Whether this secondary may be promoted: a failover manager following the stream needs it.
+          this.raise(state, "copy", [complete ? "complete" : "incomplete"], false);
+        }
         if (!complete) was_incomplete = true;
         else if (was_incomplete && clears) this.heldOf(state).acted(clears);
       },
-      onExit: (exit) => this.workerExited(state, worker, exit),
+      onExit: (exit) => {
+        if (said.syncing) this.raise(state, "syncintr", [], false);
+        if (said.connected) this.raise(state, "disconnect", [], false);
+        this.workerExited(state, worker, exit);
+      },
     }, peer ? [peer.fd] : []);
     state.worker = worker;
     this.log.debug(`[${state.config.name}] ${role} worker started (pid=${worker.pid}).`);

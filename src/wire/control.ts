@@ -32,7 +32,9 @@ export type ControlRequest =
   | { cmd: "events"; resources: string[] };
 
 /** What happened to a resource: the events hooks run for (docs/operations.md, "Hooks"). */
-export const EVENT_NAMES = ["role", "connect", "disconnect", "syncstart", "syncdone", "syncintr", "split-brain"] as const;
+/** The events of hooks and streams; `copy` (a secondary's copy turned complete or incomplete) is
+ * in streams only, as are the `role` and `disconnect` hastd raises itself. */
+export const EVENT_NAMES = ["role", "connect", "disconnect", "syncstart", "syncdone", "syncintr", "split-brain", "copy"] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 
 /** One line of an event stream: the event, with the arguments its hook gets, when hastd raised it. */

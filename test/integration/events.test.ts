@@ -91,13 +91,15 @@ describe("hastctl events", () => {
     await pair.role(a, "primary");
     await pair.waitSynced(a);
     const up_a = ["r0 exists init -", "r0 role init primary", "r0 connect", "r0 syncstart", "r0 syncdone"];
-    const up_b = ["r0 exists init -", "r0 role init secondary", "r0 connect"];
+    // B's copy: incomplete from its handshake until the primary's pass ended (IN_SYNC).
+    const up_b = ["r0 exists init -", "r0 role init secondary", "r0 copy incomplete", "r0 connect", "r0 copy complete"];
     await on_a.waitLines("A's events of the bring-up", up_a);
     await on_b.waitLines("B's events of the bring-up", up_b);
 
     proxy.cut();
     await on_a.waitLines("A's events of the cut", [...up_a, "r0 disconnect", "r0 connect"]);
-    await on_b.waitLines("B's events of the cut", [...up_b, "r0 disconnect", "r0 connect"]);
+    const cut_b = [...up_b, "r0 disconnect", "r0 copy incomplete", "r0 connect", "r0 copy complete"];
+    await on_b.waitLines("B's events of the cut", cut_b);
 
     // A stream that joins later starts from the resource's state then; --json has one object a line.
     const json = new Follower(a, pair.confOf(a), ["--json", "all"]);
@@ -115,7 +117,7 @@ describe("hastctl events", () => {
     // saw the link go.
     expect(on_a.events().at(-1)).toBe("r0 disconnect");
     expect(JSON.parse(json.lines.at(-1)!)).toMatchObject({ event: "disconnect", resource: "r0", args: [] });
-    await on_b.waitLines("B's disconnect", [...up_b, "r0 disconnect", "r0 connect", "r0 disconnect"]);
+    await on_b.waitLines("B's disconnect", [...cut_b, "r0 disconnect"]);
   }, 90_000);
 
   test("a reader that goes away (| head -n 1) ends hastctl at its next event, quietly and with 0", async () => {
@@ -147,7 +149,7 @@ describe("hastctl events", () => {
     expect(await stderr).toBe("");
   }, 60_000);
 
-  test("a role hastd changes itself (a failed primary worker) is in the stream, though it runs no hook", async () => {
+  test("a role hastd changes itself (a failed primary worker) is in the stream, though it runs no hook; so is the disconnect a killed worker could not say", async () => {
     // As promotion.test.ts: the copy marked incomplete behind the running worker, which is killed;
     // the worker hastd restarts refuses the copy, and the role goes back to init.
     const pair = Pair.create(h, { data_bytes: 16 * MiB, settings: { timeout: 4 } });
@@ -164,7 +166,7 @@ describe("hastctl events", () => {
       disk.close();
     }
     process.kill((await pair.status(a)).workerpid, "SIGKILL");
-    await on_a.waitLines("the role back to init", ["r0 exists primary complete", "r0 role primary init"]);
+    await on_a.waitLines("the role back to init", ["r0 exists primary complete", "r0 disconnect", "r0 role primary init"]);
     expect(await pair.status(a)).toMatchObject({ role: "init", workerpid: 0 });
   }, 60_000);
 

@@ -91,6 +91,10 @@ export class EngineDriver {
   /** Every metadata action, in order. */
   readonly metadata: PrimaryGeneration[] = [];
   readonly events: HookEvent[] = [];
+  /** When set, a pass's end-of-pass flush waits in pending_sync_flushes for the test to end it
+   * (syncFlushDone); else it succeeds at once, on both nodes while the link is up. */
+  hold_sync_flushes = false;
+  readonly pending_sync_flushes: number[] = [];
   /** IN_SYNC messages the engine asked to send. */
   in_syncs = 0;
   readonly requests = new Map<number, Request>();
@@ -351,6 +355,10 @@ export class EngineDriver {
         return [];
       }
       case "sync-flush":
+        if (this.hold_sync_flushes) {
+          this.pending_sync_flushes.push(action.pass);
+          return [];
+        }
         return this.engine.syncFlushDone(action.pass, true, this.link_up);
       case "flush": // as primary-io: a flush of the daemon's own
         return this.begin("flush", 0, 0, true).actions;

@@ -272,6 +272,22 @@ describe("connect and sync", () => {
     expect(d.metadata.at(-1)).toMatchObject({ localcnt: 0n, remotecnt: 0n });
     expect(d.local).toEqual(d.remote);
     expect(d.engine.resumeSync()).toEqual([]); // in sync: nothing to resume
+    // The events pair up: the retries belong to the first synchronization, given up with syncintr
+    // (review: each retry said syncstart again, and the give-up nothing).
+    expect(d.events).toEqual(["syncstart", "syncintr", "syncstart", "syncdone"]);
+  });
+
+  test("a link lost during the end-of-pass flush ends the synchronization with syncintr (review: no end event at all)", () => {
+    const d = driver("fullsync", 1n, 0n);
+    d.hold_sync_flushes = true;
+    d.connect(connection(d, { extents: [1, 2] }));
+    for (let guard = 0; d.pending_sync.length > 0 && guard < 100; guard++) d.completeSync(d.pending_sync[0]!, true);
+    const [pass] = d.pending_sync_flushes; // the pass's final flush, unanswered
+    expect(pass).toBeDefined();
+    d.disconnect();
+    expect(d.events).toEqual(["syncstart", "syncintr"]);
+    d.engine.syncFlushDone(pass!, true, false); // it ends after the link went: no second end
+    expect(d.events).toEqual(["syncstart", "syncintr"]);
   });
 
   test("resumeSync does nothing while no pass was given up", () => {
