@@ -232,7 +232,7 @@ describe("daemon mode and signals", () => {
     process.kill(pid, "SIGHUP");
     await waitFor("the pidfile to move", () => existsSync(moved) && !existsSync(a.pidfile));
     expect(readFileSync(moved, "utf8").trim()).toBe(String(pid));
-    expect(log()).toContain(`Pidfile moved from ${a.pidfile} to ${moved}.`);
+    await waitFor("the move in the log", () => log().includes(`Pidfile moved from ${a.pidfile} to ${moved}.`)); // written just after
 
     // A directory that is a file: the pidfile cannot be made there, and stays where it is.
     const blocked = h.writeText("not-a-dir", "");
