@@ -601,10 +601,10 @@ export class PrimaryIo implements BlockBackend {
         : app.local_error?.message ?? `${app.kind} failed`;
       const code = source === "remote" ? "EIO" : ((app.local_error as { code?: string } | null)?.code ?? "EIO");
       failure = new BackendError(code, why);
-    } else if (!this.metadataWritten()) {
-      // The counters an answer may rest on are not on disk (a write the peer did not get bumps
-      // localcnt just before its answer): after a crash this node would not say it has changes
-      // the peer lacks, and a sync from the peer would go over an acknowledged write.
+    } else if (app.kind !== "read" && !this.metadataWritten()) {
+      // The counters a change's answer may rest on are not on disk (a write the peer did not get
+      // bumps localcnt just before its answer): after a crash this node would not say it has
+      // changes the peer lacks, and a sync from the peer would go over an acknowledged write.
       failure = new BackendError("EIO", `${app.kind} done, but the metadata could not be written before its answer`);
     }
     // Answered within submit(): it returns the outcome itself.
