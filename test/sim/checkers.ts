@@ -7,21 +7,20 @@ import type { PrimaryProc } from "./primary-proc.ts";
 /**
  * Crash safety of the activemap: every extent whose data differs between the nodes is dirty in
  * the durable map of at least one of them (the primary merges the secondary's map at the next
- * handshake), so a crash at this instant cannot leave a difference no sync will copy.
+ * handshake), so a crash at this instant cannot leave a difference no sync will copy. Checked for
+ * what both caches hold, and for what a power loss of either node leaves when its whole cache is
+ * lost (its stable storage against the other's cache).
  */
 export function checkMapCoversDifferences(a: SimDisk, b: SimDisk, cfg: SimConfig): string | null {
   const per_extent = cfg.extent_bytes / cfg.sector_bytes;
   for (let e = 0; e < cfg.nextents; e++) {
-    const first = e * per_extent, end = Math.min(first + per_extent, cfg.sectors);
-    let differs = -1;
-    for (let s = first; s < end; s++) {
-      if (a.data[s] !== b.data[s]) {
-        differs = s;
-        break;
-      }
-    }
-    if (differs >= 0 && !a.mapBitDurable(e) && !b.mapBitDurable(e)) {
-      return `activemap does not cover a difference: extent ${e} (sector ${differs}: ${a.data[differs]} vs ${b.data[differs]}) is clean in both durable maps`;
+    if (a.mapBitDurable(e) || b.mapBitDurable(e)) continue;
+    const uncovered = (what: string, s: number, x: number, y: number) =>
+      `activemap does not cover a difference${what}: extent ${e} (sector ${s}: ${x} vs ${y}) is clean in both durable maps`;
+    for (let s = e * per_extent, end = Math.min(s + per_extent, cfg.sectors); s < end; s++) {
+      if (a.data[s] !== b.data[s]) return uncovered("", s, a.data[s]!, b.data[s]!);
+      if (a.data_durable[s] !== b.data[s]) return uncovered(" (A's stable storage vs B)", s, a.data_durable[s]!, b.data[s]!);
+      if (a.data[s] !== b.data_durable[s]) return uncovered(" (A vs B's stable storage)", s, a.data[s]!, b.data_durable[s]!);
     }
   }
   return null;

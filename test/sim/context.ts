@@ -34,6 +34,11 @@ export interface SimConfig {
   /** How often a secondary's activemap write that did not fail so fails in its flush (fdatasync):
    * with `linux_flush`, a write-back error that may drop data the map write's flush wrote back. */
   secondary_map_flush_fail_rate: number;
+  /** How often a primary's activemap or metadata write fails (EIO from its pwrite, nothing written). */
+  primary_control_fail_rate: number;
+  /** How often one that did not so fails in its flush (fdatasync): the write may be on the disk or
+   * not, and the worker takes it as a failed local flush. */
+  primary_control_flush_fail_rate: number;
 }
 
 export const PLANTS = ["ack-before-map", "skip-resync-extent", "merge-split-brain", "ack-fullsync-early", "flush-not-sent"] as const;
@@ -59,8 +64,17 @@ export interface Observer {
   connected(primary: Host, secondary: Host): void;
   /** The secondary refused a primary with a split-brain. */
   splitBrain(primary: Host, secondary: Host): void;
+  /** The secondary refused a primary whose resuid is not its own. */
+  resuidMismatch(primary: Host, secondary: Host): void;
   /** The secondary could not make a replicated write or trim (value 0) of sectors first+count. */
   secondaryModifyFailed(host: Host, first: number, count: number, value: number): void;
+  /** The primary could not make its local write or trim (value 0) of sectors first+count: its
+   * metadata or activemap could not be written first. */
+  primaryLocalFailed(host: Host, first: number, count: number, value: number): void;
+  /** A flush on the secondary failed (a FLUSH it answers with an error, or its main process's flush
+   * for the cache epoch): what it had not confirmed durable may be gone, and the primary trusts none
+   * of it. */
+  secondaryFlushFailed(host: Host): void;
   /** The secondary made a replicated write or trim (value 0) of sectors first+count (in its cache). */
   secondaryModifyLanded(host: Host, first: number, count: number, value: number): void;
 }
@@ -80,7 +94,7 @@ export interface SimContext {
   readonly observer: Observer;
   trace(line: string): void;
   /** Counts an occurrence in the run's statistics (what the runs went through). */
-  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "map_failures" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void;
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "map_failures" | "primary_control_failures" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void;
   /** Opens a connection from `from` to the other node, or says why not. */
   dial(from: Host): { conn: Connection } | { refused: string };
   other(host: Host): Host;

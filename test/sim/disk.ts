@@ -21,9 +21,10 @@ export interface DiskFaults {
   eio_flush: number;
 }
 
+/** `issued`: the write's place in issue order (a flush covers those issued before it). */
 type CacheEntry =
-  | { kind: "bytes"; offset: number; bytes: Uint8Array }
-  | { kind: "data"; first: number; versions: Uint32Array };
+  | { kind: "bytes"; offset: number; bytes: Uint8Array; issued: number }
+  | { kind: "data"; first: number; versions: Uint32Array; issued: number };
 
 interface PendingOp {
   first: number;
@@ -43,6 +44,8 @@ export class SimDisk {
   data_durable: Uint32Array;
   faults: DiskFaults = { latency_ms_max: 3, eio_read: 0, eio_write: 0, eio_flush: 0 };
   private cache: CacheEntry[] = [];
+  /** Writes issued so far. */
+  private issued = 0;
   private pending: PendingOp[] = [];
   /** Bumped by a power loss: operations still queued then never happen. */
   private power_epoch = 0;
@@ -69,7 +72,7 @@ export class SimDisk {
   writeControl(offset: number, bytes: Uint8Array): void {
     if (offset < 0 || offset + bytes.length > this.control_bytes) throw new Error(`control write ${offset}+${bytes.length} out of range`);
     this.control.set(bytes, offset);
-    this.remember({ kind: "bytes", offset, bytes: bytes.slice() });
+    this.remember({ kind: "bytes", offset, bytes: bytes.slice(), issued: this.issued++ });
   }
 
   flushNow(): void {
@@ -100,29 +103,44 @@ export class SimDisk {
   /** `may_fail`: whether write errors are injected for this caller (see docs/testing.md). */
   write(first: number, versions: Uint32Array, may_fail: boolean, done: (ok: boolean) => void): void {
     const count = versions.length;
+    const issued = this.issued++;
     this.schedule(first, count, true, () => {
       if (may_fail && this.rng.chance(this.faults.eio_write)) return done(false);
       this.data.set(versions, first);
-      this.remember({ kind: "data", first, versions: versions.slice() });
+      this.remember({ kind: "data", first, versions: versions.slice(), issued });
       done(true);
     });
   }
 
-  /** Waits for every operation issued before it, then makes the cache durable (unless EIO). */
+  /**
+   * Waits for every operation issued before it, then makes those writes durable (unless EIO), as
+   * fdatasync promises; of the writes issued since, which may have landed meanwhile, the write-back
+   * takes all or (half the time) a random prefix.
+   */
   flush(done: (ok: boolean) => void): void {
     const barrier_ms = this.pending.reduce((t, op) => Math.max(t, op.done_ms), 0);
-    this.schedule(0, 0, false, () => done(this.flushInPlace()), barrier_ms);
+    const covers = this.issued;
+    this.schedule(0, 0, false, () => done(this.flushInPlace(false, covers)), barrier_ms);
   }
 
-  /** Makes the cache durable now, or fails as a flush may (EIO); whether it succeeded. With
-   * `only_if_cached`, a flush with nothing cached succeeds (the faults modelled are write-back's). */
-  flushInPlace(only_if_cached = false): boolean {
+  /** Makes the cache durable now (the writes issued before `covers`, see flush), or fails as a
+   * flush may (EIO); whether it succeeded. With `only_if_cached`, a flush with nothing cached
+   * succeeds (the faults modelled are write-back's). */
+  flushInPlace(only_if_cached = false, covers = this.issued): boolean {
     if (only_if_cached && this.cache.length === 0) return true;
     if (this.rng.chance(this.faults.eio_flush)) {
       this.failFlush();
       return false;
     }
-    this.flushNow();
+    const later = this.cache.filter((e) => e.issued >= covers);
+    const taken = later.length > 0 && this.rng.chance(0.5) ? this.rng.int(later.length + 1) : later.length;
+    const left = new Set(later.slice(taken));
+    for (const e of this.cache) {
+      if (left.has(e)) continue;
+      if (e.kind === "bytes") this.control_durable.set(e.bytes, e.offset);
+      else this.data_durable.set(e.versions, e.first);
+    }
+    this.cache = this.cache.filter((e) => left.has(e));
     return true;
   }
 

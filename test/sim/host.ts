@@ -146,6 +146,38 @@ export class Host {
     this.meta_generation = next.generation;
   }
 
+  /**
+   * A metadata write as MetadataStore.write does it: the next slot, then its flush; the generation
+   * moves on only once that succeeded (a failed write is retried in the same slot). The process
+   * sits in the call for `ms`, then `then` learns whether it succeeded. One that `fails` writes
+   * nothing; one whose `flush_fails` leaves the slot cached, its flush failing as a data flush does.
+   */
+  writeMetadata(meta: Metadata, ms: number, then: (ok: boolean) => void, fails = false, flush_fails = false): void {
+    const end = this.startMetadata(meta, fails, flush_fails);
+    this.block(ms, "metadata", () => then(end()));
+  }
+
+  /** The same write from a process on its way out: not a moment it can lose power in. */
+  writeMetadataNow(meta: Metadata, fails = false, flush_fails = false): boolean {
+    return this.startMetadata(meta, fails, flush_fails)();
+  }
+
+  /** Issues a metadata write; returns its end (the flush), which tells whether it succeeded. */
+  private startMetadata(meta: Metadata, fails: boolean, flush_fails: boolean): () => boolean {
+    if (fails) return () => false; // its pwrite failed: nothing reaches the disk
+    const next = encodeMetadataSlot(meta, this.meta_generation + 1n);
+    this.disk.writeControl(next.offset, next.bytes);
+    return () => {
+      if (flush_fails) {
+        this.disk.failFlush();
+        return false;
+      }
+      this.disk.flushNow();
+      this.meta_generation = next.generation;
+      return true;
+    };
+  }
+
   /** hastctl create: both slots invalidated, the map zeroed, generation 1 written, all flushed. */
   create(meta: Metadata): void {
     this.disk.writeControl(0, new Uint8Array(this.disk.control_bytes));
@@ -158,26 +190,34 @@ export class Host {
   /**
    * An activemap update as MetadataStore.writeMap does it: a flush first when the update clears a
    * bit (the data that bit vouched for must be durable before the clean bit can be), the pieces,
-   * then the flush (metaflush). The process sits in the call for `ms`, then continues with `then`.
-   * One that `fails` writes nothing; one whose `flush_fails` writes its pieces, and its flush fails
-   * as a data flush does (SimDisk.failFlush).
+   * then the flush (metaflush). The process sits in the call for `ms`, then `then` learns whether it
+   * succeeded. One that `fails` writes nothing; one whose `flush_fails` writes its pieces, and its
+   * flush fails as a data flush does (SimDisk.failFlush).
    */
-  writeMap(write: MapWrite, ms: number, then: () => void, fails = false, flush_fails = false): void {
-    if (fails) return this.block(ms, "map", then); // its first pwrite failed: nothing reaches the disk
-    if (write.flush_before) this.disk.flushNow();
-    for (const piece of write.pieces) this.disk.writeControl(ACTIVEMAP_OFFSET + piece.offset, piece.bytes);
-    this.block(ms, write.flush_before ? "map-clear" : "map", () => {
-      if (write.flush && flush_fails) this.disk.failFlush();
-      else if (write.flush) this.disk.flushNow();
-      then();
-    });
+  writeMap(write: MapWrite, ms: number, then: (ok: boolean) => void, fails = false, flush_fails = false): void {
+    const end = this.startMap(write, fails, flush_fails);
+    this.block(ms, write.flush_before && !fails ? "map-clear" : "map", () => then(end()));
   }
 
   /** The same update from a process on its way out: not a moment it can lose power in. */
-  writeMapNow(write: MapWrite): void {
+  writeMapNow(write: MapWrite, fails = false, flush_fails = false): boolean {
+    return this.startMap(write, fails, flush_fails)();
+  }
+
+  /** Issues a map update; returns its end (the flush), which tells whether it succeeded. */
+  private startMap(write: MapWrite, fails: boolean, flush_fails: boolean): () => boolean {
+    if (fails) return () => false; // its first pwrite failed: nothing reaches the disk
     if (write.flush_before) this.disk.flushNow();
     for (const piece of write.pieces) this.disk.writeControl(ACTIVEMAP_OFFSET + piece.offset, piece.bytes);
-    if (write.flush) this.disk.flushNow();
+    return () => {
+      if (!write.flush) return true;
+      if (flush_fails) {
+        this.disk.failFlush();
+        return false;
+      }
+      this.disk.flushNow();
+      return true;
+    };
   }
 
   readMap(mapsize: number): Uint8Array {

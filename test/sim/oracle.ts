@@ -43,6 +43,9 @@ export class Oracle {
   private readonly floor: Int32Array;
   private readonly unflushed = new Set<WriteRecord>();
   private readonly unreplicated = new Set<WriteRecord>();
+  /** Writes and trims the primary could not make locally (its metadata or activemap write failed
+   * first): the peer's copy is their only one until the pair is in sync again. */
+  private readonly local_failed = new Set<WriteRecord>();
   /** Drops of the primary's cached sectors so far. */
   private drops = 0;
   /** The drop (its number in `drops`) no flush has reported yet: the next flush submitted after it
@@ -87,6 +90,7 @@ export class Oracle {
     if (!ok) {
       this.unreported_drop = null;
       for (const rec of covered) rec.dropped_unacked = false; // its possible loss is reported now
+      this.peerUntrusted(); // and that of a change only the peer held, if the primary gave it up
       return null;
     }
     // One submitted before the drop need not report it (it does not cover what was dropped), as an
@@ -122,6 +126,27 @@ export class Oracle {
       rec.replicated = false;
       this.unreplicated.add(rec);
     }
+    this.peerUntrusted();
+  }
+
+  /** The primary could not write this write or trim locally (found as peerModifyFailed finds it). */
+  localFailed(first: number, count: number, value: number): void {
+    const rec = this.history[first]!.findLast((r) => r.value === value && r.first === first && r.count === count);
+    if (rec) this.local_failed.add(rec);
+  }
+
+  /**
+   * The primary may have given up the peer's copy of the changes it could not make itself: the
+   * peer's cache epoch changed (a crash, or a failed flush there), a flush there failed, or its map
+   * handed their extent back (its copy not whole there). It then keeps its own copy and reports
+   * the loss with a failed flush. Called at the first two, and at any failed flush for the last;
+   * those acknowledged and not covered by a good flush since (it waits for the copy back) become
+   * values the device may or may not hold.
+   */
+  peerUntrusted(): void {
+    const lost = new Set([...this.local_failed].filter((rec) => rec.acked && !rec.flushed));
+    for (const rec of lost) this.local_failed.delete(rec);
+    if (lost.size > 0) this.lowerFloor((rec) => !lost.has(rec));
   }
 
   /** The primary's disk dropped these sectors' cached writes: those not promised to the peer (which
@@ -177,6 +202,7 @@ export class Oracle {
   /** The pair is in sync and idle: everything acknowledged is on both nodes. */
   inSync(): void {
     this.peer_incomplete = false;
+    this.local_failed.clear(); // copied back
     for (const rec of this.unreplicated) {
       if (!rec.acked) continue;
       rec.replicated = true;

@@ -3,12 +3,12 @@
 // (same action execution, same frame handling, same reconnect and timeout rules), so the
 // simulator exercises the production state machine and codec, only the I/O is simulated.
 import { countersMoved } from "../../src/core/connect-decision.ts";
-import { ActiveMap, type SyncChunk } from "../../src/core/activemap.ts";
+import { ActiveMap, type MapWrite, type SyncChunk } from "../../src/core/activemap.ts";
 import { allBits } from "../../src/core/bitmap.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
 import { cacheEpochKey, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { batchMapWrites, CLEARS_HELD_MS, HeldMapWrites } from "../../src/core/map-batch.ts";
-import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type RequestKind } from "../../src/core/primary-engine.ts";
+import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type PrimaryGeneration, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { VerifyChunk } from "../../src/core/verify-pass.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
@@ -46,8 +46,6 @@ interface Link {
 }
 
 interface Dialing extends Link {
-  fresh: boolean;
-  resuid: bigint;
   /** The counters the HANDSHAKE carried (countersMoved). */
   sent: { localcnt: bigint; remotecnt: bigint };
   reply: HandshakeReply | null;
@@ -73,7 +71,13 @@ export class PrimaryProc {
   private last_dial_ms = -Infinity;
   private skipped_sync = false;
   private link_epoch_ = 0;
-  private fresh_resuid: bigint | null = null;
+  /** primary-io.ts map_unsure: a map write failed, so the map on disk may lack bits the engine
+   * counts as set. The whole map is written before the next local write or trim, and before
+   * anything goes to the peer. */
+  private map_unsure = false;
+  /** primary-io.ts meta_unsure: the newest metadata the engine counts as on disk, whose write
+   * failed. Written again before the next local write, trim or flush, IN_SYNC and connection attempt. */
+  private meta_unsure: PrimaryGeneration | null = null;
   /** Called once, as the next HANDSHAKE leaves (the scenario's write racing it). */
   on_handshake: (() => void) | null = null;
 
@@ -177,11 +181,27 @@ export class PrimaryProc {
   stop(): void {
     if (this.link) this.ctx.net.close(this.link.conn, 0, "primary shutting down");
     if (this.dialing) this.ctx.net.close(this.dialing.conn, 0, "primary shutting down");
-    // primary.ts stop: the updates held back are written before the last flush.
-    const held = this.held_maps.drain();
-    if (held) this.host.writeMapNow(held);
+    const written = this.writeBeforeStop();
     this.host.disk.flushNow();
-    this.host.absorbHeld(); // an orderly end (main.ts workerExited)
+    // primary.ts stop: only an orderly end when all of it was written (main.ts workerExited).
+    if (written) this.host.absorbHeld();
+  }
+
+  /** primary-io.ts writeBeforeStop: metadata whose write failed, then the map updates held back
+   * (the whole map after a failed map write); whether all of it is on disk. The engine's reaction
+   * to a failed flush dies with the worker: the main process's descriptor sees that flush fail. */
+  private writeBeforeStop(): boolean {
+    if (this.meta_unsure !== null) {
+      const f = this.controlFault("metadata at stop", true);
+      if (this.host.writeMetadataNow(this.nextMetadata(this.meta_unsure), f.fails, f.flush_fails)) this.meta_unsure = null;
+    }
+    const held = this.held_maps.drain();
+    const map = this.map_unsure ? this.engine.wholeMap() : held;
+    if (map) {
+      const f = this.controlFault(`activemap write ${map.seq} at stop`, map.flush);
+      this.map_unsure = !this.host.writeMapNow(map, f.fails, f.flush_fails);
+    }
+    return this.meta_unsure === null && !this.map_unsure;
   }
 
   /** The machine lost power: the connection goes silent, the peer notices by timeout. */
@@ -226,6 +246,8 @@ export class PrimaryProc {
     this.ctx.clock.after(TICK_MS, this.host.guard(() => this.tick()));
   }
 
+  /** primary-connector.ts attempt, with primary-handshake.ts: connect, then (beforeHandshake) the
+   * HANDSHAKE once what it carries is on disk. */
   private dial(): void {
     this.last_dial_ms = this.ctx.clock.now_ms;
     const dialed = this.ctx.dial(this.host);
@@ -234,30 +256,50 @@ export class PrimaryProc {
       return;
     }
     const conn = dialed.conn;
-    const fresh = this.engine.generation.resuid === 0n;
-    // As primary-connector.ts: a fresh primary draws its resuid once per worker and offers it on
-    // every attempt until a handshake completes (the secondary may have adopted it from an attempt
-    // whose reply never arrived).
-    if (fresh) this.fresh_resuid ??= this.ctx.rng.u64();
-    const resuid = fresh ? this.fresh_resuid! : this.engine.generation.resuid;
-    const virgin = fresh && (this.meta.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
+    // Claimed only by a fresh pair that `hastctl create --initial-sync none` made (no copy needed).
+    const virgin = this.engine.resuid_unconfirmed && (this.engine.generation.flags & FLAG_SYNC_FULL_ON_CONNECT) === 0;
     const encoding = { checksum: this.ctx.cfg.checksum, compression: this.ctx.cfg.compression };
-    this.dialing = {
+    const d: Dialing = {
       conn, encoder: new FrameEncoder(bunPeerPrimitives, encoding), decoder: new FrameDecoder(bunPeerPrimitives),
-      last_send_ms: this.ctx.clock.now_ms, fresh, resuid, reply: null, bitmap: null, sent: { ...this.engine.generation },
+      last_send_ms: this.ctx.clock.now_ms, reply: null, bitmap: null, sent: { ...this.engine.generation },
     };
+    this.dialing = d;
     conn.ends[0] = {
       onData: this.host.guard((chunk: Uint8Array) => this.onData(conn, chunk)),
       onClose: this.host.guard((reason: string) => this.onClose(conn, reason)),
     };
-    const g = this.dialing.sent;
-    this.sendOn(this.dialing, {
-      kind: "handshake", resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, virgin,
-      datasize_bytes: this.meta.datasize, extentsize_bytes: this.meta.extentsize, replication: this.ctx.cfg.mode,
+    this.beforeHandshake((ok) => {
+      if (this.dialing !== d) return;
+      if (!ok) {
+        this.ctx.trace(`${this.host.name}: unable to connect: the metadata (resuid and counters) could not be written`);
+        this.ctx.net.close(conn, 0, "metadata not written");
+        this.dialing = null;
+        return;
+      }
+      const g = (d.sent = { ...this.engine.generation });
+      this.sendOn(d, {
+        kind: "handshake", resuid: this.engine.generation.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, virgin,
+        datasize_bytes: this.meta.datasize, extentsize_bytes: this.meta.extentsize, replication: this.ctx.cfg.mode,
+      });
+      const hook = this.on_handshake;
+      this.on_handshake = null;
+      hook?.();
+      this.pump();
     });
-    const hook = this.on_handshake;
-    this.on_handshake = null;
-    hook?.();
+  }
+
+  /**
+   * primary-connector.ts beforeHandshake, once the secondary proved itself (here: once connected): a
+   * brand-new pair's resuid is drawn and written, flagged unconfirmed, and metadata whose write
+   * failed is written again. The HANDSHAKE carries what is on disk: a secondary may adopt the resuid
+   * from an attempt whose answer is lost, or this worker may restart meanwhile and must offer it
+   * again. A primary that never reached its peer keeps none.
+   */
+  private beforeHandshake(then: (ok: boolean) => void): void {
+    if (this.engine.generation.resuid !== 0n) return this.metadataWritten(then);
+    const [drawn] = this.engine.setResuid(this.ctx.rng.u64());
+    if (drawn?.type !== "metadata") throw new Error("setResuid made no metadata write");
+    this.writeMetadata(drawn.generation, () => this.metadataWritten(then));
   }
 
   private onData(conn: Connection, chunk: Uint8Array): void {
@@ -286,6 +328,7 @@ export class PrimaryProc {
     if (frame.kind === "error") {
       this.ctx.trace(`${this.host.name}: refused by the peer (${frame.code}): ${frame.message}`);
       if (frame.code === "SPLIT_BRAIN") this.ctx.observer.splitBrain(this.host, this.ctx.other(this.host));
+      if (frame.code === "RESUID_MISMATCH") this.ctx.observer.resuidMismatch(this.host, this.ctx.other(this.host));
       this.ctx.net.close(d.conn, 0, "refused");
       this.dialing = null;
       return;
@@ -320,7 +363,8 @@ export class PrimaryProc {
     this.link = { conn: d.conn, encoder: d.encoder, decoder: d.decoder, last_send_ms: d.last_send_ms };
     this.replies_failed = 0;
     this.peer_counters = { localcnt: reply.localcnt, remotecnt: reply.remotecnt };
-    const actions = d.fresh ? this.engine.setResuid(d.resuid) : [];
+    // As primary-connector.ts: a secondary accepted the resuid (written before the first attempt).
+    const actions = this.engine.confirmResuid();
     // The engine's map is extent-sized; the wire bitmap may be shorter than mapsize.
     const merged = new Uint8Array(this.map.mapsize);
     merged.set(peer_map.subarray(0, merged.length));
@@ -329,6 +373,10 @@ export class PrimaryProc {
       peer_cache_epoch: cacheEpochKey(reply.cache_epoch),
     }));
     this.ctx.trace(`${this.host.name}: connected, sync source ${reply.syncsrc}, peer localcnt=${reply.localcnt} remotecnt=${reply.remotecnt}`);
+    // A first connection (row 1) moves localcnt 0 → 1: until a pass mirrors it, the counters say
+    // this node changed data the peer lacks, whatever it wrote (a forced promotion of the peer
+    // before that ends in a split-brain).
+    if (reply.virgin) this.ctx.observer.mayDiverge(this.host);
     this.ctx.observer.connected(this.host, this.ctx.other(this.host));
     this.run(actions);
   }
@@ -426,31 +474,15 @@ export class PrimaryProc {
     switch (a.type) {
       case "map": {
         // primary-io.ts mapUpdate: an update that only clears bits waits for the next one, or
-        // CLEARS_HELD_MS.
+        // CLEARS_HELD_MS (writeHeldMaps).
         const first_held = !this.held_maps.holding;
         const now = this.held_maps.take(a.write);
-        if (now) return this.host.writeMap(now, this.metaLatency(), () => this.pump());
-        if (first_held) {
-          this.ctx.clock.after(CLEARS_HELD_MS, this.host.guard(() => {
-            const held = this.held_maps.drain();
-            if (held) this.host.writeMap(held, this.metaLatency(), () => this.pump());
-          }));
-        }
+        if (now) return this.writeMap(now, () => this.pump());
+        if (first_held) this.ctx.clock.after(CLEARS_HELD_MS, this.host.guard(() => this.writeHeldMaps()));
         return;
       }
-      case "metadata": {
-        const { stale: _, ...meta } = this.meta;
-        const g = a.generation;
-        const next: Metadata = { ...meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary", ...(g.stale ? { stale: g.stale } : {}) };
-        this.host.writeMetadataSlot(next);
-        return this.host.block(this.metaLatency(), "metadata", () => {
-          this.host.disk.flushNow();
-          if (!next.stale) delete this.meta.stale;
-          Object.assign(this.meta, next);
-          this.ctx.observer.metadataDurable(this.host);
-          this.pump();
-        });
-      }
+      case "metadata":
+        return this.writeMetadata(a.generation, () => this.pump());
       case "local":
         return this.local(a.id, a.kind, a.offset, a.length);
       case "remote":
@@ -459,8 +491,14 @@ export class PrimaryProc {
         const app = this.apps.get(a.id);
         if (!app) throw new Error(`reply to unknown request ${a.id}`);
         this.apps.delete(a.id);
-        app.reply(a.id, a.ok, a.ok && app.kind === "read" ? app.data : null);
-        return;
+        if (!a.ok || app.kind === "read") return app.reply(a.id, a.ok, a.ok && app.kind === "read" ? app.data : null);
+        // primary-io.ts reply: the counters a change's answer may rest on (a write the peer did not
+        // get bumps localcnt just before its answer) are on disk first, or it fails.
+        return this.metadataWritten((ok) => {
+          if (!ok) this.ctx.trace(`${this.host.name}: ${app.kind} ${a.id} done, but the metadata could not be written before its answer`);
+          app.reply(a.id, ok, null);
+          this.pump();
+        });
       }
       case "sync-copy":
         return this.syncCopy(a.chunk, a.from);
@@ -470,7 +508,14 @@ export class PrimaryProc {
         this.ctx.count("own_flushes");
         return this.submit("flush", 0, 0, null, () => {}, true);
       case "in-sync":
-        return this.send({ kind: "in-sync", replies_failed: this.replies_failed });
+        if (!this.link) return;
+        // primary-io.ts: the counters the pass ended with go first (a secondary told it is whole may
+        // be promoted, and this node must then come back with counters that say it is the older copy).
+        return this.metadataWritten((ok) => {
+          if (ok) this.send({ kind: "in-sync", replies_failed: this.replies_failed });
+          else this.ctx.trace(`${this.host.name}: the pass's counters could not be written: the secondary is not told its copy is whole`);
+          this.pump();
+        });
       case "verify":
         return this.verifyChunk(a.chunk);
       case "verified":
@@ -488,6 +533,109 @@ export class PrimaryProc {
     return this.ctx.rng.between(0, this.ctx.cfg.meta_latency_ms_max);
   }
 
+  // ---- activemap and metadata writes (primary-io.ts writeMap, writeMetadata and their failures) ----
+
+  /** Whether the next activemap or metadata write fails (SimConfig.primary_control_fail_rate), or
+   * fails in its flush (`flushes`: it has one). */
+  private controlFault(what: string, flushes: boolean): { fails: boolean; flush_fails: boolean } {
+    const { primary_control_fail_rate: rate, primary_control_flush_fail_rate: flush_rate } = this.ctx.cfg;
+    const fails = rate > 0 && this.ctx.rng.chance(rate);
+    const flush_fails = !fails && flushes && flush_rate > 0 && this.ctx.rng.chance(flush_rate);
+    if (fails || flush_fails) {
+      this.ctx.trace(`${this.host.name}: ${what} fails (EIO${flush_fails ? " from its flush" : ""})`);
+      this.ctx.count("primary_control_failures");
+    }
+    return { fails, flush_fails };
+  }
+
+  /** primary-io.ts controlWrite: a write whose flush failed is a failed local flush (it may have
+   * dropped any change since the last good one, which the next FLUSH would vouch for). */
+  private controlFailed(flush_failed: boolean): void {
+    if (flush_failed) this.run(this.engine.localFlushFailed());
+  }
+
+  private writeMap(write: MapWrite, then: (ok: boolean) => void): void {
+    const { fails, flush_fails } = this.controlFault(`activemap write ${write.seq}`, write.flush);
+    this.host.writeMap(write, this.metaLatency(), (ok) => {
+      if (!ok) {
+        this.map_unsure = true;
+        this.controlFailed(flush_fails);
+      }
+      then(ok);
+    }, fails, flush_fails);
+  }
+
+  /** primary-io.ts writeHeldMaps: their time is up (after a failed map write, the whole map). */
+  private writeHeldMaps(): void {
+    if (this.map_unsure) return this.writeWholeMap(() => this.pump());
+    const held = this.held_maps.drain();
+    if (held) this.writeMap(held, () => this.pump());
+  }
+
+  /** primary-io.ts writeWholeMap: after a failed map write, the map as the engine has it (the
+   * updates held back included). */
+  private writeWholeMap(then: (ok: boolean) => void): void {
+    this.held_maps.drain();
+    this.writeMap(this.engine.wholeMap(), (ok) => {
+      if (ok) this.map_unsure = false;
+      then(ok);
+    });
+  }
+
+  /** The metadata slot for generation `g`. */
+  private nextMetadata(g: PrimaryGeneration): Metadata {
+    const { stale: _, ...meta } = this.meta;
+    return { ...meta, resuid: g.resuid, localcnt: g.localcnt, remotecnt: g.remotecnt, flags: g.flags, prevrole: "primary", ...(g.stale ? { stale: g.stale } : {}) };
+  }
+
+  /** primary-io.ts writeMetadata: memory follows the disk, the new counters adopted only once durable. */
+  private writeMetadata(g: PrimaryGeneration, then: (ok: boolean) => void): void {
+    const next = this.nextMetadata(g);
+    const { fails, flush_fails } = this.controlFault(`metadata (localcnt=${g.localcnt} remotecnt=${g.remotecnt})`, true);
+    this.host.writeMetadata(next, this.metaLatency(), (ok) => {
+      if (ok) {
+        this.meta_unsure = null;
+        if (!next.stale) delete this.meta.stale;
+        Object.assign(this.meta, next);
+        this.ctx.observer.metadataDurable(this.host);
+      } else {
+        this.meta_unsure = g;
+        this.controlFailed(flush_fails);
+      }
+      then(ok);
+    }, fails, flush_fails);
+  }
+
+  /** primary-io.ts metadataWritten: the engine's counters are on disk (written again now if an
+   * earlier write of them failed). Synchronous when they are. */
+  private metadataWritten(then: (ok: boolean) => void): void {
+    if (this.meta_unsure === null) return then(true);
+    this.writeMetadata(this.meta_unsure, then);
+  }
+
+  /** primary-io.ts controlUnsure: what a local write, trim or flush needs on disk first (the
+   * metadata; for a write or trim, the whole map after a failed map write). */
+  private controlWritten(kind: RequestKind, then: (ok: boolean) => void): void {
+    this.metadataWritten((ok) => {
+      if (!ok || kind === "flush" || !this.map_unsure) return then(ok);
+      this.writeWholeMap(then);
+    });
+  }
+
+  /**
+   * primary-io.ts mapReadyForPeer: nothing goes to the peer while a map write failed (docs/format.md,
+   * rule 6): the secondary clears the map it handed over at the handshake on the first request it
+   * gets, and this node's map on disk may lack those marks. The whole map is written first, or the
+   * link ends (a reconnect hands them over again). `then(false)`: nothing may be sent.
+   */
+  private mapReadyForPeer(then: (ok: boolean) => void): void {
+    if (!this.map_unsure) return then(true);
+    this.writeWholeMap((ok) => {
+      if (!ok) this.closeLink("the activemap could not be written, and nothing may reach the secondary before it is");
+      then(ok);
+    });
+  }
+
   private local(id: number, kind: RequestKind, offset: number, length: number): void {
     const app = this.apps.get(id)!;
     const disk = this.host.disk;
@@ -501,18 +649,38 @@ export class PrimaryProc {
         }));
       case "write":
       case "delete":
-        // Synchronized from the peer, a change needs the peer: one it cannot see fails (no bump).
-        if (!this.engine.is_connected && this.engine.sync_source === "secondary") this.ctx.observer.mayDiverge(this.host);
-        else this.ctx.observer.localModify(this.host, this.engine.is_connected);
-        return disk.write(offset / sb, kind === "write" ? app.data! : new Uint32Array(length / sb), false, done);
       case "flush":
-        return disk.flush(done);
+        return this.controlWritten(kind, (ok) => {
+          if (!ok) {
+            // Its extent may be clean on disk, or the counters a restart relies on missing: a crash
+            // would leave the change where no resync looks, or take this copy as whole.
+            this.ctx.trace(`${this.host.name}: local ${kind} of request ${id} fails: the metadata or activemap could not be written before it`);
+            if (kind !== "flush") this.ctx.observer.primaryLocalFailed(this.host, offset / sb, length / sb, kind === "write" ? app.data![0]! : 0);
+            return this.run(this.engine.localDone(id, false));
+          }
+          if (kind === "flush") disk.flush(done);
+          else {
+            // Synchronized from the peer, a change needs the peer: one it cannot see fails (no bump).
+            if (!this.engine.is_connected && this.engine.sync_source === "secondary") this.ctx.observer.mayDiverge(this.host);
+            else this.ctx.observer.localModify(this.host, this.engine.is_connected);
+            disk.write(offset / sb, kind === "write" ? app.data! : new Uint32Array(length / sb), false, done);
+          }
+          this.pump();
+        });
     }
   }
 
   private remote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
-    const app = this.apps.get(id)!;
     if (!this.link) return; // primary-io.ts remote: disconnect() already failed this leg
+    // Refused, the link is gone too, and its disconnect() failed this leg.
+    this.mapReadyForPeer((ok) => {
+      if (ok) this.sendRemote(id, kind, offset, length, memsync);
+      this.pump();
+    });
+  }
+
+  private sendRemote(id: number, kind: RequestKind, offset: number, length: number, memsync: boolean): void {
+    const app = this.apps.get(id)!;
     if (this.ctx.plant === "flush-not-sent" && kind === "flush") {
       // Planted bug: a flush counts as done on the peer without reaching it, so the extents held
       // until the peer made them durable are released while they may still sit in its cache.
@@ -557,10 +725,17 @@ export class PrimaryProc {
     });
   }
 
+  /** As primary-io.ts's: gated by mapReadyForPeer like every request to the peer, which covers
+   * its sendfile path too (not taken while the map is unsure; the simulator has none). */
   private remoteSync(frame: Extract<Frame, { kind: "read" | "write" | "flush" }>, then: (reply: Reply) => void): void {
-    if (!this.link) return then({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
-    this.remotes.set(frame.seq, { sync: then, sent_ms: this.ctx.clock.now_ms });
-    this.send(frame);
+    const refused = () => then({ kind: "reply", seq: frame.seq, error: "ENOTCONN", received: false, data: new Uint8Array(0) });
+    if (!this.link) return refused();
+    this.mapReadyForPeer((ok) => {
+      if (!ok) return refused();
+      this.remotes.set(frame.seq, { sync: then, sent_ms: this.ctx.clock.now_ms });
+      this.send(frame);
+      this.pump();
+    });
   }
 
   private syncCopy(chunk: SyncChunk, from: "primary" | "secondary"): void {

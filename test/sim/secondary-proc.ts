@@ -8,7 +8,7 @@ import { ActiveMap, type MapWrite } from "../../src/core/activemap.ts";
 import { allBits, setBits } from "../../src/core/bitmap.ts";
 import { decideConnect, type ConnectDecision } from "../../src/core/connect-decision.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
-import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
+import { copyIncomplete, FLAG_COPY_INCOMPLETE, FLAG_RESUID_UNCONFIRMED, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
 import { SecondaryEngine, type SecondaryAction, type SecondaryError, type SecondaryRequest } from "../../src/core/secondary-engine.ts";
 import { bunPeerPrimitives } from "../../src/io/peer-primitives.ts";
 import {
@@ -134,7 +134,11 @@ export class SecondaryProc {
   /** main.ts: the main process flushes the component for the cache epoch (cache-epoch.ts) before
    * the worker starts. */
   private handshake(hello: Handshake): void {
-    this.host.disk.flush(this.host.guard((ok: boolean) => this.decide(hello, this.host.takeCacheEpoch(ok))));
+    this.host.disk.flush(this.host.guard((ok: boolean) => {
+      const epoch = this.host.takeCacheEpoch(ok);
+      if (epoch === null) this.ctx.observer.secondaryFlushFailed(this.host);
+      this.decide(hello, epoch);
+    }));
   }
 
   /** secondary.ts and secondary-handshake.ts: the decision, the map (stale extents, the full copy
@@ -166,6 +170,11 @@ export class SecondaryProc {
       meta.resuid = hello.resuid;
       meta.prevrole = "secondary";
       meta.flags &= ~FLAG_SYNC_FULL_ON_CONNECT;
+      changed = true;
+    } else if (hello.resuid === meta.resuid && (meta.flags & (FLAG_RESUID_UNCONFIRMED | FLAG_SYNC_FULL_ON_CONNECT)) !== 0) {
+      // secondary-handshake.ts: the pair exists; flags left from a time this node was primary
+      // (an unconfirmed resuid, a full copy owed) no longer apply.
+      meta.flags &= ~(FLAG_RESUID_UNCONFIRMED | FLAG_SYNC_FULL_ON_CONNECT);
       changed = true;
     }
     // The simulation speaks IN_SYNC: a copy from the primary marks this one incomplete.
@@ -329,6 +338,7 @@ export class SecondaryProc {
           // secondary.ts writebackFailure(): a map write's flush took the error this one covers.
           const taken = ok && this.writeback_failed;
           if (taken) this.writeback_failed = false;
+          if (!ok || taken) this.ctx.observer.secondaryFlushFailed(this.host);
           done(ok && !taken ? null : "EIO");
         }));
     }

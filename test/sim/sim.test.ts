@@ -42,8 +42,9 @@ const REGRESSION_SEEDS = [608, 9044, 14513, 23117, 25511, 25629, 38157, 39927, 1
 /** `--resync-digest` seeds that once failed (docs/testing.md). */
 const RESYNC_DIGEST_REGRESSION_SEEDS = [761982];
 
-/** Seeds of 1..4000 that fail when a primary does not flush at start (a mark left in the page
- * cache by a killed process taken as on the disk): session 29. */
+/** The seed of 1..4000 that failed when a primary did not flush at start (a mark left in the page
+ * cache by a killed process taken as on the disk): session 29. Its run has changed since, and no
+ * seed of 1..10000 fails without the flush now; kept as a replay. */
 const START_FLUSH_SEEDS = [979];
 
 test(`regression seeds ${REGRESSION_SEEDS.join(", ")} and ${START_FLUSH_SEEDS.join(", ")} hold every invariant`, () => {
@@ -138,8 +139,9 @@ test(`--sync-rate seeds ${SYNC_RATE_REGRESSION.map(([s]) => s).join(", ")} answe
 const MAP_FAULT_SEEDS = 300;
 /** `--map-faults` seeds of 1..8000 that fail without the whole map written after a failed one (a
  * mark whose map write failed counted as on disk, a synchronization write in its extent wrote no
- * map of its own, and a power loss of the secondary lost both). Picked again in session 29. */
-const MAP_FAULT_REGRESSION = [786, 2242, 4226, 7286];
+ * map of its own, and the secondary's stable storage lacked both). Picked again when the coverage
+ * check began to look at stable storage (397 of 1..8000 fail then, 12 of them in 1..300). */
+const MAP_FAULT_REGRESSION = [310, 314, 348, 354];
 
 test(`--map-faults seeds 1..${MAP_FAULT_SEEDS} and ${MAP_FAULT_REGRESSION.join(", ")} (the secondary's map writes fail) hold every invariant`, () => {
   let failures = 0;
@@ -162,6 +164,18 @@ test(`--map-faults --linux-flush seeds ${MAP_FLUSH_FAULT_SEEDS.join(", ")} (map 
     const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, map_faults: true, linux_flush: true });
     if (!r.ok) throw new Error(explain(r, " --map-faults --linux-flush"));
   }
+}, 60_000);
+
+const PRIMARY_MAP_FAULT_SEEDS = 300;
+
+test(`--primary-map-faults seeds 1..${PRIMARY_MAP_FAULT_SEEDS} (the primary's map and metadata writes fail) hold every invariant`, () => {
+  let failures = 0;
+  for (let seed = 1; seed <= PRIMARY_MAP_FAULT_SEEDS; seed++) {
+    const r = runSimulation({ seed, steps: DEFAULT_STEPS, plant: null, primary_map_faults: true });
+    if (!r.ok) throw new Error(explain(r, " --primary-map-faults"));
+    failures += r.stats.primary_control_failures!;
+  }
+  expect(failures).toBeGreaterThan(PRIMARY_MAP_FAULT_SEEDS * 5); // the option does something
 }, 60_000);
 
 const WORKER_KILL_SEEDS = 200;
@@ -195,7 +209,7 @@ test(`--verify seeds 1..${VERIFY_SEEDS} (online verifications during the faults)
  * (669, 2294), which is forced when its own copy is incomplete too (4058). Picked again when the
  * cache epoch moved to the main process and the primary began to flush at start (the runs changed). */
 const RESTART_SEEDS: [number, "stale_restarts" | "restarts_refused" | "forced"][] =
-  [[601, "stale_restarts"], [617, "stale_restarts"], [669, "restarts_refused"], [2294, "restarts_refused"], [4058, "forced"]];
+  [[1, "stale_restarts"], [214, "stale_restarts"], [323, "restarts_refused"], [1991, "restarts_refused"], [774, "forced"]];
 
 test(`primaries restarted with stale extents (seeds ${RESTART_SEEDS.map(([s]) => s).join(", ")}) hold every invariant`, () => {
   for (const [seed, stat] of RESTART_SEEDS) {

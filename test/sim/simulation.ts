@@ -42,6 +42,8 @@ export interface RunOptions {
   failback?: boolean;
   /** Every run fails 30% of the secondary's map writes (a fifth of the runs fail some anyway). */
   map_faults?: boolean;
+  /** The primary's activemap and metadata writes fail: 10% in their write, 5% in their flush. */
+  primary_map_faults?: boolean;
   /** Half the process kills take a worker alone: its main process lives on, with the descriptor it
    * holds (held-component.ts), and restarts a primary's worker a second later. */
   worker_kills?: boolean;
@@ -126,8 +128,9 @@ class Simulation implements SimContext, Observer {
    * the bump, which is fine: it was never promised, and the node's map covers it.
    */
   private readonly unseen = new Map<Host, Unseen>();
-  /** One crash per in-sync period: the guarantees are about single failures. */
-  private crash_allowed = false;
+  /** One crash per in-sync period, the first one before the pair was ever in sync (a fresh
+   * primary's resuid is on disk before its first attempt): the guarantees are about single failures. */
+  private crash_allowed = true;
   /**
    * A node crashed and the pair has not connected since: the primary may still see the old link
    * as healthy (a dead secondary is noticed by timeout), which is no in-sync point.
@@ -142,7 +145,7 @@ class Simulation implements SimContext, Observer {
   private split_brain_detections = 0;
   private readonly outstanding = new Set<Outstanding>();
   private readonly stats: Record<string, number> = {
-    requests: 0, acked: 0, crashes: 0, failovers: 0, failbacks: 0, syncs_from_secondary: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, map_failures: 0, drops: 0, worker_kills: 0,
+    requests: 0, acked: 0, crashes: 0, failovers: 0, failbacks: 0, syncs_from_secondary: 0, promotions_refused: 0, restarts_refused: 0, forced: 0, split_brains: 0, swaps: 0, resets: 0, partitions: 0, in_sync: 0, map_batches: 0, own_flushes: 0, stale_restarts: 0, map_failures: 0, primary_control_failures: 0, drops: 0, worker_kills: 0,
     verifications: 0, verify_differ_chunks: 0, sync_unchanged_chunks: 0,
   };
 
@@ -152,7 +155,7 @@ class Simulation implements SimContext, Observer {
     this.resync_digest = options.resync_digest === true;
     this.linux_flush = options.linux_flush === true;
     this.net = new Network(this.clock, this.rng);
-    this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max, options.map_faults === true);
+    this.cfg = makeConfig(this.rng, new Rng(options.seed ^ LATER_KNOBS_SALT), options.changes_listed_max, options.map_faults === true, options.primary_map_faults === true);
     this.sync_rate = options.sync_rate === true ? (2 * this.cfg.chunk_bytes * 1000) / TICK_MS : null;
     this.verify_rate = options.verify_rate === true ? (this.cfg.chunk_bytes * 1000) / TICK_MS : null;
     this.mode = this.cfg.mode;
@@ -187,7 +190,7 @@ class Simulation implements SimContext, Observer {
 
   // ---- SimContext ----
 
-  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "map_failures" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void {
+  count(stat: "map_batches" | "own_flushes" | "stale_restarts" | "map_failures" | "primary_control_failures" | "verifications" | "verify_differ_chunks" | "sync_unchanged_chunks"): void {
     this.stats[stat]!++;
   }
 
@@ -263,8 +266,23 @@ class Simulation implements SimContext, Observer {
     }
   }
 
+  /** The nodes of one pair share their resuid: a fresh primary offers the one it wrote before its
+   * first attempt, whatever restarts come between (the operator promotes no secondary that never
+   * met its primary: failOver). */
+  resuidMismatch(primary: Host, secondary: Host): void {
+    this.fail(`${secondary.name} refused ${primary.name}'s resuid`);
+  }
+
   secondaryModifyFailed(host: Host, first: number, count: number, value: number): void {
     this.oracle.peerModifyFailed(first, count, value, host === this.official);
+  }
+
+  primaryLocalFailed(host: Host, first: number, count: number, value: number): void {
+    if (host === this.official) this.oracle.localFailed(first, count, value);
+  }
+
+  secondaryFlushFailed(host: Host): void {
+    if (host !== this.official) this.oracle.peerUntrusted();
   }
 
   secondaryModifyLanded(host: Host, first: number, count: number, value: number): void {
@@ -489,10 +507,14 @@ class Simulation implements SimContext, Observer {
     });
   }
 
-  /** The secondary becomes primary in `from`'s place, unless it refuses (its copy is incomplete). */
+  /**
+   * The secondary becomes primary in `from`'s place, unless it refuses (its copy is incomplete) or
+   * never met `from` (its resuid is still 0): it holds none of its data then, and promoted it would
+   * draw a resuid of its own, which `from`'s copy, back as its secondary, does not share.
+   */
   private failOver(from: Host, force = false): boolean {
     const to = this.other(from);
-    if (to.role !== "secondary" || !this.setRole(to, "primary", true, force)) return false;
+    if (to.role !== "secondary" || to.readMetadata().resuid === 0n || !this.setRole(to, "primary", true, force)) return false;
     // What the peer was promised to hold is what survives.
     this.stats.failovers!++;
     this.oracle.lowerFloor((rec) => rec.replicated);
@@ -595,12 +617,25 @@ class Simulation implements SimContext, Observer {
     const previous = this.official;
     this.setRole(previous, "secondary");
     if (!this.setRole(next, "primary", true)) {
-      this.setRole(previous, "primary");
+      this.primaryAgain(previous);
       return false;
     }
     this.oracle.primaryEnded();
     this.official = next;
     return true;
+  }
+
+  /**
+   * `host`, which just stopped as primary, serves again after its peer refused to take over. With
+   * `primary_map_faults` its own stop may have failed to write its map or metadata: not an orderly
+   * end, so its start meets the failed flushes that worker had acted on and marks its copy
+   * incomplete (a peer's refusal may be that too). The operator then forces it: it holds all the
+   * pair had.
+   */
+  private primaryAgain(host: Host): void {
+    if (this.setRole(host, "primary", this.options.primary_map_faults === true)) return;
+    this.stats.forced!++;
+    this.setRole(host, "primary", false, true);
   }
 
   /** A crash of `victim`, then what the operator does: restart it, or fail over to its peer. */
@@ -690,9 +725,9 @@ class Simulation implements SimContext, Observer {
         const first = this.rng.int(this.cfg.sectors - count + 1);
         const value = this.next_value++;
         s.writing = true;
-        s.rogue.guard(() => p.submit("write", first * this.cfg.sector_bytes, count * this.cfg.sector_bytes, new Uint32Array(count).fill(value), () => {
+        s.rogue.guard(() => p.submit("write", first * this.cfg.sector_bytes, count * this.cfg.sector_bytes, new Uint32Array(count).fill(value), (_id, ok) => {
           s.writing = false;
-          s.writes_left--;
+          if (ok) s.writes_left--; // one that failed (its metadata could not be written) is made again
         }))();
         return;
       }
@@ -709,7 +744,14 @@ class Simulation implements SimContext, Observer {
         // The stand-in's process flushed as it ended: every acknowledged write is on its disk.
         this.oracle.durableOnPeer();
         this.setRole(official, "secondary");
-        if (!this.setRole(s.back, "primary", true)) this.fail(`${s.back.name} refused to become primary again`);
+        if (!this.setRole(s.back, "primary", true)) {
+          if (this.options.primary_map_faults !== true) this.fail(`${s.back.name} refused to become primary again`);
+          this.trace(`operator: ${official.name} serves again`);
+          this.primaryAgain(official);
+          this.scenario = null;
+          this.net.heal();
+          return;
+        }
         this.official = s.back;
         this.net.heal();
         this.scenario = { phase: "back", back: s.back, peer_changed };
@@ -829,6 +871,8 @@ class Simulation implements SimContext, Observer {
     this.finishing = true;
     this.trace("final: faults stop, the network heals");
     for (const h of this.hosts) h.disk.faults = { ...h.disk.faults, eio_read: 0, eio_write: 0, eio_flush: 0 };
+    // The primary's too: a metadata write that failed in the final flush would fail it.
+    this.cfg.primary_control_fail_rate = this.cfg.primary_control_flush_fail_rate = 0;
     this.net.heal();
     const deadline_ms = this.clock.now_ms + 20 * this.cfg.timeout_ms + 20 * this.cfg.reconnect_ms + 5000;
     let retried_ms = this.clock.now_ms;
@@ -888,7 +932,7 @@ class Simulation implements SimContext, Observer {
  * (CI's replays) still makes the run it made. */
 const LATER_KNOBS_SALT = 0x5eed_c0de;
 
-function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined, map_faults: boolean): SimConfig {
+function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined, map_faults: boolean, primary_map_faults: boolean): SimConfig {
   const sector_bytes = 512, extent_bytes = 4096;
   const nextents = rng.between(16, 64);
   const datasize = nextents * extent_bytes - (rng.chance(0.3) ? sector_bytes * rng.between(1, 7) : 0);
@@ -908,5 +952,7 @@ function makeConfig(rng: Rng, later: Rng, changes_listed_max: number | undefined
     // memory, not on disk).
     secondary_map_fail_rate: map_faults ? 0.3 : later.chance(0.2) ? later.pick([0.05, 0.3]) : 0,
     secondary_map_flush_fail_rate: map_faults ? 0.1 : 0,
+    primary_control_fail_rate: primary_map_faults ? 0.1 : 0,
+    primary_control_flush_fail_rate: primary_map_faults ? 0.05 : 0,
   };
 }
