@@ -711,7 +711,10 @@ export class PrimaryEngine {
     const started = flush_id === undefined ? undefined : this.flush_started.get(flush_id);
     for (const [e, seq] of this.changed.local) {
       extents.add(e);
-      if (started !== undefined && seq > started && !this.peerHasAll(e)) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, seq);
+      // A later FLUSH must fail for what no failed flush covered: of an application's flush, the
+      // changes made after it started; of one of the worker's own (a map or metadata write's),
+      // every change (a FLUSH that started before one was answered does not cover it).
+      if ((started === undefined || seq > started) && !this.peerHasAll(e)) this.late_loss_upto = Math.max(this.late_loss_upto ?? 0, seq);
     }
     this.changed.local.clear();
     this.local_failure_unreported = true;

@@ -111,6 +111,23 @@ describe("a failed flush of this node's disk", () => {
     expect(d.replies.get(next.id)?.ok).toBe(true);
   });
 
+  test("a map or metadata write's failed flush is reported by a flush that covers what it may have dropped (simulator seed 114)", () => {
+    const d = primary("async", { localcnt: 1n }); // no peer: every change is this node's alone
+    const early = d.submit("flush", 0, 0); // started before the write was answered
+    const w = d.submit("write", 2 * EXTENT, SECTOR);
+    d.completeLocal(op(d.pending_local, w.id), true);
+    expect(d.replies.get(w.id)?.ok).toBe(true);
+    d.engine.localFlushFailed(); // the worker's own write's fdatasync failed: the write's pages may be gone
+    d.completeLocal(op(d.pending_local, early.id), true);
+    expect(d.replies.get(early.id)?.ok).toBe(false); // the failure, reported once...
+    const after = d.submit("flush", 0, 0); // ...but not for the write, which the early flush did not cover
+    d.completeLocal(op(d.pending_local, after.id), true);
+    expect(d.replies.get(after.id)?.ok).toBe(false);
+    const next = d.submit("flush", 0, 0);
+    d.completeLocal(op(d.pending_local, next.id), true);
+    expect(d.replies.get(next.id)?.ok).toBe(true);
+  });
+
   test("a flush nobody saw fails here: the next application flush reports it, once", () => {
     const d = inSync();
     flush(d, false, true, true); // background flush; nothing was written, so nothing goes stale
