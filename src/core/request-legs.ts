@@ -35,10 +35,6 @@ export class RequestLegs {
   private remote: RemoteLeg;
   private acked = false;
   private local_lost = false;
-  /** A local flush failed while this leg ran (the daemon's local writes are synchronous, the
-   * simulator's are not): what it wrote may already be in the cache that flush dropped, so it
-   * counts as lost when it completes. */
-  private lost_if_done = false;
   private finished = false;
 
   /**
@@ -61,20 +57,16 @@ export class RequestLegs {
 
   localDone(ok: boolean): LegOutcome {
     assert(this.local === "pending", "local leg completed twice");
-    this.local = ok && !this.lost_if_done ? "ok" : "failed";
-    if (ok && this.lost_if_done) this.local_lost = true;
+    this.local = ok ? "ok" : "failed";
     return this.settle();
   }
 
   /**
-   * A flush of the local disk failed after this leg succeeded, or while it ran: its data may have
-   * been dropped, so it counts as failed (the answer, if not given yet, then waits for the peer's
-   * leg).
+   * A flush of the local disk failed after this leg succeeded: its data may have been dropped, so
+   * it counts as failed (the answer, if not given yet, then waits for the peer's leg).
    */
   localLost(): void {
-    if (this.finished) return;
-    if (this.local === "pending") this.lost_if_done = true;
-    if (this.local !== "ok") return;
+    if (this.local !== "ok" || this.finished) return;
     this.local = "failed";
     this.local_lost = true;
   }

@@ -112,17 +112,6 @@ describe("RequestLegs: named cases", () => {
     expect(legs.remoteDone(true)).toEqual({ final: { local_ok: true, remote_ok: true } });
   });
 
-  test("a local leg still running when a local flush failed counts as dropped when it completes", () => {
-    const alone = new RequestLegs("async", false);
-    alone.localLost(); // the flush failed while the write ran
-    expect(alone.localDone(true)).toEqual({ ack: { ok: false, error_from: "local" }, final: { local_ok: false, remote_ok: false } });
-    expect(alone.local_written_maybe).toBe(true);
-    const replicated = new RequestLegs("fullsync", true);
-    replicated.localLost();
-    expect(replicated.localDone(true)).toEqual({}); // the answer waits for the peer's copy
-    expect(replicated.remoteDone(true)).toEqual({ ack: { ok: true, error_from: null }, final: { local_ok: false, remote_ok: true } });
-  });
-
   test("unsent remote leg: final at the local completion with remote_ok false", () => {
     for (const mode of MODES) {
       const legs = new RequestLegs(mode, false);
