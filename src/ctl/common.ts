@@ -5,6 +5,7 @@ import { ConfigError, loadConfig, parseSize, type Config, type ResourceConfig } 
 import { EX_DATAERR, EX_NOINPUT, EX_TEMPFAIL, EX_USAGE, ExitError } from "../core/sysexits.ts";
 import { LocalDisk } from "../io/disk.ts";
 import { NativeError } from "../native.ts";
+import { isResourceName } from "../wire/control.ts";
 import { debug } from "./debug.ts";
 
 export const DEFAULT_CONFIG = "/etc/hast.conf";
@@ -50,10 +51,10 @@ export function loadCtlConfig(path: string | undefined): Config {
 
 export type Selected = { name: string; resource: ResourceConfig | null };
 
-/** Resource operands as hastd takes them (each 1-255 characters), a name given twice once. */
+/** Resource operands as hastd takes them (isResourceName), a name given twice once. */
 export function resourceNames(names: string[]): string[] {
   for (const name of names) {
-    if (name.length === 0 || name.length > 255) throw new ExitError(`invalid resource name ${JSON.stringify(name.slice(0, 64))}: 1 to 255 characters`, EX_USAGE);
+    if (!isResourceName(name)) throw new ExitError(`invalid resource name ${JSON.stringify(name.slice(0, 64))}: 1 to 255 characters`, EX_USAGE);
   }
   return [...new Set(names)];
 }

@@ -147,6 +147,15 @@ export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string
 
 const ROLES: readonly Role[] = ["init", "primary", "secondary"];
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** A resource operand as the control protocol takes it (1-255 characters; hastd refuses a request
+ * with another). */
+export function isResourceName(name: unknown): boolean {
+  return typeof name === "string" && name.length > 0 && name.length <= 255;
+}
+
 export function parseControlRequest(line: string): ParseResult<ControlRequest> {
   if (line.length > CONTROL_LINE_MAX_BYTES) return { ok: false, error: `request longer than ${CONTROL_LINE_MAX_BYTES} bytes` };
   let raw: unknown;
@@ -155,12 +164,12 @@ export function parseControlRequest(line: string): ParseResult<ControlRequest> {
   } catch {
     return { ok: false, error: "request is not valid JSON" };
   }
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return { ok: false, error: "request must be a JSON object" };
-  const obj = raw as Record<string, unknown>;
+  if (!isObject(raw)) return { ok: false, error: "request must be a JSON object" };
+  const obj = raw;
   const resources = obj.resources;
   if (!Array.isArray(resources) || resources.length === 0) return { ok: false, error: "request needs a non-empty 'resources' array" };
   if (resources.length > CONTROL_RESOURCES_MAX) return { ok: false, error: `more than ${CONTROL_RESOURCES_MAX} resources` };
-  if (!resources.every((r) => typeof r === "string" && r.length > 0 && r.length <= 255)) {
+  if (!resources.every(isResourceName)) {
     return { ok: false, error: "'resources' must hold resource names (1-255 characters)" };
   }
   const names = resources as string[];
@@ -204,9 +213,6 @@ const PROGRESS_NUMBERS = {
   verify: ["done", "total", "rate", "differ_bytes", "differ_chunks", "skipped_bytes", "failed_bytes", "from_offset"],
   last_verify: ["seconds", "same_bytes", "differ_bytes", "differ_chunks", "skipped_bytes", "failed_bytes", "from_offset", "resume_offset", "total_bytes"],
 } as const;
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-const isCount = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
 /** hastctl's check of hastd's reply: the shape it prints from (a hastd of another build may send
  * another), or a one-line error instead of a crash in the printing. */
@@ -253,8 +259,8 @@ export function parseStreamLine(line: string): ParseResult<ControlEvent | Contro
   } catch {
     return { ok: false, error: "event line is not valid JSON" };
   }
-  const e = raw as Partial<Record<keyof ControlEvent, unknown>> | null;
-  if (typeof e !== "object" || e === null || Array.isArray(e)) return { ok: false, error: "event line must be a JSON object" };
+  if (!isObject(raw)) return { ok: false, error: "event line must be a JSON object" };
+  const e = raw as Partial<Record<keyof ControlEvent, unknown>>;
   const end = (e as { end?: unknown }).end;
   if (end !== undefined) return typeof end === "string" ? { ok: true, value: { end } } : { ok: false, error: "'end' must be a string" };
   if (!EVENT_NAMES.includes(e.event as EventName)) return { ok: false, error: `unknown event ${JSON.stringify(e.event)?.slice(0, 64)}` };
