@@ -1121,7 +1121,8 @@ export class PrimaryEngine {
     }
     actions.push(...this.releaseHolds(held));
     this.sync_running = false;
-    actions.push(...this.syncInterrupted(`Synchronization interrupted. ${this.sync_done_bytes} bytes synchronized so far.`, "info"));
+    if (this.sync_announced) actions.push({ type: "log", level: "info", message: `Synchronization interrupted. ${this.sync_done_bytes} bytes synchronized so far.` });
+    actions.push(...this.syncEnded("syncintr"));
     for (const sync of this.sync_inflight.values()) this.sync_locks.unlock(sync.token);
     this.sync_inflight.clear();
     this.sync_waiting = null;
@@ -1199,11 +1200,12 @@ export class PrimaryEngine {
     actions.push({ type: "event", event: "syncstart" });
   }
 
-  /** The synchronization announced ends without completing: logged, and syncintr. */
-  private syncInterrupted(message: string, level: "info" | "error"): PrimaryAction[] {
+  /** The synchronization announced ends: its one closing event (syncdone, or syncintr when it did
+   * not complete); none when nothing was announced. */
+  private syncEnded(event: "syncdone" | "syncintr"): PrimaryAction[] {
     if (!this.sync_announced) return [];
     this.sync_announced = false;
-    return [{ type: "log", level, message }, { type: "event", event: "syncintr" }];
+    return [{ type: "event", event }];
   }
 
   /**
@@ -1270,10 +1272,8 @@ export class PrimaryEngine {
   private retryPass(what: string): PrimaryAction[] {
     if (this.pass_retries >= PASS_RETRIES_MAX) {
       this.sync_gave_up = true;
-      const message = `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync; trying again in ${SYNC_RESUME_S} s.`;
-      const given_up = this.syncInterrupted(message, "error");
-      return [...(given_up.length > 0 ? given_up : [{ type: "log", level: "error", message } as const]),
-        ...this.answerHeldFlushes(false, "the copy back from the peer did not complete")];
+      return [{ type: "log", level: "error", message: `${what}; giving up after ${PASS_RETRIES_MAX} retries, the nodes are not in sync; trying again in ${SYNC_RESUME_S} s.` },
+        ...this.syncEnded("syncintr"), ...this.answerHeldFlushes(false, "the copy back from the peer did not complete")];
     }
     this.pass_retries++;
     this.map.syncRewind();
@@ -1319,10 +1319,7 @@ export class PrimaryEngine {
     // Stale extents left now were marked during the pass; their copy back is not flushed yet.
     actions.push(...this.answerHeldFlushes(this.local_stale.size === 0, `${this.local_stale.size} extents of this node's copy are still to be copied back from the peer`));
     if (this.sync_done_bytes > 0) actions.push({ type: "log", level: "info", message: `Synchronization complete. ${this.sync_done_bytes} bytes synchronized.` });
-    if (this.sync_announced) {
-      this.sync_announced = false;
-      actions.push({ type: "event", event: "syncdone" });
-    }
+    actions.push(...this.syncEnded("syncdone"));
     this.syncsrc = "primary";
     this.own_kept.clear();
     this.gen.localcnt = this.peer_remotecnt;

@@ -64,6 +64,11 @@ function send(socket: Socket<Conn>, frame: Frame): void {
   socket.flush();
 }
 
+/** Handed to a worker or refused: nothing more is read or counted for it here. */
+function handshakeOver(c: Conn): boolean {
+  return c.state === "handed" || c.state === "refused";
+}
+
 function normalizeIp(ip: string): string {
   return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
 }
@@ -195,7 +200,7 @@ export class PeerListener {
 
   /** The connection's handshake is over (handed, refused or closed): its slot is free. */
   private settled(c: Conn): void {
-    if (c.state === "handed" || c.state === "refused") return;
+    if (handshakeOver(c)) return;
     this.pending--;
     const from = (this.pending_from.get(c.remote) ?? 1) - 1;
     if (from > 0) this.pending_from.set(c.remote, from);
@@ -214,7 +219,7 @@ export class PeerListener {
 
   private data(socket: Socket<Conn>, chunk: Uint8Array): void {
     const c = socket.data;
-    if (c.state === "handed" || c.state === "refused") return;
+    if (handshakeOver(c)) return;
     c.decoder.push(chunk);
     if (!c.stepping) void this.steps(socket);
   }
@@ -226,14 +231,14 @@ export class PeerListener {
     const c = socket.data;
     c.stepping = true;
     try {
-      while (c.state !== "handed" && c.state !== "refused") {
+      while (!handshakeOver(c)) {
         const r = c.decoder.next();
         if (r.kind === "need-more") return;
         if (r.kind === "error") return this.reject(socket, "PROTOCOL", `malformed frame: ${r.reason}`);
         await this.step(socket, r.frame);
       }
     } catch (err) {
-      if (c.state !== "handed" && c.state !== "refused") this.reject(socket, null, `handshake failed: ${(err as Error).message}`);
+      if (!handshakeOver(c)) this.reject(socket, null, `handshake failed: ${(err as Error).message}`);
       else this.deps.log.error(`Replication connection from ${c.remote}: ${(err as Error).message}`);
     } finally {
       c.stepping = false;

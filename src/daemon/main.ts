@@ -425,15 +425,17 @@ export class Hastd {
 
   /** SIGHUP (spec 3.8): parse the file again; on any error keep the running configuration. */
   async reload(): Promise<void> {
+    const notReloaded = (why: string) => {
+      this.log.error(why);
+      this.log.error("Configuration not reloaded.");
+    };
     let next: Config;
     let control_moved: boolean;
     try {
       next = loadConfig(this.opts.config_path, { node: this.opts.node });
       control_moved = controlPath(next) !== controlPath(this.config);
     } catch (err) {
-      this.log.error(`${(err as Error).message}`);
-      this.log.error("Configuration not reloaded.");
-      return;
+      return notReloaded((err as Error).message);
     }
     // Spec 3.8 items 1-3: the new control socket first, then the listen addresses; either failing
     // leaves everything as it was. The pidfile's move only warns.
@@ -441,9 +443,7 @@ export class Hastd {
     try {
       if (control_moved) control = await ControlServer.start(controlPath(next), (req) => this.handle(req), this.log);
     } catch (err) {
-      this.log.error(`Unable to listen on control address ${formatAddress(next.control)}: ${(err as Error).message}`);
-      this.log.error("Configuration not reloaded.");
-      return;
+      return notReloaded(`Unable to listen on control address ${formatAddress(next.control)}: ${(err as Error).message}`);
     }
     try {
       const { opened, closed } = await this.listener.listenOn(next.listen);
@@ -451,9 +451,7 @@ export class Hastd {
       if (closed.length > 0) this.log.info(`No longer listening on ${closed.join(", ")}.`);
     } catch (err) {
       control?.stop();
-      this.log.error(`${(err as Error).message}`);
-      this.log.error("Configuration not reloaded.");
-      return;
+      return notReloaded((err as Error).message);
     }
     if (control) {
       this.control.stop();
