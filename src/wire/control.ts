@@ -156,16 +156,22 @@ export function isResourceName(name: unknown): boolean {
   return typeof name === "string" && name.length > 0 && name.length <= 255;
 }
 
-export function parseControlRequest(line: string): ParseResult<ControlRequest> {
-  if (line.length > CONTROL_LINE_MAX_BYTES) return { ok: false, error: `request longer than ${CONTROL_LINE_MAX_BYTES} bytes` };
+/** The line as a JSON object, or why not (`what` names the line in the error). */
+function jsonObject(line: string, what: string): ParseResult<Record<string, unknown>> {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
   } catch {
-    return { ok: false, error: "request is not valid JSON" };
+    return { ok: false, error: `${what} is not valid JSON` };
   }
-  if (!isObject(raw)) return { ok: false, error: "request must be a JSON object" };
-  const obj = raw;
+  return isObject(raw) ? { ok: true, value: raw } : { ok: false, error: `${what} must be a JSON object` };
+}
+
+export function parseControlRequest(line: string): ParseResult<ControlRequest> {
+  if (line.length > CONTROL_LINE_MAX_BYTES) return { ok: false, error: `request longer than ${CONTROL_LINE_MAX_BYTES} bytes` };
+  const parsed = jsonObject(line, "request");
+  if (!parsed.ok) return parsed;
+  const obj = parsed.value;
   const resources = obj.resources;
   if (!Array.isArray(resources) || resources.length === 0) return { ok: false, error: "request needs a non-empty 'resources' array" };
   if (resources.length > CONTROL_RESOURCES_MAX) return { ok: false, error: `more than ${CONTROL_RESOURCES_MAX} resources` };
@@ -217,13 +223,9 @@ const PROGRESS_NUMBERS = {
 /** hastctl's check of hastd's reply: the shape it prints from (a hastd of another build may send
  * another), or a one-line error instead of a crash in the printing. */
 export function parseControlReply(line: string): ParseResult<ControlReply> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(line);
-  } catch {
-    return { ok: false, error: "the reply is not valid JSON" };
-  }
-  if (!isObject(raw)) return { ok: false, error: "the reply must be a JSON object" };
+  const parsed = jsonObject(line, "the reply");
+  if (!parsed.ok) return parsed;
+  const raw = parsed.value;
   if (!isCount(raw.error)) return { ok: false, error: "the reply's 'error' must be a number" };
   if (raw.message !== undefined && typeof raw.message !== "string") return { ok: false, error: "the reply's 'message' must be a string" };
   if (!Array.isArray(raw.resources)) return { ok: false, error: "the reply's 'resources' must be an array" };
@@ -253,14 +255,9 @@ export interface ControlStreamEnd {
 
 /** hastctl's check of a stream line from hastd: an event it knows, the stream's end, or a one-line error. */
 export function parseStreamLine(line: string): ParseResult<ControlEvent | ControlStreamEnd> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(line);
-  } catch {
-    return { ok: false, error: "event line is not valid JSON" };
-  }
-  if (!isObject(raw)) return { ok: false, error: "event line must be a JSON object" };
-  const e = raw as Partial<Record<keyof ControlEvent, unknown>>;
+  const parsed = jsonObject(line, "event line");
+  if (!parsed.ok) return parsed;
+  const e = parsed.value as Partial<Record<keyof ControlEvent, unknown>>;
   const end = (e as { end?: unknown }).end;
   if (end !== undefined) return typeof end === "string" ? { ok: true, value: { end } } : { ok: false, error: "'end' must be a string" };
   if (!EVENT_NAMES.includes(e.event as EventName)) return { ok: false, error: `unknown event ${JSON.stringify(e.event)?.slice(0, 64)}` };
