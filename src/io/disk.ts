@@ -30,6 +30,8 @@ export class LocalDisk {
   #fd: number;
   #flush_unsupported: NativeError | undefined; // the first EOPNOTSUPP, returned ever after
   #async_in_flight = 0; // flushAsync and readAsync calls not yet settled
+  #flush_last: Promise<void> = Promise.resolve(); // the newest fdatasync asked for, settled or not
+  #flush_waiting: Promise<void> | null = null; // asked for and not started: later calls share it
   #probe_reads = 0; // readSoon calls left that ask the page cache first (see PROBE_READS)
 
   private constructor(path: string, fd: number, kind: "file" | "block", size_bytes: number,
@@ -195,6 +197,9 @@ export class LocalDisk {
   /**
    * fdatasync on a helper thread: a real disk takes milliseconds to write its cache out, and the
    * event loop serves other requests meanwhile. It covers what was written before it was called.
+   * One runs at a time: Linux reports a write-back error to whichever fsync of the file checks
+   * first, so with two at once a flush covering the dropped pages could succeed while a later one
+   * took its error. A call made while one runs shares the next, which starts when that one ends.
    * The owner lets every such flush settle before it closes the disk (close() asserts it).
    */
   async flushAsync(): Promise<void> {
@@ -202,12 +207,22 @@ export class LocalDisk {
     this.#checkOpen("fdatasync");
     this.#async_in_flight++;
     try {
-      await native.fdatasyncAsync(this.#fd, this.path);
+      await (this.#flush_waiting ??= this.#nextFlush());
     } catch (err) {
       throw this.#flushFailed(err);
     } finally {
       this.#async_in_flight--;
     }
+  }
+
+  /** An fdatasync that starts once the one asked for before it has ended. */
+  #nextFlush(): Promise<void> {
+    const next = this.#flush_last.then(() => {
+      this.#flush_waiting = null;
+      return native.fdatasyncAsync(this.#fd, this.path);
+    });
+    this.#flush_last = next.catch(() => undefined);
+    return next;
   }
 
   #flushFailed(err: unknown): unknown {

@@ -10,8 +10,11 @@ export class InFlight {
     void op.finally(() => this.ops.delete(op));
   }
 
-  /** Resolves once everything tracked has settled, including what was tracked meanwhile. */
+  /** Resolves once everything tracked has settled, including what was tracked meanwhile. It looks
+   * only once the caller's synchronous work is done: what that work goes on to start counts too
+   * (the secondary's link can be lost in the middle of a batch it carries out). */
   async settled(): Promise<void> {
+    await null;
     while (this.ops.size > 0) await Promise.allSettled([...this.ops]);
   }
 }

@@ -271,6 +271,27 @@ describe("LocalDisk.flushAsync", () => {
     }
   });
 
+  test("one at a time: the calls made while one runs share the next, which starts when it ends", async () => {
+    // Linux reports a write-back error to the first fsync that checks: two at once could hand a
+    // later flush the error of pages an earlier one covered, and that one would succeed.
+    const path = tempFile(8192);
+    const disk = LocalDisk.open(path, { write: true });
+    try {
+      setFaultInjection(`fdatasync:${path}:delay=200:1,fdatasync:${path}:EIO:1`);
+      const order: string[] = [];
+      const a = disk.flushAsync().then(() => order.push("a ok"));
+      await Bun.sleep(20); // a's fdatasync has started (and sleeps in its delay)
+      const b = rejected(disk.flushAsync()).then((e) => order.push(`b ${e.code}`));
+      const c = rejected(disk.flushAsync()).then((e) => order.push(`c ${e.code}`));
+      await Promise.all([a, b, c]);
+      expect(order).toEqual(["a ok", "b EIO", "c EIO"]);
+      await disk.flushAsync(); // no rule left
+    } finally {
+      setFaultInjection(undefined);
+      disk.close();
+    }
+  });
+
   test("an error from the helper thread becomes a NativeError naming the call", async () => {
     const [a, b] = native.socketpair();
     try {
