@@ -49,12 +49,15 @@ async function detachLoops(file: string): Promise<string[]> {
   return loops;
 }
 
-function killPidfile(pidfile: string): void {
+/** SIGKILLs the nbdfuse a pidfile names, if that pid is still an nbdfuse serving this mount point
+ * (a pidfile left behind may name a process that has nothing to do with it by now). */
+function killPidfile(pidfile: string, mountpoint: string): void {
   try {
     const pid = Number(readFileSync(pidfile, "utf8").trim());
-    if (pid > 1) process.kill(pid, "SIGKILL");
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    if (pid > 1 && argv[0]?.endsWith("nbdfuse") && argv.includes(mountpoint)) process.kill(pid, "SIGKILL");
   } catch {
-    // no pidfile or no such process
+    // no pidfile, or no such process
   }
   rmSync(pidfile, { force: true });
 }
@@ -75,27 +78,39 @@ function removeDir(path: string): void {
   }
 }
 
-/** Removes what a crashed predecessor left: symlink, loop devices, FUSE mount, nbdfuse. */
+/**
+ * Removes what a crashed predecessor left: symlink, loop devices, FUSE mount, nbdfuse. An nbdfuse
+ * whose server went away dies at the next I/O and leaves its mount dead (stat fails with
+ * ENOTCONN, so the mount point does not "exist"): the mount table and losetup are asked instead.
+ */
 export async function cleanupNbdfuseLoop(opts: Pick<DeviceOptions, "provname" | "rundir" | "devdir">): Promise<string[]> {
   const p = pathsFor(opts);
   const found: string[] = [];
-  if (existsSync(p.link)) {
-    found.push(`${p.link} -> ${lstatSync(p.link).isSymbolicLink() ? readlinkSync(p.link) : "?"}`);
+  const target = linkTarget(p.link);
+  if (target !== null) {
+    found.push(`${p.link} -> ${target}`);
     removeLink(p.link);
   }
-  if (existsSync(p.mountpoint)) {
-    for (const loop of await detachLoops(p.file)) found.push(loop);
-    if (isMountpoint(p.mountpoint)) {
-      found.push(`FUSE mount ${p.mountpoint}`);
-      await run(["fusermount3", "-u", "-z", p.mountpoint]);
-    }
+  for (const loop of await detachLoops(p.file)) found.push(loop);
+  if (isMountpoint(p.mountpoint)) {
+    found.push(`FUSE mount ${p.mountpoint}`);
+    await run(["fusermount3", "-u", "-z", p.mountpoint]);
   }
   if (existsSync(p.pidfile)) {
     found.push(`nbdfuse pidfile ${p.pidfile}`);
-    killPidfile(p.pidfile);
+    killPidfile(p.pidfile, p.mountpoint);
   }
   removeDir(p.mountpoint);
   return found;
+}
+
+/** Where the symlink at `link` points, or null when there is none (a dangling one counts). */
+function linkTarget(link: string): string | null {
+  try {
+    return lstatSync(link).isSymbolicLink() ? readlinkSync(link) : null;
+  } catch {
+    return null;
+  }
 }
 
 export async function createNbdfuseLoop(opts: DeviceOptions): Promise<DeviceGate> {
@@ -119,6 +134,8 @@ export async function createNbdfuseLoop(opts: DeviceOptions): Promise<DeviceGate
   };
   try {
     await waitReady(nbdfuse, p.pidfile);
+    // Read only for a start-up failure's message; left unread, a full pipe would stall nbdfuse.
+    void (nbdfuse.stderr as ReadableStream).pipeTo(new WritableStream()).catch(() => undefined);
     loop = (await runChecked(["losetup", "-f", "--show", "--sector-size", String(opts.sector_bytes), p.file])).trim();
     removeLink(p.link);
     symlinkSync(loop, p.link);

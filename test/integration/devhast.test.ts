@@ -100,7 +100,10 @@ describe("/dev/hast/<provname> (nbdfuse + loop)", () => {
     await runOk(["umount", mnt]);
   });
 
-  test.skipIf(skip !== null)("a SIGKILLed worker's device is cleaned up by its successor, which makes a working one", async () => {
+  // With I/O between the kill and the restart, nbdfuse dies on it and leaves a dead FUSE mount
+  // (stat fails with ENOTCONN), which the successor once took for no mount at all: it kept the loop
+  // device and mount and failed at mkdir, and the resource could not be promoted again (review).
+  test.skipIf(skip !== null).each([false, true])("a SIGKILLed worker's device is cleaned up by its successor, which makes a working one (I/O after the kill: %p)", async (io_after_kill) => {
     const p = await primaryWithDevice();
     const pattern = h.path("pattern.bin");
     await Bun.write(pattern, randomBytes(MiB));
@@ -109,6 +112,12 @@ describe("/dev/hast/<provname> (nbdfuse + loop)", () => {
     const oldFuse = nbdfusePid();
 
     process.kill(before!.workerpid, "SIGKILL");
+    if (io_after_kill) {
+      // A file system still writing: fails, as the device's server is gone (the restart waits 1 s).
+      await Bun.sleep(100);
+      const w = await run(["dd", "if=/dev/zero", `of=${p.loop}`, "bs=4096", "count=1", "oflag=direct", "status=none"], { timeout_ms: 10_000 });
+      expect(w.code).not.toBe(0);
+    }
     await p.daemon.waitLog(/Removed what a previous worker left behind: .*r0/, 15_000);
     await p.daemon.waitLog(/Device .*r0 created/, 15_000);
     const [now] = await waitFor("the new worker to serve", async () => {
