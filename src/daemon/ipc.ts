@@ -25,6 +25,9 @@ export type ToWorker =
       /** A primary: why the main process's flush of the component before this start failed
        * (held-component.ts), or null. */
       start_flush_error?: string | null;
+      /** A primary restarted within the same primary period: a GEOM Gate device its predecessor left
+       * is taken over with the requests queued on it; in a new period it is destroyed first. */
+      restart?: boolean;
     }
   | { type: "status"; id: number }
   /** Start, end, or go on with an online verification; answered with a "verify" message. */

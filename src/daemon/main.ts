@@ -17,6 +17,7 @@ import { WORKER_KILL_WAIT_MS, WORKER_START_WAIT_MS, WorkerHandle, type WorkerExi
 import { EX_OK, EX_OSERR, EX_SOFTWARE, ExitError } from "../core/sysexits.ts";
 import { HeldComponent, type Unacted } from "../io/held-component.ts";
 import { Pidfile } from "./pidfile.ts";
+import { cleanupStaleDevice, deviceWhere } from "../gate/device.ts";
 import { VERSION_CACHE_EPOCH } from "../wire/peer/index.ts";
 
 export const WORKER_RESTART_DELAY_MS = 1_000;
@@ -44,6 +45,10 @@ interface ResourceState {
   /** A secondary's copy state as its worker last reported it, kept after the worker ends (the
    * primary died): null when unknown (no worker since the last role change). */
   copy_incomplete: boolean | null;
+  /** A primary worker ended without its orderly stop (killed, crashed): the /dev/hast device it
+   * made may still be there. Removed when the primary period ends (removeDeviceLeft); a primary
+   * worker that starts removes it itself. */
+  device_left: boolean;
   /** Role changes, admissions and reload restarts, one at a time (each stops and starts the worker
    * across awaits). */
   turns: Serial;
@@ -287,14 +292,15 @@ export class Hastd {
    * descriptor meets a write-back error a dead worker took); null when hastd stops meanwhile. A
    * failed flush, this one or one no primary worker has acted on yet, goes to the worker, and is
    * kept until one has (marked its copy incomplete, or been forced past it). */
-  private async startPrimary(state: ResourceState, force = false): Promise<WorkerHandle | null> {
+  private async startPrimary(state: ResourceState, force = false, restart = false): Promise<WorkerHandle | null> {
     if (this.stopping) return null;
     const held = this.heldOf(state);
     await held.flush(state.config.localpath);
     const unacted = held.unacted;
     if (unacted) this.log.error(`[${state.config.name}] Flush before the primary worker starts failed (${unacted.error}).`);
     if (this.stopping) return null;
-    const worker = this.startWorker(state, "primary", { force, start_flush_error: unacted?.error ?? null });
+    state.device_left = false; // the worker removes what it finds at its start
+    const worker = this.startWorker(state, "primary", { force, restart, start_flush_error: unacted?.error ?? null });
     if (unacted) {
       void worker.ready.then(() => {
         if (worker.exit === null || worker.exit.code === WORKER_EXIT_REFUSED) held.acted(unacted);
@@ -307,14 +313,15 @@ export class Hastd {
    * accepted connection (its fd becomes the worker's PEER_FD). */
   private startWorker(
     state: ResourceState, role: "primary" | "secondary",
-    opts: { peer?: SecondaryPeer & { fd: number }; force?: boolean; start_flush_error?: string | null; clears?: Unacted | null } = {},
+    opts: { peer?: SecondaryPeer & { fd: number }; force?: boolean; restart?: boolean; start_flush_error?: string | null; clears?: Unacted | null } = {},
   ): WorkerHandle {
-    const { peer, force, start_flush_error, clears } = opts;
+    const { peer, force, restart, start_flush_error, clears } = opts;
     let was_incomplete = false;
     const init = {
       resource: state.config, role, node: this.config.node, log: this.opts.log_setup,
       ...(peer ? { peer: { handshake: peer.handshake, protocol_version: peer.protocol_version, cache: peer.cache } } : {}),
       ...(force ? { force } : {}),
+      ...(restart ? { restart } : {}),
       ...(start_flush_error ? { start_flush_error } : {}),
     };
     // What the worker said of its link: one that dies without saying the rest (killed) leaves event
@@ -358,6 +365,25 @@ export class Hastd {
     if (worker && !(await worker.stop())) {
       this.log.error(`[${state.config.name}] Worker process (pid=${worker.pid}) has not exited ${WORKER_KILL_WAIT_MS / 1000} s after SIGKILL ` +
         "(blocked in the kernel, on its disk?); going on without it. It keeps the component locked until it exits.");
+      if (worker.role === "primary") state.device_left = true;
+    }
+    if (state.role !== "primary" || this.stopping) await this.removeDeviceLeft(state);
+  }
+
+  /**
+   * The primary period is over: a device its last worker left (killed, or crashed and not
+   * restarted) goes now, not at the next promotion. Until then it would take I/O nobody serves,
+   * and a worker of the next period would find it in its way.
+   */
+  private async removeDeviceLeft(state: ResourceState): Promise<void> {
+    if (!state.device_left) return;
+    state.device_left = false;
+    const { config } = state;
+    const where = deviceWhere(config.provname, config.nbd.kind === "uds" ? config.nbd.path : null, (m) => this.log.info(`[${config.name}] ${m}`));
+    try {
+      await cleanupStaleDevice(where);
+    } catch (err) {
+      this.log.error(`[${config.name}] Unable to remove the device its primary worker left: ${(err as Error).message}`);
     }
   }
 
@@ -365,6 +391,7 @@ export class Hastd {
     const name = state.config.name;
     if (exit.code === EX_OK) void this.heldOf(state).absorb();
     const how = exit.signal ? `killed by signal ${exit.signal}` : `exited with status ${exit.code}`;
+    if (worker.role === "primary" && exit.code !== EX_OK) state.device_left = true;
     if (state.worker !== worker) {
       this.log.debug(`[${name}] Worker process (pid=${worker.pid}) ${how}.`);
       return;
@@ -401,7 +428,7 @@ export class Hastd {
         void state.turns.run(async () => {
           if (state.role !== "primary" || state.worker) return;
           try {
-            const restarted = await this.startPrimary(state);
+            const restarted = await this.startPrimary(state, false, true);
             if (restarted) restarted.restarted = true;
           } catch (err) {
             // Not left primary with no worker: a later `hastctl role primary` would find nothing to do.
@@ -420,6 +447,7 @@ export class Hastd {
     this.log.error(`[${state.config.name}] ${why} Changing resource role back to init.`);
     const old = state.role;
     state.role = "init";
+    void state.turns.run(() => this.removeDeviceLeft(state));
     this.raise(state, "role", [old, "init"], false);
   }
 
@@ -531,7 +559,7 @@ export class Hastd {
 }
 
 function newState(config: ResourceConfig): ResourceState {
-  return { config, role: "init", worker: null, restart: null, crashes: [], split_brain: false, copy_incomplete: null, turns: new Serial() };
+  return { config, role: "init", worker: null, restart: null, crashes: [], split_brain: false, copy_incomplete: null, device_left: false, turns: new Serial() };
 }
 
 function controlPath(config: Config): string {

@@ -11,7 +11,7 @@ import { expectedBitmapBytes } from "../wire/peer/index.ts";
 import { PrimaryEngine } from "../core/primary-engine.ts";
 import { FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../core/metadata.ts";
 import { EX_IOERR, ExitError } from "../core/sysexits.ts";
-import { cleanupStaleDevice, createDevice, devdir, type DeviceGate } from "../gate/device.ts";
+import { cleanupStaleDevice, createDevice, deviceWhere, type DeviceGate } from "../gate/device.ts";
 import { NbdServer } from "../gate/nbd-server.ts";
 import type { LocalDisk } from "../io/disk.ts";
 import { MetadataStore } from "../io/metadata-store.ts";
@@ -24,7 +24,6 @@ import { PrimaryIo } from "./primary-io.ts";
 import { newStatistics } from "./statistics.ts";
 import { openComponent, readMetadata } from "./component.ts";
 
-const DEFAULT_RUNDIR = "/var/run/hast";
 /** How long an orderly stop waits for its last flush through the peer. */
 const STOP_SETTLE_MS = 5_000;
 
@@ -48,8 +47,10 @@ export class PrimaryWorker {
   /** `force`: take this node's copy as the good one even if it is incomplete (acceptIncomplete).
    * `main_flush_error`: why the main process's flush of the component before this start failed. */
   static async start(
-    resource: ResourceConfig, node: string, force: boolean, main_flush_error: string | null, log: Logger, emit: (event: HookEvent) => void,
+    resource: ResourceConfig, node: string, start: { force: boolean; main_flush_error: string | null; restart: boolean },
+    log: Logger, emit: (event: HookEvent) => void,
   ): Promise<PrimaryWorker> {
+    const { force, main_flush_error } = start;
     const disk = openComponent(resource);
     try {
       const store = new MetadataStore(disk);
@@ -95,11 +96,10 @@ export class PrimaryWorker {
       log.info(`Serving ${resource.provname} (${meta.datasize} bytes) at ${formatAddress(resource.nbd)}.`);
       let device: DeviceGate | null = null;
       if (resource.device) {
-        const rundir = resource.nbd.kind === "uds" ? dirname(resource.nbd.path) : DEFAULT_RUNDIR;
-        const where = { provname: resource.provname, rundir, devdir: devdir(), log: (m: string) => log.info(m) };
+        const where = deviceWhere(resource.provname, resource.nbd.kind === "uds" ? resource.nbd.path : null, (m) => log.info(m));
         try {
           await cleanupStaleDevice(where);
-          device = await createDevice({ ...where, backend: io, uri: nbd.address, size_bytes: meta.datasize, sector_bytes: disk.sector_bytes });
+          device = await createDevice({ ...where, backend: io, uri: nbd.address, size_bytes: meta.datasize, sector_bytes: disk.sector_bytes, takeover: start.restart });
           log.info(`Device ${device.path} created (${device.mechanism}).`);
         } catch (err) {
           await nbd.stop();

@@ -97,7 +97,9 @@ async function serve(): Promise<number> {
   process.on("unhandledRejection", (err) => internalError(err, "unhandled rejection: "));
   const emit = (event: HookEvent) => send({ type: "event", event });
   try {
-    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, init.force === true, init.start_flush_error ?? null, log, emit);
+    if (init.role === "primary") worker = await PrimaryWorker.start(init.resource, init.node, {
+      force: init.force === true, main_flush_error: init.start_flush_error ?? null, restart: init.restart === true,
+    }, log, emit);
     else if (init.peer) {
       worker = await SecondaryWorker.start(init.resource, init.peer, log, { emit, report: (complete) => send({ type: "copy", complete }) });
     }

@@ -3,6 +3,7 @@
 // attach fails) nbdfuse + loop.
 // The NBD endpoint itself is always served (src/gate/nbd-server.ts); this only adds the device.
 import { existsSync } from "node:fs";
+import { dirname } from "node:path";
 import type { BlockBackend } from "./block-backend.ts";
 import { createGgateDevice } from "./ggate.ts";
 import { cleanupKernelNbd, createKernelNbd } from "./kernel-nbd.ts";
@@ -23,6 +24,10 @@ export interface DeviceOptions {
   log: (msg: string) => void;
   /** What GEOM Gate and kernel nbd serve directly (they hand requests to the daemon, not to an NBD client). */
   backend: BlockBackend;
+  /** GEOM Gate: a device left by a predecessor of the same primary period is taken over with the
+   * requests queued on it (hastd's CANCEL); otherwise those requests are an earlier period's, from
+   * before the peer may have written, and the device is destroyed and made anew. */
+  takeover?: boolean;
   /** Try the kernel nbd client first; default: when the nbd module is loaded (tests force it). */
   kernel_nbd?: boolean;
 }
@@ -35,6 +40,14 @@ export interface DeviceGate {
 
 export function devdir(): string {
   return process.env.HASTD_DEVDIR || DEFAULT_DEVDIR;
+}
+
+/** Runtime state (FUSE mount point, nbdfuse pidfile) lives beside a unix-socket NBD endpoint. */
+const DEFAULT_RUNDIR = "/var/run/hast";
+
+/** Where a resource's device and its helpers' state live. */
+export function deviceWhere(provname: string, nbd_socket: string | null, log: (msg: string) => void): Pick<DeviceOptions, "provname" | "rundir" | "devdir" | "log"> {
+  return { provname, rundir: nbd_socket !== null ? dirname(nbd_socket) : DEFAULT_RUNDIR, devdir: devdir(), log };
 }
 
 export function kernelNbdPresent(): boolean {

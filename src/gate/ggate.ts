@@ -160,7 +160,7 @@ function lstatIsLink(path: string): boolean {
   }
 }
 
-export interface GgateOptions extends Pick<DeviceOptions, "provname" | "size_bytes" | "sector_bytes" | "devdir" | "log"> {
+export interface GgateOptions extends Pick<DeviceOptions, "provname" | "size_bytes" | "sector_bytes" | "devdir" | "log" | "takeover"> {
   backend: BlockBackend;
 }
 
@@ -172,7 +172,13 @@ export async function createGgateDevice(opts: GgateOptions): Promise<DeviceGate>
   const ctl_fd = openGgctl();
   let unit: number;
   try {
-    const created = native.ggateCreate(ctl_fd, name, opts.size_bytes, opts.sector_bytes, KERNEL_TIMEOUT_S);
+    let created = native.ggateCreate(ctl_fd, name, opts.size_bytes, opts.sector_bytes, KERNEL_TIMEOUT_S);
+    if (created.recovered && opts.takeover !== true) {
+      // Left by a worker of an earlier primary period: what it queued must not reach the disk now.
+      native.ggateDestroy(ctl_fd, created.unit, true);
+      opts.log(`Destroyed ${kernel_path} (GEOM Gate unit ${created.unit}) left by a worker of an earlier primary period, with the requests queued on it.`);
+      created = native.ggateCreate(ctl_fd, name, opts.size_bytes, opts.sector_bytes, KERNEL_TIMEOUT_S);
+    }
     unit = created.unit;
     if (created.recovered) opts.log(`Took over ${kernel_path} (GEOM Gate unit ${unit}) left by a previous worker.`);
   } catch (err) {

@@ -136,6 +136,23 @@ describe("/dev/hast/<provname> (nbdfuse + loop)", () => {
     expect(await sha256File(readBack)).toBe(await sha256File(pattern));
   });
 
+  // Left to the next primary worker, it stayed through the secondary period, taking I/O nobody
+  // served, and was in that worker's way (review of the gates).
+  test.skipIf(skip !== null)("a killed worker's device goes when the role leaves primary before its restart", async () => {
+    const p = await primaryWithDevice();
+    const [before] = await h.listJson(a, p.conf, ["r0"]);
+    const fusePid = nbdfusePid();
+    process.kill(before!.workerpid, "SIGKILL");
+    await p.daemon.waitLog(/killed by signal SIGKILL; restarting in/, 10_000);
+    await h.hastctlOk(a, p.conf, ["role", "secondary", "r0"]);
+    await p.daemon.waitLog(/Removed what a previous worker left behind: .*r0/, 10_000);
+    await expectDeviceGone(p);
+    expect(() => lstatSync(p.link)).toThrow();
+    await waitFor("nbdfuse to be gone", async () => !processAlive(fusePid), 10_000);
+    const [after] = await h.listJson(a, p.conf, ["r0"]);
+    expect(after!.role).toBe("secondary");
+  });
+
   test.skipIf(skip !== null)("SIGTERM of hastd leaves no loop device, FUSE mount or process behind", async () => {
     const p = await primaryWithDevice();
     const [listed] = await h.listJson(a, p.conf, ["r0"]);
