@@ -13,13 +13,19 @@ const RUN_TIMEOUT_MS = 20_000;
 setDefaultTimeout(30_000);
 
 const FAKE_HASTCTL = `#!/bin/sh
-# fake hastctl: state in $FAKE/state/<res>.{role,split_brain,copy_incomplete}; role primary makes the device
-# (a symlink to /dev/null, a character device) appear in $HAST_DEVDIR.
+# fake hastctl: state in $FAKE/state/<res>.{role,split_brain,copy_incomplete,device_off}; role primary makes the
+# device (a symlink to /dev/null, a character device) appear in $HAST_DEVDIR, unless device_off.
 echo "hastctl $*" >>"$FAKE/calls.log"
 sub=$1; shift
 [ "\${1:-}" = -c ] && shift 2
 case $sub in
 status)
+	# FAKE/down holds how many more status calls find hastd not yet listening (hastctl exits 71).
+	if [ -s "$FAKE/down" ] && [ "$(cat "$FAKE/down")" -gt 0 ]; then
+		echo $(($(cat "$FAKE/down") - 1)) >"$FAKE/down"
+		echo "hastctl: cannot connect to hastd: hastd is not running" >&2
+		exit 71
+	fi
 	[ -n "\${FAKE_STATUS_SLEEP:-}" ] && sleep "$FAKE_STATUS_SLEEP"
 	[ "$1" = --json ] && shift
 	[ $# -eq 0 ] && set -- $(cd "$FAKE/state" && ls *.role | sed 's/\\.role$//')
@@ -29,9 +35,10 @@ status)
 		[ -f "$FAKE/state/$r.role" ] || { echo "hastctl: no resource $r" >&2; exit 69; }
 		sb=false; [ -f "$FAKE/state/$r.split_brain" ] && sb=true
 		ci=false; [ -f "$FAKE/state/$r.copy_incomplete" ] && ci=true
+		device=null; [ "$(cat "$FAKE/state/$r.role")" = primary ] && ! [ -f "$FAKE/state/$r.device_off" ] && device="{ \\"path\\": \\"$HAST_DEVDIR/prov-$r\\", \\"mechanism\\": \\"fake\\" }"
 		printf '%s  {\\n    "name": "%s",\\n    "role": "%s",\\n    "provname": "%s",\\n' "$sep" "$r" "$(cat "$FAKE/state/$r.role")" "prov-$r"
 		printf '    "statistics": {\\n      "reads": 0,\\n      "local_errors": { "read": 0, "write": 0 }\\n    },\\n'
-		printf '    "status": "degraded",\\n    "dirty": 4096,\\n    "device": null,\\n    "note": "a \\\\"quoted\\\\" {brace}",\\n    "split_brain": %s,\\n    "copy_incomplete": %s\\n  }' "$sb" "$ci"
+		printf '    "status": "degraded",\\n    "dirty": 4096,\\n    "device": %s,\\n    "note": "a \\\\"quoted\\\\" {brace}",\\n    "split_brain": %s,\\n    "copy_incomplete": %s\\n  }' "$device" "$sb" "$ci"
 		sep=",
 "
 	done
@@ -43,7 +50,7 @@ role)
 	echo "$role" >"$FAKE/state/$r.role"
 	# Leaving secondary stops the secondary worker, and with it the old primary's connection.
 	[ "$role" != secondary ] && { grep -v "^hastd: $r (secondary)" "$FAKE/ps" >"$FAKE/ps.new"; mv "$FAKE/ps.new" "$FAKE/ps"; }
-	if [ "$role" = primary ]; then ln -sf /dev/null "$HAST_DEVDIR/prov-$r"; else rm -f "$HAST_DEVDIR/prov-$r"; fi
+	if [ "$role" = primary ] && ! [ -f "$FAKE/state/$r.device_off" ]; then ln -sf /dev/null "$HAST_DEVDIR/prov-$r"; else rm -f "$HAST_DEVDIR/prov-$r"; fi
 	;;
 esac
 `;
@@ -223,6 +230,31 @@ describe("hast-switch primary", () => {
     ]);
     expect([role("r0"), role("r1")]).toEqual(["primary", "primary"]);
     expect(existsSync(join(fake, "run", "hast-switch.lock"))).toBe(false);
+  });
+
+  // Every promotion of a 'device off' resource used to fail: the device it waited for never came.
+  test("a resource hastd serves no device for (device off) is promoted; one with a mount entry is refused", async () => {
+    writeFileSync(join(fake, "state", "r1.device_off"), "");
+    const r = await hastSwitch(["primary", "r1"], { HAST_MOUNTS: "" });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("r1: no device (device off): nothing to mount");
+    expect(calls()).toEqual(["hastctl role primary r1", "systemctl start nfs-server", "systemctl start smbd"]);
+    const mounted = await hastSwitch(["primary", "r1"]);
+    expect(mounted.code).toBe(1);
+    expect(mounted.stderr).toContain(`r1: hastd serves no device for it (device off), but HAST_MOUNTS mounts it on ${mnt("r1")}`);
+  });
+
+  // At boot a unit ordered After=hastd.service runs before hastd's control socket listens.
+  test("waits, bounded, for a hastd that is still starting", async () => {
+    writeFileSync(join(fake, "down"), "3");
+    const r = await hastSwitch(["secondary", "r0"], { HAST_SERVICES: "" });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("waiting up to 30 s for hastd to answer");
+    writeFileSync(join(fake, "down"), "100");
+    const gone = await hastSwitch(["primary", "r0"], { HASTD_WAIT_S: "1" });
+    expect(gone.code).toBe(1);
+    expect(gone.stderr).toContain("hastd is not running");
+    expect(role("r0")).toBe("secondary");
   });
 
   test("a second call changes nothing and succeeds", async () => {
