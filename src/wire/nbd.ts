@@ -146,7 +146,8 @@ const ERRNO_NAME_TO_NBD: Record<string, NbdErrorName> = {
 
 /** Maps an errno name ("ENOSPC", "EDQUOT", ...) to the NBD error to send; anything else is EIO. */
 export function nbdErrorForErrnoName(name: unknown): NbdErrorName {
-  return (typeof name === "string" && ERRNO_NAME_TO_NBD[name]) || "EIO";
+  // Own keys only: an inherited one ("constructor") would be written as error 0, a success.
+  return typeof name === "string" && Object.hasOwn(ERRNO_NAME_TO_NBD, name) ? ERRNO_NAME_TO_NBD[name]! : "EIO";
 }
 
 /** Name of an NBD command number, for log lines. */
@@ -187,7 +188,11 @@ export function writeU64(view: DataView, offset: number, value: number): void {
  * quote what the client sent (an export name of up to 4096 bytes), and must still go out. */
 export function messageBytes(message: string): Uint8Array {
   const bytes = new TextEncoder().encode(message);
-  return bytes.byteLength > STRING_BYTES_MAX ? bytes.subarray(0, STRING_BYTES_MAX) : bytes;
+  if (bytes.byteLength <= STRING_BYTES_MAX) return bytes;
+  // Cut on a character boundary: the message may quote a client's export name.
+  let end = STRING_BYTES_MAX;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
 }
 
 export function viewOf(bytes: Uint8Array): DataView {

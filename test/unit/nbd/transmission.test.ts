@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { NBD_CMD, NBD_CMD_FLAG, NBD_REPLY_TYPE, nbdErrorForErrnoName, viewOf } from "../../../src/wire/nbd.ts";
+import { messageBytes, NBD_CMD, NBD_CMD_FLAG, NBD_REPLY_TYPE, nbdErrorForErrnoName, viewOf } from "../../../src/wire/nbd.ts";
 import {
   OFFSET_DATA_HEADER_BYTES, checkRequest, encodeErrorChunk, encodeRequestHeader, encodeSimpleReply,
   parseReplyHeader, parseRequestHeader, requestPayloadBytes, writeOffsetDataHeader, type ExportLimits,
@@ -158,5 +158,18 @@ describe("errno mapping", () => {
     expect(nbdErrorForErrnoName("EWHATEVER")).toBe("EIO");
     expect(nbdErrorForErrnoName(undefined)).toBe("EIO");
     expect(nbdErrorForErrnoName(5)).toBe("EIO");
+    // Names every object inherits are not errors of ours: never a success on the wire (review).
+    for (const inherited of ["constructor", "toString", "valueOf", "hasOwnProperty", "__proto__"]) {
+      expect(nbdErrorForErrnoName(inherited)).toBe("EIO");
+    }
+  });
+});
+
+describe("messageBytes", () => {
+  test("cuts a long message at 4096 bytes, on a character boundary", () => {
+    const cut = messageBytes(`x${"é".repeat(3000)}`); // 6001 bytes; byte 4096 is inside an "é"
+    expect(cut.byteLength).toBe(4095);
+    expect(new TextDecoder("utf-8", { fatal: true }).decode(cut)).toBe(`x${"é".repeat(2047)}`);
+    expect(messageBytes("short")).toEqual(new TextEncoder().encode("short"));
   });
 });
