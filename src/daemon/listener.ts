@@ -207,9 +207,10 @@ export class PeerListener {
     else this.pending_from.delete(c.remote);
   }
 
-  private reject(socket: Socket<Conn>, code: PeerErrorName | null, message: string, busy = false): void {
+  /** `logged`: what the log says, where it says more than the peer is told. */
+  private reject(socket: Socket<Conn>, code: PeerErrorName | null, message: string, busy = false, logged = message): void {
     const c = socket.data;
-    this.deps.log.warn(`Refused replication connection from ${c.remote}${c.resource ? ` for ${c.resource.name}` : ""}: ${message}`);
+    this.deps.log.warn(`Refused replication connection from ${c.remote}${c.resource ? ` for ${c.resource.name}` : ""}: ${logged}`);
     if (code) send(socket, { kind: "error", code, busy, message });
     this.settled(c);
     c.state = "refused";
@@ -258,7 +259,12 @@ export class PeerListener {
     const c = socket.data;
     socket.pause();
     const resource = this.deps.resources().find((r) => r.name === hello.resource);
-    if (!resource) return this.reject(socket, "UNKNOWN_RESOURCE", "Resource not configured.");
+    // Answered as for a resource of another node: the peer has not proved anything yet, and must
+    // not learn which names are configured here.
+    if (!resource) {
+      return this.reject(socket, "NO_ACCESS", "No access to the resource.", false,
+        `it asked for resource ${JSON.stringify(hello.resource)}, which is not configured here`);
+    }
     c.resource = resource;
     if (!(await addressMatches(resource.remote, c.remote))) return this.reject(socket, "NO_ACCESS", "No access to the resource.");
     const role = this.deps.roleOf(resource.name);

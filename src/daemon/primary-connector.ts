@@ -130,6 +130,12 @@ export class PrimaryConnector {
     if (outcome.kind === "failed") return this.problem(`Unable to connect to ${resource.remote_text}: ${outcome.reason}`);
     if (outcome.kind === "refused") {
       const e = outcome.error;
+      if (!outcome.authenticated) {
+        // Not proved to be the peer: nothing it says is acted on (a split-brain claim would stop
+        // failover scripts), it is only reported.
+        return this.problem(`${resource.remote_text} refused the connection before authenticating (${e.code}): ${e.message}`,
+          e.code === "NOT_SECONDARY" ? "warn" : "error");
+      }
       if (e.code === "SPLIT_BRAIN") {
         this.split_brain = true;
         this.problem(`Split-brain detected with ${resource.remote_text}: both nodes changed data while apart. Recovery: docs/operations.md.`, "error");

@@ -30,7 +30,9 @@ export type HandshakeOutcome =
   /** version: the peer protocol version the secondary chose; sent: the counters the secondary
    * decided on, which the caller checks are still this node's before acting on the reply. */
   | { kind: "connected"; link: PeerLink; reply: HandshakeReply; bitmap: Uint8Array; version: number; sent: Generation }
-  | { kind: "refused"; error: PeerError }
+  /** authenticated: the secondary had proved it knows the secret before it refused; an ERROR
+   * before that may come from anyone who answers on its address. */
+  | { kind: "refused"; error: PeerError; authenticated: boolean }
   | { kind: "failed"; reason: string };
 
 function tcpTarget(a: Address): { host: string; port: number; family: 0 | 4 | 6 } {
@@ -56,13 +58,14 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
     link.close(reason);
     return { kind: "failed", reason };
   };
+  let authenticated = false;
   const expect = async <K extends Frame["kind"]>(kind: K): Promise<Extract<Frame, { kind: K }> | HandshakeOutcome> => {
     const got = await waiter.next(timeout_ms);
     if (got.kind === "timeout") return fail(`no ${kind} from ${link.remote} within ${resource.timeout_s} s`);
     if (got.kind === "closed") return { kind: "failed", reason: got.reason };
     if (got.frame.kind === "error") {
       link.close(`refused: ${got.frame.message}`);
-      return { kind: "refused", error: got.frame };
+      return { kind: "refused", error: got.frame, authenticated };
     }
     if (got.frame.kind !== kind) return fail(`expected ${kind} from ${link.remote}, got ${got.frame.kind}`);
     return got.frame as Extract<Frame, { kind: K }>;
@@ -80,6 +83,7 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
   const check = checkChallengeAuth(ctx, challenge.auth, prims);
   link.send({ kind: "auth", auth: authReplyBlock(ctx, check, prims) });
   if (!check.ok) return fail(`authentication of ${link.remote} failed: ${check.reason}`);
+  authenticated = true;
   const unready = input.beforeHandshake();
   if (unready !== null) return fail(unready);
   const sent = input.generation();
