@@ -37,7 +37,8 @@ function secretReader(file: string): SecretReader {
     const full = isAbsolute(path) ? path : resolvePath(dirname(file), path);
     const text = readBounded(full, SECRET_MAX_BYTES, { regular_only: true });
     if (typeof text !== "string") {
-      const detail = text.exit_code === EX_OSFILE ? `cannot read secret_file ${full}: ${text.why}` : `secret_file ${full} ${text.why}`;
+      const detail = text.exit_code === EX_OSFILE ? `cannot read secret_file ${full}: ${text.why}`
+        : `secret_file ${full} ${text.why}${text.why === NOT_TEXT ? " (a binary key: write it as text, e.g. openssl rand -hex 32)" : ""}`;
       throw new ConfigError(file, line, detail, text.exit_code);
     }
     const value = text.replace(/\r?\n$/, "");
@@ -47,6 +48,8 @@ function secretReader(file: string): SecretReader {
 }
 
 interface ReadFailure { why: string; exit_code: 72 | 78 }
+
+const NOT_TEXT = "is not UTF-8 text";
 
 /** Read at most max_bytes (so /dev/zero cannot hang us); a secret must be a regular file. */
 function readBounded(path: string, max_bytes: number, opts: { regular_only: boolean }): string | ReadFailure {
@@ -68,7 +71,13 @@ function readBounded(path: string, max_bytes: number, opts: { regular_only: bool
       size_bytes += n;
     }
     if (size_bytes > max_bytes) return { why: `is larger than ${max_bytes} bytes`, exit_code: EX_CONFIG };
-    return buffer.subarray(0, size_bytes).toString("utf8");
+    // Decoded strictly: lossy decoding would turn every invalid byte into U+FFFD, and two quite
+    // different binary key files into one secret.
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(buffer.subarray(0, size_bytes));
+    } catch {
+      return { why: NOT_TEXT, exit_code: EX_CONFIG };
+    }
   } catch (err) {
     return { why: errorText(err), exit_code: EX_OSFILE };
   } finally {

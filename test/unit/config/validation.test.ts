@@ -159,6 +159,13 @@ describe("secret and secret_file", () => {
     confError("secret {\n", 1, "syntax error near '{': expected the secret (letters, digits and . - _ / : [ ]; use secret_file for others)");
   });
 
+  // Decoded lossily, every invalid byte became U+FFFD: two different binary keys gave one secret.
+  test("a secret_file that is not UTF-8 text (a binary key) is refused, saying how to write one", () => {
+    const path = join(dir, "binary-key");
+    writeFileSync(path, new Uint8Array([0xff, 0xfe, 0x80, 0x41, 0xc3]));
+    confError(`secret_file ${path}\n${MIN_CONF}`, 1, `secret_file ${path} is not UTF-8 text (a binary key: write it as text, e.g. openssl rand -hex 32)`);
+  });
+
   test("secret and secret_file are mutually exclusive at one level, not across levels", () => {
     const key = file("key2", "k2\n");
     confError(`secret abc\n\nsecret_file ${key}\n`, 3, "secret and secret_file are mutually exclusive");
