@@ -360,6 +360,46 @@ describe("hast-switch under failover events", () => {
     expect(calls().some((c) => c.startsWith("hastctl role primary") || c.startsWith("mount"))).toBe(false);
   });
 
+  // ucarp's vip.sh passes each instance's own resources: calls for other resources must neither
+  // supersede nor stop each other (a promotion once reported success and did nothing).
+  test("calls for other resources do not supersede or stop each other", async () => {
+    // r1's promotion holds the lock (a slow mount) while r0's and a later one of r1 wait for it.
+    const holder = hastSwitch(["primary", "r1"], { FAKE_MOUNT_TICKS: "10", HAST_SERVICES: "" });
+    const deadline = Date.now() + 10_000;
+    while (!calls().some((c) => c.startsWith("mount")) && Date.now() < deadline) await Bun.sleep(20);
+    const r0 = hastSwitch(["primary", "r0"], { HAST_SERVICES: "" });
+    await Bun.sleep(200);
+    const r1_demotion = hastSwitch(["secondary", "r1"], { HAST_SERVICES: "" });
+    const [held, promoted, demoted] = await Promise.all([holder, r0, r1_demotion]);
+    expect(held.code).not.toBe(0); // stopped by the later demotion of the same resource
+    expect(promoted.code).toBe(0);
+    expect(promoted.stderr).not.toContain("superseded");
+    expect(demoted.code).toBe(0);
+    expect([role("r0"), role("r1")]).toEqual(["primary", "secondary"]);
+    // A demotion of r1 does not stop a promotion of r0 that holds the lock.
+    expect((await hastSwitch(["secondary", "r0"], { HAST_SERVICES: "" })).code).toBe(0);
+    const mounts = calls().filter((c) => c.startsWith("mount")).length;
+    const slow = hastSwitch(["primary", "r0"], { FAKE_MOUNT_TICKS: "10", HAST_SERVICES: "" });
+    const until = Date.now() + 10_000;
+    while (calls().filter((c) => c.startsWith("mount")).length === mounts && Date.now() < until) await Bun.sleep(20);
+    const other = await hastSwitch(["secondary", "r1"], { HAST_SERVICES: "" });
+    expect(other.code).toBe(0);
+    expect(other.stderr).not.toContain("stopping the promotion");
+    expect((await slow).code).toBe(0);
+    expect(role("r0")).toBe("primary");
+  });
+
+  test("of a call's resources, those a later call named are left to it", async () => {
+    const promotion = hastSwitch(["primary", "r0", "r1"], { FAKE_STATUS_SLEEP: "1", HAST_SERVICES: "" });
+    await Bun.sleep(300);
+    const demotion = await hastSwitch(["secondary", "r1"], { HAST_SERVICES: "" });
+    expect(demotion.code).toBe(0);
+    const promoted = await promotion;
+    expect(promoted.code).toBe(0);
+    expect(promoted.stderr).toContain("of r0 r1, only r0: the rest superseded by a later call");
+    expect([role("r0"), role("r1")]).toEqual(["primary", "secondary"]);
+  });
+
   test("a demotion waits for the mount the promotion it stopped had started, then unmounts it", async () => {
     const promotion = hastSwitch(["primary", "r0"], { FAKE_MOUNT_TICKS: "15", HAST_SERVICES: "" });
     const deadline = Date.now() + 10_000;
