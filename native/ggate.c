@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -65,7 +66,7 @@
 #define HAST_ZERO_CHUNK_BYTES (1u << 16)
 static _Alignas(4096) const unsigned char hast_zeroes[HAST_ZERO_CHUNK_BYTES];
 
-int hast_native_version(void) { return 11; }
+int hast_native_version(void) { return 12; }
 
 int hast_open(const char *path, int flags) {
 	if (path == NULL || (flags & ~HAST_OPEN_ALL) != 0) return -EINVAL;
@@ -344,6 +345,34 @@ int hast_dup(int fd) {
 int hast_fdatasync(int fd) { return fdatasync(fd) < 0 ? -errno : 0; }
 
 int hast_fsync(int fd) { return fsync(fd) < 0 ? -errno : 0; }
+
+/*
+ * Writes all of buf at offset and makes that range durable: Linux's RWF_DSYNC writes back only
+ * this range's pages, then flushes the device cache, where fdatasync would write back every dirty
+ * page of the file first (a map update among buffered data writes). Where RWF_DSYNC is missing
+ * (older kernels, FreeBSD), pwrite then fdatasync.
+ */
+int64_t hast_pwrite_durable(int fd, const void *buf, uint64_t len, int64_t offset) {
+	if (offset < 0 || len > (uint64_t)(INT64_MAX - offset) || len > (uint64_t)SSIZE_MAX) return -EINVAL;
+#if defined(__linux__) && defined(RWF_DSYNC)
+	uint64_t done = 0;
+	while (done < len) {
+		struct iovec v = { .iov_base = (unsigned char *)buf + done, .iov_len = (size_t)(len - done) };
+		ssize_t n = pwritev2(fd, &v, 1, (off_t)(offset + (int64_t)done), RWF_DSYNC);
+		if (n < 0) {
+			if (errno == EINTR) continue;
+			if ((errno == EOPNOTSUPP || errno == EINVAL || errno == ENOSYS) && done == 0) break;
+			return -errno;
+		}
+		if (n == 0) return -EIO;
+		done += (uint64_t)n;
+	}
+	if (done == len) return (int64_t)done;
+#endif
+	int64_t written = hast_pwrite(fd, buf, len, offset);
+	if (written < 0) return written;
+	return fdatasync(fd) < 0 ? -errno : written;
+}
 
 static int hast_valid_range(int64_t offset, int64_t length) {
 	return offset >= 0 && length >= 0 && length <= INT64_MAX - offset;

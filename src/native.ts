@@ -37,7 +37,7 @@ import { assert } from "./core/assert.ts";
 // @ts-expect-error: default export of a { type: "file" } import is its path (a string)
 import embeddedLibPath from "../native/build/libggate.so" with { type: "file" };
 
-const NATIVE_VERSION = 11; // hast_native_version() in native/ggate.c
+const NATIVE_VERSION = 12; // hast_native_version() in native/ggate.c
 const libPath: string = embeddedLibPath;
 
 const lib = dlopen(libPath, {
@@ -58,6 +58,7 @@ const lib = dlopen(libPath, {
   hast_fsync: { args: ["i32"], returns: "i32" },
   hast_discard: { args: ["i32", "i64", "i64"], returns: "i32" },
   hast_zero_range: { args: ["i32", "i64", "i64"], returns: "i32" },
+  hast_pwrite_durable: { args: ["i32", "ptr", "u64", "i64"], returns: FFIType.i64_fast },
   hast_pwrite_zeroes: { args: ["i32", "i64", "i64"], returns: "i32" },
   hast_is_zero: { args: ["ptr", "u64"], returns: "i32" },
   hast_media_size: { args: ["i32"], returns: FFIType.i64_fast },
@@ -361,6 +362,19 @@ function pwrite(fd: number, path: string, buf: Uint8Array, offset: number): numb
   assertByteCount("pwrite", path, "offset", offset);
   maybeFail("pwrite", path, offset, buf.length);
   return check(c.hast_pwrite(fd, buf, buf.length, offset), "pwrite", path, offset, buf.length);
+}
+
+/**
+ * Writes all of buf at offset and makes that range durable (RWF_DSYNC: its pages and the device
+ * cache, not the file's other dirty pages). Its errors are named as fdatasync's: the range's
+ * write-back also reports a write-back error any earlier page of the file met (the kernel reports
+ * one per file, to the first sync that looks), so the caller treats it as a failed flush.
+ */
+function pwriteDurable(fd: number, path: string, buf: Uint8Array, offset: number): number {
+  assertByteCount("pwrite", path, "offset", offset);
+  maybeFail("pwrite", path, offset, buf.length);
+  maybeFail("fdatasync", path);
+  return check(c.hast_pwrite_durable(fd, buf, buf.length, offset), "fdatasync", path, offset, buf.length);
 }
 
 /** Takes up to buf.length bytes queued on a stream socket the event loop also reads, waiting at
@@ -739,6 +753,7 @@ export const native = {
   preadCached,
   preadAsync,
   pwrite,
+  pwriteDurable,
   recvReady,
   rangeCached,
   dropCached,

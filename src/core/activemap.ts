@@ -10,7 +10,8 @@
 //   memmap  = memtab > 0                          ("dirty" in hastctl)
 //   syncmap = must be copied to the peer by a sync pass (⊆ memmap)
 //   LRU     = the keepdirty most recently written extents
-//   disk    = memmap ∪ LRU: the map image as of the newest MapWrite handed out
+//   waiting = clean extents whose clear waits for a flush (defer_clears, below)
+//   disk    = memmap ∪ LRU ∪ waiting: the map image as of the newest MapWrite handed out
 //
 // Ordering contract for the caller (docs/format.md, "Write ordering"):
 //   - apply MapWrites in seq order, each piece at ACTIVEMAP_OFFSET + piece.offset, then
@@ -43,6 +44,15 @@ export interface ActiveMapOptions {
   mapsize?: number;
   /** Whether map writes must be followed by a cache flush; default true. */
   metaflush?: boolean;
+  /**
+   * With metaflush: an extent that gets clean keeps its bit on disk until a flush of the component
+   * that started afterwards succeeds (flushStarting, flushCovered), and its clear then needs no
+   * flush before it. Map writes that set bits then carry no clear, so they need only their own
+   * pieces durable; otherwise nearly every one also clears a keepdirty eviction, and flushes the
+   * whole component before it. For a node that flushes every few seconds (a primary with a peer:
+   * its background flush). Default false: each clear is written after a flush of its own.
+   */
+  defer_clears?: boolean;
 }
 
 /** Bytes to write at ACTIVEMAP_OFFSET + offset; offset and length are multiples of 4096. */
@@ -112,6 +122,11 @@ export class ActiveMap {
   /** persist's list of extents whose disk bit changed (reused: persist runs on every write). */
   private readonly changed_scratch: number[] = [];
   private metaflush: boolean;
+  private readonly defer_clears: boolean;
+  /** Clean extents whose disk bit stays set (defer_clears), by the count of flushes started when
+   * they got clean: a flush started later covers the data their clear vouches for. */
+  private readonly waiting = new Map<number, number>();
+  private flushes_started = 0;
   private seq = 0;
 
   // Sync pass state.
@@ -143,6 +158,7 @@ export class ActiveMap {
       () => `mapsize ${this.mapsize} cannot hold ${this.nextents} extents`,
     );
     this.metaflush = options.metaflush ?? true;
+    this.defer_clears = options.defer_clears ?? false;
     this.memtab = new Uint32Array(this.nextents);
     this.memmap = new Bitmap(this.nextents);
     this.syncmap = new Bitmap(this.nextents);
@@ -154,6 +170,27 @@ export class ActiveMap {
   /** seq of the newest MapWrite handed out (0 before the first). */
   get mapSeq(): number {
     return this.seq;
+  }
+
+  /** A flush of the component starts: hand its token to flushCovered once it succeeded. */
+  flushStarting(): number {
+    return ++this.flushes_started;
+  }
+
+  /**
+   * The flush `token` succeeded: the clears waiting since before it started are written now,
+   * without a flush before them (that flush made their data durable). Null when there are none.
+   */
+  flushCovered(token: number): MapWrite | null {
+    const changed = this.changed_scratch;
+    changed.length = 0;
+    for (const [e, started] of this.waiting) if (started < token && this.persistExtent(e, true)) changed.push(e);
+    return this.mapWriteOf(changed, true);
+  }
+
+  /** Extents whose clear waits for a flush (defer_clears). */
+  get clearsWaiting(): number {
+    return this.waiting.size;
   }
 
   /** metaflush off: later MapWrites say flush=false (e.g. the component does not support it). */
@@ -284,18 +321,25 @@ export class ActiveMap {
     this.memmap.clearAll();
     this.syncmap.clearAll();
     this.disk.clearAll();
+    this.waiting.clear();
     this.lru.drain();
     this.syncRewind();
     return { seq: ++this.seq, pieces: [{ offset: 0, bytes: new Uint8Array(this.mapsize) }], flush: this.metaflush, flush_before: this.metaflush, sets: false };
   }
 
   /**
-   * Empties the keepdirty LRU: extents no longer held become clean on disk. For a node whose
-   * recent writes were just made durable and that has nothing in flight it could lose in a crash
-   * (the secondary after a flush).
+   * Empties the keepdirty LRU: extents no longer held become clean on disk, with those whose clear
+   * waits for a flush (the write flushes before it). For a node whose recent writes were just made
+   * durable and that has nothing in flight it could lose in a crash (the secondary after a flush).
    */
   forgetKeepdirty(): MapWrite | null {
-    return this.persistEach(this.lru.drain());
+    return this.persistEach([...this.lru.drain(), ...this.waiting.keys()], true);
+  }
+
+  /** The clears waiting for a flush, written now after a flush of their own (a worker's orderly
+   * stop: the next one starts from a map no dirtier than it must be). */
+  clearWaiting(): MapWrite | null {
+    return this.persistEach([...this.waiting.keys()], true);
   }
 
   /** Starts the sync pass over: the next chunk comes from the first extent of the sync set. */
@@ -448,37 +492,50 @@ export class ActiveMap {
   }
 
   /**
-   * Brings the disk image of extents first..last and `more` to memmap ∪ LRU; returns the
-   * changed blocks. Allocates only when a bit changes: most writes land in extents already dirty
-   * on disk.
+   * Brings the disk image of extents first..last and `more` to memmap ∪ LRU (∪ waiting); returns
+   * the changed blocks. Allocates only when a bit changes: most writes land in extents already
+   * dirty on disk. `clear_now`: clears are not deferred (the write flushes before them).
    */
-  private persist(first: number, last: number, more: readonly number[] | null): MapWrite | null {
+  private persist(first: number, last: number, more: readonly number[] | null, clear_now = false): MapWrite | null {
     const changed = this.changed_scratch;
     changed.length = 0;
-    for (let e = first; e <= last; e++) if (this.persistExtent(e)) changed.push(e);
-    if (more !== null) for (const e of more) if (this.persistExtent(e)) changed.push(e);
-    return this.mapWriteOf(changed);
+    for (let e = first; e <= last; e++) if (this.persistExtent(e, clear_now)) changed.push(e);
+    if (more !== null) for (const e of more) if (this.persistExtent(e, clear_now)) changed.push(e);
+    return this.mapWriteOf(changed, false);
   }
 
   /** persist for extents that are not one range (no range, only `extents`). */
-  private persistEach(extents: readonly number[]): MapWrite | null {
-    return this.persist(0, -1, extents);
+  private persistEach(extents: readonly number[], clear_now = false): MapWrite | null {
+    return this.persist(0, -1, extents, clear_now);
   }
 
-  /** Brings e's disk bit to memmap ∪ LRU; true when it changed. */
-  private persistExtent(e: number): boolean {
+  /** Brings e's disk bit to memmap ∪ LRU, a clear waiting for a flush unless `clear_now` (or
+   * clears are not deferred); true when it changed. */
+  private persistExtent(e: number, clear_now: boolean): boolean {
     const wanted = this.memmap.test(e) || this.lru.has(e);
-    const changed = wanted !== this.disk.test(e);
-    if (changed) {
-      if (wanted) this.disk.set(e);
-      else this.disk.clear(e);
+    let changed = false;
+    if (wanted) {
+      this.waiting.delete(e);
+      if (!this.disk.test(e)) {
+        this.disk.set(e);
+        changed = true;
+      }
+    } else if (this.disk.test(e)) {
+      if (clear_now || !(this.defer_clears && this.metaflush)) {
+        this.waiting.delete(e);
+        this.disk.clear(e);
+        changed = true;
+      } else if (!this.waiting.has(e)) {
+        this.waiting.set(e, this.flushes_started);
+      }
     }
     this.checkExtent(e);
     return changed;
   }
 
-  /** The map write carrying the blocks of extents whose disk bits just changed. */
-  private mapWriteOf(changed: readonly number[]): MapWrite | null {
+  /** The map write carrying the blocks of extents whose disk bits just changed; `covered`: a flush
+   * since they got clean made their data durable (flushCovered). */
+  private mapWriteOf(changed: readonly number[], covered: boolean): MapWrite | null {
     assert(this.lru.size <= this.keepdirty, "LRU over keepdirty");
     if (changed.length === 0) return null;
     const blocks = new Set<number>();
@@ -507,7 +564,7 @@ export class ActiveMap {
       run_end = block + 1;
     }
     flushRun();
-    return { seq: ++this.seq, pieces, flush: this.metaflush, flush_before: this.metaflush && clears, sets };
+    return { seq: ++this.seq, pieces, flush: this.metaflush, flush_before: this.metaflush && clears && !covered, sets };
   }
 
   private checkExtent(e: number): void {
@@ -515,7 +572,9 @@ export class ActiveMap {
     const dirty = this.memmap.test(e);
     assert(dirty === pending > 0, () => `extent ${e}: dirty=${dirty} but ${pending} pending`);
     assert(!this.syncmap.test(e) || pending >= SYNC_HOLD, () => `extent ${e}: in sync set but not held dirty`);
-    assert(this.disk.test(e) === (dirty || this.lru.has(e)), () => `extent ${e}: disk image differs from memmap ∪ LRU`);
+    const waiting = this.waiting.has(e);
+    assert(!waiting || !(dirty || this.lru.has(e)), () => `extent ${e}: dirty, and its clear waiting`);
+    assert(this.disk.test(e) === (dirty || this.lru.has(e) || waiting), () => `extent ${e}: disk image differs from memmap ∪ LRU ∪ waiting`);
   }
 
   /** The first extent of a range, which is checked to lie within the data. */

@@ -128,6 +128,9 @@ interface Flush {
   legs: RequestLegs;
   /** Started by the daemon itself (background flush, orderly stop): nobody sees its answer. */
   internal: boolean;
+  /** The activemap's token for it (ActiveMap.flushStarting): once it succeeded here, the clears
+   * waiting since before it started are written. */
+  map_token: number;
 }
 
 export interface SyncProgress {
@@ -396,6 +399,17 @@ export class PrimaryEngine {
    * LRU protects nothing any more, so its extents are marked clean and a planned role switch does
    * not recopy them (HAST recopies up to keepdirty extents). Returns [] when that is not known.
    */
+  /** Clean extents whose map bit waits for a flush of this node (ActiveMap defer_clears). */
+  get clears_waiting(): boolean {
+    return this.map.clearsWaiting > 0;
+  }
+
+  /** Those clears as one map write with a flush before it: the worker stops in order. Left set, a
+   * failback would copy their extents from the peer, and depend on its cache for them. */
+  clearsNow(): MapWrite | null {
+    return this.map.clearWaiting();
+  }
+
   forgetKeepdirty(): PrimaryAction[] {
     if (!this.connected || this.inflight() > 0 || this.sync_running || this.unflushed.size > 0 || this.flushing.size > 0 ||
       this.map.syncExtentCount() > 0) return [];
@@ -441,8 +455,15 @@ export class PrimaryEngine {
     const read = this.reads.get(id);
     if (read) return this.readLocalDone(read, ok);
     // A failed flush may have dropped pages already: marked now, before a read or another flush.
-    const flush_failed = !ok && this.flushes.has(id) ? this.localFlushFailed(id) : null;
+    const flush = this.flushes.get(id);
+    const flush_failed = !ok && flush ? this.localFlushFailed(id) : null;
     const actions = this.legOutcome(id, this.legsOf(id).localDone(ok));
+    if (ok && flush) {
+      // Local flushes end in the order they started (LocalDisk.flushAsync), so a failure of an
+      // earlier one has marked what it may have dropped by now: those extents are not clean.
+      const covered = this.map.flushCovered(flush.map_token);
+      if (covered) actions.push({ type: "map", write: covered });
+    }
     return flush_failed === null ? actions : [...flush_failed, ...actions];
   }
 
@@ -559,7 +580,7 @@ export class PrimaryEngine {
 
   private startFlush(id: number, internal: boolean): PrimaryAction[] {
     const legs = new RequestLegs("fullsync", this.connected);
-    this.flushes.set(id, { id, legs, internal });
+    this.flushes.set(id, { id, legs, internal, map_token: this.map.flushStarting() });
     this.flush_started.set(id, this.change_seq);
     this.flush_asked = false; // this one covers every change listed
     const actions: PrimaryAction[] = [{ type: "local", id, kind: "flush", offset: 0, length: 0 }];

@@ -462,6 +462,8 @@ export class PrimaryIo implements BlockBackend {
   writeBeforeStop(): boolean {
     this.metadataWritten();
     this.writeHeldMaps();
+    const clears = this.map_unsure ? null : this.o.engine.clearsNow();
+    if (clears) this.writeMap(clears);
     // Either may have failed; a map write's failed flush may also have made a metadata write.
     return this.meta_unsure === null && !this.map_unsure;
   }
@@ -649,10 +651,11 @@ export class PrimaryIo implements BlockBackend {
    * power loss there cannot lose answered writes unnoticed). Applications may never flush, so every
    * few seconds while changes are held, a flush is sent on their behalf: it releases those extents
    * and bounds what a reconnect copies again. Keyed on the holds, not on what was sent: writes
-   * still in flight when the last flush went out get their holds after it.
+   * still in flight when the last flush went out get their holds after it. Linked or not, it also
+   * lets the map clears waiting for a flush of this node be written (ActiveMap defer_clears).
    */
   backgroundFlush(): void {
-    if (!this.link || !this.o.engine.awaits_flush) return;
+    if (!(this.link && this.o.engine.awaits_flush) && !this.o.engine.clears_waiting) return;
     this.ownFlush("A background flush");
   }
 

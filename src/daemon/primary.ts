@@ -53,8 +53,9 @@ export class PrimaryWorker {
     const { force, main_flush_error } = start;
     const disk = openComponent(resource);
     try {
-      const store = new MetadataStore(disk);
+      // Flushed before the twin opens: an error the start takes here is not the twin's to report.
       const own_flush_error = flushAtStart(disk);
+      const store = new MetadataStore(disk, true);
       const flush_error = main_flush_error ?? own_flush_error;
       const meta = readMetadata(store, resource);
       if (flush_error !== null) lostAtStart(store, meta, flush_error, log);
@@ -67,6 +68,8 @@ export class PrimaryWorker {
       const map = new ActiveMap({
         datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty,
         sectorsize: disk.sector_bytes, mapsize: meta.mapsize, metaflush: resource.metaflush,
+        // With a peer, a background flush runs every few seconds (PrimaryIo.backgroundFlush).
+        defer_clears: resource.remote !== null,
       });
       map.copyIn(store.readMap(meta.mapsize), meta.stale?.extents);
       if (meta.stale) {

@@ -121,7 +121,7 @@ export class SecondaryWorker {
       return refuse("INTERNAL", (err as Error).message, EX_NOINPUT);
     }
     try {
-      const store = new MetadataStore(disk);
+      const store = new MetadataStore(disk, true);
       const meta = readMetadata(store, resource);
       if (hello.datasize_bytes !== meta.datasize || hello.extentsize_bytes !== meta.extentsize) {
         refuse("SIZE_MISMATCH", `Data or extent size differs between nodes (primary ${hello.datasize_bytes}/${hello.extentsize_bytes}, ` +

@@ -32,6 +32,7 @@ export class LocalDisk {
   #async_in_flight = 0; // flushAsync and readAsync calls not yet settled
   #flush_last: Promise<void> = Promise.resolve(); // the newest fdatasync asked for, settled or not
   #flush_waiting: Promise<void> | null = null; // asked for and not started: later calls share it
+  #twin: LocalDisk | null = null; // twin(): a second open file of this component, closed with it
   #probe_reads = 0; // readSoon calls left that ask the page cache first (see PROBE_READS)
 
   private constructor(path: string, fd: number, kind: "file" | "block", size_bytes: number,
@@ -184,6 +185,13 @@ export class LocalDisk {
     native.pwrite(this.#fd, this.path, buf, offset);
   }
 
+  /** buf at offset, durable on return: this range's pages and the device cache, not the file's
+   * other dirty pages (a map update among buffered data). Fails as fdatasync (NativeError op). */
+  writeDurable(buf: Uint8Array, offset: number): void {
+    this.#checkWritable("pwrite", offset, buf.length);
+    native.pwriteDurable(this.#fd, this.path, buf, offset);
+  }
+
   /** fdatasync. Remembers EOPNOTSUPP like hastd's g_flush and does not ask again. */
   flush(): void {
     if (this.#flush_unsupported !== undefined) throw this.#flush_unsupported;
@@ -262,13 +270,26 @@ export class LocalDisk {
     if (fd >= 0) await native.closeAsync(fd, this.path);
   }
 
+  /**
+   * A second open file of this component (opened once, no lock, closed with this one). Linux
+   * reports a write-back error once per open file, to the first fsync on it that looks: I/O that
+   * must learn of its own pages' errors whatever the other fsyncs take (the metadata and the map,
+   * MetadataStore) goes through its own open file, which is told of every error too.
+   */
+  twin(): LocalDisk {
+    this.#checkOpen("open");
+    return (this.#twin ??= LocalDisk.open(this.path, { write: this.writable }));
+  }
+
   /** The descriptor, no longer this object's (-1: closed already); refused while a helper-thread
-   * call uses it. */
+   * call uses it. Its twin is closed now. */
   #release(): number {
     if (this.#fd < 0) return -1;
     if (this.#async_in_flight > 0) {
       throw new Error(`close ${this.path}: ${this.#async_in_flight} asynchronous operation(s) still in flight`);
     }
+    this.#twin?.close();
+    this.#twin = null;
     const fd = this.#fd;
     this.#fd = -1;
     return fd;

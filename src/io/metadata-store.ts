@@ -1,6 +1,8 @@
 // Reads and writes a component's metadata area and activemap region (docs/format.md) through
 // LocalDisk. Every metadata write is made durable before it returns: callers rely on it to
-// order "metadata, then data".
+// order "metadata, then data". A daemon's store does its I/O through the component's twin (an
+// open file of its own): an fdatasync of data on the other one cannot take the write-back error
+// of a metadata or map page, leaving that write to pass for durable (format.md rule 10).
 import {
   decodeMetadataArea, encodeMetadataSlot, type Metadata, type MetadataRead,
 } from "../core/metadata.ts";
@@ -18,12 +20,17 @@ export interface MapPiece {
 
 export class MetadataStore {
   private generation = 0n;
+  /** Where the store's own I/O goes: `disk`, or the daemon's twin of it. */
+  private readonly io: LocalDisk;
 
-  constructor(readonly disk: LocalDisk) {}
+  /** `own_file`: through disk.twin() (the daemons); else through `disk` itself (hastctl). */
+  constructor(readonly disk: LocalDisk, own_file = false) {
+    this.io = own_file ? disk.twin() : disk;
+  }
 
   readArea(): Uint8Array {
     const area = new Uint8Array(METADATA_AREA_BYTES);
-    this.disk.read(area, 0);
+    this.io.read(area, 0);
     return area;
   }
 
@@ -37,8 +44,8 @@ export class MetadataStore {
   /** Writes the next generation into the other slot and flushes: a torn write keeps the old copy. */
   write(meta: Metadata): void {
     const next = encodeMetadataSlot(meta, this.generation + 1n);
-    this.disk.write(next.bytes, next.offset);
-    this.disk.flush();
+    this.io.write(next.bytes, next.offset);
+    this.io.flush();
     this.generation = next.generation;
   }
 
@@ -47,25 +54,32 @@ export class MetadataStore {
    * leaves no valid metadata (the operator runs create again), never old metadata over a new map.
    */
   initialize(meta: Metadata): void {
-    this.disk.write(new Uint8Array(METADATA_AREA_BYTES), 0);
-    this.disk.flush();
+    this.io.write(new Uint8Array(METADATA_AREA_BYTES), 0);
+    this.io.flush();
     this.zeroMap(meta.mapsize);
-    this.disk.flush();
+    this.io.flush();
     this.generation = 0n;
     this.write(meta);
   }
 
   readMap(mapsize: number): Uint8Array {
     const map = new Uint8Array(mapsize);
-    this.disk.read(map, ACTIVEMAP_OFFSET);
+    this.io.read(map, ACTIVEMAP_OFFSET);
     return map;
   }
 
-  /** Applies an activemap update with the flushes it asks for (see MapWrite in src/core/activemap.ts). */
+  /**
+   * Applies an activemap update with the flushes it asks for (see MapWrite in src/core/activemap.ts):
+   * `flush_before` flushes the whole component (the data a clean bit vouches for); `flush` needs
+   * only the map's own pieces durable, so they are written through to the disk alone, not with
+   * every data page the component holds dirty.
+   */
   writeMap(write: { pieces: readonly MapPiece[]; flush: boolean; flush_before: boolean }): void {
-    if (write.flush_before) this.disk.flush();
-    for (const p of write.pieces) this.disk.write(p.bytes, ACTIVEMAP_OFFSET + p.offset);
-    if (write.flush) this.disk.flush();
+    if (write.flush_before) this.io.flush();
+    for (const p of write.pieces) {
+      if (write.flush) this.io.writeDurable(p.bytes, ACTIVEMAP_OFFSET + p.offset);
+      else this.io.write(p.bytes, ACTIVEMAP_OFFSET + p.offset);
+    }
   }
 
   /** A whole map image from the start of the activemap, durable on return (no clear relies on it:
@@ -77,7 +91,7 @@ export class MetadataStore {
   zeroMap(mapsize: number): void {
     const zero = new Uint8Array(Math.min(mapsize, ZERO_CHUNK_BYTES));
     for (let off = 0; off < mapsize; off += zero.length) {
-      this.disk.write(zero.subarray(0, Math.min(zero.length, mapsize - off)), ACTIVEMAP_OFFSET + off);
+      this.io.write(zero.subarray(0, Math.min(zero.length, mapsize - off)), ACTIVEMAP_OFFSET + off);
     }
   }
 }

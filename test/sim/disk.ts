@@ -81,6 +81,28 @@ export class SimDisk {
     this.cache = [];
   }
 
+  /**
+   * RWF_DSYNC of a control range (MetadataStore.writeMap's pieces): the cached writes to that range
+   * reach stable storage, in issue order; nothing else does (what they overlap outside the range
+   * stays cached, as the rest of the file's dirty pages do).
+   */
+  syncControlRange(offset: number, length: number): void {
+    const end = offset + length;
+    const kept: CacheEntry[] = [];
+    for (const e of this.cache) {
+      if (e.kind !== "bytes" || e.offset >= end || e.offset + e.bytes.length <= offset) {
+        kept.push(e);
+        continue;
+      }
+      const from = Math.max(offset, e.offset);
+      const to = Math.min(end, e.offset + e.bytes.length);
+      this.control_durable.set(e.bytes.subarray(from - e.offset, to - e.offset), from);
+      if (e.offset < from) kept.push({ kind: "bytes", offset: e.offset, bytes: e.bytes.subarray(0, from - e.offset), issued: e.issued });
+      if (to < e.offset + e.bytes.length) kept.push({ kind: "bytes", offset: to, bytes: e.bytes.subarray(to - e.offset), issued: e.issued });
+    }
+    this.cache = kept;
+  }
+
   /** Data sectors whose cached content is not on stable storage. */
   cachedSectors(): number[] {
     const out: number[] = [];

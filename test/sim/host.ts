@@ -189,8 +189,9 @@ export class Host {
 
   /**
    * An activemap update as MetadataStore.writeMap does it: a flush first when the update clears a
-   * bit (the data that bit vouched for must be durable before the clean bit can be), the pieces,
-   * then the flush (metaflush). The process sits in the call for `ms`, then `then` learns whether it
+   * bit (the data that bit vouched for must be durable before the clean bit can be), then the
+   * pieces, with metaflush each written through to stable storage alone (RWF_DSYNC: not the rest of
+   * the cache). The process sits in the call for `ms`, then `then` learns whether it
    * succeeded. One that `fails` writes nothing; one whose `flush_fails` writes its pieces, and its
    * flush fails as a data flush does (SimDisk.failFlush).
    */
@@ -215,7 +216,7 @@ export class Host {
         this.disk.failFlush();
         return false;
       }
-      this.disk.flushNow();
+      for (const piece of write.pieces) this.disk.syncControlRange(ACTIVEMAP_OFFSET + piece.offset, piece.bytes.length);
       return true;
     };
   }

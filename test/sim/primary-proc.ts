@@ -7,7 +7,7 @@ import { ActiveMap, type MapWrite, type SyncChunk } from "../../src/core/activem
 import { allBits } from "../../src/core/bitmap.ts";
 import { ACTIVEMAP_OFFSET, extentCount } from "../../src/core/layout.ts";
 import { cacheEpochKey, FLAG_COPY_INCOMPLETE, FLAG_SYNC_FULL_ON_CONNECT, type Metadata } from "../../src/core/metadata.ts";
-import { batchMapWrites, CLEARS_HELD_MS, HeldMapWrites } from "../../src/core/map-batch.ts";
+import { batchMapWrites, CLEARS_HELD_MS, HeldMapWrites, mergeMapWrites } from "../../src/core/map-batch.ts";
 import { PrimaryEngine, SYNC_RESUME_S, type PrimaryAction, type PrimaryGeneration, type RequestKind } from "../../src/core/primary-engine.ts";
 import type { VerifyChunk } from "../../src/core/verify-pass.ts";
 import type { ReplicationMode } from "../../src/core/request-legs.ts";
@@ -90,7 +90,7 @@ export class PrimaryProc {
     const cfg = ctx.cfg;
     this.map = new ActiveMap({
       datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: meta.keepdirty, sectorsize: meta.sectorsize,
-      mapsize: meta.mapsize, chunk_bytes: cfg.chunk_bytes,
+      mapsize: meta.mapsize, chunk_bytes: cfg.chunk_bytes, defer_clears: true,
     });
     this.map.copyIn(host.readMap(meta.mapsize), meta.stale?.extents);
     this.engine = new PrimaryEngine(this.map, { resuid: meta.resuid, localcnt: meta.localcnt, remotecnt: meta.remotecnt, flags: meta.flags }, cfg.mode,
@@ -196,7 +196,8 @@ export class PrimaryProc {
       if (this.host.writeMetadataNow(this.nextMetadata(this.meta_unsure), f.fails, f.flush_fails)) this.meta_unsure = null;
     }
     const held = this.held_maps.drain();
-    const map = this.map_unsure ? this.engine.wholeMap() : held;
+    const clears = this.map_unsure ? null : this.engine.clearsNow();
+    const map = this.map_unsure ? this.engine.wholeMap() : held && clears ? mergeMapWrites([held, clears]) : held ?? clears;
     if (map) {
       const f = this.controlFault(`activemap write ${map.seq} at stop`, map.flush);
       this.map_unsure = !this.host.writeMapNow(map, f.fails, f.flush_fails);
@@ -218,17 +219,18 @@ export class PrimaryProc {
 
   private tick(): void {
     const now = this.ctx.clock.now_ms;
+    // As primary-io's backgroundFlush: releases the extents held until the peer flushed, and the
+    // map clears waiting for a flush here (linked or not).
+    if ((this.link || this.engine.clears_waiting) && now - this.last_background_flush_ms >= BACKGROUND_FLUSH_MS) {
+      this.last_background_flush_ms = now;
+      this.submit("flush", 0, 0, null, () => {}, true);
+    }
     if (!this.link && !this.dialing && now - this.last_dial_ms >= this.ctx.cfg.reconnect_ms) this.dial();
     if (this.link) {
       let oldest = Infinity;
       for (const w of this.remotes.values()) oldest = Math.min(oldest, w.sent_ms);
       if (now - oldest > this.ctx.cfg.timeout_ms) this.closeLink(`no reply from the secondary for ${this.ctx.cfg.timeout_ms} ms`);
       else if (now - this.link.last_send_ms >= this.ctx.cfg.keepalive_ms) this.send({ kind: "keepalive" });
-      // As primary-io's backgroundFlush: releases the extents held until the peer flushed.
-      if (now - this.last_background_flush_ms >= BACKGROUND_FLUSH_MS) {
-        this.last_background_flush_ms = now;
-        this.submit("flush", 0, 0, null, () => {}, true);
-      }
       // As primary-io's Pacers (sync_rate, verify_rate): the allowances grow by a tick's worth.
       const { sync_rate, verify_rate } = this.ctx;
       if (sync_rate !== null) this.run(this.engine.allowSync((sync_rate * TICK_MS) / 1000, Math.max(1, sync_rate / 4)));

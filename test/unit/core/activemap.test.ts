@@ -109,6 +109,75 @@ describe("ActiveMap write path", () => {
   });
 });
 
+describe("ActiveMap defer_clears (a primary with a peer)", () => {
+  /** Extents 0 and 1 written and completed: the LRU (keepdirty 2) is full, both idle. */
+  function fullLru(): ActiveMap {
+    const am = map({ defer_clears: true });
+    for (const e of [0, 1]) {
+      am.writeStart(e * EXT, 512);
+      am.writeComplete(e * EXT, 512);
+    }
+    return am;
+  }
+
+  test("an eviction's clear waits: the write that sets a bit carries no clear, and no flush before it", () => {
+    const am = fullLru();
+    const write = am.writeStart(2 * EXT, 512)!;
+    expect(written(write)).toEqual([0, 1, 2]); // 0 evicted, still set on disk
+    expect(write.flush_before).toBe(false);
+    expect(write.flush).toBe(true);
+    expect(am.clearsWaiting).toBe(1);
+    expect(am.extentState(0)).toEqual({ pending: 0, dirty: false, on_disk: true, in_sync_set: false, in_keepdirty: false });
+    am.checkInvariants();
+  });
+
+  test("written once a flush started after it got clean succeeded, without a flush before it", () => {
+    const am = fullLru();
+    const before = am.flushStarting(); // started before extent 0 got clean: covers nothing of it
+    am.writeStart(2 * EXT, 512);
+    expect(am.flushCovered(before)).toBeNull();
+    const after = am.flushStarting();
+    const clear = am.flushCovered(after)!;
+    expect(written(clear)).toEqual([1, 2]);
+    expect(clear).toMatchObject({ flush_before: false, sets: false });
+    expect(am.clearsWaiting).toBe(0);
+    am.checkInvariants();
+  });
+
+  test("an extent written again while its clear waits stays dirty, and no clear follows", () => {
+    const am = fullLru();
+    am.writeStart(2 * EXT, 512);
+    const token = am.flushStarting();
+    expect(am.writeStart(0, 512)).toBeNull(); // set on disk already: nothing to write
+    expect(am.clearsWaiting).toBe(1); // extent 1 now, evicted by this write
+    expect(am.flushCovered(token)).toBeNull(); // started before extent 1 got clean
+    expect(am.extentState(0)).toMatchObject({ dirty: true, on_disk: true });
+    expect(written(am.flushCovered(am.flushStarting()))).toEqual([0, 2]);
+    am.checkInvariants();
+  });
+
+  test("forgetKeepdirty clears the LRU and the waiting clears at once, after a flush", () => {
+    const am = fullLru();
+    am.writeStart(2 * EXT, 512);
+    am.writeComplete(2 * EXT, 512);
+    const write = am.forgetKeepdirty()!;
+    expect(written(write)).toEqual([]);
+    expect(write.flush_before).toBe(true);
+    expect(am.clearsWaiting).toBe(0);
+    am.checkInvariants();
+  });
+
+  test("with metaflush off nothing waits (no flush to save)", () => {
+    const am = map({ defer_clears: true, metaflush: false });
+    for (const e of [0, 1]) {
+      am.writeStart(e * EXT, 512);
+      am.writeComplete(e * EXT, 512);
+    }
+    expect(written(am.writeStart(2 * EXT, 512))).toEqual([1, 2]);
+    expect(am.clearsWaiting).toBe(0);
+  });
+});
+
 describe("ActiveMap resync marking", () => {
   test("needSync on a clean extent writes it dirty and holds it for sync", () => {
     const am = map();

@@ -64,6 +64,23 @@ export class WritebackDisk {
     this.cache.clear();
   }
 
+  /** RWF_DSYNC: the range's pages reach stable storage; the file's write-back error is reported
+   * here too (the kernel's check is per file, not per range). */
+  writeDurable(buf: Uint8Array, offset: number): void {
+    this.write(buf, offset);
+    if (this.writeback_error) {
+      this.writeback_error = false;
+      throw new NativeError({ op: "fdatasync", path: this.path, errno: native.errno.EIO });
+    }
+    const last = Math.floor((offset + buf.length - 1) / PAGE);
+    for (let p = Math.floor(offset / PAGE); p <= last; p++) {
+      const page = this.cache.get(p);
+      if (page === undefined) continue;
+      this.stable.set(p, page);
+      this.cache.delete(p);
+    }
+  }
+
   async flushAsync(): Promise<void> {
     await Promise.resolve();
     this.flush();
