@@ -102,6 +102,8 @@ export class NbdConnection {
   private in_flight_requests = 0;
   private in_flight_bytes = 0;
   private blocked = false;
+  /** The client closed its sending side (a half-close): what it sent is served, then the end. */
+  private input_ended = false;
   private reading_paused = false;
   private pumping = false;
   private pump_again = false;
@@ -144,6 +146,12 @@ export class NbdConnection {
     this.flushQueue();
   }
 
+  /** The client half-closed: the requests it sent are carried out and answered, then it closes. */
+  onEnd(): void {
+    this.input_ended = true;
+    this.pump();
+  }
+
   private handshakeExpired(): void {
     this.handshake_timer = null;
     if (this.phase === "client_flags" || this.phase === "options") {
@@ -159,14 +167,22 @@ export class NbdConnection {
   /** The socket closed (by either side): stop sending; in-flight backend calls finish on their own.
    * A WRITE whose payload had not all arrived is dropped, neither carried out nor answered. */
   onClose(): void {
-    const cut = this.pending_write?.request;
-    if (cut !== undefined && this.phase !== "closed") {
-      this.ctx.log("warn", `${this.label}: disconnected during the payload of a WRITE of ${cut.length} bytes at offset ${cut.offset}: dropped, neither written nor answered`);
-    }
+    if (this.phase !== "closed") this.dropCutWrite();
     this.phase = "closed";
     this.stopHandshakeTimer();
     this.dropOutput();
     this.rx.clear();
+  }
+
+  /** A WRITE whose payload had not all arrived when the client went: dropped, neither carried out
+   * nor answered, its in-flight budget given back. */
+  private dropCutWrite(): void {
+    const cut = this.pending_write?.request;
+    if (cut === undefined) return;
+    this.ctx.log("warn", `${this.label}: disconnected during the payload of a WRITE of ${cut.length} bytes at offset ${cut.offset}: dropped, neither written nor answered`);
+    this.pending_write = null;
+    this.in_flight_requests--;
+    this.in_flight_bytes -= costBytes(cut);
   }
 
   /** Resolves when every backend call this connection started has settled. */
@@ -195,6 +211,14 @@ export class NbdConnection {
     }
     // Replies of requests answered while they were read leave together (flushSoon).
     if (this.cork_bytes > 0) this.flushSoon();
+    // Nothing more will come: once every request read is started (none waits for room), close.
+    if (this.input_ended && !this.blocked && this.phase !== "closing" && this.phase !== "closed") {
+      const cut = this.pending_write !== null;
+      this.dropCutWrite();
+      if (this.rx.bytes > 0 && !cut) this.closeAfterDrain("warn", "client closed its side in the middle of a request");
+      else this.closeAfterDrain("debug", "client closed its sending side");
+      return;
+    }
     this.updateReading();
   }
 

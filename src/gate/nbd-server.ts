@@ -60,12 +60,13 @@ export class NbdServer {
     if ("unix" in opts.listen) {
       const path = opts.listen.unix;
       await removeStaleSocket(path, opts.export_name);
-      server.listener = listenRestricted(path, () => Bun.listen<NbdConnection | undefined>({ unix: path, socket: server.handlers() }));
+      server.listener = listenRestricted(path, () => Bun.listen<NbdConnection | undefined>({ unix: path, allowHalfOpen: true, socket: server.handlers() }));
       ctx.log("info", `nbd ${opts.export_name}: listening on unix socket ${path}`);
       return server;
     }
     const { hostname, port } = opts.listen;
-    server.listener = Bun.listen<NbdConnection | undefined>({ hostname, port, socket: server.handlers() });
+    // Half-open: a client that shuts down its sending side still gets the answers of what it sent.
+    server.listener = Bun.listen<NbdConnection | undefined>({ hostname, port, allowHalfOpen: true, socket: server.handlers() });
     ctx.log("info", `nbd ${opts.export_name}: listening on ${server.address}`);
     return server;
   }
@@ -95,6 +96,7 @@ export class NbdServer {
       open: (socket: Socket<NbdConnection | undefined>) => this.onOpen(socket),
       data: (socket: Socket<NbdConnection | undefined>, chunk: Uint8Array) => socket.data?.onData(chunk),
       drain: (socket: Socket<NbdConnection | undefined>) => socket.data?.onDrain(),
+      end: (socket: Socket<NbdConnection | undefined>) => socket.data?.onEnd(),
       close: (socket: Socket<NbdConnection | undefined>) => this.onClose(socket),
       error: (socket: Socket<NbdConnection | undefined>, err: Error) => {
         this.ctx.log("warn", `${socket.data?.label ?? `nbd ${this.ctx.export_name}`}: socket error: ${err.message}`);

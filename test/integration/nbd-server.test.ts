@@ -5,6 +5,7 @@ import { randomFillSync } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { createConnection } from "node:net";
 import { join } from "node:path";
 import type { BlockBackend } from "../../src/gate/block-backend.ts";
 import { MemoryBackend } from "../../src/gate/memory-backend.ts";
@@ -487,6 +488,47 @@ describe("raw protocol, memory backend", () => {
     expect(reply.cookie).toBe(slow);
     expect(reply.error).toBe(0);
     expect(await c.waitClosed()).toBe(true);
+  });
+
+  // Without half-open sockets the server closed at the client's FIN and its answers were lost
+  // (review of the NBD server): a client may shut down its sending side and still read them.
+  test("half-close: what the client sent before it is carried out and answered, then the server closes", async () => {
+    const socket = createConnection({ path: sock, allowHalfOpen: true });
+    let rx = Buffer.alloc(0);
+    let ended = false;
+    socket.on("data", (chunk: Buffer) => void (rx = Buffer.concat([rx, chunk])));
+    socket.on("end", () => void (ended = true));
+    socket.on("error", () => {});
+    const take = async (n: number) => {
+      await waitFor(`${n} bytes from the server`, () => rx.length >= n, 5_000);
+      const out = rx.subarray(0, n);
+      rx = rx.subarray(n);
+      return out;
+    };
+    try {
+      await take(18); // greeting
+      socket.write(new Uint8Array([0, 0, 0, 3])); // fixed newstyle, no zeroes
+      socket.write(optionRequest(NBD_OPT.GO, goData("r0")));
+      for (;;) {
+        const reply = await take(20);
+        await take(reply.readUInt32BE(16));
+        if (reply.readUInt32BE(12) === NBD_REP.ACK) break;
+      }
+      socket.write(encodeRequestHeader({ command: NBD_CMD.WRITE, flags: 0, cookie: 7n, offset: SLOW_WRITES_AT, length: 4096 }));
+      socket.write(new Uint8Array(4096).fill(0x5a)); // a slow write: still running at the FIN
+      socket.write(encodeRequestHeader({ command: NBD_CMD.FLUSH, flags: 0, cookie: 8n, offset: 0, length: 0 }));
+      socket.end(); // half-close: nothing more will come
+      const answers = new Map<bigint, number>();
+      for (let i = 0; i < 2; i++) {
+        const header = await take(16);
+        answers.set(header.readBigUInt64BE(8), header.readUInt32BE(4));
+      }
+      expect(answers).toEqual(new Map([[7n, 0], [8n, 0]]));
+      expect(backend.bytes[SLOW_WRITES_AT]).toBe(0x5a);
+      await waitFor("the server to close", () => ended, 5_000);
+    } finally {
+      socket.destroy();
+    }
   });
 
   test("options: unknown → ERR_UNSUP, bad GO → ERR_INVALID, unknown export → ERR_UNKNOWN, LIST, GO on the default export", async () => {
