@@ -202,6 +202,8 @@ export class PrimaryEngine {
    */
   private readonly changed = { local: new Map<number, number>(), remote: new Map<number, number>() };
   private change_seq = 0;
+  /** The activemap's token of each end-of-pass flush in flight (ActiveMap.flushStarting), by pass. */
+  private readonly pass_flush_tokens = new Map<number, number>();
   /** change_seq when each flush in flight started (by request id, or -pass). */
   private readonly flush_started = new Map<number, number>();
   private readonly changes_listed_max: number;
@@ -1285,6 +1287,7 @@ export class PrimaryEngine {
     this.coverUnflushed(-this.sync_pass);
     this.flush_connection.set(-this.sync_pass, this.connections);
     this.flush_started.set(-this.sync_pass, this.change_seq);
+    this.pass_flush_tokens.set(this.sync_pass, this.map.flushStarting());
     return [{ type: "sync-flush", pass: this.sync_pass }];
   }
 
@@ -1332,6 +1335,11 @@ export class PrimaryEngine {
   syncFlushDone(pass: number, local_ok: boolean, remote_ok: boolean): PrimaryAction[] {
     // A failure on either side starts a pass over what it may have dropped.
     const released = [...this.flushDone(-pass, local_ok, remote_ok), ...this.flushEnded(-pass, local_ok && remote_ok && this.connected)];
+    // Succeeded here, it covers the clears the pass made (its extents got clean before it started).
+    const token = this.pass_flush_tokens.get(pass);
+    this.pass_flush_tokens.delete(pass);
+    const covered = local_ok && token !== undefined ? this.map.flushCovered(token) : null;
+    if (covered) released.push({ type: "map", write: covered });
     if (pass !== this.sync_pass || !this.connected || this.sync_running) return released;
     if (!local_ok) released.push(...this.answerHeldFlushes(false, "the flush after the copy back failed here"));
     if (!local_ok || !remote_ok) return [...released, ...this.retryPass("Unable to flush the synchronized data")];
