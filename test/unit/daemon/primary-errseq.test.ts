@@ -9,15 +9,14 @@ import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { ActiveMap } from "../../../src/core/activemap.ts";
-import { ACTIVEMAP_OFFSET, computeLayout, METADATA_AREA_BYTES } from "../../../src/core/layout.ts";
-import { decodeMetadataArea, type Metadata } from "../../../src/core/metadata.ts";
+import { ACTIVEMAP_OFFSET, METADATA_AREA_BYTES } from "../../../src/core/layout.ts";
+import { decodeMetadataArea } from "../../../src/core/metadata.ts";
 import { PrimaryEngine } from "../../../src/core/primary-engine.ts";
 import { Logger } from "../../../src/daemon/log.ts";
 import { PrimaryIo } from "../../../src/daemon/primary-io.ts";
 import { newStatistics } from "../../../src/daemon/statistics.ts";
 import type { LocalDisk } from "../../../src/io/disk.ts";
-import { MetadataStore } from "../../../src/io/metadata-store.ts";
-import { ErrseqModel, install, openModelDisk, PAGE, removeModelFile, uninstall } from "../io/errseq-model.ts";
+import { ErrseqModel, install, modelComponent, openModelDisk, PAGE, removeModelFile, uninstall } from "../io/errseq-model.ts";
 
 const FILE = join(tmpdir(), `hast-primary-errseq-${process.pid}.img`);
 let disk: LocalDisk | null = null;
@@ -31,14 +30,7 @@ function primary() {
   const m = new ErrseqModel();
   install(m);
   disk = openModelDisk(FILE);
-  const layout = computeLayout({ mediasize: 1024 * 1024 * 1024, sectorsize: 512, extentsize: 0, keepdirty: 0 });
-  const meta: Metadata = {
-    resource: "r0", datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty, localoff: layout.localoff,
-    mapsize: layout.mapsize, sectorsize: 512, resuid: 1n, localcnt: 1n, remotecnt: 1n, prevrole: "primary", flags: 0,
-  };
-  const store = new MetadataStore(disk, true);
-  store.initialize(meta);
-  store.read();
+  const { meta, store } = modelComponent(disk, "primary");
   const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 64, sectorsize: 512, mapsize: meta.mapsize });
   map.copyIn(store.readMap(meta.mapsize));
   const engine = new PrimaryEngine(map, { resuid: 1n, localcnt: 1n, remotecnt: 1n, flags: 0 }, "fullsync");

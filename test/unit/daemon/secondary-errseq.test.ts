@@ -8,15 +8,14 @@ import { afterEach, expect, test } from "bun:test";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { ActiveMap } from "../../../src/core/activemap.ts";
-import { ACTIVEMAP_OFFSET, computeLayout, METADATA_AREA_BYTES } from "../../../src/core/layout.ts";
-import { decodeMetadataArea, FLAG_COPY_INCOMPLETE, type Metadata } from "../../../src/core/metadata.ts";
+import { ACTIVEMAP_OFFSET, METADATA_AREA_BYTES } from "../../../src/core/layout.ts";
+import { decodeMetadataArea, FLAG_COPY_INCOMPLETE } from "../../../src/core/metadata.ts";
 import { SecondaryEngine } from "../../../src/core/secondary-engine.ts";
 import { EX_OK } from "../../../src/core/sysexits.ts";
 import { SecondaryWorker } from "../../../src/daemon/secondary.ts";
 import { BufferPool } from "../../../src/gate/buffer-pool.ts";
 import type { LocalDisk } from "../../../src/io/disk.ts";
-import { MetadataStore } from "../../../src/io/metadata-store.ts";
-import { ErrseqModel, install, openModelDisk, PAGE, removeModelFile, uninstall } from "../io/errseq-model.ts";
+import { ErrseqModel, install, modelComponent, openModelDisk, PAGE, removeModelFile, uninstall } from "../io/errseq-model.ts";
 
 const FILE = join(tmpdir(), `hast-secondary-errseq-${process.pid}.img`);
 const PAYLOAD = 64 * 1024;
@@ -31,14 +30,7 @@ test("a 'copy incomplete' write during a FLUSH's fdatasync learns its page's err
   const m = new ErrseqModel();
   install(m);
   disk = openModelDisk(FILE);
-  const layout = computeLayout({ mediasize: 1024 * 1024 * 1024, sectorsize: 512, extentsize: 0, keepdirty: 0 });
-  const meta: Metadata = {
-    resource: "r0", datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty, localoff: layout.localoff,
-    mapsize: layout.mapsize, sectorsize: 512, resuid: 1n, localcnt: 1n, remotecnt: 1n, prevrole: "secondary", flags: 0,
-  };
-  const store = new MetadataStore(disk, true);
-  store.initialize(meta);
-  store.read();
+  const { meta, store } = modelComponent(disk, "secondary");
   const map = new ActiveMap({ datasize: meta.datasize, extentsize: meta.extentsize, keepdirty: 1, sectorsize: 512, mapsize: meta.mapsize });
   map.copyIn(store.readMap(meta.mapsize));
   const engine = new SecondaryEngine(map, { datasize: meta.datasize, sector_bytes: 512, max_request_bytes: 4 * 1024 * 1024 }, true);

@@ -6,6 +6,27 @@ import { native, NativeError } from "../../../src/native.ts";
 
 export const PAGE = 4096;
 
+/** Pages by number: what a read sees (the cache over stable storage, or stable storage alone). */
+export function readPages(stable: Map<number, Uint8Array>, cache: Map<number, Uint8Array>, buf: Uint8Array, offset: number, stable_only = false): void {
+  for (let i = 0; i < buf.length;) {
+    const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
+    const page = (stable_only ? undefined : cache.get(p)) ?? stable.get(p) ?? new Uint8Array(PAGE);
+    buf.set(page.subarray(o, o + n), i);
+    i += n;
+  }
+}
+
+/** A write into the cache, page by page (each page copied from what a read would see). */
+export function writePages(stable: Map<number, Uint8Array>, cache: Map<number, Uint8Array>, buf: Uint8Array, offset: number): void {
+  for (let i = 0; i < buf.length;) {
+    const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
+    const page = (cache.get(p) ?? stable.get(p) ?? new Uint8Array(PAGE)).slice();
+    page.set(buf.subarray(i, i + n), o);
+    cache.set(p, page);
+    i += n;
+  }
+}
+
 /** Pages in a cache over stable storage; flush() moves them, or reports the write-back error. */
 export class WritebackDisk {
   readonly path = "/fake/component";
@@ -20,12 +41,7 @@ export class WritebackDisk {
   meta_pwrite_failures = 0;
 
   read(buf: Uint8Array, offset: number, stable = false): void {
-    for (let i = 0; i < buf.length;) {
-      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
-      const page = (stable ? undefined : this.cache.get(p)) ?? this.stable.get(p) ?? new Uint8Array(PAGE);
-      buf.set(page.subarray(o, o + n), i);
-      i += n;
-    }
+    readPages(this.stable, this.cache, buf, offset, stable);
   }
 
   cached(): boolean {
@@ -46,13 +62,7 @@ export class WritebackDisk {
       this.meta_pwrite_failures--;
       throw new NativeError({ op: "pwrite", path: this.path, errno: native.errno.EIO });
     }
-    for (let i = 0; i < buf.length;) {
-      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
-      const page = (this.cache.get(p) ?? this.stable.get(p) ?? new Uint8Array(PAGE)).slice();
-      page.set(buf.subarray(i, i + n), o);
-      this.cache.set(p, page);
-      i += n;
-    }
+    writePages(this.stable, this.cache, buf, offset);
   }
 
   flush(): void {

@@ -6,9 +6,14 @@
 // first (the race that matters). Built on a review's scratch model (session 32).
 import { rmSync, truncateSync, writeFileSync } from "node:fs";
 import { LocalDisk } from "../../../src/io/disk.ts";
+import { computeLayout } from "../../../src/core/layout.ts";
+import type { Metadata } from "../../../src/core/metadata.ts";
+import { MetadataStore } from "../../../src/io/metadata-store.ts";
 import { native, NativeError } from "../../../src/native.ts";
+import { PAGE, readPages, writePages } from "../daemon/writeback-disk.ts";
 
-export const PAGE = 4096;
+export { PAGE };
+
 const original = { ...native };
 
 interface PoolSync {
@@ -32,22 +37,11 @@ export class ErrseqModel {
   }
 
   read(buf: Uint8Array, offset: number, stable = false): void {
-    for (let i = 0; i < buf.length;) {
-      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
-      const page = (stable ? undefined : this.cache.get(p)) ?? this.stable.get(p) ?? new Uint8Array(PAGE);
-      buf.set(page.subarray(o, o + n), i);
-      i += n;
-    }
+    readPages(this.stable, this.cache, buf, offset, stable);
   }
 
   write(buf: Uint8Array, offset: number): void {
-    for (let i = 0; i < buf.length;) {
-      const p = Math.floor((offset + i) / PAGE), o = (offset + i) % PAGE, n = Math.min(PAGE - o, buf.length - i);
-      const page = (this.cache.get(p) ?? this.stable.get(p) ?? new Uint8Array(PAGE)).slice();
-      page.set(buf.subarray(i, i + n), o);
-      this.cache.set(p, page);
-      i += n;
-    }
+    writePages(this.stable, this.cache, buf, offset);
   }
 
   /** Writes back the cached pages `pages` picks (all by default); true when it dropped some. */
@@ -133,6 +127,19 @@ export function openModelDisk(file: string): LocalDisk {
   writeFileSync(file, "");
   truncateSync(file, 1024 * 1024 * 1024);
   return LocalDisk.open(file, { write: true });
+}
+
+/** A daemon's component over the model: its metadata written, read back, the store on the twin. */
+export function modelComponent(disk: LocalDisk, prevrole: Metadata["prevrole"]): { meta: Metadata; store: MetadataStore } {
+  const layout = computeLayout({ mediasize: 1024 * 1024 * 1024, sectorsize: 512, extentsize: 0, keepdirty: 0 });
+  const meta: Metadata = {
+    resource: "r0", datasize: layout.datasize, extentsize: layout.extentsize, keepdirty: layout.keepdirty, localoff: layout.localoff,
+    mapsize: layout.mapsize, sectorsize: 512, resuid: 1n, localcnt: 1n, remotecnt: 1n, prevrole, flags: 0,
+  };
+  const store = new MetadataStore(disk, true);
+  store.initialize(meta);
+  store.read();
+  return { meta, store };
 }
 
 export function removeModelFile(file: string): void {
