@@ -8,7 +8,7 @@ import { FrameWaiter } from "../io/frame-waiter.ts";
 import { CORK_REQUESTS_BYTES, PeerLink } from "../io/peer-link.ts";
 import { protocolVersions } from "./protocol-versions.ts";
 import {
-  authReplyBlock, BitmapAssembler, checkChallengeAuth, NONCE_BYTES, negotiateVersion,
+  authReplyBlock, BitmapAssembler, checkChallengeAuth, MAX_CONTROL_PAYLOAD_BYTES, MAX_DATA_PAYLOAD_BYTES, NONCE_BYTES, negotiateVersion,
   type Frame, type HandshakeReply, type PeerError, type PeerPrimitives,
 } from "../wire/peer/index.ts";
 
@@ -48,7 +48,8 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
   try {
     link = await PeerLink.over(
       (handlers) => connectTcp({ ...tcpTarget(resource.remote!), source }, handlers, timeout_ms),
-      prims, { checksum: resource.checksum, compression: resource.compression }, { cork_bytes: CORK_REQUESTS_BYTES },
+      // Until the secondary proved itself, whoever answers may send control frames only.
+      prims, { checksum: resource.checksum, compression: resource.compression }, { cork_bytes: CORK_REQUESTS_BYTES, max_payload_bytes: MAX_CONTROL_PAYLOAD_BYTES },
     );
   } catch (err) {
     return { kind: "failed", reason: (err as Error).message };
@@ -84,6 +85,7 @@ export async function primaryHandshake(input: PrimaryHandshakeInput): Promise<Ha
   link.send({ kind: "auth", auth: authReplyBlock(ctx, check, prims) });
   if (!check.ok) return fail(`authentication of ${link.remote} failed: ${check.reason}`);
   authenticated = true;
+  link.allowPayloads(MAX_DATA_PAYLOAD_BYTES);
   const unready = input.beforeHandshake();
   if (unready !== null) return fail(unready);
   const sent = input.generation();

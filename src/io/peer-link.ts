@@ -126,6 +126,11 @@ export class PeerLink {
     return this.stream.remote;
   }
 
+  /** Frames with payloads up to `max_bytes` are taken from now on (FrameDecoder.allowPayloads). */
+  allowPayloads(max_bytes: number): void {
+    this.decoder.allowPayloads(max_bytes);
+  }
+
   get closed(): boolean {
     return this.closed_reason !== null;
   }

@@ -28,7 +28,7 @@ export class FrameDecoder {
   /** Where the current frame's payload goes: a sink its consumer gave, null for a buffer,
    * undefined until decided (sink_for is asked once per frame). */
   #sink: MessageSink | null | undefined = undefined;
-  readonly #max_payload_bytes: number;
+  #max_payload_bytes: number;
 
   /**
    * payload_alloc: where a payload that spans chunks is assembled (default: a new array each time),
@@ -48,6 +48,11 @@ export class FrameDecoder {
     this.#max_payload_bytes = opts.max_payload_bytes ?? MAX_DATA_PAYLOAD_BYTES;
     const copy = opts.copy_payloads === true;
     this.#rx = new ReceiveBuffer({ free_consumed: copy, copy_messages: copy });
+  }
+
+  /** Frames with payloads up to `max_bytes` are taken from now on (the peer proved itself). */
+  allowPayloads(max_bytes: number): void {
+    this.#max_payload_bytes = max_bytes;
   }
 
   /** The last payload was large and nothing of the next frame is here yet: the next one may well
