@@ -424,7 +424,10 @@ export class PrimaryEngine {
   }
 
   syncProgress(): SyncProgress {
-    return { done_bytes: this.sync_done_bytes, pending_bytes: this.map.syncPendingBytes(), active: this.sync_running };
+    // A pass counts as running until its final flush ended (syncFlushDone): before, the counters
+    // and the copy's state it writes are not on disk, and "complete" would be said too early.
+    const active = this.sync_running || this.pass_flush_tokens.has(this.sync_pass);
+    return { done_bytes: this.sync_done_bytes, pending_bytes: this.map.syncPendingBytes(), active };
   }
 
   inflight(): number {

@@ -220,6 +220,11 @@ export class EngineDriver {
     return actions && this.run(actions);
   }
 
+  /** A held end-of-pass flush ended (hold_sync_flushes). */
+  syncFlushDone(pass: number, local_ok: boolean, remote_ok: boolean): PrimaryAction[] {
+    return this.run(this.engine.syncFlushDone(pass, local_ok, remote_ok));
+  }
+
   /** The worker's SYNC_RESUME_S timer. */
   resumeSync(): PrimaryAction[] {
     return this.run(this.engine.resumeSync());
