@@ -396,11 +396,6 @@ export class PrimaryEngine {
     return [this.metadataAction()];
   }
 
-  /**
-   * Orderly stop of a connected, idle primary whose changes the peer has all flushed: the keepdirty
-   * LRU protects nothing any more, so its extents are marked clean and a planned role switch does
-   * not recopy them (HAST recopies up to keepdirty extents). Returns [] when that is not known.
-   */
   /** Clean extents whose map bit waits for a flush of this node (ActiveMap defer_clears). */
   get clears_waiting(): boolean {
     return this.map.clearsWaiting > 0;
@@ -412,6 +407,11 @@ export class PrimaryEngine {
     return this.map.clearWaiting();
   }
 
+  /**
+   * Orderly stop of a connected, idle primary whose changes the peer has all flushed: the keepdirty
+   * LRU protects nothing any more, so its extents are marked clean and a planned role switch does
+   * not recopy them (HAST recopies up to keepdirty extents). Returns [] when that is not known.
+   */
   forgetKeepdirty(): PrimaryAction[] {
     if (!this.connected || this.inflight() > 0 || this.sync_running || this.unflushed.size > 0 || this.flushing.size > 0 ||
       this.map.syncExtentCount() > 0) return [];

@@ -379,7 +379,7 @@ export class Hastd {
     if (!state.device_left) return;
     state.device_left = false;
     const { config } = state;
-    const where = deviceWhere(config.provname, config.nbd.kind === "uds" ? config.nbd.path : null, (m) => this.log.info(`[${config.name}] ${m}`));
+    const where = deviceWhere(config, (m) => this.log.info(`[${config.name}] ${m}`));
     try {
       await cleanupStaleDevice(where);
     } catch (err) {

@@ -99,7 +99,7 @@ export class PrimaryWorker {
       log.info(`Serving ${resource.provname} (${meta.datasize} bytes) at ${formatAddress(resource.nbd)}.`);
       let device: DeviceGate | null = null;
       if (resource.device) {
-        const where = deviceWhere(resource.provname, resource.nbd.kind === "uds" ? resource.nbd.path : null, (m) => log.info(m));
+        const where = deviceWhere(resource, (m) => log.info(m));
         try {
           await cleanupStaleDevice(where);
           device = await createDevice({ ...where, backend: io, uri: nbd.address, size_bytes: meta.datasize, sector_bytes: disk.sector_bytes, takeover: start.restart });

@@ -4,6 +4,7 @@
 // The NBD endpoint itself is always served (src/gate/nbd-server.ts); this only adds the device.
 import { existsSync } from "node:fs";
 import { dirname } from "node:path";
+import type { ResourceConfig } from "../config/index.ts";
 import type { BlockBackend } from "./block-backend.ts";
 import { createGgateDevice } from "./ggate.ts";
 import { cleanupKernelNbd, createKernelNbd } from "./kernel-nbd.ts";
@@ -46,8 +47,9 @@ export function devdir(): string {
 const DEFAULT_RUNDIR = "/var/run/hast";
 
 /** Where a resource's device and its helpers' state live. */
-export function deviceWhere(provname: string, nbd_socket: string | null, log: (msg: string) => void): Pick<DeviceOptions, "provname" | "rundir" | "devdir" | "log"> {
-  return { provname, rundir: nbd_socket !== null ? dirname(nbd_socket) : DEFAULT_RUNDIR, devdir: devdir(), log };
+export function deviceWhere(resource: Pick<ResourceConfig, "provname" | "nbd">, log: (msg: string) => void): Pick<DeviceOptions, "provname" | "rundir" | "devdir" | "log"> {
+  const rundir = resource.nbd.kind === "uds" ? dirname(resource.nbd.path) : DEFAULT_RUNDIR;
+  return { provname: resource.provname, rundir, devdir: devdir(), log };
 }
 
 export function kernelNbdPresent(): boolean {
